@@ -1,0 +1,70 @@
+use super::task::Task;
+use crate::ids::CpuId;
+
+/// Where a batched task walk resumes; opaque to the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TaskCursor(pub u64);
+
+/// The outcome of trying to pin a task for inspection.
+#[derive(Debug)]
+pub enum Pinned<R> {
+    /// The task could not run while the closure ran; its result.
+    Checked(R),
+    /// The task is running on a CPU (and is not the caller): it cannot be inspected now.
+    Running,
+}
+
+/// The scheduler services the engine needs.
+///
+/// Unlike the other traits it has no error type: every service here is infallible in a
+/// kernel (RCU task-list walks, IPIs, `task_call_func`, signals, `synchronize_rcu`); a task
+/// that is running is a [`Pinned::Running`] result, not an error.
+pub trait Scheduler {
+    /// The backend's task.
+    type Task: Task;
+
+    /// Visits at most `max` tasks starting at `cursor` (default: the first) and returns where
+    /// the next batch starts, or `None` after the last task. The walk covers every task:
+    /// user tasks, kthreads, each CPU's idle task and tasks that are exiting. Whatever lock
+    /// protects the task list is held for one batch only.
+    fn for_each_task<F>(&self, cursor: TaskCursor, max: usize, f: F) -> Option<TaskCursor>
+    where
+        F: FnMut(&Self::Task);
+
+    /// Visits the tasks whose CPU is `cpu` while that CPU is held (the per-CPU pass: on a
+    /// kernel, from an IPI on that CPU, so none of them can be scheduled in meanwhile).
+    fn for_each_task_on_cpu<F>(&self, cpu: CpuId, f: F)
+    where
+        F: FnMut(&Self::Task);
+
+    /// The CPUs that are online.
+    fn for_each_cpu<F>(&self, f: F)
+    where
+        F: FnMut(CpuId);
+
+    /// Runs `f` while `task` cannot be scheduled in (the kernel's `task_call_func`), or reports
+    /// that it is running on a CPU.
+    fn pin<R, F>(&self, task: &Self::Task, f: F) -> Pinned<R>
+    where
+        F: FnOnce(&Self::Task) -> R;
+
+    /// Sends a fake signal to a user task (forcing it through exit to user mode) or wakes a
+    /// kthread from an interruptible sleep.
+    fn kick(&self, task: &Self::Task);
+
+    /// Runs every CPU through a context where it cannot be in the middle of a handler, stops
+    /// them all, runs `f` once, then lets them go (`stop_machine`). Returns `f`'s result.
+    fn stop_all<R, F>(&self, f: F) -> R
+    where
+        F: FnOnce() -> R;
+
+    /// Asks to be called back for another completion attempt after `delay_ns`.
+    fn schedule_retry(&self, delay_ns: u64);
+
+    /// Waits for a grace period: every CPU has left any redirect handler or patched-set read
+    /// it was in when this was called.
+    fn synchronize(&self);
+
+    /// A monotonic clock in nanoseconds, for stall reports and pause measurements.
+    fn now_ns(&self) -> u64;
+}

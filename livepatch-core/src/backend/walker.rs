@@ -1,0 +1,51 @@
+use super::error::{Error, ErrorKind};
+use super::task::Task;
+use crate::addr::CodeAddr;
+use core::fmt;
+use core::ops::ControlFlow;
+
+/// Why a walk did not produce a reliable stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkError<E> {
+    /// The stack has more than the depth limit's frames; no partial result is implied.
+    TooDeep,
+    /// The backend could not walk the stack reliably.
+    Backend(E),
+}
+
+impl<E: Error> Error for WalkError<E> {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            WalkError::TooDeep => ErrorKind::TooDeep,
+            WalkError::Backend(e) => e.kind(),
+        }
+    }
+}
+
+impl<E: fmt::Debug> fmt::Display for WalkError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalkError::TooDeep => f.write_str("stack deeper than the walk limit"),
+            WalkError::Backend(e) => write!(f, "unreliable stack: {e:?}"),
+        }
+    }
+}
+
+/// Walks a task's kernel stack reliably.
+///
+/// The task is either the caller itself or a task the scheduler has pinned (it cannot run
+/// during the walk). A walk hands each return address, innermost first, to `frame`, which may
+/// stop it early with `ControlFlow::Break`. A stack that cannot be walked reliably is an
+/// error, never a silent partial walk.
+pub trait StackWalker {
+    /// The backend's task.
+    type Task: Task;
+    /// The backend's walk failure.
+    type Error: Error;
+
+    /// Walks `task`'s stack, at most `max_depth` frames; a deeper stack is
+    /// [`WalkError::TooDeep`]. Returns the number of frames visited.
+    fn walk<F>(&self, task: &Self::Task, max_depth: usize, frame: F) -> Result<usize, WalkError<Self::Error>>
+    where
+        F: FnMut(CodeAddr) -> ControlFlow<()>;
+}

@@ -1,0 +1,428 @@
+//! Patch descriptors — [`Patch`] ⊃ [`Object`] ⊃ [`Func`] — and their validation.
+//!
+//! Like the kernel's `klp_patch`/`klp_object`/`klp_func`, a descriptor carries both what its
+//! author declares and the little runtime state the engine keeps for it (its node in a func
+//! stack, its membership in the engine's patch list). Descriptors can therefore be `static`
+//! and the engine never allocates.
+
+use crate::addr::CodeRange;
+use crate::ids::{ObjectId, PatchId};
+use crate::sync::{const_fn, AtomicBool, AtomicRef, AtomicU32, Ordering};
+use core::fmt;
+use intrusive_collections::intrusive_adapter;
+use intrusive_collections::linked_list::AtomicLink;
+
+/// A node of a func stack: one variant of an original function, or a nop (run the original).
+///
+/// The engine links nodes newest-first per original function; the redirect handler reads the
+/// top node without a lock (see [`crate::redirect`]).
+pub struct FuncNode<'a> {
+    /// The variant's code; `None` for a nop (atomic replace: "back to the original").
+    pub(crate) code: Option<CodeRange>,
+    /// Set while the node's patch is in transition: the handler must consult the task.
+    pub(crate) transition: AtomicBool,
+    /// The node below this one, or `None` when the original function is below.
+    pub(crate) next: AtomicRef<'a, FuncNode<'a>>,
+    /// This node's code is being switched away from in the current transition.
+    pub(crate) away: AtomicBool,
+    /// Whether the node is on a func stack.
+    pub(crate) linked: AtomicBool,
+    /// The patch the node belongs to (meaningful while linked; nops are owned by the slot).
+    pub(crate) owner: AtomicU32,
+}
+
+impl<'a> FuncNode<'a> {
+    const_fn! {
+        pub(crate) fn new(code: Option<CodeRange>) -> Self {
+            Self {
+                code,
+                transition: AtomicBool::new(false),
+                next: AtomicRef::none(),
+                away: AtomicBool::new(false),
+                linked: AtomicBool::new(false),
+                owner: AtomicU32::new(0),
+            }
+        }
+    }
+
+    /// The variant's code, or `None` for a nop.
+    pub fn code(&self) -> Option<CodeRange> {
+        self.code
+    }
+
+    /// Whether this is a nop node.
+    pub fn is_nop(&self) -> bool {
+        self.code.is_none()
+    }
+
+    /// The patch this node belongs to.
+    pub fn owner(&self) -> PatchId {
+        PatchId(self.owner.load(Ordering::Relaxed))
+    }
+}
+
+impl fmt::Debug for FuncNode<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FuncNode")
+            .field("code", &self.code)
+            .field("transition", &self.transition.load(Ordering::Relaxed))
+            .field("linked", &self.linked.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// One replaced function: the original's code range and the replacement's.
+pub struct Func<'a> {
+    name: &'a str,
+    old: CodeRange,
+    pub(crate) node: FuncNode<'a>,
+}
+
+impl<'a> Func<'a> {
+    const_fn! {
+        /// Replace the function at `old` by the code at `new`. `name` is for reports.
+        pub fn new(name: &'a str, old: CodeRange, new: CodeRange) -> Self {
+            Self { name, old, node: FuncNode::new(Some(new)) }
+        }
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    /// The original function's code.
+    pub fn old(&self) -> CodeRange {
+        self.old
+    }
+
+    /// The replacement's code.
+    pub fn new_code(&self) -> CodeRange {
+        self.node.code.unwrap_or(self.old)
+    }
+
+    /// Whether the replacement is on its func stack (enabled or in transition).
+    pub fn is_patched(&self) -> bool {
+        self.node.linked.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for Func<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Func").field("name", &self.name).field("old", &self.old).field("new", &self.node.code).finish()
+    }
+}
+
+/// An error a callback returns; the code is the backend's (a negative errno in a kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallbackError(pub i32);
+
+impl fmt::Display for CallbackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "callback failed with code {}", self.0)
+    }
+}
+
+impl core::error::Error for CallbackError {}
+
+/// Per-object callbacks with the kernel's rules: `pre_patch` may fail and cancel the enable;
+/// `post_unpatch` and `pre_unpatch`/`post_patch` run only for objects whose `pre_patch` ran
+/// successfully; reversing an enable skips `pre_unpatch`.
+pub trait ObjectCallbacks: Sync {
+    /// Before the object's functions are patched. An error cancels the enable (or refuses the
+    /// module load for a late object).
+    fn pre_patch(&self, patch: PatchId, object: ObjectId) -> Result<(), CallbackError> {
+        let _ = (patch, object);
+        Ok(())
+    }
+    /// After the transition to the patched state completed.
+    fn post_patch(&self, patch: PatchId, object: ObjectId) {
+        let _ = (patch, object);
+    }
+    /// Before a disable transition starts.
+    fn pre_unpatch(&self, patch: PatchId, object: ObjectId) {
+        let _ = (patch, object);
+    }
+    /// After the transition to the unpatched state completed (or an enable was cancelled).
+    fn post_unpatch(&self, patch: PatchId, object: ObjectId) {
+        let _ = (patch, object);
+    }
+}
+
+/// A code object (the core kernel or one module) and the functions a patch replaces in it.
+pub struct Object<'a> {
+    id: ObjectId,
+    name: &'a str,
+    funcs: &'a [Func<'a>],
+    callbacks: Option<&'a dyn ObjectCallbacks>,
+    /// `pre_patch` succeeded: the other callbacks may run (`obj->callbacks.post_unpatch_enabled`).
+    pub(crate) callbacks_enabled: AtomicBool,
+    /// The object's funcs are on their func stacks.
+    pub(crate) patched: AtomicBool,
+}
+
+impl<'a> Object<'a> {
+    const_fn! {
+        /// An object `id` named `name` with the functions it replaces.
+        pub fn new(id: ObjectId, name: &'a str, funcs: &'a [Func<'a>]) -> Self {
+            Self {
+                id,
+                name,
+                funcs,
+                callbacks: None,
+                callbacks_enabled: AtomicBool::new(false),
+                patched: AtomicBool::new(false),
+            }
+        }
+    }
+
+    const_fn! {
+        /// The same object with callbacks.
+        pub fn with_callbacks(mut self, callbacks: &'a dyn ObjectCallbacks) -> Self {
+            self.callbacks = Some(callbacks);
+            self
+        }
+    }
+
+    /// The object's id.
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+    /// The object's name.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+    /// The functions it replaces.
+    pub fn funcs(&self) -> &'a [Func<'a>] {
+        self.funcs
+    }
+    /// Whether its functions are on their func stacks.
+    pub fn is_patched(&self) -> bool {
+        self.patched.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn pre_patch(&self, patch: PatchId) -> Result<(), CallbackError> {
+        if let Some(cb) = self.callbacks {
+            cb.pre_patch(patch, self.id)?;
+        }
+        self.callbacks_enabled.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn post_patch(&self, patch: PatchId) {
+        if let (Some(cb), true) = (self.callbacks, self.callbacks_enabled.load(Ordering::Relaxed)) {
+            cb.post_patch(patch, self.id);
+        }
+    }
+
+    pub(crate) fn pre_unpatch(&self, patch: PatchId) {
+        if let (Some(cb), true) = (self.callbacks, self.callbacks_enabled.load(Ordering::Relaxed)) {
+            cb.pre_unpatch(patch, self.id);
+        }
+    }
+
+    pub(crate) fn post_unpatch(&self, patch: PatchId) {
+        if self.callbacks_enabled.swap(false, Ordering::Relaxed) {
+            if let Some(cb) = self.callbacks {
+                cb.post_unpatch(patch, self.id);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Object<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Object").field("id", &self.id).field("name", &self.name).field("funcs", &self.funcs).finish()
+    }
+}
+
+/// A patch: objects with replaced functions; `replace` makes it cumulative (atomic replace).
+pub struct Patch<'a> {
+    id: PatchId,
+    name: &'a str,
+    objects: &'a [Object<'a>],
+    replace: bool,
+    pub(crate) link: AtomicLink,
+    pub(crate) enabled: AtomicBool,
+    pub(crate) forced: AtomicBool,
+}
+
+intrusive_adapter!(pub(crate) PatchAdapter<'a> = &'a Patch<'a>: Patch<'a> { link => AtomicLink });
+
+impl<'a> Patch<'a> {
+    const_fn! {
+        /// A patch `id` named `name` over `objects`.
+        pub fn new(id: PatchId, name: &'a str, objects: &'a [Object<'a>]) -> Self {
+            Self {
+                id,
+                name,
+                objects,
+                replace: false,
+                link: AtomicLink::new(),
+                enabled: AtomicBool::new(false),
+                forced: AtomicBool::new(false),
+            }
+        }
+    }
+
+    const_fn! {
+        /// The same patch, cumulative: on completion it replaces every other enabled patch, and
+        /// functions those patched that this one does not are reverted with nop variants.
+        pub fn replacing(mut self) -> Self {
+            self.replace = true;
+            self
+        }
+    }
+
+    /// The patch's id.
+    pub fn id(&self) -> PatchId {
+        self.id
+    }
+    /// The patch's name.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+    /// Its objects.
+    pub fn objects(&self) -> &'a [Object<'a>] {
+        self.objects
+    }
+    /// Whether it is cumulative (atomic replace).
+    pub fn is_replace(&self) -> bool {
+        self.replace
+    }
+    /// Whether it is enabled (the kernel's `enabled` attribute: set at enable, cleared when a
+    /// disable starts).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+    /// Whether a forced transition involved it: its code may still be in use and must never
+    /// be released.
+    pub fn is_forced(&self) -> bool {
+        self.forced.load(Ordering::Relaxed)
+    }
+    /// Whether the engine holds it (enabled, or in a transition).
+    pub fn is_registered(&self) -> bool {
+        self.link.is_linked()
+    }
+
+    /// Every function of the patch with its object.
+    pub fn funcs(&self) -> impl Iterator<Item = (&'a Object<'a>, &'a Func<'a>)> + 'a {
+        self.objects.iter().flat_map(|o| o.funcs.iter().map(move |f| (o, f)))
+    }
+}
+
+impl fmt::Debug for Patch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Patch")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("replace", &self.replace)
+            .field("enabled", &self.is_enabled())
+            .field("objects", &self.objects)
+            .finish()
+    }
+}
+
+/// Why a patch descriptor is invalid on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchError {
+    /// The patch has no function at all.
+    Empty,
+    /// Two objects of the patch have the same id.
+    DuplicateObject(ObjectId),
+    /// Two functions of the patch replace the same original function.
+    DuplicateFunc(CodeRange),
+    /// Two ranges of the patch (originals or replacements) overlap without being equal.
+    Overlap(CodeRange, CodeRange),
+}
+
+impl fmt::Display for PatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PatchError::Empty => f.write_str("patch replaces no function"),
+            PatchError::DuplicateObject(o) => write!(f, "object {o} appears twice"),
+            PatchError::DuplicateFunc(r) => write!(f, "function {r:?} is replaced twice"),
+            PatchError::Overlap(a, b) => write!(f, "code ranges {a:?} and {b:?} overlap"),
+        }
+    }
+}
+
+impl core::error::Error for PatchError {}
+
+/// Checks a patch on its own: at least one function, unique objects, each original replaced
+/// once, and no overlap among originals, replacements, or between the two.
+pub fn validate(patch: &Patch<'_>) -> Result<(), PatchError> {
+    if patch.funcs().next().is_none() {
+        return Err(PatchError::Empty);
+    }
+    for (i, a) in patch.objects.iter().enumerate() {
+        if patch.objects[..i].iter().any(|b| b.id == a.id) {
+            return Err(PatchError::DuplicateObject(a.id));
+        }
+    }
+    for (i, (_, f)) in patch.funcs().enumerate() {
+        let new = f.new_code();
+        if new.overlaps(f.old) {
+            return Err(PatchError::Overlap(f.old, new));
+        }
+        for (_, g) in patch.funcs().take(i) {
+            if g.old == f.old {
+                return Err(PatchError::DuplicateFunc(f.old));
+            }
+            for (a, b) in [(f.old, g.old), (f.old, g.new_code()), (new, g.old), (new, g.new_code())] {
+                if a.overlaps(b) {
+                    return Err(PatchError::Overlap(a, b));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn r(start: usize, len: usize) -> CodeRange {
+        CodeRange::new(start, len).unwrap()
+    }
+
+    #[test]
+    fn a_well_formed_patch_validates() {
+        let funcs = [Func::new("a", r(0x100, 0x10), r(0x9000, 0x20)), Func::new("b", r(0x200, 0x10), r(0x9100, 0x20))];
+        let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+        let p = Patch::new(PatchId(1), "p", &objs);
+        assert_eq!(validate(&p), Ok(()));
+        assert_eq!(p.funcs().count(), 2);
+        assert!(!p.is_enabled() && !p.is_registered() && !p.is_replace());
+    }
+
+    #[test]
+    fn empty_duplicate_and_overlapping_patches_are_rejected() {
+        let none: [Func<'_>; 0] = [];
+        let objs = [Object::new(ObjectId(0), "vmlinux", &none)];
+        assert_eq!(validate(&Patch::new(PatchId(1), "p", &objs)), Err(PatchError::Empty));
+
+        let dup = [Func::new("a", r(0x100, 0x10), r(0x9000, 0x20)), Func::new("a2", r(0x100, 0x10), r(0x9100, 0x20))];
+        let objs = [Object::new(ObjectId(0), "vmlinux", &dup)];
+        assert_eq!(validate(&Patch::new(PatchId(1), "p", &objs)), Err(PatchError::DuplicateFunc(r(0x100, 0x10))));
+
+        let over = [Func::new("a", r(0x100, 0x10), r(0x9000, 0x20)), Func::new("b", r(0x108, 0x10), r(0x9100, 0x20))];
+        let objs = [Object::new(ObjectId(0), "vmlinux", &over)];
+        assert!(matches!(validate(&Patch::new(PatchId(1), "p", &objs)), Err(PatchError::Overlap(..))));
+
+        let shared_new =
+            [Func::new("a", r(0x100, 0x10), r(0x9000, 0x20)), Func::new("b", r(0x200, 0x10), r(0x9010, 0x20))];
+        let objs = [Object::new(ObjectId(0), "vmlinux", &shared_new)];
+        assert!(matches!(validate(&Patch::new(PatchId(1), "p", &objs)), Err(PatchError::Overlap(..))));
+
+        let self_overlap = [Func::new("a", r(0x100, 0x10), r(0x108, 0x20))];
+        let objs = [Object::new(ObjectId(0), "vmlinux", &self_overlap)];
+        assert!(matches!(validate(&Patch::new(PatchId(1), "p", &objs)), Err(PatchError::Overlap(..))));
+
+        let f = [Func::new("a", r(0x100, 0x10), r(0x9000, 0x20))];
+        let g = [Func::new("b", r(0x200, 0x10), r(0x9100, 0x20))];
+        let objs = [Object::new(ObjectId(3), "m", &f), Object::new(ObjectId(3), "m", &g)];
+        assert_eq!(validate(&Patch::new(PatchId(1), "p", &objs)), Err(PatchError::DuplicateObject(ObjectId(3))));
+    }
+}

@@ -1,0 +1,164 @@
+//! The decision an ftrace-style handler makes on every call of a patched function: run the
+//! original, or jump to a variant.
+//!
+//! This is the hottest path in the system. It takes no lock and does no read-modify-write:
+//!
+//! 1. load the top of the func stack (`Acquire`, pairs with the `Release` push/unlink in
+//!    [`crate::func_stack`]);
+//! 2. load the top node's `transition` flag (`Acquire`, pairs with the engine's `Release`
+//!    store that sets it *after* writing every task's initial state — the kernel's
+//!    `smp_wmb()` in `klp_init_transition`, read behind its second `smp_rmb()`);
+//! 3. only in transition: load the current task's state (`Relaxed`: ordered by step 2) and, if
+//!    the task is unpatched, the node below (`Acquire`, pairs with the push that linked it);
+//! 4. a nop variant means "run the original".
+//!
+//! Outside a transition that is two dependent loads on two cache lines (slot, node).
+
+use crate::addr::CodeAddr;
+use crate::func_stack::FuncSlot;
+use crate::patch::FuncNode;
+use crate::state::{PatchState, TaskPatchState};
+use crate::sync::Ordering;
+
+/// Where a call goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Redirect {
+    /// Run the original function (nothing patched, a nop, or the task is unpatched and
+    /// nothing is below).
+    Original,
+    /// Jump to the variant at this address.
+    Variant(CodeAddr),
+}
+
+/// What the handler saw, for oracles and models (the hot path ignores it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// The top node was in transition.
+    pub in_transition: bool,
+    /// The task's state, if it was read (only in transition).
+    pub task_state: Option<PatchState>,
+}
+
+#[inline(always)]
+fn target(node: Option<&FuncNode<'_>>) -> Redirect {
+    match node.and_then(|n| n.code) {
+        Some(code) => Redirect::Variant(code.start()),
+        None => Redirect::Original,
+    }
+}
+
+/// The per-task decision (the kernel's `klp_ftrace_handler`), with what it observed.
+#[inline(always)]
+pub fn per_task_observed(slot: &FuncSlot<'_>, task: &TaskPatchState) -> (Redirect, Observed) {
+    let Some(top) = slot.top() else {
+        return (Redirect::Original, Observed { in_transition: false, task_state: None });
+    };
+    if !top.transition.load(Ordering::Acquire) {
+        return (target(Some(top)), Observed { in_transition: false, task_state: None });
+    }
+    let state = task.load(Ordering::Relaxed).state;
+    let node = match state {
+        PatchState::Unpatched => top.next.load(Ordering::Acquire),
+        // `Idle` during a transition would be an engine bug (the kernel WARNs); the patched
+        // universe is the safe reading because the flag is cleared before tasks go idle.
+        PatchState::Patched | PatchState::Idle => Some(top),
+    };
+    (target(node), Observed { in_transition: true, task_state: Some(state) })
+}
+
+/// The per-task decision.
+#[inline(always)]
+pub fn per_task(slot: &FuncSlot<'_>, task: &TaskPatchState) -> Redirect {
+    per_task_observed(slot, task).0
+}
+
+/// The call-chain decision: in transition, a call from code being switched away from
+/// (`caller_is_old`) continues the old chain; any other call takes the new code.
+#[inline(always)]
+pub fn call_chain(slot: &FuncSlot<'_>, caller_is_old: impl FnOnce() -> bool) -> Redirect {
+    let Some(top) = slot.top() else {
+        return Redirect::Original;
+    };
+    if top.transition.load(Ordering::Acquire) && caller_is_old() {
+        return target(top.next.load(Ordering::Acquire));
+    }
+    target(Some(top))
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::addr::CodeRange;
+
+    fn node<'a>(start: usize) -> FuncNode<'a> {
+        FuncNode::new(CodeRange::new(start, 0x10).ok())
+    }
+
+    #[test]
+    fn no_stack_runs_the_original() {
+        let slot = FuncSlot::new();
+        let task = TaskPatchState::new();
+        assert_eq!(per_task(&slot, &task), Redirect::Original);
+        assert_eq!(call_chain(&slot, || true), Redirect::Original);
+    }
+
+    #[test]
+    fn outside_a_transition_the_top_variant_runs() {
+        let a = node(0x9000);
+        let slot = FuncSlot::new();
+        slot.push(&a);
+        let task = TaskPatchState::new();
+        let (r, seen) = per_task_observed(&slot, &task);
+        assert_eq!(r, Redirect::Variant(CodeAddr(0x9000)));
+        assert_eq!(seen, Observed { in_transition: false, task_state: None });
+    }
+
+    #[test]
+    fn in_transition_the_task_state_picks_the_variant() {
+        let a = node(0x9000);
+        let b = node(0xa000);
+        let slot = FuncSlot::new();
+        slot.push(&a);
+        b.transition.store(true, Ordering::Release);
+        slot.push(&b);
+        let task = TaskPatchState::new();
+        task.reset(PatchState::Unpatched);
+        assert_eq!(per_task(&slot, &task), Redirect::Variant(CodeAddr(0x9000)));
+        task.reset(PatchState::Patched);
+        assert_eq!(per_task(&slot, &task), Redirect::Variant(CodeAddr(0xa000)));
+        // Unpatched with nothing below: the original.
+        let only = FuncSlot::new();
+        let c = node(0xb000);
+        c.transition.store(true, Ordering::Release);
+        only.push(&c);
+        task.reset(PatchState::Unpatched);
+        assert_eq!(per_task(&only, &task), Redirect::Original);
+    }
+
+    #[test]
+    fn a_nop_runs_the_original() {
+        let a = node(0x9000);
+        let nop = FuncNode::new(None);
+        let slot = FuncSlot::new();
+        slot.push(&a);
+        nop.transition.store(true, Ordering::Release);
+        slot.push(&nop);
+        let task = TaskPatchState::new();
+        task.reset(PatchState::Patched);
+        assert_eq!(per_task(&slot, &task), Redirect::Original);
+        task.reset(PatchState::Unpatched);
+        assert_eq!(per_task(&slot, &task), Redirect::Variant(CodeAddr(0x9000)));
+    }
+
+    #[test]
+    fn call_chain_follows_the_caller() {
+        let a = node(0x9000);
+        let slot = FuncSlot::new();
+        a.transition.store(true, Ordering::Release);
+        slot.push(&a);
+        assert_eq!(call_chain(&slot, || true), Redirect::Original);
+        assert_eq!(call_chain(&slot, || false), Redirect::Variant(CodeAddr(0x9000)));
+        a.transition.store(false, Ordering::Release);
+        assert_eq!(call_chain(&slot, || true), Redirect::Variant(CodeAddr(0x9000)));
+    }
+}

@@ -1,0 +1,252 @@
+//! Universes: the global patch state and each task's atomic patch-state word.
+//!
+//! A task runs either the code of the *unpatched* universe (the func stack below the patch in
+//! transition) or of the *patched* one (its top). Between transitions every task is
+//! [`PatchState::Idle`]. During a transition a task's word also carries the transition's
+//! target, so "pending" (the kernel's `TIF_PATCH_PENDING`) is derived, never stored twice:
+//! a task is pending when its state differs from its target. Switching and retargeting are
+//! single compare-and-swaps on one word, so a task that switches itself and a reversal racing
+//! with it always leave the task in exactly one universe.
+
+use crate::sync::{const_fn, AtomicU32, Ordering};
+use core::fmt;
+
+/// A universe as the kernel names it (`KLP_TRANSITION_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PatchState {
+    /// No transition is in progress.
+    Idle = 0,
+    /// The task runs the code below the transitioning patch.
+    Unpatched = 1,
+    /// The task runs the transitioning patch's code.
+    Patched = 2,
+}
+
+impl PatchState {
+    const fn from_bits(bits: u32) -> PatchState {
+        match bits & 3 {
+            1 => PatchState::Unpatched,
+            2 => PatchState::Patched,
+            _ => PatchState::Idle,
+        }
+    }
+
+    /// The other non-idle state; `Idle` stays `Idle`.
+    pub const fn opposite(self) -> PatchState {
+        match self {
+            PatchState::Idle => PatchState::Idle,
+            PatchState::Unpatched => PatchState::Patched,
+            PatchState::Patched => PatchState::Unpatched,
+        }
+    }
+}
+
+impl fmt::Display for PatchState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PatchState::Idle => "idle",
+            PatchState::Unpatched => "unpatched",
+            PatchState::Patched => "patched",
+        })
+    }
+}
+
+/// A snapshot of a task's word: its universe and the transition's target for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskWord {
+    /// The universe the task runs now.
+    pub state: PatchState,
+    /// The universe it must reach; equal to `state` when it is not pending.
+    pub target: PatchState,
+}
+
+impl TaskWord {
+    /// Whether the task still has to switch.
+    #[inline(always)]
+    pub const fn pending(self) -> bool {
+        self.state as u8 != self.target as u8
+    }
+
+    const fn bits(self) -> u32 {
+        self.state as u32 | (self.target as u32) << 2
+    }
+
+    const fn from_bits(bits: u32) -> TaskWord {
+        TaskWord { state: PatchState::from_bits(bits), target: PatchState::from_bits(bits >> 2) }
+    }
+}
+
+/// The per-task patch state: 4 bytes, lock-free.
+///
+/// Written by the engine (transition start, reversal, completion), by the task itself at its
+/// switch points, and by the sweep while the task cannot run.
+pub struct TaskPatchState(AtomicU32);
+
+impl TaskPatchState {
+    const_fn! {
+        /// A task outside any transition.
+        pub fn new() -> Self {
+            Self(AtomicU32::new(0))
+        }
+    }
+
+    /// Reads the word.
+    ///
+    /// `order` is `Relaxed` on the redirect path: the engine's transition-flag `Release` store
+    /// (see [`crate::redirect`]) orders its earlier writes of this word before the flag, and the
+    /// handler reads the flag with `Acquire` before this load.
+    #[inline(always)]
+    pub fn load(&self, order: Ordering) -> TaskWord {
+        TaskWord::from_bits(self.0.load(order))
+    }
+
+    /// The universe the task runs.
+    #[inline(always)]
+    pub fn state(&self) -> PatchState {
+        self.load(Ordering::Relaxed).state
+    }
+
+    /// Whether the task still has to switch.
+    #[inline(always)]
+    pub fn pending(&self) -> bool {
+        self.load(Ordering::Relaxed).pending()
+    }
+
+    /// Puts the task in `state` with nothing pending (transition init and completion).
+    ///
+    /// `Relaxed`: published to handlers by the later `Release` store of the transition flag
+    /// (init) or by the grace period that follows clearing it (completion).
+    pub fn reset(&self, state: PatchState) {
+        self.0.store(TaskWord { state, target: state }.bits(), Ordering::Relaxed);
+    }
+
+    /// Makes `target` the universe the task must reach, keeping its current state.
+    ///
+    /// `Release`: pairs with the `Acquire` of [`try_switch`](Self::try_switch), so a task that
+    /// switches itself after seeing the target also sees the func stacks the engine published
+    /// before starting the transition.
+    pub fn retarget(&self, target: PatchState) {
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            let mut word = TaskWord::from_bits(cur);
+            word.target = target;
+            match self.0.compare_exchange_weak(cur, word.bits(), Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Switches the task to its target if it is pending and the word is still `seen`.
+    ///
+    /// Returns the new state on success. Fails (returns `None`) when the task was not pending
+    /// or when the word changed since `seen` was read — e.g. a reversal retargeted it — so a
+    /// decision made for one direction is never applied to the other.
+    ///
+    /// `Acquire` on success pairs with [`retarget`](Self::retarget)'s `Release`.
+    pub fn try_switch(&self, seen: TaskWord) -> Option<PatchState> {
+        if !seen.pending() {
+            return None;
+        }
+        let new = TaskWord { state: seen.target, target: seen.target };
+        self.0.compare_exchange(seen.bits(), new.bits(), Ordering::Acquire, Ordering::Relaxed).ok().map(|_| seen.target)
+    }
+
+    /// Makes the task not pending, keeping its state (the first step of a reversal, the
+    /// kernel's clearing of `TIF_PATCH_PENDING`).
+    pub fn clear_pending(&self) {
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            let mut word = TaskWord::from_bits(cur);
+            word.target = word.state;
+            match self.0.compare_exchange_weak(cur, word.bits(), Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Switches the task to its target whatever its stack holds (a forced transition).
+    /// Returns whether it was pending.
+    pub fn force_switch(&self) -> bool {
+        loop {
+            let seen = self.load(Ordering::Relaxed);
+            if !seen.pending() {
+                return false;
+            }
+            if self.try_switch(seen).is_some() {
+                return true;
+            }
+        }
+    }
+
+    /// Copies `parent`'s word into this (new) task: fork inheritance.
+    pub fn inherit(&self, parent: &TaskPatchState) {
+        self.0.store(parent.0.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+impl Default for TaskPatchState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for TaskPatchState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.load(Ordering::Relaxed), f)
+    }
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::size_of::<TaskPatchState>() <= 8);
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_task_is_idle_and_not_pending() {
+        let t = TaskPatchState::new();
+        assert_eq!(t.state(), PatchState::Idle);
+        assert!(!t.pending());
+    }
+
+    #[test]
+    fn switching_follows_the_target() {
+        let t = TaskPatchState::new();
+        t.reset(PatchState::Unpatched);
+        assert!(!t.pending());
+        t.retarget(PatchState::Patched);
+        let seen = t.load(Ordering::Relaxed);
+        assert!(seen.pending());
+        assert_eq!(t.try_switch(seen), Some(PatchState::Patched));
+        assert_eq!(t.state(), PatchState::Patched);
+        assert!(!t.pending());
+        // A second switch with the stale snapshot fails.
+        assert_eq!(t.try_switch(seen), None);
+    }
+
+    #[test]
+    fn a_reversal_invalidates_a_stale_decision() {
+        let t = TaskPatchState::new();
+        t.reset(PatchState::Unpatched);
+        t.retarget(PatchState::Patched);
+        let seen = t.load(Ordering::Relaxed);
+        t.retarget(PatchState::Unpatched); // reversal: no longer pending
+        assert_eq!(t.try_switch(seen), None);
+        assert_eq!(t.state(), PatchState::Unpatched);
+        assert!(!t.pending());
+    }
+
+    #[test]
+    fn fork_copies_state_and_pending() {
+        let parent = TaskPatchState::new();
+        parent.reset(PatchState::Unpatched);
+        parent.retarget(PatchState::Patched);
+        let child = TaskPatchState::new();
+        child.inherit(&parent);
+        assert_eq!(child.load(Ordering::Relaxed), parent.load(Ordering::Relaxed));
+    }
+}

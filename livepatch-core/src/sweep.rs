@@ -1,0 +1,249 @@
+//! Per-task switch checks and the stall report.
+//!
+//! A task may switch universe when none of the code being switched away from is on its stack
+//! (invariant I2). [`check_and_switch`] decides that for one task whose stack cannot change
+//! meanwhile — pinned by the scheduler, held on its CPU by the per-CPU pass, or the caller
+//! itself — with one reliable walk and an O(log n) patched-set lookup per frame, behind a
+//! bounds pre-filter. Anything that keeps a task from switching is a [`StallReason`], reported
+//! per task as a [`Straggler`] and counted in a [`PassSummary`].
+
+use crate::addr::{CodeAddr, CodeRange};
+use crate::backend::Error as _;
+use crate::backend::{ErrorKind, Pinned, Scheduler, StackWalker, Task, TaskFlags, TaskKind, WalkError};
+use crate::ids::{SlotId, TaskId};
+use crate::model::SwitchPoints;
+use crate::state::{PatchState, TaskWord};
+use crate::sync::Ordering;
+use crate::transition::Live;
+use core::fmt;
+use core::ops::ControlFlow;
+
+/// Why a task has not switched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StallReason {
+    /// It is running on a CPU; its stack cannot be checked now.
+    Running,
+    /// Its stack could not be walked reliably.
+    Unreliable(ErrorKind),
+    /// Its stack is deeper than the walk limit.
+    TooDeep,
+    /// Code being switched away from is on its stack.
+    OnStack {
+        /// The original function whose code it is.
+        slot: SlotId,
+        /// That original function's range.
+        function: CodeRange,
+        /// The variant's range if the frame is in a variant, `None` if in the original.
+        variant: Option<CodeRange>,
+        /// The frame's depth (0 = innermost).
+        frame: u32,
+        /// The return address found there.
+        addr: CodeAddr,
+    },
+    /// The model checks no stacks: the task waits for its switch point (exit to user mode,
+    /// idle loop, safe point).
+    AwaitingSwitchPoint,
+    /// Its state changed while it was being checked (it switched itself, or a reversal
+    /// retargeted it); the next pass decides.
+    Raced,
+}
+
+impl fmt::Display for StallReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StallReason::Running => f.write_str("running"),
+            StallReason::Unreliable(kind) => write!(f, "unreliable stack ({kind})"),
+            StallReason::TooDeep => f.write_str("stack too deep"),
+            StallReason::OnStack { function, variant, frame, addr, .. } => match variant {
+                Some(v) => write!(f, "in variant {v:?} of function {function:?} at frame {frame} ({addr})"),
+                None => write!(f, "in function {function:?} at frame {frame} ({addr})"),
+            },
+            StallReason::AwaitingSwitchPoint => f.write_str("awaiting a switch point"),
+            StallReason::Raced => f.write_str("changed while checked"),
+        }
+    }
+}
+
+/// One task that kept the transition from completing, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Straggler {
+    /// The task.
+    pub task: TaskId,
+    /// Its kind.
+    pub kind: TaskKind,
+    /// Its flags (exiting, ignores signals, …).
+    pub flags: TaskFlags,
+    /// Why it has not switched.
+    pub reason: StallReason,
+    /// Whether this pass kicked it (signal or wake-up).
+    pub kicked: bool,
+}
+
+impl fmt::Display for Straggler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "task {} ({:?}{}): {}",
+            self.task,
+            self.kind,
+            if self.flags.contains(TaskFlags::EXITING) { ", exiting" } else { "" },
+            self.reason
+        )?;
+        if self.kicked {
+            f.write_str(" [kicked]")?;
+        }
+        Ok(())
+    }
+}
+
+/// What one completion attempt did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassSummary {
+    /// Which attempt this was (1-based) within the current direction.
+    pub pass: u32,
+    /// Tasks visited.
+    pub visited: u32,
+    /// Tasks this pass switched (sweep and per-CPU pass).
+    pub switched: u32,
+    /// Of those, switched by the per-CPU pass.
+    pub switched_per_cpu: u32,
+    /// Tasks still pending after the pass.
+    pub remaining: u32,
+    /// Stragglers by reason.
+    pub running: u32,
+    /// Unreliable stacks.
+    pub unreliable: u32,
+    /// Over-deep stacks.
+    pub too_deep: u32,
+    /// Old code on the stack.
+    pub on_stack: u32,
+    /// Waiting for a switch point (no stack checks in this model).
+    pub awaiting: u32,
+    /// Changed while checked.
+    pub raced: u32,
+    /// Exiting tasks the policy did not visit.
+    pub exiting_skipped: u32,
+    /// Stragglers kicked (signalled or woken).
+    pub kicked: u32,
+    /// Stack walks done.
+    pub walks: u32,
+    /// Task-list lock holds (batches).
+    pub batches: u32,
+    /// The longest batch, in the scheduler's nanoseconds.
+    pub max_batch_ns: u64,
+    /// Stop-the-world pause, in nanoseconds (stop-the-world model only).
+    pub pause_ns: u64,
+}
+
+impl PassSummary {
+    pub(crate) fn count(&mut self, reason: StallReason) {
+        self.remaining += 1;
+        match reason {
+            StallReason::Running => self.running += 1,
+            StallReason::Unreliable(_) => self.unreliable += 1,
+            StallReason::TooDeep => self.too_deep += 1,
+            StallReason::OnStack { .. } => self.on_stack += 1,
+            StallReason::AwaitingSwitchPoint => self.awaiting += 1,
+            StallReason::Raced => self.raced += 1,
+        }
+    }
+}
+
+/// The outcome of checking one task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The task was not pending.
+    NotPending,
+    /// The task switched to this state.
+    Switched(PatchState),
+    /// The task could not switch.
+    Blocked(StallReason),
+}
+
+impl Verdict {
+    /// Whether reaching this verdict took a stack walk.
+    pub fn walked(&self) -> bool {
+        match self {
+            Verdict::Switched(_) => true,
+            Verdict::Blocked(reason) => !matches!(reason, StallReason::Running | StallReason::AwaitingSwitchPoint),
+            Verdict::NotPending => false,
+        }
+    }
+}
+
+/// Finds the innermost frame of `task` in code being switched away from.
+///
+/// The task's stack must not change during the call. Returns `Ok(None)` when the stack is
+/// free of such code.
+pub fn first_away_frame<W: StackWalker>(
+    live: &Live<'_>,
+    walker: &W,
+    task: &W::Task,
+) -> Result<Option<StallReason>, WalkError<W::Error>> {
+    let (lo, hi) = live.away_bounds();
+    let mut found = None;
+    let mut depth = 0u32;
+    walker.walk(task, live.policy().max_depth, |addr| {
+        let frame = depth;
+        depth += 1;
+        if addr.get() < lo || addr.get() >= hi {
+            return ControlFlow::Continue(());
+        }
+        match live.patched_set().lookup(addr) {
+            Some(hit) if hit.is_away(live.slots()) => {
+                let function = live.slots().get(hit.slot.0 as usize).and_then(|s| s.original()).unwrap_or(hit.range);
+                found = Some(StallReason::OnStack {
+                    slot: hit.slot,
+                    function,
+                    variant: hit.node.and_then(|n| n.code()),
+                    frame,
+                    addr,
+                });
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    })?;
+    Ok(found)
+}
+
+/// Checks `task` (whose stack cannot change meanwhile) and switches it if nothing it is
+/// switching away from is on its stack. `seen` is the word read before the check; the switch
+/// only happens if the word is unchanged.
+pub fn check_and_switch<W: StackWalker>(live: &Live<'_>, walker: &W, task: &W::Task, seen: TaskWord) -> Verdict {
+    match first_away_frame(live, walker, task) {
+        Err(WalkError::TooDeep) => Verdict::Blocked(StallReason::TooDeep),
+        Err(WalkError::Backend(e)) => Verdict::Blocked(StallReason::Unreliable(e.kind())),
+        Ok(Some(reason)) => Verdict::Blocked(reason),
+        Ok(None) => match task.patch_state().try_switch(seen) {
+            Some(state) => Verdict::Switched(state),
+            None => Verdict::Blocked(StallReason::Raced),
+        },
+    }
+}
+
+/// The sweep's step for one task (the kernel's `klp_try_switch_task`): skip it if it is not
+/// pending, refuse if it is running, otherwise pin it and check its stack.
+pub fn try_switch_task<S, W>(live: &Live<'_>, scheduler: &S, walker: &W, task: &S::Task) -> Verdict
+where
+    S: Scheduler,
+    W: StackWalker<Task = S::Task>,
+{
+    // `Acquire`: pairs with `retarget`'s `Release`, so the away flags the engine set before
+    // starting (or reversing) the transition are visible. The engine itself runs the sweep,
+    // but a backend may run it on another CPU.
+    let seen = task.patch_state().load(Ordering::Acquire);
+    if !seen.pending() {
+        return Verdict::NotPending;
+    }
+    if !live.policy().allows(SwitchPoints::SWEEP) {
+        return Verdict::Blocked(StallReason::AwaitingSwitchPoint);
+    }
+    if task.is_running() {
+        return Verdict::Blocked(StallReason::Running);
+    }
+    match scheduler.pin(task, |t| check_and_switch(live, walker, t, seen)) {
+        Pinned::Checked(verdict) => verdict,
+        Pinned::Running => Verdict::Blocked(StallReason::Running),
+    }
+}

@@ -1,0 +1,106 @@
+//! The one shim for atomics: `core::sync::atomic` normally, `loom`'s under `cfg(loom)`, plus
+//! [`AtomicRef`], the only `unsafe` code in the crate.
+//!
+//! Every other module imports its atomics from here, so a loom model exercises the real code.
+#![allow(unsafe_code)]
+
+use core::marker::PhantomData;
+
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
+
+pub use core::sync::atomic::Ordering;
+
+/// Defines a constructor that is a `const fn` normally and a plain `fn` under loom, whose atomics
+/// cannot be built in constant context.
+macro_rules! const_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident $($rest:tt)*) => {
+        #[cfg(not(loom))]
+        $(#[$meta])* $vis const fn $name $($rest)*
+        #[cfg(loom)]
+        $(#[$meta])* $vis fn $name $($rest)*
+    };
+}
+pub(crate) use const_fn;
+
+/// An atomic `Option<&'a T>`.
+///
+/// Readers load a reference without a lock; the writer publishes one with a `Release` store.
+/// Because only `&'a T` values are ever stored, a loaded pointer is valid for `'a`.
+///
+/// # Invariants
+///
+/// `ptr` is null or was obtained from a `&'a T`.
+pub struct AtomicRef<'a, T> {
+    ptr: AtomicPtr<T>,
+    _marker: PhantomData<&'a T>,
+}
+
+impl<'a, T> AtomicRef<'a, T> {
+    const_fn! {
+        /// An empty reference.
+        pub fn none() -> Self {
+            // INVARIANT: null.
+            Self { ptr: AtomicPtr::new(core::ptr::null_mut()), _marker: PhantomData }
+        }
+    }
+
+    /// Loads the reference.
+    #[inline(always)]
+    pub fn load(&self, order: Ordering) -> Option<&'a T> {
+        let ptr = self.ptr.load(order);
+        // SAFETY: by the type invariant `ptr` is null or came from a `&'a T`, so it is aligned,
+        // points to a live `T` for all of `'a`, and only shared references to it exist.
+        unsafe { ptr.as_ref() }
+    }
+
+    /// Stores a reference.
+    #[inline(always)]
+    pub fn store(&self, value: Option<&'a T>, order: Ordering) {
+        // INVARIANT: the pointer comes from a `&'a T` or is null.
+        self.ptr.store(as_ptr(value), order);
+    }
+
+    /// Whether the two references point to the same object (pointer identity).
+    #[inline(always)]
+    pub fn is(&self, other: Option<&T>, order: Ordering) -> bool {
+        core::ptr::eq(self.ptr.load(order), as_ptr(other))
+    }
+}
+
+fn as_ptr<T>(value: Option<&T>) -> *mut T {
+    value.map_or(core::ptr::null_mut(), |r| r as *const T as *mut T)
+}
+
+impl<T> core::fmt::Debug for AtomicRef<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("AtomicRef").field(&self.ptr.load(Ordering::Relaxed)).finish()
+    }
+}
+
+impl<T> Default for AtomicRef<'_, T> {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_and_loads_references() {
+        let a = 1u32;
+        let b = 2u32;
+        let r = AtomicRef::none();
+        assert!(r.load(Ordering::Acquire).is_none());
+        r.store(Some(&a), Ordering::Release);
+        assert_eq!(r.load(Ordering::Acquire), Some(&1));
+        assert!(r.is(Some(&a), Ordering::Relaxed));
+        assert!(!r.is(Some(&b), Ordering::Relaxed));
+        r.store(None, Ordering::Release);
+        assert!(r.is(None, Ordering::Relaxed));
+    }
+}

@@ -1,0 +1,204 @@
+use super::storage::EngineStorage;
+use crate::addr::CodeAddr;
+use crate::backend::{StackWalker, Task};
+use crate::func_stack::FuncSlot;
+use crate::ids::SlotId;
+use crate::model::{Model, Policy, SwitchPoints};
+use crate::patched_set::{Hit, IndexEntry, PatchedSet};
+use crate::redirect::{self, Redirect};
+use crate::state::{PatchState, TaskPatchState};
+use crate::sweep::{self, Verdict};
+use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+use core::fmt;
+
+/// The shared read side of an engine: what every CPU reads on its hot paths, and the switch
+/// points a backend calls. All methods take `&self` and are lock-free.
+pub struct Live<'a> {
+    slots: &'a [FuncSlot<'a>],
+    index: PatchedSet<'a>,
+    policy: Policy,
+    /// The transition's target (`Idle`: none in progress).
+    target: AtomicU32,
+    /// Bounds of the code being switched away from: `[lo, hi)`, empty when none.
+    away_lo: AtomicUsize,
+    away_hi: AtomicUsize,
+}
+
+impl<'a> Live<'a> {
+    /// The read side over `storage`, with `policy`.
+    pub fn new<const S: usize, const R: usize>(storage: &'a EngineStorage<'a, S, R>, policy: Policy) -> Self {
+        Self::from_parts(&storage.slots, &storage.index[0], &storage.index[1], policy)
+    }
+
+    /// The read side over separately provided slots and the two index buffers.
+    pub fn from_parts(
+        slots: &'a [FuncSlot<'a>],
+        index_a: &'a [IndexEntry<'a>],
+        index_b: &'a [IndexEntry<'a>],
+        policy: Policy,
+    ) -> Self {
+        Self {
+            slots,
+            index: PatchedSet::new(index_a, index_b),
+            policy,
+            target: AtomicU32::new(PatchState::Idle as u32),
+            away_lo: AtomicUsize::new(0),
+            away_hi: AtomicUsize::new(0),
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The function slots.
+    pub fn slots(&self) -> &'a [FuncSlot<'a>] {
+        self.slots
+    }
+
+    /// The patched-set index.
+    pub fn patched_set(&self) -> &PatchedSet<'a> {
+        &self.index
+    }
+
+    /// The target of the transition in progress, if any.
+    ///
+    /// `Acquire`: pairs with the engine's `Release` store when it starts or reverses a
+    /// transition.
+    pub fn transition_target(&self) -> Option<PatchState> {
+        match self.target.load(Ordering::Acquire) {
+            1 => Some(PatchState::Unpatched),
+            2 => Some(PatchState::Patched),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_target(&self, target: PatchState) {
+        // `Release`: pairs with `transition_target`'s `Acquire`.
+        self.target.store(target as u32, Ordering::Release);
+    }
+
+    pub(crate) fn away_bounds(&self) -> (usize, usize) {
+        (self.away_lo.load(Ordering::Relaxed), self.away_hi.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_away_bounds(&self, lo: usize, hi: usize) {
+        // `Relaxed`: published to other CPUs by the `Release` of the task retargeting that
+        // follows (readers load the task word with `Acquire` first).
+        self.away_lo.store(lo, Ordering::Relaxed);
+        self.away_hi.store(hi, Ordering::Relaxed);
+    }
+
+    /// The slot whose original function starts at `entry` (a hook's address-to-slot lookup).
+    pub fn slot_at(&self, entry: CodeAddr) -> Option<SlotId> {
+        let hit = self.index.lookup(entry)?;
+        (hit.node.is_none() && hit.range.start() == entry).then_some(hit.slot)
+    }
+
+    /// The code being switched away from that contains `addr`, if any.
+    #[inline]
+    pub fn away_hit(&self, addr: CodeAddr) -> Option<Hit<'a>> {
+        let (lo, hi) = self.away_bounds();
+        if addr.get() < lo || addr.get() >= hi {
+            return None;
+        }
+        self.index.lookup(addr).filter(|hit| hit.is_away(self.slots))
+    }
+
+    /// Where a call to the function of `slot` goes, for the task whose state is `task`;
+    /// `parent_ip` is the caller's return address (used by the call-chain model only).
+    /// An unknown slot runs the original.
+    #[inline(always)]
+    pub fn redirect(&self, slot: SlotId, task: &TaskPatchState, parent_ip: CodeAddr) -> Redirect {
+        let Some(slot) = self.slots.get(slot.0 as usize) else {
+            return Redirect::Original;
+        };
+        match self.policy.model {
+            Model::CallChain => redirect::call_chain(slot, || self.away_hit(parent_ip).is_some()),
+            Model::PerTask | Model::KernelExit | Model::StopTheWorld => redirect::per_task(slot, task),
+        }
+    }
+
+    /// The function-entry hook: first, if the policy has the handler-entry switch, convert the
+    /// current task when nothing it is switching away from is on its stack; then
+    /// [`redirect`](Self::redirect).
+    ///
+    /// `task` must be the caller (the current task); `walker` walks its own stack.
+    #[inline]
+    pub fn on_function_entry<W: StackWalker>(
+        &self,
+        slot: SlotId,
+        task: &W::Task,
+        walker: &W,
+        parent_ip: CodeAddr,
+    ) -> Redirect {
+        if self.policy.allows(SwitchPoints::HANDLER_ENTRY) {
+            self.self_switch(task, walker);
+        }
+        self.redirect(slot, task.patch_state(), parent_ip)
+    }
+
+    /// The `cond_resched`-like self-check: the current task checks its own stack and switches
+    /// if it can. Returns the verdict (`NotPending` also when the policy lacks the point).
+    pub fn self_check<W: StackWalker>(&self, task: &W::Task, walker: &W) -> Verdict {
+        if !self.policy.allows(SwitchPoints::SELF_CHECK) {
+            return Verdict::NotPending;
+        }
+        self.self_switch(task, walker)
+    }
+
+    fn self_switch<W: StackWalker>(&self, task: &W::Task, walker: &W) -> Verdict {
+        // `Acquire`: pairs with `retarget`'s `Release`: the away flags and bounds of this
+        // direction were written before the task was retargeted to it.
+        let seen = task.patch_state().load(Ordering::Acquire);
+        if !seen.pending() {
+            return Verdict::NotPending;
+        }
+        sweep::check_and_switch(self, walker, task, seen)
+    }
+
+    /// Exit to user mode: the task holds no kernel frames, so it switches if pending.
+    pub fn exit_to_user(&self, task: &TaskPatchState) -> Option<PatchState> {
+        self.switch_without_check(task, SwitchPoints::EXIT_TO_USER)
+    }
+
+    /// The idle loop of a CPU: its idle task switches if pending.
+    pub fn idle(&self, task: &TaskPatchState) -> Option<PatchState> {
+        self.switch_without_check(task, SwitchPoints::IDLE)
+    }
+
+    /// A kthread at its declared safe point (kGraft's `kgr_task_safe`): no patched frame by
+    /// construction, so it switches if pending.
+    pub fn kthread_safe_point(&self, task: &TaskPatchState) -> Option<PatchState> {
+        self.switch_without_check(task, SwitchPoints::KTHREAD_SAFE_POINT)
+    }
+
+    fn switch_without_check(&self, task: &TaskPatchState, point: SwitchPoints) -> Option<PatchState> {
+        if !self.policy.allows(point) {
+            return None;
+        }
+        // `Acquire` (in `try_switch`) pairs with `retarget`'s `Release`.
+        task.try_switch(task.load(Ordering::Relaxed))
+    }
+
+    /// Fork: the child inherits the parent's universe and pending state.
+    pub fn fork(&self, parent: &TaskPatchState, child: &TaskPatchState) {
+        child.inherit(parent);
+    }
+
+    /// Convenience for backends: the per-task redirect for a task object.
+    pub fn redirect_task<T: Task>(&self, slot: SlotId, task: &T, parent_ip: CodeAddr) -> Redirect {
+        self.redirect(slot, task.patch_state(), parent_ip)
+    }
+}
+
+impl fmt::Debug for Live<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Live")
+            .field("policy", &self.policy)
+            .field("target", &self.transition_target())
+            .field("ranges", &self.index.len())
+            .finish()
+    }
+}

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The interface between shim.c and the Rust side of livepatch_rs.ko (mirrored in shim.rs). */
+#ifndef LP_SHIM_H
+#define LP_SHIM_H
+
+#include <linux/types.h>
+
+#define LP_MAX_HOOKS 16
+#define LP_BATCH_MAX 64
+#define LP_SHOW_MAX 4096
+
+enum { LP_PIN_BUSY = -16 /* -EBUSY */ };
+enum { LP_WALK_OK = 0, LP_WALK_STOP = 1, LP_WALK_UNRELIABLE = -2, LP_WALK_NO_STACK = -3 };
+enum {
+	LP_ATTR_ENABLED,
+	LP_ATTR_TRANSITION,
+	LP_ATTR_FORCE,
+	LP_ATTR_STALLS,
+	LP_ATTR_STATS,
+};
+
+struct task_struct;
+
+struct lp_task_info {
+	u64 start_time;
+	s32 pid;
+	s32 tgid;
+	u32 cpu;
+	u32 state;
+	bool kthread;
+	bool idle;
+	bool exiting;
+	bool on_cpu;
+	char comm[16];
+};
+
+typedef void (*lp_task_cb)(void *ctx, struct task_struct *t);
+typedef int (*lp_pin_cb)(void *ctx, struct task_struct *t);
+typedef int (*lp_frame_cb)(void *ctx, unsigned long addr);
+typedef void (*lp_cpu_cb)(void *ctx, struct task_struct *curr, u32 cpu);
+
+/* shim.c */
+int lp_shim_resolve(const char *name, bool exported, unsigned long *addr, unsigned long *size);
+void lp_shim_release(const char *name, bool exported);
+int lp_shim_hook_install(u32 slot, unsigned long ip);
+int lp_shim_hook_remove(u32 slot);
+struct task_struct *lp_shim_current(void);
+void lp_shim_task_info(struct task_struct *t, struct lp_task_info *info);
+u64 lp_shim_tasks_batch(u64 cursor, u32 max, lp_task_cb cb, void *ctx);
+int lp_shim_pin(struct task_struct *t, lp_pin_cb fn, void *ctx);
+int lp_shim_walk(struct task_struct *t, lp_frame_cb cb, void *ctx);
+int lp_shim_kick_user(struct task_struct *t, bool signal);
+int lp_shim_works_pending(void);
+void lp_shim_wake(struct task_struct *t);
+int lp_shim_on_cpu(u32 cpu, lp_cpu_cb fn, void *ctx);
+u32 lp_shim_nr_cpu_ids(void);
+bool lp_shim_cpu_online(u32 cpu);
+void lp_shim_synchronize(void);
+u64 lp_shim_now_ns(void);
+void lp_shim_msleep(u32 ms);
+void lp_shim_schedule_retry(u64 delay_ns);
+void lp_shim_cancel_retry(void);
+int lp_shim_debugfs_add(u32 patch, const char *name);
+void lp_shim_debugfs_remove(void);
+bool lp_shim_module_get(void);
+void lp_shim_module_put(void);
+void lp_shim_log(int level, const char *msg, int len);
+
+/* Rust (livepatch_rs.rs) */
+unsigned long lp_rs_redirect(u32 slot, unsigned long ip, unsigned long parent_ip);
+void lp_rs_exit_to_user(struct task_struct *t);
+void lp_rs_retry(void);
+int lp_rs_attr_show(u32 patch, u32 attr, char *buf, u32 len);
+int lp_rs_attr_store(u32 patch, u32 attr, const char *buf, u32 len);
+
+#endif

@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# livepatch-linux end-to-end test: install the toolchain, build (once, cached) a Rust-enabled
+# Debian 6.12 kernel, build our modules, boot QEMU (TCG, -smp 2) with a busybox initramfs that runs
+# the scenarios, and judge PASS/FAIL from the console log.
+#
+# Usage: livepatch-linux/scripts/e2e.sh [--no-install] [--keep]
+#   LP_CACHE      cache root (default /var/cache/livepatch-kernel)
+#   LP_WORK       scratch dir for this run (default: a fresh mktemp dir)
+#   LP_QEMU_TIMEOUT  seconds before the guest is killed (default 300)
+# Exit status: 0 = all scenarios passed; non-zero with a "E2E FAIL: ..." line otherwise.
+set -euo pipefail
+
+T0=$(date +%s)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LPL=$(cd "$HERE/.." && pwd)              # livepatch-linux/
+REPO=$(cd "$LPL/.." && pwd)              # workspace root
+CACHE_ROOT=${LP_CACHE:-/var/cache/livepatch-kernel}
+QEMU_TIMEOUT=${LP_QEMU_TIMEOUT:-300}
+INSTALL=1
+KEEP=0
+KERNEL_ONLY=0
+for a in "$@"; do
+    case "$a" in
+        --no-install) INSTALL=0 ;;
+        --keep) KEEP=1 ;;
+        --kernel-only) KERNEL_ONLY=1 ;;
+        *) echo "unknown argument: $a" >&2; exit 2 ;;
+    esac
+done
+
+declare -A STEP_T
+step() { echo; echo "=== [$(($(date +%s) - T0))s] $*"; }
+fail() { echo; echo "E2E FAIL: $*" >&2; echo "E2E FAIL: $*"; exit 1; }
+timed() { # timed NAME cmd...
+    local name=$1; shift
+    local s; s=$(date +%s)
+    "$@"
+    STEP_T[$name]=$(($(date +%s) - s))
+}
+
+# ---------------------------------------------------------------------------------------------
+# 1. Debian packages (versions measured in shared/kernel/RECIPE.md) and bindgen-cli.
+# ---------------------------------------------------------------------------------------------
+KVER_PKG=6.12.117-1~deb12u1
+RUST_PKG=1.85.0+dfsg3-1~deb12u3
+PKGS_PINNED=(
+    "linux-source-6.12=$KVER_PKG"
+    "rustc-web=$RUST_PKG" "libstd-rust-web-dev=$RUST_PKG" "libstd-rust-web-1.85=$RUST_PKG"
+    "rust-web-src=$RUST_PKG" "cargo-web=$RUST_PKG" "rustfmt-web=$RUST_PKG"
+)
+PKGS_PLAIN=(clang lld llvm libclang-dev flex bison bc libelf-dev libssl-dev cpio
+    qemu-system-x86 busybox-static xz-utils zstd python3 make)
+BINDGEN_VER=0.69.5
+
+install_packages() {
+    local need=0
+    for p in "${PKGS_PINNED[@]}"; do
+        local name=${p%%=*} ver=${p#*=}
+        [ "$(dpkg-query -W -f='${Version}' "$name" 2>/dev/null || true)" = "$ver" ] || need=1
+    done
+    for p in "${PKGS_PLAIN[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need=1
+    done
+    if [ $need = 0 ]; then echo "packages: already installed"; return; fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    if ! apt-get install -y -qq --no-install-recommends "${PKGS_PINNED[@]}" "${PKGS_PLAIN[@]}"; then
+        echo "WARNING: pinned versions unavailable; installing the archive's current ones" >&2
+        apt-get install -y -qq --no-install-recommends "${PKGS_PINNED[@]%%=*}" "${PKGS_PLAIN[@]}"
+    fi
+}
+
+TOOLS=$CACHE_ROOT/tools
+install_bindgen() {
+    if [ -x "$TOOLS/bin/bindgen" ] && "$TOOLS/bin/bindgen" --version | grep -q "$BINDGEN_VER"; then
+        echo "bindgen: cached"; return
+    fi
+    # Any cargo will do to build bindgen (rustup's or Debian's); the kernel itself uses Debian's rustc.
+    local cargo_bin
+    cargo_bin=$(command -v cargo || echo /usr/bin/cargo)
+    "$cargo_bin" install --locked --root "$TOOLS" bindgen-cli --version "$BINDGEN_VER"
+}
+
+mkdir -p "$CACHE_ROOT"
+if [ $INSTALL = 1 ]; then
+    step "install packages"
+    timed apt install_packages
+    step "install bindgen-cli $BINDGEN_VER"
+    timed bindgen install_bindgen
+fi
+
+# The kernel's Rust needs rust-src, which only Debian's rustc has here: put it first in PATH.
+export PATH=$TOOLS/bin:/usr/sbin:/usr/bin:/sbin:/bin
+KMAKE=(make LLVM=1)
+
+# ---------------------------------------------------------------------------------------------
+# 2. Kernel: unpack + build once into $CACHE_ROOT/<key>.
+# ---------------------------------------------------------------------------------------------
+FRAG=$LPL/kernel/lp_rust.config
+key_input() {
+    dpkg-query -W -f='${Version}\n' linux-source-6.12
+    rustc --version; bindgen --version; clang --version | head -1
+    sha256sum < "$FRAG"
+}
+KEY=$(dpkg-query -W -f='${Version}' linux-source-6.12 | tr '~+:' '___')-$(key_input | sha256sum | cut -c1-12)
+KC=$CACHE_ROOT/$KEY
+KSRC=$KC/linux-source-6.12
+KDIR=$KC/build
+
+step "kernel (cache key $KEY)"
+exec 9>"$CACHE_ROOT/.lock"
+flock 9
+if [ -f "$KC/.complete" ]; then
+    echo "kernel: cached at $KC"
+    STEP_T[kernel]=0
+else
+    # Build directly under the final path so that the build dir's absolute paths stay valid;
+    # .complete marks a finished build (an interrupted one is redone from scratch).
+    rm -rf "$KC"; mkdir -p "$KC"
+    s=$(date +%s)
+    echo "unpacking /usr/src/linux-source-6.12.tar.xz"
+    tar -xf /usr/src/linux-source-6.12.tar.xz -C "$KC"
+    cp "$FRAG" "$KSRC/kernel/configs/lp_rust.config"
+    "${KMAKE[@]}" -C "$KSRC" O="$KDIR" rustavailable
+    "${KMAKE[@]}" -C "$KSRC" O="$KDIR" tinyconfig lp_rust.config >/dev/null
+    missing=0
+    while IFS= read -r line; do
+        case "$line" in CONFIG_*=*) grep -qx "$line" "$KDIR/.config" || { echo "config dropped: $line"; missing=1; } ;; esac
+    done < "$FRAG"
+    [ $missing = 0 ] || fail "kernel config fragment not fully applied (see above)"
+    "${KMAKE[@]}" -C "$KSRC" O="$KDIR" -j"$(nproc)" bzImage modules > "$KC/build.log" 2>&1 \
+        || { tail -40 "$KC/build.log"; fail "kernel build failed (log: $KC/build.log)"; }
+    touch "$KC/.complete"
+    STEP_T[kernel]=$(($(date +%s) - s))
+fi
+flock -u 9
+
+# Remove cache entries of other keys (old configs / package versions): they are 2 GB each.
+for d in "$CACHE_ROOT"/*/; do
+    d=${d%/}
+    case "$(basename "$d")" in tools|"$KEY") ;; *) [ -d "$d" ] && { echo "removing stale cache $d"; rm -rf "$d"; } ;; esac
+done
+
+[ $KERNEL_ONLY = 1 ] && { echo "kernel ready: $KDIR"; exit 0; }
+
+# ---------------------------------------------------------------------------------------------
+# 3. Modules.
+# ---------------------------------------------------------------------------------------------
+WORK=${LP_WORK:-$(mktemp -d /tmp/lp-e2e.XXXXXX)}
+mkdir -p "$WORK"
+[ $KEEP = 1 ] || trap 'rm -rf "$WORK/mod" "$WORK/root"' EXIT
+
+step "build modules"
+s=$(date +%s)
+# Build in a scratch copy of our Kbuild dirs so the source tree stays clean; the core's sources are
+# referenced in place (see module/Kbuild).
+rm -rf "$WORK/mod"; mkdir -p "$WORK/mod"
+cp -r "$LPL/target" "$LPL/module" "$WORK/mod/"
+if [ -x "$LPL/scripts/prepare-core.sh" ]; then
+    "$LPL/scripts/prepare-core.sh" "$REPO" "$WORK/mod/module" || fail "preparing the core crate sources failed"
+fi
+"${KMAKE[@]}" -C "$KDIR" M="$WORK/mod/target" modules > "$WORK/target-build.log" 2>&1 \
+    || { cat "$WORK/target-build.log"; fail "building lp_target.ko failed"; }
+"${KMAKE[@]}" -C "$KDIR" M="$WORK/mod/module" modules > "$WORK/module-build.log" 2>&1 \
+    || { cat "$WORK/module-build.log"; fail "building livepatch_rs.ko failed"; }
+grep -iE 'warning' "$WORK/target-build.log" "$WORK/module-build.log" && fail "module build printed warnings"
+STEP_T[modules]=$(($(date +%s) - s))
+
+# ---------------------------------------------------------------------------------------------
+# 4. Initramfs.
+# ---------------------------------------------------------------------------------------------
+step "initramfs"
+R=$WORK/root
+rm -rf "$R"; mkdir -p "$R"/{bin,sbin,proc,sys,dev,tmp,lib/modules}
+cp /bin/busybox "$R/bin/busybox"
+for a in sh mount cat echo sleep date insmod rmmod lsmod grep sed awk cut tr head tail wc seq \
+         kill ps mkdir dmesg reboot poweroff usleep test "[" printf expr true false; do
+    ln -sf busybox "$R/bin/$a"
+done
+cp "$WORK/mod/target/lp_target.ko" "$WORK/mod/module/livepatch_rs.ko" "$R/lib/modules/"
+find "$WORK/mod/module" -name 'livepatch_rs_*.ko' -exec cp {} "$R/lib/modules/" \; 2>/dev/null || true
+cp "$KDIR/samples/livepatch/livepatch-sample.ko" "$R/lib/modules/"
+cp "$LPL/scripts/guest-init.sh" "$R/init"
+chmod +x "$R/init"
+(cd "$R" && find . | cpio -o -H newc --quiet) > "$WORK/initramfs.cpio"
+
+# ---------------------------------------------------------------------------------------------
+# 5. Boot and judge.
+# ---------------------------------------------------------------------------------------------
+step "boot QEMU (TCG, -smp 2, timeout ${QEMU_TIMEOUT}s)"
+LOG=${LP_LOG:-$WORK/console.log}
+s=$(date +%s)
+set +e
+timeout --foreground -k 5 "$QEMU_TIMEOUT" qemu-system-x86_64 -accel tcg -smp 2 -m 256M \
+    -nographic -no-reboot -kernel "$KDIR/arch/x86/boot/bzImage" -initrd "$WORK/initramfs.cpio" \
+    -append "console=ttyS0 panic=-1 loglevel=7 quiet_not" < /dev/null > "$LOG" 2>&1
+qrc=$?
+set -e
+STEP_T[qemu]=$(($(date +%s) - s))
+tr -d '\r' < "$LOG" > "$LOG.txt"; mv "$LOG.txt" "$LOG"
+echo "console log: $LOG (qemu exit $qrc)"
+
+errors=()
+[ $qrc = 124 ] && errors+=("QEMU timed out after ${QEMU_TIMEOUT}s")
+grep -q '^LP-E2E: DONE' "$LOG" || errors+=("guest did not reach LP-E2E: DONE")
+while IFS= read -r l; do errors+=("$l"); done < <(grep -E '^LP-E2E: FAIL' "$LOG" || true)
+splats=$(grep -nE 'WARNING:|BUG:|Oops|Kernel panic|general protection fault|Call Trace:|suspicious RCU usage|possible circular locking|possible recursive locking|inconsistent lock state|rcu_sched detected stall|rcu_preempt detected stall|detected stalls on CPUs|INFO: task .* blocked|lockdep|UBSAN|KASAN|refcount_t:|list_add corruption|list_del corruption|double fault|soft lockup|hard LOCKUP' "$LOG" \
+    | grep -v 'LP-E2E:' | grep -v 'lockdep: *$' | grep -viE 'Lock dependency validator|lockdep: +\[|... MAX_LOCKDEP|lockdep_init|in-use:|no_lockdep' || true)
+if [ -n "$splats" ]; then
+    errors+=("kernel splat in console log:")
+    while IFS= read -r l; do errors+=("    $l"); done <<< "$splats"
+fi
+npass=$(grep -c '^LP-E2E: PASS' "$LOG" || true)
+nfail=$(grep -c '^LP-E2E: FAIL' "$LOG" || true)
+
+echo
+echo "================ livepatch-linux e2e summary ================"
+grep -E '^LP-E2E: (PASS|FAIL|TIME|INFO)' "$LOG" || true
+echo "-------------------------------------------------------------"
+printf 'steps: apt %ss, bindgen %ss, kernel %ss, modules %ss, qemu %ss; total %ss\n' \
+    "${STEP_T[apt]:-0}" "${STEP_T[bindgen]:-0}" "${STEP_T[kernel]:-0}" "${STEP_T[modules]:-0}" \
+    "${STEP_T[qemu]:-0}" "$(($(date +%s) - T0))"
+if [ ${#errors[@]} -gt 0 ]; then
+    for e in "${errors[@]}"; do echo "  $e"; done
+    echo "console log kept at $LOG"
+    echo "e2e: $npass passed, $((nfail > 0 ? nfail : 1)) failed"
+    fail "${errors[0]}"
+fi
+echo "e2e: $npass passed, 0 failed"
+echo "E2E PASS"

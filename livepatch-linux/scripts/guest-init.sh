@@ -1,0 +1,186 @@
+#!/bin/sh
+# /init of the e2e initramfs: runs the scenarios and prints "LP-E2E: ..." markers on the console.
+# The host (scripts/e2e.sh) judges PASS/FAIL from these markers and from the absence of splats.
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo 8 > /proc/sys/kernel/printk 2>/dev/null
+
+M=/lib/modules
+KLP=/sys/kernel/livepatch/livepatch_sample
+LRS=/sys/kernel/debug/livepatch_rs
+
+say()  { echo "LP-E2E: $*"; }
+pass() { say "PASS $*"; }
+failed() { say "FAIL $*"; }
+info() { say "INFO $*"; }
+# centiseconds since boot, from /proc/uptime (busybox date has no sub-second format)
+now_cs() { read up _ < /proc/uptime; echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'; }
+# wait_file FILE VALUE TIMEOUT_CS: poll until FILE reads VALUE; prints the elapsed cs; 1 on timeout
+wait_file() {
+    _s=$(now_cs)
+    while :; do
+        _v=$(cat "$1" 2>/dev/null)
+        [ "$_v" = "$2" ] && { echo $(( $(now_cs) - _s )); return 0; }
+        [ $(( $(now_cs) - _s )) -ge "$3" ] && { echo $(( $(now_cs) - _s )); return 1; }
+        usleep 2000
+    done
+}
+# field NAME: value of NAME=... in /proc/lp_target
+field() { tr ' ' '\n' < /proc/lp_target | sed -n "s/^$1=//p"; }
+wait_field() { # wait_field NAME VALUE TIMEOUT_CS
+    _s=$(now_cs)
+    while [ "$(field "$1")" != "$2" ]; do
+        [ $(( $(now_cs) - _s )) -ge "$3" ] && return 1
+        usleep 5000
+    done
+}
+finish() {
+    kill $LOADPIDS 2>/dev/null
+    say DONE
+    sync
+    reboot -f
+}
+
+info "kernel $(cat /proc/version)"
+info "cpus online: $(cat /sys/devices/system/cpu/online)"
+ORIG_CMDLINE=$(cat /proc/cmdline)
+
+# --- load: the target module (2 kthreads) and user processes in syscall loops ---------------
+insmod $M/lp_target.ko || { failed "insmod lp_target.ko"; finish; }
+LOADPIDS=""
+for i in 1 2; do
+    ( while :; do read l < /proc/lp_target; read c < /proc/cmdline; done ) &
+    LOADPIDS="$LOADPIDS $!"
+done
+info "load: 2 user readers of /proc/lp_target + /proc/cmdline, kthreads lp_ticker, lp_sleeper"
+sleep 1
+[ "$(field read)" = 1 ] && [ "$(field tick)" = 1 ] && pass "target: original output ($(cat /proc/lp_target))" \
+    || failed "target: unexpected output $(cat /proc/lp_target)"
+
+# --- scenario 4: the kernel's own livepatch sample, same load, same boot ---------------------
+scenario_kernel_sample() {
+    s=$(now_cs)
+    insmod $M/livepatch-sample.ko || { failed "s4: insmod livepatch-sample.ko"; return; }
+    if t=$(wait_file $KLP/transition 0 3000); then
+        t=$(( $(now_cs) - s ))
+        say "TIME kernel-livepatch-sample enable transition ${t}0 ms (polled, 10 ms resolution)"
+    else
+        failed "s4: kernel sample transition did not finish in 30 s"; return
+    fi
+    grep -q "this has been live patched" /proc/cmdline && pass "s4: kernel sample patched cmdline_proc_show" \
+        || failed "s4: /proc/cmdline not patched by the kernel sample: $(cat /proc/cmdline)"
+    s=$(now_cs)
+    echo 0 > $KLP/enabled
+    wait_file $KLP/transition 0 3000 >/dev/null || { failed "s4: kernel sample disable did not finish"; return; }
+    say "TIME kernel-livepatch-sample disable transition $(( $(now_cs) - s ))0 ms (polled)"
+    i=0; while [ -d $KLP ] && [ $i -lt 500 ]; do usleep 10000; i=$((i+1)); done
+    rmmod livepatch_sample && [ "$(cat /proc/cmdline)" = "$ORIG_CMDLINE" ] \
+        && pass "s4: kernel sample disabled, output restored, unloaded" \
+        || failed "s4: kernel sample unload or restore failed"
+}
+
+# --- scenario 1: our patch on lp_target's functions, sleeper holds the transition -----------
+scenario_target() {
+    P=$LRS/lp_target
+    echo hold > /proc/lp_target_ctl
+    wait_field sleeping 1 500 || { failed "s1: sleeper did not enter lp_target_sleep"; return; }
+    s=$(now_cs)
+    echo 1 > $P/enabled || { failed "s1: enable failed"; return; }
+    # Users and the ticker switch; the sleeper cannot, while it sleeps in lp_target_sleep().
+    wait_field read 2 1000 && wait_field tick 2 1000 \
+        && pass "s1: users and ticker run the new code while the sleeper blocks ($(cat /proc/lp_target))" \
+        || failed "s1: output did not change: $(cat /proc/lp_target)"
+    sleep 1
+    if [ "$(cat $P/transition)" = 1 ]; then
+        pass "s1: transition still in progress while lp_sleeper sleeps in lp_target_sleep"
+    else
+        failed "s1: transition finished although lp_sleeper is still in lp_target_sleep"
+    fi
+    stalls=$(cat $P/stalls)
+    info "s1: stall report: $(echo "$stalls" | tr '\n' ';')"
+    echo "$stalls" | grep "lp_sleeper" | grep -q "lp_target_sleep" \
+        && pass "s1: stall report names lp_sleeper in lp_target_sleep" \
+        || failed "s1: stall report does not name lp_sleeper/lp_target_sleep"
+    r=$(now_cs)
+    echo release > /proc/lp_target_ctl
+    if t=$(wait_file $P/transition 0 1000); then
+        say "TIME livepatch-rs s1 release-to-complete ${t}0 ms; enable-to-complete $(( $(now_cs) - s ))0 ms (held ~$(( r - s ))0 ms)"
+        pass "s1: transition completed after the sleeper left lp_target_sleep"
+    else
+        failed "s1: transition did not complete after release"; return
+    fi
+    echo hold > /proc/lp_target_ctl
+    wait_field sleep 2 500 && pass "s1: sleeper runs the new lp_target_sleep" \
+        || failed "s1: sleeper still runs the old lp_target_sleep: $(cat /proc/lp_target)"
+    echo release > /proc/lp_target_ctl
+    cat $P/stats 2>/dev/null | while read l; do info "s1: stats $l"; done
+    # Unpatch (no blocker): everything back to the original.
+    echo 0 > $P/enabled
+    wait_file $P/transition 0 1000 >/dev/null && wait_field read 1 500 && wait_field tick 1 500 \
+        && pass "s1: disabled, original output back ($(cat /proc/lp_target))" \
+        || failed "s1: disable did not restore: $(cat /proc/lp_target)"
+}
+
+# --- scenario 2: a vmlinux function, cmdline_proc_show --------------------------------------
+scenario_vmlinux() {
+    P=$LRS/cmdline
+    s=$(now_cs)
+    echo 1 > $P/enabled || { failed "s2: enable failed"; return; }
+    if t=$(wait_file $P/transition 0 3000); then
+        say "TIME livepatch-rs cmdline enable transition $(( $(now_cs) - s ))0 ms (polled, 10 ms resolution)"
+    else
+        failed "s2: transition did not finish: $(cat $P/stalls)"; return
+    fi
+    grep -q "livepatch-rs" /proc/cmdline && pass "s2: cmdline_proc_show patched ($(cat /proc/cmdline))" \
+        || failed "s2: /proc/cmdline unchanged: $(cat /proc/cmdline)"
+    cat $P/stats 2>/dev/null | while read l; do info "s2: stats $l"; done
+    rmmod livepatch_rs 2>/dev/null && failed "s2: livepatch_rs unloaded while a patch is enabled" \
+        || pass "s2: rmmod refused while patched"
+    s=$(now_cs)
+    echo 0 > $P/enabled
+    wait_file $P/transition 0 3000 >/dev/null || { failed "s2: disable did not finish"; return; }
+    say "TIME livepatch-rs cmdline disable transition $(( $(now_cs) - s ))0 ms (polled)"
+    [ "$(cat /proc/cmdline)" = "$ORIG_CMDLINE" ] && pass "s2: disabled, /proc/cmdline restored" \
+        || failed "s2: /proc/cmdline not restored: $(cat /proc/cmdline)"
+}
+
+# --- scenario 3: reverse mid-transition ------------------------------------------------------
+scenario_reverse() {
+    P=$LRS/lp_target
+    echo hold > /proc/lp_target_ctl
+    wait_field sleeping 1 500 || { failed "s3: sleeper did not enter lp_target_sleep"; return; }
+    echo 1 > $P/enabled || { failed "s3: enable failed"; return; }
+    wait_field read 2 1000 && wait_field tick 2 1000 || { failed "s3: patch did not take effect"; return; }
+    usleep 300000
+    [ "$(cat $P/transition)" = 1 ] || { failed "s3: transition not blocked by the sleeper"; return; }
+    s=$(now_cs)
+    echo 0 > $P/enabled || { failed "s3: write 0 (reverse) failed"; return; }
+    if t=$(wait_file $P/transition 0 1000); then
+        say "TIME livepatch-rs s3 reverse transition $(( $(now_cs) - s ))0 ms (sleeper still held)"
+    else
+        failed "s3: reverse did not complete: $(cat $P/stalls)"; return
+    fi
+    [ "$(cat $P/enabled)" = 0 ] && wait_field read 1 500 && wait_field tick 1 500 \
+        && pass "s3: reversed while the sleeper blocked; all tasks back on the original ($(cat /proc/lp_target))" \
+        || failed "s3: not back to original: $(cat /proc/lp_target)"
+    echo release > /proc/lp_target_ctl
+    wait_field sleep 1 500 && pass "s3: sleeper returned through the original lp_target_sleep" \
+        || failed "s3: sleeper ran the new lp_target_sleep: $(cat /proc/lp_target)"
+}
+
+scenario_kernel_sample
+if insmod $M/livepatch_rs.ko; then
+    pass "livepatch_rs.ko loaded"
+    scenario_target
+    scenario_vmlinux
+    scenario_reverse
+    rmmod livepatch_rs && pass "livepatch_rs unloaded cleanly" || failed "rmmod livepatch_rs"
+else
+    failed "insmod livepatch_rs.ko"
+fi
+kill $LOADPIDS 2>/dev/null
+rmmod lp_target && pass "lp_target unloaded" || failed "rmmod lp_target"
+finish
