@@ -1,0 +1,764 @@
+//! The transition engine driven through its public API by a tiny backend: enable, disable,
+//! reverse, force, atomic replace, callbacks, late and going objects, stall reports and every
+//! refusal path.
+
+mod common;
+
+use common::{r, TestBackend};
+use livepatch_core::backend::{TaskFlags, TaskKind};
+use livepatch_core::patch::{CallbackError, PatchError};
+use livepatch_core::sweep::{StallReason, Straggler};
+use livepatch_core::transition::Progress;
+use livepatch_core::{
+    CodeAddr, Engine, EngineStorage, Error, Func, Live, Object, ObjectCallbacks, ObjectId, Patch, PatchId, PatchState,
+    Policy, Redirect, SlotId,
+};
+use std::cell::RefCell;
+use std::sync::Mutex;
+
+const F1: usize = 0x1000;
+const F2: usize = 0x1100;
+const F3: usize = 0x1200;
+const CALLER: usize = 0x5000;
+
+fn quiet(_: &Straggler) {}
+
+fn collect(out: &RefCell<Vec<Straggler>>) -> impl FnMut(&Straggler) + '_ {
+    move |s| out.borrow_mut().push(*s)
+}
+
+fn call<'a>(live: &Live<'a>, entry: usize, b: &TestBackend, task: u32) -> Redirect {
+    let slot = live.slot_at(CodeAddr(entry)).expect("function is hooked");
+    live.redirect(slot, &b.task(task).state, CodeAddr(CALLER))
+}
+
+fn variant(addr: usize) -> Redirect {
+    Redirect::Variant(CodeAddr(addr))
+}
+
+#[test]
+fn enable_completes_when_no_task_runs_old_code_and_redirects_afterwards() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80)), Func::new("f2", r(F2, 0x40), r(0x9100, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(4);
+    b.task(1).stack.borrow_mut().extend([CALLER + 4, CALLER + 8]);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+
+    engine.enable(&patch, &b).unwrap();
+    assert_eq!(b.hooked(), [r(F1, 0x40), r(F2, 0x40)]);
+    assert_eq!(live.transition_target(), Some(PatchState::Patched));
+    assert!(patch.is_enabled() && patch.is_registered());
+    // Before the sweep, tasks are unpatched and run the original.
+    assert_eq!(call(&live, F1, &b, 1), Redirect::Original);
+    assert!(b.task(1).state.pending());
+
+    let progress = engine.try_complete(&b, quiet).unwrap();
+    let Progress::Complete(summary) = progress else { panic!("{progress:?}") };
+    assert_eq!((summary.visited, summary.switched, summary.remaining), (4, 4, 0));
+    assert_eq!(summary.walks, 4);
+    assert!(engine.transition().is_none());
+    assert_eq!(live.transition_target(), None);
+    assert_eq!(b.task(1).state.state(), PatchState::Idle);
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000));
+    assert_eq!(call(&live, F2, &b, 3), variant(0x9100));
+    assert!(funcs.iter().all(Func::is_patched));
+    // The index holds both originals and both variants.
+    assert_eq!(live.patched_set().len(), 4);
+}
+
+#[test]
+fn a_task_sleeping_in_the_original_blocks_and_is_reported_until_it_leaves() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(3);
+    b.task(2).stack.borrow_mut().extend([0x7000, F1 + 0x10, CALLER + 4]);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+
+    let stalls = RefCell::new(Vec::new());
+    let Progress::Pending(summary) = engine.try_complete(&b, collect(&stalls)).unwrap() else { panic!() };
+    assert_eq!((summary.switched, summary.remaining, summary.on_stack), (2, 1, 1));
+    let stalls = stalls.into_inner();
+    assert_eq!(stalls.len(), 1);
+    assert_eq!(stalls[0].task.0, 2);
+    let StallReason::OnStack { function, variant: in_variant, frame, addr, .. } = stalls[0].reason else { panic!() };
+    assert_eq!((function, in_variant, frame, addr), (r(F1, 0x40), None, 1, CodeAddr(F1 + 0x10)));
+    assert_eq!(b.retries.borrow().last(), Some(&1_000_000_000));
+    // Switched tasks already run the new code; the sleeper still runs the old.
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000));
+    assert_eq!(call(&live, F1, &b, 2), Redirect::Original);
+
+    b.task(2).stack.borrow_mut().clear();
+    assert!(matches!(engine.try_complete(&b, quiet).unwrap(), Progress::Complete(_)));
+}
+
+#[test]
+fn running_unreliable_and_deep_tasks_are_reported_with_their_reason() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(4);
+    b.task(1).running.set(true);
+    b.task(2).unreliable.set(true);
+    b.task(3).stack.borrow_mut().extend(std::iter::repeat_n(CALLER, 101));
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    let stalls = RefCell::new(Vec::new());
+    let Progress::Pending(s) = engine.try_complete(&b, collect(&stalls)).unwrap() else { panic!() };
+    assert_eq!((s.running, s.unreliable, s.too_deep, s.switched), (1, 1, 1, 1));
+    let reasons: Vec<_> = stalls.borrow().iter().map(|s| s.reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            StallReason::Running,
+            StallReason::Unreliable(livepatch_core::backend::ErrorKind::Unreliable),
+            StallReason::TooDeep
+        ]
+    );
+    // The running task switches itself at exit to user mode.
+    assert_eq!(live.exit_to_user(&b.task(1).state), Some(PatchState::Patched));
+    assert_eq!(live.exit_to_user(&b.task(1).state), None, "not pending any more");
+}
+
+#[test]
+fn stragglers_are_kicked_every_nth_pass_except_those_that_ignore_signals() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(2);
+    b.task(1).stack.borrow_mut().push(F1 + 1);
+    b.task(2).stack.borrow_mut().push(F1 + 1);
+    b.task(2).flags.set(TaskFlags::IGNORES_SIGNALS);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    for pass in 1..=16 {
+        let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+        assert_eq!(s.pass, pass);
+        assert_eq!(s.kicked, u32::from(pass == 16), "pass {pass}");
+    }
+    assert_eq!(b.kicks.borrow().iter().map(|t| t.0).collect::<Vec<_>>(), [1]);
+}
+
+#[test]
+fn disable_restores_the_original_removes_hooks_and_frees_slots() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(2);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+
+    // A task sleeping in the variant keeps the disable pending.
+    b.task(1).stack.borrow_mut().push(0x9010);
+    engine.disable(&patch, &b).unwrap();
+    assert!(!patch.is_enabled() && patch.is_registered());
+    let stalls = RefCell::new(Vec::new());
+    assert!(!engine.try_complete(&b, collect(&stalls)).unwrap().is_done());
+    let StallReason::OnStack { variant: in_variant, .. } = stalls.borrow()[0].reason else { panic!() };
+    assert_eq!(in_variant, Some(r(0x9000, 0x80)));
+    b.task(1).stack.borrow_mut().clear();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+
+    assert!(b.hooked().is_empty());
+    assert!(!patch.is_registered() && !funcs[0].is_patched());
+    assert!(live.patched_set().is_empty());
+    assert!(live.slot_at(CodeAddr(F1)).is_none());
+    // It can be enabled again.
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000));
+}
+
+#[test]
+fn refused_operations_change_nothing() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let other_funcs = [Func::new("f2", r(F2, 0x40), r(0x9100, 0x80))];
+    let other_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &other_funcs)];
+    let other = Patch::new(PatchId(2), "p2", &other_objs);
+    let partial_funcs = [Func::new("f1-part", r(F1 + 8, 0x40), r(0xa000, 0x80))];
+    let partial_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &partial_funcs)];
+    let partial = Patch::new(PatchId(3), "p3", &partial_objs);
+    let clash_funcs = [Func::new("f3", r(F3, 0x40), r(0x9010, 0x10))];
+    let clash_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &clash_funcs)];
+    let clash = Patch::new(PatchId(4), "p4", &clash_objs);
+    let none: [Func<'_>; 0] = [];
+    let empty_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &none)];
+    let empty = Patch::new(PatchId(5), "p5", &empty_objs);
+
+    let b = TestBackend::with_tasks(2);
+    b.task(1).stack.borrow_mut().push(F1 + 1);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    assert_eq!(engine.reverse(&b), Err(Error::NoTransition));
+    assert_eq!(engine.force(&b), Err(Error::NoTransition));
+    assert_eq!(engine.try_complete(&b, quiet), Err(Error::NoTransition));
+    assert_eq!(engine.disable(&patch, &b), Err(Error::NotEnabled(PatchId(1))));
+    assert_eq!(engine.enable(&empty, &b), Err(Error::Invalid(PatchError::Empty)));
+
+    engine.enable(&patch, &b).unwrap();
+    assert_eq!(engine.enable(&other, &b), Err(Error::Busy));
+    assert_eq!(engine.disable(&patch, &b), Err(Error::Busy));
+    assert!(!other.is_registered());
+    b.task(1).stack.borrow_mut().clear();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+
+    assert_eq!(engine.enable(&patch, &b), Err(Error::AlreadyEnabled(PatchId(1))));
+    assert_eq!(engine.enable(&partial, &b), Err(Error::Conflict(r(F1 + 8, 0x40))));
+    assert_eq!(engine.enable(&clash, &b), Err(Error::Conflict(r(0x9010, 0x10))));
+    assert_eq!(engine.disable(&other, &b), Err(Error::NotEnabled(PatchId(2))));
+    assert!(engine.transition().is_none());
+    assert_eq!(engine.patches().count(), 1);
+    assert_eq!(b.hooked(), [r(F1, 0x40)]);
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000));
+    assert_eq!(live.slot_at(CodeAddr(0x9000)), None, "a variant is not a hook site");
+    assert_eq!(live.redirect(SlotId(999), &b.task(1).state, CodeAddr(0)), Redirect::Original);
+}
+
+#[test]
+fn storage_limits_are_typed_errors() {
+    // Storage outlives the descriptors: their nodes may point into it (nop nodes).
+    let small_slots = EngineStorage::<2, 32>::new();
+    let small_index = EngineStorage::<8, 5>::new();
+    let funcs = [
+        Func::new("f1", r(F1, 0x40), r(0x9000, 0x80)),
+        Func::new("f2", r(F2, 0x40), r(0x9100, 0x80)),
+        Func::new("f3", r(F3, 0x40), r(0x9200, 0x80)),
+    ];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(1);
+
+    let live_slots = Live::new(&small_slots, Policy::LINUX_6_12);
+    let live_index = Live::new(&small_index, Policy::LINUX_6_12);
+    {
+        let mut engine = Engine::new(&live_slots);
+        assert_eq!(engine.enable(&patch, &b), Err(Error::NoSlot));
+        assert!(!patch.is_registered());
+    }
+    let mut engine = Engine::new(&live_index);
+    assert!(matches!(engine.enable(&patch, &b), Err(Error::Index(_))));
+    assert!(!patch.is_registered() && b.hooked().is_empty());
+}
+
+#[test]
+fn reversing_an_enable_returns_every_task_and_skips_pre_unpatch() {
+    #[derive(Default)]
+    struct Log(Mutex<Vec<&'static str>>);
+    impl ObjectCallbacks for Log {
+        fn pre_patch(&self, _: PatchId, _: ObjectId) -> Result<(), CallbackError> {
+            self.0.lock().unwrap().push("pre_patch");
+            Ok(())
+        }
+        fn post_patch(&self, _: PatchId, _: ObjectId) {
+            self.0.lock().unwrap().push("post_patch");
+        }
+        fn pre_unpatch(&self, _: PatchId, _: ObjectId) {
+            self.0.lock().unwrap().push("pre_unpatch");
+        }
+        fn post_unpatch(&self, _: PatchId, _: ObjectId) {
+            self.0.lock().unwrap().push("post_unpatch");
+        }
+    }
+    let log = Log::default();
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs).with_callbacks(&log)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(3);
+    b.task(3).stack.borrow_mut().push(F1 + 4); // blocks the enable
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    assert_eq!(b.task(1).state.state(), PatchState::Patched);
+
+    // Task 1 now sleeps in the new variant: the reversal must wait for it.
+    b.task(1).stack.borrow_mut().push(0x9004);
+    engine.reverse(&b).unwrap();
+    let info = engine.transition().unwrap();
+    assert_eq!((info.target, info.reversed, info.passes), (PatchState::Unpatched, true, 0));
+    assert!(!patch.is_enabled());
+    // Task 3 (never switched) is not pending; task 1 is.
+    assert!(!b.task(3).state.pending() && b.task(1).state.pending());
+    let stalls = RefCell::new(Vec::new());
+    assert!(!engine.try_complete(&b, collect(&stalls)).unwrap().is_done());
+    assert_eq!(stalls.borrow().iter().map(|s| s.task.0).collect::<Vec<_>>(), [1]);
+    b.task(1).stack.borrow_mut().clear();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(!patch.is_registered() && b.hooked().is_empty());
+    assert_eq!(*log.0.lock().unwrap(), ["pre_patch", "post_unpatch"]);
+}
+
+#[test]
+fn reversing_a_disable_keeps_the_patch_and_runs_post_patch() {
+    #[derive(Default)]
+    struct Log(Mutex<Vec<&'static str>>);
+    impl ObjectCallbacks for Log {
+        fn post_patch(&self, _: PatchId, _: ObjectId) {
+            self.0.lock().unwrap().push("post_patch");
+        }
+        fn pre_unpatch(&self, _: PatchId, _: ObjectId) {
+            self.0.lock().unwrap().push("pre_unpatch");
+        }
+        fn post_unpatch(&self, _: PatchId, _: ObjectId) {
+            self.0.lock().unwrap().push("post_unpatch");
+        }
+    }
+    let log = Log::default();
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs).with_callbacks(&log)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(2);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    b.task(2).stack.borrow_mut().push(0x9001);
+    engine.disable(&patch, &b).unwrap();
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    engine.reverse(&b).unwrap();
+    assert!(patch.is_enabled());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(patch.is_registered());
+    assert_eq!(call(&live, F1, &b, 2), variant(0x9000));
+    assert_eq!(*log.0.lock().unwrap(), ["post_patch", "pre_unpatch", "post_patch"]);
+}
+
+#[test]
+fn a_failing_pre_patch_cancels_the_enable_and_unwinds_earlier_objects() {
+    struct Cb {
+        fail: bool,
+        log: &'static Mutex<Vec<String>>,
+    }
+    impl ObjectCallbacks for Cb {
+        fn pre_patch(&self, _: PatchId, o: ObjectId) -> Result<(), CallbackError> {
+            self.log.lock().unwrap().push(format!("pre_patch {o}"));
+            if self.fail {
+                Err(CallbackError(-19))
+            } else {
+                Ok(())
+            }
+        }
+        fn post_unpatch(&self, _: PatchId, o: ObjectId) {
+            self.log.lock().unwrap().push(format!("post_unpatch {o}"));
+        }
+    }
+    static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let ok = Cb { fail: false, log: &LOG };
+    let bad = Cb { fail: true, log: &LOG };
+    let f_a = [Func::new("a", r(F1, 0x40), r(0x9000, 0x80))];
+    let f_b = [Func::new("b", r(F2, 0x40), r(0x9100, 0x80))];
+    let objs = [
+        Object::new(ObjectId::VMLINUX, "vmlinux", &f_a).with_callbacks(&ok),
+        Object::new(ObjectId(7), "mod7", &f_b).with_callbacks(&bad),
+    ];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(2);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    assert_eq!(engine.enable(&patch, &b), Err(Error::Callback { object: ObjectId(7), error: CallbackError(-19) }));
+    assert_eq!(*LOG.lock().unwrap(), ["pre_patch 0", "pre_patch 7", "post_unpatch 0"]);
+    assert!(engine.transition().is_none() && !patch.is_registered() && !patch.is_enabled());
+    assert!(b.hooked().is_empty() && live.patched_set().is_empty());
+    assert!(!f_a[0].is_patched());
+    assert_eq!(b.task(1).state.state(), PatchState::Idle);
+}
+
+#[test]
+fn a_failing_hook_install_cancels_the_enable() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80)), Func::new("f2", r(F2, 0x40), r(0x9100, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(1);
+    b.fail_install.set(true);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    assert_eq!(engine.enable(&patch, &b), Err(Error::Backend(livepatch_core::backend::ErrorKind::Hook)));
+    assert!(!patch.is_registered() && funcs.iter().all(|f| !f.is_patched()));
+    assert!(storage.slots().iter().all(|s| s.original().is_none()));
+    b.fail_install.set(false);
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+}
+
+#[test]
+fn stacked_patches_redirect_to_the_newest_and_any_can_be_disabled() {
+    let f_a = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let o_a = [Object::new(ObjectId::VMLINUX, "vmlinux", &f_a)];
+    let a = Patch::new(PatchId(1), "a", &o_a);
+    let f_b = [Func::new("f1", r(F1, 0x40), r(0xa000, 0x80)), Func::new("f2", r(F2, 0x40), r(0xa100, 0x80))];
+    let o_b = [Object::new(ObjectId::VMLINUX, "vmlinux", &f_b)];
+    let bp = Patch::new(PatchId(2), "b", &o_b);
+    let b = TestBackend::with_tasks(2);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&a, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    // Task 1 sleeps in patch a's variant: enabling b must wait for it (it is the old code).
+    b.task(1).stack.borrow_mut().push(0x9008);
+    engine.enable(&bp, &b).unwrap();
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000), "unpatched task runs the variant below");
+    assert_eq!(call(&live, F1, &b, 2), variant(0xa000));
+    assert_eq!(call(&live, F2, &b, 1), Redirect::Original);
+    b.task(1).stack.borrow_mut().clear();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert_eq!(call(&live, F1, &b, 1), variant(0xa000));
+
+    // Disable the older patch, which is below b: b keeps running.
+    engine.disable(&a, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert_eq!(call(&live, F1, &b, 1), variant(0xa000));
+    assert_eq!(engine.patches().map(|p| p.id()).collect::<Vec<_>>(), [PatchId(2)]);
+    assert_eq!(b.hooked().len(), 2);
+    engine.disable(&bp, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(b.hooked().is_empty());
+}
+
+#[test]
+fn atomic_replace_retires_stacked_patches_and_reverts_uncovered_functions() {
+    let f1 = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let o1 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f1)];
+    let p1 = Patch::new(PatchId(1), "p1", &o1);
+    let f2 = [Func::new("f2", r(F2, 0x40), r(0x9100, 0x80))];
+    let o2 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f2)];
+    let p2 = Patch::new(PatchId(2), "p2", &o2);
+    let f3 = [Func::new("f3", r(F3, 0x40), r(0x9200, 0x80))];
+    let o3 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f3)];
+    let p3 = Patch::new(PatchId(3), "p3", &o3);
+    // The cumulative patch keeps f1 (new version) and drops f2 and f3.
+    let fr = [Func::new("f1", r(F1, 0x40), r(0xb000, 0x80))];
+    let or = [Object::new(ObjectId::VMLINUX, "vmlinux", &fr)];
+    let replace = Patch::new(PatchId(4), "replace", &or).replacing();
+    let b = TestBackend::with_tasks(2);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    for p in [&p1, &p2, &p3] {
+        engine.enable(p, &b).unwrap();
+        assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    }
+    // A task sleeping in p2's variant of f2 blocks the replace: f2 goes back to the original.
+    b.task(2).stack.borrow_mut().push(0x9110);
+    engine.enable(&replace, &b).unwrap();
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    assert_eq!(call(&live, F2, &b, 1), Redirect::Original, "nop: switched task runs the original");
+    assert_eq!(call(&live, F2, &b, 2), variant(0x9100));
+    b.task(2).stack.borrow_mut().clear();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+
+    assert_eq!(engine.patches().map(|p| p.id()).collect::<Vec<_>>(), [PatchId(4)]);
+    assert!(!p1.is_enabled() && !p2.is_registered() && !p3.is_registered());
+    assert_eq!(call(&live, F1, &b, 1), variant(0xb000));
+    assert_eq!(b.hooked(), [r(F1, 0x40)], "nops discarded, their hooks removed");
+    assert!(live.slot_at(CodeAddr(F2)).is_none());
+    // The replaced patches can be enabled again later.
+    engine.enable(&p2, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert_eq!(call(&live, F2, &b, 1), variant(0x9100));
+}
+
+#[test]
+fn reversing_an_atomic_replace_keeps_the_replaced_patches() {
+    let f1 = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let o1 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f1)];
+    let p1 = Patch::new(PatchId(1), "p1", &o1);
+    let fr = [Func::new("f2", r(F2, 0x40), r(0xb000, 0x80))];
+    let or = [Object::new(ObjectId::VMLINUX, "vmlinux", &fr)];
+    let replace = Patch::new(PatchId(4), "replace", &or).replacing();
+    let b = TestBackend::with_tasks(2);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&p1, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    b.task(1).stack.borrow_mut().push(0x9001);
+    engine.enable(&replace, &b).unwrap();
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    engine.reverse(&b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert_eq!(engine.patches().map(|p| p.id()).collect::<Vec<_>>(), [PatchId(1)]);
+    assert_eq!(call(&live, F1, &b, 2), variant(0x9000));
+    assert_eq!(b.hooked(), [r(F1, 0x40)]);
+}
+
+#[test]
+fn force_switches_everyone_and_marks_patches_forced() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(3);
+    b.task(1).stack.borrow_mut().push(F1 + 1);
+    b.task(2).running.set(true);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    let Progress::Complete(s) = engine.force(&b).unwrap() else { panic!() };
+    assert_eq!(s.switched, 2);
+    assert!(patch.is_forced() && engine.transition().is_none());
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000));
+}
+
+#[test]
+fn force_after_m_passes_is_a_policy() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(1);
+    b.task(1).stack.borrow_mut().push(F1 + 1);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy { force_after: Some(3), ..Policy::LINUX_6_12 });
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(patch.is_forced());
+}
+
+#[test]
+fn exiting_tasks_are_skipped_by_linux_and_visited_by_the_improved_policy() {
+    let b = TestBackend::with_tasks(2);
+    b.task(2).flags.set(TaskFlags::EXITING);
+    b.task(2).stack.borrow_mut().push(F1 + 2);
+    for (policy, completes) in [(Policy::LINUX_6_12, true), (Policy::IMPROVED, false)] {
+        b.hooks.borrow_mut().clear(); // the forced patch of the previous round stays hooked
+        let storage = EngineStorage::<8, 32>::new();
+        let funcs = [Func::new("do_exit", r(F1, 0x40), r(0x9000, 0x80))];
+        let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+        let patch = Patch::new(PatchId(1), "p1", &objs);
+        let live = Live::new(&storage, policy);
+        let mut engine = Engine::new(&live);
+        engine.enable(&patch, &b).unwrap();
+        let progress = engine.try_complete(&b, quiet).unwrap();
+        assert_eq!(progress.is_done(), completes, "{policy:?}");
+        if completes {
+            // Linux declares victory while the exiting task still runs the old do_exit.
+            assert_eq!(progress.summary().exiting_skipped, 1);
+        } else {
+            assert_eq!(progress.summary().on_stack, 1);
+            engine.force(&b).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_handler_entry_switch_converts_the_caller_when_its_stack_is_clean() {
+    let b = TestBackend::with_tasks(2);
+    b.task(1).running.set(true);
+    b.task(2).running.set(true);
+    b.task(2).stack.borrow_mut().extend([F2 + 8, CALLER]); // f2 (old) calls f1
+    for (policy, switches) in [(Policy::LINUX_6_12, false), (Policy::IMPROVED, true)] {
+        b.hooks.borrow_mut().clear(); // the forced patch of the previous round stays hooked
+        let storage = EngineStorage::<8, 32>::new();
+        let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80)), Func::new("f2", r(F2, 0x40), r(0x9100, 0x80))];
+        let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+        let patch = Patch::new(PatchId(1), "p1", &objs);
+        let live = Live::new(&storage, policy);
+        let mut engine = Engine::new(&live);
+        engine.enable(&patch, &b).unwrap();
+        let slot = live.slot_at(CodeAddr(F1)).unwrap();
+        let r1 = live.on_function_entry(slot, b.task(1), &b, CodeAddr(CALLER));
+        let r2 = live.on_function_entry(slot, b.task(2), &b, CodeAddr(F2 + 8));
+        assert_eq!(r1, if switches { variant(0x9000) } else { Redirect::Original }, "{policy:?}");
+        assert_eq!(r2, Redirect::Original, "old f2 on the stack: keeps the old universe");
+        assert_eq!(b.task(2).state.state(), PatchState::Unpatched);
+        engine.force(&b).unwrap();
+    }
+}
+
+#[test]
+fn the_self_check_and_per_cpu_pass_switch_tasks() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(4);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::IMPROVED);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    let v = live.self_check(b.task(1), &b);
+    assert_eq!(v, livepatch_core::sweep::Verdict::Switched(PatchState::Patched));
+    let Progress::Complete(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    assert_eq!((s.switched_per_cpu, s.switched), (3, 3));
+    assert_eq!((s.batches, s.visited, s.remaining), (1, 4, 0));
+}
+
+#[test]
+fn kernel_exit_switches_only_at_the_boundary() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let mut b = TestBackend::with_tasks(2);
+    b.tasks.push(common::TestTask::new(3, TaskKind::Kthread));
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::KGRAFT);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    assert_eq!((s.awaiting, s.walks), (3, 0));
+    assert_eq!(live.self_check(b.task(1), &b), livepatch_core::sweep::Verdict::NotPending, "no self-check in kGraft");
+    assert!(live.exit_to_user(&b.task(1).state).is_some());
+    assert!(live.exit_to_user(&b.task(2).state).is_some());
+    assert!(live.kthread_safe_point(&b.task(3).state).is_some());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+}
+
+#[test]
+fn call_chain_redirects_by_caller_and_completes_by_sweeps() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80)), Func::new("f2", r(F2, 0x40), r(0x9100, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(2);
+    b.task(1).stack.borrow_mut().push(F2 + 4);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::CALL_CHAIN);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    let slot = live.slot_at(CodeAddr(F1)).unwrap();
+    let state = &b.task(1).state;
+    assert_eq!(live.redirect(slot, state, CodeAddr(F2 + 4)), Redirect::Original, "old caller: old chain");
+    assert_eq!(live.redirect(slot, state, CodeAddr(0x9104)), variant(0x9000), "new caller");
+    assert_eq!(live.redirect(slot, state, CodeAddr(CALLER)), variant(0x9000), "unpatched caller");
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    b.task(1).stack.borrow_mut().clear();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert_eq!(live.redirect(slot, state, CodeAddr(F2 + 4)), variant(0x9000));
+}
+
+#[test]
+fn stop_the_world_switches_all_at_once_or_gives_up() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(3);
+    b.task(1).running.set(true); // preempted by the stop: checkable
+    b.task(2).stack.borrow_mut().push(F1 + 3);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::STOP_THE_WORLD);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    for _ in 0..4 {
+        assert!(matches!(engine.try_complete(&b, quiet).unwrap(), Progress::Pending(_)));
+    }
+    let Progress::GaveUp(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    assert_eq!(s.on_stack, 1);
+    assert_eq!(b.stops.get(), 5);
+    assert!(!patch.is_registered() && b.hooked().is_empty());
+    assert!(b.tasks.iter().all(|t| t.state.state() == PatchState::Idle));
+
+    b.task(2).stack.borrow_mut().clear();
+    engine.enable(&patch, &b).unwrap();
+    let Progress::Complete(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    assert_eq!(s.switched, 3);
+    assert!(s.pause_ns > 0);
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000));
+}
+
+#[test]
+fn late_and_going_objects_follow_the_patch() {
+    #[derive(Default)]
+    struct Log(Mutex<Vec<String>>);
+    impl ObjectCallbacks for Log {
+        fn pre_patch(&self, p: PatchId, o: ObjectId) -> Result<(), CallbackError> {
+            self.0.lock().unwrap().push(format!("pre_patch {p}/{o}"));
+            Ok(())
+        }
+        fn post_patch(&self, p: PatchId, o: ObjectId) {
+            self.0.lock().unwrap().push(format!("post_patch {p}/{o}"));
+        }
+        fn pre_unpatch(&self, p: PatchId, o: ObjectId) {
+            self.0.lock().unwrap().push(format!("pre_unpatch {p}/{o}"));
+        }
+        fn post_unpatch(&self, p: PatchId, o: ObjectId) {
+            self.0.lock().unwrap().push(format!("post_unpatch {p}/{o}"));
+        }
+    }
+    let log = Log::default();
+    let f_v = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let f_m = [Func::new("m1", r(0x20_0000, 0x40), r(0x9100, 0x80))];
+    let objs = [
+        Object::new(ObjectId::VMLINUX, "vmlinux", &f_v).with_callbacks(&log),
+        Object::new(ObjectId(9), "mod9", &f_m).with_callbacks(&log),
+    ];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(2);
+    b.unloaded.borrow_mut().insert(9);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert_eq!(b.hooked(), [r(F1, 0x40)]);
+
+    b.unloaded.borrow_mut().remove(&9);
+    engine.object_coming(ObjectId(9), &b).unwrap();
+    assert_eq!(b.hooked().len(), 2);
+    assert_eq!(call(&live, 0x20_0000, &b, 1), variant(0x9100));
+    engine.object_going(ObjectId(9), &b);
+    b.unloaded.borrow_mut().insert(9);
+    assert_eq!(b.hooked(), [r(F1, 0x40)]);
+    assert!(!f_m[0].is_patched());
+    assert_eq!(
+        *log.0.lock().unwrap(),
+        ["pre_patch 1/0", "post_patch 1/0", "pre_patch 1/9", "post_patch 1/9", "pre_unpatch 1/9", "post_unpatch 1/9"]
+    );
+}
+
+#[test]
+fn fork_inherits_the_parents_universe() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(2);
+    b.task(2).stack.borrow_mut().push(F1 + 1);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    let child = livepatch_core::TaskPatchState::new();
+    live.fork(&b.task(1).state, &child);
+    assert_eq!(child.state(), PatchState::Patched);
+    live.fork(&b.task(2).state, &child);
+    assert_eq!(child.state(), PatchState::Unpatched);
+    assert!(child.pending());
+}
+
+#[test]
+fn sweeps_hold_the_task_list_one_batch_at_a_time() {
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(200);
+    b.task(200).stack.borrow_mut().push(F1);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy { batch: 64, ..Policy::LINUX_6_12 });
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    assert_eq!((s.batches, s.visited, s.switched), (4, 200, 199));
+}

@@ -1,0 +1,1 @@
+//! A deterministic simulated machine for `livepatch-core` (being built).
