@@ -40,4 +40,10 @@ pub use model::{Model, Policy};
 pub use patch::{Func, Object, ObjectCallbacks, Patch};
 pub use redirect::Redirect;
 pub use state::{PatchState, TaskPatchState};
+pub use backend::Parts;
 pub use transition::{Engine, EngineStorage, Live};
+
+/// The repository README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
