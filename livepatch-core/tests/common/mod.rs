@@ -81,9 +81,7 @@ pub struct TestBackend {
 
 impl TestBackend {
     pub fn with_tasks(n: u32) -> Self {
-        let mut b = Self::default();
-        b.tasks = (0..n).map(|i| TestTask::new(i + 1, TaskKind::User)).collect();
-        b
+        Self { tasks: (0..n).map(|i| TestTask::new(i + 1, TaskKind::User)).collect(), ..Self::default() }
     }
 
     pub fn task(&self, id: u32) -> &TestTask {
