@@ -4,7 +4,7 @@
 use crate::addr::CodeRange;
 use crate::backend::ErrorKind;
 use crate::ids::{ObjectId, PatchId};
-use crate::patch::{CallbackError, PatchError};
+use crate::patch::{CallbackError, PatchError, StateId};
 use crate::patched_set::IndexError;
 use core::fmt;
 
@@ -36,6 +36,9 @@ pub enum Error {
         /// What it returned.
         error: CallbackError,
     },
+    /// The patch would break a system state an installed patch established: a cumulative
+    /// patch must carry every installed state, and no patch may lower a state's version.
+    IncompatibleState(StateId),
     /// The backend failed.
     Backend(ErrorKind),
 }
@@ -54,6 +57,7 @@ impl fmt::Display for Error {
             Error::Callback { object, error } => {
                 write!(f, "pre-patch callback of object {object}: {error}")
             }
+            Error::IncompatibleState(id) => write!(f, "incompatible with installed system state {}", id.0),
             Error::Backend(k) => write!(f, "backend: {k}"),
         }
     }

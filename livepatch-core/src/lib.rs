@@ -28,19 +28,20 @@ pub mod model;
 pub mod patch;
 pub mod patched_set;
 pub mod redirect;
+pub mod shadow;
 pub mod state;
 pub mod sweep;
 pub mod sync;
 pub mod transition;
 
 pub use addr::{CodeAddr, CodeRange, RangeError};
+pub use backend::Parts;
 pub use error::Error;
 pub use ids::{CpuId, ObjectId, PatchId, SlotId, TaskId};
 pub use model::{Model, Policy};
 pub use patch::{Func, Object, ObjectCallbacks, Patch};
 pub use redirect::Redirect;
 pub use state::{PatchState, TaskPatchState};
-pub use backend::Parts;
 pub use transition::{Engine, EngineStorage, Live};
 
 /// The repository README's examples, compiled and run as doctests.

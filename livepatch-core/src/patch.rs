@@ -7,10 +7,10 @@
 
 use crate::addr::CodeRange;
 use crate::ids::{ObjectId, PatchId};
-use crate::sync::{const_fn, AtomicBool, AtomicRef, AtomicU32, Ordering};
+use crate::sync::{const_fn, AtomicBool, AtomicRef, AtomicU32, AtomicUsize, Ordering};
 use core::fmt;
-use intrusive_collections::intrusive_adapter;
 use intrusive_collections::linked_list::AtomicLink;
+use intrusive_collections::{intrusive_adapter, LinkedList};
 
 /// A node of a func stack: one variant of an original function, or a nop (run the original).
 ///
@@ -125,27 +125,122 @@ impl fmt::Display for CallbackError {
 
 impl core::error::Error for CallbackError {}
 
+/// What a callback is told: the patch, the object, and the system states of the patch and of
+/// the patches installed before it (the kernel's `klp_get_state` / `klp_get_prev_state`).
+pub struct CallbackContext<'c, 'a> {
+    pub(crate) patch: &'a Patch<'a>,
+    pub(crate) object: ObjectId,
+    pub(crate) installed: &'c LinkedList<PatchAdapter<'a>>,
+}
+
+impl<'a> CallbackContext<'_, 'a> {
+    /// The patch whose callback this is.
+    pub fn patch(&self) -> &'a Patch<'a> {
+        self.patch
+    }
+
+    /// The object whose callback this is.
+    pub fn object(&self) -> ObjectId {
+        self.object
+    }
+
+    /// This patch's state `id` (`klp_get_state`).
+    pub fn state(&self, id: StateId) -> Option<&'a State> {
+        self.patch.state(id)
+    }
+
+    /// State `id` as the newest patch installed before this one declares it
+    /// (`klp_get_prev_state`): what a cumulative patch takes over.
+    pub fn prev_state(&self, id: StateId) -> Option<&'a State> {
+        let mut found = None;
+        let mut cursor = self.installed.front();
+        while let Some(p) = cursor.clone_pointer() {
+            if core::ptr::eq(p, self.patch) {
+                break;
+            }
+            found = p.state(id).or(found);
+            cursor.move_next();
+        }
+        found
+    }
+}
+
+impl fmt::Debug for CallbackContext<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallbackContext").field("patch", &self.patch.id()).field("object", &self.object).finish()
+    }
+}
+
 /// Per-object callbacks with the kernel's rules: `pre_patch` may fail and cancel the enable;
-/// `post_unpatch` and `pre_unpatch`/`post_patch` run only for objects whose `pre_patch` ran
-/// successfully; reversing an enable skips `pre_unpatch`.
+/// `post_patch`, `pre_unpatch` and `post_unpatch` run only for objects whose `pre_patch` ran
+/// successfully; reversing an enable skips `pre_unpatch`; only the new patch's callbacks run
+/// when an atomic replace retires older patches.
 pub trait ObjectCallbacks: Sync {
     /// Before the object's functions are patched. An error cancels the enable (or refuses the
     /// module load for a late object).
-    fn pre_patch(&self, patch: PatchId, object: ObjectId) -> Result<(), CallbackError> {
-        let _ = (patch, object);
+    fn pre_patch(&self, ctx: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
+        let _ = ctx;
         Ok(())
     }
     /// After the transition to the patched state completed.
-    fn post_patch(&self, patch: PatchId, object: ObjectId) {
-        let _ = (patch, object);
+    fn post_patch(&self, ctx: &CallbackContext<'_, '_>) {
+        let _ = ctx;
     }
     /// Before a disable transition starts.
-    fn pre_unpatch(&self, patch: PatchId, object: ObjectId) {
-        let _ = (patch, object);
+    fn pre_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
+        let _ = ctx;
     }
     /// After the transition to the unpatched state completed (or an enable was cancelled).
-    fn post_unpatch(&self, patch: PatchId, object: ObjectId) {
-        let _ = (patch, object);
+    fn post_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
+        let _ = ctx;
+    }
+}
+
+/// A system state's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StateId(pub u64);
+
+/// A system state a patch declares it establishes or maintains (`klp_state`): an id, a
+/// version, and a word of data the patch's callbacks may set and a later patch may take over.
+pub struct State {
+    id: StateId,
+    version: u32,
+    data: AtomicUsize,
+}
+
+impl State {
+    const_fn! {
+        /// State `id` at `version`.
+        pub fn new(id: StateId, version: u32) -> Self {
+            Self { id, version, data: AtomicUsize::new(0) }
+        }
+    }
+
+    /// Its id.
+    pub fn id(&self) -> StateId {
+        self.id
+    }
+    /// Its version.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+    /// Its data word (0 until set).
+    pub fn data(&self) -> usize {
+        self.data.load(Ordering::Acquire)
+    }
+    /// Sets its data word. `Release`: pairs with [`data`](Self::data)'s `Acquire`.
+    pub fn set_data(&self, data: usize) {
+        self.data.store(data, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .field("data", &self.data())
+            .finish()
     }
 }
 
@@ -201,30 +296,30 @@ impl<'a> Object<'a> {
         self.patched.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn pre_patch(&self, patch: PatchId) -> Result<(), CallbackError> {
+    pub(crate) fn pre_patch(&self, ctx: &CallbackContext<'_, 'a>) -> Result<(), CallbackError> {
         if let Some(cb) = self.callbacks {
-            cb.pre_patch(patch, self.id)?;
+            cb.pre_patch(ctx)?;
         }
         self.callbacks_enabled.store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    pub(crate) fn post_patch(&self, patch: PatchId) {
+    pub(crate) fn post_patch(&self, ctx: &CallbackContext<'_, 'a>) {
         if let (Some(cb), true) = (self.callbacks, self.callbacks_enabled.load(Ordering::Relaxed)) {
-            cb.post_patch(patch, self.id);
+            cb.post_patch(ctx);
         }
     }
 
-    pub(crate) fn pre_unpatch(&self, patch: PatchId) {
+    pub(crate) fn pre_unpatch(&self, ctx: &CallbackContext<'_, 'a>) {
         if let (Some(cb), true) = (self.callbacks, self.callbacks_enabled.load(Ordering::Relaxed)) {
-            cb.pre_unpatch(patch, self.id);
+            cb.pre_unpatch(ctx);
         }
     }
 
-    pub(crate) fn post_unpatch(&self, patch: PatchId) {
+    pub(crate) fn post_unpatch(&self, ctx: &CallbackContext<'_, 'a>) {
         if self.callbacks_enabled.swap(false, Ordering::Relaxed) {
             if let Some(cb) = self.callbacks {
-                cb.post_unpatch(patch, self.id);
+                cb.post_unpatch(ctx);
             }
         }
     }
@@ -241,6 +336,7 @@ pub struct Patch<'a> {
     id: PatchId,
     name: &'a str,
     objects: &'a [Object<'a>],
+    states: &'a [State],
     replace: bool,
     pub(crate) link: AtomicLink,
     pub(crate) enabled: AtomicBool,
@@ -257,6 +353,7 @@ impl<'a> Patch<'a> {
                 id,
                 name,
                 objects,
+                states: &[],
                 replace: false,
                 link: AtomicLink::new(),
                 enabled: AtomicBool::new(false),
@@ -272,6 +369,43 @@ impl<'a> Patch<'a> {
             self.replace = true;
             self
         }
+    }
+
+    const_fn! {
+        /// The same patch, declaring the system states it establishes or maintains.
+        pub fn with_states(mut self, states: &'a [State]) -> Self {
+            self.states = states;
+            self
+        }
+    }
+
+    /// Its system states.
+    pub fn states(&self) -> &'a [State] {
+        self.states
+    }
+
+    /// Its state `id`.
+    pub fn state(&self, id: StateId) -> Option<&'a State> {
+        self.states.iter().find(|s| s.id == id)
+    }
+
+    /// Whether it may be installed on top of `installed` patches (`klp_is_patch_compatible`):
+    /// every state they declare must be declared by this patch at the same or a higher
+    /// version — or, for a non-cumulative patch, may be left alone. Returns the first
+    /// offending state.
+    pub fn check_states<'q, 'p: 'q>(&self, installed: impl IntoIterator<Item = &'q Patch<'p>>) -> Result<(), StateId> {
+        for old in installed {
+            for old_state in old.states {
+                let ok = match self.state(old_state.id) {
+                    None => !self.replace,
+                    Some(state) => state.version >= old_state.version,
+                };
+                if !ok {
+                    return Err(old_state.id);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The patch's id.
@@ -334,6 +468,8 @@ pub enum PatchError {
     DuplicateFunc(CodeRange),
     /// Two ranges of the patch (originals or replacements) overlap without being equal.
     Overlap(CodeRange, CodeRange),
+    /// The patch declares the same system state twice.
+    DuplicateState(StateId),
 }
 
 impl fmt::Display for PatchError {
@@ -343,6 +479,7 @@ impl fmt::Display for PatchError {
             PatchError::DuplicateObject(o) => write!(f, "object {o} appears twice"),
             PatchError::DuplicateFunc(r) => write!(f, "function {r:?} is replaced twice"),
             PatchError::Overlap(a, b) => write!(f, "code ranges {a:?} and {b:?} overlap"),
+            PatchError::DuplicateState(id) => write!(f, "system state {} is declared twice", id.0),
         }
     }
 }
@@ -358,6 +495,11 @@ pub fn validate(patch: &Patch<'_>) -> Result<(), PatchError> {
     for (i, a) in patch.objects.iter().enumerate() {
         if patch.objects[..i].iter().any(|b| b.id == a.id) {
             return Err(PatchError::DuplicateObject(a.id));
+        }
+    }
+    for (i, state) in patch.states.iter().enumerate() {
+        if patch.states[..i].iter().any(|s| s.id == state.id) {
+            return Err(PatchError::DuplicateState(state.id));
         }
     }
     for (i, (_, f)) in patch.funcs().enumerate() {

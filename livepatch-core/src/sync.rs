@@ -104,3 +104,37 @@ mod tests {
         assert!(r.is(None, Ordering::Relaxed));
     }
 }
+
+/// A writer-side spin lock for short critical sections (the shadow-variable table's
+/// `klp_shadow_lock`). `Acquire` on taking it pairs with the `Release` on dropping the guard.
+#[derive(Debug, Default)]
+pub(crate) struct SpinLock(AtomicBool);
+
+/// Holds a [`SpinLock`] until dropped.
+#[derive(Debug)]
+pub(crate) struct SpinGuard<'l>(&'l SpinLock);
+
+impl SpinLock {
+    const_fn! {
+        pub(crate) fn new() -> Self {
+            Self(AtomicBool::new(false))
+        }
+    }
+
+    pub(crate) fn lock(&self) -> SpinGuard<'_> {
+        while self.0.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            #[cfg(loom)]
+            loom::thread::yield_now();
+            #[cfg(not(loom))]
+            core::hint::spin_loop();
+        }
+        SpinGuard(self)
+    }
+}
+
+impl Drop for SpinGuard<'_> {
+    fn drop(&mut self) {
+        // `Release`: pairs with the `Acquire` in `lock`.
+        (self.0).0.store(false, Ordering::Release);
+    }
+}

@@ -6,7 +6,7 @@ mod common;
 
 use common::{r, TestBackend};
 use livepatch_core::backend::{TaskFlags, TaskKind};
-use livepatch_core::patch::{CallbackError, PatchError};
+use livepatch_core::patch::{CallbackContext, CallbackError, PatchError};
 use livepatch_core::sweep::{StallReason, Straggler};
 use livepatch_core::transition::Progress;
 use livepatch_core::{
@@ -261,17 +261,17 @@ fn reversing_an_enable_returns_every_task_and_skips_pre_unpatch() {
     #[derive(Default)]
     struct Log(Mutex<Vec<&'static str>>);
     impl ObjectCallbacks for Log {
-        fn pre_patch(&self, _: PatchId, _: ObjectId) -> Result<(), CallbackError> {
+        fn pre_patch(&self, _: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
             self.0.lock().unwrap().push("pre_patch");
             Ok(())
         }
-        fn post_patch(&self, _: PatchId, _: ObjectId) {
+        fn post_patch(&self, _: &CallbackContext<'_, '_>) {
             self.0.lock().unwrap().push("post_patch");
         }
-        fn pre_unpatch(&self, _: PatchId, _: ObjectId) {
+        fn pre_unpatch(&self, _: &CallbackContext<'_, '_>) {
             self.0.lock().unwrap().push("pre_unpatch");
         }
-        fn post_unpatch(&self, _: PatchId, _: ObjectId) {
+        fn post_unpatch(&self, _: &CallbackContext<'_, '_>) {
             self.0.lock().unwrap().push("post_unpatch");
         }
     }
@@ -310,13 +310,13 @@ fn reversing_a_disable_keeps_the_patch_and_runs_post_patch() {
     #[derive(Default)]
     struct Log(Mutex<Vec<&'static str>>);
     impl ObjectCallbacks for Log {
-        fn post_patch(&self, _: PatchId, _: ObjectId) {
+        fn post_patch(&self, _: &CallbackContext<'_, '_>) {
             self.0.lock().unwrap().push("post_patch");
         }
-        fn pre_unpatch(&self, _: PatchId, _: ObjectId) {
+        fn pre_unpatch(&self, _: &CallbackContext<'_, '_>) {
             self.0.lock().unwrap().push("pre_unpatch");
         }
-        fn post_unpatch(&self, _: PatchId, _: ObjectId) {
+        fn post_unpatch(&self, _: &CallbackContext<'_, '_>) {
             self.0.lock().unwrap().push("post_unpatch");
         }
     }
@@ -348,16 +348,16 @@ fn a_failing_pre_patch_cancels_the_enable_and_unwinds_earlier_objects() {
         log: &'static Mutex<Vec<String>>,
     }
     impl ObjectCallbacks for Cb {
-        fn pre_patch(&self, _: PatchId, o: ObjectId) -> Result<(), CallbackError> {
-            self.log.lock().unwrap().push(format!("pre_patch {o}"));
+        fn pre_patch(&self, ctx: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
+            self.log.lock().unwrap().push(format!("pre_patch {}", ctx.object()));
             if self.fail {
                 Err(CallbackError(-19))
             } else {
                 Ok(())
             }
         }
-        fn post_unpatch(&self, _: PatchId, o: ObjectId) {
-            self.log.lock().unwrap().push(format!("post_unpatch {o}"));
+        fn post_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
+            self.log.lock().unwrap().push(format!("post_unpatch {}", ctx.object()));
         }
     }
     static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -683,18 +683,18 @@ fn late_and_going_objects_follow_the_patch() {
     #[derive(Default)]
     struct Log(Mutex<Vec<String>>);
     impl ObjectCallbacks for Log {
-        fn pre_patch(&self, p: PatchId, o: ObjectId) -> Result<(), CallbackError> {
-            self.0.lock().unwrap().push(format!("pre_patch {p}/{o}"));
+        fn pre_patch(&self, ctx: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
+            self.0.lock().unwrap().push(format!("pre_patch {}/{}", ctx.patch().id(), ctx.object()));
             Ok(())
         }
-        fn post_patch(&self, p: PatchId, o: ObjectId) {
-            self.0.lock().unwrap().push(format!("post_patch {p}/{o}"));
+        fn post_patch(&self, ctx: &CallbackContext<'_, '_>) {
+            self.0.lock().unwrap().push(format!("post_patch {}/{}", ctx.patch().id(), ctx.object()));
         }
-        fn pre_unpatch(&self, p: PatchId, o: ObjectId) {
-            self.0.lock().unwrap().push(format!("pre_unpatch {p}/{o}"));
+        fn pre_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
+            self.0.lock().unwrap().push(format!("pre_unpatch {}/{}", ctx.patch().id(), ctx.object()));
         }
-        fn post_unpatch(&self, p: PatchId, o: ObjectId) {
-            self.0.lock().unwrap().push(format!("post_unpatch {p}/{o}"));
+        fn post_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
+            self.0.lock().unwrap().push(format!("post_unpatch {}/{}", ctx.patch().id(), ctx.object()));
         }
     }
     let log = Log::default();

@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::func_stack::FuncSlot;
 use crate::ids::{ObjectId, PatchId, SlotId};
 use crate::model::{Model, SwitchPoints};
-use crate::patch::{self, FuncNode, Object, Patch, PatchAdapter};
+use crate::patch::{self, CallbackContext, FuncNode, Object, Patch, PatchAdapter};
 use crate::state::PatchState;
 use crate::sweep::{self, PassSummary, StallReason, Straggler, Verdict};
 use crate::sync::Ordering;
@@ -116,6 +116,10 @@ impl<'a> Engine<'a> {
         cursor.clone_pointer()
     }
 
+    fn context<'c>(&'c self, patch: &'a Patch<'a>, obj: &Object<'a>) -> CallbackContext<'c, 'a> {
+        CallbackContext { patch, object: obj.id(), installed: &self.patches }
+    }
+
     fn is_registered_here(&self, patch: &Patch<'a>) -> bool {
         self.patches.iter().any(|p| core::ptr::eq(p, patch))
     }
@@ -138,6 +142,7 @@ impl<'a> Engine<'a> {
             return Err(Error::AlreadyEnabled(patch.id()));
         }
         patch::validate(patch)?;
+        patch.check_states(self.patches.iter()).map_err(Error::IncompatibleState)?;
         self.check_fits(patch, b)?;
 
         // Commit point: from here a failure cancels.
@@ -154,7 +159,7 @@ impl<'a> Engine<'a> {
             if !b.tracer().object_loaded(obj.id()) {
                 continue;
             }
-            if let Err(error) = obj.pre_patch(patch.id()) {
+            if let Err(error) = obj.pre_patch(&self.context(patch, obj)) {
                 self.cancel(b);
                 return Err(Error::Callback { object: obj.id(), error });
             }
@@ -233,7 +238,7 @@ impl<'a> Engine<'a> {
         self.init_transition(patch, PatchState::Unpatched, b);
         for obj in patch.objects() {
             if obj.is_patched() {
-                obj.pre_unpatch(patch.id());
+                obj.pre_unpatch(&self.context(patch, obj));
             }
         }
         self.mark_away(patch, PatchState::Unpatched);
@@ -460,12 +465,12 @@ impl<'a> Engine<'a> {
             if obj.is_patched() {
                 continue;
             }
-            if let Err(error) = obj.pre_patch(patch.id()) {
+            if let Err(error) = obj.pre_patch(&self.context(patch, obj)) {
                 failure = Some(Error::Callback { object, error });
                 break;
             }
             if let Err(e) = self.patch_object(patch, obj, b) {
-                obj.post_unpatch(patch.id());
+                obj.post_unpatch(&self.context(patch, obj));
                 failure = Some(e);
                 break;
             }
@@ -476,7 +481,7 @@ impl<'a> Engine<'a> {
                     }
                     self.mark_away(patch, t.target);
                 }
-                _ => obj.post_patch(patch.id()),
+                _ => obj.post_patch(&self.context(patch, obj)),
             }
         }
         if let Some(t) = self.transition {
@@ -508,15 +513,15 @@ impl<'a> Engine<'a> {
                 continue;
             };
             if !obj.is_patched() {
-                obj.post_unpatch(patch.id());
+                obj.post_unpatch(&self.context(patch, obj));
                 continue;
             }
             let in_transition = self.transition.is_some_and(|t| core::ptr::eq(t.patch, patch));
             if !in_transition {
-                obj.pre_unpatch(patch.id());
+                obj.pre_unpatch(&self.context(patch, obj));
             }
             unpatch_object(self.live, obj);
-            obj.post_unpatch(patch.id());
+            obj.post_unpatch(&self.context(patch, obj));
         }
         for slot in self.live.slots() {
             if slot.object() == Some(object) && slot.nop.linked.load(Ordering::Relaxed) {
@@ -615,9 +620,10 @@ impl<'a> Engine<'a> {
         for_all_tasks(b, self.batch(), |task| task.patch_state().reset(PatchState::Idle));
         self.live.set_target(PatchState::Idle);
         for obj in patch.objects() {
+            let ctx = self.context(patch, obj);
             match t.target {
-                PatchState::Patched => obj.post_patch(patch.id()),
-                _ => obj.post_unpatch(patch.id()),
+                PatchState::Patched => obj.post_patch(&ctx),
+                _ => obj.post_unpatch(&ctx),
             }
         }
         if t.target == PatchState::Unpatched {

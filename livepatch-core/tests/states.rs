@@ -1,0 +1,174 @@
+//! System states (`klp_state`), after the kernel's `test-state.sh` selftests: a patch that
+//! modifies a system state in its callbacks, a cumulative patch taking it over, a compatible
+//! cumulative chain, and an incompatible (older) cumulative patch refused.
+
+mod common;
+
+use common::{r, TestBackend};
+use livepatch_core::patch::{CallbackContext, CallbackError, PatchError, State, StateId};
+use livepatch_core::{
+    Engine, EngineStorage, Error, Func, Live, Object, ObjectCallbacks, ObjectId, Patch, PatchId, Policy,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+const LOGLEVEL: StateId = StateId(1);
+const FIXED_LOGLEVEL: usize = 3;
+
+/// The system: a console loglevel, and a log of what the callbacks did.
+struct Console {
+    loglevel: AtomicUsize,
+    log: Mutex<Vec<String>>,
+}
+
+impl Console {
+    fn new() -> Self {
+        Self { loglevel: AtomicUsize::new(7), log: Mutex::new(Vec::new()) }
+    }
+    fn note(&self, ctx: &CallbackContext<'_, '_>, what: &str) {
+        self.log.lock().unwrap().push(format!("{}: {what}", ctx.patch().name()));
+    }
+}
+
+/// The callbacks of `test_klp_state*.c`: the state's data word holds the saved loglevel (+1,
+/// so 0 means "not saved"); a cumulative patch takes it over instead of saving again.
+impl ObjectCallbacks for Console {
+    fn pre_patch(&self, ctx: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
+        let state = ctx.state(LOGLEVEL).expect("the patch declares the state");
+        match ctx.prev_state(LOGLEVEL) {
+            Some(prev) => {
+                state.set_data(prev.data());
+                self.note(ctx, "take over");
+            }
+            None => self.note(ctx, "allocate"),
+        }
+        Ok(())
+    }
+    fn post_patch(&self, ctx: &CallbackContext<'_, '_>) {
+        let state = ctx.state(LOGLEVEL).unwrap();
+        if state.data() == 0 {
+            state.set_data(self.loglevel.swap(FIXED_LOGLEVEL, Ordering::Relaxed) + 1);
+            self.note(ctx, "fix loglevel");
+        }
+    }
+    fn pre_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
+        let saved = ctx.state(LOGLEVEL).unwrap().data();
+        self.loglevel.store(saved - 1, Ordering::Relaxed);
+        self.note(ctx, "restore loglevel");
+    }
+    fn post_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
+        ctx.state(LOGLEVEL).unwrap().set_data(0);
+        self.note(ctx, "free");
+    }
+}
+
+fn run(engine: &mut Engine<'_>, b: &TestBackend) {
+    assert!(engine.try_complete(b, |_| {}).unwrap().is_done());
+}
+
+#[test]
+fn a_patch_modifies_a_system_state_and_restores_it() {
+    let storage = EngineStorage::<8, 32>::new();
+    let console = Console::new();
+    let states = [State::new(LOGLEVEL, 1)];
+    let funcs = [Func::new("f", r(0x1000, 0x40), r(0x9000, 0x40))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs).with_callbacks(&console)];
+    let patch = Patch::new(PatchId(1), "state", &objs).replacing().with_states(&states);
+    let b = TestBackend::with_tasks(2);
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&patch, &b).unwrap();
+    run(&mut engine, &b);
+    assert_eq!(console.loglevel.load(Ordering::Relaxed), FIXED_LOGLEVEL);
+    engine.disable(&patch, &b).unwrap();
+    run(&mut engine, &b);
+    assert_eq!(console.loglevel.load(Ordering::Relaxed), 7);
+    assert_eq!(
+        *console.log.lock().unwrap(),
+        ["state: allocate", "state: fix loglevel", "state: restore loglevel", "state: free"]
+    );
+}
+
+#[test]
+fn a_cumulative_patch_takes_the_state_over() {
+    let storage = EngineStorage::<8, 32>::new();
+    let console = Console::new();
+    let s1 = [State::new(LOGLEVEL, 1)];
+    let s2 = [State::new(LOGLEVEL, 1)];
+    let f1 = [Func::new("f", r(0x1000, 0x40), r(0x9000, 0x40))];
+    let f2 = [Func::new("f", r(0x1000, 0x40), r(0xa000, 0x40))];
+    let o1 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f1).with_callbacks(&console)];
+    let o2 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f2).with_callbacks(&console)];
+    let p1 = Patch::new(PatchId(1), "state", &o1).replacing().with_states(&s1);
+    let p2 = Patch::new(PatchId(2), "state2", &o2).replacing().with_states(&s2);
+    let b = TestBackend::with_tasks(2);
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&p1, &b).unwrap();
+    run(&mut engine, &b);
+    engine.enable(&p2, &b).unwrap();
+    run(&mut engine, &b);
+    assert!(!p1.is_registered(), "replaced");
+    assert_eq!(console.loglevel.load(Ordering::Relaxed), FIXED_LOGLEVEL);
+    engine.disable(&p2, &b).unwrap();
+    run(&mut engine, &b);
+    assert_eq!(console.loglevel.load(Ordering::Relaxed), 7);
+    assert_eq!(
+        *console.log.lock().unwrap(),
+        ["state: allocate", "state: fix loglevel", "state2: take over", "state2: restore loglevel", "state2: free"]
+    );
+}
+
+#[test]
+fn compatible_cumulative_patches_chain_and_an_older_version_is_refused() {
+    let storage = EngineStorage::<8, 32>::new();
+    let console = Console::new();
+    let v1 = [State::new(LOGLEVEL, 1)];
+    let v2a = [State::new(LOGLEVEL, 2)];
+    let v2b = [State::new(LOGLEVEL, 2)];
+    let f = [
+        Func::new("f", r(0x1000, 0x40), r(0x9000, 0x40)),
+        Func::new("f", r(0x1000, 0x40), r(0xa000, 0x40)),
+        Func::new("f", r(0x1000, 0x40), r(0xb000, 0x40)),
+    ];
+    let o1 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f[0..1]).with_callbacks(&console)];
+    let o2 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f[1..2]).with_callbacks(&console)];
+    let o3 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f[2..3]).with_callbacks(&console)];
+    let state = Patch::new(PatchId(1), "state", &o1).replacing().with_states(&v1);
+    let state2 = Patch::new(PatchId(2), "state2", &o2).replacing().with_states(&v2a);
+    let state3 = Patch::new(PatchId(3), "state3", &o3).replacing().with_states(&v2b);
+    let b = TestBackend::with_tasks(2);
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+
+    // state2 → state3 → state2: each takes the state over.
+    for p in [&state2, &state3, &state2] {
+        engine.enable(p, &b).unwrap();
+        run(&mut engine, &b);
+        assert_eq!(engine.patches().map(|p| p.id()).collect::<Vec<_>>(), [p.id()]);
+    }
+    // The v1 patch after v2: refused, nothing changes.
+    assert_eq!(engine.enable(&state, &b), Err(Error::IncompatibleState(LOGLEVEL)));
+    assert!(!state.is_registered() && engine.transition().is_none());
+    assert_eq!(console.loglevel.load(Ordering::Relaxed), FIXED_LOGLEVEL);
+    let log = console.log.lock().unwrap().clone();
+    assert_eq!(log.iter().filter(|l| l.ends_with("take over")).count(), 2);
+    assert_eq!(log.iter().filter(|l| l.ends_with("fix loglevel")).count(), 1);
+}
+
+#[test]
+fn non_cumulative_patches_may_leave_states_alone_but_a_cumulative_one_may_not() {
+    let with = [State::new(LOGLEVEL, 1)];
+    let other = [State::new(StateId(2), 1)];
+    let dup = [State::new(LOGLEVEL, 1), State::new(LOGLEVEL, 2)];
+    let f = [Func::new("f", r(0x1000, 0x40), r(0x9000, 0x40))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &f)];
+    let installed = Patch::new(PatchId(1), "a", &objs).with_states(&with);
+    assert_eq!(Patch::new(PatchId(2), "b", &objs).check_states([&installed]), Ok(()));
+    assert_eq!(Patch::new(PatchId(2), "b", &objs).with_states(&other).check_states([&installed]), Ok(()));
+    assert_eq!(Patch::new(PatchId(2), "b", &objs).replacing().check_states([&installed]), Err(LOGLEVEL));
+    assert_eq!(
+        livepatch_core::patch::validate(&Patch::new(PatchId(3), "c", &objs).with_states(&dup)),
+        Err(PatchError::DuplicateState(LOGLEVEL))
+    );
+}
