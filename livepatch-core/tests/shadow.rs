@@ -121,3 +121,63 @@ proptest! {
         }
     }
 }
+
+/// The kernel's `test_klp_shadow_vars` selftest, step by step: three objects, two ids,
+/// constructor and destructor calls counted.
+#[test]
+fn kernel_shadow_selftest_parity() {
+    use std::cell::Cell;
+    const ID1: ShadowId = ShadowId(1234);
+    const ID2: ShadowId = ShadowId(1235);
+    let (obj1, obj2, obj3) = (0x1000usize, 0x2000usize, 0x3000usize);
+    let slots: Vec<ShadowSlot<Value>> = (0..16).map(|_| ShadowSlot::default()).collect();
+    let table = ShadowTable::new(&slots);
+    let ctors = Cell::new(0);
+    let dtors = Cell::new(0);
+    let ctor = |value: usize| {
+        let ctors = &ctors;
+        move |_: usize, d: &Value| {
+            ctors.set(ctors.get() + 1);
+            d.0.store(value, Ordering::Relaxed);
+            Ok(())
+        }
+    };
+    let dtor = |_: usize, _: &Value| dtors.set(dtors.get() + 1);
+    let val = |d: &Value| d.0.load(Ordering::Relaxed);
+
+    // Nothing exists yet.
+    assert!(table.get(obj1, ID1).is_none());
+    // Allocate a few (obj, id) pairs; each runs its constructor once.
+    let sv1 = table.alloc(obj1, ID1, ctor(1)).unwrap();
+    let sv2 = table.alloc(obj2, ID1, ctor(2)).unwrap();
+    let sv3 = table.alloc(obj3, ID1, ctor(3)).unwrap();
+    let sv4 = table.alloc(obj1, ID2, ctor(4)).unwrap();
+    assert_eq!(ctors.get(), 4);
+    // Lookups return the same variables.
+    assert!(std::ptr::eq(table.get(obj1, ID1).unwrap(), sv1));
+    assert!(std::ptr::eq(table.get(obj2, ID1).unwrap(), sv2));
+    assert!(std::ptr::eq(table.get(obj3, ID1).unwrap(), sv3));
+    assert!(std::ptr::eq(table.get(obj1, ID2).unwrap(), sv4));
+    assert_eq!([val(sv1), val(sv2), val(sv3), val(sv4)], [1, 2, 3, 4]);
+    // get_or_alloc: allocates once, then returns the same one without the constructor.
+    let sv5 = table.get_or_alloc(obj2, ID2, ctor(5)).unwrap();
+    assert!(std::ptr::eq(table.get_or_alloc(obj2, ID2, ctor(6)).unwrap(), sv5));
+    assert_eq!((ctors.get(), val(sv5)), (5, 5));
+    // A duplicate alloc is refused and runs nothing.
+    assert_eq!(table.alloc(obj1, ID1, ctor(7)).err(), Some(ShadowError::Exists));
+    assert_eq!(ctors.get(), 5);
+    // Free one <obj, id>: only it goes, with one destructor call.
+    table.free(obj1, ID1, dtor).unwrap();
+    assert_eq!(dtors.get(), 1);
+    assert!(table.get(obj1, ID1).is_none());
+    assert!(table.get(obj1, ID2).is_some());
+    // free_all(ID1) frees obj2 and obj3 for ID1 only.
+    assert_eq!(table.free_all(ID1, dtor), 2);
+    assert_eq!(dtors.get(), 3);
+    assert!(table.get(obj2, ID1).is_none() && table.get(obj3, ID1).is_none());
+    assert!(table.get(obj1, ID2).is_some() && table.get(obj2, ID2).is_some());
+    // And ID2.
+    assert_eq!(table.free_all(ID2, dtor), 2);
+    assert_eq!((dtors.get(), table.len()), (5, 0));
+    assert_eq!(table.reclaim(|| {}), 5);
+}
