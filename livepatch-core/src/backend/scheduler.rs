@@ -27,6 +27,10 @@ pub trait Scheduler {
     /// the next batch starts, or `None` after the last task. The walk covers every task:
     /// user tasks, kthreads, each CPU's idle task and tasks that are exiting. Whatever lock
     /// protects the task list is held for one batch only.
+    ///
+    /// Because the lock is dropped between batches, the order must be creation order (new
+    /// tasks appended after existing ones, as the kernel's task list is): then a task forked
+    /// during a walk is either visited by it or inherited its state from a parent that was.
     fn for_each_task<F>(&self, cursor: TaskCursor, max: usize, f: F) -> Option<TaskCursor>
     where
         F: FnMut(&Self::Task);

@@ -203,7 +203,7 @@ impl<'a> Engine<'a> {
             }
             new_ranges += 1;
         }
-        let free = self.live.slots().iter().filter(|s| s.is_free()).count();
+        let free = self.live.slots().iter().filter(|s| s.is_free() && !s.hooked.load(Ordering::Relaxed)).count();
         if new_slots > free {
             return Err(Error::NoSlot);
         }
