@@ -55,6 +55,13 @@ impl<'a> FuncNode<'a> {
         self.code.is_none()
     }
 
+    /// Whether the node's patch is in transition: the flag the redirect handler reads to
+    /// decide whether to consult the task's universe. It stays set on a node unlinked by a
+    /// completing transition until a grace period has passed.
+    pub fn in_transition(&self) -> bool {
+        self.transition.load(Ordering::Acquire)
+    }
+
     /// The patch this node belongs to.
     pub fn owner(&self) -> PatchId {
         PatchId(self.owner.load(Ordering::Relaxed))

@@ -72,14 +72,39 @@ pub fn per_task(slot: &FuncSlot<'_>, task: &TaskPatchState) -> Redirect {
     per_task_observed(slot, task).0
 }
 
-/// The call-chain decision: in transition, a call from code being switched away from
-/// (`caller_is_old`) continues the old chain; any other call takes the new code.
+/// The call-chain decision when patching: in transition, a call from code being switched
+/// away from (`caller_is_old`) continues the old chain; any other call takes the new code.
+/// See [`call_chain_towards`] for either direction.
 #[inline(always)]
 pub fn call_chain(slot: &FuncSlot<'_>, caller_is_old: impl FnOnce() -> bool) -> Redirect {
     let Some(top) = slot.top() else {
         return Redirect::Original;
     };
     if top.transition.load(Ordering::Acquire) && caller_is_old() {
+        return target(top.next.load(Ordering::Acquire));
+    }
+    target(Some(top))
+}
+
+/// The call-chain decision towards `target`: in transition, a call from code being switched
+/// away from (`caller_is_old`) continues the old chain; any other call takes the code of the
+/// target universe. When unpatching, the new code is the node *below* the top (the top is
+/// what is being removed), so the patching-only [`call_chain`] would keep sending fresh call
+/// chains into the code being removed — found by the mock's release check (a disable of a
+/// cumulative patch completed while a task still ran the removed variant).
+#[inline(always)]
+pub fn call_chain_towards(
+    slot: &FuncSlot<'_>,
+    towards: Option<PatchState>,
+    caller_is_old: impl FnOnce() -> bool,
+) -> Redirect {
+    if towards != Some(PatchState::Unpatched) {
+        return call_chain(slot, caller_is_old);
+    }
+    let Some(top) = slot.top() else {
+        return Redirect::Original;
+    };
+    if top.transition.load(Ordering::Acquire) && !caller_is_old() {
         return target(top.next.load(Ordering::Acquire));
     }
     target(Some(top))
@@ -148,6 +173,21 @@ mod tests {
         assert_eq!(per_task(&slot, &task), Redirect::Original);
         task.reset(PatchState::Unpatched);
         assert_eq!(per_task(&slot, &task), Redirect::Variant(CodeAddr(0x9000)));
+    }
+
+    #[test]
+    fn call_chain_towards_unpatched_keeps_new_chains_off_the_removed_code() {
+        let a = node(0x9000);
+        let slot = FuncSlot::new();
+        a.transition.store(true, Ordering::Release);
+        slot.push(&a);
+        let un = Some(PatchState::Unpatched);
+        assert_eq!(call_chain_towards(&slot, un, || false), Redirect::Original);
+        assert_eq!(call_chain_towards(&slot, un, || true), Redirect::Variant(CodeAddr(0x9000)));
+        let on = Some(PatchState::Patched);
+        assert_eq!(call_chain_towards(&slot, on, || false), Redirect::Variant(CodeAddr(0x9000)));
+        a.transition.store(false, Ordering::Release);
+        assert_eq!(call_chain_towards(&slot, un, || false), Redirect::Variant(CodeAddr(0x9000)));
     }
 
     #[test]

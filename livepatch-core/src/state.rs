@@ -77,6 +77,14 @@ impl TaskWord {
     }
 }
 
+/// The success ordering of [`TaskPatchState::try_switch`]. A test-only build
+/// (`--cfg livepatch_weak_ordering`) weakens it to `Acquire` so the loom models can show that
+/// the `Release` half is needed.
+#[cfg(not(livepatch_weak_ordering))]
+const SWITCH_ORDER: Ordering = Ordering::AcqRel;
+#[cfg(livepatch_weak_ordering)]
+const SWITCH_ORDER: Ordering = Ordering::Acquire;
+
 /// The per-task patch state: 4 bytes, lock-free.
 ///
 /// Written by the engine (transition start, reversal, completion), by the task itself at its
@@ -144,13 +152,21 @@ impl TaskPatchState {
     /// or when the word changed since `seen` was read — e.g. a reversal retargeted it — so a
     /// decision made for one direction is never applied to the other.
     ///
-    /// `Acquire` on success pairs with [`retarget`](Self::retarget)'s `Release`.
+    /// `AcqRel` on success. The `Acquire` half pairs with [`retarget`](Self::retarget)'s
+    /// `Release`. The `Release` half pairs with the `Acquire` load of the word by whoever next
+    /// observes the switch (the sweep's [`try_switch_task`](crate::sweep::try_switch_task), a
+    /// completion attempt): everything the task did in its old universe — executing the code
+    /// being switched away from — happens-before the engine completes the transition and the
+    /// caller releases that code. This is what we rely on where the kernel relies on the full
+    /// barrier of the value-returning `test_and_clear_tsk_thread_flag(TIF_PATCH_PENDING)` in
+    /// `klp_update_patch_state`: a task that switches itself at exit to user mode or in a
+    /// self-check runs outside any read-side section, so no grace period orders its past.
     pub fn try_switch(&self, seen: TaskWord) -> Option<PatchState> {
         if !seen.pending() {
             return None;
         }
         let new = TaskWord { state: seen.target, target: seen.target };
-        self.0.compare_exchange(seen.bits(), new.bits(), Ordering::Acquire, Ordering::Relaxed).ok().map(|_| seen.target)
+        self.0.compare_exchange(seen.bits(), new.bits(), SWITCH_ORDER, Ordering::Relaxed).ok().map(|_| seen.target)
     }
 
     /// Makes the task not pending, keeping its state (the first step of a reversal, the

@@ -4,7 +4,8 @@
 //! (invariant I2). [`check_and_switch`] decides that for one task whose stack cannot change
 //! meanwhile — pinned by the scheduler, held on its CPU by the per-CPU pass, or the caller
 //! itself — with one reliable walk and an O(log n) patched-set lookup per frame, behind a
-//! bounds pre-filter. Anything that keeps a task from switching is a [`StallReason`], reported
+//! pre-filter (the bounds of the code being switched away from, then a bitmap of the 4 KiB
+//! pages it occupies). Anything that keeps a task from switching is a [`StallReason`], reported
 //! per task as a [`Straggler`] and counted in a [`PassSummary`].
 
 use crate::addr::{CodeAddr, CodeRange};
@@ -180,13 +181,13 @@ pub fn first_away_frame<W: StackWalker>(
     walker: &W,
     task: &W::Task,
 ) -> Result<Option<StallReason>, WalkError<W::Error>> {
-    let (lo, hi) = live.away_bounds();
+    let filter = live.away_filter();
     let mut found = None;
     let mut depth = 0u32;
     walker.walk(task, live.policy().max_depth, |addr| {
         let frame = depth;
         depth += 1;
-        if addr.get() < lo || addr.get() >= hi {
+        if !filter.admits(addr) {
             return ControlFlow::Continue(());
         }
         match live.patched_set().lookup(addr) {

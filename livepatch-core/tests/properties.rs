@@ -107,14 +107,20 @@ impl Reference {
     fn complete(&mut self) {
         let Some((p, target)) = self.transition.take() else { return };
         if target == PatchState::Patched && REPLACE[p] {
-            for q in self.registered.clone() {
-                if q != p {
-                    self.enabled[q] = false;
-                }
+            // Only the patches registered before `p` are replaced (the kernel's
+            // `klp_unpatch_replaced_patches` stops at the transition patch); patches enabled
+            // after it — possible when a disable of `p` is reversed — stay.
+            let pos = self.registered.iter().position(|&q| q == p).unwrap_or(0);
+            let older: Vec<usize> = self.registered[..pos].to_vec();
+            for &q in &older {
+                self.enabled[q] = false;
             }
-            self.registered.retain(|&q| q == p);
+            self.registered.retain(|q| !older.contains(q));
             for s in &mut self.stacks {
-                s.retain(|e| *e == Entry::Variant(p));
+                s.retain(|e| match *e {
+                    Entry::Variant(q) => !older.contains(&q),
+                    Entry::Nop(q) => q != p,
+                });
             }
         }
         if target == PatchState::Unpatched {

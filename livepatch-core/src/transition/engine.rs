@@ -267,6 +267,15 @@ impl<'a> Engine<'a> {
         self.clear_away();
         self.mark_away(t.patch, t.target);
         t.patch.enabled.store(t.target == PatchState::Patched, Ordering::Relaxed);
+        if self.live.policy().model == Model::CallChain {
+            // The call-chain redirect ignores the task word: a task that never switched may
+            // already run the code now being switched away from (a fresh call chain took the
+            // new code), so after a reversal every task must be checked again. Found by the
+            // mock's release check: without this, a reversed call-chain transition completed
+            // at once and freed the variant a sleeping kthread was still in.
+            let from = t.target.opposite();
+            for_all_tasks(b, self.batch(), |task| task.patch_state().reset(from));
+        }
         self.start_transition(t.target, b);
         Ok(())
     }
@@ -350,7 +359,12 @@ impl<'a> Engine<'a> {
                     Verdict::Switched(_) => summary.switched += 1,
                     Verdict::Blocked(reason) => {
                         summary.count(reason);
-                        let kicked = kick_due && wants_kick(task, reason);
+                        // A pending idle task is sent through its idle loop on every pass,
+                        // signal pass or not: Linux's `klp_try_complete_transition` calls
+                        // `wake_up_if_idle()` for each idle-task straggler (an idle CPU may
+                        // otherwise never iterate its loop again).
+                        let idle = matches!(task.kind(), TaskKind::Idle(_));
+                        let kicked = (kick_due && wants_kick(task, reason)) || idle;
                         if kicked {
                             sched.kick(task);
                             summary.kicked += 1;
@@ -582,11 +596,15 @@ impl<'a> Engine<'a> {
         if t.target == PatchState::Patched && patch.is_replace() {
             // Retire every replaced patch (no callbacks: only the new patch's run), then the
             // new patch's own nops: the original is what runs where nothing is patched.
+            // Only the patches registered *before* it are replaced, as the kernel's
+            // `klp_unpatch_replaced_patches` stops at the transition patch: when a disable of
+            // an older cumulative patch is reversed, patches enabled after it stay. (Retiring
+            // those too unlinked their code with no transition while tasks still ran it —
+            // found by the mock's release check.)
             let mut cursor = self.patches.front_mut();
             while let Some(old) = cursor.get() {
                 if core::ptr::eq(old, patch) {
-                    cursor.move_next();
-                    continue;
+                    break;
                 }
                 for obj in old.objects() {
                     if obj.is_patched() {
@@ -606,12 +624,22 @@ impl<'a> Engine<'a> {
                 }
             }
             self.discard_nops(patch);
+            // The kernel's first `klp_synchronize_transition` in `klp_complete_transition`: a
+            // handler that read one of the unlinked nodes as the top before the unlink must be
+            // done before the node's `transition` flag is cleared, or it would send an
+            // unpatched task to the removed variant (or, for a nop, to the original).
+            b.scheduler().synchronize();
         }
         self.release_empty_slots(b);
         // Cannot fail: the new version only has fewer ranges than the published one.
         let _ = self.publish(b);
         for (_, f) in patch.funcs() {
             f.node.transition.store(false, Ordering::Release);
+        }
+        for slot in live.slots() {
+            if slot.nop.owner() == patch.id() {
+                slot.nop.transition.store(false, Ordering::Release);
+            }
         }
         self.clear_away();
         // One grace period: no handler still uses an unlinked node, still reads the old index
@@ -705,7 +733,7 @@ impl<'a> Engine<'a> {
         for slot in self.live.slots() {
             if slot.nop.linked.load(Ordering::Relaxed) && slot.nop.owner() == patch.id() {
                 slot.unlink(&slot.nop);
-                slot.nop.transition.store(false, Ordering::Relaxed);
+                // `transition` is cleared by `complete`, after a grace period.
                 slot.nop.away.store(false, Ordering::Relaxed);
             }
         }
@@ -713,7 +741,7 @@ impl<'a> Engine<'a> {
 
     /// Marks the code being switched away from, per func of `patch` (and its nops): when
     /// patching, whatever is below the patch's node; when unpatching, the node itself. Sets
-    /// the bounds used as a pre-filter.
+    /// the bounds and the page bits used as a pre-filter.
     fn mark_away(&self, patch: &Patch<'a>, target: PatchState) {
         let (mut lo, mut hi) = self.live.away_bounds();
         if lo >= hi {
@@ -737,6 +765,7 @@ impl<'a> Engine<'a> {
             };
             lo = lo.min(code.start().get());
             hi = hi.max(code.end().get());
+            self.live.mark_away_pages(code);
         };
         let mut visit = |slot: &'a FuncSlot<'a>, node: &'a FuncNode<'a>| match target {
             PatchState::Patched => mark(slot, slot.below(node)),
@@ -767,6 +796,7 @@ impl<'a> Engine<'a> {
             }
         }
         self.live.set_away_bounds(0, 0);
+        self.live.clear_away_pages();
     }
 
     fn find_slot(&self, old: CodeRange) -> Option<(SlotId, &'a FuncSlot<'a>)> {
@@ -836,7 +866,9 @@ fn unpatch_func<'a>(live: &'a Live<'a>, old: CodeRange, node: &FuncNode<'a>) {
     if let Some((_, slot)) = find_slot(live, old) {
         slot.unlink(node);
     }
-    node.transition.store(false, Ordering::Relaxed);
+    // The `transition` flag stays: a handler may still hold this node (it read the top before
+    // the unlink) and must keep consulting its task's universe. `complete` clears it after a
+    // grace period.
     node.away.store(false, Ordering::Relaxed);
 }
 

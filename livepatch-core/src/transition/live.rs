@@ -1,5 +1,5 @@
 use super::storage::EngineStorage;
-use crate::addr::CodeAddr;
+use crate::addr::{CodeAddr, CodeRange};
 use crate::backend::{StackWalker, Task};
 use crate::func_stack::FuncSlot;
 use crate::ids::SlotId;
@@ -22,6 +22,41 @@ pub struct Live<'a> {
     /// Bounds of the code being switched away from: `[lo, hi)`, empty when none.
     away_lo: AtomicUsize,
     away_hi: AtomicUsize,
+    /// The away-page filter: bit `(addr >> AWAY_PAGE_SHIFT) % AWAY_BITS` is set for every page
+    /// that holds code being switched away from. A clear bit proves an address is not away
+    /// code; a set bit (or an aliased page) needs the index lookup.
+    away_pages: [AtomicUsize; AWAY_WORDS],
+}
+
+/// Page size of the away-page filter (4 KiB).
+const AWAY_PAGE_SHIFT: u32 = 12;
+/// Words of the away-page filter: 4096 bits (512 bytes) on 64-bit targets, so 16 MiB of code
+/// maps without aliasing.
+const AWAY_WORDS: usize = 64;
+const WORD_BITS: usize = usize::BITS as usize;
+const AWAY_BITS: usize = AWAY_WORDS * WORD_BITS;
+
+/// The two-stage pre-filter a stack check applies to each return address before looking it
+/// up: the bounds of the code being switched away from, then the away-page bitmap. Read once
+/// per walk (see [`Live::away_filter`]).
+#[derive(Clone, Copy)]
+pub(crate) struct AwayFilter<'l> {
+    lo: usize,
+    hi: usize,
+    pages: &'l [AtomicUsize; AWAY_WORDS],
+}
+
+impl AwayFilter<'_> {
+    /// Whether `addr` may be in code being switched away from; `false` is definite.
+    #[inline(always)]
+    pub(crate) fn admits(&self, addr: CodeAddr) -> bool {
+        let a = addr.get();
+        if a < self.lo || a >= self.hi {
+            return false;
+        }
+        let bit = (a >> AWAY_PAGE_SHIFT) % AWAY_BITS;
+        self.pages[bit / WORD_BITS].load(Ordering::Relaxed) & (1 << (bit % WORD_BITS)) != 0
+    }
 }
 
 impl<'a> Live<'a> {
@@ -44,6 +79,7 @@ impl<'a> Live<'a> {
             target: AtomicU32::new(PatchState::Idle as u32),
             away_lo: AtomicUsize::new(0),
             away_hi: AtomicUsize::new(0),
+            away_pages: core::array::from_fn(|_| AtomicUsize::new(0)),
         }
     }
 
@@ -90,6 +126,37 @@ impl<'a> Live<'a> {
         self.away_hi.store(hi, Ordering::Relaxed);
     }
 
+    /// Sets the away-page bits of every page `code` spans (all of them if it spans the whole
+    /// filter). Only the engine (the single writer) calls this, so a load and a store suffice.
+    ///
+    /// `Relaxed`, like the bounds: published by the `Release` of the task retargeting that
+    /// follows.
+    pub(crate) fn mark_away_pages(&self, code: CodeRange) {
+        let first = code.start().get() >> AWAY_PAGE_SHIFT;
+        let last = (code.end().get() - 1) >> AWAY_PAGE_SHIFT;
+        if last - first >= AWAY_BITS {
+            self.away_pages.iter().for_each(|w| w.store(usize::MAX, Ordering::Relaxed));
+            return;
+        }
+        for page in first..=last {
+            let bit = page % AWAY_BITS;
+            let word = &self.away_pages[bit / WORD_BITS];
+            word.store(word.load(Ordering::Relaxed) | 1 << (bit % WORD_BITS), Ordering::Relaxed);
+        }
+    }
+
+    /// Clears the away-page filter (no code is being switched away from).
+    pub(crate) fn clear_away_pages(&self) {
+        self.away_pages.iter().for_each(|w| w.store(0, Ordering::Relaxed));
+    }
+
+    /// The pre-filter for the code being switched away from, read once.
+    #[inline(always)]
+    pub(crate) fn away_filter(&self) -> AwayFilter<'_> {
+        let (lo, hi) = self.away_bounds();
+        AwayFilter { lo, hi, pages: &self.away_pages }
+    }
+
     /// The slot whose original function starts at `entry` (a hook's address-to-slot lookup).
     pub fn slot_at(&self, entry: CodeAddr) -> Option<SlotId> {
         let hit = self.index.lookup(entry)?;
@@ -99,8 +166,7 @@ impl<'a> Live<'a> {
     /// The code being switched away from that contains `addr`, if any.
     #[inline]
     pub fn away_hit(&self, addr: CodeAddr) -> Option<Hit<'a>> {
-        let (lo, hi) = self.away_bounds();
-        if addr.get() < lo || addr.get() >= hi {
+        if !self.away_filter().admits(addr) {
             return None;
         }
         self.index.lookup(addr).filter(|hit| hit.is_away(self.slots))
@@ -115,7 +181,9 @@ impl<'a> Live<'a> {
             return Redirect::Original;
         };
         match self.policy.model {
-            Model::CallChain => redirect::call_chain(slot, || self.away_hit(parent_ip).is_some()),
+            Model::CallChain => {
+                redirect::call_chain_towards(slot, self.transition_target(), || self.away_hit(parent_ip).is_some())
+            }
             Model::PerTask | Model::KernelExit | Model::StopTheWorld => redirect::per_task(slot, task),
         }
     }
@@ -200,5 +268,34 @@ impl fmt::Debug for Live<'_> {
             .field("target", &self.transition_target())
             .field("ranges", &self.index.len())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn away_filter_admits_marked_pages_within_the_bounds() {
+        let live = Live::from_parts(&[], &[], &[], Policy::IMPROVED);
+        let page = |p: usize| CodeAddr(p << AWAY_PAGE_SHIFT);
+        // Spans the end of page 0x10 and the start of page 0x11.
+        let code = CodeRange::new(0x1_0ff0, 0x20).unwrap();
+        live.set_away_bounds(code.start().get(), code.end().get());
+        live.mark_away_pages(code);
+        let filter = live.away_filter();
+        assert!(filter.admits(CodeAddr(0x1_0ff0)) && filter.admits(CodeAddr(0x1_100f)));
+        assert!(!filter.admits(CodeAddr(0x1_1010)), "outside the bounds");
+
+        live.set_away_bounds(0, usize::MAX);
+        let filter = live.away_filter();
+        assert!(filter.admits(page(0x11)));
+        assert!(!filter.admits(page(0x12)), "an unmarked page");
+        assert!(filter.admits(page(0x10 + AWAY_BITS)), "an aliased page is admitted");
+
+        live.clear_away_pages();
+        assert!(!live.away_filter().admits(CodeAddr(0x1_0ff0)));
+        live.mark_away_pages(CodeRange::new(0x1000, (AWAY_BITS + 1) << AWAY_PAGE_SHIFT).unwrap());
+        assert!((0..AWAY_BITS).all(|p| live.away_filter().admits(page(p))), "a huge range marks every page");
     }
 }

@@ -1,0 +1,382 @@
+//! Running tasks: ops, calls through hooks, sleeps, exit to user mode, syscalls, exit,
+//! fork and fake signals — each switch point calling into the core and reporting to the oracle.
+
+use super::code::{FnId, Op, SleepFor, SleepKind};
+use super::event::Event;
+use super::task::{Frame, Program, RunState, UserProgram};
+use super::{Machine, SwitchPoint, TaskSpec, MAX_STACK, OPS_BUDGET};
+use crate::backend::NO_HOOK;
+use crate::oracle::{Invariant, Oracle};
+use livepatch_core::backend::{TaskFlags, TaskKind};
+use livepatch_core::state::PatchState;
+use livepatch_core::sync::Ordering;
+use livepatch_core::{CodeAddr, Live, Redirect, SlotId};
+
+impl Machine {
+    pub(super) fn on_step(&mut self, cpu: usize, live: &Live<'_>, oracle: &mut Oracle) {
+        let Some(t) = self.cpus[cpu].current else {
+            return;
+        };
+        let ti = t as usize;
+        let task = &mut self.tasks[ti];
+        if task.work_left > 0 {
+            task.work_left = task.work_left.saturating_sub(task.chunk);
+            task.chunk = 0;
+            if task.in_user {
+                // A timer interrupt or the end of the stretch: back to user mode through the
+                // exit path.
+                self.exit_to_user(ti, live, oracle);
+            }
+            if self.tasks[ti].work_left > 0 {
+                if self.now >= self.cpus[cpu].slice_end {
+                    if !self.cpus[cpu].rq.is_empty() {
+                        self.preempt(cpu, live, oracle);
+                        return;
+                    }
+                    self.cpus[cpu].slice_end = self.now + self.cfg.slice_ns;
+                }
+                self.schedule_chunk(cpu, ti);
+                return;
+            }
+        }
+        self.run_ops(cpu, ti, live, oracle);
+    }
+
+    pub(super) fn run_ops(&mut self, cpu: usize, t: usize, live: &Live<'_>, oracle: &mut Oracle) {
+        for _ in 0..OPS_BUDGET {
+            if oracle.stopped() {
+                return;
+            }
+            let task = &self.tasks[t];
+            if task.run != RunState::Running || self.cpus[cpu].current != Some(t as u32) {
+                return;
+            }
+            if task.unwind {
+                self.return_to_user(cpu, t, live, oracle);
+                return;
+            }
+            if task.in_user {
+                self.enter_kernel(cpu, t, live, oracle);
+                continue;
+            }
+            let Some(frame) = task.stack.last().copied() else {
+                match &task.program {
+                    Program::User(_) => {
+                        self.return_to_user(cpu, t, live, oracle);
+                        return;
+                    }
+                    Program::Kthread { main } => {
+                        let main = *main;
+                        self.tasks[t].started = true;
+                        self.call(cpu, t, main, live, oracle);
+                        if self.tasks[t].stack.is_empty() {
+                            // Its main function is not loaded: nothing to run for a while.
+                            self.tasks[t].work_left = self.cfg.slice_ns;
+                            self.schedule_chunk(cpu, t);
+                            return;
+                        }
+                        continue;
+                    }
+                    Program::Idle => return,
+                }
+            };
+            let body = &self.code.get(frame.func).body;
+            let pc = frame.pc as usize;
+            if pc >= body.len() {
+                self.tasks[t].stack.pop();
+                if let Some(caller) = self.tasks[t].stack.last() {
+                    if self.code.is_released(caller.func) {
+                        let msg = format!("returned into released code {}", self.code.get(caller.func).name);
+                        oracle.violate(Invariant::I3, t as u32, &self.tasks[t], msg, &self.code, self.now);
+                    }
+                }
+                continue;
+            }
+            let op = body[pc];
+            self.stats.ops += 1;
+            let advance = |m: &mut Self| {
+                if let Some(f) = m.tasks[t].stack.last_mut() {
+                    f.pc += 1;
+                }
+            };
+            match op {
+                Op::Call(f) => {
+                    advance(self);
+                    self.call(cpu, t, f, live, oracle);
+                }
+                Op::Work(lo, hi) => {
+                    advance(self);
+                    let ns = self.rng.range(lo, hi);
+                    if ns > 0 {
+                        self.tasks[t].work_left = ns;
+                        self.schedule_chunk(cpu, t);
+                        return;
+                    }
+                }
+                Op::Sleep(kind, dur) => {
+                    advance(self);
+                    self.tasks[t].sleep_req = (kind, dur);
+                    let s = self.code.schedule();
+                    self.call(cpu, t, s, live, oracle);
+                }
+                Op::Block => {
+                    advance(self);
+                    if self.block(cpu, t, live, oracle) {
+                        return;
+                    }
+                }
+                Op::CondResched => {
+                    advance(self);
+                    let before = self.tasks[t].patch.load(Ordering::Relaxed).state;
+                    let cost0 = self.walker.inner().meter().ns.get();
+                    live.self_check(&self.tasks[t], &self.walker);
+                    self.after_self_walk(cpu, cost0);
+                    self.note_switch(t, before, SwitchPoint::SelfCheck, oracle);
+                    if self.now >= self.cpus[cpu].slice_end && !self.cpus[cpu].rq.is_empty() {
+                        self.preempt(cpu, live, oracle);
+                        return;
+                    }
+                }
+                Op::SafePoint => {
+                    advance(self);
+                    let before = self.tasks[t].patch.load(Ordering::Relaxed).state;
+                    live.kthread_safe_point(&self.tasks[t].patch);
+                    self.note_switch(t, before, SwitchPoint::SafePoint, oracle);
+                }
+                Op::Loop => {
+                    if let Some(f) = self.tasks[t].stack.last_mut() {
+                        f.pc = 0;
+                    }
+                }
+                Op::Unhash => {
+                    advance(self);
+                    self.tasks[t].flags |= TaskFlags::EXITING;
+                }
+                Op::Die => {
+                    self.die(cpu, t, live, oracle);
+                    return;
+                }
+                Op::Fork => {
+                    advance(self);
+                    self.fork(t, live);
+                }
+            }
+        }
+        // Let time pass rather than spin on zero-time ops.
+        self.tasks[t].work_left = 1_000;
+        self.schedule_chunk(cpu, t);
+    }
+
+    pub(super) fn after_self_walk(&mut self, cpu: usize, cost0: u64) {
+        let cost = self.walker.inner().meter().ns.get() - cost0;
+        if cost > 0 {
+            self.stats.self_walks += 1;
+            self.cpus[cpu].debt += cost;
+        }
+    }
+
+    pub(super) fn note_switch(&mut self, t: usize, before: PatchState, point: SwitchPoint, oracle: &mut Oracle) {
+        let after = self.tasks[t].patch.load(Ordering::Relaxed).state;
+        if after != before {
+            self.stats.switches[point as usize] += 1;
+            oracle.on_state_change(t as u32, &self.tasks[t], before, after, point, &self.code, self.now);
+        }
+    }
+
+    /// A call of `f` by task `t`: through the hook if `f` has one (switch point and
+    /// redirect), checked by the oracle, then a new frame.
+    pub(super) fn call(&mut self, cpu: usize, t: usize, f: FnId, live: &Live<'_>, oracle: &mut Oracle) {
+        if !self.is_loaded(self.code.get(f).object) {
+            return;
+        }
+        if self.tasks[t].stack.len() >= MAX_STACK {
+            self.stats.deep_calls_skipped += 1;
+            return;
+        }
+        let mut target = f;
+        let slot = self.hooks[f.idx()].get();
+        if slot != NO_HOOK {
+            self.stats.hooked_calls += 1;
+            let task = &self.tasks[t];
+            let parent_ip = task.stack.last().map_or(CodeAddr(0), Frame::addr);
+            let before = task.patch.load(Ordering::Relaxed).state;
+            let cost0 = self.walker.inner().meter().ns.get();
+            let r = live.on_function_entry(SlotId(slot), task, &self.walker, parent_ip);
+            self.after_self_walk(cpu, cost0);
+            self.note_switch(t, before, SwitchPoint::HandlerEntry, oracle);
+            let r = if self.cfg.broken_hook_on == Some(f) { Redirect::Original } else { r };
+            target = match r {
+                Redirect::Original => f,
+                Redirect::Variant(addr) => match self.code.at_entry(addr) {
+                    Some(v) => v,
+                    None => {
+                        let msg = format!("redirected {} to {addr}, which is no function", self.code.get(f).name);
+                        oracle.violate(Invariant::I1, t as u32, &self.tasks[t], msg, &self.code, self.now);
+                        return;
+                    }
+                },
+            };
+            oracle.on_patched_call(t as u32, &self.tasks[t], f, target, &self.code, self.now);
+        }
+        if self.code.is_released(target) {
+            let msg = format!("called released code {}", self.code.get(target).name);
+            oracle.violate(Invariant::I3, t as u32, &self.tasks[t], msg, &self.code, self.now);
+            return;
+        }
+        let base = self.code.get(target).range.start().get();
+        self.tasks[t].stack.push(Frame { func: target, pc: 0, base });
+    }
+
+    /// Blocks task `t` in `schedule()`; returns whether it blocked (a pending signal makes an
+    /// interruptible sleep return at once).
+    pub(super) fn block(&mut self, cpu: usize, t: usize, live: &Live<'_>, oracle: &mut Oracle) -> bool {
+        let (kind, dur) = self.tasks[t].sleep_req;
+        let task = &mut self.tasks[t];
+        if kind == SleepKind::Interruptible && task.sig_pending && task.kind == TaskKind::User {
+            task.unwind = true;
+            return false;
+        }
+        task.run = RunState::Sleeping(kind);
+        task.sleep_gen = task.sleep_gen.wrapping_add(1);
+        let gen = task.sleep_gen;
+        if let SleepFor::Between(lo, hi) = dur {
+            let ns = self.rng.range(lo, hi).max(1);
+            self.queue.push(self.now + ns, Event::Wake { task: t as u32, gen });
+        }
+        self.cpus[cpu].current = None;
+        self.switch_to_next(cpu, live, oracle);
+        true
+    }
+
+    /// Exit to user mode: the switch point, and the (no-op) signal handler.
+    pub(super) fn exit_to_user(&mut self, t: usize, live: &Live<'_>, oracle: &mut Oracle) {
+        if !self.tasks[t].stack.is_empty() {
+            let msg = "exit to user mode with kernel frames".to_string();
+            oracle.violate(Invariant::I2, t as u32, &self.tasks[t], msg, &self.code, self.now);
+            return;
+        }
+        let before = self.tasks[t].patch.load(Ordering::Relaxed).state;
+        live.exit_to_user(&self.tasks[t].patch);
+        self.note_switch(t, before, SwitchPoint::ExitToUser, oracle);
+        self.tasks[t].sig_pending = false;
+    }
+
+    /// The syscall is over (or was interrupted by a signal): unwind every kernel frame, exit
+    /// to user mode, start a stretch of user work.
+    pub(super) fn return_to_user(&mut self, cpu: usize, t: usize, live: &Live<'_>, oracle: &mut Oracle) {
+        // An interrupted syscall returns through every frame: none may be released code.
+        while let Some(f) = self.tasks[t].stack.pop() {
+            if self.code.is_released(f.func) {
+                let msg = format!("unwound through released code {}", self.code.get(f.func).name);
+                self.tasks[t].stack.push(f);
+                oracle.violate(Invariant::I3, t as u32, &self.tasks[t], msg, &self.code, self.now);
+                return;
+            }
+        }
+        let task = &mut self.tasks[t];
+        task.unwind = false;
+        task.in_user = true;
+        self.exit_to_user(t, live, oracle);
+        let Program::User(p) = &self.tasks[t].program else {
+            return;
+        };
+        let (lo, hi) = p.user_ns;
+        let ns = self.rng.range(lo, hi).max(1);
+        self.tasks[t].work_left = ns;
+        self.schedule_chunk(cpu, t);
+    }
+
+    /// User work is over: make the next syscall, or exit.
+    pub(super) fn enter_kernel(&mut self, cpu: usize, t: usize, live: &Live<'_>, oracle: &mut Oracle) {
+        let task = &mut self.tasks[t];
+        task.in_user = false;
+        let Program::User(p) = &task.program else {
+            return;
+        };
+        let exiting = task.exit_requested || p.exit_after.is_some_and(|n| task.syscalls >= n);
+        if exiting {
+            match p.exit_fn {
+                Some(f) => {
+                    self.call(cpu, t, f, live, oracle);
+                    if self.tasks[t].stack.is_empty() {
+                        self.die(cpu, t, live, oracle);
+                    }
+                }
+                None => self.die(cpu, t, live, oracle),
+            }
+            return;
+        }
+        if p.syscalls.is_empty() {
+            self.tasks[t].unwind = true;
+            return;
+        }
+        let i = self.rng.below(p.syscalls.len());
+        let sys = p.syscalls[i];
+        task.syscalls += 1;
+        self.stats.syscalls += 1;
+        self.call(cpu, t, sys, live, oracle);
+    }
+
+    pub(super) fn die(&mut self, cpu: usize, t: usize, live: &Live<'_>, oracle: &mut Oracle) {
+        let task = &mut self.tasks[t];
+        task.run = RunState::Dead;
+        task.stack.clear();
+        task.flags |= TaskFlags::EXITING;
+        self.stats.exits += 1;
+        if self.cpus[cpu].current == Some(t as u32) {
+            self.switch_to_next(cpu, live, oracle);
+        }
+    }
+
+    pub(super) fn fork(&mut self, parent: usize, live: &Live<'_>) {
+        let program = match &self.tasks[parent].program {
+            Program::User(UserProgram { child: Some(child), .. }) => Program::User((**child).clone()),
+            other => other.clone(),
+        };
+        let flags = self.tasks[parent].flags.difference(TaskFlags::EXITING);
+        let idx = self.spawn(&TaskSpec { program, flags, cpu: None });
+        let (p, c) = (&self.tasks[parent], &self.tasks[idx as usize]);
+        live.fork(&p.patch, &c.patch);
+        self.stats.forks += 1;
+        self.tasks[idx as usize].run = RunState::Sleeping(SleepKind::Uninterruptible);
+        self.wake(idx);
+    }
+
+    pub(super) fn deliver_signal(&mut self, t: u32, live: &Live<'_>, oracle: &mut Oracle) {
+        let ti = t as usize;
+        let Some(task) = self.tasks.get(ti) else {
+            return;
+        };
+        if task.is_dead() {
+            return;
+        }
+        self.stats.signals += 1;
+        match task.kind {
+            TaskKind::Idle(cpu) => {
+                let c = cpu.0 as usize;
+                if self.cpus[c].online && self.cpus[c].current.is_none() {
+                    self.idle_loop(c, live, oracle);
+                }
+            }
+            TaskKind::Kthread => {
+                if task.run == RunState::Sleeping(SleepKind::Interruptible) {
+                    self.wake(t);
+                }
+            }
+            TaskKind::User => {
+                if task.flags.contains(TaskFlags::IGNORES_SIGNALS) {
+                    return;
+                }
+                self.tasks[ti].sig_pending = true;
+                let task = &self.tasks[ti];
+                if task.in_user && task.stack.is_empty() {
+                    // An IPI: the task passes through exit to user mode.
+                    self.exit_to_user(ti, live, oracle);
+                } else if task.run == RunState::Sleeping(SleepKind::Interruptible) {
+                    self.tasks[ti].unwind = true;
+                    self.wake(t);
+                }
+            }
+        }
+    }
+}

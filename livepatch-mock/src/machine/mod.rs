@@ -1,0 +1,503 @@
+//! The simulated machine: CPUs with run queues and time slices, tasks running programs over
+//! a laid-out call graph with real stacks, sleeps, signals, fork and exit, and the switch
+//! points a kernel calls into the core from (function entry, exit to user mode, the idle
+//! loop, `cond_resched`, a kthread's safe point, fork).
+//!
+//! The machine is a discrete-event simulation: one [`event::Event`] at a time, in
+//! time order, ties broken by insertion order; a run is a pure function of its seed.
+
+pub mod code;
+pub mod cpu;
+pub mod event;
+mod exec;
+pub mod rng;
+mod sched;
+pub mod task;
+
+use crate::backend::{Effects, MockBackend, MockScheduler, MockTracer, MockWalker, SchedCosts, NO_HOOK};
+use crate::middleware::{FaultyScheduler, FaultyWalker, SignalFaults, WalkFaults};
+use crate::oracle::Oracle;
+use code::{CodeTable, FnId, SleepKind};
+use cpu::Cpu;
+use event::{Event, EventQueue};
+use livepatch_core::backend::{Parts, TaskFlags, TaskKind};
+use livepatch_core::state::PatchState;
+use livepatch_core::{CpuId, Live, ObjectId, TaskId};
+use rng::Rng;
+use serde::Serialize;
+use std::cell::Cell;
+use task::{Program, RunState, SimTask};
+
+/// Zero-time ops a task may run in one step before the machine lets time pass.
+const OPS_BUDGET: u32 = 256;
+/// Calls deeper than this are skipped (a runaway recursion guard).
+const MAX_STACK: usize = 512;
+
+/// Where a task changed universe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum SwitchPoint {
+    /// The engine's sweep (or a forced or stop-the-world switch).
+    Sweep,
+    /// The engine's per-CPU pass.
+    PerCpu,
+    /// Exit to user mode.
+    ExitToUser,
+    /// The idle loop.
+    Idle,
+    /// The function-entry hook.
+    HandlerEntry,
+    /// `cond_resched`.
+    SelfCheck,
+    /// A kthread's safe point.
+    SafePoint,
+}
+
+impl SwitchPoint {
+    /// Every switch point, in counter order.
+    pub const ALL: [SwitchPoint; 7] = [
+        SwitchPoint::Sweep,
+        SwitchPoint::PerCpu,
+        SwitchPoint::ExitToUser,
+        SwitchPoint::Idle,
+        SwitchPoint::HandlerEntry,
+        SwitchPoint::SelfCheck,
+        SwitchPoint::SafePoint,
+    ];
+
+    /// A short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SwitchPoint::Sweep => "sweep",
+            SwitchPoint::PerCpu => "per-cpu",
+            SwitchPoint::ExitToUser => "exit-to-user",
+            SwitchPoint::Idle => "idle",
+            SwitchPoint::HandlerEntry => "handler-entry",
+            SwitchPoint::SelfCheck => "self-check",
+            SwitchPoint::SafePoint => "safe-point",
+        }
+    }
+}
+
+/// Timing and fault parameters of a machine.
+#[derive(Clone, Debug)]
+pub struct MachineConfig {
+    /// Number of CPUs.
+    pub cpus: u32,
+    /// Time slice.
+    pub slice_ns: u64,
+    /// Timer tick (a user-mode task passes through exit to user mode on each).
+    pub tick_ns: u64,
+    /// Context switch cost.
+    pub ctx_switch_ns: u64,
+    /// Cost of a stack walk, plus per frame.
+    pub walk_ns: u64,
+    /// Cost per frame walked.
+    pub frame_ns: u64,
+    /// Cost per task visited by a task-list walk.
+    pub visit_ns: u64,
+    /// A grace period.
+    pub grace_ns: u64,
+    /// Stopping one CPU.
+    pub stop_cpu_ns: u64,
+    /// The seed.
+    pub seed: u64,
+    /// Walk faults.
+    pub walk_faults: WalkFaults,
+    /// Signal faults.
+    pub signal_faults: SignalFaults,
+    /// Hook installation fails on this function.
+    pub fail_hook_on: Option<FnId>,
+    /// A *broken* hook on this function: it ignores the redirect and always runs the
+    /// original. Only for testing that the oracle catches it.
+    pub broken_hook_on: Option<FnId>,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        Self {
+            cpus: 4,
+            slice_ns: 3_000_000,
+            tick_ns: 4_000_000,
+            ctx_switch_ns: 2_000,
+            walk_ns: 300,
+            frame_ns: 25,
+            visit_ns: 40,
+            grace_ns: 2_000_000,
+            stop_cpu_ns: 5_000,
+            seed: 1,
+            walk_faults: WalkFaults::default(),
+            signal_faults: SignalFaults::default(),
+            fail_hook_on: None,
+            broken_hook_on: None,
+        }
+    }
+}
+
+/// A task to create at boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskSpec {
+    /// What it runs.
+    pub program: Program,
+    /// Its flags (`SELF_CHECKS`, `FREEZABLE`, `IGNORES_SIGNALS`).
+    pub flags: TaskFlags,
+    /// Its CPU (default: round robin).
+    pub cpu: Option<u32>,
+}
+
+/// Counters of the machine.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MachineStats {
+    /// Events handled.
+    pub events: u64,
+    /// Ops executed.
+    pub ops: u64,
+    /// Syscalls made.
+    pub syscalls: u64,
+    /// Calls that went through a hook.
+    pub hooked_calls: u64,
+    /// Fake signals / wake-ups delivered.
+    pub signals: u64,
+    /// Context switches.
+    pub context_switches: u64,
+    /// Tasks forked.
+    pub forks: u64,
+    /// Tasks that died.
+    pub exits: u64,
+    /// Universe switches per switch point (see [`SwitchPoint::ALL`]).
+    pub switches: [u64; 7],
+    /// Stack walks the tasks did on themselves (handler entry, self-check).
+    pub self_walks: u64,
+    /// Calls skipped by the recursion guard.
+    pub deep_calls_skipped: u64,
+}
+
+/// The machine.
+#[derive(Debug)]
+pub struct Machine {
+    pub(crate) cfg: MachineConfig,
+    pub(crate) code: CodeTable,
+    pub(crate) tasks: Vec<SimTask>,
+    pub(crate) cpus: Vec<Cpu>,
+    pub(crate) hooks: Vec<Cell<u32>>,
+    pub(crate) loaded: Vec<ObjectId>,
+    pub(crate) walker: FaultyWalker<MockWalker>,
+    pub(crate) queue: EventQueue,
+    pub(crate) rng: Rng,
+    pub(crate) now: u64,
+    pub(crate) stopped_until: u64,
+    pub(crate) stats: MachineStats,
+    pub(crate) kick_counter: Cell<u64>,
+    pub(crate) kicks_lost: Cell<u64>,
+    pub(crate) max_pause_ns: u64,
+    next_cpu: u32,
+}
+
+/// What one engine call cost and asked for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallReport {
+    /// When the call returned, on the engine's clock.
+    pub end_ns: u64,
+    /// The retry it scheduled (absolute time).
+    pub retry_at: Option<u64>,
+    /// Kicks it sent.
+    pub kicks: u32,
+    /// Grace periods.
+    pub syncs: u32,
+    /// The longest stop-the-world pause.
+    pub pause_ns: u64,
+}
+
+impl Machine {
+    /// A machine with `cfg`, `code`, one idle task per CPU (task ids `0..cpus`) and `tasks`.
+    pub fn new(cfg: MachineConfig, code: CodeTable, tasks: &[TaskSpec], loaded: &[ObjectId]) -> Self {
+        let ncpu = cfg.cpus.max(1);
+        let hooks = (0..code.len()).map(|_| Cell::new(NO_HOOK)).collect();
+        let walker = FaultyWalker::new(MockWalker::new(cfg.walk_ns, cfg.frame_ns), cfg.walk_faults.clone());
+        let mut m = Self {
+            rng: Rng::new(cfg.seed),
+            cfg,
+            code,
+            tasks: Vec::with_capacity(tasks.len() + ncpu as usize),
+            cpus: Vec::new(),
+            hooks,
+            loaded: loaded.to_vec(),
+            walker,
+            queue: EventQueue::default(),
+            now: 0,
+            stopped_until: 0,
+            stats: MachineStats::default(),
+            kick_counter: Cell::new(0),
+            kicks_lost: Cell::new(0),
+            max_pause_ns: 0,
+            next_cpu: 0,
+        };
+        m.cfg.cpus = ncpu;
+        for c in 0..ncpu {
+            let id = TaskId(m.tasks.len() as u32);
+            let mut idle = SimTask::new(id, TaskKind::Idle(CpuId(c)), TaskFlags::empty(), CpuId(c), Program::Idle);
+            idle.run = RunState::Running;
+            m.tasks.push(idle);
+            m.cpus.push(Cpu::new(c));
+        }
+        for spec in tasks {
+            m.spawn(spec);
+        }
+        m
+    }
+
+    fn spawn(&mut self, spec: &TaskSpec) -> u32 {
+        let idx = self.tasks.len() as u32;
+        let kind = match spec.program {
+            Program::User(_) => TaskKind::User,
+            _ => TaskKind::Kthread,
+        };
+        let cpu = spec.cpu.filter(|c| *c < self.cfg.cpus).unwrap_or_else(|| self.round_robin());
+        let mut t = SimTask::new(
+            TaskId(idx),
+            kind,
+            spec.flags.difference(TaskFlags::EXITING),
+            CpuId(cpu),
+            spec.program.clone(),
+        );
+        if kind == TaskKind::User {
+            // Starts by returning to user mode (from exec / fork).
+            t.unwind = true;
+        }
+        self.tasks.push(t);
+        idx
+    }
+
+    fn round_robin(&mut self) -> u32 {
+        let c = self.next_cpu % self.cfg.cpus;
+        self.next_cpu = self.next_cpu.wrapping_add(1);
+        c
+    }
+
+    /// Puts every created task on a run queue and starts the CPUs.
+    pub fn boot(&mut self) {
+        for i in self.cfg.cpus as usize..self.tasks.len() {
+            self.tasks[i].run = RunState::Sleeping(SleepKind::Uninterruptible);
+            self.wake(i as u32);
+        }
+    }
+
+    /// The code.
+    pub fn code(&self) -> &CodeTable {
+        &self.code
+    }
+
+    /// The tasks (including dead ones), indexed by task id.
+    pub fn tasks(&self) -> &[SimTask] {
+        &self.tasks
+    }
+
+    /// The CPUs.
+    pub fn cpus(&self) -> &[Cpu] {
+        &self.cpus
+    }
+
+    /// The current simulated time.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &MachineStats {
+        &self.stats
+    }
+
+    /// Stack walks done (engine and tasks).
+    pub fn walks(&self) -> u64 {
+        self.walker.inner().meter().walks.get()
+    }
+
+    /// Kicks lost by the signal middleware.
+    pub fn kicks_lost(&self) -> u64 {
+        self.kicks_lost.get()
+    }
+
+    /// Whether `object` is loaded.
+    pub fn is_loaded(&self, object: ObjectId) -> bool {
+        object == ObjectId::VMLINUX || self.loaded.contains(&object)
+    }
+
+    /// Marks functions as released (their module freed) or present again.
+    pub fn set_released(&mut self, func: FnId, released: bool) {
+        if let Some(r) = self.code.released.get_mut(func.idx()) {
+            *r = released;
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // engine calls
+
+    /// Runs `f` with the backend the engine uses (a view of the machine), then applies what
+    /// the engine asked for: kicks, the next retry, stop-the-world pauses; hands the observed
+    /// task-state changes to the oracle.
+    pub fn engine_call<R>(&mut self, oracle: &mut Oracle, f: impl FnOnce(&MockBackend<'_>) -> R) -> (R, CallReport) {
+        let fx = Effects::default();
+        let meter = self.walker.inner().meter();
+        let meter_start = meter.ns.get();
+        let fail_on = self.cfg.fail_hook_on.map(|id| self.code.get(id).range.start());
+        let costs =
+            SchedCosts { visit_ns: self.cfg.visit_ns, grace_ns: self.cfg.grace_ns, stop_cpu_ns: self.cfg.stop_cpu_ns };
+        let sched = MockScheduler {
+            tasks: &self.tasks,
+            cpus: &self.cpus,
+            meter,
+            fx: &fx,
+            start_ns: self.now,
+            meter_start,
+            costs,
+            by_cpu: std::cell::RefCell::new(None),
+        };
+        let sched = FaultyScheduler::new(sched, &self.cfg.signal_faults, &self.kick_counter, &self.kicks_lost);
+        let tracer = MockTracer { code: &self.code, hooks: &self.hooks, loaded: &self.loaded, fail_on };
+        let backend = Parts { scheduler: &sched, walker: &self.walker, tracer: &tracer };
+        let r = f(&backend);
+        let end_ns = livepatch_core::backend::Scheduler::now_ns(&sched);
+        // The engine's view ended; apply its effects.
+        for o in fx.observed.borrow().iter() {
+            let point = if o.per_cpu { SwitchPoint::PerCpu } else { SwitchPoint::Sweep };
+            let task = &self.tasks[o.task as usize];
+            if o.before.state != PatchState::Idle && o.after != PatchState::Idle {
+                self.stats.switches[point as usize] += 1;
+            }
+            oracle.on_state_change(o.task, task, o.before.state, o.after, point, &self.code, self.now);
+        }
+        let kicks = fx.kicks.borrow();
+        for &(task, delay) in kicks.iter() {
+            self.queue.push(end_ns + delay, Event::Signal { task });
+        }
+        let mut pause_ns = 0;
+        for &(begin, end) in fx.stops.borrow().iter() {
+            pause_ns = pause_ns.max(end - begin);
+            self.stopped_until = self.stopped_until.max(self.now + (end - begin));
+        }
+        self.max_pause_ns = self.max_pause_ns.max(pause_ns);
+        let report = CallReport {
+            end_ns,
+            retry_at: fx.retry_at.get(),
+            kicks: kicks.len() as u32,
+            syncs: fx.syncs.get(),
+            pause_ns,
+        };
+        (r, report)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // events
+
+    /// Handles a machine event (`Step`, `Wake`, `Signal`); others are the runner's.
+    pub fn handle(&mut self, time: u64, event: Event, live: &Live<'_>, oracle: &mut Oracle) {
+        if time < self.stopped_until && matches!(event, Event::Step { .. } | Event::Wake { .. } | Event::Signal { .. })
+        {
+            // Every CPU is stopped: the event happens when they resume.
+            self.queue.push(self.stopped_until, event);
+            return;
+        }
+        self.now = time;
+        self.stats.events += 1;
+        match event {
+            Event::Step { cpu, gen } => {
+                let c = cpu as usize;
+                if c < self.cpus.len() && self.cpus[c].gen == gen && self.cpus[c].online {
+                    self.on_step(c, live, oracle);
+                }
+            }
+            Event::Wake { task, gen } => {
+                let t = &self.tasks[task as usize];
+                if t.sleep_gen == gen && matches!(t.run, RunState::Sleeping(_)) {
+                    self.wake(task);
+                }
+            }
+            Event::Signal { task } => self.deliver_signal(task, live, oracle),
+            _ => {}
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // script actions
+
+    /// Starts every CPU (at the current time).
+    pub fn start_cpus(&mut self, live: &Live<'_>, oracle: &mut Oracle) {
+        for c in 0..self.cpus.len() {
+            if self.cpus[c].current.is_none() {
+                if self.cpus[c].rq.is_empty() {
+                    self.idle_loop(c, live, oracle);
+                } else {
+                    self.dispatch(c);
+                }
+            }
+        }
+    }
+
+    /// Task `t` forks (as if it called `fork()` now); returns the child's index.
+    pub fn fork_task(&mut self, t: u32, live: &Live<'_>) -> Option<u32> {
+        let task = self.tasks.get(t as usize)?;
+        if task.is_dead() || task.kind != TaskKind::User {
+            return None;
+        }
+        self.fork(t as usize, live);
+        Some(self.tasks.len() as u32 - 1)
+    }
+
+    /// Asks user task `t` to exit at its next syscall.
+    pub fn kill_task(&mut self, t: u32) -> bool {
+        match self.tasks.get_mut(t as usize) {
+            Some(task) if !task.is_dead() && task.kind == TaskKind::User => {
+                task.exit_requested = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes `cpu` offline, migrating its tasks; refused for the last online CPU.
+    pub fn cpu_offline(&mut self, cpu: u32, live: &Live<'_>, oracle: &mut Oracle) -> bool {
+        let c = cpu as usize;
+        let online = self.cpus.iter().filter(|c| c.online).count();
+        if c >= self.cpus.len() || !self.cpus[c].online || online <= 1 {
+            return false;
+        }
+        let _ = (live, &oracle);
+        let cur = self.cpus[c].current.take();
+        self.cpus[c].online = false;
+        self.cpus[c].gen = self.cpus[c].gen.wrapping_add(1);
+        let idle = self.cpus[c].idle_task as usize;
+        self.tasks[idle].run = RunState::Runnable;
+        let mut moved: Vec<u32> = self.cpus[c].rq.drain(..).collect();
+        if let Some(t) = cur {
+            moved.insert(0, t);
+        }
+        for t in moved {
+            self.tasks[t as usize].run = RunState::Sleeping(SleepKind::Uninterruptible);
+            self.wake(t);
+        }
+        true
+    }
+
+    /// Brings `cpu` back online.
+    pub fn cpu_online(&mut self, cpu: u32, live: &Live<'_>, oracle: &mut Oracle) -> bool {
+        let c = cpu as usize;
+        if c >= self.cpus.len() || self.cpus[c].online {
+            return false;
+        }
+        self.cpus[c].online = true;
+        self.switch_to_next(c, live, oracle);
+        true
+    }
+
+    /// Loads or unloads a module's code.
+    pub fn set_loaded(&mut self, object: ObjectId, loaded: bool) {
+        self.loaded.retain(|o| *o != object);
+        if loaded {
+            self.loaded.push(object);
+        }
+    }
+
+    /// Tasks (alive, including idle and exiting ones) whose universe differs from `target`.
+    pub fn count_not_in(&self, target: PatchState) -> u32 {
+        self.tasks.iter().filter(|t| !t.is_dead() && t.patch.state() != target).count() as u32
+    }
+}

@@ -1,0 +1,167 @@
+//! Simulated tasks: identity, kind, run state, a real stack of frames, the program they run,
+//! and the core's patch-state word.
+
+use super::code::{FnId, SleepFor, SleepKind, OP_BYTES};
+use livepatch_core::backend::{Task, TaskFlags, TaskKind};
+use livepatch_core::{CodeAddr, CpuId, TaskId, TaskPatchState};
+
+/// One stack frame: the function whose code it is and the op the task is at (innermost) or
+/// returns to (outer frames).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// The function (original, variant or helper) that runs in this frame.
+    pub func: FnId,
+    /// The op index.
+    pub pc: u32,
+    /// The function's entry address.
+    pub base: usize,
+}
+
+impl Frame {
+    /// The frame's address: the return address for outer frames, the current ip innermost.
+    #[inline]
+    pub fn addr(&self) -> CodeAddr {
+        CodeAddr(self.base + self.pc as usize * OP_BYTES)
+    }
+}
+
+/// What a user task does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserProgram {
+    /// User-mode work between syscalls, `[min, max]` ns.
+    pub user_ns: (u64, u64),
+    /// Syscall entry functions, picked uniformly.
+    pub syscalls: Vec<FnId>,
+    /// Exit (through `exit_fn`) after this many syscalls.
+    pub exit_after: Option<u32>,
+    /// The exit path (`do_exit`).
+    pub exit_fn: Option<FnId>,
+    /// What a child forked by this task runs (default: the same program).
+    pub child: Option<Box<UserProgram>>,
+}
+
+/// What a task runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// A user task: user work, syscalls, exit to user mode.
+    User(UserProgram),
+    /// A kthread running `main` (which loops for ever).
+    Kthread {
+        /// Its main function.
+        main: FnId,
+    },
+    /// A CPU's idle task.
+    Idle,
+}
+
+/// Scheduler state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// On a CPU.
+    Running,
+    /// On a run queue.
+    Runnable,
+    /// Blocked in `schedule()`.
+    Sleeping(SleepKind),
+    /// Gone.
+    Dead,
+}
+
+/// A simulated task.
+#[derive(Debug)]
+pub struct SimTask {
+    pub(crate) id: TaskId,
+    pub(crate) kind: TaskKind,
+    pub(crate) flags: TaskFlags,
+    pub(crate) cpu: CpuId,
+    pub(crate) run: RunState,
+    pub(crate) patch: TaskPatchState,
+    pub(crate) stack: Vec<Frame>,
+    pub(crate) program: Program,
+    /// Nanoseconds left of the current `Work` op or user-mode stretch.
+    pub(crate) work_left: u64,
+    /// Length of the chunk of work whose end the CPU's next step marks.
+    pub(crate) chunk: u64,
+    /// In user mode (no kernel frames).
+    pub(crate) in_user: bool,
+    /// A fake signal is pending.
+    pub(crate) sig_pending: bool,
+    /// A signal interrupted its sleep: unwind the syscall to user mode.
+    pub(crate) unwind: bool,
+    /// The sleep `schedule()` will perform.
+    pub(crate) sleep_req: (SleepKind, SleepFor),
+    /// Generation of its current sleep (stale wake-ups are ignored).
+    pub(crate) sleep_gen: u32,
+    /// Syscalls made.
+    pub(crate) syscalls: u32,
+    /// Asked to exit at its next syscall.
+    pub(crate) exit_requested: bool,
+    /// Whether it started running its program.
+    pub(crate) started: bool,
+}
+
+impl SimTask {
+    pub(crate) fn new(id: TaskId, kind: TaskKind, flags: TaskFlags, cpu: CpuId, program: Program) -> Self {
+        Self {
+            id,
+            kind,
+            flags,
+            cpu,
+            run: RunState::Runnable,
+            patch: TaskPatchState::new(),
+            stack: Vec::with_capacity(8),
+            program,
+            work_left: 0,
+            chunk: 0,
+            in_user: false,
+            sig_pending: false,
+            unwind: false,
+            sleep_req: (SleepKind::Uninterruptible, SleepFor::Forever),
+            sleep_gen: 0,
+            syscalls: 0,
+            exit_requested: false,
+            started: false,
+        }
+    }
+
+    /// Its stack, outermost frame first.
+    pub fn stack(&self) -> &[Frame] {
+        &self.stack
+    }
+
+    /// Its scheduler state.
+    pub fn run_state(&self) -> RunState {
+        self.run
+    }
+
+    /// Whether it has died.
+    pub fn is_dead(&self) -> bool {
+        self.run == RunState::Dead
+    }
+
+    /// Whether it is in user mode.
+    pub fn in_user(&self) -> bool {
+        self.in_user
+    }
+}
+
+impl Task for SimTask {
+    fn id(&self) -> TaskId {
+        self.id
+    }
+    fn kind(&self) -> TaskKind {
+        self.kind
+    }
+    fn flags(&self) -> TaskFlags {
+        self.flags
+    }
+    fn cpu(&self) -> CpuId {
+        self.cpu
+    }
+    fn is_running(&self) -> bool {
+        self.run == RunState::Running
+    }
+    fn patch_state(&self) -> &TaskPatchState {
+        &self.patch
+    }
+}

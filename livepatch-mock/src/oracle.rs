@@ -1,0 +1,600 @@
+//! The invariant oracle: an independent model of which code each universe runs, checked at
+//! every call of a patched function, every universe switch, every completion and every code
+//! release (DESIGN §4, I1–I4 and I6).
+//!
+//! The oracle does not use the core's redirect code: it keeps its own list of enabled
+//! patches, computes from the scenario's patch descriptions the code that the unpatched and
+//! the patched universe run for every function, and compares what the machine actually ran.
+//! A violation is recorded with a replayable trace (seed, event index, the offending stack)
+//! and stops the run.
+
+use crate::machine::code::{CodeTable, FnId, Origin};
+use crate::machine::task::SimTask;
+use crate::machine::SwitchPoint;
+use livepatch_core::backend::{Task, TaskFlags};
+use livepatch_core::model::Model;
+use livepatch_core::state::PatchState;
+use livepatch_core::ObjectId;
+use serde::Serialize;
+use std::fmt;
+
+/// Which invariant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Invariant {
+    /// Per-task consistency.
+    I1,
+    /// Safe switch.
+    I2,
+    /// Completion and release.
+    I3,
+    /// Reversal.
+    I4,
+}
+
+/// A broken invariant, with what it takes to replay it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Which invariant.
+    pub invariant: Invariant,
+    /// What happened.
+    pub message: String,
+    /// The task (index = task id).
+    pub task: u32,
+    /// Its stack, outermost first, as `name@address`.
+    pub stack: Vec<String>,
+    /// Simulated time.
+    pub time_ns: u64,
+    /// The index of the event being handled (replay: same seed, stop at this event).
+    pub event_index: u64,
+    /// The seed.
+    pub seed: u64,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} violated at t={}ns (seed {}, event #{}): task {}: {}; stack [{}]",
+            self.invariant,
+            self.time_ns,
+            self.seed,
+            self.event_index,
+            self.task,
+            self.message,
+            self.stack.join(" > ")
+        )
+    }
+}
+
+/// One function a patch replaces, as the oracle sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatchedFunc {
+    /// The object of the original.
+    pub object: ObjectId,
+    /// The original.
+    pub orig: FnId,
+    /// The replacement.
+    pub variant: FnId,
+}
+
+/// A patch as the oracle models it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatchModel {
+    /// Cumulative (atomic replace).
+    pub replace: bool,
+    /// Its functions.
+    pub funcs: Vec<PatchedFunc>,
+}
+
+/// Counters of measured (not failed) weaknesses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OracleStats {
+    /// Patched calls checked.
+    pub checked_calls: u64,
+    /// Switches checked.
+    pub checked_switches: u64,
+    /// Call-chain model: calls after which a stack held code of both universes (I6).
+    pub mixed_stacks: u64,
+    /// Call-chain model: distinct tasks that ever had a mixed stack.
+    pub mixed_tasks: u64,
+    /// Exiting tasks left in the old universe at completion, with no old code on their stack
+    /// (harmless here; a crash when the exit path is patched).
+    pub exiting_unswitched: u64,
+    /// After a forced transition: calls or completions with stale code on the stack.
+    pub forced_mixed: u64,
+}
+
+const U: u8 = 1;
+const P: u8 = 2;
+const STALE: u8 = 4;
+
+fn bit(state: PatchState) -> u8 {
+    match state {
+        PatchState::Unpatched => U,
+        PatchState::Patched => P,
+        PatchState::Idle => U | P,
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Transition {
+    patch: usize,
+    start: PatchState,
+    target: PatchState,
+    reversed: bool,
+}
+
+/// The oracle.
+#[derive(Debug)]
+pub struct Oracle {
+    seed: u64,
+    model: Model,
+    patches: Vec<PatchModel>,
+    enabled: Vec<usize>,
+    forced: Vec<bool>,
+    loaded: Vec<ObjectId>,
+    transition: Option<Transition>,
+    /// The enabled list before [`begin`](Self::begin), restored by an aborted start.
+    saved_enabled: Vec<usize>,
+    /// Code per original function outside a transition; `maps[0]`/`maps[1]` in one.
+    committed: Vec<FnId>,
+    maps: [Vec<FnId>; 2],
+    member: Vec<u8>,
+    mixed_seen: Vec<bool>,
+    /// Tasks seen leaving a transition: (task, universe, exiting, lacks-unpatched,
+    /// lacks-patched) — whether its stack held code the unpatched / patched universe lacks.
+    completions: Vec<(u32, PatchState, bool, bool, bool)>,
+    event_index: u64,
+    stats: OracleStats,
+    violation: Option<Violation>,
+    violations: u32,
+}
+
+impl Oracle {
+    /// An oracle for `funcs` functions, the scenario's `patches`, under `model`.
+    pub fn new(seed: u64, model: Model, funcs: usize, patches: Vec<PatchModel>, loaded: &[ObjectId]) -> Self {
+        let identity: Vec<FnId> = (0..funcs as u32).map(FnId).collect();
+        let n = patches.len();
+        Self {
+            seed,
+            model,
+            patches,
+            enabled: Vec::new(),
+            forced: vec![false; n],
+            loaded: loaded.to_vec(),
+            transition: None,
+            saved_enabled: Vec::new(),
+            committed: identity.clone(),
+            maps: [identity.clone(), identity],
+            member: vec![0; funcs],
+            mixed_seen: Vec::new(),
+            completions: Vec::new(),
+            event_index: 0,
+            stats: OracleStats::default(),
+            violation: None,
+            violations: 0,
+        }
+    }
+
+    /// Sets the index of the event being handled (for traces).
+    pub fn set_event_index(&mut self, i: u64) {
+        self.event_index = i;
+    }
+
+    /// Whether a violation stopped the run.
+    pub fn stopped(&self) -> bool {
+        self.violation.is_some()
+    }
+
+    /// The first violation.
+    pub fn violation(&self) -> Option<&Violation> {
+        self.violation.as_ref()
+    }
+
+    /// Number of violations (the run stops at the first).
+    pub fn violations(&self) -> u32 {
+        self.violations
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &OracleStats {
+        &self.stats
+    }
+
+    /// The patches the oracle believes enabled, oldest first.
+    pub fn enabled(&self) -> &[usize] {
+        &self.enabled
+    }
+
+    /// Records a violation (the first one is kept).
+    pub fn violate(
+        &mut self,
+        invariant: Invariant,
+        t: u32,
+        task: &SimTask,
+        message: String,
+        code: &CodeTable,
+        now: u64,
+    ) {
+        self.violations += 1;
+        if self.violation.is_some() {
+            return;
+        }
+        let stack = task.stack().iter().map(|f| format!("{}@{}", code.get(f.func).name, f.addr())).collect();
+        self.violation = Some(Violation {
+            invariant,
+            message,
+            task: t,
+            stack,
+            time_ns: now,
+            event_index: self.event_index,
+            seed: self.seed,
+        });
+    }
+
+    fn map_from(&self, list: &[usize]) -> Vec<FnId> {
+        let mut map: Vec<FnId> = (0..self.committed.len() as u32).map(FnId).collect();
+        for &p in list {
+            let patch = &self.patches[p];
+            if patch.replace {
+                map.iter_mut().enumerate().for_each(|(i, c)| *c = FnId(i as u32));
+            }
+            for f in &patch.funcs {
+                if f.object == ObjectId::VMLINUX || self.loaded.contains(&f.object) {
+                    map[f.orig.idx()] = f.variant;
+                }
+            }
+        }
+        map
+    }
+
+    fn recompute(&mut self) {
+        self.member.iter_mut().for_each(|m| *m &= STALE);
+        match self.transition {
+            None => {
+                self.committed = self.map_from(&self.enabled);
+            }
+            Some(t) => {
+                // The patch keeps its place in the stack: on top when being enabled (begin
+                // pushed it), where it was when being disabled.
+                let without: Vec<usize> = self.enabled.iter().copied().filter(|&p| p != t.patch).collect();
+                let with = self.enabled.clone();
+                self.maps = [self.map_from(&without), self.map_from(&with)];
+                for (u, p) in self.maps[0].iter().zip(self.maps[1].iter()) {
+                    if u != p {
+                        self.member[u.idx()] |= U;
+                        self.member[p.idx()] |= P;
+                    }
+                }
+            }
+        }
+    }
+
+    fn code_for(&self, orig: FnId, state: PatchState) -> FnId {
+        match (self.transition, state) {
+            (None, _) | (Some(_), PatchState::Idle) => self.committed[orig.idx()],
+            (Some(_), PatchState::Unpatched) => self.maps[0][orig.idx()],
+            (Some(_), PatchState::Patched) => self.maps[1][orig.idx()],
+        }
+    }
+
+    /// A transition of patch `patch` towards `target` is about to start.
+    pub fn begin(&mut self, patch: usize, target: PatchState) {
+        self.saved_enabled = self.enabled.clone();
+        if !self.enabled.contains(&patch) {
+            self.enabled.push(patch);
+        }
+        // Starting a transition clears the stale marks of the previous one.
+        self.member.iter_mut().for_each(|m| *m = 0);
+        self.transition = Some(Transition { patch, start: target.opposite(), target, reversed: false });
+        self.recompute();
+    }
+
+    /// The transition in progress was reversed.
+    pub fn reverse(&mut self) {
+        if let Some(t) = &mut self.transition {
+            std::mem::swap(&mut t.start, &mut t.target);
+            t.reversed = true;
+        }
+    }
+
+    /// The transition in progress is about to be forced: every registered patch is marked
+    /// forced (as the engine does), so stale frames are counted from now on, not failed.
+    pub fn force_begin(&mut self) {
+        if self.transition.is_none() {
+            return;
+        }
+        for &p in &self.enabled {
+            if let Some(f) = self.forced.get_mut(p) {
+                *f = true;
+            }
+        }
+    }
+
+    /// The target of the transition in progress.
+    pub fn target(&self) -> Option<PatchState> {
+        self.transition.map(|t| t.target)
+    }
+
+    /// The patch in transition.
+    pub fn patch_in_transition(&self) -> Option<usize> {
+        self.transition.map(|t| t.patch)
+    }
+
+    /// A module was loaded or unloaded: the universes' code changes.
+    pub fn set_loaded(&mut self, object: ObjectId, loaded: bool) {
+        self.loaded.retain(|o| *o != object);
+        if loaded {
+            self.loaded.push(object);
+        }
+        self.recompute();
+    }
+
+    /// Task `t` called `orig`, which ran `ran` (after the hook).
+    pub fn on_patched_call(&mut self, t: u32, task: &SimTask, orig: FnId, ran: FnId, code: &CodeTable, now: u64) {
+        self.stats.checked_calls += 1;
+        let state = task.patch_state().state();
+        if self.model == Model::CallChain {
+            if self.transition.is_some() {
+                let mut seen = self.member[ran.idx()] & (U | P);
+                for f in task.stack() {
+                    seen |= self.member[f.func.idx()] & (U | P);
+                }
+                if seen == U | P {
+                    self.stats.mixed_stacks += 1;
+                    let i = t as usize;
+                    if self.mixed_seen.len() <= i {
+                        self.mixed_seen.resize(i + 1, false);
+                    }
+                    if !self.mixed_seen[i] {
+                        self.mixed_seen[i] = true;
+                        self.stats.mixed_tasks += 1;
+                    }
+                }
+            }
+            self.check_released_stack(t, task, code, now);
+            return;
+        }
+        if self.transition.is_some() && state == PatchState::Idle {
+            self.violate(Invariant::I1, t, task, "idle task state during a transition".into(), code, now);
+            return;
+        }
+        let expected = self.code_for(orig, state);
+        if ran != expected {
+            let msg = format!(
+                "call of {} ran {} but universe {state} runs {}",
+                code.get(orig).name,
+                code.get(ran).name,
+                code.get(expected).name
+            );
+            let inv = if self.transition.is_some_and(|t| t.reversed) { Invariant::I4 } else { Invariant::I1 };
+            self.violate(inv, t, task, msg, code, now);
+            return;
+        }
+        let want = if self.transition.is_some() { bit(state) } else { U | P };
+        for f in task.stack().iter().map(|f| f.func).chain(std::iter::once(ran)) {
+            let m = self.member[f.idx()];
+            if m & STALE != 0 && self.transition.is_none() {
+                if self.any_forced() {
+                    self.stats.forced_mixed += 1;
+                    return;
+                }
+                let msg = format!("stale frame {} on the stack after completion", code.get(f).name);
+                self.violate(Invariant::I1, t, task, msg, code, now);
+                return;
+            }
+            let m = m & (U | P);
+            if m != 0 && m & want == 0 {
+                if self.any_forced() {
+                    self.stats.forced_mixed += 1;
+                    return;
+                }
+                let msg = format!("universe {state} task holds {} of the other universe", code.get(f).name);
+                self.violate(Invariant::I1, t, task, msg, code, now);
+                return;
+            }
+        }
+    }
+
+    fn any_forced(&self) -> bool {
+        self.forced.iter().any(|f| *f)
+    }
+
+    fn check_released_stack(&mut self, t: u32, task: &SimTask, code: &CodeTable, now: u64) {
+        if let Some(f) = task.stack().iter().find(|f| code.is_released(f.func)) {
+            let msg = format!("released code {} on the stack", code.get(f.func).name);
+            self.violate(Invariant::I3, t, task, msg, code, now);
+        }
+    }
+
+    /// Task `t`'s universe changed from `from` to `to` at `point`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_state_change(
+        &mut self,
+        t: u32,
+        task: &SimTask,
+        from: PatchState,
+        to: PatchState,
+        point: SwitchPoint,
+        code: &CodeTable,
+        now: u64,
+    ) {
+        match (from, to) {
+            (PatchState::Idle, _) => {}
+            (_, PatchState::Idle) => {
+                let exiting = task.flags().contains(TaskFlags::EXITING);
+                let lack_u = self.holds_code_lacking(task, PatchState::Unpatched);
+                let lack_p = self.holds_code_lacking(task, PatchState::Patched);
+                self.completions.push((t, from, exiting, lack_u, lack_p));
+            }
+            _ => {
+                self.stats.checked_switches += 1;
+                if self.transition.is_some_and(|tr| tr.target != to) {
+                    if self.model == Model::CallChain {
+                        // The call-chain model's word is bookkeeping for completion only; a
+                        // reversal re-arms every task (not a switch of the code it runs).
+                        return;
+                    }
+                    let msg = format!("switched to {to} at {}, away from the transition's target", point.name());
+                    self.violate(Invariant::I4, t, task, msg, code, now);
+                    return;
+                }
+                if point == SwitchPoint::ExitToUser && !task.stack().is_empty() {
+                    self.violate(
+                        Invariant::I2,
+                        t,
+                        task,
+                        "switched at exit to user with kernel frames".into(),
+                        code,
+                        now,
+                    );
+                    return;
+                }
+                let want = bit(to);
+                if let Some(f) = task.stack().iter().find(|f| {
+                    let m = self.member[f.func.idx()] & (U | P);
+                    m != 0 && m & want == 0
+                }) {
+                    let msg = format!(
+                        "switched {from}->{to} at {} with {} (code being switched away from) on the stack",
+                        point.name(),
+                        code.get(f.func).name
+                    );
+                    if self.any_forced() {
+                        self.stats.forced_mixed += 1;
+                    } else {
+                        self.violate(Invariant::I2, t, task, msg, code, now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn holds_code_lacking(&self, task: &SimTask, universe: PatchState) -> bool {
+        let want = bit(universe);
+        task.stack().iter().any(|f| {
+            let m = self.member[f.func.idx()] & (U | P);
+            m != 0 && m & want == 0
+        })
+    }
+
+    /// The engine became idle: the transition ended in `fin` (the target if it completed, the
+    /// start universe if it was cancelled or gave up). Checks I3 for every task and returns
+    /// the functions whose code is released now (patches no longer enabled, never forced).
+    pub fn end(
+        &mut self,
+        fin: PatchState,
+        forced: &[bool],
+        tasks: &[SimTask],
+        code: &CodeTable,
+        now: u64,
+    ) -> Vec<FnId> {
+        self.finish(fin, false, forced, tasks, code, now)
+    }
+
+    /// The engine refused to start the transition announced by [`begin`](Self::begin) (or
+    /// cancelled it): every task must still be in the start universe, and the enabled patches
+    /// are those before.
+    pub fn abort(&mut self, forced: &[bool], tasks: &[SimTask], code: &CodeTable, now: u64) -> Vec<FnId> {
+        let Some(tr) = self.transition else {
+            return Vec::new();
+        };
+        self.finish(tr.start, true, forced, tasks, code, now)
+    }
+
+    fn finish(
+        &mut self,
+        fin: PatchState,
+        aborted: bool,
+        forced: &[bool],
+        tasks: &[SimTask],
+        code: &CodeTable,
+        now: u64,
+    ) -> Vec<FnId> {
+        let Some(tr) = self.transition else {
+            return Vec::new();
+        };
+        for (i, f) in forced.iter().enumerate() {
+            if *f && i < self.forced.len() {
+                self.forced[i] = true;
+            }
+        }
+        let completions = std::mem::take(&mut self.completions);
+        for (t, from, exiting, lack_u, lack_p) in completions {
+            if from == fin {
+                continue;
+            }
+            let away = if fin == PatchState::Patched { lack_p } else { lack_u };
+            let task = &tasks[t as usize];
+            if self.any_forced() {
+                self.stats.forced_mixed += 1;
+            } else if exiting && !away {
+                self.stats.exiting_unswitched += 1;
+            } else {
+                let msg = format!(
+                    "transition ended in {fin} while this {}task was still {from}",
+                    if exiting { "exiting " } else { "" }
+                );
+                self.violate(Invariant::I3, t, task, msg, code, now);
+            }
+        }
+        // Every live task's stack must be free of code the final universe does not run (after
+        // an aborted start there was no transition: nothing to check).
+        if !self.any_forced() && !aborted {
+            for (i, task) in tasks.iter().enumerate() {
+                if task.is_dead() || self.violation.is_some() {
+                    continue;
+                }
+                if self.model != Model::CallChain && self.holds_code_lacking(task, fin) {
+                    let msg = format!("old code on the stack when the transition ended in {fin}");
+                    self.violate(Invariant::I3, i as u32, task, msg, code, now);
+                }
+            }
+        }
+        let stay = fin == PatchState::Patched;
+        if aborted {
+            self.enabled = std::mem::take(&mut self.saved_enabled);
+        } else if stay {
+            if self.patches[tr.patch].replace {
+                // A cumulative patch replaces the patches enabled before it (those after it —
+                // possible when its disable was reversed — stay).
+                if let Some(pos) = self.enabled.iter().position(|p| *p == tr.patch) {
+                    self.enabled.drain(..pos);
+                }
+            }
+        } else {
+            self.enabled.retain(|p| *p != tr.patch);
+        }
+        let fin_map = if stay { self.maps[1].clone() } else { self.maps[0].clone() };
+        let other = if stay { self.maps[0].clone() } else { self.maps[1].clone() };
+        self.transition = None;
+        self.recompute();
+        for (o, f) in other.iter().zip(fin_map.iter()) {
+            // An aborted start changed no code: nothing became stale.
+            if o != f && !aborted {
+                self.member[o.idx()] |= STALE;
+            }
+        }
+        // Release the code of every patch that is neither enabled nor forced.
+        let mut released = Vec::new();
+        for (id, func) in code.iter() {
+            let patch = match func.origin {
+                Origin::Variant { patch, .. } | Origin::Helper { patch } => patch,
+                Origin::Base => continue,
+            };
+            if !self.enabled.contains(&patch) && !self.forced.get(patch).copied().unwrap_or(false) {
+                released.push(id);
+            }
+        }
+        released
+    }
+
+    /// After code was released: no live task may hold it.
+    pub fn check_released(&mut self, tasks: &[SimTask], code: &CodeTable, now: u64) {
+        for (i, task) in tasks.iter().enumerate() {
+            if !task.is_dead() && self.violation.is_none() {
+                self.check_released_stack(i as u32, task, code, now);
+            }
+        }
+    }
+}

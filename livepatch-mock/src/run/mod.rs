@@ -1,0 +1,290 @@
+//! Runs a scenario under a policy: builds the patch descriptors and the engine's storage,
+//! boots the machine, and drives machine, engine and oracle event by event.
+//!
+//! The descriptors and storage the core borrows (`&'a`) are locals of [`run_with`], built in
+//! stages (functions, then objects, then patches), so nothing is leaked and each run owns
+//! everything it uses.
+
+mod driver;
+mod result;
+
+pub use result::{ActionOutcome, ProgressInfo, RunOptions, RunResult, StragglerRecord, TransitionRecord};
+
+use crate::machine::event::Event;
+use crate::machine::{Machine, SwitchPoint};
+use crate::oracle::{Oracle, PatchModel, PatchedFunc};
+use crate::scenario::{Scenario, Wait};
+use driver::State;
+use livepatch_core::func_stack::FuncSlot;
+use livepatch_core::patch::{CallbackContext, CallbackError};
+use livepatch_core::patched_set::IndexEntry;
+use livepatch_core::sweep::Straggler;
+use livepatch_core::{Engine, Func, Live, Object, ObjectCallbacks, Patch, PatchId, Policy};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// The name the simulator prints for a policy.
+pub fn policy_name(p: &Policy) -> String {
+    for (name, preset) in crate::MODELS {
+        if p == preset {
+            return (*name).to_string();
+        }
+    }
+    p.model.name().to_string()
+}
+
+struct Recorder<'l> {
+    log: &'l Mutex<Vec<String>>,
+    patch: String,
+    object: String,
+    fail: Option<i32>,
+}
+
+impl Recorder<'_> {
+    fn note(&self, what: &str) {
+        if let Ok(mut log) = self.log.lock() {
+            log.push(format!("{what} {} {}", self.patch, self.object));
+        }
+    }
+}
+
+impl ObjectCallbacks for Recorder<'_> {
+    fn pre_patch(&self, _: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
+        self.note("pre_patch");
+        match self.fail {
+            Some(code) => Err(CallbackError(code)),
+            None => Ok(()),
+        }
+    }
+    fn post_patch(&self, _: &CallbackContext<'_, '_>) {
+        self.note("post_patch");
+    }
+    fn pre_unpatch(&self, _: &CallbackContext<'_, '_>) {
+        self.note("pre_unpatch");
+    }
+    fn post_unpatch(&self, _: &CallbackContext<'_, '_>) {
+        self.note("post_unpatch");
+    }
+}
+
+/// Runs `scenario` under `policy`.
+pub fn run(scenario: &Scenario, policy: Policy) -> RunResult {
+    run_with(scenario, policy, RunOptions::default(), &mut |_| {})
+}
+
+/// Runs `scenario` under `policy`, calling `progress` now and then.
+pub fn run_with(
+    scenario: &Scenario,
+    policy: Policy,
+    opts: RunOptions,
+    progress: &mut dyn FnMut(&ProgressInfo),
+) -> RunResult {
+    let wall = Instant::now();
+    let sc = scenario;
+    let code = &sc.code;
+
+    // Stage 1: callback recorders and functions; stage 2: objects; stage 3: patches.
+    let log = Mutex::new(Vec::new());
+    let recorders: Vec<Vec<Recorder<'_>>> = sc
+        .patches
+        .iter()
+        .map(|p| {
+            p.objects
+                .iter()
+                .map(|o| Recorder { log: &log, patch: p.name.clone(), object: o.name.clone(), fail: o.fail_pre_patch })
+                .collect()
+        })
+        .collect();
+    let funcs: Vec<Vec<Vec<Func<'_>>>> = sc
+        .patches
+        .iter()
+        .map(|p| {
+            p.objects
+                .iter()
+                .map(|o| {
+                    o.funcs
+                        .iter()
+                        .map(|&(orig, var)| Func::new(&code.get(orig).name, code.get(orig).range, code.get(var).range))
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let objects: Vec<Vec<Object<'_>>> = sc
+        .patches
+        .iter()
+        .enumerate()
+        .map(|(pi, p)| {
+            p.objects
+                .iter()
+                .enumerate()
+                .map(|(oi, o)| {
+                    let obj = Object::new(o.id, &o.name, &funcs[pi][oi]);
+                    if o.callbacks {
+                        obj.with_callbacks(&recorders[pi][oi])
+                    } else {
+                        obj
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let patches: Vec<Patch<'_>> = sc
+        .patches
+        .iter()
+        .enumerate()
+        .map(|(pi, p)| {
+            let patch = Patch::new(PatchId(pi as u32 + 1), &p.name, &objects[pi]);
+            if p.replace {
+                patch.replacing()
+            } else {
+                patch
+            }
+        })
+        .collect();
+    let total_funcs: usize = sc.patches.iter().flat_map(|p| &p.objects).map(|o| o.funcs.len()).sum();
+    let slots: Vec<FuncSlot<'_>> = (0..total_funcs + 2).map(|_| FuncSlot::new()).collect();
+    let ranges = 2 * total_funcs + 4;
+    let index_a: Vec<IndexEntry<'_>> = (0..ranges).map(|_| IndexEntry::new()).collect();
+    let index_b: Vec<IndexEntry<'_>> = (0..ranges).map(|_| IndexEntry::new()).collect();
+    let live = Live::from_parts(&slots, &index_a, &index_b, policy);
+    let mut engine = Engine::new(&live);
+
+    let models: Vec<PatchModel> = sc
+        .patches
+        .iter()
+        .map(|p| PatchModel {
+            replace: p.replace,
+            funcs: p
+                .objects
+                .iter()
+                .flat_map(|o| o.funcs.iter().map(move |&(orig, variant)| PatchedFunc { object: o.id, orig, variant }))
+                .collect(),
+        })
+        .collect();
+    let seed = sc.machine.seed;
+    let mut oracle = Oracle::new(seed, policy.model, code.len(), models, &sc.loaded);
+    let mut m = Machine::new(sc.machine.clone(), code.clone(), &sc.tasks, &sc.loaded);
+    m.boot();
+    m.start_cpus(&live, &mut oracle);
+
+    let mut st = State::default();
+    if let Some(first) = sc.script.first() {
+        let at = match first.wait {
+            Wait::For(ns) | Wait::Settled(ns) => ns,
+        };
+        m.queue.push(at, Event::Script);
+    } else {
+        st.script_done = true;
+    }
+
+    let mut events = 0u64;
+    let mut timed_out = false;
+    while let Some((time, ev)) = m.queue.pop() {
+        if time > sc.limit_ns {
+            timed_out = true;
+            m.now = sc.limit_ns;
+            break;
+        }
+        if st.end_at.is_some_and(|e| time > e) {
+            m.now = time.min(st.end_at.unwrap_or(time));
+            break;
+        }
+        events += 1;
+        if opts.max_events > 0 && events > opts.max_events {
+            break;
+        }
+        oracle.set_event_index(events);
+        match ev {
+            Event::Retry { gen } => {
+                if gen == st.retry_gen && engine.transition().is_some() {
+                    m.now = m.now.max(time);
+                    let mut stragglers: Vec<Straggler> = Vec::new();
+                    let (r, rep) = m.engine_call(&mut oracle, |b| engine.try_complete(b, |s| stragglers.push(*s)));
+                    st.after_call(&mut m, &rep);
+                    if let Ok(progress) = r {
+                        st.note_pass(&m, &progress, &stragglers);
+                    }
+                    st.after_engine(&mut m, &mut oracle, &engine, &patches, rep.end_ns, opts.timeline);
+                }
+            }
+            Event::Script => {
+                m.now = time;
+                st.run_step(sc, &mut m, &mut oracle, &mut engine, &patches, &live, opts.timeline);
+            }
+            Event::Sample => {
+                m.now = m.now.max(time);
+                st.sample(&mut m, &oracle, opts.timeline);
+            }
+            other => m.handle(time, other, &live, &mut oracle),
+        }
+        if oracle.stopped() {
+            break;
+        }
+        if st.waiting_settle && engine.transition().is_none() {
+            st.waiting_settle = false;
+            m.queue.push(m.now + st.settle_delay, Event::Script);
+        }
+        if st.script_done && engine.transition().is_none() && st.end_at.is_none() {
+            st.end_at = Some(m.now + sc.settle_ns);
+        }
+        if events & 0xffff == 0 {
+            progress(&ProgressInfo { sim_ns: m.now, limit_ns: sc.limit_ns, events });
+        }
+    }
+    progress(&ProgressInfo { sim_ns: m.now, limit_ns: sc.limit_ns, events });
+
+    // A transition still in progress at the end did not converge.
+    if let Some(t) = st.current.take() {
+        st.transitions.push(t);
+    }
+    let all_ended = st.transitions.iter().all(|t| t.end_ns.is_some());
+    let gave_up = st.transitions.iter().any(|t| t.outcome == "gave-up");
+    let converged = !timed_out
+        && st.script_done
+        && all_ended
+        && !gave_up
+        && oracle.violation().is_none()
+        && engine.transition().is_none();
+    let time_to_converge_ns = if all_ended && !st.transitions.is_empty() {
+        Some(st.transitions.iter().filter_map(|t| t.end_ns.map(|e| e - t.start_ns)).sum())
+    } else {
+        None
+    };
+    let stats = m.stats().clone();
+    let switches = SwitchPoint::ALL
+        .iter()
+        .map(|p| (p.name().to_string(), stats.switches[*p as usize]))
+        .collect::<BTreeMap<_, _>>();
+    let callbacks = log.lock().map(|l| l.clone()).unwrap_or_default();
+    drop(engine);
+    RunResult {
+        scenario: sc.name.clone(),
+        model: policy_name(&policy),
+        seed,
+        cpus: m.cfg.cpus,
+        tasks: sc.tasks.len(),
+        converged,
+        timed_out,
+        time_to_converge_ns,
+        sim_time_ns: m.now,
+        passes: st.transitions.iter().map(|t| t.passes).sum(),
+        walks: m.walks(),
+        engine_walks: st.transitions.iter().map(|t| t.walks).sum(),
+        signals: st.transitions.iter().map(|t| t.kicks).sum(),
+        signals_lost: m.kicks_lost(),
+        violations: oracle.violations(),
+        violation: oracle.violation().cloned(),
+        oracle: oracle.stats().clone(),
+        max_pause_ns: m.max_pause_ns,
+        switches,
+        machine: stats,
+        transitions: st.transitions,
+        outcomes: st.outcomes,
+        callbacks,
+        timeline: st.timeline,
+        events,
+        wall_ns: wall.elapsed().as_nanos() as u64,
+    }
+}

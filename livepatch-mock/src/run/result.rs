@@ -1,0 +1,167 @@
+//! What a run reports: per-transition records, script outcomes and the run's totals.
+
+use crate::machine::MachineStats;
+use crate::oracle::{OracleStats, Violation};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One straggler of a pass, named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StragglerRecord {
+    /// Task id.
+    pub task: u32,
+    /// Kind (`User`, `Kthread`, `Idle(n)`).
+    pub kind: String,
+    /// Whether it was exiting.
+    pub exiting: bool,
+    /// Why it had not switched.
+    pub reason: String,
+    /// The blocking function, for old code on the stack.
+    pub function: Option<String>,
+}
+
+/// One transition, from its start to its end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TransitionRecord {
+    /// The patch.
+    pub patch: String,
+    /// `enable` or `disable`.
+    pub direction: String,
+    /// Start, simulated ns.
+    pub start_ns: u64,
+    /// End, if it ended.
+    pub end_ns: Option<u64>,
+    /// Completion attempts.
+    pub passes: u32,
+    /// Stack walks the engine did.
+    pub walks: u64,
+    /// Kicks (fake signals, wake-ups) sent.
+    pub kicks: u64,
+    /// Whether it was reversed.
+    pub reversed: bool,
+    /// `complete`, `reversed`, `forced`, `gave-up` or `pending`.
+    pub outcome: String,
+    /// Stragglers of the last pass that did not complete.
+    pub last_stragglers: Vec<StragglerRecord>,
+    /// Stragglers of that pass by reason.
+    pub straggler_reasons: BTreeMap<String, u32>,
+    /// Every function that kept some task from switching, over all passes.
+    pub blocking_functions: BTreeSet<String>,
+    /// The longest stop-the-world pause.
+    pub max_pause_ns: u64,
+}
+
+/// What a script step did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ActionOutcome {
+    /// When.
+    pub at_ns: u64,
+    /// The action.
+    pub action: String,
+    /// The error, if it was refused.
+    pub error: Option<String>,
+}
+
+/// The result of one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    /// Scenario name.
+    pub scenario: String,
+    /// Model/policy name.
+    pub model: String,
+    /// Seed.
+    pub seed: u64,
+    /// CPUs.
+    pub cpus: u32,
+    /// Tasks at boot (without idle tasks).
+    pub tasks: usize,
+    /// Every transition completed, the script ran to its end, no violation.
+    pub converged: bool,
+    /// The simulated time limit was reached first.
+    pub timed_out: bool,
+    /// Sum of the transitions' durations, when they all ended.
+    pub time_to_converge_ns: Option<u64>,
+    /// Simulated time at the end of the run.
+    pub sim_time_ns: u64,
+    /// Completion attempts.
+    pub passes: u32,
+    /// All stack walks (engine and tasks' own).
+    pub walks: u64,
+    /// Stack walks by the engine's passes.
+    pub engine_walks: u64,
+    /// Fake signals / wake-ups sent.
+    pub signals: u64,
+    /// Of those, lost by the signal middleware.
+    pub signals_lost: u64,
+    /// Invariant violations (the run stops at the first).
+    pub violations: u32,
+    /// The first violation.
+    pub violation: Option<Violation>,
+    /// Measured weaknesses.
+    pub oracle: OracleStats,
+    /// The longest stop-the-world pause.
+    pub max_pause_ns: u64,
+    /// Universe switches by switch point.
+    pub switches: BTreeMap<String, u64>,
+    /// Machine counters.
+    pub machine: MachineStats,
+    /// The transitions.
+    pub transitions: Vec<TransitionRecord>,
+    /// The script's outcomes.
+    pub outcomes: Vec<ActionOutcome>,
+    /// Callbacks, in the order they ran.
+    pub callbacks: Vec<String>,
+    /// (simulated ns since the first transition started, tasks not in the target universe).
+    pub timeline: Vec<(u64, u32)>,
+    /// Events handled.
+    pub events: u64,
+    /// Wall-clock time of the run.
+    pub wall_ns: u64,
+}
+
+impl RunResult {
+    /// Simulated events per wall-clock second.
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / (self.wall_ns.max(1) as f64 / 1e9)
+    }
+
+    /// The stragglers that held the run up longest: those of the last unsuccessful pass of the
+    /// transition that had most passes, summarised by reason.
+    pub fn straggler_summary(&self) -> String {
+        let Some(t) = self.transitions.iter().filter(|t| !t.straggler_reasons.is_empty()).max_by_key(|t| t.passes)
+        else {
+            return "-".into();
+        };
+        let total: u32 = t.straggler_reasons.values().sum();
+        let mut parts: Vec<(u32, &String)> = t.straggler_reasons.iter().map(|(k, v)| (*v, k)).collect();
+        parts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        let list: Vec<String> = parts.iter().take(3).map(|(n, k)| format!("{n} {k}")).collect();
+        format!("{total}: {}", list.join(", "))
+    }
+}
+
+/// Progress of a run, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgressInfo {
+    /// Simulated time.
+    pub sim_ns: u64,
+    /// The time limit.
+    pub limit_ns: u64,
+    /// Events so far.
+    pub events: u64,
+}
+
+/// Options of a run.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Stop after this many events (0: no limit).
+    pub max_events: u64,
+    /// Record the timeline.
+    pub timeline: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { max_events: 0, timeline: true }
+    }
+}

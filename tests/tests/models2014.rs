@@ -1,0 +1,120 @@
+//! The 2014 thread's hard cases under every model: who converges, and how the failures look.
+
+use livepatch_core::Policy;
+use livepatch_mock::run::{run, RunResult};
+use livepatch_mock::{scenario, MODELS};
+
+fn run_all(name: &str) -> Vec<RunResult> {
+    let def = scenario::find(name).expect("scenario exists");
+    let sc = def.build_with(None, None, Some(5)).expect("scenario builds");
+    MODELS.iter().map(|(_, p)| run(&sc, *p)).collect()
+}
+
+fn by<'r>(rs: &'r [RunResult], model: &str) -> &'r RunResult {
+    rs.iter().find(|r| r.model == model).expect("model ran")
+}
+
+fn no_violations(rs: &[RunResult]) {
+    for r in rs {
+        assert_eq!(r.violations, 0, "{}: {:?}", r.model, r.violation);
+    }
+}
+
+#[test]
+fn cpu_bound_kthread() {
+    let rs = run_all("cpu-bound-kthread");
+    no_violations(&rs);
+    // Linux never catches it off the CPU and it never calls cond_resched.
+    let linux = by(&rs, "linux-6.12");
+    assert!(!linux.converged && linux.timed_out);
+    assert!(linux.transitions[0].last_stragglers.iter().any(|s| s.reason == "running"));
+    // The handler-entry switch converts it at its next call of the patched function.
+    let improved = by(&rs, "improved");
+    assert!(improved.converged);
+    assert!(improved.switches["handler-entry"] >= 1);
+    assert!(improved.time_to_converge_ns.unwrap() < 100_000_000);
+    // Stop-the-world always finds it inside the patched function.
+    let stw = by(&rs, "stop-the-world");
+    assert!(!stw.converged);
+    assert_eq!(stw.transitions[0].outcome, "gave-up");
+    assert_eq!(stw.passes, Policy::STOP_THE_WORLD.stop_attempts);
+    assert!(stw.max_pause_ns > 0);
+    // The call-chain model cannot check a running task either.
+    assert!(!by(&rs, "call-chain").converged);
+}
+
+#[test]
+fn kthread_sleeping_in_the_patched_function() {
+    let rs = run_all("sleeping-kthread");
+    no_violations(&rs);
+    // Linux wakes it at pass 16, but it sleeps in the old function again.
+    assert!(!by(&rs, "linux-6.12").converged);
+    // Woken at once, it re-enters through the hook and switches there.
+    let improved = by(&rs, "improved");
+    assert!(improved.converged && improved.time_to_converge_ns.unwrap() < 100_000_000);
+    // kGraft: woken on the first retry, it switches at its loop-top safe point.
+    let kgraft = by(&rs, "kgraft");
+    assert!(kgraft.converged && kgraft.switches["safe-point"] >= 1);
+    assert!(!by(&rs, "stop-the-world").converged);
+}
+
+#[test]
+fn patch_on_the_schedule_path() {
+    let rs = run_all("schedule-path");
+    no_violations(&rs);
+    let linux = by(&rs, "linux-6.12");
+    assert!(!linux.converged);
+    assert!(linux.transitions[0].straggler_reasons.contains_key("on-stack in schedule"), "{:?}", linux.transitions);
+    assert!(by(&rs, "improved").converged);
+    assert!(by(&rs, "call-chain").converged, "new chains reach the new schedule(), old ones drain");
+    assert!(!by(&rs, "stop-the-world").converged);
+}
+
+#[test]
+fn tasks_that_need_a_fake_signal() {
+    let rs = run_all("fake-signal");
+    no_violations(&rs);
+    let linux = by(&rs, "linux-6.12");
+    assert!(linux.converged);
+    // Signals go out on the 16th pass, 15 s in.
+    let lt = linux.time_to_converge_ns.unwrap();
+    assert!((15_000_000_000..17_000_000_000).contains(&lt), "{lt}");
+    assert!(linux.signals >= 50);
+    let improved = by(&rs, "improved");
+    let it = improved.time_to_converge_ns.unwrap();
+    assert!(it * 10 <= lt, "improved {it} vs linux {lt}");
+    assert!(improved.switches["exit-to-user"] >= 50);
+    let kgraft = by(&rs, "kgraft");
+    assert!(kgraft.converged && kgraft.time_to_converge_ns.unwrap() < 3_000_000_000);
+}
+
+#[test]
+fn call_chain_mixes_universes_when_a_prototype_changes() {
+    let rs = run_all("prototype-change");
+    no_violations(&rs);
+    let cc = by(&rs, "call-chain");
+    assert!(cc.converged);
+    assert!(cc.oracle.mixed_stacks > 0, "I6 is measured, not hidden");
+    assert!(cc.oracle.mixed_tasks > 0);
+    for model in ["linux-6.12", "improved", "kgraft"] {
+        let r = by(&rs, model);
+        assert!(r.converged, "{model}");
+        assert_eq!(r.oracle.mixed_stacks, 0, "{model}: per-task models never mix");
+    }
+}
+
+#[test]
+fn linux_skips_exiting_tasks_on_a_patched_exit_path() {
+    let def = scenario::find("exit-path").unwrap();
+    let sc = def.build_with(None, None, Some(1)).unwrap();
+    let linux = run(&sc, Policy::LINUX_6_12);
+    let v = linux.violation.as_ref().expect("the field report's bug is reproduced");
+    assert_eq!(v.invariant, livepatch_mock::oracle::Invariant::I3);
+    assert!(v.message.contains("exiting"), "{v}");
+    assert!(v.stack.iter().any(|f| f.starts_with("do_exit")), "{v}");
+    assert_eq!(v.seed, 1);
+    assert!(!linux.converged);
+    let improved = run(&sc, Policy::IMPROVED);
+    assert!(improved.converged, "{:?}", improved.violation);
+    assert_eq!(improved.violations, 0);
+}
