@@ -25,6 +25,9 @@
 #include <linux/delay.h>
 #include <linux/seq_file.h>
 #include <linux/timekeeping.h>
+#include <linux/stop_machine.h>
+#include <linux/mutex.h>
+#include <linux/spinlock.h>
 #include <asm/unwind.h>
 
 #include "shim.h"
@@ -95,6 +98,11 @@ int lp_shim_resolve(const char *name, bool exported, unsigned long *addr, unsign
 	if (ret && exported)
 		__symbol_put(name);
 	return ret;
+}
+
+int lp_shim_extent(unsigned long addr, unsigned long *size)
+{
+	return lp_symbol_extent(addr, size);
 }
 
 void lp_shim_release(const char *name, bool exported)
@@ -184,11 +192,126 @@ int lp_shim_hook_remove(u32 slot)
 	return 0;
 }
 
+/*
+ * Fork inheritance: a plain (non-IPMODIFY) ftrace hook on wake_up_new_task(p), which the parent
+ * calls before the child first runs, lets the child inherit the parent's universe.
+ */
+static struct ftrace_ops lp_fork_ops;
+static unsigned long lp_fork_ip;
+
+static void notrace lp_fork_handler(unsigned long ip, unsigned long parent_ip,
+				    struct ftrace_ops *fops, struct ftrace_regs *fregs)
+{
+	int bit = ftrace_test_recursion_trylock(ip, parent_ip);
+
+	if (bit < 0)
+		return;
+	lp_rs_fork(current, (struct task_struct *)ftrace_regs_get_argument(fregs, 0));
+	ftrace_test_recursion_unlock(bit);
+}
+
+int lp_shim_fork_hook(bool on)
+{
+	unsigned long size;
+	int ret;
+
+	if (!on) {
+		if (!lp_fork_ip)
+			return 0;
+		unregister_ftrace_function(&lp_fork_ops);
+		ftrace_free_filter(&lp_fork_ops);
+		lp_fork_ip = 0;
+		return 0;
+	}
+	ret = lp_shim_resolve("wake_up_new_task", false, &lp_fork_ip, &size);
+	if (ret)
+		return ret;
+	lp_fork_ops.func = lp_fork_handler;
+	lp_fork_ops.flags = FTRACE_OPS_FL_DYNAMIC;
+	ret = ftrace_set_filter_ip(&lp_fork_ops, lp_fork_ip, 0, 0);
+	if (!ret)
+		ret = register_ftrace_function(&lp_fork_ops);
+	if (ret) {
+		ftrace_free_filter(&lp_fork_ops);
+		lp_fork_ip = 0;
+	}
+	return ret;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Tasks                                                                                       */
 /* ------------------------------------------------------------------------------------------ */
 
-struct task_struct *lp_shim_current(void)
+static DEFINE_MUTEX(lp_engine_mutex);
+static DEFINE_RAW_SPINLOCK(lp_table_lock);
+
+void lp_shim_lock(void)
+{
+	mutex_lock(&lp_engine_mutex);
+}
+
+void lp_shim_unlock(void)
+{
+	mutex_unlock(&lp_engine_mutex);
+}
+
+unsigned long lp_shim_table_lock(void)
+{
+	unsigned long flags;
+
+	raw_spin_lock_irqsave(&lp_table_lock, flags);
+	return flags;
+}
+
+void lp_shim_table_unlock(unsigned long flags)
+{
+	raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+}
+
+/*
+ * Each CPU's idle task: not on the task list and not exported. idle_task() is resolved through
+ * kallsyms (the same kprobe route as the patch targets) and called; NULL if unavailable (the
+ * Rust side then falls back to spotting idle tasks from IPIs).
+ */
+struct task_struct *lp_shim_idle_task(u32 cpu)
+{
+	static struct task_struct *(*idle_task_fn)(int cpu);
+
+	if (!idle_task_fn) {
+		if (lp_find_kallsyms_lookup_name())
+			return NULL;
+		idle_task_fn = (void *)lp_kallsyms_lookup_name("idle_task");
+		if (!idle_task_fn)
+			return NULL;
+	}
+	return idle_task_fn(cpu);
+}
+
+bool lp_shim_task_running(struct task_struct *t)
+{
+	return t != current && READ_ONCE(t->on_cpu);
+}
+
+bool lp_shim_comm_of(s32 pid, char *buf)
+{
+	struct task_struct *g, *t;
+	bool found = false;
+
+	rcu_read_lock();
+	for_each_process_thread(g, t) {
+		if (t->pid == pid) {
+			memcpy(buf, t->comm, TASK_COMM_LEN);
+			buf[TASK_COMM_LEN - 1] = 0;
+			found = true;
+			break;
+		}
+	}
+	rcu_read_unlock();
+	return found;
+}
+
+/* notrace: called from the ftrace handler (via the redirect). */
+notrace struct task_struct *lp_shim_current(void)
 {
 	return current;
 }
@@ -304,6 +427,7 @@ static atomic_t lp_works_pending = ATOMIC_INIT(0);
 
 struct lp_task_work {
 	struct callback_head cb;
+	bool signal;
 };
 
 /*
@@ -315,8 +439,11 @@ struct lp_task_work {
  */
 static void lp_task_work_fn(struct callback_head *head)
 {
-	lp_rs_exit_to_user(current);
-	kfree(container_of(head, struct lp_task_work, cb));
+	struct lp_task_work *w = container_of(head, struct lp_task_work, cb);
+
+	/* From do_exit() the task still has kernel frames: not a switch point there. */
+	lp_rs_exit_to_user(current, w->signal, !!(current->flags & PF_EXITING));
+	kfree(w);
 	preempt_disable();
 	atomic_dec(&lp_works_pending);
 	module_put(THIS_MODULE);
@@ -337,6 +464,7 @@ int lp_shim_kick_user(struct task_struct *t, bool signal)
 		return -ENOMEM;
 	}
 	init_task_work(&w->cb, lp_task_work_fn);
+	w->signal = signal;
 	atomic_inc(&lp_works_pending);
 	ret = task_work_add(t, &w->cb, signal ? TWA_SIGNAL : TWA_RESUME);
 	if (ret) {
@@ -389,10 +517,19 @@ bool lp_shim_cpu_online(u32 cpu)
 	return cpu_online(cpu);
 }
 
+int lp_shim_stop_machine(int (*fn)(void *), void *ctx)
+{
+	return stop_machine(fn, ctx, NULL);
+}
+
 void lp_shim_synchronize(void)
 {
-	/* Handlers run with preemption disabled: a (sched-)RCU grace period covers them. */
-	synchronize_rcu();
+	/*
+	 * Handlers run with preemption disabled (ftrace_test_recursion_trylock()), so an RCU grace
+	 * period covers them. Expedited: the same guarantee, forced with IPIs instead of waiting
+	 * for every CPU to pass a quiescent state on its own (tens of ms under TCG and load).
+	 */
+	synchronize_rcu_expedited();
 }
 
 u64 lp_shim_now_ns(void)
@@ -418,7 +555,8 @@ static DECLARE_DELAYED_WORK(lp_retry_work, lp_retry_fn);
 
 void lp_shim_schedule_retry(u64 delay_ns)
 {
-	mod_delayed_work(system_wq, &lp_retry_work, nsecs_to_jiffies(delay_ns));
+	/* High priority: the sweep competes with the load it must switch. */
+	mod_delayed_work(system_highpri_wq, &lp_retry_work, nsecs_to_jiffies(delay_ns));
 }
 
 void lp_shim_cancel_retry(void)

@@ -42,6 +42,16 @@ typedef void (*lp_cpu_cb)(void *ctx, struct task_struct *curr, u32 cpu);
 /* shim.c */
 int lp_shim_resolve(const char *name, bool exported, unsigned long *addr, unsigned long *size);
 void lp_shim_release(const char *name, bool exported);
+int lp_shim_extent(unsigned long addr, unsigned long *size);
+int lp_shim_fork_hook(bool on);
+void lp_shim_lock(void);
+void lp_shim_unlock(void);
+unsigned long lp_shim_table_lock(void);
+void lp_shim_table_unlock(unsigned long flags);
+bool lp_shim_task_running(struct task_struct *t);
+struct task_struct *lp_shim_idle_task(u32 cpu);
+bool lp_shim_comm_of(s32 pid, char *buf);
+int lp_shim_stop_machine(int (*fn)(void *), void *ctx);
 int lp_shim_hook_install(u32 slot, unsigned long ip);
 int lp_shim_hook_remove(u32 slot);
 struct task_struct *lp_shim_current(void);
@@ -68,7 +78,8 @@ void lp_shim_log(int level, const char *msg, int len);
 
 /* Rust (livepatch_rs.rs) */
 unsigned long lp_rs_redirect(u32 slot, unsigned long ip, unsigned long parent_ip);
-void lp_rs_exit_to_user(struct task_struct *t);
+void lp_rs_exit_to_user(struct task_struct *t, bool signal, bool exiting);
+void lp_rs_fork(struct task_struct *parent, struct task_struct *child);
 void lp_rs_retry(void);
 int lp_rs_attr_show(u32 patch, u32 attr, char *buf, u32 len);
 int lp_rs_attr_store(u32 patch, u32 attr, const char *buf, u32 len);

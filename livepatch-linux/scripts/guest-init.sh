@@ -74,7 +74,9 @@ scenario_kernel_sample() {
         || failed "s4: /proc/cmdline not patched by the kernel sample: $(cat /proc/cmdline)"
     s=$(now_cs)
     echo 0 > $KLP/enabled
-    wait_file $KLP/transition 0 3000 >/dev/null || { failed "s4: kernel sample disable did not finish"; return; }
+    # When unpatching completes the kernel removes the patch's sysfs directory.
+    i=0; while [ -d $KLP ] && [ "$(cat $KLP/transition 2>/dev/null)" != 0 ] && [ $i -lt 1500 ]; do usleep 2000; i=$((i+1)); done
+    [ $i -lt 1500 ] || { failed "s4: kernel sample disable did not finish"; return; }
     say "TIME kernel-livepatch-sample disable transition $(( $(now_cs) - s ))0 ms (polled)"
     i=0; while [ -d $KLP ] && [ $i -lt 500 ]; do usleep 10000; i=$((i+1)); done
     rmmod livepatch_sample && [ "$(cat /proc/cmdline)" = "$ORIG_CMDLINE" ] \
@@ -171,6 +173,25 @@ scenario_reverse() {
         || failed "s3: sleeper ran the new lp_target_sleep: $(cat /proc/lp_target)"
 }
 
+# --- scenario 6: force ------------------------------------------------------------------------
+scenario_force() {
+    insmod $M/lp_target.ko && insmod $M/livepatch_rs.ko || { failed "s6: reloading the modules failed"; return; }
+    P=$LRS/lp_target
+    echo hold > /proc/lp_target_ctl
+    wait_field sleeping 1 500 || { failed "s6: sleeper did not enter lp_target_sleep"; return; }
+    echo 1 > $P/enabled || { failed "s6: enable failed"; return; }
+    usleep 300000
+    [ "$(cat $P/transition)" = 1 ] || { failed "s6: transition not blocked by the sleeper"; return; }
+    echo 1 > $P/force || { failed "s6: write 1 to force failed"; return; }
+    [ "$(cat $P/transition)" = 0 ] && [ "$(cat $P/force)" = 1 ] && [ "$(field read)" = 2 ] \
+        && pass "s6: force completed the blocked transition at once ($(cat /proc/lp_target))" \
+        || failed "s6: force did not complete the transition"
+    echo release > /proc/lp_target_ctl
+    wait_field sleeping 0 500
+    rmmod livepatch_rs 2>/dev/null && failed "s6: a forced patch's module was unloaded" \
+        || pass "s6: module of a forced patch stays loaded (its code may still run)"
+}
+
 scenario_kernel_sample
 if insmod $M/livepatch_rs.ko; then
     pass "livepatch_rs.ko loaded"
@@ -182,5 +203,7 @@ else
     failed "insmod livepatch_rs.ko"
 fi
 kill $LOADPIDS 2>/dev/null
+LOADPIDS=""
 rmmod lp_target && pass "lp_target unloaded" || failed "rmmod lp_target"
+scenario_force
 finish

@@ -9,7 +9,7 @@ OUT=$2
 cd "$REPO"
 # rustup's cargo (the workspace's toolchain) resolves and fetches; the kernel build then compiles
 # the fetched sources with Debian's rustc and the kernel's flags.
-CARGO=${CARGO:-$(PATH="$HOME/.cargo/bin:$PATH" command -v cargo)}
+CARGO=${CARGO:-$(PATH="${HOME:-/root}/.cargo/bin:$PATH" command -v cargo)}
 "$CARGO" fetch --quiet
 "$CARGO" metadata --format-version 1 --offline > "$OUT/metadata.json"
 python3 - "$OUT/metadata.json" "$OUT/deps.mk" <<'PY'

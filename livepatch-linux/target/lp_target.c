@@ -22,6 +22,18 @@
 #include <linux/wait.h>
 #include <linux/sched.h>
 
+/* The patch targets (exported so that a patch module can resolve them with symbol_get()). */
+int lp_target_read(void);
+int lp_target_tick(void);
+int lp_target_sleep(void);
+
+/*
+ * What the originals return. Read with READ_ONCE() so that the compiler cannot propagate a
+ * constant return value into the callers (clang does that across noinline functions, and the
+ * callers would then never look at what a patched function returns).
+ */
+static int lp_original = 1;
+
 static DECLARE_WAIT_QUEUE_HEAD(lp_wq);
 static bool lp_hold;              /* the test wants the sleeper held in lp_target_sleep() */
 static int lp_sleeping;           /* the sleeper is inside lp_target_sleep() right now */
@@ -33,13 +45,13 @@ static struct task_struct *lp_ticker, *lp_sleeper;
 /* Patched functions: noinline and global so that they keep an fentry site and a symbol. */
 noinline int lp_target_read(void)
 {
-	return 1;
+	return READ_ONCE(lp_original);
 }
 EXPORT_SYMBOL_GPL(lp_target_read);
 
 noinline int lp_target_tick(void)
 {
-	return 1;
+	return READ_ONCE(lp_original);
 }
 EXPORT_SYMBOL_GPL(lp_target_tick);
 
@@ -48,7 +60,7 @@ noinline int lp_target_sleep(void)
 	WRITE_ONCE(lp_sleeping, 1);
 	wait_event_interruptible(lp_wq, !READ_ONCE(lp_hold) || kthread_should_stop());
 	WRITE_ONCE(lp_sleeping, 0);
-	return 1;
+	return READ_ONCE(lp_original);
 }
 EXPORT_SYMBOL_GPL(lp_target_sleep);
 

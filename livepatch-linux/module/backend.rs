@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The core's backend traits over the C shim: [`Walker`] (ORC unwinder), [`Hooks`] (ftrace),
+//! [`Sched`] (task list, pi_lock pinning, IPIs, task work, wake-ups, delayed work, RCU).
+
+use crate::shim::{self, TaskStruct};
+use crate::tasks::{self, LinuxTask, IDLE};
+use core::ops::ControlFlow;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use livepatch_core::backend::{ErrorKind, Parts, Pinned, Scheduler, StackWalker, Task, TaskCursor, TaskKind, Tracer, WalkError};
+use livepatch_core::{CodeAddr, CodeRange, CpuId, ObjectId, SlotId};
+
+/// The reliable stack walker (ORC, as `arch_stack_walk_reliable()`).
+///
+/// Reliability: the task is current, or pinned by [`Sched::pin`] (its `pi_lock` held, and it
+/// was neither running, runnable, waking nor switching out: it cannot be woken, so its stack
+/// cannot change), or current on its CPU during the per-CPU IPI. The walk fails — never
+/// returns a partial stack — on an unwinder error or an unknown return address, and stops
+/// successfully only at user-mode registers or the end of a kthread's stack.
+#[derive(Debug)]
+pub(crate) struct Walker;
+
+impl StackWalker for Walker {
+    type Task = LinuxTask;
+    type Error = ErrorKind;
+
+    fn walk<F>(&self, task: &LinuxTask, max_depth: usize, mut frame: F) -> Result<usize, WalkError<ErrorKind>>
+    where
+        F: FnMut(CodeAddr) -> ControlFlow<()>,
+    {
+        let mut n = 0usize;
+        let mut too_deep = false;
+        let rc = shim::walk(task.ptr, |addr| {
+            if n >= max_depth {
+                too_deep = true;
+                return false;
+            }
+            n += 1;
+            frame(CodeAddr(addr)).is_continue()
+        });
+        if too_deep {
+            return Err(WalkError::TooDeep);
+        }
+        match rc {
+            shim::LP_WALK_OK | shim::LP_WALK_STOP => Ok(n),
+            // Its stack is gone: the task has exited and never runs again.
+            shim::LP_WALK_NO_STACK => Ok(0),
+            _ => Err(WalkError::Backend(ErrorKind::Unreliable)),
+        }
+    }
+}
+
+/// Objects (vmlinux = 0, our target module = 1) whose symbols are resolved and pinned.
+pub(crate) static OBJECT_LOADED: [AtomicBool; 2] = [AtomicBool::new(true), AtomicBool::new(false)];
+
+/// ftrace hooks: one IPMODIFY `ftrace_ops` per slot, filtered by ip.
+#[derive(Debug)]
+pub(crate) struct Hooks;
+
+impl Tracer for Hooks {
+    type Error = ErrorKind;
+
+    fn install(&self, slot: SlotId, func: CodeRange) -> Result<(), ErrorKind> {
+        // SAFETY: process context, engine lock held.
+        let rc = unsafe { shim::lp_shim_hook_install(slot.0, func.start().get() as _) };
+        if rc != 0 {
+            kernel::pr_err!("ftrace hook on {:?} failed: {}\n", func, rc);
+            return Err(ErrorKind::Hook);
+        }
+        Ok(())
+    }
+
+    fn remove(&self, slot: SlotId, _func: CodeRange) -> Result<(), ErrorKind> {
+        // Completion of an unpatch removes hooks before its first grace period.
+        mark_switched();
+        // SAFETY: process context, engine lock held.
+        match unsafe { shim::lp_shim_hook_remove(slot.0) } {
+            0 => Ok(()),
+            _ => Err(ErrorKind::Hook),
+        }
+    }
+
+    fn object_loaded(&self, object: ObjectId) -> bool {
+        OBJECT_LOADED.get(object.0 as usize).is_some_and(|b| b.load(Ordering::Relaxed))
+    }
+}
+
+/// The scheduler services.
+#[derive(Debug)]
+pub(crate) struct Sched;
+
+/// When a completion attempt first removed a hook or waited for a grace period since this was
+/// last cleared (0: not yet): the engine's `complete` starts with one of them, so this is when
+/// every task had switched, apart from the cleanup that follows.
+pub(crate) static FIRST_SYNC_NS: AtomicU64 = AtomicU64::new(0);
+
+fn mark_switched() {
+    let _ = FIRST_SYNC_NS.compare_exchange(0, shim::now_ns(), Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// A cursor at or above this is in the idle-task phase of the walk.
+const IDLE_PHASE: u64 = 1 << 40;
+
+impl Scheduler for Sched {
+    type Task = LinuxTask;
+
+    fn for_each_task<F>(&self, cursor: TaskCursor, max: usize, mut f: F) -> Option<TaskCursor>
+    where
+        F: FnMut(&LinuxTask),
+    {
+        let max = (max.min(shim::LP_BATCH_MAX as usize)) as u32;
+        if cursor.0 < IDLE_PHASE {
+            // A task the table cannot hold is skipped and `tasks::OVERFLOW` is set (reported in
+            // the stats and the completion log).
+            let next = shim::tasks_batch(cursor.0, max, |t| {
+                if let Some(task) = LinuxTask::new(t) {
+                    f(&task)
+                }
+            });
+            return Some(TaskCursor(if next == 0 { IDLE_PHASE } else { next }));
+        }
+        // The idle tasks: not on the task list; they never exit.
+        for idle in IDLE.iter() {
+            let t = idle.load(Ordering::Relaxed) as *mut TaskStruct;
+            if !t.is_null() {
+                if let Some(task) = LinuxTask::new(t) {
+                    f(&task);
+                }
+            }
+        }
+        None
+    }
+
+    fn for_each_task_on_cpu<F>(&self, cpu: CpuId, mut f: F)
+    where
+        F: FnMut(&LinuxTask),
+    {
+        // From the IPI the CPU's current task is the caller: its stack cannot change under us.
+        // A CPU that went offline meanwhile is simply skipped (the sweep covers its tasks).
+        let _ = shim::on_cpu(cpu.0, |t, _| {
+            if let Some(task) = LinuxTask::new(t) {
+                f(&task);
+            }
+        });
+    }
+
+    fn for_each_cpu<F>(&self, mut f: F)
+    where
+        F: FnMut(CpuId),
+    {
+        // SAFETY: no preconditions.
+        let n = unsafe { shim::lp_shim_nr_cpu_ids() };
+        for cpu in 0..n {
+            // SAFETY: no preconditions.
+            if unsafe { shim::lp_shim_cpu_online(cpu) } {
+                f(CpuId(cpu));
+            }
+        }
+    }
+
+    fn pin<R, F>(&self, task: &LinuxTask, f: F) -> Pinned<R>
+    where
+        F: FnOnce(&LinuxTask) -> R,
+    {
+        if task.info.idle {
+            // An idle task is always TASK_RUNNING, so pi_lock cannot hold it; it is switched
+            // out only at schedule_idle() and runs again whenever its CPU has nothing else.
+            // Under stop_machine() every CPU runs its stopper thread, so no idle task can run
+            // while `f` checks it. (Only reached when the per-CPU pass did not find it idle.)
+            if task.is_running() {
+                return Pinned::Running;
+            }
+            return match shim::stop_machine(|| (!task.is_running()).then(|| f(task))) {
+                Some(Some(r)) => Pinned::Checked(r),
+                _ => Pinned::Running,
+            };
+        }
+        match shim::pin(task.ptr, |_| f(task)) {
+            Some(r) => Pinned::Checked(r),
+            None => Pinned::Running,
+        }
+    }
+
+    fn kick(&self, task: &LinuxTask) {
+        match task.kind() {
+            TaskKind::User => tasks::kick_user(task.ptr, true),
+            // SAFETY: `ptr` is valid for the visit (RCU read side).
+            TaskKind::Kthread => unsafe { shim::lp_shim_wake(task.ptr) },
+            TaskKind::Idle(_) => {}
+        }
+    }
+
+    fn stop_all<R, F>(&self, f: F) -> R
+    where
+        F: FnOnce() -> R,
+    {
+        match shim::stop_machine(f) {
+            Some(r) => r,
+            None => panic!("stop_machine did not run the callback"),
+        }
+    }
+
+    fn schedule_retry(&self, delay_ns: u64) {
+        // SAFETY: no preconditions (mod_delayed_work).
+        unsafe { shim::lp_shim_schedule_retry(delay_ns) }
+    }
+
+    fn synchronize(&self) {
+        mark_switched();
+        // SAFETY: process context.
+        unsafe { shim::lp_shim_synchronize() }
+    }
+
+    fn now_ns(&self) -> u64 {
+        shim::now_ns()
+    }
+}
+
+/// The module's backend: its three parts.
+pub(crate) type Backend = Parts<'static, Sched, Walker, Hooks>;
+
+/// The backend instance.
+pub(crate) fn backend() -> Backend {
+    static SCHED: Sched = Sched;
+    static WALKER: Walker = Walker;
+    static HOOKS: Hooks = Hooks;
+    Parts { scheduler: &SCHED, walker: &WALKER, tracer: &HOOKS }
+}
+
+/// Whether the table could not track some task (completion then is not trustworthy).
+pub(crate) fn overflowed() -> bool {
+    tasks::OVERFLOW.load(Ordering::Relaxed)
+}

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! livepatch_rs: live patching driven by the livepatch-core consistency engine.
+//!
+//! The core (compiled into this module from `livepatch-core/src`, the same files cargo builds)
+//! decides; this crate implements its backend traits over a thin C shim (`shim.c`): ftrace
+//! hooks with IPMODIFY, the ORC unwinder, the task list, IPIs, task work and delayed work.
+//! Patches are declared in `patches.rs`; each one gets
+//! `/sys/kernel/debug/livepatch_rs/<patch>/{enabled,transition,force,stalls,stats}`.
+
+use kernel::prelude::*;
+
+mod backend;
+mod control;
+mod patches;
+// Shared with the host crate `livepatch-linux` (src/lib.rs), where it is unit-tested.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../src/report.rs"]
+mod report;
+mod shim;
+mod tasks;
+
+module! {
+    type: LivepatchRs,
+    name: "livepatch_rs",
+    author: "livepatch project",
+    description: "Live patching driven by the livepatch-core consistency engine",
+    license: "GPL",
+}
+
+struct LivepatchRs;
+
+impl kernel::Module for LivepatchRs {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        control::init();
+        let idle = tasks::discover_idle(200);
+        // SAFETY: module init, process context.
+        let rc = unsafe { shim::lp_shim_fork_hook(true) };
+        if rc != 0 {
+            pr_err!("cannot hook wake_up_new_task: {}\n", rc);
+            return Err(kernel::error::code::ENOENT);
+        }
+        for (idx, decl) in patches::DECLS.iter().enumerate() {
+            // SAFETY: valid C string; process context.
+            if unsafe { shim::lp_shim_debugfs_add(idx as u32, decl.name.as_ptr()) } != 0 {
+                // SAFETY: process context.
+                unsafe {
+                    shim::lp_shim_debugfs_remove();
+                    shim::lp_shim_fork_hook(false);
+                }
+                return Err(kernel::error::code::ENOMEM);
+            }
+        }
+        pr_info!("loaded: {} patches, idle tasks of {} CPUs known\n", patches::DECLS.len(), idle);
+        Ok(LivepatchRs)
+    }
+}
+
+impl Drop for LivepatchRs {
+    fn drop(&mut self) {
+        // No patch is registered (each holds a module reference) and no task work is pending
+        // (each holds one too). Remove the files, the fork hook and the retry work.
+        // SAFETY: module exit, process context.
+        unsafe {
+            shim::lp_shim_debugfs_remove();
+            shim::lp_shim_fork_hook(false);
+            shim::lp_shim_cancel_retry();
+            shim::lp_shim_synchronize();
+        }
+        pr_info!("unloaded\n");
+    }
+}

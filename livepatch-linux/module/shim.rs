@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The C shim's interface (`shim.h`), and safe wrappers that pass Rust closures through
+//! `void *` contexts.
+
+use core::ffi::{c_char, c_int, c_ulong, c_void};
+
+/// `struct task_struct`, opaque.
+#[repr(C)]
+pub(crate) struct TaskStruct {
+    _opaque: [u8; 0],
+}
+
+/// `struct lp_task_info`: a snapshot of the task fields the backend needs.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct TaskInfo {
+    pub(crate) start_time: u64,
+    pub(crate) pid: i32,
+    pub(crate) tgid: i32,
+    pub(crate) cpu: u32,
+    pub(crate) state: u32,
+    pub(crate) kthread: bool,
+    pub(crate) idle: bool,
+    pub(crate) exiting: bool,
+    pub(crate) on_cpu: bool,
+    pub(crate) comm: [u8; 16],
+}
+
+pub(crate) const LP_PIN_BUSY: c_int = -16;
+pub(crate) const LP_WALK_OK: c_int = 0;
+pub(crate) const LP_WALK_STOP: c_int = 1;
+pub(crate) const LP_WALK_NO_STACK: c_int = -3;
+pub(crate) const LP_BATCH_MAX: u32 = 64;
+
+pub(crate) const ATTR_ENABLED: u32 = 0;
+pub(crate) const ATTR_TRANSITION: u32 = 1;
+pub(crate) const ATTR_FORCE: u32 = 2;
+pub(crate) const ATTR_STALLS: u32 = 3;
+pub(crate) const ATTR_STATS: u32 = 4;
+
+type TaskCb = unsafe extern "C" fn(*mut c_void, *mut TaskStruct);
+type PinCb = unsafe extern "C" fn(*mut c_void, *mut TaskStruct) -> c_int;
+type FrameCb = unsafe extern "C" fn(*mut c_void, c_ulong) -> c_int;
+type CpuCb = unsafe extern "C" fn(*mut c_void, *mut TaskStruct, u32);
+type StopCb = unsafe extern "C" fn(*mut c_void) -> c_int;
+
+extern "C" {
+    pub(crate) fn lp_shim_resolve(name: *const c_char, exported: bool, addr: *mut c_ulong, size: *mut c_ulong) -> c_int;
+    pub(crate) fn lp_shim_release(name: *const c_char, exported: bool);
+    pub(crate) fn lp_shim_extent(addr: c_ulong, size: *mut c_ulong) -> c_int;
+    pub(crate) fn lp_shim_hook_install(slot: u32, ip: c_ulong) -> c_int;
+    pub(crate) fn lp_shim_hook_remove(slot: u32) -> c_int;
+    pub(crate) fn lp_shim_fork_hook(on: bool) -> c_int;
+    pub(crate) fn lp_shim_current() -> *mut TaskStruct;
+    pub(crate) fn lp_shim_task_info(t: *mut TaskStruct, info: *mut TaskInfo);
+    pub(crate) fn lp_shim_task_running(t: *mut TaskStruct) -> bool;
+    pub(crate) fn lp_shim_idle_task(cpu: u32) -> *mut TaskStruct;
+    fn lp_shim_tasks_batch(cursor: u64, max: u32, cb: TaskCb, ctx: *mut c_void) -> u64;
+    fn lp_shim_pin(t: *mut TaskStruct, cb: PinCb, ctx: *mut c_void) -> c_int;
+    fn lp_shim_walk(t: *mut TaskStruct, cb: FrameCb, ctx: *mut c_void) -> c_int;
+    pub(crate) fn lp_shim_kick_user(t: *mut TaskStruct, signal: bool) -> c_int;
+    pub(crate) fn lp_shim_works_pending() -> c_int;
+    pub(crate) fn lp_shim_wake(t: *mut TaskStruct);
+    fn lp_shim_on_cpu(cpu: u32, cb: CpuCb, ctx: *mut c_void) -> c_int;
+    fn lp_shim_stop_machine(cb: StopCb, ctx: *mut c_void) -> c_int;
+    pub(crate) fn lp_shim_nr_cpu_ids() -> u32;
+    pub(crate) fn lp_shim_cpu_online(cpu: u32) -> bool;
+    pub(crate) fn lp_shim_synchronize();
+    pub(crate) fn lp_shim_now_ns() -> u64;
+    pub(crate) fn lp_shim_msleep(ms: u32);
+    pub(crate) fn lp_shim_schedule_retry(delay_ns: u64);
+    pub(crate) fn lp_shim_cancel_retry();
+    pub(crate) fn lp_shim_debugfs_add(patch: u32, name: *const c_char) -> c_int;
+    pub(crate) fn lp_shim_debugfs_remove();
+    pub(crate) fn lp_shim_module_get() -> bool;
+    pub(crate) fn lp_shim_module_put();
+    pub(crate) fn lp_shim_lock();
+    pub(crate) fn lp_shim_unlock();
+    pub(crate) fn lp_shim_table_lock() -> c_ulong;
+    pub(crate) fn lp_shim_table_unlock(flags: c_ulong);
+    pub(crate) fn lp_shim_comm_of(pid: i32, buf: *mut u8) -> bool;
+    pub(crate) fn seq_write(m: *mut c_void, data: *const c_void, len: usize) -> c_int;
+}
+
+/// A snapshot of `t`'s fields.
+pub(crate) fn task_info(t: *mut TaskStruct) -> TaskInfo {
+    let mut info = TaskInfo {
+        start_time: 0,
+        pid: 0,
+        tgid: 0,
+        cpu: 0,
+        state: 0,
+        kthread: false,
+        idle: false,
+        exiting: false,
+        on_cpu: false,
+        comm: [0; 16],
+    };
+    // SAFETY: `t` is a live task (callers hold the RCU read lock or it is current); `info` is
+    // a valid out-pointer.
+    unsafe { lp_shim_task_info(t, &mut info) };
+    info
+}
+
+/// Visits up to `max` tasks with pid >= `cursor` in pid order, under one RCU read-side
+/// section. Returns the next cursor, 0 when done.
+pub(crate) fn tasks_batch<F: FnMut(*mut TaskStruct)>(cursor: u64, max: u32, mut f: F) -> u64 {
+    unsafe extern "C" fn tramp<F: FnMut(*mut TaskStruct)>(ctx: *mut c_void, t: *mut TaskStruct) {
+        // SAFETY: `ctx` is the `&mut F` passed below, alive for the whole call.
+        let f = unsafe { &mut *ctx.cast::<F>() };
+        f(t)
+    }
+    // SAFETY: the trampoline matches `ctx`'s type; the shim calls it only during this call.
+    unsafe { lp_shim_tasks_batch(cursor, max, tramp::<F>, (&raw mut f).cast()) }
+}
+
+/// Runs `f` while `t` cannot run (see `lp_shim_pin`); `None` if it is running or runnable.
+pub(crate) fn pin<R, F: FnOnce(*mut TaskStruct) -> R>(t: *mut TaskStruct, f: F) -> Option<R> {
+    struct Ctx<F, R> {
+        f: Option<F>,
+        r: Option<R>,
+    }
+    unsafe extern "C" fn tramp<R, F: FnOnce(*mut TaskStruct) -> R>(ctx: *mut c_void, t: *mut TaskStruct) -> c_int {
+        // SAFETY: `ctx` is the `&mut Ctx` passed below, alive for the whole call.
+        let c = unsafe { &mut *ctx.cast::<Ctx<F, R>>() };
+        if let Some(f) = c.f.take() {
+            c.r = Some(f(t));
+        }
+        0
+    }
+    let mut c = Ctx { f: Some(f), r: None };
+    // SAFETY: as in `tasks_batch`.
+    let ret = unsafe { lp_shim_pin(t, tramp::<R, F>, (&raw mut c).cast()) };
+    if ret == LP_PIN_BUSY {
+        None
+    } else {
+        c.r
+    }
+}
+
+/// Walks `t`'s stack (current, or pinned); `f` returns `false` to stop. Returns the shim's
+/// `LP_WALK_*` code.
+pub(crate) fn walk<F: FnMut(usize) -> bool>(t: *mut TaskStruct, mut f: F) -> c_int {
+    unsafe extern "C" fn tramp<F: FnMut(usize) -> bool>(ctx: *mut c_void, addr: c_ulong) -> c_int {
+        // SAFETY: `ctx` is the `&mut F` passed below, alive for the whole call.
+        let f = unsafe { &mut *ctx.cast::<F>() };
+        if f(addr as usize) {
+            LP_WALK_OK
+        } else {
+            LP_WALK_STOP
+        }
+    }
+    // SAFETY: as in `tasks_batch`.
+    unsafe { lp_shim_walk(t, tramp::<F>, (&raw mut f).cast()) }
+}
+
+/// Runs `f(current task, cpu)` on `cpu` from an IPI (synchronously).
+pub(crate) fn on_cpu<F: FnMut(*mut TaskStruct, u32)>(cpu: u32, mut f: F) -> c_int {
+    unsafe extern "C" fn tramp<F: FnMut(*mut TaskStruct, u32)>(ctx: *mut c_void, t: *mut TaskStruct, cpu: u32) {
+        // SAFETY: `ctx` is the `&mut F` passed below; smp_call_function_single() waits.
+        let f = unsafe { &mut *ctx.cast::<F>() };
+        f(t, cpu)
+    }
+    // SAFETY: as in `tasks_batch`; the call is synchronous.
+    unsafe { lp_shim_on_cpu(cpu, tramp::<F>, (&raw mut f).cast()) }
+}
+
+/// Runs `f` once under `stop_machine()`.
+pub(crate) fn stop_machine<R, F: FnOnce() -> R>(f: F) -> Option<R> {
+    struct Ctx<F, R> {
+        f: Option<F>,
+        r: Option<R>,
+    }
+    unsafe extern "C" fn tramp<R, F: FnOnce() -> R>(ctx: *mut c_void) -> c_int {
+        // SAFETY: `ctx` is the `&mut Ctx` passed below; stop_machine() waits for it.
+        let c = unsafe { &mut *ctx.cast::<Ctx<F, R>>() };
+        if let Some(f) = c.f.take() {
+            c.r = Some(f());
+        }
+        0
+    }
+    let mut c = Ctx { f: Some(f), r: None };
+    // SAFETY: as in `tasks_batch`.
+    unsafe { lp_shim_stop_machine(tramp::<R, F>, (&raw mut c).cast()) };
+    c.r
+}
+
+/// The current task.
+pub(crate) fn current() -> *mut TaskStruct {
+    // SAFETY: no preconditions.
+    unsafe { lp_shim_current() }
+}
+
+/// The monotonic clock.
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { lp_shim_now_ns() }
+}
+
+/// The size of the function starting at `addr` (from kallsyms), if `addr` is a symbol start.
+pub(crate) fn extent(addr: usize) -> Option<usize> {
+    let mut size: c_ulong = 0;
+    // SAFETY: `size` is a valid out-pointer.
+    (unsafe { lp_shim_extent(addr as c_ulong, &mut size) } == 0).then_some(size as usize)
+}
+
+/// Serialises the engine (a kernel mutex).
+pub(crate) struct EngineGuard(());
+
+impl EngineGuard {
+    pub(crate) fn lock() -> Self {
+        // SAFETY: process context (debugfs writes, the retry work, module init/exit).
+        unsafe { lp_shim_lock() };
+        EngineGuard(())
+    }
+}
+
+impl Drop for EngineGuard {
+    fn drop(&mut self) {
+        // SAFETY: we hold the lock.
+        unsafe { lp_shim_unlock() };
+    }
+}
