@@ -118,6 +118,37 @@ pub fn details(results: &[RunResult]) -> String {
         if r.oracle.forced_mixed > 0 {
             let _ = writeln!(s, "- {}: {} stale frame(s) after force", r.model, r.oracle.forced_mixed);
         }
+        let h = &r.heap;
+        if !h.buffers.is_empty() || h.stats.shadow_allocs > 0 {
+            let st = &h.stats;
+            let _ = writeln!(
+                s,
+                "- {}: heap: {} objects, {} buffers, {} leaked; {} shadow variables allocated, {} destructor calls \
+                 ({} leak, {} counter, {} by free_all), {} reclaimed after {} grace periods, {} live",
+                r.model,
+                h.objects.len(),
+                h.buffers.len(),
+                h.leaked().count(),
+                st.shadow_allocs,
+                st.leak_dtor_calls + st.counter_dtor_calls + st.other_dtor_calls,
+                st.leak_dtor_calls,
+                st.counter_dtor_calls,
+                st.free_all_dtor_calls,
+                st.reclaimed,
+                st.reclaim_graces,
+                h.shadows_live
+            );
+        }
+        for o in r.outcomes.iter().filter(|o| o.error.is_some()) {
+            let _ = writeln!(
+                s,
+                "- {}: {} at {} refused: {}",
+                r.model,
+                o.action,
+                fmt_ns(o.at_ns),
+                o.error.as_deref().unwrap_or_default()
+            );
+        }
         let _ = writeln!(
             s,
             "- {}: {} events in {} ({:.2} M events/s), {} simulated",

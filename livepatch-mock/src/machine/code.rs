@@ -1,6 +1,7 @@
 //! The simulated kernel text: functions laid out at real address ranges, each with a body of
 //! [`Op`]s. Patches add variants (and helpers) at new ranges with bodies of their own.
 
+use livepatch_core::shadow::ShadowId;
 use livepatch_core::{CodeAddr, CodeRange, ObjectId};
 use std::collections::HashMap;
 
@@ -8,7 +9,7 @@ use std::collections::HashMap;
 pub const OP_BYTES: usize = 16;
 
 /// A function of the code table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize)]
 pub struct FnId(pub u32);
 
 impl FnId {
@@ -58,6 +59,21 @@ pub enum Op {
     Die,
     /// Fork a child that starts in user mode (returning from the fork syscall).
     Fork,
+    /// Allocate an object (see [`super::heap`]): the task owns it and works on it.
+    ObjAlloc,
+    /// Work on the task's oldest object (or on none, if it owns none).
+    ObjOldest,
+    /// Free the object the task works on; it owns it no more.
+    ObjFree,
+    /// Allocate a buffer and hold it: it leaks unless a shadow variable takes it.
+    BufAlloc,
+    /// `klp_shadow_alloc(object, id)`, its constructor storing the held buffer (which the
+    /// shadow variable now owns); if the allocation fails, the buffer leaks.
+    ShadowAttach(ShadowId),
+    /// `klp_shadow_get_or_alloc(object, id)` (zeroed), then increment its word.
+    ShadowCount(ShadowId),
+    /// `klp_shadow_free(object, id, dtor)`; the destructor frees a leak shadow's buffer.
+    ShadowFree(ShadowId),
 }
 
 /// Where a function comes from.

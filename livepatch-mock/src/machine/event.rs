@@ -35,6 +35,8 @@ pub enum Event {
     Script,
     /// Record how many tasks are still in the old universe.
     Sample,
+    /// Reclaim freed shadow variables after a grace period.
+    Reclaim,
 }
 
 /// The queue.

@@ -11,6 +11,7 @@ use livepatch_core::backend::{TaskFlags, TaskKind};
 use livepatch_core::state::PatchState;
 use livepatch_core::sync::Ordering;
 use livepatch_core::{CodeAddr, Live, Redirect, SlotId};
+use std::sync::Arc;
 
 impl Machine {
     pub(super) fn on_step(&mut self, cpu: usize, live: &Live<'_>, oracle: &mut Oracle) {
@@ -144,6 +145,11 @@ impl Machine {
                     self.note_switch(t, before, SwitchPoint::SafePoint, oracle);
                 }
                 Op::Loop => {
+                    if self.tasks[t].exit_requested && self.tasks[t].kind == TaskKind::Kthread {
+                        // kthread_should_stop(): the loop ends and the kthread exits.
+                        self.die(cpu, t, live, oracle);
+                        return;
+                    }
                     if let Some(f) = self.tasks[t].stack.last_mut() {
                         f.pc = 0;
                     }
@@ -160,11 +166,66 @@ impl Machine {
                     advance(self);
                     self.fork(t, live);
                 }
+                Op::ObjAlloc
+                | Op::ObjOldest
+                | Op::ObjFree
+                | Op::BufAlloc
+                | Op::ShadowAttach(_)
+                | Op::ShadowCount(_)
+                | Op::ShadowFree(_) => {
+                    advance(self);
+                    self.data_op(t, frame.func, op);
+                }
             }
         }
         // Let time pass rather than spin on zero-time ops.
         self.tasks[t].work_left = 1_000;
         self.schedule_chunk(cpu, t);
+    }
+
+    /// An op on the heap by task `t` running `func`.
+    fn data_op(&mut self, t: usize, func: FnId, op: Op) {
+        let now = self.now;
+        let heap = Arc::clone(&self.heap);
+        let mut heap = heap.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let regs = &mut self.tasks[t].data;
+        match op {
+            Op::ObjAlloc => {
+                let o = heap.alloc_object(func, t as u32, now);
+                regs.objects.push_back(o);
+                regs.current = Some(o);
+            }
+            Op::ObjOldest => regs.current = regs.objects.front().copied(),
+            Op::ObjFree => {
+                if let Some(o) = regs.current.take() {
+                    regs.objects.retain(|x| *x != o);
+                    heap.free_object(o, func, now);
+                }
+            }
+            Op::BufAlloc => {
+                // A buffer held before is dropped on the floor: leaked.
+                regs.held = Some(heap.alloc_buffer(func, t as u32, regs.current, now));
+            }
+            Op::ShadowAttach(id) => {
+                if let Some(o) = regs.current {
+                    let data = regs.held.map_or(0, |b| b + 1);
+                    if heap.shadow_alloc(o, id, data).is_ok() {
+                        regs.held = None;
+                    }
+                }
+            }
+            Op::ShadowCount(id) => {
+                if let Some(o) = regs.current {
+                    heap.shadow_count(o, id);
+                }
+            }
+            Op::ShadowFree(id) => {
+                if let Some(o) = regs.current {
+                    heap.shadow_free(o, id, func, now);
+                }
+            }
+            _ => {}
+        }
     }
 
     pub(super) fn after_self_walk(&mut self, cpu: usize, cost0: u64) {

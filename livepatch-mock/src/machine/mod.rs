@@ -10,6 +10,7 @@ pub mod code;
 pub mod cpu;
 pub mod event;
 mod exec;
+pub mod heap;
 pub mod rng;
 mod sched;
 pub mod task;
@@ -20,12 +21,14 @@ use crate::oracle::Oracle;
 use code::{CodeTable, FnId, SleepKind};
 use cpu::Cpu;
 use event::{Event, EventQueue};
+use heap::Heap;
 use livepatch_core::backend::{Parts, TaskFlags, TaskKind};
 use livepatch_core::state::PatchState;
 use livepatch_core::{CpuId, Live, ObjectId, TaskId};
 use rng::Rng;
 use serde::Serialize;
 use std::cell::Cell;
+use std::sync::{Arc, Mutex, MutexGuard};
 use task::{Program, RunState, SimTask};
 
 /// Zero-time ops a task may run in one step before the machine lets time pass.
@@ -110,6 +113,8 @@ pub struct MachineConfig {
     /// A *broken* hook on this function: it ignores the redirect and always runs the
     /// original. Only for testing that the oracle catches it.
     pub broken_hook_on: Option<FnId>,
+    /// Slots of the shadow-variable table.
+    pub shadow_slots: usize,
 }
 
 impl Default for MachineConfig {
@@ -129,6 +134,7 @@ impl Default for MachineConfig {
             signal_faults: SignalFaults::default(),
             fail_hook_on: None,
             broken_hook_on: None,
+            shadow_slots: heap::DEFAULT_SHADOW_SLOTS,
         }
     }
 }
@@ -189,6 +195,8 @@ pub struct Machine {
     pub(crate) kick_counter: Cell<u64>,
     pub(crate) kicks_lost: Cell<u64>,
     pub(crate) max_pause_ns: u64,
+    /// Objects, buffers and shadow variables; shared with the callbacks of the run's patches.
+    pub(crate) heap: Arc<Mutex<Heap>>,
     next_cpu: u32,
 }
 
@@ -211,6 +219,7 @@ impl Machine {
     /// A machine with `cfg`, `code`, one idle task per CPU (task ids `0..cpus`) and `tasks`.
     pub fn new(cfg: MachineConfig, code: CodeTable, tasks: &[TaskSpec], loaded: &[ObjectId]) -> Self {
         let ncpu = cfg.cpus.max(1);
+        let shadow_slots = cfg.shadow_slots;
         let hooks = (0..code.len()).map(|_| Cell::new(NO_HOOK)).collect();
         let walker = FaultyWalker::new(MockWalker::new(cfg.walk_ns, cfg.frame_ns), cfg.walk_faults.clone());
         let mut m = Self {
@@ -229,6 +238,7 @@ impl Machine {
             kick_counter: Cell::new(0),
             kicks_lost: Cell::new(0),
             max_pause_ns: 0,
+            heap: Arc::new(Mutex::new(Heap::new(shadow_slots))),
             next_cpu: 0,
         };
         m.cfg.cpus = ncpu;
@@ -309,6 +319,16 @@ impl Machine {
     /// Stack walks done (engine and tasks).
     pub fn walks(&self) -> u64 {
         self.walker.inner().meter().walks.get()
+    }
+
+    /// The heap (objects, buffers, shadow variables), shared with the run's callbacks.
+    pub fn heap(&self) -> Arc<Mutex<Heap>> {
+        Arc::clone(&self.heap)
+    }
+
+    /// The heap, locked (a poisoned lock is taken over: the machine is single-threaded).
+    pub(crate) fn heap_mut(&self) -> MutexGuard<'_, Heap> {
+        self.heap.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Kicks lost by the signal middleware.
@@ -442,10 +462,11 @@ impl Machine {
         Some(self.tasks.len() as u32 - 1)
     }
 
-    /// Asks user task `t` to exit at its next syscall.
+    /// Asks user task `t` to exit at its next syscall, or kthread `t` to stop at the top of
+    /// its loop (`kthread_stop`).
     pub fn kill_task(&mut self, t: u32) -> bool {
         match self.tasks.get_mut(t as usize) {
-            Some(task) if !task.is_dead() && task.kind == TaskKind::User => {
+            Some(task) if !task.is_dead() && matches!(task.kind, TaskKind::User | TaskKind::Kthread) => {
                 task.exit_requested = true;
                 true
             }

@@ -2,6 +2,7 @@
 //! and the core's patch-state word.
 
 use super::code::{FnId, SleepFor, SleepKind, OP_BYTES};
+use super::heap::TaskData;
 use livepatch_core::backend::{Task, TaskFlags, TaskKind};
 use livepatch_core::{CodeAddr, CpuId, TaskId, TaskPatchState};
 
@@ -98,6 +99,8 @@ pub struct SimTask {
     pub(crate) exit_requested: bool,
     /// Whether it started running its program.
     pub(crate) started: bool,
+    /// Its registers for the data ops (objects, held buffer).
+    pub(crate) data: TaskData,
 }
 
 impl SimTask {
@@ -121,6 +124,7 @@ impl SimTask {
             syscalls: 0,
             exit_requested: false,
             started: false,
+            data: TaskData::default(),
         }
     }
 
@@ -137,6 +141,11 @@ impl SimTask {
     /// Whether it has died.
     pub fn is_dead(&self) -> bool {
         self.run == RunState::Dead
+    }
+
+    /// The objects it owns, oldest first (indices into the heap's objects).
+    pub fn objects(&self) -> impl Iterator<Item = usize> + '_ {
+        self.data.objects.iter().copied()
     }
 
     /// Whether it is in user mode.

@@ -8,19 +8,24 @@
 mod driver;
 mod result;
 
-pub use result::{ActionOutcome, ProgressInfo, RunOptions, RunResult, StragglerRecord, TransitionRecord};
+pub use result::{ActionOutcome, HeapReport, ProgressInfo, RunOptions, RunResult, StragglerRecord, TransitionRecord};
 
+use crate::machine::code::Op;
 use crate::machine::event::Event;
+use crate::machine::heap::Heap;
 use crate::machine::{Machine, SwitchPoint};
 use crate::oracle::{Oracle, PatchModel, PatchedFunc};
 use crate::scenario::{Scenario, Wait};
 use driver::State;
+use livepatch_core::backend::Scheduler;
 use livepatch_core::func_stack::FuncSlot;
-use livepatch_core::patch::{CallbackContext, CallbackError};
+use livepatch_core::patch::{CallbackContext, CallbackError, State as SysState, StateId};
 use livepatch_core::patched_set::IndexEntry;
+use livepatch_core::shadow::ShadowId;
 use livepatch_core::sweep::Straggler;
 use livepatch_core::{Engine, Func, Live, Object, ObjectCallbacks, Patch, PatchId, Policy};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -39,6 +44,13 @@ struct Recorder<'l> {
     patch: String,
     object: String,
     fail: Option<i32>,
+    /// The patch's index in the scenario.
+    index: usize,
+    /// Shadow ids `post_unpatch` frees with `free_all`.
+    frees: &'l [ShadowId],
+    heap: &'l Mutex<Heap>,
+    /// The machine's time, for the heap's records.
+    clock: &'l AtomicU64,
 }
 
 impl Recorder<'_> {
@@ -50,12 +62,32 @@ impl Recorder<'_> {
 }
 
 impl ObjectCallbacks for Recorder<'_> {
-    fn pre_patch(&self, _: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
+    fn pre_patch(&self, ctx: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
         self.note("pre_patch");
-        match self.fail {
-            Some(code) => Err(CallbackError(code)),
-            None => Ok(()),
+        if let Some(code) = self.fail {
+            return Err(CallbackError(code));
         }
+        // System states (test_klp_state*.c): take the state over from the patch installed
+        // before (`klp_get_prev_state`), or set it up; its data word is handed over.
+        for state in ctx.patch().states() {
+            let id = state.id().0;
+            match ctx.prev_state(state.id()) {
+                Some(prev) => {
+                    state.set_data(prev.data());
+                    self.note(&format!(
+                        "take over state {id} v{}->v{} data {}",
+                        prev.version(),
+                        state.version(),
+                        state.data()
+                    ));
+                }
+                None => {
+                    state.set_data(self.index + 1);
+                    self.note(&format!("set up state {id} v{} data {}", state.version(), state.data()));
+                }
+            }
+        }
+        Ok(())
     }
     fn post_patch(&self, _: &CallbackContext<'_, '_>) {
         self.note("post_patch");
@@ -63,8 +95,19 @@ impl ObjectCallbacks for Recorder<'_> {
     fn pre_unpatch(&self, _: &CallbackContext<'_, '_>) {
         self.note("pre_unpatch");
     }
-    fn post_unpatch(&self, _: &CallbackContext<'_, '_>) {
+    fn post_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
         self.note("post_unpatch");
+        for state in ctx.patch().states() {
+            self.note(&format!("release state {} v{} data {}", state.id().0, state.version(), state.data()));
+            state.set_data(0);
+        }
+        if !self.frees.is_empty() {
+            let mut heap = self.heap.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for &id in self.frees {
+                let n = heap.shadow_free_all(id, self.index, self.clock.load(Ordering::Relaxed));
+                self.note(&format!("free_all shadow {}: {n}", id.0));
+            }
+        }
     }
 }
 
@@ -84,17 +127,39 @@ pub fn run_with(
     let sc = scenario;
     let code = &sc.code;
 
-    // Stage 1: callback recorders and functions; stage 2: objects; stage 3: patches.
+    // The machine first: its heap is shared with the callbacks.
+    let mut m = Machine::new(sc.machine.clone(), code.clone(), &sc.tasks, &sc.loaded);
+    let heap = m.heap();
+    let clock = AtomicU64::new(0);
+    let uses_heap = !sc.patches.iter().all(|p| p.free_on_unpatch.is_empty())
+        || code.iter().any(|(_, f)| f.body.iter().any(|op| matches!(op, Op::ShadowFree(_))));
+
+    // Stage 1: callback recorders, functions and states; stage 2: objects; stage 3: patches.
     let log = Mutex::new(Vec::new());
     let recorders: Vec<Vec<Recorder<'_>>> = sc
         .patches
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(pi, p)| {
             p.objects
                 .iter()
-                .map(|o| Recorder { log: &log, patch: p.name.clone(), object: o.name.clone(), fail: o.fail_pre_patch })
+                .map(|o| Recorder {
+                    log: &log,
+                    patch: p.name.clone(),
+                    object: o.name.clone(),
+                    fail: o.fail_pre_patch,
+                    index: pi,
+                    frees: &p.free_on_unpatch,
+                    heap: &heap,
+                    clock: &clock,
+                })
                 .collect()
         })
+        .collect();
+    let states: Vec<Vec<SysState>> = sc
+        .patches
+        .iter()
+        .map(|p| p.states.iter().map(|&(id, version)| SysState::new(StateId(id), version)).collect())
         .collect();
     let funcs: Vec<Vec<Vec<Func<'_>>>> = sc
         .patches
@@ -135,7 +200,7 @@ pub fn run_with(
         .iter()
         .enumerate()
         .map(|(pi, p)| {
-            let patch = Patch::new(PatchId(pi as u32 + 1), &p.name, &objects[pi]);
+            let patch = Patch::new(PatchId(pi as u32 + 1), &p.name, &objects[pi]).with_states(&states[pi]);
             if p.replace {
                 patch.replacing()
             } else {
@@ -165,7 +230,6 @@ pub fn run_with(
         .collect();
     let seed = sc.machine.seed;
     let mut oracle = Oracle::new(seed, policy.model, code.len(), models, &sc.loaded);
-    let mut m = Machine::new(sc.machine.clone(), code.clone(), &sc.tasks, &sc.loaded);
     m.boot();
     m.start_cpus(&live, &mut oracle);
 
@@ -181,6 +245,7 @@ pub fn run_with(
 
     let mut events = 0u64;
     let mut timed_out = false;
+    let mut reclaim_armed = false;
     while let Some((time, ev)) = m.queue.pop() {
         if time > sc.limit_ns {
             timed_out = true;
@@ -196,7 +261,19 @@ pub fn run_with(
             break;
         }
         oracle.set_event_index(events);
+        clock.store(m.now.max(time), Ordering::Relaxed);
         match ev {
+            Event::Reclaim => {
+                // Freed shadow variables become reusable after a grace period of the machine
+                // (the engine scheduler's synchronize, as for released code).
+                reclaim_armed = false;
+                m.now = m.now.max(time);
+                let h = &heap;
+                let (_, rep) = m.engine_call(&mut oracle, |b| {
+                    h.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reclaim(|| b.scheduler.synchronize())
+                });
+                st.after_call(&mut m, &rep);
+            }
             Event::Retry { gen } => {
                 if gen == st.retry_gen && engine.transition().is_some() {
                     m.now = m.now.max(time);
@@ -221,6 +298,10 @@ pub fn run_with(
         }
         if oracle.stopped() {
             break;
+        }
+        if uses_heap && !reclaim_armed && m.heap_mut().shadows_retired() > 0 {
+            reclaim_armed = true;
+            m.queue.push(m.now, Event::Reclaim);
         }
         if st.waiting_settle && engine.transition().is_none() {
             st.waiting_settle = false;
@@ -258,6 +339,16 @@ pub fn run_with(
         .map(|p| (p.name().to_string(), stats.switches[*p as usize]))
         .collect::<BTreeMap<_, _>>();
     let callbacks = log.lock().map(|l| l.clone()).unwrap_or_default();
+    let heap = {
+        let h = m.heap_mut();
+        HeapReport {
+            stats: h.stats().clone(),
+            objects: h.objects().to_vec(),
+            buffers: h.buffers().to_vec(),
+            shadows_live: h.shadows_live(),
+            shadows_retired: h.shadows_retired(),
+        }
+    };
     drop(engine);
     RunResult {
         scenario: sc.name.clone(),
@@ -283,6 +374,7 @@ pub fn run_with(
         transitions: st.transitions,
         outcomes: st.outcomes,
         callbacks,
+        heap,
         timeline: st.timeline,
         events,
         wall_ns: wall.elapsed().as_nanos() as u64,

@@ -1,5 +1,6 @@
 //! What a run reports: per-transition records, script outcomes and the run's totals.
 
+use crate::machine::heap::{Allocation, HeapStats};
 use crate::machine::MachineStats;
 use crate::oracle::{OracleStats, Violation};
 use serde::Serialize;
@@ -111,6 +112,8 @@ pub struct RunResult {
     pub outcomes: Vec<ActionOutcome>,
     /// Callbacks, in the order they ran.
     pub callbacks: Vec<String>,
+    /// The machine's heap at the end: objects, buffers, shadow variables.
+    pub heap: HeapReport,
     /// (simulated ns since the first transition started, tasks not in the target universe).
     pub timeline: Vec<(u64, u32)>,
     /// Events handled.
@@ -137,6 +140,28 @@ impl RunResult {
         parts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
         let list: Vec<String> = parts.iter().take(3).map(|(n, k)| format!("{n} {k}")).collect();
         format!("{total}: {}", list.join(", "))
+    }
+}
+
+/// The machine's heap at the end of a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HeapReport {
+    /// Counters.
+    pub stats: HeapStats,
+    /// Every object allocated.
+    pub objects: Vec<Allocation>,
+    /// Every buffer allocated.
+    pub buffers: Vec<Allocation>,
+    /// Live shadow variables.
+    pub shadows_live: usize,
+    /// Freed shadow variables not reclaimed yet.
+    pub shadows_retired: u64,
+}
+
+impl HeapReport {
+    /// Buffers leaked: not freed, and held by no shadow variable.
+    pub fn leaked(&self) -> impl Iterator<Item = &Allocation> {
+        self.buffers.iter().filter(|b| b.is_leaked())
     }
 }
 

@@ -169,6 +169,7 @@ pub fn patch(name: &str, funcs: &[(FnId, FnId)]) -> PatchSpec {
             callbacks: false,
             fail_pre_patch: None,
         }],
+        ..Default::default()
     }
 }
 

@@ -2,6 +2,7 @@
 //! plus the registry `livepatch-sim --list` shows.
 
 pub mod build;
+pub mod data;
 pub mod parity;
 pub mod random;
 pub mod thread2014;
@@ -9,6 +10,7 @@ pub mod workload;
 
 use crate::machine::code::{CodeError, CodeTable, FnId};
 use crate::machine::{MachineConfig, TaskSpec};
+use livepatch_core::shadow::ShadowId;
 use livepatch_core::ObjectId;
 
 /// One object of a patch.
@@ -27,7 +29,7 @@ pub struct ObjectSpec {
 }
 
 /// A patch.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PatchSpec {
     /// Its name.
     pub name: String,
@@ -35,6 +37,12 @@ pub struct PatchSpec {
     pub replace: bool,
     /// Its objects.
     pub objects: Vec<ObjectSpec>,
+    /// System states it declares: (id, version). Its objects' callbacks (if any) take each
+    /// over from the previous patch in `pre_patch` (`klp_get_prev_state`) or set it up.
+    pub states: Vec<(u64, u32)>,
+    /// Shadow ids its objects' `post_unpatch` callbacks free with `free_all` (the
+    /// destructor of [`SV_LEAK`](crate::machine::heap::SV_LEAK) frees the buffer).
+    pub free_on_unpatch: Vec<ShadowId>,
 }
 
 /// When a script step runs.
@@ -63,7 +71,7 @@ pub enum Action {
     Unload(ObjectId),
     /// Task `t` forks.
     Fork(u32),
-    /// Task `t` exits at its next syscall.
+    /// User task `t` exits at its next syscall; kthread `t` stops at the top of its loop.
     Kill(u32),
     /// A CPU goes offline.
     CpuOffline(u32),
@@ -124,7 +132,7 @@ pub struct Params {
 pub struct ScenarioDef {
     /// Its name.
     pub name: &'static str,
-    /// Group: "default", "parity", "2014", "faults".
+    /// Group: "default", "parity", "2014", "faults", "data".
     pub group: &'static str,
     /// One line about it.
     pub about: &'static str,
@@ -139,6 +147,7 @@ pub fn all() -> Vec<ScenarioDef> {
     let mut v = vec![workload::DEFAULT, workload::EXIT_PATH, workload::FAULTS];
     v.extend(parity::ALL);
     v.extend(thread2014::ALL);
+    v.extend(data::ALL);
     v
 }
 

@@ -62,7 +62,7 @@ pub const ALL: [ScenarioDef; 7] = [
 
 const SMALL: Params = Params { tasks: 16, cpus: 4, seed: 1 };
 
-fn scenario(name: &str, about: &str, p: &Params, code: crate::machine::code::CodeTable) -> Scenario {
+pub(super) fn scenario(name: &str, about: &str, p: &Params, code: crate::machine::code::CodeTable) -> Scenario {
     Scenario {
         name: name.into(),
         about: about.into(),
@@ -77,7 +77,7 @@ fn scenario(name: &str, about: &str, p: &Params, code: crate::machine::code::Cod
     }
 }
 
-fn background(sc: &mut Scenario, k: &Kernel, n: usize) {
+pub(super) fn background(sc: &mut Scenario, k: &Kernel, n: usize) {
     for i in 0..n {
         if i % 4 == 3 {
             sc.tasks.push(kthread(k.worker_thread, TaskFlags::SELF_CHECKS));
@@ -186,11 +186,13 @@ fn callbacks(p: &Params) -> Result<Scenario, CodeError> {
             obj(ObjectId::VMLINUX, "vmlinux", vec![(k.sys_getpid, v_getpid0)], None),
             obj(m1, "mod1", vec![(mod_work, v_mod0)], None),
         ],
+        ..Default::default()
     });
     sc.patches.push(PatchSpec {
         name: "p1".into(),
         replace: false,
         objects: vec![obj(ObjectId::VMLINUX, "vmlinux", vec![(k.sys_getpid, v_getpid1)], Some(-19))],
+        ..Default::default()
     });
     sc.patches.push(PatchSpec {
         name: "p2".into(),
@@ -199,6 +201,7 @@ fn callbacks(p: &Params) -> Result<Scenario, CodeError> {
             obj(ObjectId::VMLINUX, "vmlinux", vec![(k.sys_getpid, v_getpid2)], None),
             obj(m2, "mod2", vec![(mod2_work, v_mod2)], Some(-22)),
         ],
+        ..Default::default()
     });
     sc.script = vec![
         // Test 1: target module loaded before the patch.

@@ -138,8 +138,18 @@ pub fn build(m: &RandomMachine, steps: &[RandomStep]) -> Result<Scenario, CodeEr
         fail_pre_patch: None,
     };
     let patches = vec![
-        PatchSpec { name: "r0".into(), replace: false, objects: vec![vmlinux(vec![(f1, f1_0), (f3, f3_0)])] },
-        PatchSpec { name: "r1".into(), replace: false, objects: vec![vmlinux(vec![(f2, f2_1), (f4, f4_1)])] },
+        PatchSpec {
+            name: "r0".into(),
+            replace: false,
+            objects: vec![vmlinux(vec![(f1, f1_0), (f3, f3_0)])],
+            ..Default::default()
+        },
+        PatchSpec {
+            name: "r1".into(),
+            replace: false,
+            objects: vec![vmlinux(vec![(f2, f2_1), (f4, f4_1)])],
+            ..Default::default()
+        },
         PatchSpec {
             name: "r2-replace".into(),
             replace: true,
@@ -153,11 +163,13 @@ pub fn build(m: &RandomMachine, steps: &[RandomStep]) -> Result<Scenario, CodeEr
                     fail_pre_patch: None,
                 },
             ],
+            ..Default::default()
         },
         PatchSpec {
             name: "r3-sched".into(),
             replace: false,
             objects: vec![vmlinux(vec![(k.schedule, sched_3), (f0, f0_3)])],
+            ..Default::default()
         },
     ];
     let first_user = cpus;
