@@ -6,6 +6,7 @@ use livepatch_core::backend::{
     Parts, Pinned, Scheduler, StackWalker, Task, TaskCursor, TaskFlags, TaskKind, Tracer, WalkError,
 };
 use livepatch_core::{CodeAddr, CodeRange, CpuId, ObjectId, SlotId, TaskId, TaskPatchState};
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -100,12 +101,15 @@ pub struct VecScheduler {
     /// Every task.
     pub tasks: Vec<BenchTask>,
     epoch: Instant,
+    /// When `Some`, the duration of every `for_each_task` batch (one task-list lock hold) is
+    /// appended here, in nanoseconds.
+    pub batch_ns: RefCell<Option<Vec<u64>>>,
 }
 
 impl VecScheduler {
     /// A scheduler over `tasks`.
     pub fn new(tasks: Vec<BenchTask>) -> Self {
-        Self { tasks, epoch: Instant::now() }
+        Self { tasks, epoch: Instant::now(), batch_ns: RefCell::new(None) }
     }
 }
 
@@ -116,9 +120,13 @@ impl Scheduler for VecScheduler {
     where
         F: FnMut(&BenchTask),
     {
+        let begin = self.batch_ns.borrow().is_some().then(Instant::now);
         let start = (cursor.0 as usize).min(self.tasks.len());
         let end = start.saturating_add(max).min(self.tasks.len());
         self.tasks[start..end].iter().for_each(&mut f);
+        if let (Some(begin), Some(times)) = (begin, self.batch_ns.borrow_mut().as_mut()) {
+            times.push(begin.elapsed().as_nanos() as u64);
+        }
         (end < self.tasks.len()).then_some(TaskCursor(end as u64))
     }
 

@@ -48,6 +48,11 @@ impl Fixture {
         self.engine.disable(patch, &self.backend).expect("disable");
     }
 
+    /// Forces the transition in progress to complete.
+    pub fn force(&mut self) {
+        self.engine.force(&self.backend).expect("transition in progress");
+    }
+
     /// One completion attempt.
     pub fn try_complete(&mut self) -> Progress {
         self.engine.try_complete(&self.backend, |_| {}).expect("transition in progress")

@@ -64,6 +64,13 @@ impl Rng {
         CodeAddr(TEXT_BASE + func * STRIDE + FUNC_LEN + self.below(STRIDE - FUNC_LEN))
     }
 
+    /// A return address in unpatched code right after one of `n` patched functions, on the
+    /// same 4 KiB page: the worst case for a page-granular pre-filter.
+    pub fn near_frame(&mut self, n: usize) -> CodeAddr {
+        let func = original(self.below(n), n);
+        CodeAddr(func.end().get() + self.below(STRIDE - FUNC_LEN))
+    }
+
     /// A return address inside `range`.
     pub fn inside(&mut self, range: CodeRange) -> CodeAddr {
         CodeAddr(range.start().get() + self.below(range.len()))

@@ -1,12 +1,14 @@
 //! Shared helpers for the criterion benches in `benches/benches/`: a minimal in-memory backend
 //! ([`backend`]), a synthetic address layout and a seeded generator ([`layout`]), engines built
-//! through the public API ([`fixture`]), and ports of the Linux 6.12 algorithms the benches
-//! compare against ([`kernel`]).
+//! through the public API ([`fixture`]), ports of the Linux 6.12 algorithms the benches
+//! compare against ([`kernel`]), and a thread-CPU-time measurement for criterion
+//! ([`cpu_time`]).
 //!
 //! Everything here is built once per bench and leaked (`&'static`), so the engine's lifetimes
 //! are satisfied without self-referential structs.
 
 pub mod backend;
+pub mod cpu_time;
 pub mod fixture;
 pub mod kernel;
 pub mod layout;
@@ -15,12 +17,15 @@ use criterion::Criterion;
 use std::time::Duration;
 
 /// The criterion configuration every bench uses: short enough that the whole suite runs in a
-/// few minutes on a shared 2-core machine. Command-line options still override it.
+/// few minutes on a shared 2-core machine (no plots; 10k bootstrap resamples instead of 100k).
+/// Command-line options still override it.
 pub fn criterion() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30)
+        .nresamples(10_000)
+        .without_plots()
         .configure_from_args()
 }
 

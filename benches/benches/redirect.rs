@@ -1,0 +1,182 @@
+//! Area 1 — the redirect decision per call, against a port of Linux 6.12's
+//! `klp_ftrace_handler` in the same run.
+//!
+//! Cases: one variant outside a transition; in transition with the task switched and not
+//! switched; a nop on top (atomic replace); three variants stacked. Each case is measured on the
+//! core (`redirect::per_task`, and `Live::redirect` — the slot lookup and model dispatch a hook
+//! calls) and on the kernel port, with the same inputs behind `black_box`.
+//!
+//! `redirect/…` makes one call per iteration, so the harness (`redirect/loop_overhead`) is
+//! part of the figure. `redirect_x64/…` makes 64 independent calls on 64 different functions
+//! per iteration (criterion reports the time per iteration and the per-call throughput): the
+//! harness cost is shared, and time / 64 is the per-call cost of a hot handler.
+
+use criterion::{black_box, Criterion, Throughput};
+use livepatch_benches::fixture::{patch, Fixture, BENCH_POLICY};
+use livepatch_benches::kernel::{
+    klp_ftrace_handler, KTask, KlpOps, KlpPatch, KlpWorld, KLP_TRANSITION_IDLE, KLP_TRANSITION_PATCHED,
+    KLP_TRANSITION_UNPATCHED,
+};
+use livepatch_benches::layout::{original, variant};
+use livepatch_core::func_stack::FuncSlot;
+use livepatch_core::redirect::{self, Redirect};
+use livepatch_core::{CodeAddr, CodeRange, Live, PatchState, SlotId, TaskPatchState};
+
+/// One measured situation: how to build the core's and the kernel's func stacks.
+struct Case {
+    name: &'static str,
+    /// Patches applied (completed) before the last one, each a generation of `f`'s variant.
+    below: usize,
+    /// Whether the last patch stays in transition.
+    in_transition: bool,
+    /// Whether the last patch is an atomic replace that leaves a nop on `f`.
+    nop: bool,
+    /// The task's universe (ignored outside a transition).
+    task: PatchState,
+}
+
+const CASES: &[Case] = &[
+    Case { name: "no_transition", below: 0, in_transition: false, nop: false, task: PatchState::Idle },
+    Case { name: "transition_switched", below: 0, in_transition: true, nop: false, task: PatchState::Patched },
+    Case { name: "transition_not_switched", below: 0, in_transition: true, nop: false, task: PatchState::Unpatched },
+    Case { name: "nop_switched", below: 1, in_transition: true, nop: true, task: PatchState::Patched },
+    Case { name: "nop_not_switched", below: 1, in_transition: true, nop: true, task: PatchState::Unpatched },
+    Case { name: "stacked3_no_transition", below: 2, in_transition: false, nop: false, task: PatchState::Idle },
+    Case { name: "stacked3_switched", below: 2, in_transition: true, nop: false, task: PatchState::Patched },
+    Case { name: "stacked3_not_switched", below: 2, in_transition: true, nop: false, task: PatchState::Unpatched },
+];
+
+/// The `i`-th of `n` measured functions.
+fn f(i: usize, n: usize) -> CodeRange {
+    original(i, 2 * n)
+}
+/// What a nop-producing replace patch covers instead of the `i`-th measured function.
+fn g(i: usize, n: usize) -> CodeRange {
+    original(n + i, 2 * n)
+}
+
+/// The core's func stacks for `case` on `n` functions, and their slots.
+fn core_fixture(case: &Case, n: usize) -> (Fixture, Vec<&'static FuncSlot<'static>>) {
+    let mut fx = Fixture::new(2 * n, 4, BENCH_POLICY, Vec::new());
+    let pairs = |gen: usize, on: fn(usize, usize) -> CodeRange| -> Vec<_> {
+        (0..n).map(|i| (on(i, n), variant(gen, i))).collect()
+    };
+    for gen in 0..case.below {
+        fx.apply(patch(gen as u32 + 1, &pairs(gen, f), false));
+    }
+    let last = if case.nop { patch(10, &pairs(9, g), true) } else { patch(10, &pairs(case.below, f), false) };
+    fx.enable(last);
+    if !case.in_transition {
+        fx.complete();
+    }
+    let live = fx.live;
+    let slots = (0..n)
+        .map(|i| {
+            let id = live.slot_at(f(i, n).start()).expect("measured function is patched");
+            &live.slots()[id.0 as usize]
+        })
+        .collect();
+    (fx, slots)
+}
+
+/// The kernel's func stacks for `case` on `n` functions, their ops, and the current task.
+fn kernel_fixture(case: &Case, n: usize) -> (Vec<&'static KlpOps>, KTask) {
+    let mut world = KlpWorld::new();
+    for gen in 0..case.below {
+        let mut p = KlpPatch::default();
+        for i in 0..n {
+            world.patch_func(&mut p, f(i, n), Some(variant(gen, i)));
+        }
+    }
+    let mut last = KlpPatch::default();
+    for i in 0..n {
+        world.patch_func(&mut last, f(i, n), if case.nop { None } else { Some(variant(case.below, i)) });
+    }
+    world.set_transition(&last, case.in_transition);
+    let state = match (case.in_transition, case.task) {
+        (false, _) => KLP_TRANSITION_IDLE,
+        (true, PatchState::Unpatched) => KLP_TRANSITION_UNPATCHED,
+        (true, _) => KLP_TRANSITION_PATCHED,
+    };
+    ((0..n).map(|i| world.ops_for(f(i, n))).collect(), KTask::new(state))
+}
+
+fn as_addr(r: Redirect) -> Option<usize> {
+    match r {
+        Redirect::Original => None,
+        Redirect::Variant(a) => Some(a.get()),
+    }
+}
+
+/// Calls per iteration in the amortised benches.
+const BATCH: usize = 64;
+
+fn bench(c: &mut Criterion) {
+    // What the harness itself costs per iteration: two `black_box`ed inputs, one output.
+    let task = TaskPatchState::new();
+    let slot = FuncSlot::new();
+    c.bench_function("redirect/loop_overhead", |b| {
+        b.iter(|| (black_box(&slot) as *const _ as usize) ^ (black_box(&task) as *const _ as usize))
+    });
+    for case in CASES {
+        let task = TaskPatchState::new();
+        if case.in_transition {
+            task.reset(case.task);
+        }
+
+        // One call per iteration.
+        let (fx, slots) = core_fixture(case, 1);
+        let (live, slot, id) = (fx.live, slots[0], live_id(fx.live, 1));
+        let (ops, ktask) = kernel_fixture(case, 1);
+        let ops = ops[0];
+        // Both implementations must agree on the outcome.
+        assert_eq!(as_addr(redirect::per_task(slot, &task)), klp_ftrace_handler(ops, &ktask), "case {}", case.name);
+        let mut group = c.benchmark_group(format!("redirect/{}", case.name));
+        group.bench_function("ours", |b| b.iter(|| redirect::per_task(black_box(slot), black_box(&task))));
+        group.bench_function("ours_live_api", |b| {
+            b.iter(|| live.redirect(black_box(id), black_box(&task), black_box(CodeAddr(0))))
+        });
+        group.bench_function("kernel", |b| b.iter(|| klp_ftrace_handler(black_box(ops), black_box(&ktask))));
+        group.finish();
+
+        // BATCH independent calls per iteration, on BATCH different functions: the harness
+        // cost is shared, so time / BATCH is the per-call throughput.
+        let (_fx, slots) = core_fixture(case, BATCH);
+        let (ops, ktask) = kernel_fixture(case, BATCH);
+        for (s, o) in slots.iter().zip(&ops) {
+            assert_eq!(as_addr(redirect::per_task(s, &task)), klp_ftrace_handler(o, &ktask));
+        }
+        let mut group = c.benchmark_group(format!("redirect_x{BATCH}/{}", case.name));
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function("ours", |b| {
+            b.iter(|| {
+                let (slots, task) = black_box((&slots[..], &task));
+                slots.iter().fold(0usize, |acc, s| acc ^ as_addr(redirect::per_task(s, task)).unwrap_or(1))
+            })
+        });
+        group.bench_function("kernel", |b| {
+            b.iter(|| {
+                let (ops, ktask) = black_box((&ops[..], &ktask));
+                ops.iter().fold(0usize, |acc, o| acc ^ klp_ftrace_handler(o, ktask).unwrap_or(1))
+            })
+        });
+        group.finish();
+    }
+    // The amortised harness alone: the same fold over BATCH pointers, without a decision.
+    let nothing: Vec<usize> = (0..BATCH).collect();
+    let mut group = c.benchmark_group(format!("redirect_x{BATCH}/loop_overhead"));
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("fold", |b| b.iter(|| black_box(&nothing[..]).iter().fold(0usize, |acc, &x| acc ^ x)));
+    group.finish();
+}
+
+/// The slot id of the first measured function.
+fn live_id(live: &Live<'_>, n: usize) -> SlotId {
+    live.slot_at(f(0, n).start()).expect("patched")
+}
+
+fn main() {
+    let mut c = livepatch_benches::criterion();
+    bench(&mut c);
+    c.final_summary();
+}
