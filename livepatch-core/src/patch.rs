@@ -16,31 +16,41 @@ use intrusive_collections::{intrusive_adapter, LinkedList};
 ///
 /// The engine links nodes newest-first per original function; the redirect handler reads the
 /// top node without a lock (see [`crate::redirect`]).
+///
+/// One cache line, hot fields first: the handler reads `transition`, `entry` and (for an
+/// unpatched task) `next`, all in the first 24 bytes.
+#[repr(C, align(64))]
 pub struct FuncNode<'a> {
-    /// The variant's code; `None` for a nop (atomic replace: "back to the original").
-    pub(crate) code: Option<CodeRange>,
     /// Set while the node's patch is in transition: the handler must consult the task.
     pub(crate) transition: AtomicBool,
-    /// The node below this one, or `None` when the original function is below.
-    pub(crate) next: AtomicRef<'a, FuncNode<'a>>,
     /// This node's code is being switched away from in the current transition.
     pub(crate) away: AtomicBool,
     /// Whether the node is on a func stack.
     pub(crate) linked: AtomicBool,
     /// The patch the node belongs to (meaningful while linked; nops are owned by the slot).
     pub(crate) owner: AtomicU32,
+    /// The variant's entry address; 0 for a nop. What the handler jumps to.
+    pub(crate) entry: usize,
+    /// The node below this one, or `None` when the original function is below.
+    pub(crate) next: AtomicRef<'a, FuncNode<'a>>,
+    /// The variant's code; `None` for a nop (atomic replace: "back to the original").
+    pub(crate) code: Option<CodeRange>,
 }
 
 impl<'a> FuncNode<'a> {
     const_fn! {
         pub(crate) fn new(code: Option<CodeRange>) -> Self {
             Self {
-                code,
                 transition: AtomicBool::new(false),
-                next: AtomicRef::none(),
                 away: AtomicBool::new(false),
                 linked: AtomicBool::new(false),
                 owner: AtomicU32::new(0),
+                entry: match code {
+                    Some(c) => c.start().get(),
+                    None => 0,
+                },
+                next: AtomicRef::none(),
+                code,
             }
         }
     }

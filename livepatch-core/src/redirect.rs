@@ -41,9 +41,9 @@ pub struct Observed {
 
 #[inline(always)]
 fn target(node: Option<&FuncNode<'_>>) -> Redirect {
-    match node.and_then(|n| n.code) {
-        Some(code) => Redirect::Variant(code.start()),
-        None => Redirect::Original,
+    match node {
+        Some(n) if n.entry != 0 => Redirect::Variant(CodeAddr(n.entry)),
+        _ => Redirect::Original,
     }
 }
 
