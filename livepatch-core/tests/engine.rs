@@ -4,17 +4,16 @@
 
 mod common;
 
-use common::{r, TestBackend};
+use common::{r, CallbackLog, TestBackend};
 use livepatch_core::backend::{TaskFlags, TaskKind};
-use livepatch_core::patch::{CallbackContext, CallbackError, PatchError};
+use livepatch_core::patch::{CallbackError, PatchError};
 use livepatch_core::sweep::{StallReason, Straggler};
 use livepatch_core::transition::Progress;
 use livepatch_core::{
-    CodeAddr, Engine, EngineStorage, Error, Func, Live, Object, ObjectCallbacks, ObjectId, Patch, PatchId, PatchState,
-    Policy, Redirect, SlotId,
+    CodeAddr, Engine, EngineStorage, Error, Func, Live, Object, ObjectId, Patch, PatchId, PatchState, Policy, Redirect,
+    SlotId,
 };
 use std::cell::RefCell;
-use std::sync::Mutex;
 
 const F1: usize = 0x1000;
 const F2: usize = 0x1100;
@@ -258,24 +257,7 @@ fn storage_limits_are_typed_errors() {
 
 #[test]
 fn reversing_an_enable_returns_every_task_and_skips_pre_unpatch() {
-    #[derive(Default)]
-    struct Log(Mutex<Vec<&'static str>>);
-    impl ObjectCallbacks for Log {
-        fn pre_patch(&self, _: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
-            self.0.lock().unwrap().push("pre_patch");
-            Ok(())
-        }
-        fn post_patch(&self, _: &CallbackContext<'_, '_>) {
-            self.0.lock().unwrap().push("post_patch");
-        }
-        fn pre_unpatch(&self, _: &CallbackContext<'_, '_>) {
-            self.0.lock().unwrap().push("pre_unpatch");
-        }
-        fn post_unpatch(&self, _: &CallbackContext<'_, '_>) {
-            self.0.lock().unwrap().push("post_unpatch");
-        }
-    }
-    let log = Log::default();
+    let log = CallbackLog::default();
     let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
     let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs).with_callbacks(&log)];
     let patch = Patch::new(PatchId(1), "p1", &objs);
@@ -302,25 +284,12 @@ fn reversing_an_enable_returns_every_task_and_skips_pre_unpatch() {
     b.task(1).stack.borrow_mut().clear();
     assert!(engine.try_complete(&b, quiet).unwrap().is_done());
     assert!(!patch.is_registered() && b.hooked().is_empty());
-    assert_eq!(*log.0.lock().unwrap(), ["pre_patch", "post_unpatch"]);
+    assert_eq!(log.calls(), ["pre_patch 1/0", "post_unpatch 1/0"]);
 }
 
 #[test]
 fn reversing_a_disable_keeps_the_patch_and_runs_post_patch() {
-    #[derive(Default)]
-    struct Log(Mutex<Vec<&'static str>>);
-    impl ObjectCallbacks for Log {
-        fn post_patch(&self, _: &CallbackContext<'_, '_>) {
-            self.0.lock().unwrap().push("post_patch");
-        }
-        fn pre_unpatch(&self, _: &CallbackContext<'_, '_>) {
-            self.0.lock().unwrap().push("pre_unpatch");
-        }
-        fn post_unpatch(&self, _: &CallbackContext<'_, '_>) {
-            self.0.lock().unwrap().push("post_unpatch");
-        }
-    }
-    let log = Log::default();
+    let log = CallbackLog::default();
     let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
     let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs).with_callbacks(&log)];
     let patch = Patch::new(PatchId(1), "p1", &objs);
@@ -338,31 +307,13 @@ fn reversing_a_disable_keeps_the_patch_and_runs_post_patch() {
     assert!(engine.try_complete(&b, quiet).unwrap().is_done());
     assert!(patch.is_registered());
     assert_eq!(call(&live, F1, &b, 2), variant(0x9000));
-    assert_eq!(*log.0.lock().unwrap(), ["post_patch", "pre_unpatch", "post_patch"]);
+    assert_eq!(log.calls(), ["pre_patch 1/0", "post_patch 1/0", "pre_unpatch 1/0", "post_patch 1/0"]);
 }
 
 #[test]
 fn a_failing_pre_patch_cancels_the_enable_and_unwinds_earlier_objects() {
-    struct Cb {
-        fail: bool,
-        log: &'static Mutex<Vec<String>>,
-    }
-    impl ObjectCallbacks for Cb {
-        fn pre_patch(&self, ctx: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
-            self.log.lock().unwrap().push(format!("pre_patch {}", ctx.object()));
-            if self.fail {
-                Err(CallbackError(-19))
-            } else {
-                Ok(())
-            }
-        }
-        fn post_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
-            self.log.lock().unwrap().push(format!("post_unpatch {}", ctx.object()));
-        }
-    }
-    static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let ok = Cb { fail: false, log: &LOG };
-    let bad = Cb { fail: true, log: &LOG };
+    let ok = CallbackLog::default();
+    let bad = CallbackLog::failing_for(ObjectId(7));
     let f_a = [Func::new("a", r(F1, 0x40), r(0x9000, 0x80))];
     let f_b = [Func::new("b", r(F2, 0x40), r(0x9100, 0x80))];
     let objs = [
@@ -375,7 +326,8 @@ fn a_failing_pre_patch_cancels_the_enable_and_unwinds_earlier_objects() {
     let live = Live::new(&storage, Policy::LINUX_6_12);
     let mut engine = Engine::new(&live);
     assert_eq!(engine.enable(&patch, &b), Err(Error::Callback { object: ObjectId(7), error: CallbackError(-19) }));
-    assert_eq!(*LOG.lock().unwrap(), ["pre_patch 0", "pre_patch 7", "post_unpatch 0"]);
+    assert_eq!(ok.calls(), ["pre_patch 1/0", "post_unpatch 1/0"]);
+    assert_eq!(bad.calls(), ["pre_patch 1/7"], "no post_unpatch for the object whose pre_patch failed");
     assert!(engine.transition().is_none() && !patch.is_registered() && !patch.is_enabled());
     assert!(b.hooked().is_empty() && live.patched_set().is_empty());
     assert!(!f_a[0].is_patched());
@@ -680,24 +632,7 @@ fn stop_the_world_switches_all_at_once_or_gives_up() {
 
 #[test]
 fn late_and_going_objects_follow_the_patch() {
-    #[derive(Default)]
-    struct Log(Mutex<Vec<String>>);
-    impl ObjectCallbacks for Log {
-        fn pre_patch(&self, ctx: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
-            self.0.lock().unwrap().push(format!("pre_patch {}/{}", ctx.patch().id(), ctx.object()));
-            Ok(())
-        }
-        fn post_patch(&self, ctx: &CallbackContext<'_, '_>) {
-            self.0.lock().unwrap().push(format!("post_patch {}/{}", ctx.patch().id(), ctx.object()));
-        }
-        fn pre_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
-            self.0.lock().unwrap().push(format!("pre_unpatch {}/{}", ctx.patch().id(), ctx.object()));
-        }
-        fn post_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
-            self.0.lock().unwrap().push(format!("post_unpatch {}/{}", ctx.patch().id(), ctx.object()));
-        }
-    }
-    let log = Log::default();
+    let log = CallbackLog::default();
     let f_v = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
     let f_m = [Func::new("m1", r(0x20_0000, 0x40), r(0x9100, 0x80))];
     let objs = [
@@ -723,7 +658,7 @@ fn late_and_going_objects_follow_the_patch() {
     assert_eq!(b.hooked(), [r(F1, 0x40)]);
     assert!(!f_m[0].is_patched());
     assert_eq!(
-        *log.0.lock().unwrap(),
+        log.calls(),
         ["pre_patch 1/0", "post_patch 1/0", "pre_patch 1/9", "post_patch 1/9", "pre_unpatch 1/9", "post_unpatch 1/9"]
     );
 }

@@ -233,3 +233,47 @@ impl Scheduler for TestBackend {
         self.now.get()
     }
 }
+
+/// Callbacks that log every call as `"<callback> <patch>/<object>"` and can fail `pre_patch`
+/// for one object with `-19` (`-ENODEV`).
+#[derive(Default)]
+pub struct CallbackLog {
+    pub calls: std::sync::Mutex<Vec<String>>,
+    pub fail_pre_patch_of: Option<ObjectId>,
+}
+
+impl CallbackLog {
+    pub fn failing_for(object: ObjectId) -> Self {
+        Self { fail_pre_patch_of: Some(object), ..Self::default() }
+    }
+
+    fn note(&self, what: &str, ctx: &livepatch_core::patch::CallbackContext<'_, '_>) {
+        self.calls.lock().unwrap().push(format!("{what} {}/{}", ctx.patch().id(), ctx.object()));
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl livepatch_core::ObjectCallbacks for CallbackLog {
+    fn pre_patch(
+        &self,
+        ctx: &livepatch_core::patch::CallbackContext<'_, '_>,
+    ) -> Result<(), livepatch_core::patch::CallbackError> {
+        self.note("pre_patch", ctx);
+        match self.fail_pre_patch_of {
+            Some(o) if o == ctx.object() => Err(livepatch_core::patch::CallbackError(-19)),
+            _ => Ok(()),
+        }
+    }
+    fn post_patch(&self, ctx: &livepatch_core::patch::CallbackContext<'_, '_>) {
+        self.note("post_patch", ctx);
+    }
+    fn pre_unpatch(&self, ctx: &livepatch_core::patch::CallbackContext<'_, '_>) {
+        self.note("pre_unpatch", ctx);
+    }
+    fn post_unpatch(&self, ctx: &livepatch_core::patch::CallbackContext<'_, '_>) {
+        self.note("post_unpatch", ctx);
+    }
+}
