@@ -633,11 +633,14 @@ impl<'a> Engine<'a> {
         self.release_empty_slots(b);
         // Cannot fail: the new version only has fewer ranges than the published one.
         let _ = self.publish(b);
+        // `Release` (each flag): pairs with the handler's `Acquire` load of the flag; a handler
+        // that sees it clear also sees the func stacks and index published above.
         for (_, f) in patch.funcs() {
             f.node.transition.store(false, Ordering::Release);
         }
         for slot in live.slots() {
             if slot.nop.owner() == patch.id() {
+                // `Release`: as above, for the nops this patch pushed.
                 slot.nop.transition.store(false, Ordering::Release);
             }
         }
