@@ -91,6 +91,7 @@ impl<'a> FuncSlot<'a> {
         let mut cur = self.top();
         core::iter::from_fn(move || {
             let node = cur?;
+            // `Acquire`: pairs with the `Release` of `push`/`unlink` that linked `next`.
             cur = node.next.load(Ordering::Acquire);
             Some(node)
         })
@@ -98,6 +99,7 @@ impl<'a> FuncSlot<'a> {
 
     /// The node directly below `node`, or `None` when the original function is below.
     pub(crate) fn below(&self, node: &FuncNode<'a>) -> Option<&'a FuncNode<'a>> {
+        // `Acquire`: pairs with the `Release` of `push`/`unlink` that linked `next`.
         node.next.load(Ordering::Acquire)
     }
 

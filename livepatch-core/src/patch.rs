@@ -69,6 +69,7 @@ impl<'a> FuncNode<'a> {
     /// decide whether to consult the task's universe. It stays set on a node unlinked by a
     /// completing transition until a grace period has passed.
     pub fn in_transition(&self) -> bool {
+        // `Acquire`: pairs with the engine's `Release` stores of the flag.
         self.transition.load(Ordering::Acquire)
     }
 

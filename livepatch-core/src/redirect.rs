@@ -53,11 +53,13 @@ pub fn per_task_observed(slot: &FuncSlot<'_>, task: &TaskPatchState) -> (Redirec
     let Some(top) = slot.top() else {
         return (Redirect::Original, Observed { in_transition: false, task_state: None });
     };
+    // Step 2: `Acquire` pairs with the engine's `Release` stores of the flag.
     if !top.transition.load(Ordering::Acquire) {
         return (target(Some(top)), Observed { in_transition: false, task_state: None });
     }
     let state = task.load(Ordering::Relaxed).state;
     let node = match state {
+        // Step 4: `Acquire` pairs with the `Release` push that linked the node below.
         PatchState::Unpatched => top.next.load(Ordering::Acquire),
         // `Idle` during a transition would be an engine bug (the kernel WARNs); the patched
         // universe is the safe reading because the flag is cleared before tasks go idle.
@@ -80,6 +82,7 @@ pub fn call_chain(slot: &FuncSlot<'_>, caller_is_old: impl FnOnce() -> bool) -> 
     let Some(top) = slot.top() else {
         return Redirect::Original;
     };
+    // Steps 2 and 4 of the module documentation, with the same pairings.
     if top.transition.load(Ordering::Acquire) && caller_is_old() {
         return target(top.next.load(Ordering::Acquire));
     }
@@ -104,6 +107,7 @@ pub fn call_chain_towards(
     let Some(top) = slot.top() else {
         return Redirect::Original;
     };
+    // Steps 2 and 4 of the module documentation, with the same pairings.
     if top.transition.load(Ordering::Acquire) && !caller_is_old() {
         return target(top.next.load(Ordering::Acquire));
     }

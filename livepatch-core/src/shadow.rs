@@ -182,6 +182,8 @@ impl<'a, T: ShadowData> ShadowTable<'a, T> {
         let _guard = self.writer.lock();
         let slot = self.find_live(obj, id).ok_or(ShadowError::NotFound)?;
         dtor(obj, &slot.data);
+        // `Release`: pairs with `get`'s `Acquire`; a reader that sees the slot retired also
+        // sees what the destructor wrote.
         slot.state.store(RETIRED, Ordering::Release);
         Ok(())
     }
@@ -194,6 +196,7 @@ impl<'a, T: ShadowData> ShadowTable<'a, T> {
         for slot in self.slots {
             if slot.state.load(Ordering::Relaxed) == LIVE && slot.id.load(Ordering::Relaxed) == id.0 {
                 dtor(slot.obj.load(Ordering::Relaxed), &slot.data);
+                // `Release`: as in `free`.
                 slot.state.store(RETIRED, Ordering::Release);
                 freed += 1;
             }
@@ -232,6 +235,7 @@ impl<'a, T: ShadowData> ShadowTable<'a, T> {
 
     /// Number of live shadow variables.
     pub fn len(&self) -> usize {
+        // `Acquire`: pairs with the `Release` that published or retired each slot.
         self.slots.iter().filter(|s| s.state.load(Ordering::Acquire) == LIVE).count()
     }
 

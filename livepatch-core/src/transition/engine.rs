@@ -326,6 +326,8 @@ impl<'a> Engine<'a> {
         if policy.allows(SwitchPoints::PER_CPU_PASS) {
             sched.for_each_cpu(|cpu| {
                 sched.for_each_task_on_cpu(cpu, |task| {
+                    // `Acquire`: pairs with `retarget`'s `Release` (the away set of this
+                    // direction is visible), as in `sweep::try_switch_task`.
                     let seen = task.patch_state().load(Ordering::Acquire);
                     if !seen.pending() || task.is_running() || skip_exiting(&policy, task) {
                         return;
@@ -491,6 +493,8 @@ impl<'a> Engine<'a> {
             match self.transition {
                 Some(t) if core::ptr::eq(t.patch, patch) => {
                     for f in obj.funcs() {
+                        // `Release`: pairs with the handler's `Acquire` of the flag, as in
+                        // `init_transition` (the task states it will read are already set).
                         f.node.transition.store(true, Ordering::Release);
                     }
                     self.mark_away(patch, t.target);
