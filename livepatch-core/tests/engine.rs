@@ -15,6 +15,25 @@ use livepatch_core::{
 };
 use std::cell::RefCell;
 
+/// The one-function patch most tests use: `f1` at `F1` replaced by code at `0x9000`.
+macro_rules! one_func_patch {
+    ($funcs:ident, $objs:ident, $patch:ident) => {
+        let $funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+        let $objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &$funcs)];
+        let $patch = Patch::new(PatchId(1), "p1", &$objs);
+    };
+}
+
+/// Storage for 8 functions and 32 ranges, the read side with `policy`, and an engine.
+macro_rules! engine {
+    ($storage:ident, $live:ident, $engine:ident, $policy:expr) => {
+        let $storage = EngineStorage::<8, 32>::new();
+        let $live = Live::new(&$storage, $policy);
+        #[allow(unused_mut)]
+        let mut $engine = Engine::new(&$live);
+    };
+}
+
 const F1: usize = 0x1000;
 const F2: usize = 0x1100;
 const F3: usize = 0x1200;
@@ -42,9 +61,7 @@ fn enable_completes_when_no_task_runs_old_code_and_redirects_afterwards() {
     let patch = Patch::new(PatchId(1), "p1", &objs);
     let b = TestBackend::with_tasks(4);
     b.task(1).stack.borrow_mut().extend([CALLER + 4, CALLER + 8]);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
 
     engine.enable(&patch, &b).unwrap();
     assert_eq!(b.hooked(), [r(F1, 0x40), r(F2, 0x40)]);
@@ -70,14 +87,10 @@ fn enable_completes_when_no_task_runs_old_code_and_redirects_afterwards() {
 
 #[test]
 fn a_task_sleeping_in_the_original_blocks_and_is_reported_until_it_leaves() {
-    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
-    let patch = Patch::new(PatchId(1), "p1", &objs);
+    one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(3);
     b.task(2).stack.borrow_mut().extend([0x7000, F1 + 0x10, CALLER + 4]);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
 
     let stalls = RefCell::new(Vec::new());
@@ -99,16 +112,12 @@ fn a_task_sleeping_in_the_original_blocks_and_is_reported_until_it_leaves() {
 
 #[test]
 fn running_unreliable_and_deep_tasks_are_reported_with_their_reason() {
-    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
-    let patch = Patch::new(PatchId(1), "p1", &objs);
+    one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(4);
     b.task(1).running.set(true);
     b.task(2).unreliable.set(true);
     b.task(3).stack.borrow_mut().extend(std::iter::repeat_n(CALLER, 101));
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
     let stalls = RefCell::new(Vec::new());
     let Progress::Pending(s) = engine.try_complete(&b, collect(&stalls)).unwrap() else { panic!() };
@@ -129,16 +138,12 @@ fn running_unreliable_and_deep_tasks_are_reported_with_their_reason() {
 
 #[test]
 fn stragglers_are_kicked_every_nth_pass_except_those_that_ignore_signals() {
-    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
-    let patch = Patch::new(PatchId(1), "p1", &objs);
+    one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(2);
     b.task(1).stack.borrow_mut().push(F1 + 1);
     b.task(2).stack.borrow_mut().push(F1 + 1);
     b.task(2).flags.set(TaskFlags::IGNORES_SIGNALS);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
     for pass in 1..=16 {
         let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
@@ -150,13 +155,9 @@ fn stragglers_are_kicked_every_nth_pass_except_those_that_ignore_signals() {
 
 #[test]
 fn disable_restores_the_original_removes_hooks_and_frees_slots() {
-    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
-    let patch = Patch::new(PatchId(1), "p1", &objs);
+    one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(2);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
     assert!(engine.try_complete(&b, quiet).unwrap().is_done());
 
@@ -183,9 +184,7 @@ fn disable_restores_the_original_removes_hooks_and_frees_slots() {
 
 #[test]
 fn refused_operations_change_nothing() {
-    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
-    let patch = Patch::new(PatchId(1), "p1", &objs);
+    one_func_patch!(funcs, objs, patch);
     let other_funcs = [Func::new("f2", r(F2, 0x40), r(0x9100, 0x80))];
     let other_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &other_funcs)];
     let other = Patch::new(PatchId(2), "p2", &other_objs);
@@ -201,9 +200,7 @@ fn refused_operations_change_nothing() {
 
     let b = TestBackend::with_tasks(2);
     b.task(1).stack.borrow_mut().push(F1 + 1);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     assert_eq!(engine.reverse(&b), Err(Error::NoTransition));
     assert_eq!(engine.force(&b), Err(Error::NoTransition));
     assert_eq!(engine.try_complete(&b, quiet), Err(Error::NoTransition));
@@ -263,9 +260,7 @@ fn reversing_an_enable_returns_every_task_and_skips_pre_unpatch() {
     let patch = Patch::new(PatchId(1), "p1", &objs);
     let b = TestBackend::with_tasks(3);
     b.task(3).stack.borrow_mut().push(F1 + 4); // blocks the enable
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
     assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
     assert_eq!(b.task(1).state.state(), PatchState::Patched);
@@ -294,9 +289,7 @@ fn reversing_a_disable_keeps_the_patch_and_runs_post_patch() {
     let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs).with_callbacks(&log)];
     let patch = Patch::new(PatchId(1), "p1", &objs);
     let b = TestBackend::with_tasks(2);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
     assert!(engine.try_complete(&b, quiet).unwrap().is_done());
     b.task(2).stack.borrow_mut().push(0x9001);
@@ -322,9 +315,7 @@ fn a_failing_pre_patch_cancels_the_enable_and_unwinds_earlier_objects() {
     ];
     let patch = Patch::new(PatchId(1), "p1", &objs);
     let b = TestBackend::with_tasks(2);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     assert_eq!(engine.enable(&patch, &b), Err(Error::Callback { object: ObjectId(7), error: CallbackError(-19) }));
     assert_eq!(ok.calls(), ["pre_patch 1/0", "post_unpatch 1/0"]);
     assert_eq!(bad.calls(), ["pre_patch 1/7"], "no post_unpatch for the object whose pre_patch failed");
@@ -341,9 +332,7 @@ fn a_failing_hook_install_cancels_the_enable() {
     let patch = Patch::new(PatchId(1), "p1", &objs);
     let b = TestBackend::with_tasks(1);
     b.fail_install.set(true);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     assert_eq!(engine.enable(&patch, &b), Err(Error::Backend(livepatch_core::backend::ErrorKind::Hook)));
     assert!(!patch.is_registered() && funcs.iter().all(|f| !f.is_patched()));
     assert!(storage.slots().iter().all(|s| s.original().is_none()));
@@ -361,9 +350,7 @@ fn stacked_patches_redirect_to_the_newest_and_any_can_be_disabled() {
     let o_b = [Object::new(ObjectId::VMLINUX, "vmlinux", &f_b)];
     let bp = Patch::new(PatchId(2), "b", &o_b);
     let b = TestBackend::with_tasks(2);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&a, &b).unwrap();
     assert!(engine.try_complete(&b, quiet).unwrap().is_done());
     // Task 1 sleeps in patch a's variant: enabling b must wait for it (it is the old code).
@@ -404,9 +391,7 @@ fn atomic_replace_retires_stacked_patches_and_reverts_uncovered_functions() {
     let or = [Object::new(ObjectId::VMLINUX, "vmlinux", &fr)];
     let replace = Patch::new(PatchId(4), "replace", &or).replacing();
     let b = TestBackend::with_tasks(2);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     for p in [&p1, &p2, &p3] {
         engine.enable(p, &b).unwrap();
         assert!(engine.try_complete(&b, quiet).unwrap().is_done());
@@ -440,9 +425,7 @@ fn reversing_an_atomic_replace_keeps_the_replaced_patches() {
     let or = [Object::new(ObjectId::VMLINUX, "vmlinux", &fr)];
     let replace = Patch::new(PatchId(4), "replace", &or).replacing();
     let b = TestBackend::with_tasks(2);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&p1, &b).unwrap();
     assert!(engine.try_complete(&b, quiet).unwrap().is_done());
     b.task(1).stack.borrow_mut().push(0x9001);
@@ -457,15 +440,11 @@ fn reversing_an_atomic_replace_keeps_the_replaced_patches() {
 
 #[test]
 fn force_switches_everyone_and_marks_patches_forced() {
-    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
-    let patch = Patch::new(PatchId(1), "p1", &objs);
+    one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(3);
     b.task(1).stack.borrow_mut().push(F1 + 1);
     b.task(2).running.set(true);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
     assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
     let Progress::Complete(s) = engine.force(&b).unwrap() else { panic!() };
@@ -476,14 +455,10 @@ fn force_switches_everyone_and_marks_patches_forced() {
 
 #[test]
 fn force_after_m_passes_is_a_policy() {
-    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
-    let patch = Patch::new(PatchId(1), "p1", &objs);
+    one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(1);
     b.task(1).stack.borrow_mut().push(F1 + 1);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy { force_after: Some(3), ..Policy::LINUX_6_12 });
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy { force_after: Some(3), ..Policy::LINUX_6_12 });
     engine.enable(&patch, &b).unwrap();
     assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
     assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
@@ -544,13 +519,9 @@ fn the_handler_entry_switch_converts_the_caller_when_its_stack_is_clean() {
 
 #[test]
 fn the_self_check_and_per_cpu_pass_switch_tasks() {
-    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
-    let patch = Patch::new(PatchId(1), "p1", &objs);
+    one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(4);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::IMPROVED);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::IMPROVED);
     engine.enable(&patch, &b).unwrap();
     let v = live.self_check(b.task(1), &b);
     assert_eq!(v, livepatch_core::sweep::Verdict::Switched(PatchState::Patched));
@@ -561,14 +532,10 @@ fn the_self_check_and_per_cpu_pass_switch_tasks() {
 
 #[test]
 fn kernel_exit_switches_only_at_the_boundary() {
-    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
-    let patch = Patch::new(PatchId(1), "p1", &objs);
+    one_func_patch!(funcs, objs, patch);
     let mut b = TestBackend::with_tasks(2);
     b.tasks.push(common::TestTask::new(3, TaskKind::Kthread));
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::KGRAFT);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::KGRAFT);
     engine.enable(&patch, &b).unwrap();
     let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
     assert_eq!((s.awaiting, s.walks), (3, 0));
@@ -586,9 +553,7 @@ fn call_chain_redirects_by_caller_and_completes_by_sweeps() {
     let patch = Patch::new(PatchId(1), "p1", &objs);
     let b = TestBackend::with_tasks(2);
     b.task(1).stack.borrow_mut().push(F2 + 4);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::CALL_CHAIN);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::CALL_CHAIN);
     engine.enable(&patch, &b).unwrap();
     let slot = live.slot_at(CodeAddr(F1)).unwrap();
     let state = &b.task(1).state;
@@ -603,15 +568,11 @@ fn call_chain_redirects_by_caller_and_completes_by_sweeps() {
 
 #[test]
 fn stop_the_world_switches_all_at_once_or_gives_up() {
-    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
-    let patch = Patch::new(PatchId(1), "p1", &objs);
+    one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(3);
     b.task(1).running.set(true); // preempted by the stop: checkable
     b.task(2).stack.borrow_mut().push(F1 + 3);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::STOP_THE_WORLD);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::STOP_THE_WORLD);
     engine.enable(&patch, &b).unwrap();
     for _ in 0..4 {
         assert!(matches!(engine.try_complete(&b, quiet).unwrap(), Progress::Pending(_)));
@@ -642,9 +603,7 @@ fn late_and_going_objects_follow_the_patch() {
     let patch = Patch::new(PatchId(1), "p1", &objs);
     let b = TestBackend::with_tasks(2);
     b.unloaded.borrow_mut().insert(9);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
     assert!(engine.try_complete(&b, quiet).unwrap().is_done());
     assert_eq!(b.hooked(), [r(F1, 0x40)]);
@@ -665,14 +624,10 @@ fn late_and_going_objects_follow_the_patch() {
 
 #[test]
 fn fork_inherits_the_parents_universe() {
-    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
-    let patch = Patch::new(PatchId(1), "p1", &objs);
+    one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(2);
     b.task(2).stack.borrow_mut().push(F1 + 1);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy::LINUX_6_12);
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
     assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
     let child = livepatch_core::TaskPatchState::new();
@@ -685,14 +640,10 @@ fn fork_inherits_the_parents_universe() {
 
 #[test]
 fn sweeps_hold_the_task_list_one_batch_at_a_time() {
-    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
-    let patch = Patch::new(PatchId(1), "p1", &objs);
+    one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(200);
     b.task(200).stack.borrow_mut().push(F1);
-    let storage = EngineStorage::<8, 32>::new();
-    let live = Live::new(&storage, Policy { batch: 64, ..Policy::LINUX_6_12 });
-    let mut engine = Engine::new(&live);
+    engine!(storage, live, engine, Policy { batch: 64, ..Policy::LINUX_6_12 });
     engine.enable(&patch, &b).unwrap();
     let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
     assert_eq!((s.batches, s.visited, s.switched), (4, 200, 199));
