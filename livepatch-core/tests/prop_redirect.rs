@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{r, TestBackend};
+use common::{original, variant_code, TestBackend};
 use livepatch_core::backend::Task as _;
 use livepatch_core::sweep::{self, StallReason};
 use livepatch_core::{
@@ -21,14 +21,6 @@ use proptest::prelude::*;
 
 const FUNCS: usize = 4;
 const TASKS: usize = 3;
-
-fn original(f: usize) -> CodeRange {
-    r(0x1000 + f * 0x100, 0x40)
-}
-
-fn variant_code(p: usize, f: usize) -> CodeRange {
-    r(0x10_0000 + p * 0x1000 + f * 0x100, 0x40)
-}
 
 /// One patch: the functions it replaces, and whether it is cumulative.
 #[derive(Clone, Debug)]

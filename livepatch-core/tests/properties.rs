@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{r, TestBackend};
+use common::{original, r, variant_code, TestBackend};
 use livepatch_core::patched_set::PatchedSet;
 use livepatch_core::transition::Progress;
 use livepatch_core::{
@@ -15,14 +15,6 @@ use proptest::prelude::*;
 
 const FUNCS: usize = 5;
 const PATCHES: usize = 4;
-
-fn original(f: usize) -> CodeRange {
-    r(0x1000 + f * 0x100, 0x40)
-}
-
-fn variant_code(p: usize, f: usize) -> CodeRange {
-    r(0x10_0000 + p * 0x1000 + f * 0x100, 0x40)
-}
 
 #[derive(Clone, Debug)]
 enum Op {

@@ -15,6 +15,16 @@ pub fn r(start: usize, len: usize) -> CodeRange {
     CodeRange::new(start, len).unwrap()
 }
 
+/// The `f`-th original function of the property tests' layout.
+pub fn original(f: usize) -> CodeRange {
+    r(0x1000 + f * 0x100, 0x40)
+}
+
+/// Patch `p`'s replacement for the `f`-th function of the property tests' layout.
+pub fn variant_code(p: usize, f: usize) -> CodeRange {
+    r(0x10_0000 + p * 0x1000 + f * 0x100, 0x40)
+}
+
 pub struct TestTask {
     pub id: TaskId,
     pub kind: TaskKind,
