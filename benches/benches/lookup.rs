@@ -38,6 +38,7 @@ fn bench(c: &mut Criterion) {
         fx.apply(spread_patch(1, 0, n));
         let set = fx.live.patched_set();
         assert_eq!(set.len(), 2 * n);
+        println!("extra: lookup/{n} {:?}", set.layout());
 
         // The same ranges for every baseline; the value is the entry's position.
         let ranges: Vec<(usize, usize, u32)> =
