@@ -273,7 +273,7 @@ impl<'a> Version<'a> {
                 return None;
             }
             if word & !RANK_MASK == tag {
-                let rank = (word & RANK_MASK) as usize - 1;
+                let rank = ((word & RANK_MASK) as usize).wrapping_sub(1);
                 let entry = self.entries.get(rank)?;
                 let (start, len) = (entry.start(), entry.len() as usize);
                 if start <= addr {
@@ -471,7 +471,7 @@ fn granules<'e, 'x: 'e>(
 /// shape word (`Table::NONE` when no granule size gives a table within the limits).
 fn build_table(buffer: &[IndexEntry<'_>], len: usize) -> u32 {
     let slots = table_slots(buffer.len(), len);
-    if len == 0 || len >= RANK_MASK as usize || slots >= 1 << 32 {
+    if len == 0 || len >= RANK_MASK as usize || u32::try_from(slots).is_err() {
         return Table::NONE;
     }
     let entries = &buffer[..len];
