@@ -74,7 +74,7 @@ impl<'a> FuncSlot<'a> {
 
     /// The top of the func stack.
     ///
-    /// `Acquire`: pairs with the `Release` in [`push`](Self::push) and [`unlink`](Self::unlink),
+    /// `Acquire`: pairs with the `Release` in `push` and `unlink`,
     /// so the node's fields written before publication are visible.
     #[inline(always)]
     pub fn top(&self) -> Option<&'a FuncNode<'a>> {

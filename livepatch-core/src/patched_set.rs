@@ -14,9 +14,9 @@
 //! hash table (linear probing, load ≤ ½) from each aligned granule of `2^shift` bytes that some
 //! range overlaps to the first range overlapping it. A lookup hashes the address's granule, finds
 //! that range in about one probe, and steps over the few ranges that share the granule: O(1)
-//! expected, independent of the number of ranges. The writer picks the smallest granule for
-//! which the table stays at most half full, and keeps the table only if no granule sits more
-//! than [`PROBE_LIMIT`] slots from its home slot; otherwise (or past `2^24` ranges) the version
+//! expected, independent of the number of ranges. The writer picks the smallest granule (16 B
+//! to 16 MiB) for which the table stays at most half full and no granule sits more than
+//! [`PROBE_LIMIT`] slots from its home slot; if none does (or past `2^24` ranges) the version
 //! has no table. Every lookup stays O(log n) in the worst case: a long run of ranges in one
 //! granule is finished by binary search, and a version without a table is binary-searched.
 //!
