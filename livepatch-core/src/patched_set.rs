@@ -660,6 +660,34 @@ mod tests {
         check_layout(&[r(usize::MAX - 0x30, 0x10), r(usize::MAX - 0x10, 0x10)], 2, 1000);
     }
 
+    proptest::proptest! {
+        /// Random layouts — tiny to 16 KiB ranges, back to back or with gaps, in up to three
+        /// clusters far apart, with or without spare buffer room — agree with a scan.
+        #[test]
+        fn random_layouts_agree_with_a_scan(
+            ranges in proptest::collection::vec((0usize..0x2000, 1usize..0x4000, 0u8..16), 1..300),
+            headroom in 0usize..3,
+        ) {
+            let mut at = 0x1000_0000usize;
+            let layout: Vec<CodeRange> = ranges
+                .iter()
+                .map(|&(gap, len, kind)| {
+                    at += match kind {
+                        0 => 0x1000_0000, // a new cluster
+                        1..=5 => 0,       // back to back
+                        _ => gap,
+                    };
+                    let len = if kind < 10 { len % 0x40 + 1 } else { len };
+                    let range = r(at, len);
+                    at += len;
+                    range
+                })
+                .collect();
+            let layout = check_layout(&layout, layout.len() * (1 + headroom), 256);
+            proptest::prop_assert!(layout.longest_probe <= PROBE_LIMIT);
+        }
+    }
+
     #[test]
     fn a_version_without_a_granule_table_is_binary_searched() {
         // Every 64 MiB range spans four 16 MiB granules: more granules than half the slots.
