@@ -50,6 +50,20 @@ fn target(node: Option<&FuncNode<'_>>) -> Redirect {
 /// The per-task decision (the kernel's `klp_ftrace_handler`), with what it observed.
 #[inline(always)]
 pub fn per_task_observed(slot: &FuncSlot<'_>, task: &TaskPatchState) -> (Redirect, Observed) {
+    per_task_lazy_observed(slot, || task)
+}
+
+/// The per-task decision for a task whose word is only looked up when it is needed — in a
+/// transition of this function. A hook that must find the current task's word (a table
+/// lookup in a kernel module) pays for it only then, like `klp_ftrace_handler`, which reads
+/// `current->patch_state` only behind the transition flag.
+#[inline(always)]
+pub fn per_task_lazy<'t>(slot: &FuncSlot<'_>, task: impl FnOnce() -> &'t TaskPatchState) -> Redirect {
+    per_task_lazy_observed(slot, task).0
+}
+
+#[inline(always)]
+fn per_task_lazy_observed<'t>(slot: &FuncSlot<'_>, task: impl FnOnce() -> &'t TaskPatchState) -> (Redirect, Observed) {
     let Some(top) = slot.top() else {
         return (Redirect::Original, Observed { in_transition: false, task_state: None });
     };
@@ -57,7 +71,7 @@ pub fn per_task_observed(slot: &FuncSlot<'_>, task: &TaskPatchState) -> (Redirec
     if !top.transition.load(Ordering::Acquire) {
         return (target(Some(top)), Observed { in_transition: false, task_state: None });
     }
-    let state = task.load(Ordering::Relaxed).state;
+    let state = task().load(Ordering::Relaxed).state;
     let node = match state {
         // Step 4: `Acquire` pairs with the `Release` push that linked the node below.
         PatchState::Unpatched => top.next.load(Ordering::Acquire),
@@ -121,6 +135,35 @@ mod tests {
 
     fn node<'a>(start: usize) -> FuncNode<'a> {
         FuncNode::new(CodeRange::new(start, 0x10).ok())
+    }
+
+    #[test]
+    fn the_lazy_decision_reads_the_task_only_in_transition() {
+        let a = node(0x9000);
+        let slot = FuncSlot::new();
+        slot.push(&a);
+        let task = TaskPatchState::new();
+        let mut asked = 0;
+        assert_eq!(
+            per_task_lazy(&slot, || {
+                asked += 1;
+                &task
+            }),
+            Redirect::Variant(CodeAddr(0x9000))
+        );
+        assert_eq!(asked, 0, "no transition: the task word is not looked up");
+        a.transition.store(true, Ordering::Relaxed);
+        task.reset(PatchState::Unpatched);
+        assert_eq!(
+            per_task_lazy(&slot, || {
+                asked += 1;
+                &task
+            }),
+            Redirect::Original
+        );
+        assert_eq!(asked, 1, "in transition: looked up once");
+        let empty = FuncSlot::new();
+        assert_eq!(per_task_lazy(&empty, || unreachable!("nothing patched")), Redirect::Original);
     }
 
     #[test]

@@ -177,6 +177,19 @@ impl<'a> Live<'a> {
     /// An unknown slot runs the original.
     #[inline(always)]
     pub fn redirect(&self, slot: SlotId, task: &TaskPatchState, parent_ip: CodeAddr) -> Redirect {
+        self.redirect_current(slot, || task, parent_ip)
+    }
+
+    /// [`redirect`](Self::redirect) for the task whose word `current` finds, called only when
+    /// the decision needs it (the function is in transition and the model is per-task): the
+    /// path of a hook that must look the current task's word up.
+    #[inline(always)]
+    pub fn redirect_current<'t>(
+        &self,
+        slot: SlotId,
+        current: impl FnOnce() -> &'t TaskPatchState,
+        parent_ip: CodeAddr,
+    ) -> Redirect {
         let Some(slot) = self.slots.get(slot.0 as usize) else {
             return Redirect::Original;
         };
@@ -184,7 +197,7 @@ impl<'a> Live<'a> {
             Model::CallChain => {
                 redirect::call_chain_towards(slot, self.transition_target(), || self.away_hit(parent_ip).is_some())
             }
-            Model::PerTask | Model::KernelExit | Model::StopTheWorld => redirect::per_task(slot, task),
+            Model::PerTask | Model::KernelExit | Model::StopTheWorld => redirect::per_task_lazy(slot, current),
         }
     }
 
