@@ -18,9 +18,9 @@ use livepatch_core::sweep::{StallReason, Straggler};
 use livepatch_core::transition::Progress;
 use livepatch_core::{CodeAddr, Engine, EngineStorage, Live, PatchState, Policy, Redirect, SlotId};
 
-const SLOTS: usize = 8;
-const RANGES: usize = 32;
-const NPATCH: usize = 2;
+const SLOTS: usize = 16;
+const RANGES: usize = 64;
+const NPATCH: usize = 3;
 const MAX_STALLS: usize = 16;
 
 /// The policy: every improvement of the core except the handler-entry switch (the ftrace
@@ -131,7 +131,7 @@ pub(crate) fn init() {
         history_len: 0,
     };
     // SAFETY: as above.
-    unsafe { STATE.set(State { engine: Engine::new(live), patches: [per(), per()] }) };
+    unsafe { STATE.set(State { engine: Engine::new(live), patches: [per(), per(), per()] }) };
     READY.store(true, Ordering::Release);
 }
 
@@ -263,7 +263,7 @@ fn settle(st: &mut State) {
             continue;
         }
         if per.resolved {
-            patches::release(idx, DECLS[idx].funcs.len());
+            patches::release_all(idx);
             per.resolved = false;
             if DECLS[idx].exported {
                 backend::OBJECT_LOADED[DECLS[idx].object.0 as usize].store(false, Ordering::Relaxed);

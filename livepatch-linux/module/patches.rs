@@ -10,6 +10,7 @@ use crate::shim;
 use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_ulong, c_void, CStr};
 use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use livepatch_core::{CodeRange, Func, Object, ObjectId, Patch, PatchId};
 
 /// One replaced function.
@@ -29,6 +30,15 @@ pub(crate) struct PatchDecl {
     /// module; otherwise (vmlinux) with `kallsyms_lookup_name`.
     pub(crate) exported: bool,
     pub(crate) funcs: &'static [FuncDecl],
+    /// Further symbols of the object that the replacements call (resolved and released with
+    /// the functions).
+    pub(crate) imports: &'static [Import],
+}
+
+/// A symbol a replacement calls, resolved when the patch is built.
+pub(crate) struct Import {
+    pub(crate) symbol: &'static CStr,
+    pub(crate) addr: &'static AtomicUsize,
 }
 
 pub(crate) const MAX_FUNCS: usize = 4;
@@ -37,7 +47,7 @@ pub(crate) const MAX_FUNCS: usize = 4;
 pub(crate) const LP_TARGET: ObjectId = ObjectId(1);
 
 /// Everything this module can patch.
-pub(crate) static DECLS: [PatchDecl; 2] = [
+pub(crate) static DECLS: [PatchDecl; 3] = [
     PatchDecl {
         name: c"lp_target",
         object: LP_TARGET,
@@ -48,6 +58,7 @@ pub(crate) static DECLS: [PatchDecl; 2] = [
             FuncDecl { symbol: c"lp_target_tick", new: || lp_rs_target_tick as usize },
             FuncDecl { symbol: c"lp_target_sleep", new: || lp_rs_target_sleep as usize },
         ],
+        imports: &[],
     },
     PatchDecl {
         name: c"cmdline",
@@ -55,8 +66,40 @@ pub(crate) static DECLS: [PatchDecl; 2] = [
         object_name: "vmlinux",
         exported: false,
         funcs: &[FuncDecl { symbol: c"cmdline_proc_show", new: || lp_rs_cmdline_proc_show as usize }],
+        imports: &[],
+    },
+    PatchDecl {
+        name: c"stress",
+        object: LP_TARGET,
+        object_name: "lp_target",
+        exported: true,
+        funcs: &[
+            FuncDecl { symbol: c"lp_target_f", new: || lp_rs_target_f as usize },
+            FuncDecl { symbol: c"lp_target_g", new: || lp_rs_target_g as usize },
+            FuncDecl { symbol: c"lp_target_twrun", new: || lp_rs_target_twrun as usize },
+            FuncDecl { symbol: c"lp_target_twstep", new: || lp_rs_target_twstep as usize },
+        ],
+        imports: &[
+            Import { symbol: c"lp_target_g", addr: &TARGET_G },
+            Import { symbol: c"lp_target_twstep", addr: &TARGET_TWSTEP },
+            Import { symbol: c"lp_target_run_task_work", addr: &TARGET_RUN_TASK_WORK },
+        ],
     },
 ];
+
+static TARGET_G: AtomicUsize = AtomicUsize::new(0);
+static TARGET_TWSTEP: AtomicUsize = AtomicUsize::new(0);
+static TARGET_RUN_TASK_WORK: AtomicUsize = AtomicUsize::new(0);
+
+/// Calls the `fn() -> c_int` at `addr` (an imported symbol), or returns 0 if unresolved.
+fn call_int(addr: &AtomicUsize) -> c_int {
+    match addr.load(Ordering::Relaxed) {
+        0 => 0,
+        // SAFETY: a resolved import of type `int (*)(void)`, pinned (symbol_get) while the
+        // patch that uses it is built.
+        a => unsafe { core::mem::transmute::<usize, extern "C" fn() -> c_int>(a)() },
+    }
+}
 
 // ---- the replacements -------------------------------------------------------------------------
 
@@ -81,6 +124,41 @@ pub(crate) extern "C" fn lp_rs_target_sleep() -> c_int {
     // SAFETY: called in process context (a kthread).
     unsafe { shim::lp_shim_msleep(5) };
     2
+}
+
+/// Replaces `lp_target_g()` (stress): the new universe's g.
+#[no_mangle]
+#[inline(never)]
+pub(crate) extern "C" fn lp_rs_target_g() -> c_int {
+    core::hint::black_box(2)
+}
+
+/// Replaces `lp_target_f()` (stress): 20 + g, with g called through its own hook, so a task
+/// that runs this f with the old g returns 21.
+#[no_mangle]
+#[inline(never)]
+pub(crate) extern "C" fn lp_rs_target_f() -> c_int {
+    20 + call_int(&TARGET_G)
+}
+
+/// Replaces `lp_target_twstep()` (stress): the new universe's step.
+#[no_mangle]
+#[inline(never)]
+pub(crate) extern "C" fn lp_rs_target_twstep() -> c_int {
+    // Not the same body as `lp_rs_target_g`: identical functions are merged by the compiler,
+    // and two variants may not share code.
+    core::hint::black_box(1) + 1
+}
+
+/// Replaces `lp_target_twrun()` (stress): runs pending task work inside itself, as the
+/// original does, then 20 + the step called through its hook.
+#[no_mangle]
+#[inline(never)]
+pub(crate) extern "C" fn lp_rs_target_twrun() -> c_int {
+    // SAFETY: process context.
+    unsafe { shim::lp_shim_udelay(20) };
+    let _ = call_int(&TARGET_RUN_TASK_WORK);
+    20 + call_int(&TARGET_TWSTEP)
 }
 
 /// Replaces `cmdline_proc_show()` (fs/proc/cmdline.c), the function the kernel's own
@@ -147,7 +225,7 @@ impl Descriptors {
     }
 }
 
-pub(crate) static DESCRIPTORS: [Descriptors; 2] = [Descriptors::new(), Descriptors::new()];
+pub(crate) static DESCRIPTORS: [Descriptors; 3] = [Descriptors::new(), Descriptors::new(), Descriptors::new()];
 
 /// Why resolving a patch failed (printed with `{:?}`).
 #[derive(Debug)]
@@ -176,6 +254,17 @@ pub(crate) unsafe fn build(idx: usize) -> Result<&'static Patch<'static>, Resolv
         }
         olds[i] = (addr as usize, size as usize);
     }
+    for (i, import) in decl.imports.iter().enumerate() {
+        let (mut addr, mut size): (c_ulong, c_ulong) = (0, 0);
+        // SAFETY: valid C string and out-pointers.
+        let rc = unsafe { shim::lp_shim_resolve(import.symbol.as_ptr(), decl.exported, &mut addr, &mut size) };
+        if rc != 0 {
+            release_imports(idx, i);
+            release(idx, decl.funcs.len());
+            return Err(ResolveError::Symbol(import.symbol, rc));
+        }
+        import.addr.store(addr as usize, Ordering::Relaxed);
+    }
     let mk = |i: usize| -> Result<Func<'static>, ResolveError> {
         let Some(f) = decl.funcs.get(i) else {
             // Unused tail: never part of the object's slice.
@@ -191,6 +280,7 @@ pub(crate) unsafe fn build(idx: usize) -> Result<&'static Patch<'static>, Resolv
     let funcs = match built {
         Ok(f) => f,
         Err(e) => {
+            release_imports(idx, decl.imports.len());
             release(idx, decl.funcs.len());
             return Err(e);
         }
@@ -202,6 +292,22 @@ pub(crate) unsafe fn build(idx: usize) -> Result<&'static Patch<'static>, Resolv
     let objects = unsafe { d.objects.set([Object::new(decl.object, decl.object_name, &funcs[..decl.funcs.len()])]) };
     // SAFETY: as above.
     Ok(unsafe { d.patch.set(Patch::new(PatchId(idx as u32), name, objects)) })
+}
+
+/// Drops the references `build` took on the first `n` imports of patch `idx`.
+fn release_imports(idx: usize, n: usize) {
+    let decl = &DECLS[idx];
+    for import in decl.imports.iter().take(n) {
+        import.addr.store(0, Ordering::Relaxed);
+        // SAFETY: valid C string; balanced with a successful resolve.
+        unsafe { shim::lp_shim_release(import.symbol.as_ptr(), decl.exported) };
+    }
+}
+
+/// Drops every reference `build` took for patch `idx` (functions and imports).
+pub(crate) fn release_all(idx: usize) {
+    release_imports(idx, DECLS[idx].imports.len());
+    release(idx, DECLS[idx].funcs.len());
 }
 
 /// Drops the references `build` took on the first `n` symbols of patch `idx`.

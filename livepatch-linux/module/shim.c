@@ -28,6 +28,8 @@
 #include <linux/stop_machine.h>
 #include <linux/mutex.h>
 #include <linux/spinlock.h>
+#include <linux/hrtimer.h>
+#include <linux/completion.h>
 #include <asm/unwind.h>
 
 #include "shim.h"
@@ -499,12 +501,55 @@ static void lp_on_cpu(void *info)
 	c->fn(c->ctx, current, smp_processor_id());
 }
 
-/* Runs @fn on @cpu from an IPI (or locally with irqs off), with the CPU's current task. */
+struct lp_cpu_timer {
+	struct hrtimer timer;
+	struct lp_cpu_call call;
+	struct completion done;
+};
+
+static enum hrtimer_restart lp_cpu_timer_fn(struct hrtimer *timer)
+{
+	struct lp_cpu_timer *t = container_of(timer, struct lp_cpu_timer, timer);
+
+	lp_on_cpu(&t->call);
+	complete(&t->done);
+	return HRTIMER_NORESTART;
+}
+
+/* How long the caller sleeps before its own CPU is interrupted (see lp_shim_on_cpu()). */
+#define LP_LOCAL_PASS_DELAY_NS (200 * NSEC_PER_USEC)
+
+/*
+ * Runs @fn on @cpu from hard interrupt context, with the task the interrupt found running
+ * there (current), and waits for it.
+ *
+ * Another CPU is interrupted at once with an IPI (smp_call_function_single()). The caller's own
+ * CPU cannot be handled that way: an IPI to oneself runs in place, and its "current" would be
+ * the caller (the engine's worker), never the task the pass is there to check. So the caller
+ * arms a hard, pinned hrtimer on its CPU and sleeps; the timer then interrupts whatever the CPU
+ * runs meanwhile -- a CPU-bound kthread, a user task, or the idle task.
+ */
 int lp_shim_on_cpu(u32 cpu, lp_cpu_cb fn, void *ctx)
 {
-	struct lp_cpu_call c = { fn, ctx };
+	struct lp_cpu_timer t = { .call = { fn, ctx } };
+	int ret;
 
-	return smp_call_function_single(cpu, lp_on_cpu, &c, 1);
+	preempt_disable();
+	if (cpu != smp_processor_id()) {
+		ret = smp_call_function_single(cpu, lp_on_cpu, &t.call, 1);
+		preempt_enable();
+		return ret;
+	}
+	init_completion(&t.done);
+	hrtimer_init_on_stack(&t.timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_PINNED_HARD);
+	t.timer.function = lp_cpu_timer_fn;
+	hrtimer_start(&t.timer, ns_to_ktime(LP_LOCAL_PASS_DELAY_NS), HRTIMER_MODE_REL_PINNED_HARD);
+	preempt_enable();
+	wait_for_completion(&t.done);
+	/* The callback completed; make sure it has also returned before the frame goes. */
+	hrtimer_cancel(&t.timer);
+	destroy_hrtimer_on_stack(&t.timer);
+	return 0;
 }
 
 u32 lp_shim_nr_cpu_ids(void)
@@ -540,6 +585,11 @@ u64 lp_shim_now_ns(void)
 void lp_shim_msleep(u32 ms)
 {
 	msleep(ms);
+}
+
+void lp_shim_udelay(u32 us)
+{
+	udelay(us);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -68,6 +68,7 @@ bool lp_shim_cpu_online(u32 cpu);
 void lp_shim_synchronize(void);
 u64 lp_shim_now_ns(void);
 void lp_shim_msleep(u32 ms);
+void lp_shim_udelay(u32 us);
 void lp_shim_schedule_retry(u64 delay_ns);
 void lp_shim_cancel_retry(void);
 int lp_shim_debugfs_add(u32 patch, const char *name);

@@ -69,6 +69,7 @@ extern "C" {
     pub(crate) fn lp_shim_synchronize();
     pub(crate) fn lp_shim_now_ns() -> u64;
     pub(crate) fn lp_shim_msleep(ms: u32);
+    pub(crate) fn lp_shim_udelay(us: u32);
     pub(crate) fn lp_shim_schedule_retry(delay_ns: u64);
     pub(crate) fn lp_shim_cancel_retry();
     pub(crate) fn lp_shim_debugfs_add(patch: u32, name: *const c_char) -> c_int;

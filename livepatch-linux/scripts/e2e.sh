@@ -201,7 +201,7 @@ s=$(date +%s)
 set +e
 timeout --foreground -k 5 "$QEMU_TIMEOUT" qemu-system-x86_64 -accel "$LP_ACCEL" -smp 2 -m 256M \
     -nographic -no-reboot -kernel "$KDIR/arch/x86/boot/bzImage" -initrd "$WORK/initramfs.cpio" \
-    -append "console=ttyS0 panic=-1 loglevel=7 quiet_not" < /dev/null > "$LOG" 2>&1
+    -append "console=ttyS0 panic=-1 loglevel=7 quiet_not ${LP_APPEND:-}" < /dev/null > "$LOG" 2>&1
 qrc=$?
 set -e
 STEP_T[qemu]=$(($(date +%s) - s))

@@ -192,6 +192,74 @@ scenario_force() {
         || pass "s6: module of a forced patch stays loaded (its code may still run)"
 }
 
+# --- scenario 7: consistency stress ------------------------------------------------------------
+# Two spinning kthreads per CPU call lp_target_f() (which calls lp_target_g() through its hook)
+# and two user tasks read /proc/lp_target_tw (lp_target_twrun() runs task work inside itself,
+# then calls lp_target_twstep() through its hook), while the patch of all four functions is
+# enabled, disabled and reversed in a loop. Every call is classified by lp_target: all-old,
+# all-new, or MIXED (one universe's outer function with the other's inner one). Any mixed call
+# fails the run.
+STRESS_CYCLES=${STRESS_CYCLES:-100}
+STRESS_BUDGET_CS=${STRESS_BUDGET_CS:-24000}
+stress_wait() { # stress_wait CYCLE WHAT: waits for the transition to end; 1 if stuck
+    if ! wait_file $P/transition 0 3000 >/dev/null; then
+        failed "s7: cycle $1: $2 transition stuck for 30 s: $(cat $P/stalls | tr '\n' ';')"
+        return 1
+    fi
+}
+scenario_stress() {
+    P=$LRS/stress
+    echo stress > /proc/lp_target_ctl || { failed "s7: cannot start the stress kthreads"; return; }
+    TWPIDS=""
+    for i in 1 2; do
+        ( while :; do read l < /proc/lp_target_tw; done ) &
+        TWPIDS="$TWPIDS $!"
+    done
+    info "s7: stress load: $(grep -c . /proc/lp_target_stress) counters; kthreads: $(ps | grep -c '[l]p_stress')"
+    s=$(now_cs); n=0; ok=1; slowest=0
+    while [ $n -lt $STRESS_CYCLES ] && [ $(( $(now_cs) - s )) -lt $STRESS_BUDGET_CS ]; do
+        n=$((n + 1)); c=$(now_cs)
+        echo 1 > $P/enabled || { failed "s7: cycle $n: enable refused"; ok=0; break; }
+        # Every third cycle: reverse the enable 2 ms in (a plain disable if it already finished).
+        [ $((n % 3)) = 0 ] && { usleep 2000; echo 0 > $P/enabled; }
+        stress_wait $n enable || { ok=0; break; }
+        if [ "$(cat $P/enabled)" = 1 ]; then
+            echo 0 > $P/enabled
+            # Every fourth cycle: reverse the disable 1 ms in (a new enable if it finished).
+            [ $((n % 4)) = 1 ] && { usleep 1000; echo 1 > $P/enabled; }
+            stress_wait $n disable || { ok=0; break; }
+            if [ "$(cat $P/enabled)" = 1 ]; then
+                echo 0 > $P/enabled
+                stress_wait $n "final disable" || { ok=0; break; }
+            fi
+        fi
+        d=$(( $(now_cs) - c )); [ $d -gt $slowest ] && slowest=$d
+        [ $((n % 10)) = 0 ] && info "s7: $n cycles in $(( $(now_cs) - s ))0 ms (slowest ${slowest}0 ms): $(cat /proc/lp_target_stress)"
+    done
+    kill $TWPIDS 2>/dev/null
+    echo nostress > /proc/lp_target_ctl
+    counts=$(cat /proc/lp_target_stress)
+    say "TIME livepatch-rs s7 $n stress cycles in $(( $(now_cs) - s ))0 ms, slowest cycle ${slowest}0 ms"
+    info "s7: $counts"
+    mixed=$(echo "$counts" | tr ' ' '\n' | sed -n 's/^[a-z]*_mixed=//p' | awk '{s += $1} END {print s + 0}')
+    fnew=$(echo "$counts" | tr ' ' '\n' | sed -n 's/^f_new=//p')
+    twnew=$(echo "$counts" | tr ' ' '\n' | sed -n 's/^tw_new=//p')
+    [ "$mixed" = 0 ] && pass "s7: no task ran mixed universes ($counts)" \
+        || failed "s7: $mixed calls ran one universe's outer function with the other's inner one ($counts)"
+    [ $ok = 1 ] && [ $n -ge $STRESS_CYCLES ] && pass "s7: $n enable/disable/reverse cycles under stress" \
+        || failed "s7: only $n of $STRESS_CYCLES cycles completed"
+    [ "${fnew:-0}" -gt 0 ] && [ "${twnew:-0}" -gt 0 ] && pass "s7: both callers ran the new universe (f_new=$fnew tw_new=$twnew)" \
+        || failed "s7: a caller never ran the new code (f_new=$fnew tw_new=$twnew)"
+}
+
+# lp.only=<scenario> on the kernel command line runs one scenario (development aid).
+ONLY=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^lp.only=//p')
+if [ "$ONLY" = stress ]; then
+    insmod $M/livepatch_rs.ko && pass "livepatch_rs.ko loaded" || failed "insmod livepatch_rs.ko"
+    scenario_stress
+    finish
+fi
+
 scenario_kernel_sample
 if insmod $M/livepatch_rs.ko; then
     pass "livepatch_rs.ko loaded"

@@ -21,11 +21,18 @@
 #include <linux/uaccess.h>
 #include <linux/wait.h>
 #include <linux/sched.h>
+#include <linux/kprobes.h>
+#include <linux/task_work.h>
 
 /* The patch targets (exported so that a patch module can resolve them with symbol_get()). */
 int lp_target_read(void);
 int lp_target_tick(void);
 int lp_target_sleep(void);
+int lp_target_f(void);
+int lp_target_g(void);
+int lp_target_twrun(void);
+int lp_target_twstep(void);
+void lp_target_run_task_work(void);
 
 /*
  * What the originals return. Read with READ_ONCE() so that the compiler cannot propagate a
@@ -63,6 +70,142 @@ noinline int lp_target_sleep(void)
 	return READ_ONCE(lp_original);
 }
 EXPORT_SYMBOL_GPL(lp_target_sleep);
+
+/*
+ * The consistency stress (see scripts/guest-init.sh, scenario "stress").
+ *
+ * lp_target_f() calls lp_target_g() through g's own entry, so while a patch of both is in
+ * transition, g's hook decides again for the same task inside f. The originals return 1 (g)
+ * and 10 + g (f); the patch's variants 2 and 20 + g. One call of f therefore returns 11 (all
+ * old), 22 (all new), or 12 / 21: a task that ran one universe's f with the other's g -- the
+ * one thing the consistency model forbids. Every call is classified and counted.
+ *
+ * Two callers:
+ *  - "lp_stress/N" kthreads, two per CPU, spin calling f (cond_resched() every 64 calls): they
+ *    are always running, so only the per-CPU pass (or a kick) can switch them, and the IPI
+ *    often lands inside f, g or the ftrace handler itself;
+ *  - user tasks reading /proc/lp_target_tw: lp_target_twrun() runs pending task work *inside*
+ *    itself (as io_uring's io_run_task_work() does in the middle of io_uring_enter(), KVM_RUN
+ *    in xfer_to_guest_mode_work(), io-wq workers between requests), then calls
+ *    lp_target_twstep() through its hook: 11/22 consistent, 12/21 mixed.
+ */
+noinline int lp_target_g(void)
+{
+	return READ_ONCE(lp_original);
+}
+EXPORT_SYMBOL_GPL(lp_target_g);
+
+noinline int lp_target_f(void)
+{
+	return READ_ONCE(lp_original) * 10 + lp_target_g();
+}
+EXPORT_SYMBOL_GPL(lp_target_f);
+
+typedef void (*lp_task_work_run_t)(void);
+static lp_task_work_run_t lp_task_work_run;
+
+/*
+ * Runs the current task's pending task work, as io_uring does inside a syscall. task_work_run()
+ * is not exported; it is resolved once at load (kprobe route to kallsyms_lookup_name()).
+ */
+void lp_target_run_task_work(void)
+{
+	if (lp_task_work_run && current->task_works)
+		lp_task_work_run();
+}
+EXPORT_SYMBOL_GPL(lp_target_run_task_work);
+
+noinline int lp_target_twstep(void)
+{
+	return READ_ONCE(lp_original);
+}
+EXPORT_SYMBOL_GPL(lp_target_twstep);
+
+noinline int lp_target_twrun(void)
+{
+	udelay(20);
+	lp_target_run_task_work();
+	return READ_ONCE(lp_original) * 10 + lp_target_twstep();
+}
+EXPORT_SYMBOL_GPL(lp_target_twrun);
+
+/* Counts of f() (index 0) and twrun() (index 1) results: all old, all new, mixed. */
+static atomic_long_t lp_seen[2][3];
+
+static void lp_classify(int which, int r)
+{
+	int k = r == 11 ? 0 : r == 22 ? 1 : 2;
+
+	atomic_long_inc(&lp_seen[which][k]);
+	if (k == 2)
+		pr_err("lp_target: MIXED universes: %s returned %d in task %d (%s)\n",
+		       which ? "twrun" : "f", r, current->pid, current->comm);
+}
+
+#define LP_STRESS_MAX 16
+static struct task_struct *lp_stressers[LP_STRESS_MAX];
+static DEFINE_MUTEX(lp_stress_lock);
+
+static int lp_stress_fn(void *unused)
+{
+	unsigned long i = 0;
+
+	while (!kthread_should_stop()) {
+		lp_classify(0, lp_target_f());
+		if ((++i & 63) == 0)
+			cond_resched();
+	}
+	return 0;
+}
+
+/* Starts two spinning kthreads per online CPU (@on), or stops them. */
+static int lp_stress(bool on)
+{
+	int cpu, n = 0, i, ret = 0;
+
+	mutex_lock(&lp_stress_lock);
+	for (i = 0; i < LP_STRESS_MAX; i++) {
+		if (lp_stressers[i]) {
+			kthread_stop(lp_stressers[i]);
+			lp_stressers[i] = NULL;
+		}
+	}
+	if (on) {
+		for_each_online_cpu(cpu) {
+			for (i = 0; i < 2 && n < LP_STRESS_MAX; i++) {
+				struct task_struct *t = kthread_create(lp_stress_fn, NULL, "lp_stress/%d", cpu);
+
+				if (IS_ERR(t)) {
+					ret = PTR_ERR(t);
+					break;
+				}
+				kthread_bind(t, cpu);
+				wake_up_process(t);
+				lp_stressers[n++] = t;
+			}
+		}
+	}
+	mutex_unlock(&lp_stress_lock);
+	return ret;
+}
+
+static int lp_tw_show(struct seq_file *m, void *v)
+{
+	int r = lp_target_twrun();
+
+	lp_classify(1, r);
+	seq_printf(m, "%d\n", r);
+	return 0;
+}
+
+static int lp_stress_show(struct seq_file *m, void *v)
+{
+	seq_printf(m, "f_old=%ld f_new=%ld f_mixed=%ld tw_old=%ld tw_new=%ld tw_mixed=%ld\n",
+		   atomic_long_read(&lp_seen[0][0]), atomic_long_read(&lp_seen[0][1]),
+		   atomic_long_read(&lp_seen[0][2]), atomic_long_read(&lp_seen[1][0]),
+		   atomic_long_read(&lp_seen[1][1]), atomic_long_read(&lp_seen[1][2]));
+	return 0;
+}
 
 static int lp_proc_show(struct seq_file *m, void *v)
 {
@@ -102,6 +245,11 @@ static ssize_t lp_ctl_write(struct file *f, const char __user *ubuf, size_t len,
 
 	if (copy_from_user(buf, ubuf, min(len, sizeof(buf) - 1)))
 		return -EFAULT;
+	if (!strncmp(buf, "stress", 6) || !strncmp(buf, "nostress", 8)) {
+		int ret = lp_stress(buf[0] == 's');
+
+		return ret ? ret : len;
+	}
 	if (!strncmp(buf, "hold", 4))
 		WRITE_ONCE(lp_hold, true);
 	else if (!strncmp(buf, "release", 7))
@@ -116,10 +264,31 @@ static const struct proc_ops lp_ctl_ops = {
 	.proc_write = lp_ctl_write,
 };
 
+typedef unsigned long (*lp_kallsyms_lookup_name_t)(const char *name);
+
+/* kallsyms_lookup_name() is not exported: a kprobe on it resolves its address. */
+static unsigned long lp_lookup(const char *name)
+{
+	struct kprobe kp = { .symbol_name = "kallsyms_lookup_name" };
+	lp_kallsyms_lookup_name_t lookup;
+
+	if (register_kprobe(&kp) < 0)
+		return 0;
+	lookup = (lp_kallsyms_lookup_name_t)kp.addr;
+	unregister_kprobe(&kp);
+	return lookup ? lookup(name) : 0;
+}
+
 static int __init lp_target_init(void)
 {
+	lp_task_work_run = (lp_task_work_run_t)lp_lookup("task_work_run");
+	if (!lp_task_work_run)
+		pr_warn("lp_target: task_work_run not found: /proc/lp_target_tw runs no task work\n");
 	if (!proc_create_single("lp_target", 0444, NULL, lp_proc_show))
 		return -ENOMEM;
+	if (!proc_create_single("lp_target_tw", 0444, NULL, lp_tw_show) ||
+	    !proc_create_single("lp_target_stress", 0444, NULL, lp_stress_show))
+		goto err_proc;
 	if (!proc_create("lp_target_ctl", 0200, NULL, &lp_ctl_ops))
 		goto err_proc;
 	lp_ticker = kthread_run(lp_ticker_fn, NULL, "lp_ticker");
@@ -134,6 +303,8 @@ err_ticker:
 err_ctl:
 	remove_proc_entry("lp_target_ctl", NULL);
 err_proc:
+	remove_proc_entry("lp_target_stress", NULL);
+	remove_proc_entry("lp_target_tw", NULL);
 	remove_proc_entry("lp_target", NULL);
 	return -ENOMEM;
 }
@@ -141,9 +312,12 @@ err_proc:
 static void __exit lp_target_exit(void)
 {
 	WRITE_ONCE(lp_hold, false);
+	lp_stress(false);
 	kthread_stop(lp_sleeper);
 	kthread_stop(lp_ticker);
 	remove_proc_entry("lp_target_ctl", NULL);
+	remove_proc_entry("lp_target_stress", NULL);
+	remove_proc_entry("lp_target_tw", NULL);
 	remove_proc_entry("lp_target", NULL);
 }
 
