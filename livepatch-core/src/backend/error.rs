@@ -10,6 +10,10 @@ pub enum ErrorKind {
     TooDeep,
     /// The task is running on a CPU and cannot be inspected now.
     Running,
+    /// The task was interrupted inside a function-entry hook — between the redirect decision
+    /// (made on its current universe) and the jump to the code it decided on — so its universe
+    /// must not change now. Only a walk that starts in interrupt context can see this.
+    InRedirect,
     /// The task is gone.
     NoSuchTask,
     /// A function-entry hook could not be installed or removed.
@@ -26,6 +30,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Unreliable => "unreliable stack",
             ErrorKind::TooDeep => "stack deeper than the walk limit",
             ErrorKind::Running => "task is running",
+            ErrorKind::InRedirect => "interrupted inside a redirect",
             ErrorKind::NoSuchTask => "no such task",
             ErrorKind::Hook => "hook install/remove failed",
             ErrorKind::Busy => "backend busy",
