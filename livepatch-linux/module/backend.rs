@@ -6,7 +6,8 @@
 use crate::shim::{self, TaskStruct};
 use crate::tasks::{self, LinuxTask, IDLE};
 use core::ops::ControlFlow;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::control;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use livepatch_core::backend::{ErrorKind, Parts, Pinned, Scheduler, StackWalker, Task, TaskCursor, TaskKind, Tracer, WalkError};
 use livepatch_core::{CodeAddr, CodeRange, CpuId, ObjectId, SlotId};
 
@@ -30,14 +31,22 @@ impl StackWalker for Walker {
     {
         let mut n = 0usize;
         let mut too_deep = false;
+        let mut in_redirect = false;
         let rc = shim::walk(task.ptr, |addr| {
             if n >= max_depth {
                 too_deep = true;
                 return false;
             }
+            if inside_redirect(addr) {
+                in_redirect = true;
+                return false;
+            }
             n += 1;
             frame(CodeAddr(addr)).is_continue()
         });
+        if in_redirect {
+            return Err(WalkError::Backend(ErrorKind::InRedirect));
+        }
         if too_deep {
             return Err(WalkError::TooDeep);
         }
@@ -48,6 +57,44 @@ impl StackWalker for Walker {
             _ => Err(WalkError::Backend(ErrorKind::Unreliable)),
         }
     }
+}
+
+/// Per hook slot: the offset of the fentry call's return address from the function's start
+/// (`MCOUNT_INSN_SIZE`, plus the `ENDBR64` in front of the call with IBT); 0 = no hook.
+static FENTRY_RET: [AtomicU8; HOOK_SLOTS] = [const { AtomicU8::new(0) }; HOOK_SLOTS];
+const HOOK_SLOTS: usize = shim::LP_MAX_HOOKS as usize;
+
+/// Whether a frame at `addr` shows its task inside a function-entry hook: between the ftrace
+/// trampoline's call and its return into the code the handler chose.
+///
+/// * `addr` is the fentry call's return address of a hooked original (`f+5`, `f+9` with IBT):
+///   that return address is on the stack exactly while the trampoline runs — before the
+///   handler, inside it (the handler and `lp_rs_redirect` are above it), and after it, until
+///   the trampoline stores the chosen ip over this very slot;
+/// * `addr` is the first byte of a function in the patched set: the trampoline has stored the
+///   variant's entry as its return address and not yet returned, or the task was interrupted
+///   on the variant's (or original's) first instruction. A genuine return address is never a
+///   function's first byte (a call precedes it), except after a `noreturn` call that ends the
+///   previous function — treating that as "inside a redirect" only delays the switch.
+///
+/// During a transition the decision the handler made from the task's word is only visible on
+/// the stack once the jump happened; a switch in between would let the task run the code it
+/// decided on in the other universe (the mixed calls the consistency stress counted). So a
+/// task seen here is not switched now; it is checked again on the next pass. Cheap: one
+/// patched-set lookup per frame, only for frames in patched code.
+fn inside_redirect(addr: usize) -> bool {
+    let Some(hit) = control::live_set().lookup(CodeAddr(addr)) else {
+        return false;
+    };
+    let start = hit.range.start().get();
+    if addr == start {
+        return true;
+    }
+    hit.node.is_none()
+        && FENTRY_RET.get(hit.slot.0 as usize).is_some_and(|off| {
+            let off = off.load(Ordering::Relaxed) as usize;
+            off != 0 && addr == start + off
+        })
 }
 
 /// Objects (vmlinux = 0, our target module = 1) whose symbols are resolved and pinned.
@@ -66,6 +113,11 @@ impl Tracer for Hooks {
         if rc != 0 {
             kernel::pr_err!("ftrace hook on {:?} failed: {}\n", func, rc);
             return Err(ErrorKind::Hook);
+        }
+        // SAFETY: `func` is a function the hook was just installed on (its first bytes exist).
+        let off = unsafe { shim::lp_shim_fentry_ret_offset(func.start().get() as _) };
+        if let Some(o) = FENTRY_RET.get(slot.0 as usize) {
+            o.store(off as u8, Ordering::Relaxed);
         }
         Ok(())
     }

@@ -94,6 +94,11 @@ struct State {
     patches: [PerPatch; NPATCH],
 }
 
+/// The engine's patched-set index (for the walker's in-redirect check).
+pub(crate) fn live_set() -> &'static livepatch_core::patched_set::PatchedSet<'static> {
+    live().patched_set()
+}
+
 fn live() -> &'static Live<'static> {
     // SAFETY: set in `init` before READY, before any hook or file exists.
     unsafe { LIVE.get() }
@@ -140,21 +145,54 @@ pub(crate) fn init() {
 /// The ftrace handler's question: where does this call of slot `slot` go? 0 = the original.
 #[no_mangle]
 pub(crate) extern "C" fn lp_rs_redirect(slot: u32, _ip: c_ulong, parent_ip: c_ulong) -> c_ulong {
-    match live().redirect(SlotId(slot), tasks::current_state(), CodeAddr(parent_ip as usize)) {
+    // The current task's word is looked up only when this function is in transition.
+    match live().redirect_current(SlotId(slot), tasks::current_state, CodeAddr(parent_ip as usize)) {
         Redirect::Variant(addr) => addr.get() as c_ulong,
         Redirect::Original => 0,
     }
 }
 
-/// Task work queued by a kick runs here, on the task's way back to user mode.
+/// Task work queued by a kick runs here.
+///
+/// Usually that is the task's way back to user mode, with no kernel frame of its own left
+/// below — but not always: `task_work_run()` is also called inside the kernel, by io_uring in
+/// the middle of `io_uring_enter()` and in io-wq workers, by KVM before entering the guest
+/// (`xfer_to_guest_mode_work()` → `resume_user_mode_work()`), by `get_signal()`, by
+/// `do_exit()`. Nothing tells the callback which one it is. So it does not switch blindly:
+/// it walks its own stack reliably and switches only if no code being switched away from is
+/// on it (the core's `self_check`, the kernel's `klp_try_switch_task(current)` at
+/// `cond_resched()`). On the way to user mode that walk is short and clean, and the task
+/// switches as the kernel's `klp_update_patch_state()` would; inside the kernel it switches
+/// only if the frames below are clean, or waits for the next kick.
 #[no_mangle]
 pub(crate) extern "C" fn lp_rs_exit_to_user(t: *mut TaskStruct, signal: bool, exiting: bool) {
     tasks::kick_done(t, signal);
     if exiting {
         return;
     }
-    if let Some(s) = tasks::lookup(t) {
-        live().exit_to_user(s);
+    if let Some(task) = tasks::LinuxTask::current() {
+        live().self_check(&task, &backend::Walker);
+    }
+}
+
+/// `cond_resched()` during a transition: the current task checks its own stack and switches
+/// if nothing being switched away from is on it (the kernel's `klp_cond_resched()`).
+#[no_mangle]
+pub(crate) extern "C" fn lp_rs_cond_resched() {
+    let t = shim::current();
+    let Some(state) = tasks::lookup(t) else { return };
+    if state.pending() {
+        live().self_check(&tasks::LinuxTask::with_state(t, state), &backend::Walker);
+    }
+}
+
+/// Arms or disarms the `cond_resched()` switch point (only needed during a transition).
+fn resched_hook(on: bool) {
+    // SAFETY: process context, engine lock held.
+    let rc = unsafe { shim::lp_shim_resched_hook(on) };
+    if rc != 0 {
+        // The point only speeds transitions up; without it they still complete.
+        kernel::pr_warn!("cond_resched() switch point unavailable: {}\n", rc);
     }
 }
 
@@ -253,6 +291,9 @@ pub(crate) extern "C" fn lp_rs_retry() {
 /// After a transition ended: drop the symbol and module references of patches the engine no
 /// longer holds. A forced patch keeps them forever (its code may still be running).
 fn settle(st: &mut State) {
+    if st.engine.transition().is_none() {
+        resched_hook(false);
+    }
     for (idx, per) in st.patches.iter_mut().enumerate() {
         if !per.built {
             continue;
@@ -371,6 +412,7 @@ fn enable(st: &mut State, idx: usize) -> c_int {
             st.patches[idx].history_len = 0;
             kernel::pr_info!("'{}': starting patching transition\n", name);
             arm_exit_to_user();
+            resched_hook(true);
             0
         }
         Err(e) => {
@@ -411,6 +453,7 @@ fn disable(st: &mut State, idx: usize) -> c_int {
             kernel::pr_info!("'{}': starting unpatching transition\n", DECLS[idx].name.to_str().unwrap_or("?"));
             let rc = st.engine.disable(patch, &b).map_or_else(errno, |_| 0);
             arm_exit_to_user();
+            resched_hook(st.engine.transition().is_some());
             rc
         }
     }

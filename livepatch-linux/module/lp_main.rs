@@ -64,6 +64,7 @@ impl Drop for LivepatchRs {
         unsafe {
             shim::lp_shim_debugfs_remove();
             shim::lp_shim_fork_hook(false);
+            shim::lp_shim_resched_hook(false);
             shim::lp_shim_cancel_retry();
             shim::lp_shim_synchronize();
         }

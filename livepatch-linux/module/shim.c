@@ -31,6 +31,8 @@
 #include <linux/hrtimer.h>
 #include <linux/completion.h>
 #include <asm/unwind.h>
+#include <asm/ibt.h>
+#include <linux/uaccess.h>
 
 #include "shim.h"
 
@@ -176,6 +178,19 @@ int lp_shim_hook_install(u32 slot, unsigned long ip)
 	return 0;
 }
 
+/*
+ * Where the fentry call of the function at @func returns to, as an offset from @func: the call
+ * is the first instruction, or follows the 4-byte ENDBR64 (or its sealed poison) with IBT.
+ */
+u32 lp_shim_fentry_ret_offset(unsigned long func)
+{
+	u32 insn;
+
+	if (get_kernel_nofault(insn, (u32 *)func))
+		return 0;
+	return (is_endbr(insn) ? ENDBR_INSN_SIZE : 0) + MCOUNT_INSN_SIZE;
+}
+
 int lp_shim_hook_remove(u32 slot)
 {
 	struct lp_hook *hook;
@@ -236,6 +251,59 @@ int lp_shim_fork_hook(bool on)
 	if (ret) {
 		ftrace_free_filter(&lp_fork_ops);
 		lp_fork_ip = 0;
+	}
+	return ret;
+}
+
+/*
+ * The cond_resched() switch point: a plain ftrace hook on __cond_resched(), registered only
+ * while a transition is in progress (as the kernel enables klp_cond_resched() only then). A
+ * task calling cond_resched() checks its own stack there and switches if it is clean -- the
+ * kernel's klp_sched_try_switch() -> klp_try_switch_task(current). CPU-bound kthreads, which
+ * are always running or runnable and so can be neither pinned nor reliably caught outside
+ * patched code by an interrupt, switch here.
+ */
+static struct ftrace_ops lp_resched_ops;
+static unsigned long lp_resched_ip;
+
+static void notrace lp_resched_handler(unsigned long ip, unsigned long parent_ip,
+				       struct ftrace_ops *fops, struct ftrace_regs *fregs)
+{
+	int bit = ftrace_test_recursion_trylock(ip, parent_ip);
+
+	if (bit < 0)
+		return;
+	lp_rs_cond_resched();
+	ftrace_test_recursion_unlock(bit);
+}
+
+int lp_shim_resched_hook(bool on)
+{
+	unsigned long size;
+	int ret;
+
+	if (!on) {
+		if (!lp_resched_ip)
+			return 0;
+		unregister_ftrace_function(&lp_resched_ops);
+		ftrace_free_filter(&lp_resched_ops);
+		lp_resched_ip = 0;
+		return 0;
+	}
+	if (lp_resched_ip)
+		return 0;
+	ret = lp_shim_resolve("__cond_resched", false, &lp_resched_ip, &size);
+	if (ret)
+		return ret;
+	memset(&lp_resched_ops, 0, sizeof(lp_resched_ops));
+	lp_resched_ops.func = lp_resched_handler;
+	lp_resched_ops.flags = FTRACE_OPS_FL_DYNAMIC;
+	ret = ftrace_set_filter_ip(&lp_resched_ops, lp_resched_ip, 0, 0);
+	if (!ret)
+		ret = register_ftrace_function(&lp_resched_ops);
+	if (ret) {
+		ftrace_free_filter(&lp_resched_ops);
+		lp_resched_ip = 0;
 	}
 	return ret;
 }

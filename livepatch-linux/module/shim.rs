@@ -32,6 +32,7 @@ pub(crate) const LP_WALK_OK: c_int = 0;
 pub(crate) const LP_WALK_STOP: c_int = 1;
 pub(crate) const LP_WALK_NO_STACK: c_int = -3;
 pub(crate) const LP_BATCH_MAX: u32 = 64;
+pub(crate) const LP_MAX_HOOKS: u32 = 16;
 
 pub(crate) const ATTR_ENABLED: u32 = 0;
 pub(crate) const ATTR_TRANSITION: u32 = 1;
@@ -52,6 +53,7 @@ extern "C" {
     pub(crate) fn lp_shim_hook_install(slot: u32, ip: c_ulong) -> c_int;
     pub(crate) fn lp_shim_hook_remove(slot: u32) -> c_int;
     pub(crate) fn lp_shim_fork_hook(on: bool) -> c_int;
+    pub(crate) fn lp_shim_resched_hook(on: bool) -> c_int;
     pub(crate) fn lp_shim_current() -> *mut TaskStruct;
     pub(crate) fn lp_shim_task_info(t: *mut TaskStruct, info: *mut TaskInfo);
     pub(crate) fn lp_shim_task_running(t: *mut TaskStruct) -> bool;
@@ -70,6 +72,7 @@ extern "C" {
     pub(crate) fn lp_shim_now_ns() -> u64;
     pub(crate) fn lp_shim_msleep(ms: u32);
     pub(crate) fn lp_shim_udelay(us: u32);
+    pub(crate) fn lp_shim_fentry_ret_offset(func: c_ulong) -> u32;
     pub(crate) fn lp_shim_schedule_retry(delay_ns: u64);
     pub(crate) fn lp_shim_cancel_retry();
     pub(crate) fn lp_shim_debugfs_add(patch: u32, name: *const c_char) -> c_int;

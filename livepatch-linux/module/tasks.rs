@@ -170,6 +170,17 @@ impl LinuxTask {
         let state = entry(t, |_| {})?;
         Some(LinuxTask { ptr: t, info: shim::task_info(t), state })
     }
+
+    /// The current task, if the table knows it.
+    pub(crate) fn current() -> Option<LinuxTask> {
+        let t = shim::current();
+        Some(Self::with_state(t, lookup(t)?))
+    }
+
+    /// Wraps `t` whose word is `state`.
+    pub(crate) fn with_state(t: *mut TaskStruct, state: &'static TaskPatchState) -> LinuxTask {
+        LinuxTask { ptr: t, info: shim::task_info(t), state }
+    }
 }
 
 /// A NUL-terminated `comm` as a string.
