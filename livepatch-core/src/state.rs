@@ -89,6 +89,7 @@ const SWITCH_ORDER: Ordering = Ordering::Acquire;
 ///
 /// Written by the engine (transition start, reversal, completion), by the task itself at its
 /// switch points, and by the sweep while the task cannot run.
+#[repr(transparent)]
 pub struct TaskPatchState(AtomicU32);
 
 impl TaskPatchState {

@@ -3,8 +3,8 @@
 //! The core's backend traits over the C shim: [`Walker`] (ORC unwinder), [`Hooks`] (ftrace),
 //! [`Sched`] (task list, pi_lock pinning, IPIs, task work, wake-ups, delayed work, RCU).
 
-use crate::shim::{self, TaskStruct};
-use crate::tasks::{self, LinuxTask, IDLE};
+use crate::shim;
+use crate::tasks::{self, LinuxTask};
 use core::ops::ControlFlow;
 use crate::control;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -150,37 +150,53 @@ fn mark_switched() {
     let _ = FIRST_SYNC_NS.compare_exchange(0, shim::now_ns(), Ordering::Relaxed, Ordering::Relaxed);
 }
 
-/// A cursor at or above this is in the idle-task phase of the walk.
-const IDLE_PHASE: u64 = 1 << 40;
-
 impl Scheduler for Sched {
     type Task = LinuxTask;
 
+    /// One batch of the walk over every task record (see "Task records" in `shim.c`): O(N) per
+    /// pass, every task that exists throughout the walk visited once, a child forked meanwhile
+    /// visited after its parent. The walk ends only when no record is left behind the cursor,
+    /// and only after the untracked forks (record allocation failed) have been given records:
+    /// no task is ever skipped.
     fn for_each_task<F>(&self, cursor: TaskCursor, max: usize, mut f: F) -> Option<TaskCursor>
     where
         F: FnMut(&LinuxTask),
     {
-        let max = (max.min(shim::LP_BATCH_MAX as usize)) as u32;
-        if cursor.0 < IDLE_PHASE {
-            // A task the table cannot hold is skipped and `tasks::OVERFLOW` is set (reported in
-            // the stats and the completion log).
-            let next = shim::tasks_batch(cursor.0, max, |t| {
-                if let Some(task) = LinuxTask::new(t) {
-                    f(&task)
+        const MAX: usize = shim::LP_BATCH_MAX as usize;
+        let max = max.clamp(1, MAX) as u32;
+        let mut tasks = [core::ptr::null_mut(); MAX];
+        let mut recs = [core::ptr::null_mut(); MAX];
+        let mut restart = cursor.0 == 0;
+        loop {
+            // SAFETY: both arrays hold `max` entries.
+            let n = unsafe { shim::lp_shim_tasks_next(restart, max, tasks.as_mut_ptr(), recs.as_mut_ptr()) } as usize;
+            if n > 0 {
+                for &t in &tasks[..n] {
+                    // The walk holds a reference on `t`, so its record is alive.
+                    if let Some(task) = LinuxTask::new(t) {
+                        f(&task);
+                    }
                 }
-            });
-            return Some(TaskCursor(if next == 0 { IDLE_PHASE } else { next }));
-        }
-        // The idle tasks: not on the task list; they never exit.
-        for idle in IDLE.iter() {
-            let t = idle.load(Ordering::Relaxed) as *mut TaskStruct;
-            if !t.is_null() {
-                if let Some(task) = LinuxTask::new(t) {
-                    f(&task);
+                for &t in &tasks[..n] {
+                    // SAFETY: drops the reference `lp_shim_tasks_next` took.
+                    unsafe { shim::lp_shim_put_task(t) };
                 }
+                return Some(TaskCursor(1));
             }
+            // The end: first give any task whose fork could not allocate a record one (it has
+            // run the untracked universe); those records are behind the cursor, so continue.
+            // SAFETY: no preconditions.
+            if unsafe { shim::lp_shim_tasks_untracked() } == 0 {
+                return None;
+            }
+            // SAFETY: process context (the engine's walks run from the engine's work or a
+            // sysfs write, with only the engine mutex held).
+            if unsafe { shim::lp_shim_tasks_populate() } != 0 {
+                kernel::pr_err!("cannot allocate task records: the transition waits\n");
+                return Some(TaskCursor(1));
+            }
+            restart = true;
         }
-        None
     }
 
     fn for_each_task_on_cpu<F>(&self, cpu: CpuId, mut f: F)
@@ -279,7 +295,3 @@ pub(crate) fn backend() -> Backend {
     Parts { scheduler: &SCHED, walker: &WALKER, tracer: &HOOKS }
 }
 
-/// Whether the table could not track some task (completion then is not trustworthy).
-pub(crate) fn overflowed() -> bool {
-    tasks::OVERFLOW.load(Ordering::Relaxed)
-}

@@ -16,7 +16,7 @@ use livepatch_core::backend::TaskKind;
 use livepatch_core::model::SwitchPoints;
 use livepatch_core::sweep::{StallReason, Straggler};
 use livepatch_core::transition::Progress;
-use livepatch_core::{CodeAddr, Engine, EngineStorage, Live, PatchState, Policy, Redirect, SlotId};
+use livepatch_core::{CodeAddr, Engine, EngineStorage, Live, PatchState, Policy, Redirect, SlotId, TaskPatchState};
 
 const SLOTS: usize = 16;
 const RANGES: usize = 64;
@@ -196,13 +196,21 @@ fn resched_hook(on: bool) {
     }
 }
 
-/// `wake_up_new_task(child)`, called by the parent before the child first runs.
-#[no_mangle]
-pub(crate) extern "C" fn lp_rs_fork(parent: *mut TaskStruct, child: *mut TaskStruct) {
-    let parent_state = tasks::current_state();
-    let _ = parent;
-    if let Some(c) = tasks::entry(child, |_| {}) {
-        live().fork(parent_state, c);
+/// Fork inheritance (the shim calls it under its table lock, from `wake_up_new_task()`, before
+/// the child first runs): the child starts with its parent's word.
+pub(crate) fn fork(parent: &TaskPatchState, child: &TaskPatchState) {
+    live().fork(parent, child);
+}
+
+/// Keeps [`tasks::UNTRACKED`] in step with the engine: the universe a task without a record
+/// has run since the transition began, pending towards the current target; idle between
+/// transitions. Called before a transition starts (so a handler never sees a transition flag
+/// with an idle untracked word) and after a reversal or a completion.
+fn sync_untracked(target: Option<PatchState>) {
+    match target {
+        Some(t) if tasks::UNTRACKED.state() == PatchState::Idle => tasks::untracked_start(Some((t.opposite(), t))),
+        Some(t) => tasks::UNTRACKED.retarget(t),
+        None => tasks::untracked_start(None),
     }
 }
 
@@ -267,13 +275,12 @@ pub(crate) extern "C" fn lp_rs_retry() {
             per.stats.last_switched = sum.switched;
             per.stats.last_visited = sum.visited;
             kernel::pr_info!(
-                "'{}': {} complete in {} us after {} passes (all tasks switched at +{} us){}\n",
+                "'{}': {} complete in {} us after {} passes (all tasks switched at +{} us)\n",
                 DECLS[idx].name.to_str().unwrap_or("?"),
                 if info.target == PatchState::Patched { "patching" } else { "unpatching" },
                 dt / 1000,
                 info.passes + 1,
                 switched_at / 1000,
-                if backend::overflowed() { " (task table overflowed: some task was not tracked)" } else { "" }
             );
             for h in per.history.iter().take(per.history_len as usize) {
                 kernel::pr_info!(
@@ -293,6 +300,7 @@ pub(crate) extern "C" fn lp_rs_retry() {
 fn settle(st: &mut State) {
     if st.engine.transition().is_none() {
         resched_hook(false);
+        sync_untracked(None);
     }
     for (idx, per) in st.patches.iter_mut().enumerate() {
         if !per.built {
@@ -317,6 +325,11 @@ fn settle(st: &mut State) {
             unsafe { shim::lp_shim_module_put() };
         }
     }
+    if st.engine.transition().is_none() && !st.patches.iter().any(|p| p.module_ref) {
+        // No patch left: no hook, no transition; stop tracking tasks (records freed).
+        // SAFETY: process context, engine lock held.
+        unsafe { shim::lp_shim_tracking(false) };
+    }
 }
 
 // ---- operations ----------------------------------------------------------------------------
@@ -326,20 +339,15 @@ fn settle(st: &mut State) {
 /// transition starts. A task that returns to user mode before the first sweep reaches it then
 /// switches on its way out.
 fn arm_exit_to_user() {
-    let mut cursor = 0;
-    loop {
-        cursor = shim::tasks_batch(cursor, shim::LP_BATCH_MAX, |t| {
-            let info = shim::task_info(t);
-            if info.kthread || info.exiting {
-                return;
-            }
-            if tasks::lookup(t).is_some_and(|s| s.pending()) {
-                tasks::kick_user(t, false);
-            }
-        });
-        if cursor == 0 {
-            break;
+    use livepatch_core::backend::{Scheduler, Task, TaskCursor};
+    let sched = backend::Sched;
+    let mut cursor = TaskCursor::default();
+    while let Some(next) = sched.for_each_task(cursor, shim::LP_BATCH_MAX as usize, |t| {
+        if t.kind() == TaskKind::User && !t.info.exiting && t.patch_state().pending() {
+            tasks::kick_user(t.ptr, false);
         }
+    }) {
+        cursor = next;
     }
 }
 
@@ -368,6 +376,7 @@ fn enable(st: &mut State, idx: usize) -> c_int {
                     per.history_len = 0;
                     kernel::pr_info!("'{}': reversing transition\n", DECLS[idx].name.to_str().unwrap_or("?"));
                     let rc = st.engine.reverse(&b).map_or_else(errno, |_| 0);
+                    sync_untracked(st.engine.transition().map(|t| t.target));
                     arm_exit_to_user();
                     rc
                 }
@@ -378,9 +387,12 @@ fn enable(st: &mut State, idx: usize) -> c_int {
     if st.engine.transition().is_some() {
         return -16;
     }
-    if !tasks::has_room() {
-        kernel::pr_err!("task table full ({} entries used): reload the module\n", tasks::used());
-        return -28;
+    // Task records exist while a patch is registered: the first one starts tracking.
+    // SAFETY: process context, engine lock held.
+    let rc = unsafe { shim::lp_shim_tracking(true) };
+    if rc != 0 {
+        kernel::pr_err!("cannot track tasks: {}\n", rc);
+        return rc;
     }
     // SAFETY: engine lock held; the patch is not registered, so nothing references its old
     // descriptors (the engine synchronized when it let go of them).
@@ -405,8 +417,11 @@ fn enable(st: &mut State, idx: usize) -> c_int {
     st.patches[idx].stalls = [None; MAX_STALLS];
     let name = DECLS[idx].name.to_str().unwrap_or("?");
     kernel::pr_info!("enabling patch '{}'\n", name);
+    sync_untracked(Some(PatchState::Patched));
     match st.engine.enable(patch, &b) {
         Ok(()) => {
+            // SAFETY: no preconditions.
+            unsafe { shim::lp_shim_taint() };
             // As the kernel logs it: hooks are installed, every task is pending from here.
             st.patches[idx].started_ns = shim::now_ns();
             st.patches[idx].history_len = 0;
@@ -439,15 +454,13 @@ fn disable(st: &mut State, idx: usize) -> c_int {
             st.patches[idx].history_len = 0;
             kernel::pr_info!("'{}': reversing transition\n", DECLS[idx].name.to_str().unwrap_or("?"));
             let rc = st.engine.reverse(&b).map_or_else(errno, |_| 0);
+            sync_untracked(st.engine.transition().map(|t| t.target));
             arm_exit_to_user();
             rc
         }
         Some(_) => -16,
-        None if !tasks::has_room() => {
-            kernel::pr_err!("task table full ({} entries used): cannot start a transition\n", tasks::used());
-            -28
-        }
         None => {
+            sync_untracked(Some(PatchState::Unpatched));
             st.patches[idx].started_ns = shim::now_ns();
             st.patches[idx].history_len = 0;
             kernel::pr_info!("'{}': starting unpatching transition\n", DECLS[idx].name.to_str().unwrap_or("?"));
@@ -533,7 +546,8 @@ fn show(st: &State, idx: usize, attr: u32, out: &mut Buf<'_>) -> fmt::Result {
                 writeln!(out, "in_transition_us {} passes {}", shim::now_ns().saturating_sub(per.started_ns) / 1000, t.passes)?;
             }
             // SAFETY: no preconditions.
-            writeln!(out, "task_table_used {} overflow {}", tasks::used(), u8::from(backend::overflowed()))?;
+            // SAFETY: no preconditions.
+            writeln!(out, "task_records {} untracked_forks {}", tasks::count(), unsafe { shim::lp_shim_tasks_untracked() })?;
             writeln!(out, "task_work_pending {}", unsafe { shim::lp_shim_works_pending() })
         }
         _ => Ok(()),

@@ -33,25 +33,22 @@ struct LivepatchRs;
 impl kernel::Module for LivepatchRs {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         control::init();
-        let idle = tasks::discover_idle(200);
-        // SAFETY: module init, process context.
-        let rc = unsafe { shim::lp_shim_fork_hook(true) };
-        if rc != 0 {
-            pr_err!("cannot hook wake_up_new_task: {}\n", rc);
+        // Each CPU's idle task is found through kallsyms: without it idle tasks could not be
+        // tracked, and a transition could complete without them.
+        // SAFETY: CPU 0 exists.
+        if unsafe { shim::lp_shim_idle_task(0) }.is_null() {
+            pr_err!("cannot find the idle tasks (idle_task() not resolvable)\n");
             return Err(kernel::error::code::ENOENT);
         }
         for (idx, decl) in patches::DECLS.iter().enumerate() {
             // SAFETY: valid C string; process context.
             if unsafe { shim::lp_shim_debugfs_add(idx as u32, decl.name.as_ptr()) } != 0 {
                 // SAFETY: process context.
-                unsafe {
-                    shim::lp_shim_debugfs_remove();
-                    shim::lp_shim_fork_hook(false);
-                }
+                unsafe { shim::lp_shim_debugfs_remove() };
                 return Err(kernel::error::code::ENOMEM);
             }
         }
-        pr_info!("loaded: {} patches, idle tasks of {} CPUs known\n", patches::DECLS.len(), idle);
+        pr_info!("loaded: {} patches\n", patches::DECLS.len());
         Ok(LivepatchRs)
     }
 }
@@ -63,10 +60,11 @@ impl Drop for LivepatchRs {
         // SAFETY: module exit, process context.
         unsafe {
             shim::lp_shim_debugfs_remove();
-            shim::lp_shim_fork_hook(false);
             shim::lp_shim_resched_hook(false);
             shim::lp_shim_cancel_retry();
+            shim::lp_shim_tasks_exit();
             shim::lp_shim_synchronize();
+            shim::lp_shim_exit_barrier();
         }
         pr_info!("unloaded\n");
     }

@@ -29,6 +29,10 @@
 #include <linux/mutex.h>
 #include <linux/spinlock.h>
 #include <linux/hrtimer.h>
+#include <linux/hash.h>
+#include <linux/slab.h>
+#include <linux/cpu.h>
+#include <linux/panic.h>
 #include <linux/completion.h>
 #include <asm/unwind.h>
 #include <asm/ibt.h>
@@ -157,8 +161,11 @@ int lp_shim_hook_install(u32 slot, unsigned long ip)
 		return -EBUSY;
 	memset(&hook->ops, 0, sizeof(hook->ops));
 	hook->ops.func = lp_ftrace_handler;
-	/* As kernel/livepatch/patch.c: IPMODIFY (we change the ip), DYNAMIC (module memory). */
-	hook->ops.flags = FTRACE_OPS_FL_DYNAMIC |
+	/*
+	 * As kernel/livepatch/patch.c: IPMODIFY (we change the ip), DYNAMIC (module memory),
+	 * PERMANENT (the ftrace_enabled sysctl cannot switch the redirect off while it is on).
+	 */
+	hook->ops.flags = FTRACE_OPS_FL_DYNAMIC | FTRACE_OPS_FL_PERMANENT |
 #ifndef CONFIG_HAVE_DYNAMIC_FTRACE_WITH_ARGS
 			  FTRACE_OPS_FL_SAVE_REGS |
 #endif
@@ -207,52 +214,6 @@ int lp_shim_hook_remove(u32 slot)
 	ftrace_free_filter(&hook->ops);
 	hook->registered = false;
 	return 0;
-}
-
-/*
- * Fork inheritance: a plain (non-IPMODIFY) ftrace hook on wake_up_new_task(p), which the parent
- * calls before the child first runs, lets the child inherit the parent's universe.
- */
-static struct ftrace_ops lp_fork_ops;
-static unsigned long lp_fork_ip;
-
-static void notrace lp_fork_handler(unsigned long ip, unsigned long parent_ip,
-				    struct ftrace_ops *fops, struct ftrace_regs *fregs)
-{
-	int bit = ftrace_test_recursion_trylock(ip, parent_ip);
-
-	if (bit < 0)
-		return;
-	lp_rs_fork(current, (struct task_struct *)ftrace_regs_get_argument(fregs, 0));
-	ftrace_test_recursion_unlock(bit);
-}
-
-int lp_shim_fork_hook(bool on)
-{
-	unsigned long size;
-	int ret;
-
-	if (!on) {
-		if (!lp_fork_ip)
-			return 0;
-		unregister_ftrace_function(&lp_fork_ops);
-		ftrace_free_filter(&lp_fork_ops);
-		lp_fork_ip = 0;
-		return 0;
-	}
-	ret = lp_shim_resolve("wake_up_new_task", false, &lp_fork_ip, &size);
-	if (ret)
-		return ret;
-	lp_fork_ops.func = lp_fork_handler;
-	lp_fork_ops.flags = FTRACE_OPS_FL_DYNAMIC;
-	ret = ftrace_set_filter_ip(&lp_fork_ops, lp_fork_ip, 0, 0);
-	if (!ret)
-		ret = register_ftrace_function(&lp_fork_ops);
-	if (ret) {
-		ftrace_free_filter(&lp_fork_ops);
-		lp_fork_ip = 0;
-	}
-	return ret;
 }
 
 /*
@@ -313,7 +274,6 @@ int lp_shim_resched_hook(bool on)
 /* ------------------------------------------------------------------------------------------ */
 
 static DEFINE_MUTEX(lp_engine_mutex);
-static DEFINE_RAW_SPINLOCK(lp_table_lock);
 
 void lp_shim_lock(void)
 {
@@ -325,23 +285,416 @@ void lp_shim_unlock(void)
 	mutex_unlock(&lp_engine_mutex);
 }
 
-unsigned long lp_shim_table_lock(void)
-{
-	unsigned long flags;
+/*
+ * Every CPU has handled a work item queued after this call began, i.e. scheduled at least
+ * once: every preempt-disabled section in flight when we started -- an ftrace handler, even
+ * one running where RCU is not watching -- has ended. This is schedule_on_each_cpu() (not
+ * exported), which the kernel's klp_synchronize_transition() uses for the same reason.
+ */
+static DEFINE_MUTEX(lp_sync_mutex);
+static DEFINE_PER_CPU(struct work_struct, lp_sync_work);
 
-	raw_spin_lock_irqsave(&lp_table_lock, flags);
-	return flags;
+static void lp_sync_fn(struct work_struct *w)
+{
 }
 
-void lp_shim_table_unlock(unsigned long flags)
+void lp_shim_sync_all_cpus(void)
 {
+	int cpu;
+
+	mutex_lock(&lp_sync_mutex);
+	cpus_read_lock();
+	for_each_online_cpu(cpu) {
+		INIT_WORK(per_cpu_ptr(&lp_sync_work, cpu), lp_sync_fn);
+		queue_work_on(cpu, system_wq, per_cpu_ptr(&lp_sync_work, cpu));
+	}
+	for_each_online_cpu(cpu)
+		flush_work(per_cpu_ptr(&lp_sync_work, cpu));
+	cpus_read_unlock();
+	mutex_unlock(&lp_sync_mutex);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Task records: each task's 4-byte patch state, created at fork, gone with the task_struct     */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * A module cannot add a field to task_struct, so each task's word lives in a record found by
+ * the task's address. Records exist while tracking is on (from the first patch registered to
+ * the last one gone):
+ *
+ *  - created for every existing task (and each CPU's idle task) when tracking starts
+ *    (lp_shim_tracking()), for each child in wake_up_new_task() -- which its parent runs before
+ *    the child first runs -- with the parent's word, and for any task found without one by
+ *    lp_shim_tasks_populate();
+ *  - removed in __put_task_struct(), i.e. when the task_struct itself is freed: after the
+ *    task's last instruction, including the tail of do_exit() after __unhash_process() that
+ *    the task list no longer shows. So a record never outlives its task and a task_struct
+ *    address reused by a new task never finds an old record;
+ *  - freed only after lp_shim_sync_all_cpus(): a handler may be walking a hash chain through
+ *    it, with preemption disabled.
+ *
+ * Readers (the ftrace handler, task work, cond_resched) walk a hash chain without a lock;
+ * writers hold lp_table_lock. The engine walks all records in order (lp_tasks) in batches,
+ * with a cursor node left in the list between batches: O(N) per pass, no task missed, and a
+ * child forked meanwhile is appended behind the cursor, so the same walk visits it after its
+ * parent (the engine's retarget and reversal therefore reach every child).
+ * There is no fixed capacity: records are kmalloc'd, the hash has 2^16 chains.
+ */
+struct lp_task_rec {
+	u32 word;		/* the core's TaskPatchState (a Rust AtomicU32) */
+	u8 kicks;		/* task works queued (a Rust AtomicU8) */
+	struct task_struct *task;
+	struct hlist_node hash;	/* lp_buckets chain */
+	struct list_head list;	/* lp_tasks (or lp_dead once removed) */
+};
+
+#define LP_HASH_BITS 16
+static struct hlist_head *lp_buckets;
+static LIST_HEAD(lp_tasks);
+static LIST_HEAD(lp_dead);
+static struct list_head lp_cursor = LIST_HEAD_INIT(lp_cursor);
+static DEFINE_RAW_SPINLOCK(lp_table_lock);
+static u32 lp_nr_records;
+static atomic_t lp_untracked = ATOMIC_INIT(0);
+static bool lp_tracking;
+
+static void lp_reap_fn(struct work_struct *w);
+static DECLARE_WORK(lp_reap_work, lp_reap_fn);
+
+static notrace struct lp_task_rec *lp_rec_find(struct task_struct *t)
+{
+	struct hlist_node *n;
+
+	/* Dependency-ordered after hlist_add_head_rcu()'s rcu_assign_pointer(). */
+	for (n = READ_ONCE(lp_buckets[hash_ptr(t, LP_HASH_BITS)].first); n; n = READ_ONCE(n->next)) {
+		struct lp_task_rec *r = hlist_entry(n, struct lp_task_rec, hash);
+
+		if (READ_ONCE(r->task) == t)
+			return r;
+	}
+	return NULL;
+}
+
+/*
+ * The record of @t, or NULL. Lock-free. The caller keeps it valid: it is current's own, or the
+ * caller holds a reference on @t (a record lives as long as its task_struct).
+ */
+notrace struct lp_task_rec *lp_shim_task_rec(struct task_struct *t)
+{
+	struct lp_task_rec *r;
+
+	if (unlikely(!READ_ONCE(lp_buckets)))
+		return NULL;
+	/* The chain may pass records being freed: see lp_reap_fn(). */
+	preempt_disable_notrace();
+	r = lp_rec_find(t);
+	preempt_enable_notrace();
+	return r;
+}
+
+static void lp_rec_insert(struct lp_task_rec *r)
+{
+	lockdep_assert_held(&lp_table_lock);
+	hlist_add_head_rcu(&r->hash, &lp_buckets[hash_ptr(r->task, LP_HASH_BITS)]);
+	list_add_tail(&r->list, &lp_tasks);
+	lp_nr_records++;
+}
+
+static void lp_rec_remove(struct lp_task_rec *r)
+{
+	lockdep_assert_held(&lp_table_lock);
+	hlist_del_rcu(&r->hash);
+	list_move_tail(&r->list, &lp_dead);
+	lp_nr_records--;
+}
+
+static void lp_reap_fn(struct work_struct *w)
+{
+	struct lp_task_rec *r, *tmp;
+	unsigned long flags;
+	LIST_HEAD(batch);
+
+	raw_spin_lock_irqsave(&lp_table_lock, flags);
+	list_splice_init(&lp_dead, &batch);
 	raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+	if (list_empty(&batch))
+		return;
+	lp_shim_sync_all_cpus();
+	list_for_each_entry_safe(r, tmp, &batch, list)
+		kfree(r);
+}
+
+/* wake_up_new_task(child): the child inherits its parent's word before it first runs. */
+static struct ftrace_ops lp_fork_ops, lp_free_ops;
+
+static void notrace lp_fork_handler(unsigned long ip, unsigned long parent_ip,
+				    struct ftrace_ops *fops, struct ftrace_regs *fregs)
+{
+	struct task_struct *child = (struct task_struct *)ftrace_regs_get_argument(fregs, 0);
+	struct lp_task_rec *r, *parent;
+	unsigned long flags;
+	int bit = ftrace_test_recursion_trylock(ip, parent_ip);
+
+	if (bit < 0)
+		return;
+	r = kmalloc(sizeof(*r), GFP_ATOMIC | __GFP_NOWARN);
+	raw_spin_lock_irqsave(&lp_table_lock, flags);
+	if (!lp_rec_find(child)) {
+		if (r) {
+			r->task = child;
+			r->kicks = 0;
+			/*
+			 * Under lp_table_lock: the engine's walk collects batches under it, and
+			 * the child goes behind the cursor, so a retarget of the parent that this
+			 * read misses reaches the child later in the same walk.
+			 */
+			parent = lp_rec_find(current);
+			lp_rs_inherit(parent ? &parent->word : NULL, &r->word);
+			lp_rec_insert(r);
+			r = NULL;
+		} else {
+			/* Counted; the engine creates its record before it may complete. */
+			atomic_inc(&lp_untracked);
+		}
+	}
+	raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+	kfree(r);
+	ftrace_test_recursion_unlock(bit);
+}
+
+/* __put_task_struct(t): the task_struct is about to be freed; so is its record. */
+static void notrace lp_free_handler(unsigned long ip, unsigned long parent_ip,
+				    struct ftrace_ops *fops, struct ftrace_regs *fregs)
+{
+	struct task_struct *t = (struct task_struct *)ftrace_regs_get_argument(fregs, 0);
+	struct lp_task_rec *r;
+	unsigned long flags;
+	int bit = ftrace_test_recursion_trylock(ip, parent_ip);
+
+	if (bit < 0)
+		return;
+	raw_spin_lock_irqsave(&lp_table_lock, flags);
+	r = lp_rec_find(t);
+	if (r)
+		lp_rec_remove(r);
+	raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+	if (r)
+		schedule_work(&lp_reap_work);
+	ftrace_test_recursion_unlock(bit);
+}
+
+static int lp_observer(struct ftrace_ops *ops, ftrace_func_t fn, const char *sym, bool on)
+{
+	unsigned long ip, size;
+	int ret;
+
+	if (!on) {
+		unregister_ftrace_function(ops);
+		ftrace_free_filter(ops);
+		return 0;
+	}
+	ret = lp_shim_resolve(sym, false, &ip, &size);
+	if (ret)
+		return ret;
+	memset(ops, 0, sizeof(*ops));
+	ops->func = fn;
+	/*
+	 * PERMANENT: while records are tracked, the ftrace_enabled sysctl must not silence these
+	 * hooks (a missed free would leave a record for a reused task_struct address).
+	 */
+	ops->flags = FTRACE_OPS_FL_DYNAMIC | FTRACE_OPS_FL_PERMANENT;
+	ret = ftrace_set_filter_ip(ops, ip, 0, 0);
+	if (!ret)
+		ret = register_ftrace_function(ops);
+	if (ret)
+		ftrace_free_filter(ops);
+	return ret;
+}
+
+/*
+ * Creates a record, with the word lp_rs_inherit(NULL, ...) gives, for every task on the task
+ * list and each CPU's idle task that has none. Process context (allocates with GFP_KERNEL).
+ */
+int lp_shim_tasks_populate(void)
+{
+	struct task_struct *g, *t;
+	struct lp_task_rec *r, *tmp;
+	unsigned long flags;
+	LIST_HEAD(pool);
+	u32 want, have = 0;
+	int cpu, missing = 0, ret = 0;
+
+	atomic_set(&lp_untracked, 0);
+	do {
+		want = 0;
+		rcu_read_lock();
+		for_each_process_thread(g, t)
+			want++;
+		rcu_read_unlock();
+		want += num_possible_cpus() + 16;
+		for (; have < want; have++) {
+			r = kmalloc(sizeof(*r), GFP_KERNEL);
+			if (!r) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			list_add(&r->list, &pool);
+		}
+		missing = 0;
+		rcu_read_lock();
+		for_each_process_thread(g, t) {
+			raw_spin_lock_irqsave(&lp_table_lock, flags);
+			if (!lp_rec_find(t)) {
+				if (list_empty(&pool)) {
+					missing++;
+				} else {
+					r = list_first_entry(&pool, struct lp_task_rec, list);
+					list_del(&r->list);
+					have--;
+					r->task = t;
+					r->kicks = 0;
+					lp_rs_inherit(NULL, &r->word);
+					lp_rec_insert(r);
+				}
+			}
+			raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+		}
+		rcu_read_unlock();
+		for_each_online_cpu(cpu) {
+			t = lp_shim_idle_task(cpu);
+			if (!t)
+				continue;
+			raw_spin_lock_irqsave(&lp_table_lock, flags);
+			if (!lp_rec_find(t) && !list_empty(&pool)) {
+				r = list_first_entry(&pool, struct lp_task_rec, list);
+				list_del(&r->list);
+				have--;
+				r->task = t;
+				r->kicks = 0;
+				lp_rs_inherit(NULL, &r->word);
+				lp_rec_insert(r);
+			}
+			raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+		}
+	} while (missing);
+out:
+	list_for_each_entry_safe(r, tmp, &pool, list)
+		kfree(r);
+	return ret;
+}
+
+/* Forks since the last populate whose record could not be allocated. */
+int lp_shim_tasks_untracked(void)
+{
+	return atomic_read(&lp_untracked);
+}
+
+u32 lp_shim_tasks_count(void)
+{
+	return READ_ONCE(lp_nr_records);
+}
+
+/*
+ * Starts (@restart) or continues the engine's walk over all records: collects up to @max tasks
+ * behind the cursor, each with a task reference held (a task whose last reference is already
+ * gone never runs again and is skipped), and moves the cursor past them. Returns how many;
+ * 0 means the walk is complete (the cursor leaves the list). The caller drops the references
+ * with lp_shim_put_task().
+ */
+u32 lp_shim_tasks_next(bool restart, u32 max, struct task_struct **tasks, struct lp_task_rec **recs)
+{
+	struct list_head *pos;
+	unsigned long flags;
+	u32 n = 0;
+
+	raw_spin_lock_irqsave(&lp_table_lock, flags);
+	if (restart) {
+		list_del_init(&lp_cursor);
+		list_add(&lp_cursor, &lp_tasks);
+	} else if (list_empty(&lp_cursor)) {
+		raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+		return 0;
+	}
+	for (pos = lp_cursor.next; n < max && pos != &lp_tasks; pos = pos->next) {
+		struct lp_task_rec *r = list_entry(pos, struct lp_task_rec, list);
+
+		if (refcount_inc_not_zero(&r->task->usage)) {
+			tasks[n] = r->task;
+			recs[n] = r;
+			n++;
+		}
+	}
+	list_del_init(&lp_cursor);
+	if (n)
+		list_add_tail(&lp_cursor, pos);
+	raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+	return n;
+}
+
+void lp_shim_put_task(struct task_struct *t)
+{
+	put_task_struct(t);
+}
+
+/*
+ * Tracking on: the fork and free hooks, then a record for every task (a fork between the two
+ * is caught by either). Off: hooks gone, every record freed.
+ */
+int lp_shim_tracking(bool on)
+{
+	struct lp_task_rec *r, *tmp;
+	unsigned long flags;
+	int ret;
+
+	if (on == lp_tracking)
+		return 0;
+	if (!on) {
+		lp_observer(&lp_fork_ops, NULL, NULL, false);
+		lp_observer(&lp_free_ops, NULL, NULL, false);
+		raw_spin_lock_irqsave(&lp_table_lock, flags);
+		list_del_init(&lp_cursor);
+		list_for_each_entry_safe(r, tmp, &lp_tasks, list)
+			lp_rec_remove(r);
+		raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+		lp_tracking = false;
+		lp_reap_fn(NULL);
+		return 0;
+	}
+	if (!lp_buckets) {
+		struct hlist_head *b = kvcalloc(1 << LP_HASH_BITS, sizeof(*b), GFP_KERNEL);
+
+		if (!b)
+			return -ENOMEM;
+		WRITE_ONCE(lp_buckets, b);
+	}
+	ret = lp_observer(&lp_free_ops, lp_free_handler, "__put_task_struct", true);
+	if (ret)
+		return ret;
+	ret = lp_observer(&lp_fork_ops, lp_fork_handler, "wake_up_new_task", true);
+	if (ret) {
+		lp_observer(&lp_free_ops, NULL, NULL, false);
+		return ret;
+	}
+	lp_tracking = true;
+	ret = lp_shim_tasks_populate();
+	if (ret)
+		lp_shim_tracking(false);
+	return ret;
+}
+
+/* Module exit: nothing tracked any more (no patch is registered); free the hash. */
+void lp_shim_tasks_exit(void)
+{
+	lp_shim_tracking(false);
+	flush_work(&lp_reap_work);
+	kvfree(lp_buckets);
+	lp_buckets = NULL;
 }
 
 /*
  * Each CPU's idle task: not on the task list and not exported. idle_task() is resolved through
- * kallsyms (the same kprobe route as the patch targets) and called; NULL if unavailable (the
- * Rust side then falls back to spotting idle tasks from IPIs).
+ * kallsyms (the same kprobe route as the patch targets) and called.
  */
 struct task_struct *lp_shim_idle_task(u32 cpu)
 {
@@ -399,41 +752,6 @@ void lp_shim_task_info(struct task_struct *t, struct lp_task_info *info)
 	info->start_time = t->start_time;
 	memcpy(info->comm, t->comm, sizeof(info->comm));
 	info->comm[sizeof(info->comm) - 1] = 0;
-}
-
-/*
- * Visits up to @max tasks with pid >= @cursor in ascending pid order, under rcu_read_lock()
- * (released between batches). Returns the next cursor, or 0 when the walk is complete.
- */
-u64 lp_shim_tasks_batch(u64 cursor, u32 max, lp_task_cb cb, void *ctx)
-{
-	struct task_struct *g, *t, *pick[LP_BATCH_MAX];
-	u32 n = 0, i, j;
-	u64 next = 0;
-
-	if (max > LP_BATCH_MAX)
-		max = LP_BATCH_MAX;
-	rcu_read_lock();
-	for_each_process_thread(g, t) {
-		if (t->pid < cursor)
-			continue;
-		/* insertion into the sorted pick[] array, keeping the @max smallest pids */
-		if (n == max && t->pid > pick[n - 1]->pid)
-			continue;
-		for (i = 0; i < n && pick[i]->pid < t->pid; i++)
-			;
-		if (n < max)
-			n++;
-		for (j = n - 1; j > i; j--)
-			pick[j] = pick[j - 1];
-		pick[i] = t;
-	}
-	for (i = 0; i < n; i++)
-		cb(ctx, pick[i]);
-	if (n == max)
-		next = (u64)pick[n - 1]->pid + 1;
-	rcu_read_unlock();
-	return next;
 }
 
 /*
@@ -639,10 +957,32 @@ void lp_shim_synchronize(void)
 {
 	/*
 	 * Handlers run with preemption disabled (ftrace_test_recursion_trylock()), so an RCU grace
-	 * period covers them. Expedited: the same guarantee, forced with IPIs instead of waiting
-	 * for every CPU to pass a quiescent state on its own (tens of ms under TCG and load).
+	 * period covers those that run where RCU is watching (expedited: forced with IPIs rather
+	 * than waiting for every CPU to pass a quiescent state, tens of ms under TCG). A handler of
+	 * a function called where RCU is not watching (idle entry, early exception paths) is not
+	 * covered by RCU; it is by every CPU scheduling once -- klp_synchronize_transition()'s
+	 * schedule_on_each_cpu().
 	 */
 	synchronize_rcu_expedited();
+	lp_shim_sync_all_cpus();
+}
+
+/*
+ * Module exit: after the last reference is gone, a task may still be on the last instructions
+ * of lp_task_work_fn() (after its module_put()), possibly preempted there on a preemptible
+ * kernel. RCU-tasks waits until every task has passed a voluntary context switch or user mode,
+ * so none is still (or will again be) executing module text; on a kernel without preemption
+ * it is synchronize_rcu(), which covers the preempt-disabled tail.
+ */
+void lp_shim_exit_barrier(void)
+{
+	synchronize_rcu_tasks();
+}
+
+void lp_shim_taint(void)
+{
+	/* As klp_enable_patch(): the kernel now runs code it was not built with. */
+	add_taint(TAINT_LIVEPATCH, LOCKDEP_STILL_OK);
 }
 
 u64 lp_shim_now_ns(void)

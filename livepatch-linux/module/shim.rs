@@ -40,7 +40,6 @@ pub(crate) const ATTR_FORCE: u32 = 2;
 pub(crate) const ATTR_STALLS: u32 = 3;
 pub(crate) const ATTR_STATS: u32 = 4;
 
-type TaskCb = unsafe extern "C" fn(*mut c_void, *mut TaskStruct);
 type PinCb = unsafe extern "C" fn(*mut c_void, *mut TaskStruct) -> c_int;
 type FrameCb = unsafe extern "C" fn(*mut c_void, c_ulong) -> c_int;
 type CpuCb = unsafe extern "C" fn(*mut c_void, *mut TaskStruct, u32);
@@ -52,13 +51,19 @@ extern "C" {
     pub(crate) fn lp_shim_extent(addr: c_ulong, size: *mut c_ulong) -> c_int;
     pub(crate) fn lp_shim_hook_install(slot: u32, ip: c_ulong) -> c_int;
     pub(crate) fn lp_shim_hook_remove(slot: u32) -> c_int;
-    pub(crate) fn lp_shim_fork_hook(on: bool) -> c_int;
+    pub(crate) fn lp_shim_tracking(on: bool) -> c_int;
+    pub(crate) fn lp_shim_tasks_exit();
+    pub(crate) fn lp_shim_tasks_populate() -> c_int;
+    pub(crate) fn lp_shim_tasks_untracked() -> c_int;
+    pub(crate) fn lp_shim_tasks_count() -> u32;
+    pub(crate) fn lp_shim_tasks_next(restart: bool, max: u32, tasks: *mut *mut TaskStruct, recs: *mut *mut c_void) -> u32;
+    pub(crate) fn lp_shim_put_task(t: *mut TaskStruct);
+    pub(crate) fn lp_shim_task_rec(t: *mut TaskStruct) -> *mut c_void;
     pub(crate) fn lp_shim_resched_hook(on: bool) -> c_int;
     pub(crate) fn lp_shim_current() -> *mut TaskStruct;
     pub(crate) fn lp_shim_task_info(t: *mut TaskStruct, info: *mut TaskInfo);
     pub(crate) fn lp_shim_task_running(t: *mut TaskStruct) -> bool;
     pub(crate) fn lp_shim_idle_task(cpu: u32) -> *mut TaskStruct;
-    fn lp_shim_tasks_batch(cursor: u64, max: u32, cb: TaskCb, ctx: *mut c_void) -> u64;
     fn lp_shim_pin(t: *mut TaskStruct, cb: PinCb, ctx: *mut c_void) -> c_int;
     fn lp_shim_walk(t: *mut TaskStruct, cb: FrameCb, ctx: *mut c_void) -> c_int;
     pub(crate) fn lp_shim_kick_user(t: *mut TaskStruct, signal: bool) -> c_int;
@@ -69,6 +74,8 @@ extern "C" {
     pub(crate) fn lp_shim_nr_cpu_ids() -> u32;
     pub(crate) fn lp_shim_cpu_online(cpu: u32) -> bool;
     pub(crate) fn lp_shim_synchronize();
+    pub(crate) fn lp_shim_exit_barrier();
+    pub(crate) fn lp_shim_taint();
     pub(crate) fn lp_shim_now_ns() -> u64;
     pub(crate) fn lp_shim_msleep(ms: u32);
     pub(crate) fn lp_shim_udelay(us: u32);
@@ -81,8 +88,6 @@ extern "C" {
     pub(crate) fn lp_shim_module_put();
     pub(crate) fn lp_shim_lock();
     pub(crate) fn lp_shim_unlock();
-    pub(crate) fn lp_shim_table_lock() -> c_ulong;
-    pub(crate) fn lp_shim_table_unlock(flags: c_ulong);
     pub(crate) fn lp_shim_comm_of(pid: i32, buf: *mut u8) -> bool;
     pub(crate) fn seq_write(m: *mut c_void, data: *const c_void, len: usize) -> c_int;
 }
@@ -105,18 +110,6 @@ pub(crate) fn task_info(t: *mut TaskStruct) -> TaskInfo {
     // a valid out-pointer.
     unsafe { lp_shim_task_info(t, &mut info) };
     info
-}
-
-/// Visits up to `max` tasks with pid >= `cursor` in pid order, under one RCU read-side
-/// section. Returns the next cursor, 0 when done.
-pub(crate) fn tasks_batch<F: FnMut(*mut TaskStruct)>(cursor: u64, max: u32, mut f: F) -> u64 {
-    unsafe extern "C" fn tramp<F: FnMut(*mut TaskStruct)>(ctx: *mut c_void, t: *mut TaskStruct) {
-        // SAFETY: `ctx` is the `&mut F` passed below, alive for the whole call.
-        let f = unsafe { &mut *ctx.cast::<F>() };
-        f(t)
-    }
-    // SAFETY: the trampoline matches `ctx`'s type; the shim calls it only during this call.
-    unsafe { lp_shim_tasks_batch(cursor, max, tramp::<F>, (&raw mut f).cast()) }
 }
 
 /// Runs `f` while `t` cannot run (see `lp_shim_pin`); `None` if it is running or runnable.
