@@ -6,7 +6,7 @@ mod common;
 
 use common::{r, CallbackLog, TestBackend};
 use livepatch_core::backend::{TaskFlags, TaskKind};
-use livepatch_core::patch::{CallbackError, PatchError};
+use livepatch_core::patch::CallbackError;
 use livepatch_core::sweep::{StallReason, Straggler};
 use livepatch_core::transition::Progress;
 use livepatch_core::{
@@ -194,9 +194,6 @@ fn refused_operations_change_nothing() {
     let clash_funcs = [Func::new("f3", r(F3, 0x40), r(0x9010, 0x10))];
     let clash_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &clash_funcs)];
     let clash = Patch::new(PatchId(4), "p4", &clash_objs);
-    let none: [Func<'_>; 0] = [];
-    let empty_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &none)];
-    let empty = Patch::new(PatchId(5), "p5", &empty_objs);
 
     let b = TestBackend::with_tasks(2);
     b.task(1).stack.borrow_mut().push(F1 + 1);
@@ -205,7 +202,6 @@ fn refused_operations_change_nothing() {
     assert_eq!(engine.force(&b), Err(Error::NoTransition));
     assert_eq!(engine.try_complete(&b, quiet), Err(Error::NoTransition));
     assert_eq!(engine.disable(&patch, &b), Err(Error::NotEnabled(PatchId(1))));
-    assert_eq!(engine.enable(&empty, &b), Err(Error::Invalid(PatchError::Empty)));
 
     engine.enable(&patch, &b).unwrap();
     assert_eq!(engine.enable(&other, &b), Err(Error::Busy));
@@ -224,6 +220,43 @@ fn refused_operations_change_nothing() {
     assert_eq!(call(&live, F1, &b, 1), variant(0x9000));
     assert_eq!(live.slot_at(CodeAddr(0x9000)), None, "a variant is not a hook site");
     assert_eq!(live.redirect(SlotId(999), &b.task(1).state, CodeAddr(0)), Redirect::Original);
+}
+
+/// The kernel accepts a patch that replaces no function (`test_klp_callbacks_demo2`, every
+/// `test_klp_state*` module): its callbacks run at the four points, it stacks on a function
+/// patch, and as a cumulative patch it reverts every function the patches it replaces changed.
+#[test]
+fn a_patch_that_replaces_no_function_runs_its_callbacks_and_stacks() {
+    let log = CallbackLog::default();
+    let none: [Func<'_>; 0] = [];
+    let cb_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &none).with_callbacks(&log)];
+    let callbacks_only = Patch::new(PatchId(2), "callbacks", &cb_objs);
+    let replace_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &none).with_callbacks(&log)];
+    let replace = Patch::new(PatchId(3), "replace", &replace_objs).replacing();
+    one_func_patch!(funcs, objs, patch);
+    let b = TestBackend::with_tasks(2);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
+
+    engine.enable(&callbacks_only, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(callbacks_only.is_enabled() && b.hooked().is_empty());
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    engine.disable(&callbacks_only, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert_eq!(log.calls(), ["pre_patch 2/0", "post_patch 2/0", "pre_unpatch 2/0", "post_unpatch 2/0"]);
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000), "the function patch stays");
+
+    // A cumulative patch with no function replaces `patch`: f1 runs the original again.
+    engine.enable(&replace, &b).unwrap();
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000), "not switched yet");
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert_eq!(engine.patches().map(|p| p.id()).collect::<Vec<_>>(), [PatchId(3)]);
+    assert!(!funcs[0].is_patched() && b.hooked().is_empty() && live.patched_set().is_empty());
+    engine.disable(&replace, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert_eq!(engine.patches().count(), 0);
+    assert_eq!(log.calls()[4..], ["pre_patch 3/0", "post_patch 3/0", "pre_unpatch 3/0", "post_unpatch 3/0"]);
 }
 
 #[test]
