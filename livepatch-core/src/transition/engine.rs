@@ -605,8 +605,10 @@ impl<'a> Engine<'a> {
             // an older cumulative patch is reversed, patches enabled after it stay. (Retiring
             // those too unlinked their code with no transition while tasks still ran it —
             // found by the mock's release check.)
-            let mut cursor = self.patches.front_mut();
-            while let Some(old) = cursor.get() {
+            // They stay on the list until the new patch's post-patch callbacks have run (the
+            // kernel frees them afterwards, in `klp_free_replaced_patches_async`), so that
+            // `prev_state` finds the state a cumulative patch takes over in `post_patch`.
+            for old in self.patches.iter() {
                 if core::ptr::eq(old, patch) {
                     break;
                 }
@@ -617,7 +619,6 @@ impl<'a> Engine<'a> {
                     obj.callbacks_enabled.store(false, Ordering::Relaxed);
                 }
                 old.enabled.store(false, Ordering::Relaxed);
-                cursor.remove();
             }
             self.discard_nops(patch);
         }
@@ -659,6 +660,16 @@ impl<'a> Engine<'a> {
             match t.target {
                 PatchState::Patched => obj.post_patch(&ctx),
                 _ => obj.post_unpatch(&ctx),
+            }
+        }
+        if t.target == PatchState::Patched && patch.is_replace() {
+            // `klp_free_replaced_patches_async`: now the replaced patches leave the list.
+            let mut cursor = self.patches.front_mut();
+            while let Some(old) = cursor.get() {
+                if core::ptr::eq(old, patch) {
+                    break;
+                }
+                cursor.remove();
             }
         }
         if t.target == PatchState::Unpatched {
