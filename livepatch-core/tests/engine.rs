@@ -7,7 +7,7 @@ mod common;
 use common::{r, CallbackLog, TestBackend};
 use livepatch_core::backend::{TaskFlags, TaskKind};
 use livepatch_core::patch::CallbackError;
-use livepatch_core::sweep::{StallReason, Straggler};
+use livepatch_core::sweep::{FuncName, StallReason, Straggler};
 use livepatch_core::transition::Progress;
 use livepatch_core::{
     CodeAddr, Engine, EngineStorage, Error, Func, Live, Object, ObjectId, Patch, PatchId, PatchState, Policy, Redirect,
@@ -41,7 +41,7 @@ const CALLER: usize = 0x5000;
 
 fn quiet(_: &Straggler) {}
 
-fn collect(out: &RefCell<Vec<Straggler>>) -> impl FnMut(&Straggler) + '_ {
+fn collect<'o, 'n>(out: &'o RefCell<Vec<Straggler<'n>>>) -> impl FnMut(&Straggler<'n>) + 'o {
     move |s| out.borrow_mut().push(*s)
 }
 
@@ -101,6 +101,9 @@ fn a_task_sleeping_in_the_original_blocks_and_is_reported_until_it_leaves() {
     assert_eq!(stalls[0].task.0, 2);
     let StallReason::OnStack { function, variant: in_variant, frame, addr, .. } = stalls[0].reason else { panic!() };
     assert_eq!((function, in_variant, frame, addr), (r(F1, 0x40), None, 1, CodeAddr(F1 + 0x10)));
+    // The report names the function and its object, as the patch descriptor does.
+    assert_eq!(stalls[0].name, Some(FuncName { object: "vmlinux", function: "f1" }));
+    assert_eq!(stalls[0].to_string(), "task 2 (User): in function f1 (vmlinux, [0x1000, 0x1040)) at frame 1 (0x1010)");
     assert_eq!(b.retries.borrow().last(), Some(&1_000_000_000));
     // Switched tasks already run the new code; the sleeper still runs the old.
     assert_eq!(call(&live, F1, &b, 1), variant(0x9000));

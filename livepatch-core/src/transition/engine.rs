@@ -1,3 +1,4 @@
+use super::events::{Event, Events};
 use super::live::Live;
 use crate::addr::CodeRange;
 use crate::backend::{Backend, Scheduler, Task, TaskCursor, TaskFlags, TaskKind};
@@ -6,7 +7,7 @@ use crate::func_stack::FuncSlot;
 use crate::ids::{ObjectId, PatchId, SlotId};
 use crate::patch::{CallbackContext, FuncNode, Object, Patch, PatchAdapter};
 use crate::state::PatchState;
-use crate::sweep::{PassSummary, StallReason};
+use crate::sweep::{FuncName, PassSummary, StallReason};
 use crate::sync::Ordering;
 use core::fmt;
 use intrusive_collections::LinkedList;
@@ -72,12 +73,24 @@ pub struct Engine<'a> {
     patches: LinkedList<PatchAdapter<'a>>,
     transition: Option<Transition<'a>>,
     hook_errors: u32,
+    events: Option<&'a dyn Events>,
 }
 
 impl<'a> Engine<'a> {
     /// An idle engine writing to `live`.
     pub fn new(live: &'a Live<'a>) -> Self {
-        Self { live, patches: LinkedList::new(PatchAdapter::new()), transition: None, hook_errors: 0 }
+        Self { live, patches: LinkedList::new(PatchAdapter::new()), transition: None, hook_errors: 0, events: None }
+    }
+
+    /// Sends every later [`Event`] to `events` (the kernel's livepatch log messages).
+    pub fn set_events(&mut self, events: &'a dyn Events) {
+        self.events = Some(events);
+    }
+
+    fn emit(&self, event: Event<'_>) {
+        if let Some(events) = self.events {
+            events.event(&event);
+        }
     }
 
     /// The read side.
@@ -236,6 +249,17 @@ fn unpatch_func<'a>(live: &'a Live<'a>, old: CodeRange, node: &FuncNode<'a>) {
     // the unlink) and must keep consulting its task's universe. `complete` clears it after a
     // grace period.
     node.away.store(false, Ordering::Relaxed);
+}
+
+/// The name and object of the function a stall reason blames, from the registered patches
+/// that replace it (the slot and ranges alone do not name it).
+fn func_name<'a>(patches: &LinkedList<PatchAdapter<'a>>, reason: StallReason) -> Option<FuncName<'a>> {
+    let StallReason::OnStack { function, .. } = reason else {
+        return None;
+    };
+    patches.iter().find_map(|p| {
+        p.funcs().find(|(_, f)| f.old() == function).map(|(o, f)| FuncName { object: o.name(), function: f.name() })
+    })
 }
 
 fn skip_exiting<T: Task>(policy: &crate::model::Policy, task: &T) -> bool {

@@ -1,6 +1,6 @@
 //! Completion attempts (sweep, per-CPU pass, stop-the-world) and `klp_complete_transition`.
 
-use super::{for_all_tasks, skip_exiting, unpatch_object, wants_kick, Engine, Progress};
+use super::{for_all_tasks, func_name, skip_exiting, unpatch_object, wants_kick, Engine, Progress};
 use crate::backend::Error as _;
 use crate::backend::{Backend, Scheduler, Task, TaskCursor, TaskKind, Tracer};
 use crate::error::Error;
@@ -10,13 +10,18 @@ use crate::patch::Patch;
 use crate::state::PatchState;
 use crate::sweep::{self, PassSummary, StallReason, Straggler, Verdict};
 use crate::sync::Ordering;
+use crate::transition::Event;
 
 impl<'a> Engine<'a> {
     /// One completion attempt (the kernel's `klp_try_complete_transition`): the per-CPU pass
     /// if enabled, then a sweep over every task in bounded batches, each straggler reported to
     /// `stalls` and kicked when the policy says so. Completes the transition when no task is
     /// pending; otherwise schedules the next attempt.
-    pub fn try_complete<B: Backend>(&mut self, b: &B, mut stalls: impl FnMut(&Straggler)) -> Result<Progress, Error> {
+    pub fn try_complete<B: Backend>(
+        &mut self,
+        b: &B,
+        mut stalls: impl FnMut(&Straggler<'a>),
+    ) -> Result<Progress, Error> {
         let Some(mut t) = self.transition else {
             return Err(Error::NoTransition);
         };
@@ -26,6 +31,7 @@ impl<'a> Engine<'a> {
             return Ok(self.stop_the_world_attempt(b, stalls));
         }
         let live = self.live;
+        let patches = &self.patches;
         let policy = *live.policy();
         let sched = b.scheduler();
         let mut summary = PassSummary { pass: t.passes, ..PassSummary::default() };
@@ -78,7 +84,15 @@ impl<'a> Engine<'a> {
                             sched.kick(task);
                             summary.kicked += 1;
                         }
-                        stalls(&Straggler { task: task.id(), kind: task.kind(), flags: task.flags(), reason, kicked });
+                        let name = func_name(patches, reason);
+                        stalls(&Straggler {
+                            task: task.id(),
+                            kind: task.kind(),
+                            flags: task.flags(),
+                            reason,
+                            kicked,
+                            name,
+                        });
                     }
                 }
             });
@@ -94,6 +108,9 @@ impl<'a> Engine<'a> {
             self.complete(b);
             return Ok(Progress::Complete(summary));
         }
+        if kick_due {
+            self.emit(Event::Signaling(t.patch.name()));
+        }
         if policy.force_after.is_some_and(|m| t.passes >= m) {
             let forced = self.force(b)?;
             summary.switched += forced.summary().switched;
@@ -105,11 +122,16 @@ impl<'a> Engine<'a> {
 
     /// Stop-the-world: with every CPU stopped, check every task; switch all of them only if
     /// every stack is free of the code being switched away from.
-    pub(super) fn stop_the_world_attempt<B: Backend>(&mut self, b: &B, mut stalls: impl FnMut(&Straggler)) -> Progress {
+    pub(super) fn stop_the_world_attempt<B: Backend>(
+        &mut self,
+        b: &B,
+        mut stalls: impl FnMut(&Straggler<'a>),
+    ) -> Progress {
         let Some(t) = self.transition else {
             return Progress::Pending(PassSummary::default());
         };
         let live = self.live;
+        let patches = &self.patches;
         let policy = *live.policy();
         let sched = b.scheduler();
         let mut summary = PassSummary { pass: t.passes, ..PassSummary::default() };
@@ -130,7 +152,15 @@ impl<'a> Engine<'a> {
                 };
                 clean = false;
                 summary.count(reason);
-                stalls(&Straggler { task: task.id(), kind: task.kind(), flags: task.flags(), reason, kicked: false });
+                let name = func_name(patches, reason);
+                stalls(&Straggler {
+                    task: task.id(),
+                    kind: task.kind(),
+                    flags: task.flags(),
+                    reason,
+                    kicked: false,
+                    name,
+                });
             });
             if clean {
                 for_all_tasks(b, self.batch(), |task| {
@@ -178,6 +208,7 @@ impl<'a> Engine<'a> {
         };
         let patch = t.patch;
         let live = self.live;
+        self.emit(Event::Completing(patch.name(), t.target));
         if t.target == PatchState::Patched && patch.is_replace() {
             // Retire every replaced patch (no callbacks: only the new patch's run), then the
             // new patch's own nops: the original is what runs where nothing is patched.
@@ -243,6 +274,7 @@ impl<'a> Engine<'a> {
                 _ => obj.post_unpatch(&ctx),
             }
         }
+        self.emit(Event::Complete(patch.name(), t.target));
         if t.target == PatchState::Patched && patch.is_replace() {
             // `klp_free_replaced_patches_async`: now the replaced patches leave the list.
             let mut cursor = self.patches.front_mut();

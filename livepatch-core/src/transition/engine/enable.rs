@@ -9,6 +9,7 @@ use crate::ids::ObjectId;
 use crate::patch::{self, Object, Patch};
 use crate::state::PatchState;
 use crate::sync::Ordering;
+use crate::transition::Event;
 
 impl<'a> Engine<'a> {
     /// Registers `patch` and starts the transition to it. Completion happens in
@@ -26,8 +27,12 @@ impl<'a> Engine<'a> {
             return Err(Error::AlreadyEnabled(patch.id()));
         }
         patch::validate(patch)?;
-        patch.check_states(self.patches.iter()).map_err(Error::IncompatibleState)?;
+        if let Err(state) = patch.check_states(self.patches.iter()) {
+            self.emit(Event::Incompatible(patch.name()));
+            return Err(Error::IncompatibleState(state));
+        }
         self.check_fits(patch, b)?;
+        self.emit(Event::Enabling(patch.name()));
 
         // Commit point: from here a failure cancels.
         self.patches.push_back(patch);
@@ -44,25 +49,33 @@ impl<'a> Engine<'a> {
                 continue;
             }
             if let Err(error) = obj.pre_patch(&self.context(patch, obj)) {
-                self.cancel(b);
-                return Err(Error::Callback { object: obj.id(), error });
+                self.emit(Event::PrePatchFailed(patch.name(), obj.name()));
+                return Err(self.fail_enable(Error::Callback { object: obj.id(), error }, b));
             }
             if let Err(e) = self.patch_object(patch, obj, b) {
-                self.cancel(b);
-                return Err(e);
+                self.emit(Event::PatchObjectFailed(patch.name(), obj.name()));
+                return Err(self.fail_enable(e, b));
             }
         }
         if patch.is_replace() {
             self.add_nops(patch, None);
         }
         if let Err(e) = self.publish(b) {
-            self.cancel(b);
-            return Err(e);
+            return Err(self.fail_enable(e, b));
         }
         self.mark_away(patch, PatchState::Patched);
         patch.enabled.store(true, Ordering::Relaxed);
         self.start_transition(PatchState::Patched, b);
         Ok(())
+    }
+
+    /// The error path of `__klp_enable_patch`: report, cancel, hand the error back.
+    fn fail_enable<B: Backend>(&mut self, e: Error, b: &B) -> Error {
+        if let Some(t) = self.transition {
+            self.emit(Event::EnableFailed(t.patch.name()));
+        }
+        self.cancel(b);
+        e
     }
 
     /// Checks that `patch` can be stacked on the live set and that storage suffices.
@@ -101,6 +114,7 @@ impl<'a> Engine<'a> {
     /// `klp_init_transition`: every task starts in the universe opposite to the target, then
     /// the patch's nodes are flagged as in transition.
     pub(super) fn init_transition<B: Backend>(&self, patch: &'a Patch<'a>, target: PatchState, b: &B) {
+        self.emit(Event::Initializing(patch.name(), target));
         let initial = target.opposite();
         for_all_tasks(b, self.batch(), |task| task.patch_state().reset(initial));
         // `Release` (each flag): pairs with the handler's `Acquire` load of the flag, which
@@ -117,6 +131,9 @@ impl<'a> Engine<'a> {
 
     /// `klp_start_transition`: publish the target, then make every task pending.
     pub(super) fn start_transition<B: Backend>(&self, target: PatchState, b: &B) {
+        if let Some(t) = self.transition {
+            self.emit(Event::Starting(t.patch.name(), target));
+        }
         self.live.set_target(target);
         // `Release` in `retarget`: pairs with the `Acquire` of every switch point's load of
         // the task word, publishing func stacks, index, away flags and bounds written before.
@@ -146,6 +163,7 @@ impl<'a> Engine<'a> {
                                 Ok(())
                             }
                             Err(e) => {
+                                self.emit(Event::HookFailed(patch.name(), f.name(), e.kind()));
                                 slot.unlink(&f.node);
                                 if slot.is_empty() {
                                     slot.release();

@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::ids::ObjectId;
 use crate::state::PatchState;
 use crate::sync::Ordering;
+use crate::transition::Event;
 
 impl<'a> Engine<'a> {
     /// A module is loading (the kernel's `klp_module_coming`): patch its functions for every
@@ -23,12 +24,17 @@ impl<'a> Engine<'a> {
             if obj.is_patched() {
                 continue;
             }
+            self.emit(Event::Applying(patch.name(), obj.name()));
             if let Err(error) = obj.pre_patch(&self.context(patch, obj)) {
+                self.emit(Event::PrePatchFailed(patch.name(), obj.name()));
+                self.emit(Event::Refusing(patch.name(), obj.name()));
                 failure = Some(Error::Callback { object, error });
                 break;
             }
             if let Err(e) = self.patch_object(patch, obj, b) {
+                self.emit(Event::ApplyFailed(patch.name(), obj.name(), e));
                 obj.post_unpatch(&self.context(patch, obj));
+                self.emit(Event::Refusing(patch.name(), obj.name()));
                 failure = Some(e);
                 break;
             }
@@ -80,6 +86,7 @@ impl<'a> Engine<'a> {
             if !in_transition {
                 obj.pre_unpatch(&self.context(patch, obj));
             }
+            self.emit(Event::Reverting(patch.name(), obj.name()));
             unpatch_object(self.live, obj);
             obj.post_unpatch(&self.context(patch, obj));
         }

@@ -8,6 +8,7 @@ use crate::patch::Patch;
 use crate::state::PatchState;
 use crate::sweep::PassSummary;
 use crate::sync::Ordering;
+use crate::transition::Event;
 
 impl<'a> Engine<'a> {
     /// Starts the transition that removes `patch`.
@@ -47,6 +48,7 @@ impl<'a> Engine<'a> {
         let Some(mut t) = self.transition else {
             return Err(Error::NoTransition);
         };
+        self.emit(Event::Reversing(t.patch.name(), t.target));
         // 1. Nobody may switch while the direction changes (the kernel clears
         //    TIF_PATCH_PENDING everywhere) ...
         for_all_tasks(b, self.batch(), |task| task.patch_state().clear_pending());
@@ -78,9 +80,10 @@ impl<'a> Engine<'a> {
     /// Unsafe for consistency by design (the kernel's `force`): every registered patch is
     /// marked [`forced`](Patch::is_forced) and its code must never be released.
     pub fn force<B: Backend>(&mut self, b: &B) -> Result<Progress, Error> {
-        if self.transition.is_none() {
+        let Some(t) = self.transition else {
             return Err(Error::NoTransition);
-        }
+        };
+        self.emit(Event::Forcing(t.patch.name()));
         let mut summary = PassSummary::default();
         for_all_tasks(b, self.batch(), |task| {
             summary.visited += 1;
@@ -98,6 +101,7 @@ impl<'a> Engine<'a> {
     /// `klp_cancel_transition`: a failed enable, completed as an unpatch nobody switched to.
     pub(super) fn cancel<B: Backend>(&mut self, b: &B) {
         if let Some(mut t) = self.transition {
+            self.emit(Event::Canceling(t.patch.name()));
             t.target = PatchState::Unpatched;
             self.transition = Some(t);
             t.patch.enabled.store(false, Ordering::Relaxed);
