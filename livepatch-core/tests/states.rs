@@ -63,7 +63,7 @@ impl ObjectCallbacks for Console {
 }
 
 fn run(engine: &mut Engine<'_>, b: &TestBackend) {
-    assert!(engine.try_complete(b, |_| {}).unwrap().is_done());
+    assert!(engine.try_complete(b, |_| {}).unwrap().is_complete());
 }
 
 #[test]

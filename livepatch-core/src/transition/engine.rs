@@ -37,9 +37,16 @@ impl Progress {
         }
     }
 
-    /// Whether the transition is over.
-    pub fn is_done(&self) -> bool {
-        !matches!(self, Progress::Pending(_))
+    /// Whether every task reached the target and the transition completed. `false` for
+    /// [`Pending`](Progress::Pending) and for [`GaveUp`](Progress::GaveUp) (stop-the-world
+    /// cancelled the transition: every task stays where it started).
+    pub fn is_complete(&self) -> bool {
+        matches!(self, Progress::Complete(_))
+    }
+
+    /// Whether the transition is still in progress (a retry was scheduled).
+    pub fn is_pending(&self) -> bool {
+        matches!(self, Progress::Pending(_))
     }
 }
 

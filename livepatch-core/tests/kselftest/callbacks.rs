@@ -133,7 +133,7 @@ fn busy_target_module() {
     // Wait until the livepatch reports in-transition state, stalled on busymod_work_func().
     assert!(k.in_transition(lp), "failed to stall transition");
     let mut stall = Vec::new();
-    assert!(!k.engine.try_complete(k.b, |s| stall.push(s.to_string())).unwrap().is_done());
+    assert!(!k.engine.try_complete(k.b, |s| stall.push(s.to_string())).unwrap().is_complete());
     assert!(stall[0].contains("busymod_work_func (test_klp_callbacks_busy"), "{stall:?}");
     k.load_mod(MOD_TARGET);
     k.unload_mod(MOD_TARGET);
