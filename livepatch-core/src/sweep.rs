@@ -247,7 +247,8 @@ pub fn check_and_switch<W: StackWalker>(live: &Live<'_>, walker: &W, task: &W::T
 }
 
 /// The sweep's step for one task (the kernel's `klp_try_switch_task`): skip it if it is not
-/// pending, refuse if it is running, otherwise pin it and check its stack.
+/// pending, otherwise pin it and check its stack; a task the scheduler cannot pin because it
+/// is running is a straggler ([`StallReason::Running`]).
 pub fn try_switch_task<S, W>(live: &Live<'_>, scheduler: &S, walker: &W, task: &S::Task) -> Verdict
 where
     S: Scheduler,
@@ -263,9 +264,9 @@ where
     if !live.policy().allows(SwitchPoints::SWEEP) {
         return Verdict::Blocked(StallReason::AwaitingSwitchPoint);
     }
-    if task.is_running() {
-        return Verdict::Blocked(StallReason::Running);
-    }
+    // Whether the task runs is asked under the pin only (the kernel's `task_call_func` then
+    // `task_curr` check): an unlocked look first would say the same thing a second time, and
+    // could be stale either way.
     match scheduler.pin(task, |t| check_and_switch(live, walker, t, seen)) {
         Pinned::Checked(verdict) => verdict,
         Pinned::Running => Verdict::Blocked(StallReason::Running),
