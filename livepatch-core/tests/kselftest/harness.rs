@@ -3,7 +3,9 @@
 //! a `dmesg` in which they all land, next to the engine's own messages.
 //!
 //! Every `livepatch: …` line comes from an [`Event`] the engine emitted; the harness only adds
-//! the prefix. The harness writes what the script itself logs (`% insmod …`, `% rmmod …`,
+//! the prefix — except the two that `functions.sh`'s `set_ftrace_enabled` itself writes to
+//! `/dev/kmsg` with that prefix (`kernel.ftrace_enabled = N`, and the sysctl's refusal). The
+//! harness writes what the script itself logs (`% insmod …`, `% rmmod …`,
 //! `% echo …`, `insmod: ERROR: …` from the errno the engine returned, `grep` output) and what
 //! the test modules print from their callbacks, init and exit functions.
 
