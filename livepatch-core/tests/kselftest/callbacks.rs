@@ -143,6 +143,30 @@ fn busy_target_module() {
     k.check_result(CALLBACKS_BUSY_TARGET_MODULE, &vars(&k));
 }
 
+/// The same case under the improved policy: identical but for one line, because that policy
+/// kicks stragglers from a stalled transition's second pass (the kernel: every 15th).
+#[test]
+fn busy_target_module_under_the_improved_policy() {
+    let mut k = Kernel::boot_with(livepatch_core::Policy::IMPROVED);
+    let lp = k.m.demo;
+    let busy = Target::CallbacksBusy { block: true };
+    k.start_test("busy target module");
+    k.load_mod(busy);
+    k.load_lp_nowait(lp, "");
+    assert!(!k.engine.try_complete(k.b, |_| {}).unwrap().is_complete());
+    k.load_mod(MOD_TARGET);
+    k.unload_mod(MOD_TARGET);
+    k.disable_lp(lp);
+    k.unload_lp(lp);
+    k.unload_mod(busy);
+    let expected = CALLBACKS_BUSY_TARGET_MODULE.replacen(
+        "% insmod test_modules/$MOD_TARGET.ko",
+        "livepatch: signaling remaining tasks\n% insmod test_modules/$MOD_TARGET.ko",
+        1,
+    );
+    k.check_result(&expected, &vars(&k));
+}
+
 /// Not covered before: callbacks-only patches (`test_klp_callbacks_demo2` replaces no
 /// function) stacked on another patch.
 #[test]

@@ -453,9 +453,14 @@ pub struct Kernel {
 impl Kernel {
     /// A booted machine with the Linux 6.12 policy.
     pub fn boot() -> Self {
+        Self::boot_with(Policy::LINUX_6_12)
+    }
+
+    /// A booted machine with `policy`.
+    pub fn boot_with(policy: Policy) -> Self {
         let dmesg = leak(Dmesg::default());
         let storage = leak(EngineStorage::<16, 64>::new());
-        let live = leak(Live::new(storage, Policy::LINUX_6_12));
+        let live = leak(Live::new(storage, policy));
         let mut engine = Engine::new(live);
         engine.set_events(dmesg);
         Kernel {
