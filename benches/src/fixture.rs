@@ -60,7 +60,7 @@ impl Fixture {
 
     /// Completes the transition in progress; every task's stack must allow it.
     pub fn complete(&mut self) {
-        assert!(self.try_complete().is_done(), "the fixture's tasks must be able to switch");
+        assert!(self.try_complete().is_complete(), "the fixture's tasks must be able to switch");
     }
 
     /// Enables `patch` and completes the transition.

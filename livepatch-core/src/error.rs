@@ -43,6 +43,26 @@ pub enum Error {
     Backend(ErrorKind),
 }
 
+impl Error {
+    /// The negative errno the kernel returns for the same refusal (what `insmod` or a sysfs
+    /// write reports): `-EBUSY` for another transition or a range the tracer cannot take,
+    /// `-ENOMEM` for exhausted storage, the callback's own code for a failed `pre_patch`, the
+    /// backend's for a backend failure, `-EINVAL` otherwise.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Busy | Error::Conflict(_) => -16,
+            Error::NoSlot | Error::Index(_) => -12,
+            Error::Callback { error, .. } => error.0,
+            Error::Backend(kind) => kind.errno(),
+            Error::NoTransition
+            | Error::AlreadyEnabled(_)
+            | Error::NotEnabled(_)
+            | Error::Invalid(_)
+            | Error::IncompatibleState(_) => -22,
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

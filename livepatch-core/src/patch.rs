@@ -478,8 +478,6 @@ impl fmt::Debug for Patch<'_> {
 /// Why a patch descriptor is invalid on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchError {
-    /// The patch has no function at all.
-    Empty,
     /// Two objects of the patch have the same id.
     DuplicateObject(ObjectId),
     /// Two functions of the patch replace the same original function.
@@ -493,7 +491,6 @@ pub enum PatchError {
 impl fmt::Display for PatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PatchError::Empty => f.write_str("patch replaces no function"),
             PatchError::DuplicateObject(o) => write!(f, "object {o} appears twice"),
             PatchError::DuplicateFunc(r) => write!(f, "function {r:?} is replaced twice"),
             PatchError::Overlap(a, b) => write!(f, "code ranges {a:?} and {b:?} overlap"),
@@ -504,12 +501,13 @@ impl fmt::Display for PatchError {
 
 impl core::error::Error for PatchError {}
 
-/// Checks a patch on its own: at least one function, unique objects, each original replaced
-/// once, and no overlap among originals, replacements, or between the two.
+/// Checks a patch on its own: unique objects and states, each original replaced once, and no
+/// overlap among originals, replacements, or between the two.
+///
+/// A patch may replace no function at all: like the kernel, the engine accepts callbacks-only
+/// and states-only patches (`test_klp_callbacks_demo2`, `test_klp_state*`); as a cumulative
+/// patch it reverts every function the patches it replaces changed.
 pub fn validate(patch: &Patch<'_>) -> Result<(), PatchError> {
-    if patch.funcs().next().is_none() {
-        return Err(PatchError::Empty);
-    }
     for (i, a) in patch.objects.iter().enumerate() {
         if patch.objects[..i].iter().any(|b| b.id == a.id) {
             return Err(PatchError::DuplicateObject(a.id));
@@ -558,10 +556,11 @@ mod tests {
     }
 
     #[test]
-    fn empty_duplicate_and_overlapping_patches_are_rejected() {
+    fn duplicate_and_overlapping_patches_are_rejected_and_empty_ones_accepted() {
         let none: [Func<'_>; 0] = [];
         let objs = [Object::new(ObjectId(0), "vmlinux", &none)];
-        assert_eq!(validate(&Patch::new(PatchId(1), "p", &objs)), Err(PatchError::Empty));
+        assert_eq!(validate(&Patch::new(PatchId(1), "p", &objs)), Ok(()));
+        assert_eq!(validate(&Patch::new(PatchId(1), "p", &[])), Ok(()));
 
         let dup = [Func::new("a", r(0x100, 0x10), r(0x9000, 0x20)), Func::new("a2", r(0x100, 0x10), r(0x9100, 0x20))];
         let objs = [Object::new(ObjectId(0), "vmlinux", &dup)];

@@ -329,13 +329,15 @@ pub struct PatchedSet<'a> {
 }
 
 impl<'a> PatchedSet<'a> {
-    /// An empty index over two buffers (a version holds at most the smaller one's length).
-    pub fn new(a: &'a [IndexEntry<'a>], b: &'a [IndexEntry<'a>]) -> Self {
-        Self {
-            buffers: [a, b],
-            current: AtomicUsize::new(0),
-            tables: [AtomicU32::new(Table::NONE), AtomicU32::new(Table::NONE)],
-            stale: AtomicBool::new(false),
+    const_fn! {
+        /// An empty index over two buffers (a version holds at most the smaller one's length).
+        pub fn new(a: &'a [IndexEntry<'a>], b: &'a [IndexEntry<'a>]) -> Self {
+            Self {
+                buffers: [a, b],
+                current: AtomicUsize::new(0),
+                tables: [AtomicU32::new(Table::NONE), AtomicU32::new(Table::NONE)],
+                stale: AtomicBool::new(false),
+            }
         }
     }
 

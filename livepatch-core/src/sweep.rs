@@ -65,9 +65,18 @@ impl fmt::Display for StallReason {
     }
 }
 
+/// The function a straggler is blocked in, by the names its patch descriptors give it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FuncName<'n> {
+    /// The object (`vmlinux` or a module) the function belongs to.
+    pub object: &'n str,
+    /// The function's name ([`Func::name`](crate::Func::name)).
+    pub function: &'n str,
+}
+
 /// One task that kept the transition from completing, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Straggler {
+pub struct Straggler<'n> {
     /// The task.
     pub task: TaskId,
     /// Its kind.
@@ -78,18 +87,32 @@ pub struct Straggler {
     pub reason: StallReason,
     /// Whether this pass kicked it (signal or wake-up).
     pub kicked: bool,
+    /// For [`StallReason::OnStack`]: the blocking function's name and object, from the
+    /// registered patches that replace it.
+    pub name: Option<FuncName<'n>>,
 }
 
-impl fmt::Display for Straggler {
+impl fmt::Display for Straggler<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "task {} ({:?}{}): {}",
+            "task {} ({:?}{}): ",
             self.task,
             self.kind,
             if self.flags.contains(TaskFlags::EXITING) { ", exiting" } else { "" },
-            self.reason
         )?;
+        match (self.reason, self.name) {
+            (StallReason::OnStack { function, variant, frame, addr, .. }, Some(n)) => {
+                let (obj, func) = (n.object, n.function);
+                match variant {
+                    Some(v) => {
+                        write!(f, "in a variant {v:?} of {func} ({obj}, {function:?}) at frame {frame} ({addr})")?
+                    }
+                    None => write!(f, "in function {func} ({obj}, {function:?}) at frame {frame} ({addr})")?,
+                }
+            }
+            (reason, _) => write!(f, "{reason}")?,
+        }
         if self.kicked {
             f.write_str(" [kicked]")?;
         }
@@ -224,7 +247,8 @@ pub fn check_and_switch<W: StackWalker>(live: &Live<'_>, walker: &W, task: &W::T
 }
 
 /// The sweep's step for one task (the kernel's `klp_try_switch_task`): skip it if it is not
-/// pending, refuse if it is running, otherwise pin it and check its stack.
+/// pending, otherwise pin it and check its stack; a task the scheduler cannot pin because it
+/// is running is a straggler ([`StallReason::Running`]).
 pub fn try_switch_task<S, W>(live: &Live<'_>, scheduler: &S, walker: &W, task: &S::Task) -> Verdict
 where
     S: Scheduler,
@@ -240,9 +264,9 @@ where
     if !live.policy().allows(SwitchPoints::SWEEP) {
         return Verdict::Blocked(StallReason::AwaitingSwitchPoint);
     }
-    if task.is_running() {
-        return Verdict::Blocked(StallReason::Running);
-    }
+    // Whether the task runs is asked under the pin only (the kernel's `task_call_func` then
+    // `task_curr` check): an unlocked look first would say the same thing a second time, and
+    // could be stale either way.
     match scheduler.pin(task, |t| check_and_switch(live, walker, t, seen)) {
         Pinned::Checked(verdict) => verdict,
         Pinned::Running => Verdict::Blocked(StallReason::Running),

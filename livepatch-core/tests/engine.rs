@@ -6,8 +6,8 @@ mod common;
 
 use common::{r, CallbackLog, TestBackend};
 use livepatch_core::backend::{TaskFlags, TaskKind};
-use livepatch_core::patch::{CallbackError, PatchError};
-use livepatch_core::sweep::{StallReason, Straggler};
+use livepatch_core::patch::CallbackError;
+use livepatch_core::sweep::{FuncName, StallReason, Straggler};
 use livepatch_core::transition::Progress;
 use livepatch_core::{
     CodeAddr, Engine, EngineStorage, Error, Func, Live, Object, ObjectId, Patch, PatchId, PatchState, Policy, Redirect,
@@ -41,7 +41,7 @@ const CALLER: usize = 0x5000;
 
 fn quiet(_: &Straggler) {}
 
-fn collect(out: &RefCell<Vec<Straggler>>) -> impl FnMut(&Straggler) + '_ {
+fn collect<'o, 'n>(out: &'o RefCell<Vec<Straggler<'n>>>) -> impl FnMut(&Straggler<'n>) + 'o {
     move |s| out.borrow_mut().push(*s)
 }
 
@@ -101,6 +101,9 @@ fn a_task_sleeping_in_the_original_blocks_and_is_reported_until_it_leaves() {
     assert_eq!(stalls[0].task.0, 2);
     let StallReason::OnStack { function, variant: in_variant, frame, addr, .. } = stalls[0].reason else { panic!() };
     assert_eq!((function, in_variant, frame, addr), (r(F1, 0x40), None, 1, CodeAddr(F1 + 0x10)));
+    // The report names the function and its object, as the patch descriptor does.
+    assert_eq!(stalls[0].name, Some(FuncName { object: "vmlinux", function: "f1" }));
+    assert_eq!(stalls[0].to_string(), "task 2 (User): in function f1 (vmlinux, [0x1000, 0x1040)) at frame 1 (0x1010)");
     assert_eq!(b.retries.borrow().last(), Some(&1_000_000_000));
     // Switched tasks already run the new code; the sleeper still runs the old.
     assert_eq!(call(&live, F1, &b, 1), variant(0x9000));
@@ -159,18 +162,18 @@ fn disable_restores_the_original_removes_hooks_and_frees_slots() {
     let b = TestBackend::with_tasks(2);
     engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
 
     // A task sleeping in the variant keeps the disable pending.
     b.task(1).stack.borrow_mut().push(0x9010);
     engine.disable(&patch, &b).unwrap();
     assert!(!patch.is_enabled() && patch.is_registered());
     let stalls = RefCell::new(Vec::new());
-    assert!(!engine.try_complete(&b, collect(&stalls)).unwrap().is_done());
+    assert!(!engine.try_complete(&b, collect(&stalls)).unwrap().is_complete());
     let StallReason::OnStack { variant: in_variant, .. } = stalls.borrow()[0].reason else { panic!() };
     assert_eq!(in_variant, Some(r(0x9000, 0x80)));
     b.task(1).stack.borrow_mut().clear();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
 
     assert!(b.hooked().is_empty());
     assert!(!patch.is_registered() && !funcs[0].is_patched());
@@ -178,7 +181,7 @@ fn disable_restores_the_original_removes_hooks_and_frees_slots() {
     assert!(live.slot_at(CodeAddr(F1)).is_none());
     // It can be enabled again.
     engine.enable(&patch, &b).unwrap();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     assert_eq!(call(&live, F1, &b, 1), variant(0x9000));
 }
 
@@ -194,9 +197,6 @@ fn refused_operations_change_nothing() {
     let clash_funcs = [Func::new("f3", r(F3, 0x40), r(0x9010, 0x10))];
     let clash_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &clash_funcs)];
     let clash = Patch::new(PatchId(4), "p4", &clash_objs);
-    let none: [Func<'_>; 0] = [];
-    let empty_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &none)];
-    let empty = Patch::new(PatchId(5), "p5", &empty_objs);
 
     let b = TestBackend::with_tasks(2);
     b.task(1).stack.borrow_mut().push(F1 + 1);
@@ -205,14 +205,13 @@ fn refused_operations_change_nothing() {
     assert_eq!(engine.force(&b), Err(Error::NoTransition));
     assert_eq!(engine.try_complete(&b, quiet), Err(Error::NoTransition));
     assert_eq!(engine.disable(&patch, &b), Err(Error::NotEnabled(PatchId(1))));
-    assert_eq!(engine.enable(&empty, &b), Err(Error::Invalid(PatchError::Empty)));
 
     engine.enable(&patch, &b).unwrap();
     assert_eq!(engine.enable(&other, &b), Err(Error::Busy));
     assert_eq!(engine.disable(&patch, &b), Err(Error::Busy));
     assert!(!other.is_registered());
     b.task(1).stack.borrow_mut().clear();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
 
     assert_eq!(engine.enable(&patch, &b), Err(Error::AlreadyEnabled(PatchId(1))));
     assert_eq!(engine.enable(&partial, &b), Err(Error::Conflict(r(F1 + 8, 0x40))));
@@ -224,6 +223,43 @@ fn refused_operations_change_nothing() {
     assert_eq!(call(&live, F1, &b, 1), variant(0x9000));
     assert_eq!(live.slot_at(CodeAddr(0x9000)), None, "a variant is not a hook site");
     assert_eq!(live.redirect(SlotId(999), &b.task(1).state, CodeAddr(0)), Redirect::Original);
+}
+
+/// The kernel accepts a patch that replaces no function (`test_klp_callbacks_demo2`, every
+/// `test_klp_state*` module): its callbacks run at the four points, it stacks on a function
+/// patch, and as a cumulative patch it reverts every function the patches it replaces changed.
+#[test]
+fn a_patch_that_replaces_no_function_runs_its_callbacks_and_stacks() {
+    let log = CallbackLog::default();
+    let none: [Func<'_>; 0] = [];
+    let cb_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &none).with_callbacks(&log)];
+    let callbacks_only = Patch::new(PatchId(2), "callbacks", &cb_objs);
+    let replace_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &none).with_callbacks(&log)];
+    let replace = Patch::new(PatchId(3), "replace", &replace_objs).replacing();
+    one_func_patch!(funcs, objs, patch);
+    let b = TestBackend::with_tasks(2);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
+
+    engine.enable(&callbacks_only, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert!(callbacks_only.is_enabled() && b.hooked().is_empty());
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    engine.disable(&callbacks_only, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert_eq!(log.calls(), ["pre_patch 2/0", "post_patch 2/0", "pre_unpatch 2/0", "post_unpatch 2/0"]);
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000), "the function patch stays");
+
+    // A cumulative patch with no function replaces `patch`: f1 runs the original again.
+    engine.enable(&replace, &b).unwrap();
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000), "not switched yet");
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert_eq!(engine.patches().map(|p| p.id()).collect::<Vec<_>>(), [PatchId(3)]);
+    assert!(!funcs[0].is_patched() && b.hooked().is_empty() && live.patched_set().is_empty());
+    engine.disable(&replace, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert_eq!(engine.patches().count(), 0);
+    assert_eq!(log.calls()[4..], ["pre_patch 3/0", "post_patch 3/0", "pre_unpatch 3/0", "post_unpatch 3/0"]);
 }
 
 #[test]
@@ -262,7 +298,7 @@ fn reversing_an_enable_returns_every_task_and_skips_pre_unpatch() {
     b.task(3).stack.borrow_mut().push(F1 + 4); // blocks the enable
     engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
-    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
     assert_eq!(b.task(1).state.state(), PatchState::Patched);
 
     // Task 1 now sleeps in the new variant: the reversal must wait for it.
@@ -274,10 +310,10 @@ fn reversing_an_enable_returns_every_task_and_skips_pre_unpatch() {
     // Task 3 (never switched) is not pending; task 1 is.
     assert!(!b.task(3).state.pending() && b.task(1).state.pending());
     let stalls = RefCell::new(Vec::new());
-    assert!(!engine.try_complete(&b, collect(&stalls)).unwrap().is_done());
+    assert!(!engine.try_complete(&b, collect(&stalls)).unwrap().is_complete());
     assert_eq!(stalls.borrow().iter().map(|s| s.task.0).collect::<Vec<_>>(), [1]);
     b.task(1).stack.borrow_mut().clear();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     assert!(!patch.is_registered() && b.hooked().is_empty());
     assert_eq!(log.calls(), ["pre_patch 1/0", "post_unpatch 1/0"]);
 }
@@ -291,13 +327,13 @@ fn reversing_a_disable_keeps_the_patch_and_runs_post_patch() {
     let b = TestBackend::with_tasks(2);
     engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     b.task(2).stack.borrow_mut().push(0x9001);
     engine.disable(&patch, &b).unwrap();
-    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
     engine.reverse(&b).unwrap();
     assert!(patch.is_enabled());
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     assert!(patch.is_registered());
     assert_eq!(call(&live, F1, &b, 2), variant(0x9000));
     assert_eq!(log.calls(), ["pre_patch 1/0", "post_patch 1/0", "pre_unpatch 1/0", "post_patch 1/0"]);
@@ -338,7 +374,7 @@ fn a_failing_hook_install_cancels_the_enable() {
     assert!(storage.slots().iter().all(|s| s.original().is_none()));
     b.fail_install.set(false);
     engine.enable(&patch, &b).unwrap();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
 }
 
 #[test]
@@ -352,26 +388,26 @@ fn stacked_patches_redirect_to_the_newest_and_any_can_be_disabled() {
     let b = TestBackend::with_tasks(2);
     engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&a, &b).unwrap();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     // Task 1 sleeps in patch a's variant: enabling b must wait for it (it is the old code).
     b.task(1).stack.borrow_mut().push(0x9008);
     engine.enable(&bp, &b).unwrap();
-    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
     assert_eq!(call(&live, F1, &b, 1), variant(0x9000), "unpatched task runs the variant below");
     assert_eq!(call(&live, F1, &b, 2), variant(0xa000));
     assert_eq!(call(&live, F2, &b, 1), Redirect::Original);
     b.task(1).stack.borrow_mut().clear();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     assert_eq!(call(&live, F1, &b, 1), variant(0xa000));
 
     // Disable the older patch, which is below b: b keeps running.
     engine.disable(&a, &b).unwrap();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     assert_eq!(call(&live, F1, &b, 1), variant(0xa000));
     assert_eq!(engine.patches().map(|p| p.id()).collect::<Vec<_>>(), [PatchId(2)]);
     assert_eq!(b.hooked().len(), 2);
     engine.disable(&bp, &b).unwrap();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     assert!(b.hooked().is_empty());
 }
 
@@ -394,16 +430,16 @@ fn atomic_replace_retires_stacked_patches_and_reverts_uncovered_functions() {
     engine!(storage, live, engine, Policy::LINUX_6_12);
     for p in [&p1, &p2, &p3] {
         engine.enable(p, &b).unwrap();
-        assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+        assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     }
     // A task sleeping in p2's variant of f2 blocks the replace: f2 goes back to the original.
     b.task(2).stack.borrow_mut().push(0x9110);
     engine.enable(&replace, &b).unwrap();
-    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
     assert_eq!(call(&live, F2, &b, 1), Redirect::Original, "nop: switched task runs the original");
     assert_eq!(call(&live, F2, &b, 2), variant(0x9100));
     b.task(2).stack.borrow_mut().clear();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
 
     assert_eq!(engine.patches().map(|p| p.id()).collect::<Vec<_>>(), [PatchId(4)]);
     assert!(!p1.is_enabled() && !p2.is_registered() && !p3.is_registered());
@@ -412,7 +448,7 @@ fn atomic_replace_retires_stacked_patches_and_reverts_uncovered_functions() {
     assert!(live.slot_at(CodeAddr(F2)).is_none());
     // The replaced patches can be enabled again later.
     engine.enable(&p2, &b).unwrap();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     assert_eq!(call(&live, F2, &b, 1), variant(0x9100));
 }
 
@@ -427,12 +463,12 @@ fn reversing_an_atomic_replace_keeps_the_replaced_patches() {
     let b = TestBackend::with_tasks(2);
     engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&p1, &b).unwrap();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     b.task(1).stack.borrow_mut().push(0x9001);
     engine.enable(&replace, &b).unwrap();
-    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
     engine.reverse(&b).unwrap();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     assert_eq!(engine.patches().map(|p| p.id()).collect::<Vec<_>>(), [PatchId(1)]);
     assert_eq!(call(&live, F1, &b, 2), variant(0x9000));
     assert_eq!(b.hooked(), [r(F1, 0x40)]);
@@ -446,7 +482,7 @@ fn force_switches_everyone_and_marks_patches_forced() {
     b.task(2).running.set(true);
     engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
-    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
     let Progress::Complete(s) = engine.force(&b).unwrap() else { panic!() };
     assert_eq!(s.switched, 2);
     assert!(patch.is_forced() && engine.transition().is_none());
@@ -460,9 +496,9 @@ fn force_after_m_passes_is_a_policy() {
     b.task(1).stack.borrow_mut().push(F1 + 1);
     engine!(storage, live, engine, Policy { force_after: Some(3), ..Policy::LINUX_6_12 });
     engine.enable(&patch, &b).unwrap();
-    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
-    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     assert!(patch.is_forced());
 }
 
@@ -481,7 +517,7 @@ fn exiting_tasks_are_skipped_by_linux_and_visited_by_the_improved_policy() {
         let mut engine = Engine::new(&live);
         engine.enable(&patch, &b).unwrap();
         let progress = engine.try_complete(&b, quiet).unwrap();
-        assert_eq!(progress.is_done(), completes, "{policy:?}");
+        assert_eq!(progress.is_complete(), completes, "{policy:?}");
         if completes {
             // Linux declares victory while the exiting task still runs the old do_exit.
             assert_eq!(progress.summary().exiting_skipped, 1);
@@ -543,7 +579,7 @@ fn kernel_exit_switches_only_at_the_boundary() {
     assert!(live.exit_to_user(&b.task(1).state).is_some());
     assert!(live.exit_to_user(&b.task(2).state).is_some());
     assert!(live.kthread_safe_point(&b.task(3).state).is_some());
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
 }
 
 #[test]
@@ -560,9 +596,9 @@ fn call_chain_redirects_by_caller_and_completes_by_sweeps() {
     assert_eq!(live.redirect(slot, state, CodeAddr(F2 + 4)), Redirect::Original, "old caller: old chain");
     assert_eq!(live.redirect(slot, state, CodeAddr(0x9104)), variant(0x9000), "new caller");
     assert_eq!(live.redirect(slot, state, CodeAddr(CALLER)), variant(0x9000), "unpatched caller");
-    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
     b.task(1).stack.borrow_mut().clear();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     assert_eq!(live.redirect(slot, state, CodeAddr(F2 + 4)), variant(0x9000));
 }
 
@@ -577,7 +613,10 @@ fn stop_the_world_switches_all_at_once_or_gives_up() {
     for _ in 0..4 {
         assert!(matches!(engine.try_complete(&b, quiet).unwrap(), Progress::Pending(_)));
     }
-    let Progress::GaveUp(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    let gave_up = engine.try_complete(&b, quiet).unwrap();
+    // Neither complete (nothing was patched) nor pending (no retry).
+    assert!(!gave_up.is_complete() && !gave_up.is_pending());
+    let Progress::GaveUp(s) = gave_up else { panic!() };
     assert_eq!(s.on_stack, 1);
     assert_eq!(b.stops.get(), 5);
     assert!(!patch.is_registered() && b.hooked().is_empty());
@@ -605,7 +644,7 @@ fn late_and_going_objects_follow_the_patch() {
     b.unloaded.borrow_mut().insert(9);
     engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
-    assert!(engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     assert_eq!(b.hooked(), [r(F1, 0x40)]);
 
     b.unloaded.borrow_mut().remove(&9);
@@ -629,7 +668,7 @@ fn fork_inherits_the_parents_universe() {
     b.task(2).stack.borrow_mut().push(F1 + 1);
     engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
-    assert!(!engine.try_complete(&b, quiet).unwrap().is_done());
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
     let child = livepatch_core::TaskPatchState::new();
     live.fork(&b.task(1).state, &child);
     assert_eq!(child.state(), PatchState::Patched);

@@ -119,7 +119,7 @@ fn a_disabled_node_keeps_its_flag_until_a_grace_period() {
     let mut engine = Engine::new(&live);
     for p in [&pa, &pb] {
         engine.enable(p, &inner).unwrap();
-        assert!(engine.try_complete(&inner, |_| {}).unwrap().is_done());
+        assert!(engine.try_complete(&inner, |_| {}).unwrap().is_complete());
     }
     // The node a handler holds when it read the top just before the unlink.
     let slot = live.slot_at(orig.start()).unwrap();
@@ -127,7 +127,7 @@ fn a_disabled_node_keeps_its_flag_until_a_grace_period() {
     assert_eq!(node.code(), Some(r(0xa000, 0x40)));
     let b = probe(&inner, &fb[0], node, &seen);
     engine.disable(&pb, &b).unwrap();
-    assert!(engine.try_complete(&b, |_| {}).unwrap().is_done());
+    assert!(engine.try_complete(&b, |_| {}).unwrap().is_complete());
     assert!(!fb[0].is_patched() && !node.in_transition());
     assert!(graced_after_unlink(&seen), "flag cleared without a grace period after the unlink: {:?}", seen.borrow());
 }

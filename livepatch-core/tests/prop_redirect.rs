@@ -258,7 +258,7 @@ fn run(sc: &Scenario, policy: Policy, check: impl Fn(&Live<'_>, &TestBackend, &R
             continue;
         }
         engine.enable(&patches[p], &b).unwrap();
-        assert!(engine.try_complete(&b, |_| {}).unwrap().is_done());
+        assert!(engine.try_complete(&b, |_| {}).unwrap().is_complete());
         reference.push(&sc.patches, p);
         reference.transition = Some((p, PatchState::Patched));
         reference.complete(&sc.patches);

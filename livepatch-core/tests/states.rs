@@ -63,7 +63,7 @@ impl ObjectCallbacks for Console {
 }
 
 fn run(engine: &mut Engine<'_>, b: &TestBackend) {
-    assert!(engine.try_complete(b, |_| {}).unwrap().is_done());
+    assert!(engine.try_complete(b, |_| {}).unwrap().is_complete());
 }
 
 #[test]
@@ -171,4 +171,56 @@ fn non_cumulative_patches_may_leave_states_alone_but_a_cumulative_one_may_not() 
         livepatch_core::patch::validate(&Patch::new(PatchId(3), "c", &objs).with_states(&dup)),
         Err(PatchError::DuplicateState(LOGLEVEL))
     );
+}
+
+/// `test_klp_state2.c` takes the state over in `post_patch` ("taking over the console_loglevel
+/// change"): the kernel keeps the replaced patches on its list until after the new patch's
+/// post-patch callbacks (`klp_complete_transition` → callbacks → `klp_free_replaced_patches_async`),
+/// so `klp_get_prev_state` still finds the replaced patch's state there.
+struct TakeOverInPostPatch {
+    seen: Mutex<Vec<(String, Option<usize>)>>,
+}
+
+impl ObjectCallbacks for TakeOverInPostPatch {
+    fn pre_patch(&self, ctx: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
+        if ctx.prev_state(LOGLEVEL).is_none() {
+            ctx.state(LOGLEVEL).ok_or(CallbackError(-22))?.set_data(0x1000); // "kzalloc"
+        }
+        Ok(())
+    }
+    fn post_patch(&self, ctx: &CallbackContext<'_, '_>) {
+        let prev = ctx.prev_state(LOGLEVEL).map(State::data);
+        self.seen.lock().unwrap().push((format!("post_patch {}", ctx.patch().name()), prev));
+        if let (Some(data), Some(mine)) = (prev, ctx.state(LOGLEVEL)) {
+            mine.set_data(data);
+        }
+    }
+}
+
+#[test]
+fn a_cumulative_patch_finds_the_replaced_state_in_post_patch() {
+    let storage = EngineStorage::<8, 32>::new();
+    let cb = TakeOverInPostPatch { seen: Mutex::new(Vec::new()) };
+    let s1 = [State::new(LOGLEVEL, 1)];
+    let s2 = [State::new(LOGLEVEL, 2)];
+    let f1 = [Func::new("f", r(0x1000, 0x40), r(0x9000, 0x40))];
+    let f2 = [Func::new("f", r(0x1000, 0x40), r(0xa000, 0x40))];
+    let o1 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f1).with_callbacks(&cb)];
+    let o2 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f2).with_callbacks(&cb)];
+    let p1 = Patch::new(PatchId(1), "state", &o1).replacing().with_states(&s1);
+    let p2 = Patch::new(PatchId(2), "state2", &o2).replacing().with_states(&s2);
+    let b = TestBackend::with_tasks(2);
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&p1, &b).unwrap();
+    run(&mut engine, &b);
+    engine.enable(&p2, &b).unwrap();
+    run(&mut engine, &b);
+    assert_eq!(
+        *cb.seen.lock().unwrap(),
+        [("post_patch state".to_string(), None), ("post_patch state2".to_string(), Some(0x1000))]
+    );
+    assert_eq!(s2[0].data(), 0x1000, "the state was taken over, not left unallocated");
+    assert!(!p1.is_registered(), "replaced once the callbacks ran");
+    assert_eq!(engine.patches().map(|p| p.id()).collect::<Vec<_>>(), [PatchId(2)]);
 }

@@ -24,6 +24,19 @@ pub enum ErrorKind {
     Other,
 }
 
+impl ErrorKind {
+    /// The negative errno a kernel reports for this kind of failure: `-EBUSY` for a hook the
+    /// tracer refuses (ftrace disabled, or the function already modified), a busy backend
+    /// or a running task; `-ESRCH` for a vanished task; `-EINVAL` otherwise.
+    pub fn errno(self) -> i32 {
+        match self {
+            ErrorKind::Hook | ErrorKind::Busy | ErrorKind::Running => -16,
+            ErrorKind::NoSuchTask => -3,
+            ErrorKind::Unreliable | ErrorKind::TooDeep | ErrorKind::Other => -22,
+        }
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -10,7 +10,9 @@ pub struct TaskCursor(pub u64);
 pub enum Pinned<R> {
     /// The task could not run while the closure ran; its result.
     Checked(R),
-    /// The task is running on a CPU (and is not the caller): it cannot be inspected now.
+    /// The task is running on a CPU (and is not the caller): it cannot be inspected now. This
+    /// is the answer the sweep relies on (it holds while the pin is attempted, unlike an
+    /// unlocked [`Task::is_running`]).
     Running,
 }
 

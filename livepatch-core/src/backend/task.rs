@@ -39,7 +39,12 @@ pub trait Task {
     fn flags(&self) -> TaskFlags;
     /// The CPU it last ran on (or runs on).
     fn cpu(&self) -> CpuId;
-    /// Whether it is on a CPU right now (and is not the caller).
+    /// Whether it is on a CPU right now (and is not the caller), read without a lock.
+    ///
+    /// The core reads it in one place: the per-CPU pass, where the CPU is held (an IPI runs
+    /// on it), so the task it interrupted is the one running and the answer cannot change.
+    /// Everywhere else the answer must hold while the stack is checked, which only
+    /// [`Scheduler::pin`](super::Scheduler::pin) can give ([`Pinned::Running`](super::Pinned::Running)).
     fn is_running(&self) -> bool;
     /// Its patch-state word (4 bytes; the backend embeds it in its task structure).
     fn patch_state(&self) -> &TaskPatchState;

@@ -44,7 +44,14 @@ pub trait StackWalker {
     type Error: Error;
 
     /// Walks `task`'s stack, at most `max_depth` frames; a deeper stack is
-    /// [`WalkError::TooDeep`]. Returns the number of frames visited.
+    /// [`WalkError::TooDeep`].
+    ///
+    /// Returns how many return addresses were handed to `frame`: the stack's depth if `frame`
+    /// never stopped the walk, fewer if it returned `Break` (the frame that broke counts), `0`
+    /// for a task with no stack left. Not the stack's depth in general: the core stops at the
+    /// first frame in code being switched away from. The core needs no count (its closure
+    /// sees every frame); a backend may use it for its own accounting, as the simulated
+    /// machine charges time per frame walked.
     fn walk<F>(&self, task: &Self::Task, max_depth: usize, frame: F) -> Result<usize, WalkError<Self::Error>>
     where
         F: FnMut(CodeAddr) -> ControlFlow<()>;

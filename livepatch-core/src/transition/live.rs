@@ -8,7 +8,7 @@ use crate::patched_set::{Hit, IndexEntry, PatchedSet};
 use crate::redirect::{self, Redirect};
 use crate::state::{PatchState, TaskPatchState};
 use crate::sweep::{self, Verdict};
-use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{const_fn, AtomicU32, AtomicUsize, Ordering};
 use core::fmt;
 
 /// The shared read side of an engine: what every CPU reads on its hot paths, and the switch
@@ -36,6 +36,16 @@ const AWAY_WORDS: usize = 64;
 const WORD_BITS: usize = usize::BITS as usize;
 const AWAY_BITS: usize = AWAY_WORDS * WORD_BITS;
 
+#[cfg(not(loom))]
+const fn new_away_pages() -> [AtomicUsize; AWAY_WORDS] {
+    [const { AtomicUsize::new(0) }; AWAY_WORDS]
+}
+
+#[cfg(loom)]
+fn new_away_pages() -> [AtomicUsize; AWAY_WORDS] {
+    core::array::from_fn(|_| AtomicUsize::new(0))
+}
+
 /// The two-stage pre-filter a stack check applies to each return address before looking it
 /// up: the bounds of the code being switched away from, then the away-page bitmap. Read once
 /// per walk (see [`Live::away_filter`]).
@@ -60,26 +70,61 @@ impl AwayFilter<'_> {
 }
 
 impl<'a> Live<'a> {
-    /// The read side over `storage`, with `policy`.
-    pub fn new<const S: usize, const R: usize>(storage: &'a EngineStorage<'a, S, R>, policy: Policy) -> Self {
-        Self::from_parts(&storage.slots, &storage.index[0], &storage.index[1], policy)
+    const_fn! {
+        /// The read side over `storage`, with `policy`.
+        ///
+        /// # Lifetimes
+        ///
+        /// The storage, the read side, the engine and every patch it will ever hold share one
+        /// lifetime `'a`: func stacks link patch descriptors and storage slots to each other,
+        /// so each must outlive all the others' use of it. The compiler says "`storage` does
+        /// not live long enough … borrowed value does not live long enough" (E0597) or
+        /// "… dropped here while still borrowed" when a patch or the storage is declared
+        /// *after* the engine (locals drop in reverse order). Two ways that always work:
+        ///
+        /// * declare, in this order: storage, patches (and their funcs, objects, callbacks,
+        ///   states), read side, engine — all in one scope;
+        /// * or make the storage, the read side and the patches `static`s (every constructor
+        ///   involved is a `const fn`), and keep only the [`Engine`](super::Engine) — the
+        ///   single writer — in your own state (a kernel module keeps it under a mutex):
+        ///
+        /// ```
+        /// use livepatch_core::{CodeRange, Engine, EngineStorage, Func, Live, Object, ObjectId, Patch, PatchId, Policy};
+        ///
+        /// static STORAGE: EngineStorage<'static, 16, 64> = EngineStorage::new();
+        /// static LIVE: Live<'static> = Live::new(&STORAGE, Policy::IMPROVED);
+        /// const fn r(start: usize) -> CodeRange {
+        ///     match CodeRange::new(start, 0x40) { Ok(r) => r, Err(_) => panic!() }
+        /// }
+        /// static FUNCS: [Func<'static>; 1] = [Func::new("parse", r(0x1000), r(0x9000))];
+        /// static OBJS: [Object<'static>; 1] = [Object::new(ObjectId::VMLINUX, "app", &FUNCS)];
+        /// static PATCH: Patch<'static> = Patch::new(PatchId(1), "fix-parse", &OBJS);
+        ///
+        /// let engine = Engine::new(&LIVE); // enable(&PATCH, &backend) needs no other borrow
+        /// assert!(engine.transition().is_none() && !PATCH.is_registered());
+        /// ```
+        pub fn new<const S: usize, const R: usize>(storage: &'a EngineStorage<'a, S, R>, policy: Policy) -> Self {
+            Self::from_parts(&storage.slots, &storage.index[0], &storage.index[1], policy)
+        }
     }
 
-    /// The read side over separately provided slots and the two index buffers.
-    pub fn from_parts(
-        slots: &'a [FuncSlot<'a>],
-        index_a: &'a [IndexEntry<'a>],
-        index_b: &'a [IndexEntry<'a>],
-        policy: Policy,
-    ) -> Self {
-        Self {
-            slots,
-            index: PatchedSet::new(index_a, index_b),
-            policy,
-            target: AtomicU32::new(PatchState::Idle as u32),
-            away_lo: AtomicUsize::new(0),
-            away_hi: AtomicUsize::new(0),
-            away_pages: core::array::from_fn(|_| AtomicUsize::new(0)),
+    const_fn! {
+        /// The read side over separately provided slots and the two index buffers.
+        pub fn from_parts(
+            slots: &'a [FuncSlot<'a>],
+            index_a: &'a [IndexEntry<'a>],
+            index_b: &'a [IndexEntry<'a>],
+            policy: Policy,
+        ) -> Self {
+            Self {
+                slots,
+                index: PatchedSet::new(index_a, index_b),
+                policy,
+                target: AtomicU32::new(PatchState::Idle as u32),
+                away_lo: AtomicUsize::new(0),
+                away_hi: AtomicUsize::new(0),
+                away_pages: new_away_pages(),
+            }
         }
     }
 

@@ -20,9 +20,11 @@
 //! installation cancels an enable (completes it as an unpatch with nothing switched).
 
 mod engine;
+mod events;
 mod live;
 mod storage;
 
 pub use engine::{Engine, Progress, TransitionInfo};
+pub use events::{Event, Events};
 pub use live::Live;
 pub use storage::EngineStorage;

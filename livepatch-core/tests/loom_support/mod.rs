@@ -467,7 +467,7 @@ impl Fixture {
 pub fn complete(engine: &mut Engine<'static>, b: &'static LBackend) {
     loop {
         match engine.try_complete(b, |_| {}) {
-            Ok(p) if p.is_done() => return,
+            Ok(p) if p.is_complete() => return,
             Ok(_) => loom::thread::yield_now(),
             Err(e) => panic!("completion attempt: {e}"),
         }

@@ -1,0 +1,102 @@
+//! Late and going objects: the kernel's module notifier paths.
+
+use super::{unpatch_object, Engine};
+use crate::backend::Backend;
+use crate::backend::Scheduler;
+use crate::error::Error;
+use crate::ids::ObjectId;
+use crate::state::PatchState;
+use crate::sync::Ordering;
+use crate::transition::Event;
+
+impl<'a> Engine<'a> {
+    /// A module is loading (the kernel's `klp_module_coming`): patch its functions for every
+    /// registered patch that covers it. A failing `pre_patch` refuses the load and undoes what
+    /// this call did.
+    pub fn object_coming<B: Backend>(&mut self, object: ObjectId, b: &B) -> Result<(), Error> {
+        let mut failure = None;
+        let mut i = 0;
+        while let Some(patch) = self.nth_patch(i) {
+            i += 1;
+            let Some(obj) = patch.objects().iter().find(|o| o.id() == object) else {
+                continue;
+            };
+            if obj.is_patched() {
+                continue;
+            }
+            self.emit(Event::Applying(patch.name(), obj.name()));
+            if let Err(error) = obj.pre_patch(&self.context(patch, obj)) {
+                self.emit(Event::PrePatchFailed(patch.name(), obj.name()));
+                self.emit(Event::Refusing(patch.name(), obj.name()));
+                failure = Some(Error::Callback { object, error });
+                break;
+            }
+            if let Err(e) = self.patch_object(patch, obj, b) {
+                self.emit(Event::ApplyFailed(patch.name(), obj.name(), e));
+                obj.post_unpatch(&self.context(patch, obj));
+                self.emit(Event::Refusing(patch.name(), obj.name()));
+                failure = Some(e);
+                break;
+            }
+            match self.transition {
+                Some(t) if core::ptr::eq(t.patch, patch) => {
+                    for f in obj.funcs() {
+                        // `Release`: pairs with the handler's `Acquire` of the flag, as in
+                        // `init_transition` (the task states it will read are already set).
+                        f.node.transition.store(true, Ordering::Release);
+                    }
+                    self.mark_away(patch, t.target);
+                }
+                _ => obj.post_patch(&self.context(patch, obj)),
+            }
+        }
+        if let Some(t) = self.transition {
+            if t.patch.is_replace() && t.target == PatchState::Patched {
+                self.add_nops(t.patch, Some(object));
+            }
+        }
+        if failure.is_none() {
+            if let Err(e) = self.publish(b) {
+                failure = Some(e);
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(e) => {
+                self.object_going(object, b);
+                Err(e)
+            }
+        }
+    }
+
+    /// A module is going away (the kernel's `klp_module_going`): revert its functions in every
+    /// patch, with `pre_unpatch` (except for the patch in transition) and `post_unpatch`.
+    pub fn object_going<B: Backend>(&mut self, object: ObjectId, b: &B) {
+        let mut i = 0;
+        while let Some(patch) = self.nth_patch(i) {
+            i += 1;
+            let Some(obj) = patch.objects().iter().find(|o| o.id() == object) else {
+                continue;
+            };
+            if !obj.is_patched() {
+                obj.post_unpatch(&self.context(patch, obj));
+                continue;
+            }
+            let in_transition = self.transition.is_some_and(|t| core::ptr::eq(t.patch, patch));
+            if !in_transition {
+                obj.pre_unpatch(&self.context(patch, obj));
+            }
+            self.emit(Event::Reverting(patch.name(), obj.name()));
+            unpatch_object(self.live, obj);
+            obj.post_unpatch(&self.context(patch, obj));
+        }
+        for slot in self.live.slots() {
+            if slot.object() == Some(object) && slot.nop.linked.load(Ordering::Relaxed) {
+                slot.unlink(&slot.nop);
+            }
+        }
+        self.release_empty_slots(b);
+        let _ = self.publish(b);
+        b.scheduler().synchronize();
+    }
+}
