@@ -30,7 +30,7 @@ impl ErrorKind {
     /// or a running task; `-ESRCH` for a vanished task; `-EINVAL` otherwise.
     pub fn errno(self) -> i32 {
         match self {
-            ErrorKind::Hook | ErrorKind::Busy | ErrorKind::Running => -16,
+            ErrorKind::Hook | ErrorKind::Busy | ErrorKind::Running | ErrorKind::InRedirect => -16,
             ErrorKind::NoSuchTask => -3,
             ErrorKind::Unreliable | ErrorKind::TooDeep | ErrorKind::Other => -22,
         }
