@@ -228,7 +228,7 @@ pub(crate) extern "C" fn lp_rs_retry() {
     let pass_start = shim::now_ns();
     backend::FIRST_SYNC_NS.store(0, Ordering::Relaxed);
     let mut n = 0;
-    let result = st.engine.try_complete(&b, |s: &Straggler| {
+    let result = st.engine.try_complete(&b, |s: &Straggler<'_>| {
         if n < MAX_STALLS {
             per.stalls[n] = Some(Stall { pid: s.task.0 as i32, kind: s.kind, reason: s.reason, kicked: s.kicked });
             n += 1;

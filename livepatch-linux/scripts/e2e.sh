@@ -17,7 +17,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LPL=$(cd "$HERE/.." && pwd)              # livepatch-linux/
 REPO=$(cd "$LPL/.." && pwd)              # workspace root
 CACHE_ROOT=${LP_CACHE:-/var/cache/livepatch-kernel}
-QEMU_TIMEOUT=${LP_QEMU_TIMEOUT:-300}
+QEMU_TIMEOUT=${LP_QEMU_TIMEOUT:-1500}
 # TCG with one host thread for both vCPUs (still -smp 2, still two guest CPUs running the
 # scenarios concurrently from the guest's view). Multi-threaded TCG occasionally ran a stale
 # translation of code that ftrace had just re-patched: an INT3 left by text_poke_bp() was
@@ -105,12 +105,18 @@ KMAKE=(make LLVM=1)
 # 2. Kernel: unpack + build once into $CACHE_ROOT/<key>.
 # ---------------------------------------------------------------------------------------------
 FRAG=$LPL/kernel/lp_rust.config
-key_input() {
-    dpkg-query -W -f='${Version}\n' linux-source-6.12
-    rustc --version; bindgen --version; clang --version | head -1
-    sha256sum < "$FRAG"
+# LP_PREEMPT=1: the same kernel with CONFIG_PREEMPT (full preemption: handlers, trampolines and
+# task work can be preempted), cached under its own key.
+FRAGS=("$FRAG")
+[ "${LP_PREEMPT:-0}" = 1 ] && FRAGS+=("$LPL/kernel/lp_preempt.config")
+key_of() { # key_of FRAGMENT...
+    { dpkg-query -W -f='${Version}\n' linux-source-6.12
+      rustc --version; bindgen --version; clang --version | head -1
+      cat "$@" | sha256sum; } | sha256sum | cut -c1-12
 }
-KEY=$(dpkg-query -W -f='${Version}' linux-source-6.12 | tr '~+:' '___')-$(key_input | sha256sum | cut -c1-12)
+KPFX=$(dpkg-query -W -f='${Version}' linux-source-6.12 | tr '~+:' '___')
+KEY=$KPFX-$(key_of "${FRAGS[@]}")
+KEEP_KEYS=("$KPFX-$(key_of "$FRAG")" "$KPFX-$(key_of "$FRAG" "$LPL/kernel/lp_preempt.config")")
 KC=$CACHE_ROOT/$KEY
 KSRC=$KC/linux-source-6.12
 KDIR=$KC/build
@@ -128,13 +134,13 @@ else
     s=$(date +%s)
     echo "unpacking /usr/src/linux-source-6.12.tar.xz"
     tar -xf /usr/src/linux-source-6.12.tar.xz -C "$KC"
-    cp "$FRAG" "$KSRC/kernel/configs/lp_rust.config"
+    cat "${FRAGS[@]}" > "$KSRC/kernel/configs/lp_rust.config"
     "${KMAKE[@]}" -C "$KSRC" O="$KDIR" rustavailable
     "${KMAKE[@]}" -C "$KSRC" O="$KDIR" tinyconfig lp_rust.config >/dev/null
     missing=0
     while IFS= read -r line; do
         case "$line" in CONFIG_*=*) grep -qx "$line" "$KDIR/.config" || { echo "config dropped: $line"; missing=1; } ;; esac
-    done < "$FRAG"
+    done < <(cat "${FRAGS[@]}")
     [ $missing = 0 ] || fail "kernel config fragment not fully applied (see above)"
     "${KMAKE[@]}" -C "$KSRC" O="$KDIR" -j"$(nproc)" bzImage modules > "$KC/build.log" 2>&1 \
         || { tail -40 "$KC/build.log"; fail "kernel build failed (log: $KC/build.log)"; }
@@ -146,7 +152,7 @@ flock -u 9
 # Remove cache entries of other keys (old configs / package versions): they are 2 GB each.
 for d in "$CACHE_ROOT"/*/; do
     d=${d%/}
-    case "$(basename "$d")" in tools|"$KEY") ;; *) [ -d "$d" ] && { echo "removing stale cache $d"; rm -rf "$d"; } ;; esac
+    case "$(basename "$d")" in tools|"${KEEP_KEYS[0]}"|"${KEEP_KEYS[1]}") ;; *) [ -d "$d" ] && { echo "removing stale cache $d"; rm -rf "$d"; } ;; esac
 done
 
 [ $KERNEL_ONLY = 1 ] && { echo "kernel ready: $KDIR"; exit 0; }
@@ -188,6 +194,8 @@ done
 cp "$WORK/mod/target/lp_target.ko" "$WORK/mod/module/livepatch_rs.ko" "$R/lib/modules/"
 find "$WORK/mod/module" -name 'livepatch_rs_*.ko' -exec cp {} "$R/lib/modules/" \; 2>/dev/null || true
 cp "$KDIR/samples/livepatch/livepatch-sample.ko" "$R/lib/modules/"
+gcc -static -O2 -pthread -o "$R/bin/lp_threads" "$LPL/target/lp_threads.c" \
+    || fail "building the guest's lp_threads failed"
 cp "$LPL/scripts/guest-init.sh" "$R/init"
 chmod +x "$R/init"
 (cd "$R" && find . | cpio -o -H newc --quiet) > "$WORK/initramfs.cpio"
@@ -199,7 +207,7 @@ step "boot QEMU (-accel $LP_ACCEL, -smp 2, timeout ${QEMU_TIMEOUT}s)"
 LOG=${LP_LOG:-$WORK/console.log}
 s=$(date +%s)
 set +e
-timeout --foreground -k 5 "$QEMU_TIMEOUT" qemu-system-x86_64 -accel "$LP_ACCEL" -smp 2 -m 256M \
+timeout --foreground -k 5 "$QEMU_TIMEOUT" qemu-system-x86_64 -accel "$LP_ACCEL" -smp 2 -m 1024M \
     -nographic -no-reboot -kernel "$KDIR/arch/x86/boot/bzImage" -initrd "$WORK/initramfs.cpio" \
     -append "console=ttyS0 panic=-1 loglevel=7 quiet_not ${LP_APPEND:-}" < /dev/null > "$LOG" 2>&1
 qrc=$?
@@ -222,6 +230,11 @@ if [ -n "$splats" ]; then
 fi
 npass=$(grep -c '^LP-E2E: PASS' "$LOG" || true)
 nfail=$(grep -c '^LP-E2E: FAIL' "$LOG" || true)
+# The guest says how many PASS lines its scenarios print when all pass: fewer means a check
+# was skipped (an early return, a crash of the init script), which is a failure too.
+nexpect=$(sed -n 's/^LP-E2E: EXPECT \([0-9]*\)$/\1/p' "$LOG" | tail -1)
+[ -n "$nexpect" ] || errors+=("guest did not say how many checks to expect")
+[ -n "$nexpect" ] && [ "$npass" != "$nexpect" ] && errors+=("$npass PASS lines, expected $nexpect")
 
 # Transition times from the kernel's own log timestamps (printk time, microseconds): from
 # "starting (un)patching transition" (every task pending) to "(un)patching complete".
@@ -242,6 +255,20 @@ echo "transition times from kernel log timestamps (every task pending -> complet
 ktimes "livepatch:" livepatch_sample
 ktimes "livepatch_rs:" cmdline
 ktimes "livepatch_rs:" lp_target
+echo "distributions (scenario 10; ms from 'starting ... transition' to '... complete'):"
+awk '
+    function ts(l) { sub(/^\[ */, "", l); sub(/\].*/, "", l); return l + 0 }
+    /^LP-E2E: DIST-BEGIN/ { load = $3 } /^LP-E2E: DIST-END/ { load = "" }
+    load != "" && /livepatch: .livepatch_sample.: starting patching transition/ { s["k"] = ts($0); d["k"] = "enable" }
+    load != "" && /livepatch: .livepatch_sample.: starting unpatching transition/ { s["k"] = ts($0); d["k"] = "disable" }
+    load != "" && /livepatch: .livepatch_sample.: (un)?patching complete/ && s["k"] { printf "kernel-sample %s %s %.1f\n", d["k"], load, (ts($0) - s["k"]) * 1000; s["k"] = 0 }
+    load != "" && /livepatch_rs: .cmdline.: starting patching transition/ { s["r"] = ts($0); d["r"] = "enable" }
+    load != "" && /livepatch_rs: .cmdline.: starting unpatching transition/ { s["r"] = ts($0); d["r"] = "disable" }
+    load != "" && /livepatch_rs: .cmdline.: (un)?patching complete/ && s["r"] { printf "livepatch_rs %s %s %.1f\n", d["r"], load, (ts($0) - s["r"]) * 1000; s["r"] = 0 }
+' "$LOG" | sort -k1,3 -k4,4n | awk '
+    function flush() { if (n) printf "  %-14s %-8s %-9s n=%-3d min %8.1f  median %8.1f  max %8.1f\n", k1, k2, k3, n, v[1], (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2), v[n] }
+    { key = $1 " " $2 " " $3; if (key != last) { flush(); n = 0; last = key; k1 = $1; k2 = $2; k3 = $3 } v[++n] = $4 }
+    END { flush() }'
 echo "livepatch_rs completions (from its log):"
 grep -oE "livepatch_rs: ('[a-z_]+': (un)?patching complete in |  pass at ).*" "$LOG" | sed 's/^livepatch_rs: /  /' || true
 echo "-------------------------------------------------------------"

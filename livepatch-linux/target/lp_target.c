@@ -45,6 +45,7 @@ static DECLARE_WAIT_QUEUE_HEAD(lp_wq);
 static bool lp_hold;              /* the test wants the sleeper held in lp_target_sleep() */
 static int lp_sleeping;           /* the sleeper is inside lp_target_sleep() right now */
 static unsigned long lp_ticks;    /* calls of lp_target_tick() */
+static unsigned long lp_sleeps;   /* lp_target_sleep() calls that returned */
 static int lp_last_tick;          /* what the last lp_target_tick() returned */
 static int lp_last_sleep;         /* what the last lp_target_sleep() returned */
 static struct task_struct *lp_ticker, *lp_sleeper;
@@ -211,9 +212,9 @@ static int lp_proc_show(struct seq_file *m, void *v)
 {
 	int r = lp_target_read();
 
-	seq_printf(m, "read=%d tick=%d sleep=%d sleeping=%d ticks=%lu\n", r,
+	seq_printf(m, "read=%d tick=%d sleep=%d sleeping=%d ticks=%lu sleeps=%lu\n", r,
 		   READ_ONCE(lp_last_tick), READ_ONCE(lp_last_sleep), READ_ONCE(lp_sleeping),
-		   READ_ONCE(lp_ticks));
+		   READ_ONCE(lp_ticks), READ_ONCE(lp_sleeps));
 	return 0;
 }
 
@@ -230,8 +231,10 @@ static int lp_ticker_fn(void *unused)
 static int lp_sleeper_fn(void *unused)
 {
 	while (!kthread_should_stop()) {
-		if (READ_ONCE(lp_hold))
+		if (READ_ONCE(lp_hold)) {
 			WRITE_ONCE(lp_last_sleep, lp_target_sleep());
+			WRITE_ONCE(lp_sleeps, lp_sleeps + 1);
+		}
 		else
 			wait_event_interruptible_timeout(lp_wq, READ_ONCE(lp_hold) || kthread_should_stop(),
 							 msecs_to_jiffies(10));
