@@ -152,7 +152,8 @@ flock -u 9
 # Remove cache entries of other keys (old configs / package versions): they are 2 GB each.
 for d in "$CACHE_ROOT"/*/; do
     d=${d%/}
-    case "$(basename "$d")" in tools|"${KEEP_KEYS[0]}"|"${KEEP_KEYS[1]}") ;; *) [ -d "$d" ] && { echo "removing stale cache $d"; rm -rf "$d"; } ;; esac
+    case "$(basename "$d")" in "${KEEP_KEYS[0]}"|"${KEEP_KEYS[1]}") ;;
+        "$KPFX"-*|[0-9]*.[0-9]*-*) [ -d "$d" ] && { echo "removing stale cache $d"; rm -rf "$d"; } ;; esac
 done
 
 [ $KERNEL_ONLY = 1 ] && { echo "kernel ready: $KDIR"; exit 0; }
@@ -203,11 +204,16 @@ chmod +x "$R/init"
 # ---------------------------------------------------------------------------------------------
 # 5. Boot and judge.
 # ---------------------------------------------------------------------------------------------
-step "boot QEMU (-accel $LP_ACCEL, -smp 2, timeout ${QEMU_TIMEOUT}s)"
+# LP_QEMU / LP_QEMU_DATA: another QEMU build (e.g. the newer one scripts/qemu-backports.sh
+# unpacks from Debian's bookworm-backports) and its firmware directory.
+QEMU_BIN=${LP_QEMU:-qemu-system-x86_64}
+step "boot QEMU $("$QEMU_BIN" --version | head -1 | sed 's/.*version //') (-accel $LP_ACCEL, -smp 2, timeout ${QEMU_TIMEOUT}s)"
 LOG=${LP_LOG:-$WORK/console.log}
 s=$(date +%s)
 set +e
-timeout --foreground -k 5 "$QEMU_TIMEOUT" qemu-system-x86_64 -accel "$LP_ACCEL" -smp 2 -m 1024M \
+QEMU_ARGS=()
+[ -n "${LP_QEMU_DATA:-}" ] && QEMU_ARGS+=(-L "$LP_QEMU_DATA")
+timeout --foreground -k 5 "$QEMU_TIMEOUT" "$QEMU_BIN" "${QEMU_ARGS[@]}" -accel "$LP_ACCEL" -smp 2 -m 1024M \
     -nographic -no-reboot -kernel "$KDIR/arch/x86/boot/bzImage" -initrd "$WORK/initramfs.cpio" \
     -append "console=ttyS0 panic=-1 loglevel=7 quiet_not ${LP_APPEND:-}" < /dev/null > "$LOG" 2>&1
 qrc=$?
