@@ -23,6 +23,7 @@
 #include <linux/sched.h>
 #include <linux/kprobes.h>
 #include <linux/task_work.h>
+#include <linux/rcupdate.h>
 
 /* The patch targets (exported so that a patch module can resolve them with symbol_get()). */
 int lp_target_read(void);
@@ -153,8 +154,14 @@ static int lp_stress_fn(void *unused)
 
 	while (!kthread_should_stop()) {
 		lp_classify(0, lp_target_f());
+		/*
+		 * A well-behaved CPU-bound loop: a scheduling point, and an RCU-tasks quiescent
+		 * state (on a preemptible kernel cond_resched() is empty and this kthread would
+		 * otherwise never let an RCU-tasks grace period end -- ftrace's unregistration of
+		 * a dynamic trampoline waits for one).
+		 */
 		if ((++i & 63) == 0)
-			cond_resched();
+			cond_resched_tasks_rcu_qs();
 	}
 	return 0;
 }
