@@ -5,7 +5,7 @@
 //! calls (ftrace handler, exit to user mode, fork).
 
 use crate::backend::{self, backend};
-use crate::patches::{self, Cell, DECLS};
+use crate::patches::{self, Cell, DECLS, NPATCH};
 use crate::report::{self, Buf, StallLine};
 use crate::shim::{self, EngineGuard, TaskStruct};
 use crate::tasks;
@@ -20,7 +20,6 @@ use livepatch_core::{CodeAddr, Engine, EngineStorage, Live, PatchState, Policy, 
 
 const SLOTS: usize = 16;
 const RANGES: usize = 64;
-const NPATCH: usize = 3;
 const MAX_STALLS: usize = 16;
 
 /// The policy: every improvement of the core except the handler-entry switch (the ftrace
@@ -135,8 +134,16 @@ pub(crate) fn init() {
         history: [PassLog::default(); HISTORY],
         history_len: 0,
     };
-    // SAFETY: as above.
-    unsafe { STATE.set(State { engine: Engine::new(live), patches: [per(), per(), per()] }) };
+    // Written field by field in place: a whole `State` built on the stack first would not fit a
+    // 16 KiB kernel stack.
+    let st = STATE.as_mut_ptr();
+    // SAFETY: as above; each field of the static is written exactly once before READY.
+    unsafe {
+        (&raw mut (*st).engine).write(Engine::new(live));
+        for i in 0..NPATCH {
+            (&raw mut (*st).patches[i]).write(per());
+        }
+    }
     READY.store(true, Ordering::Release);
 }
 
@@ -314,9 +321,6 @@ fn settle(st: &mut State) {
         if per.resolved {
             patches::release_all(idx);
             per.resolved = false;
-            if DECLS[idx].exported {
-                backend::OBJECT_LOADED[DECLS[idx].object.0 as usize].store(false, Ordering::Relaxed);
-            }
         }
         if per.module_ref {
             per.module_ref = false;
@@ -324,6 +328,11 @@ fn settle(st: &mut State) {
             // period) after unlinking the patch, so no handler runs its code any more.
             unsafe { shim::lp_shim_module_put() };
         }
+    }
+    // A module object stays "loaded" for the engine while any patch holds its symbols.
+    for decl in DECLS.iter().filter(|d| d.exported) {
+        let held = st.patches.iter().zip(DECLS.iter()).any(|(p, d)| p.resolved && d.object == decl.object);
+        backend::OBJECT_LOADED[decl.object.0 as usize].store(held, Ordering::Relaxed);
     }
     if st.engine.transition().is_none() && !st.patches.iter().any(|p| p.module_ref) {
         // No patch left: no hook, no transition; stop tracking tasks (records freed).

@@ -33,6 +33,8 @@ pub(crate) struct PatchDecl {
     /// Further symbols of the object that the replacements call (resolved and released with
     /// the functions).
     pub(crate) imports: &'static [Import],
+    /// An atomic-replace (cumulative) patch: it replaces every patch enabled before it.
+    pub(crate) replace: bool,
 }
 
 /// A symbol a replacement calls, resolved when the patch is built.
@@ -43,11 +45,14 @@ pub(crate) struct Import {
 
 pub(crate) const MAX_FUNCS: usize = 4;
 
+/// How many patches the module carries.
+pub(crate) const NPATCH: usize = 5;
+
 /// The object id of `lp_target.ko`.
 pub(crate) const LP_TARGET: ObjectId = ObjectId(1);
 
 /// Everything this module can patch.
-pub(crate) static DECLS: [PatchDecl; 3] = [
+pub(crate) static DECLS: [PatchDecl; NPATCH] = [
     PatchDecl {
         name: c"lp_target",
         object: LP_TARGET,
@@ -57,8 +62,10 @@ pub(crate) static DECLS: [PatchDecl; 3] = [
             FuncDecl { symbol: c"lp_target_read", new: || lp_rs_target_read as usize },
             FuncDecl { symbol: c"lp_target_tick", new: || lp_rs_target_tick as usize },
             FuncDecl { symbol: c"lp_target_sleep", new: || lp_rs_target_sleep as usize },
+            FuncDecl { symbol: c"lp_target_block", new: || lp_rs_target_block as usize },
         ],
         imports: &[],
+        replace: false,
     },
     PatchDecl {
         name: c"cmdline",
@@ -67,6 +74,25 @@ pub(crate) static DECLS: [PatchDecl; 3] = [
         exported: false,
         funcs: &[FuncDecl { symbol: c"cmdline_proc_show", new: || lp_rs_cmdline_proc_show as usize }],
         imports: &[],
+        replace: false,
+    },
+    PatchDecl {
+        name: c"cmdline_stacked",
+        object: ObjectId::VMLINUX,
+        object_name: "vmlinux",
+        exported: false,
+        funcs: &[FuncDecl { symbol: c"cmdline_proc_show", new: || lp_rs_cmdline_stacked as usize }],
+        imports: &[],
+        replace: false,
+    },
+    PatchDecl {
+        name: c"cmdline_replace",
+        object: ObjectId::VMLINUX,
+        object_name: "vmlinux",
+        exported: false,
+        funcs: &[FuncDecl { symbol: c"cmdline_proc_show", new: || lp_rs_cmdline_replace as usize }],
+        imports: &[],
+        replace: true,
     },
     PatchDecl {
         name: c"stress",
@@ -84,6 +110,7 @@ pub(crate) static DECLS: [PatchDecl; 3] = [
             Import { symbol: c"lp_target_twstep", addr: &TARGET_TWSTEP },
             Import { symbol: c"lp_target_run_task_work", addr: &TARGET_RUN_TASK_WORK },
         ],
+        replace: false,
     },
 ];
 
@@ -161,6 +188,34 @@ pub(crate) extern "C" fn lp_rs_target_twrun() -> c_int {
     20 + call_int(&TARGET_TWSTEP)
 }
 
+/// Replaces `lp_target_block()`: returns at once (a user task that slept in the original is
+/// switched by a fake signal and restarts its read into this).
+#[no_mangle]
+#[inline(never)]
+pub(crate) extern "C" fn lp_rs_target_block() -> c_int {
+    core::hint::black_box(3) - 1
+}
+
+/// `cmdline_proc_show()` of the patch stacked on `cmdline`.
+#[no_mangle]
+#[inline(never)]
+pub(crate) extern "C" fn lp_rs_cmdline_stacked(m: *mut c_void, _v: *mut c_void) -> c_int {
+    const MSG: &[u8] = b"livepatch-rs: cmdline_proc_show is patched by cmdline_stacked\n";
+    // SAFETY: `m` is the seq_file the original was called with.
+    unsafe { shim::seq_write(m, MSG.as_ptr().cast(), MSG.len()) };
+    0
+}
+
+/// `cmdline_proc_show()` of the atomic-replace patch.
+#[no_mangle]
+#[inline(never)]
+pub(crate) extern "C" fn lp_rs_cmdline_replace(m: *mut c_void, _v: *mut c_void) -> c_int {
+    const MSG: &[u8] = b"livepatch-rs: cmdline_proc_show is patched by cmdline_replace\n";
+    // SAFETY: `m` is the seq_file the original was called with.
+    unsafe { shim::seq_write(m, MSG.as_ptr().cast(), MSG.len()) };
+    0
+}
+
 /// Replaces `cmdline_proc_show()` (fs/proc/cmdline.c), the function the kernel's own
 /// livepatch sample patches.
 #[no_mangle]
@@ -225,7 +280,7 @@ impl Descriptors {
     }
 }
 
-pub(crate) static DESCRIPTORS: [Descriptors; 3] = [Descriptors::new(), Descriptors::new(), Descriptors::new()];
+pub(crate) static DESCRIPTORS: [Descriptors; NPATCH] = [const { Descriptors::new() }; NPATCH];
 
 /// Why resolving a patch failed (printed with `{:?}`).
 #[derive(Debug)]
@@ -290,8 +345,10 @@ pub(crate) unsafe fn build(idx: usize) -> Result<&'static Patch<'static>, Resolv
     let name = decl.name.to_str().unwrap_or("?");
     // SAFETY: as above.
     let objects = unsafe { d.objects.set([Object::new(decl.object, decl.object_name, &funcs[..decl.funcs.len()])]) };
+    let patch = Patch::new(PatchId(idx as u32), name, objects);
+    let patch = if decl.replace { patch.replacing() } else { patch };
     // SAFETY: as above.
-    Ok(unsafe { d.patch.set(Patch::new(PatchId(idx as u32), name, objects)) })
+    Ok(unsafe { d.patch.set(patch) })
 }
 
 /// Drops the references `build` took on the first `n` imports of patch `idx`.

@@ -294,6 +294,47 @@ scenario_stress() {
         || failed "s7: a caller never ran the new code (f_new=$fnew tw_new=$twnew)"
 }
 
+# --- scenario 11: a user task sleeping in a patched function (the fake-signal path) ------------
+scenario_user_sleeper() {
+    P=$LRS/lp_target
+    echo blockhold > /proc/lp_target_ctl
+    rm -f /tmp/blk
+    cat /proc/lp_target_block > /tmp/blk &
+    BPID=$!
+    wait_field blocking 1 500 || { failed "s11: reader did not block in lp_target_block"; kill $BPID; return; }
+    echo 1 > $P/enabled || { failed "s11: enable failed"; return; }
+    # The reader sleeps in the old lp_target_block; from the second pass on it gets a fake
+    # signal (TWA_SIGNAL task work): its sleep ends with -ERESTARTSYS, it switches on the way
+    # out, and its restarted read runs the new variant, which returns at once.
+    if t=$(wait_file $P/transition 0 1000); then
+        wait $BPID; val /tmp/blk
+        [ "$V" = 2 ] && pass "s11: a user task sleeping in a patched function was switched by a fake signal (${t}0 ms); its restarted read ran the new code" \
+            || failed "s11: the restarted read returned '$V', not the new variant's 2"
+    else
+        failed "s11: transition blocked by a user task sleeping in lp_target_block: $(cat $P/stalls | tr '\n' ';')"
+        kill $BPID
+    fi
+    echo blockrelease > /proc/lp_target_ctl
+    echo 0 > $P/enabled; wait_file $P/transition 0 1000 >/dev/null
+}
+
+# --- scenario 12: stacked patches and atomic replace on one function ----------------------------
+scenario_stack_replace() {
+    C=$LRS/cmdline; S=$LRS/cmdline_stacked; X=$LRS/cmdline_replace
+    en() { echo 1 > $1/enabled && wait_file $1/transition 0 3000 >/dev/null; }
+    dis() { echo 0 > $1/enabled && wait_file $1/transition 0 3000 >/dev/null; }
+    shows() { grep -q "$1" /proc/cmdline; }
+    en $C && en $S && shows "by cmdline_stacked" && val $C/enabled && [ "$V" = 1 ] \
+        && pass "s12: a patch stacked on another runs on top" || failed "s12: stacking: $(cat /proc/cmdline)"
+    dis $S && shows "cmdline_proc_show is patched$" && pass "s12: disabling the top patch uncovers the one below" \
+        || failed "s12: after disabling the top: $(cat /proc/cmdline)"
+    en $S && en $X && shows "by cmdline_replace" && val $C/enabled && [ "$V" = 0 ] && val $S/enabled && [ "$V" = 0 ] \
+        && pass "s12: atomic replace took over and retired both earlier patches" \
+        || failed "s12: atomic replace: $(cat /proc/cmdline); cmdline=$(cat $C/enabled) stacked=$(cat $S/enabled)"
+    dis $X && [ "$(cat /proc/cmdline)" = "$ORIG_CMDLINE" ] && pass "s12: disabling the replace patch restores the original" \
+        || failed "s12: after disabling the replace patch: $(cat /proc/cmdline)"
+}
+
 # --- scenario 8: >= 10 000 tasks alive across enable / reverse / disable ----------------------
 scenario_threads() {
     P=$LRS/cmdline
@@ -415,6 +456,8 @@ if insmod $M/livepatch_rs.ko; then
     expect 7; scenario_target
     expect 5; scenario_vmlinux
     expect 2; scenario_reverse
+    expect 1; scenario_user_sleeper
+    expect 4; scenario_stack_replace
     expect 2; scenario_threads
     expect 1; scenario_fork_storm
     if [ "$QUICK" = 0 ]; then

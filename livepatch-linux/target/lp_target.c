@@ -29,6 +29,7 @@
 int lp_target_read(void);
 int lp_target_tick(void);
 int lp_target_sleep(void);
+int lp_target_block(void);
 int lp_target_f(void);
 int lp_target_g(void);
 int lp_target_twrun(void);
@@ -215,13 +216,44 @@ static int lp_stress_show(struct seq_file *m, void *v)
 	return 0;
 }
 
+/*
+ * A user task sleeping inside a patched function: reading /proc/lp_target_block blocks in
+ * lp_target_block() while the test holds it (echo blockhold / blockrelease > /proc/lp_target_ctl).
+ * The sleep is interruptible; a fake signal (task work with TWA_SIGNAL) ends it with
+ * -ERESTARTSYS, the read returns to the syscall exit path (where the task switches) and is
+ * restarted -- in the new universe, whose variant returns 2 at once.
+ */
+static bool lp_block_hold;
+static int lp_blocking;
+
+noinline int lp_target_block(void)
+{
+	int ret;
+
+	WRITE_ONCE(lp_blocking, 1);
+	ret = wait_event_interruptible(lp_wq, !READ_ONCE(lp_block_hold));
+	WRITE_ONCE(lp_blocking, 0);
+	return ret ? ret : READ_ONCE(lp_original);
+}
+EXPORT_SYMBOL_GPL(lp_target_block);
+
+static int lp_block_show(struct seq_file *m, void *v)
+{
+	int r = lp_target_block();
+
+	if (r < 0)
+		return r;	/* -ERESTARTSYS: restarted after the (fake) signal */
+	seq_printf(m, "%d\n", r);
+	return 0;
+}
+
 static int lp_proc_show(struct seq_file *m, void *v)
 {
 	int r = lp_target_read();
 
-	seq_printf(m, "read=%d tick=%d sleep=%d sleeping=%d ticks=%lu sleeps=%lu\n", r,
+	seq_printf(m, "read=%d tick=%d sleep=%d sleeping=%d ticks=%lu sleeps=%lu blocking=%d\n", r,
 		   READ_ONCE(lp_last_tick), READ_ONCE(lp_last_sleep), READ_ONCE(lp_sleeping),
-		   READ_ONCE(lp_ticks), READ_ONCE(lp_sleeps));
+		   READ_ONCE(lp_ticks), READ_ONCE(lp_sleeps), READ_ONCE(lp_blocking));
 	return 0;
 }
 
@@ -260,7 +292,11 @@ static ssize_t lp_ctl_write(struct file *f, const char __user *ubuf, size_t len,
 
 		return ret ? ret : len;
 	}
-	if (!strncmp(buf, "hold", 4))
+	if (!strncmp(buf, "blockhold", 9))
+		WRITE_ONCE(lp_block_hold, true);
+	else if (!strncmp(buf, "blockrelease", 12))
+		WRITE_ONCE(lp_block_hold, false);
+	else if (!strncmp(buf, "hold", 4))
 		WRITE_ONCE(lp_hold, true);
 	else if (!strncmp(buf, "release", 7))
 		WRITE_ONCE(lp_hold, false);
@@ -297,6 +333,7 @@ static int __init lp_target_init(void)
 	if (!proc_create_single("lp_target", 0444, NULL, lp_proc_show))
 		return -ENOMEM;
 	if (!proc_create_single("lp_target_tw", 0444, NULL, lp_tw_show) ||
+	    !proc_create_single("lp_target_block", 0444, NULL, lp_block_show) ||
 	    !proc_create_single("lp_target_stress", 0444, NULL, lp_stress_show))
 		goto err_proc;
 	if (!proc_create("lp_target_ctl", 0200, NULL, &lp_ctl_ops))
@@ -314,6 +351,7 @@ err_ctl:
 	remove_proc_entry("lp_target_ctl", NULL);
 err_proc:
 	remove_proc_entry("lp_target_stress", NULL);
+	remove_proc_entry("lp_target_block", NULL);
 	remove_proc_entry("lp_target_tw", NULL);
 	remove_proc_entry("lp_target", NULL);
 	return -ENOMEM;
@@ -322,11 +360,14 @@ err_proc:
 static void __exit lp_target_exit(void)
 {
 	WRITE_ONCE(lp_hold, false);
+	WRITE_ONCE(lp_block_hold, false);
+	wake_up_all(&lp_wq);
 	lp_stress(false);
 	kthread_stop(lp_sleeper);
 	kthread_stop(lp_ticker);
 	remove_proc_entry("lp_target_ctl", NULL);
 	remove_proc_entry("lp_target_stress", NULL);
+	remove_proc_entry("lp_target_block", NULL);
 	remove_proc_entry("lp_target_tw", NULL);
 	remove_proc_entry("lp_target", NULL);
 }
