@@ -20,8 +20,10 @@
 //! has no table. Every lookup stays O(log n) in the worst case: a long run of ranges in one
 //! granule is finished by a galloping search over that run (O(log k) for k ranges in the
 //! granule, never over the rest of the version), and a version without a table is
-//! binary-searched. A slot whose first range overlaps the granule is the granule's own (not a
-//! tag collision), so the answer, hit or miss, is decided there without probing further.
+//! binary-searched. A matching slot whose range overlaps the granule and starts at or before the
+//! address decides a hit or a miss there (no earlier range can hold the address); one whose
+//! range starts after it decides a miss if that range is the granule's first, and is otherwise
+//! a tag collision to probe past.
 //!
 //! The table needs no storage of its own: each [`IndexEntry`] carries two of its slots, so a
 //! version with `n` ranges in a buffer of `capacity` entries gets `min(2·capacity, 4·n)` slots.
@@ -280,13 +282,20 @@ impl<'a> Version<'a> {
                 let first = ((word & RANK_MASK) as usize).wrapping_sub(1);
                 let entry = self.entries.get(first)?;
                 let (start, len) = (entry.start(), entry.len() as usize);
-                // The slot is this granule's (not a tag collision) iff its range overlaps the
-                // granule; then that range is the first to overlap it, and the answer is
-                // decided among the ranges from it on: no further probing, hit or miss.
+                // A range that overlaps the granule and starts at or before `addr` settles the
+                // lookup from it on: no range before it can contain `addr` (they end before it
+                // starts). One that starts after `addr` settles it (a miss) only if it is the
+                // granule's first range, i.e. the range before it does not reach the granule;
+                // otherwise the slot is another granule's whose tag collided: probe on.
                 if start >> self.table.shift <= granule
                     && start.saturating_add(len.saturating_sub(1)) >> self.table.shift >= granule
                 {
-                    return self.in_granule(first, start, addr);
+                    if start <= addr {
+                        return self.in_granule(first, addr);
+                    }
+                    if !self.reaches_before(first, granule) {
+                        return None;
+                    }
                 }
             }
             i += 1;
@@ -297,16 +306,19 @@ impl<'a> Version<'a> {
         None
     }
 
-    /// The range containing `addr`, given `first` (whose start is `start`), the first range
-    /// overlapping `addr`'s granule: the last range from `first` on that starts at or before
+    /// Whether the range before `first` reaches into `granule`.
+    #[cold]
+    fn reaches_before(&self, first: usize, granule: usize) -> bool {
+        first.checked_sub(1).and_then(|p| self.entries.get(p)).is_some_and(|e| e.last() >> self.table.shift >= granule)
+    }
+
+    /// The range containing `addr`, given `first`, a range that overlaps `addr`'s granule and
+    /// starts at or before `addr`: the last range from `first` on that starts at or before
     /// `addr`, if it contains `addr`. The next [`WINDOW`] − 1 ranges are compared without
     /// branches (a granule rarely holds more); past them, a galloping search over the rest of
     /// the granule's run — never over the rest of the version.
     #[inline(always)]
-    fn in_granule(&self, first: usize, start: usize, addr: usize) -> Option<Hit<'a>> {
-        if start > addr {
-            return None; // before the granule's first range
-        }
+    fn in_granule(&self, first: usize, addr: usize) -> Option<Hit<'a>> {
         let starts_by = |rank: usize| self.entries.get(rank).is_some_and(|e| e.start() <= addr) as usize;
         let mut rank = first + (1..WINDOW).map(|k| starts_by(first + k)).sum::<usize>();
         if rank == first + WINDOW - 1 && starts_by(rank + 1) == 1 {
@@ -707,6 +719,42 @@ mod tests {
                 .collect();
             let layout = check_layout(&layout, layout.len() * (1 + headroom), 256);
             proptest::prop_assert!(layout.longest_probe <= PROBE_LIMIT);
+        }
+    }
+
+    /// Many dense layouts (ranges of 1 to 48 bytes, back to back or with small gaps, many
+    /// sharing or spanning granules) against a scan at every address, so the windowed compare,
+    /// the gallop and the miss decided at a granule's first range are all exercised.
+    #[test]
+    fn dense_layouts_agree_with_a_scan_at_every_address() {
+        let mut x = 0x7a6_u64;
+        let mut next = |n: usize| {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let z = (x ^ (x >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            (z >> 17) as usize % n
+        };
+        for _ in 0..300 {
+            let mut at = 0x10_0000;
+            let ranges: Vec<CodeRange> = (0..40 + next(80))
+                .map(|_| {
+                    let len = 1 + next(48);
+                    at += [0, 0, 1, 7, 16, 40][next(6)];
+                    let range = r(at, len);
+                    at += len;
+                    range
+                })
+                .collect();
+            let slots: Vec<FuncSlot<'_>> = ranges.iter().map(|_| FuncSlot::new()).collect();
+            for (slot, &range) in slots.iter().zip(&ranges) {
+                slot.claim(range, crate::ObjectId(0));
+            }
+            let a: Vec<IndexEntry<'_>> = ranges.iter().map(|_| IndexEntry::new()).collect();
+            let b: Vec<IndexEntry<'_>> = ranges.iter().map(|_| IndexEntry::new()).collect();
+            let set = PatchedSet::new(&a, &b);
+            set.rebuild(&slots, || {}).unwrap();
+            for addr in 0x10_0000 - 64..at + 64 {
+                assert_eq!(set.lookup(CodeAddr(addr)).map(|h| h.range), reference(&ranges, addr), "{addr:#x}");
+            }
         }
     }
 
