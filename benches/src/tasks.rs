@@ -50,7 +50,7 @@ static UNKNOWN: TaskPatchState = TaskPatchState::new();
 
 #[inline(always)]
 fn bucket(task: usize) -> usize {
-    ((task >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - TABLE_BITS)) as usize
+    (task >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - TABLE_BITS)
 }
 
 impl TaskTable {
