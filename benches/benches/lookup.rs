@@ -1,20 +1,34 @@
-//! Area 2 — patched-set point lookup at 10, 100, 1k and 10k patched functions (each adds two
-//! ranges: the original and its variant), hits and misses, against a linear scan, a sorted
-//! `Vec` with binary search, a `BTreeMap` range query and `rangemap::RangeMap`, all over the
-//! same ranges in the same run. Also prints the sizes of the core's per-function records.
+//! Area 2 — patched-set point lookup on a real kernel's text (Debian 12's 6.1 kernel, see
+//! `livepatch_benches::real`), against a branch-free binary search over the same sorted starts
+//! and a linear scan, all over the same ranges in the same run. Also prints the sizes of the
+//! core's per-function records and each version's index layout.
+//!
+//! Layouts (N patched functions, each adds two ranges: its original and its variant, packed in
+//! module text):
+//! * `random`: N functions drawn uniformly from the text (N = 10, 100, 1k, 10k);
+//! * `run`: a contiguous run of N functions (N = 10, 100, 1k, 10k);
+//! * `tcp`, `bpf`: every `tcp_` function (381) and every `bpf…` function (1 147), one subsystem;
+//! * `synthetic`: the old best case (256-byte functions, 256-byte aligned, spread evenly over a
+//!   16 MiB text; N = 1k, 10k), kept as one row among others.
+//!
+//! Queries (16 384 per kind, cycled, one lookup per iteration):
+//! * `hit_orig` / `hit_variant`: uniform inside a random patched original / variant;
+//! * `near_miss`: inside an unpatched function right before or after a patched one;
+//! * `random_text`: uniform over the whole text `[_stext, _etext)` (mostly misses).
 
 use criterion::{black_box, BenchmarkId, Criterion};
-use livepatch_benches::fixture::{spread_patch, Fixture, BENCH_POLICY};
-use livepatch_benches::layout::Rng;
+use livepatch_benches::fixture::{patch, Fixture, BENCH_POLICY};
+use livepatch_benches::layout::{self, Rng};
+use livepatch_benches::real::{KernelText, GROUP_BPF, GROUP_TCP};
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::patch::FuncNode;
 use livepatch_core::patched_set::IndexEntry;
-use livepatch_core::{CodeAddr, TaskPatchState};
-use rangemap::RangeMap;
-use std::collections::BTreeMap;
+use livepatch_core::{CodeAddr, CodeRange, TaskPatchState};
 
 /// Queries per kind; a power of two, many enough that the branch predictor cannot learn them.
 const QUERIES: usize = 1 << 14;
+/// Largest N measured with the linear scan (its cost grows with N; the goal is at 1k).
+const LINEAR_MAX: usize = 1_000;
 
 fn print_sizes() {
     println!("size_of: TaskPatchState={}", std::mem::size_of::<TaskPatchState>());
@@ -32,53 +46,117 @@ fn cycle<T>(b: &mut criterion::Bencher<'_>, queries: &[CodeAddr], mut f: impl Fn
     });
 }
 
-fn bench(c: &mut Criterion) {
+/// The baseline: a branch-free binary search over the sorted starts (a dense `usize` array),
+/// then one compare against the candidate's end. Returns the range's rank.
+#[inline(always)]
+#[allow(clippy::incompatible_msrv)] // the benches build with the pinned 1.95 toolchain
+fn bsearch(starts: &[usize], ends: &[usize], a: usize) -> Option<u32> {
+    assert!(!starts.is_empty() && ends.len() == starts.len());
+    let (mut base, mut len) = (0usize, starts.len());
+    while len > 1 {
+        let half = len / 2;
+        // SAFETY: `base + half < base + len <= starts.len()` (the loop keeps
+        // `base + len <= starts.len()`).
+        let s = unsafe { *starts.get_unchecked(base + half) };
+        // `select_unpredictable` keeps it a cmov (LLVM turns a plain `if` in a loop into a branch).
+        base = std::hint::select_unpredictable(s <= a, base + half, base);
+        len -= half;
+    }
+    // SAFETY: `base < starts.len() == ends.len()`.
+    let (s, e) = unsafe { (*starts.get_unchecked(base), *ends.get_unchecked(base)) };
+    (s <= a && a < e).then_some(base as u32)
+}
+
+/// One measured layout: the (original, variant) pairs and the four query sets.
+struct Case {
+    layout: &'static str,
+    n: usize,
+    pairs: Vec<(CodeRange, CodeRange)>,
+    queries: [(&'static str, Vec<CodeAddr>); 4],
+}
+
+fn inside_any(rng: &mut Rng, ranges: &[CodeRange]) -> CodeAddr {
+    let i = rng.below(ranges.len());
+    rng.inside(ranges[i])
+}
+
+fn real_case(text: &KernelText, layout: &'static str, set: Vec<usize>, seed: u64) -> Case {
+    let pairs = text.pairs(&set, 0);
+    let patched = text.mask(&set);
+    let mut rng = Rng::new(seed);
+    let originals: Vec<CodeRange> = pairs.iter().map(|p| p.0).collect();
+    let variants: Vec<CodeRange> = pairs.iter().map(|p| p.1).collect();
+    let queries = [
+        ("hit_orig", (0..QUERIES).map(|_| inside_any(&mut rng, &originals)).collect()),
+        ("hit_variant", (0..QUERIES).map(|_| inside_any(&mut rng, &variants)).collect()),
+        ("near_miss", (0..QUERIES).map(|_| text.near_miss(&set, &patched, &mut rng).expect("a neighbour")).collect()),
+        ("random_text", (0..QUERIES).map(|_| text.random_addr(&mut rng)).collect()),
+    ];
+    Case { layout, n: set.len(), pairs, queries }
+}
+
+fn synthetic_case(n: usize) -> Case {
+    let pairs: Vec<_> = (0..n).map(|i| (layout::original(i, n), layout::variant(0, i))).collect();
+    let mut rng = Rng::new(0x5eed ^ n as u64);
+    let originals: Vec<CodeRange> = pairs.iter().map(|p| p.0).collect();
+    let variants: Vec<CodeRange> = pairs.iter().map(|p| p.1).collect();
+    let text = layout::TEXT_FUNCS * layout::STRIDE;
+    let queries = [
+        ("hit_orig", (0..QUERIES).map(|_| inside_any(&mut rng, &originals)).collect()),
+        ("hit_variant", (0..QUERIES).map(|_| inside_any(&mut rng, &variants)).collect()),
+        ("near_miss", (0..QUERIES).map(|_| rng.near_frame(n)).collect()),
+        ("random_text", (0..QUERIES).map(|_| CodeAddr(layout::TEXT_BASE + rng.below(text))).collect()),
+    ];
+    Case { layout: "synthetic", n, pairs, queries }
+}
+
+fn cases() -> Vec<Case> {
+    let text = KernelText::load();
+    let mut cases = Vec::new();
     for n in [10usize, 100, 1_000, 10_000] {
+        cases.push(real_case(&text, "random", text.random_set(n, 0x1000 + n as u64), n as u64));
+    }
+    for n in [10usize, 100, 1_000, 10_000] {
+        cases.push(real_case(&text, "run", text.run_set(n, 0x2000 + n as u64), n as u64 ^ 0x77));
+    }
+    cases.push(real_case(&text, "tcp", text.group_set(GROUP_TCP, usize::MAX), 0x7c9));
+    cases.push(real_case(&text, "bpf", text.group_set(GROUP_BPF, usize::MAX), 0xb9f));
+    for n in [1_000usize, 10_000] {
+        cases.push(synthetic_case(n));
+    }
+    cases
+}
+
+fn bench(c: &mut Criterion) {
+    println!("extra: text {}", livepatch_benches::real::SOURCE.trim());
+    for case in cases() {
+        let n = case.n;
         let mut fx = Fixture::new(n, 1, BENCH_POLICY, Vec::new());
-        fx.apply(spread_patch(1, 0, n));
+        fx.apply(patch(1, &case.pairs, false));
         let set = fx.live.patched_set();
         assert_eq!(set.len(), 2 * n);
-        println!("extra: lookup/{n} {:?}", set.layout());
+        println!("extra: lookup/{}/{n} {:?}", case.layout, set.layout());
 
-        // The same ranges for every baseline; the value is the entry's position.
-        let ranges: Vec<(usize, usize, u32)> =
-            set.iter().enumerate().map(|(i, h)| (h.range.start().get(), h.range.end().get(), i as u32)).collect();
-        let sorted = ranges.clone();
-        let btree: BTreeMap<usize, (usize, u32)> = ranges.iter().map(|&(s, e, v)| (s, (e, v))).collect();
-        let rmap: RangeMap<usize, u32> = ranges.iter().map(|&(s, e, v)| (s..e, v)).collect();
-
-        let mut rng = Rng::new(0x5eed ^ n as u64);
-        let hits: Vec<CodeAddr> = (0..QUERIES)
-            .map(|_| {
-                let (s, e, _) = ranges[rng.below(ranges.len())];
-                CodeAddr(s + rng.below(e - s))
-            })
-            .collect();
-        let misses: Vec<CodeAddr> = (0..QUERIES).map(|_| rng.clean_frame()).collect();
-        for (&a, &m) in hits.iter().zip(&misses) {
-            assert!(set.lookup(a).is_some() && set.lookup(m).is_none());
-        }
-
-        for (kind, queries) in [("hit", &hits), ("miss", &misses)] {
-            let mut group = c.benchmark_group(format!("lookup/{kind}"));
+        // The same ranges for every baseline, read from the core's published version.
+        let ranges: Vec<(usize, usize)> = set.iter().map(|h| (h.range.start().get(), h.range.end().get())).collect();
+        let starts: Vec<usize> = ranges.iter().map(|r| r.0).collect();
+        let ends: Vec<usize> = ranges.iter().map(|r| r.1).collect();
+        for (kind, queries) in &case.queries {
+            for &a in queries {
+                let want = ranges.iter().position(|r| r.0 <= a.get() && a.get() < r.1);
+                assert_eq!(set.lookup(a).map(|h| h.range.start().get()), want.map(|i| ranges[i].0), "{a:?}");
+                assert_eq!(bsearch(&starts, &ends, a.get()).map(|i| i as usize), want);
+            }
+            let mut group = c.benchmark_group(format!("lookup/{}/{kind}", case.layout));
             group.bench_with_input(BenchmarkId::new("ours", n), queries, |b, q| cycle(b, q, |a| set.lookup(a)));
-            group.bench_with_input(BenchmarkId::new("linear", n), queries, |b, q| {
-                cycle(b, q, |a| ranges.iter().find(|r| r.0 <= a.get() && a.get() < r.1).map(|r| r.2))
+            group.bench_with_input(BenchmarkId::new("bsearch", n), queries, |b, q| {
+                cycle(b, q, |a| bsearch(&starts, &ends, a.get()))
             });
-            group.bench_with_input(BenchmarkId::new("sorted_vec", n), queries, |b, q| {
-                cycle(b, q, |a| {
-                    let i = sorted.partition_point(|r| r.0 <= a.get());
-                    i.checked_sub(1).map(|i| sorted[i]).filter(|r| a.get() < r.1).map(|r| r.2)
-                })
-            });
-            group.bench_with_input(BenchmarkId::new("btreemap", n), queries, |b, q| {
-                cycle(b, q, |a| {
-                    btree.range(..=a.get()).next_back().filter(|(_, (e, _))| a.get() < *e).map(|(_, v)| v.1)
-                })
-            });
-            group.bench_with_input(BenchmarkId::new("rangemap", n), queries, |b, q| {
-                cycle(b, q, |a| rmap.get(&a.get()).copied())
-            });
+            if n <= LINEAR_MAX {
+                group.bench_with_input(BenchmarkId::new("linear", n), queries, |b, q| {
+                    cycle(b, q, |a| ranges.iter().position(|r| r.0 <= a.get() && a.get() < r.1))
+                });
+            }
             group.finish();
         }
     }

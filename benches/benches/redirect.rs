@@ -1,15 +1,27 @@
-//! Area 1 — the redirect decision per call, against a port of Linux 6.12's
-//! `klp_ftrace_handler` in the same run.
+//! Area 1 — the hook's real path per call, against a port of Linux 6.12's `klp_ftrace_handler`
+//! in the same run.
 //!
 //! Cases: one variant outside a transition; in transition with the task switched and not
-//! switched; a nop on top (atomic replace); three variants stacked. Each case is measured on the
-//! core (`redirect::per_task`, and `Live::redirect` — the slot lookup and model dispatch a hook
-//! calls) and on the kernel port, with the same inputs behind `black_box`.
+//! switched; a nop on top (atomic replace); three variants stacked.
 //!
-//! `redirect/…` makes one call per iteration, so the harness (`redirect/loop_overhead`) is
-//! part of the figure. `redirect_x64/…` makes 64 independent calls on 64 different functions
-//! per iteration (criterion reports the time per iteration and the per-call throughput): the
-//! harness cost is shared, and time / 64 is the per-call cost of a hot handler.
+//! * `ours_hook`: what the module's handler calls, `Live::redirect_current(slot, || lookup(current),
+//!   parent_ip)`, where `lookup` is the module's task table (`livepatch_benches::tasks::TaskTable`:
+//!   65 536 hash-chain buckets keyed by the `task_struct` address, records placed as kmalloc-32
+//!   places them). The table is only consulted when the top node is in transition.
+//! * `ours_slot_hook`: the same with the hook holding its `&FuncSlot` (resolved when the hook is
+//!   installed, as ftrace hands the kernel's handler its `ftrace_ops`) and calling
+//!   `redirect::per_task_lazy(slot, || lookup(current))` for a per-task model fixed at build
+//!   time: no slot-index bounds check, no model dispatch.
+//! * `kernel`: `klp_ftrace_handler`'s decision, reading `current->patch_state` (one load, at its
+//!   offset in a `task_struct` laid out as the kernel's slab lays them out) only in transition.
+//! * `ours_decision` (one call per iteration only): the bare decision `redirect::per_task` with
+//!   the task word already in hand — not a path any hook takes; shown to split the costs.
+//!
+//! The current task cycles over 1 024 distinct tasks, one per iteration. `redirect/…` makes one
+//! call per iteration, so the harness (`redirect/loop_overhead`) is part of the figure.
+//! `redirect_x64/…` makes 64 calls per iteration, on 64 different functions, by the same current
+//! task (criterion reports the time per iteration and the per-call throughput): time / 64 is the
+//! per-call cost of a hot handler.
 
 use criterion::{black_box, Criterion, Throughput};
 use livepatch_benches::fixture::{patch, Fixture, BENCH_POLICY};
@@ -18,6 +30,7 @@ use livepatch_benches::kernel::{
     KLP_TRANSITION_UNPATCHED,
 };
 use livepatch_benches::layout::{original, variant};
+use livepatch_benches::tasks::{TaskStructs, TaskTable};
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::redirect::{self, Redirect};
 use livepatch_core::{CodeAddr, CodeRange, Live, PatchState, SlotId, TaskPatchState};
@@ -110,6 +123,16 @@ fn as_addr(r: Redirect) -> Option<usize> {
 
 /// Calls per iteration in the amortised benches.
 const BATCH: usize = 64;
+/// Distinct current tasks, cycled (a power of two).
+const TASKS: usize = 1024;
+
+fn kstate(case: &Case) -> i32 {
+    match (case.in_transition, case.task) {
+        (false, _) => KLP_TRANSITION_IDLE,
+        (true, PatchState::Unpatched) => KLP_TRANSITION_UNPATCHED,
+        (true, _) => KLP_TRANSITION_PATCHED,
+    }
+}
 
 fn bench(c: &mut Criterion) {
     // What the harness itself costs per iteration: two `black_box`ed inputs, one output.
@@ -123,41 +146,94 @@ fn bench(c: &mut Criterion) {
         if case.in_transition {
             task.reset(case.task);
         }
+        // The same 1 024 tasks on both sides: the kernel's `task_struct`s, and the module's
+        // records keyed by their addresses.
+        let structs = TaskStructs::new(TASKS, kstate(case));
+        let table = TaskTable::new(&structs.addrs, 0x7a5c);
+        if case.in_transition {
+            table.reset_all(case.task);
+        }
+        let addrs = &structs.addrs;
 
         // One call per iteration.
         let (fx, slots) = core_fixture(case, 1);
         let (live, slot, id) = (fx.live, slots[0], live_id(fx.live, 1));
-        let (ops, ktask) = kernel_fixture(case, 1);
+        let (ops, _) = kernel_fixture(case, 1);
         let ops = ops[0];
-        // Both implementations must agree on the outcome.
-        assert_eq!(as_addr(redirect::per_task(slot, &task)), klp_ftrace_handler(ops, &ktask), "case {}", case.name);
-        let mut group = c.benchmark_group(format!("redirect/{}", case.name));
-        group.bench_function("ours", |b| b.iter(|| redirect::per_task(black_box(slot), black_box(&task))));
-        group.bench_function("ours_live_api", |b| {
-            b.iter(|| live.redirect(black_box(id), black_box(&task), black_box(CodeAddr(0))))
-        });
-        group.bench_function("kernel", |b| b.iter(|| klp_ftrace_handler(black_box(ops), black_box(&ktask))));
-        group.finish();
-
-        // BATCH independent calls per iteration, on BATCH different functions: the harness
-        // cost is shared, so time / BATCH is the per-call throughput.
-        let (_fx, slots) = core_fixture(case, BATCH);
-        let (ops, ktask) = kernel_fixture(case, BATCH);
-        for (s, o) in slots.iter().zip(&ops) {
-            assert_eq!(as_addr(redirect::per_task(s, &task)), klp_ftrace_handler(o, &ktask));
+        // Both implementations must agree on the outcome, for every task.
+        for (i, &t) in addrs.iter().enumerate() {
+            let ours = live.redirect_current(id, || table.lookup(t), CodeAddr(0));
+            assert_eq!(as_addr(ours), klp_ftrace_handler(ops, structs.current(i)), "case {}", case.name);
         }
-        let mut group = c.benchmark_group(format!("redirect_x{BATCH}/{}", case.name));
-        group.throughput(Throughput::Elements(BATCH as u64));
-        group.bench_function("ours", |b| {
+        assert_eq!(as_addr(redirect::per_task(slot, &task)), klp_ftrace_handler(ops, structs.current(0)));
+        let mut group = c.benchmark_group(format!("redirect/{}", case.name));
+        group.bench_function("ours_decision", |b| b.iter(|| redirect::per_task(black_box(slot), black_box(&task))));
+        group.bench_function("ours_hook", |b| {
+            let mut i = 0;
             b.iter(|| {
-                let (slots, task) = black_box((&slots[..], &task));
-                slots.iter().fold(0usize, |acc, s| acc ^ as_addr(redirect::per_task(s, task)).unwrap_or(1))
+                i = (i + 1) & (TASKS - 1);
+                let t = black_box(addrs[i]);
+                live.redirect_current(black_box(id), || table.lookup(t), black_box(CodeAddr(0)))
+            })
+        });
+        group.bench_function("ours_slot_hook", |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) & (TASKS - 1);
+                let t = black_box(addrs[i]);
+                redirect::per_task_lazy(black_box(slot), || table.lookup(t))
             })
         });
         group.bench_function("kernel", |b| {
+            let mut i = 0;
             b.iter(|| {
-                let (ops, ktask) = black_box((&ops[..], &ktask));
-                ops.iter().fold(0usize, |acc, o| acc ^ klp_ftrace_handler(o, ktask).unwrap_or(1))
+                i = (i + 1) & (TASKS - 1);
+                klp_ftrace_handler(black_box(ops), black_box(structs.current(i)))
+            })
+        });
+        group.finish();
+
+        // BATCH calls per iteration by one current task, on BATCH different functions: the
+        // harness cost is shared, so time / BATCH is the per-call throughput.
+        let (fx, slot_refs) = core_fixture(case, BATCH);
+        let live = fx.live;
+        let ids: Vec<SlotId> = (0..BATCH).map(|i| live.slot_at(f(i, BATCH).start()).expect("patched")).collect();
+        let (ops, _) = kernel_fixture(case, BATCH);
+        for (k, (&id, o)) in ids.iter().zip(&ops).enumerate() {
+            let t = addrs[k];
+            assert_eq!(
+                as_addr(live.redirect_current(id, || table.lookup(t), CodeAddr(0))),
+                klp_ftrace_handler(o, structs.current(k))
+            );
+        }
+        let mut group = c.benchmark_group(format!("redirect_x{BATCH}/{}", case.name));
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function("ours_hook", |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) & (TASKS - 1);
+                let (ids, t) = black_box((&ids[..], addrs[i]));
+                ids.iter().fold(0usize, |acc, &id| {
+                    acc ^ as_addr(live.redirect_current(id, || table.lookup(t), CodeAddr(0))).unwrap_or(1)
+                })
+            })
+        });
+        group.bench_function("ours_slot_hook", |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) & (TASKS - 1);
+                let (slots, t) = black_box((&slot_refs[..], addrs[i]));
+                slots
+                    .iter()
+                    .fold(0usize, |acc, s| acc ^ as_addr(redirect::per_task_lazy(s, || table.lookup(t))).unwrap_or(1))
+            })
+        });
+        group.bench_function("kernel", |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) & (TASKS - 1);
+                let (ops, current) = black_box((&ops[..], structs.current(i)));
+                ops.iter().fold(0usize, |acc, o| acc ^ klp_ftrace_handler(o, current).unwrap_or(1))
             })
         });
         group.finish();

@@ -1,53 +1,86 @@
-//! Area 3 — one task's stack check: D ∈ {8, 32, 99} frames × F ∈ {1, 15, 100, 1000} patched
-//! functions. Ours: `sweep::first_away_frame` (bounds pre-filter, then an O(log n) lookup per
-//! frame). Baseline, same run: the kernel's `klp_check_stack` — save the stack, then for each
-//! function of the patch find its ops on a list of N = F patched functions and scan all D
-//! frames, O(F·(N+D)).
+//! Area 3 — one task's stack check on a real kernel's text (Debian 12's 6.1, see
+//! `livepatch_benches::real`): D ∈ {8, 32, 99} frames × F ∈ {1, 15, 100, 1k, 10k} patched
+//! functions drawn at random from the text. Ours: `sweep::first_away_frame` (bounds and page
+//! pre-filter, then an index lookup per admitted frame). Baseline, same run: the kernel's
+//! `klp_check_stack` — save the stack in the reused per-CPU buffer, then for each function of
+//! the patch find its ops on a list of N = F patched functions and scan all D frames,
+//! O(F·(N+D)).
 //!
-//! The F functions are spread evenly over a 16k-function text; the D return addresses are in
-//! unpatched text anywhere (so for large F nearly every frame passes the bounds pre-filter and
-//! costs a lookup). No frame is in patched code: both algorithms must look at everything.
-//!
-//! `stack_check/near_D32` repeats D = 32 with every frame right after a patched function, on
-//! its 4 KiB page: the worst case for the core's page pre-filter (every frame is looked up).
+//! Each iteration checks the next of 1 024 tasks (distinct stacks, cycled), so neither side
+//! checks the same stack twice in a row. The return addresses are inside random unpatched
+//! functions of the text: no frame is in patched code, so both algorithms must look at
+//! everything. `stack_check/near_D32` puts every frame inside an unpatched neighbour of a
+//! patched function (a near-miss): the worst case for the core's page pre-filter.
 
-use criterion::{black_box, BenchmarkId, Criterion};
+use criterion::{black_box, BenchmarkId, Criterion, SamplingMode};
 use livepatch_benches::backend::{BenchTask, SliceWalker};
-use livepatch_benches::fixture::{spread_patch, Fixture, BENCH_POLICY};
+use livepatch_benches::fixture::{patch, Fixture, BENCH_POLICY};
 use livepatch_benches::kernel::{KlpPatch, KlpWorld};
-use livepatch_benches::layout::{original, variant, Rng};
+use livepatch_benches::layout::Rng;
+use livepatch_benches::real::KernelText;
 use livepatch_core::sweep;
 
+/// Distinct tasks cycled (a power of two).
+const TASKS: usize = 1024;
+
 fn bench(c: &mut Criterion) {
-    let depths = [8usize, 32, 99];
-    let mut rng = Rng::new(0xd00d);
-    let tasks: Vec<BenchTask> =
-        depths.iter().map(|&d| BenchTask::new(d as u32, (0..d).map(|_| rng.clean_frame()).collect())).collect();
-    for f in [1usize, 15, 100, 1_000] {
+    let text = KernelText::load();
+    for f in [1usize, 15, 100, 1_000, 10_000] {
+        let set = text.random_set(f, 0x5c0 + f as u64);
+        let patched = text.mask(&set);
+        let pairs = text.pairs(&set, 0);
         let mut fx = Fixture::new(f, 1, BENCH_POLICY, Vec::new());
         // In transition towards the patch: the originals are the code being switched away from.
-        fx.enable(spread_patch(1, 0, f));
+        fx.enable(patch(1, &pairs, false));
         let live = fx.live;
 
         let mut world = KlpWorld::new();
         let mut kpatch = KlpPatch::default();
-        for i in 0..f {
-            world.patch_func(&mut kpatch, original(i, f), Some(variant(0, i)));
+        for &(old, new) in &pairs {
+            world.patch_func(&mut kpatch, old, Some(new));
         }
         world.set_transition(&kpatch, true);
 
-        let mut near_rng = Rng::new(0xfeed);
-        let near = BenchTask::new(1000, (0..32).map(|_| near_rng.near_frame(f)).collect());
-        let cases = tasks.iter().zip(depths.map(|d| format!("D{d}"))).chain([(&near, "near_D32".to_string())]);
-        for (task, name) in cases {
-            assert_eq!(sweep::first_away_frame(live, &SliceWalker, task), Ok(None));
-            assert_eq!(world.check_stack(&kpatch, &SliceWalker, task, true), Ok(true));
+        let mut rng = Rng::new(0xd00d ^ f as u64);
+        let mut cases: Vec<(String, Vec<BenchTask>)> = [8usize, 32, 99]
+            .iter()
+            .map(|&d| {
+                let tasks = (0..TASKS)
+                    .map(|i| BenchTask::new(i as u32, (0..d).map(|_| text.clean_frame(&patched, &mut rng)).collect()))
+                    .collect();
+                (format!("D{d}"), tasks)
+            })
+            .collect();
+        let near = (0..TASKS)
+            .map(|i| {
+                let stack = (0..32).map(|_| text.near_miss(&set, &patched, &mut rng).expect("a neighbour")).collect();
+                BenchTask::new(i as u32, stack)
+            })
+            .collect();
+        cases.push(("near_D32".to_string(), near));
+        for (name, tasks) in &cases {
+            for t in tasks.iter().step_by(97) {
+                assert_eq!(sweep::first_away_frame(live, &SliceWalker, t), Ok(None));
+                assert_eq!(world.check_stack(&kpatch, &SliceWalker, t, true), Ok(true));
+            }
             let mut group = c.benchmark_group(format!("stack_check/{name}"));
-            group.bench_with_input(BenchmarkId::new("ours", f), task, |b, t| {
-                b.iter(|| sweep::first_away_frame(black_box(live), &SliceWalker, black_box(t)))
+            if f >= 1_000 {
+                // The kernel's check takes milliseconds here: fewer, flat samples.
+                group.sampling_mode(SamplingMode::Flat).sample_size(10);
+            }
+            group.bench_with_input(BenchmarkId::new("ours", f), tasks, |b, tasks| {
+                let mut i = 0;
+                b.iter(|| {
+                    i = (i + 1) & (TASKS - 1);
+                    sweep::first_away_frame(black_box(live), &SliceWalker, black_box(&tasks[i]))
+                })
             });
-            group.bench_with_input(BenchmarkId::new("kernel", f), task, |b, t| {
-                b.iter(|| world.check_stack(black_box(&kpatch), &SliceWalker, black_box(t), true))
+            group.bench_with_input(BenchmarkId::new("kernel", f), tasks, |b, tasks| {
+                let mut i = 0;
+                b.iter(|| {
+                    i = (i + 1) & (TASKS - 1);
+                    world.check_stack(black_box(&kpatch), &SliceWalker, black_box(&tasks[i]), true)
+                })
             });
             group.finish();
         }

@@ -7,8 +7,8 @@
 //! * [`klp_ftrace_handler`]: `list_first_or_null_rcu` on the func stack, `smp_rmb`, the
 //!   `transition` flag, `current->patch_state`, `list_entry_rcu` of the next node, the `nop`
 //!   check — minus ftrace's recursion guard, which is not part of the decision;
-//! * [`KlpWorld::check_stack`] (`klp_check_stack`): save the reliable stack in a 100-entry
-//!   buffer, then for every function of the patch in transition find its `klp_ops` by walking
+//! * [`KlpWorld::check_stack`] (`klp_check_stack`): save the reliable stack in the 100-entry
+//!   buffer (a per-CPU array in the kernel, reused without clearing), then for every function of the patch in transition find its `klp_ops` by walking
 //!   the `klp_ops` list (`klp_find_ops`), pick the code being switched away from and scan every
 //!   saved frame — O(F·(N+D)).
 //!
@@ -124,7 +124,12 @@ unsafe fn list_add(new: *mut ListHead, head: *mut ListHead) {
 #[derive(Debug)]
 pub struct KlpWorld {
     klp_ops: *mut ListHead,
+    /// The saved stack (`klp_stack_entries`: in 6.12 a per-CPU array, not cleared per check).
+    entries: std::cell::RefCell<[usize; MAX_STACK_ENTRIES]>,
 }
+
+/// `MAX_STACK_ENTRIES`.
+pub const MAX_STACK_ENTRIES: usize = 100;
 
 /// The functions of one patch, in patch order.
 #[derive(Debug, Default)]
@@ -142,7 +147,7 @@ impl KlpWorld {
     /// An empty world.
     pub fn new() -> Self {
         // INVARIANT: the head is leaked and self-linked.
-        Self { klp_ops: leak_head() }
+        Self { klp_ops: leak_head(), entries: std::cell::RefCell::new([0; MAX_STACK_ENTRIES]) }
     }
 
     /// `klp_patch_func`: pushes a func (replacing `old` by `new`; `None` is a nop) on the func
@@ -252,9 +257,10 @@ impl KlpWorld {
         task: &W::Task,
         target_patched: bool,
     ) -> Result<bool, WalkError<W::Error>> {
-        let mut entries = [0usize; 100];
+        // The per-CPU buffer, reused: only the first `n` entries are read.
+        let mut entries = self.entries.borrow_mut();
         let mut n = 0;
-        walker.walk(task, entries.len(), |addr| {
+        walker.walk(task, MAX_STACK_ENTRIES, |addr| {
             entries[n] = addr.get();
             n += 1;
             ControlFlow::Continue(())

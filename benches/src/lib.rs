@@ -1,5 +1,6 @@
 //! Shared helpers for the criterion benches in `benches/benches/`: a minimal in-memory backend
-//! ([`backend`]), a synthetic address layout and a seeded generator ([`layout`]), engines built
+//! ([`backend`]), a synthetic address layout and a seeded generator ([`layout`]), a real kernel's text
+//! ([`real`]), the task lookups of a module and of the kernel ([`tasks`]), engines built
 //! through the public API ([`fixture`]), ports of the Linux 6.12 algorithms the benches
 //! compare against ([`kernel`]), and a thread-CPU-time measurement for criterion
 //! ([`cpu_time`]).
@@ -12,6 +13,8 @@ pub mod cpu_time;
 pub mod fixture;
 pub mod kernel;
 pub mod layout;
+pub mod real;
+pub mod tasks;
 
 use criterion::Criterion;
 use std::time::Duration;

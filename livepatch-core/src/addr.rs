@@ -82,6 +82,7 @@ impl CodeRange {
 
     /// Rebuilds a range from bounds that were read from a valid range. An empty result (which
     /// only a logic error could produce) is widened to one byte to keep the invariant.
+    #[inline(always)]
     pub(crate) fn from_written(start: usize, end: usize) -> Self {
         // INVARIANT: end is forced above start.
         Self { start, end: end.max(start.saturating_add(1)) }
@@ -101,6 +102,7 @@ impl CodeRange {
 
     /// Size in bytes (never zero).
     #[allow(clippy::len_without_is_empty)]
+    #[inline(always)]
     pub const fn len(self) -> usize {
         self.end - self.start
     }

@@ -18,7 +18,12 @@
 //! to 16 MiB) for which the table stays at most half full and no granule sits more than
 //! [`PROBE_LIMIT`] slots from its home slot; if none does (or past `2^24` ranges) the version
 //! has no table. Every lookup stays O(log n) in the worst case: a long run of ranges in one
-//! granule is finished by binary search, and a version without a table is binary-searched.
+//! granule is finished by a galloping search over that run (O(log k) for k ranges in the
+//! granule, never over the rest of the version), and a version without a table is
+//! binary-searched. A matching slot whose range overlaps the granule and starts at or before the
+//! address decides a hit or a miss there (no earlier range can hold the address); one whose
+//! range starts after it decides a miss if that range is the granule's first, and is otherwise
+//! a tag collision to probe past.
 //!
 //! The table needs no storage of its own: each [`IndexEntry`] carries two of its slots, so a
 //! version with `n` ranges in a buffer of `capacity` entries gets `min(2·capacity, 4·n)` slots.
@@ -173,8 +178,8 @@ const SHIFTS: core::ops::RangeInclusive<u32> = 4..=24;
 /// Bits of a table slot that hold `rank + 1`; the rest hold a tag from the granule's hash.
 const RANK_BITS: u32 = 24;
 const RANK_MASK: u32 = (1 << RANK_BITS) - 1;
-/// Ranges a lookup steps over one by one inside a granule before it binary-searches the rest.
-const RUN_STEPS: usize = 3;
+/// Ranges of a granule a lookup compares branch-free before it gallops over the rest.
+const WINDOW: usize = 4;
 
 /// How the published version is laid out, for diagnostics and benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,6 +220,7 @@ impl Table {
 }
 
 /// Slots of the granule table of a version of `ranges` ranges in a buffer of `buffer_len`.
+#[inline(always)]
 fn table_slots(buffer_len: usize, ranges: usize) -> usize {
     buffer_len.saturating_mul(2).min(ranges.saturating_mul(4))
 }
@@ -273,19 +279,22 @@ impl<'a> Version<'a> {
                 return None;
             }
             if word & !RANK_MASK == tag {
-                let rank = ((word & RANK_MASK) as usize).wrapping_sub(1);
-                let entry = self.entries.get(rank)?;
+                let first = ((word & RANK_MASK) as usize).wrapping_sub(1);
+                let entry = self.entries.get(first)?;
                 let (start, len) = (entry.start(), entry.len() as usize);
-                if start <= addr {
-                    if addr - start < len {
-                        return Some(entry.read_known(start, len));
+                // A range that overlaps the granule and starts at or before `addr` settles the
+                // lookup from it on: no range before it can contain `addr` (they end before it
+                // starts). One that starts after `addr` settles it (a miss) only if it is the
+                // granule's first range, i.e. the range before it does not reach the granule;
+                // otherwise the slot is another granule's whose tag collided: probe on.
+                if start >> self.table.shift <= granule
+                    && start.saturating_add(len.saturating_sub(1)) >> self.table.shift >= granule
+                {
+                    if start <= addr {
+                        return self.in_granule(first, addr);
                     }
-                    // A range that starts before `addr` and reaches into its granule: the
-                    // answer, if any, is a later range of the granule. (A tag collision that
-                    // passes this check still finds it: every range between lies in the
-                    // granule.)
-                    if start.saturating_add(len.saturating_sub(1)) >> self.table.shift >= granule {
-                        return self.hit_if_contains(self.last_start_at_or_before(rank, addr), addr);
+                    if !self.reaches_before(first, granule) {
+                        return None;
                     }
                 }
             }
@@ -297,16 +306,38 @@ impl<'a> Version<'a> {
         None
     }
 
-    /// From `rank`, which starts at or before `addr`, the last range that does.
+    /// Whether the range before `first` reaches into `granule`.
+    #[cold]
+    fn reaches_before(&self, first: usize, granule: usize) -> bool {
+        first.checked_sub(1).and_then(|p| self.entries.get(p)).is_some_and(|e| e.last() >> self.table.shift >= granule)
+    }
+
+    /// The range containing `addr`, given `first`, a range that overlaps `addr`'s granule and
+    /// starts at or before `addr`: the last range from `first` on that starts at or before
+    /// `addr`, if it contains `addr`. The next [`WINDOW`] − 1 ranges are compared without
+    /// branches (a granule rarely holds more); past them, a galloping search over the rest of
+    /// the granule's run — never over the rest of the version.
     #[inline(always)]
-    fn last_start_at_or_before(&self, mut rank: usize, addr: usize) -> usize {
-        for _ in 0..RUN_STEPS {
-            match self.entries.get(rank + 1) {
-                Some(next) if next.start() <= addr => rank += 1,
-                _ => return rank,
-            }
+    fn in_granule(&self, first: usize, addr: usize) -> Option<Hit<'a>> {
+        let starts_by = |rank: usize| self.entries.get(rank).is_some_and(|e| e.start() <= addr) as usize;
+        let mut rank = first + (1..WINDOW).map(|k| starts_by(first + k)).sum::<usize>();
+        if rank == first + WINDOW - 1 && starts_by(rank + 1) == 1 {
+            rank = self.gallop(rank + 1, addr);
         }
-        rank + self.entries.get(rank + 1..).map_or(0, |rest| rest.partition_point(|e| e.start() <= addr))
+        self.hit_if_contains(rank, addr)
+    }
+
+    /// From `rank`, which starts at or before `addr`, the last range that does: O(log k) for a
+    /// run of k such ranges.
+    #[cold]
+    fn gallop(&self, rank: usize, addr: usize) -> usize {
+        let rest = self.entries.get(rank + 1..).unwrap_or(&[]);
+        let mut bound = 1;
+        while bound < rest.len() && rest[bound - 1].start() <= addr {
+            bound *= 2;
+        }
+        let bound = bound.min(rest.len());
+        rank + rest[..bound].partition_point(|e| e.start() <= addr)
     }
 
     #[inline(always)]
@@ -353,9 +384,12 @@ impl<'a> PatchedSet<'a> {
     #[inline(always)]
     fn published(&self) -> Version<'a> {
         let v = self.current.load(Ordering::Acquire);
-        let buffer = self.buffers[v & 1];
+        // Both buffers' fields are read and one is picked, so nothing waits for a load that
+        // depends on `v` (the other buffer's shape word may be being rewritten: it is discarded).
+        let (shape0, shape1) = (self.tables[0].load(Ordering::Relaxed), self.tables[1].load(Ordering::Relaxed));
+        let (buffer, shape) = if v & 1 == 0 { (self.buffers[0], shape0) } else { (self.buffers[1], shape1) };
         let entries = &buffer[..(v >> 1).min(buffer.len())];
-        let table = Table::decode(self.tables[v & 1].load(Ordering::Relaxed), buffer.len(), entries.len());
+        let table = Table::decode(shape, buffer.len(), entries.len());
         Version { entries, buffer, table }
     }
 
@@ -687,6 +721,42 @@ mod tests {
                 .collect();
             let layout = check_layout(&layout, layout.len() * (1 + headroom), 256);
             proptest::prop_assert!(layout.longest_probe <= PROBE_LIMIT);
+        }
+    }
+
+    /// Many dense layouts (ranges of 1 to 48 bytes, back to back or with small gaps, many
+    /// sharing or spanning granules) against a scan at every address, so the windowed compare,
+    /// the gallop and the miss decided at a granule's first range are all exercised.
+    #[test]
+    fn dense_layouts_agree_with_a_scan_at_every_address() {
+        let mut x = 0x7a6_u64;
+        let mut next = |n: usize| {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let z = (x ^ (x >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            (z >> 17) as usize % n
+        };
+        for _ in 0..300 {
+            let mut at = 0x10_0000;
+            let ranges: Vec<CodeRange> = (0..40 + next(80))
+                .map(|_| {
+                    let len = 1 + next(48);
+                    at += [0, 0, 1, 7, 16, 40][next(6)];
+                    let range = r(at, len);
+                    at += len;
+                    range
+                })
+                .collect();
+            let slots: Vec<FuncSlot<'_>> = ranges.iter().map(|_| FuncSlot::new()).collect();
+            for (slot, &range) in slots.iter().zip(&ranges) {
+                slot.claim(range, crate::ObjectId(0));
+            }
+            let a: Vec<IndexEntry<'_>> = ranges.iter().map(|_| IndexEntry::new()).collect();
+            let b: Vec<IndexEntry<'_>> = ranges.iter().map(|_| IndexEntry::new()).collect();
+            let set = PatchedSet::new(&a, &b);
+            set.rebuild(&slots, || {}).unwrap();
+            for addr in 0x10_0000 - 64..at + 64 {
+                assert_eq!(set.lookup(CodeAddr(addr)).map(|h| h.range), reference(&ranges, addr), "{addr:#x}");
+            }
         }
     }
 
