@@ -396,6 +396,27 @@ impl Oracle {
         }
     }
 
+    /// Task `t` called `f` with no hook on it: every call of a function, hooked or not, must
+    /// run the code of the task's universe, so a core that forgets a hook, or removes one
+    /// while a universe still runs a variant, is caught here.
+    pub fn on_plain_call(&mut self, t: u32, task: &SimTask, f: FnId, code: &CodeTable, now: u64) {
+        if self.model == Model::CallChain {
+            // Its redirect depends on the caller, not on a universe.
+            return;
+        }
+        let state = task.patch_state().state();
+        let expected = self.code_for(f, state);
+        if expected != f {
+            self.stats.checked_calls += 1;
+            let msg = format!(
+                "called {} with no hook on it, but universe {state} runs {}",
+                code.get(f).name,
+                code.get(expected).name
+            );
+            self.violate(Invariant::I1, t, task, msg, code, now);
+        }
+    }
+
     fn any_forced(&self) -> bool {
         self.forced.iter().any(|f| *f)
     }

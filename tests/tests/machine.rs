@@ -36,9 +36,10 @@ fn default_mix_meets_the_convergence_goal() {
     assert_eq!(linux.violations + improved.violations, 0);
     let (lt, it) = (linux.time_to_converge_ns.unwrap(), improved.time_to_converge_ns.unwrap());
     assert!(it * 10 <= lt, "improved {it} ns vs linux {lt} ns");
-    // Most tasks switch in the per-CPU pass (user tasks pass exit to user mode before their
-    // next hooked call, so the handler-entry switch rarely gets a turn in this mix).
-    assert!(improved.switches["per-cpu"] > improved.switches["sweep"]);
+    // The per-CPU pass checks only each CPU's interrupted current task (the sweep checks the
+    // others): it switches some, fewer than the sweep.
+    assert!(improved.switches["per-cpu"] > 0);
+    assert!(improved.switches["per-cpu"] < improved.switches["sweep"]);
     assert_eq!(linux.switches["handler-entry"] + linux.switches["per-cpu"], 0);
     // Tasks in the old universe only ever decrease to zero at the end of the curve.
     assert_eq!(improved.timeline.last().map(|p| p.1), Some(0));

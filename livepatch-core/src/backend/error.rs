@@ -16,6 +16,11 @@ pub enum ErrorKind {
     Hook,
     /// The backend is temporarily unable (e.g. out of memory for a work item).
     Busy,
+    /// The task is inside a redirect: a walk from interrupt context found the ftrace
+    /// trampoline's return site in a hooked function, or a variant's entry address (the
+    /// trampoline stored the new ip but has not jumped yet). The handler may already have
+    /// read the task's word, so the task must not be switched now.
+    InRedirect,
     /// Anything else.
     Other,
 }
@@ -29,6 +34,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NoSuchTask => "no such task",
             ErrorKind::Hook => "hook install/remove failed",
             ErrorKind::Busy => "backend busy",
+            ErrorKind::InRedirect => "inside a redirect handler",
             ErrorKind::Other => "backend error",
         })
     }

@@ -229,6 +229,20 @@ impl<'a> Live<'a> {
         self.self_switch(task, walker)
     }
 
+    /// A task-work callback queued by a kick (the way a module reaches exit to user mode).
+    ///
+    /// Task work does not only run on the way back to user mode: `task_work_run` is also
+    /// called in kernel context — before KVM enters a guest (`xfer_to_guest_mode_handle_work`),
+    /// in io_uring's waits, by io-wq workers — with kernel frames on the stack. So the callback
+    /// checks its own stack reliably and switches only if nothing being switched away from is
+    /// on it. Enabled with [`SwitchPoints::EXIT_TO_USER`]; `NotPending` otherwise.
+    pub fn task_work<W: StackWalker>(&self, task: &W::Task, walker: &W) -> Verdict {
+        if !self.policy.allows(SwitchPoints::EXIT_TO_USER) {
+            return Verdict::NotPending;
+        }
+        self.self_switch(task, walker)
+    }
+
     fn self_switch<W: StackWalker>(&self, task: &W::Task, walker: &W) -> Verdict {
         // `Acquire`: pairs with `retarget`'s `Release`: the away flags and bounds of this
         // direction were written before the task was retargeted to it.

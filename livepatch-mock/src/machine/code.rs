@@ -57,6 +57,9 @@ pub enum Op {
     Unhash,
     /// The end of the exit path: the task is gone.
     Die,
+    /// `task_work_run()` in kernel context (KVM's guest entry, an io_uring wait, an io-wq
+    /// worker's loop): runs the task work a kick queued, with this function on the stack.
+    TaskWork,
     /// Fork a child that starts in user mode (returning from the fork syscall).
     Fork,
     /// Allocate an object (see [`super::heap`]): the task owns it and works on it.

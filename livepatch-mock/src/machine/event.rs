@@ -26,6 +26,11 @@ pub enum Event {
         /// The task index.
         task: u32,
     },
+    /// The write of an unpinned check lands (see [`crate::backend::BackendConfig::pin`]).
+    LateSwitch {
+        /// Index of the pending write in the machine's table.
+        id: u32,
+    },
     /// The engine's next completion attempt (`gen` filters superseded retries).
     Retry {
         /// The retry generation.

@@ -31,7 +31,7 @@ use std::time::Instant;
 
 /// The name the simulator prints for a policy.
 pub fn policy_name(p: &Policy) -> String {
-    for (name, preset) in crate::MODELS {
+    for (name, preset) in crate::MODELS.iter().chain(crate::ABLATION) {
         if p == preset {
             return (*name).to_string();
         }
