@@ -122,6 +122,7 @@ struct Transition {
     start: PatchState,
     target: PatchState,
     reversed: bool,
+    forced: bool,
 }
 
 /// The oracle.
@@ -132,6 +133,8 @@ pub struct Oracle {
     patches: Vec<PatchModel>,
     enabled: Vec<usize>,
     forced: Vec<bool>,
+    /// Per task: its frames below this depth predate a forced transition.
+    allow: Vec<u32>,
     loaded: Vec<ObjectId>,
     transition: Option<Transition>,
     /// The enabled list before [`begin`](Self::begin), restored by an aborted start.
@@ -161,6 +164,7 @@ impl Oracle {
             patches,
             enabled: Vec::new(),
             forced: vec![false; n],
+            allow: Vec::new(),
             loaded: loaded.to_vec(),
             transition: None,
             saved_enabled: Vec::new(),
@@ -286,7 +290,7 @@ impl Oracle {
         }
         // Starting a transition clears the stale marks of the previous one.
         self.member.iter_mut().for_each(|m| *m = 0);
-        self.transition = Some(Transition { patch, start: target.opposite(), target, reversed: false });
+        self.transition = Some(Transition { patch, start: target.opposite(), target, reversed: false, forced: false });
         self.recompute();
     }
 
@@ -299,10 +303,19 @@ impl Oracle {
     }
 
     /// The transition in progress is about to be forced: every registered patch is marked
-    /// forced (as the engine does), so stale frames are counted from now on, not failed.
-    pub fn force_begin(&mut self) {
-        if self.transition.is_none() {
+    /// forced (as the engine does: its code is never released), and the frames each task holds
+    /// now — plus a hooked call in flight — predate the force: stale code among them is
+    /// counted, not failed, until the task returns below them. Every other check stays on.
+    pub fn force_begin(&mut self, tasks: &[SimTask]) {
+        let Some(t) = &mut self.transition else {
             return;
+        };
+        t.forced = true;
+        self.allow.resize(tasks.len(), 0);
+        for (i, task) in tasks.iter().enumerate() {
+            if !task.is_dead() {
+                self.allow[i] = task.stack().len() as u32 + 1;
+            }
         }
         for &p in &self.enabled {
             if let Some(f) = self.forced.get_mut(p) {
@@ -372,12 +385,11 @@ impl Oracle {
             return;
         }
         let want = if self.transition.is_some() { bit(state) } else { U | P };
-        for f in task.stack().iter().map(|f| f.func).chain(std::iter::once(ran)) {
+        for (idx, f) in task.stack().iter().map(|f| f.func).chain(std::iter::once(ran)).enumerate() {
             let m = self.member[f.idx()];
             if m & STALE != 0 && self.transition.is_none() {
-                if self.any_forced() {
-                    self.stats.forced_mixed += 1;
-                    return;
+                if self.forgiven(t, idx) {
+                    continue;
                 }
                 let msg = format!("stale frame {} on the stack after completion", code.get(f).name);
                 self.violate(Invariant::I1, t, task, msg, code, now);
@@ -385,9 +397,8 @@ impl Oracle {
             }
             let m = m & (U | P);
             if m != 0 && m & want == 0 {
-                if self.any_forced() {
-                    self.stats.forced_mixed += 1;
-                    return;
+                if self.forgiven(t, idx) {
+                    continue;
                 }
                 let msg = format!("universe {state} task holds {} of the other universe", code.get(f).name);
                 self.violate(Invariant::I1, t, task, msg, code, now);
@@ -417,8 +428,21 @@ impl Oracle {
         }
     }
 
-    fn any_forced(&self) -> bool {
-        self.forced.iter().any(|f| *f)
+    /// Task `t`'s stack shrank to `depth` frames: frames it pushes from now on are not
+    /// covered by an earlier force.
+    pub fn on_return(&mut self, t: u32, depth: usize) {
+        if let Some(a) = self.allow.get_mut(t as usize) {
+            *a = (*a).min(depth as u32);
+        }
+    }
+
+    /// Whether frame `idx` of task `t` predates a forced transition (counted, not failed).
+    fn forgiven(&mut self, t: u32, idx: usize) -> bool {
+        let hit = self.allow.get(t as usize).is_some_and(|a| (idx as u32) < *a);
+        if hit {
+            self.stats.forced_mixed += 1;
+        }
+        hit
     }
 
     fn check_released_stack(&mut self, t: u32, task: &SimTask, code: &CodeTable, now: u64) {
@@ -472,18 +496,17 @@ impl Oracle {
                     return;
                 }
                 let want = bit(to);
-                if let Some(f) = task.stack().iter().find(|f| {
+                let found = task.stack().iter().enumerate().find(|(_, f)| {
                     let m = self.member[f.func.idx()] & (U | P);
                     m != 0 && m & want == 0
-                }) {
+                });
+                if let Some((idx, f)) = found {
                     let msg = format!(
                         "switched {from}->{to} at {} with {} (code being switched away from) on the stack",
                         point.name(),
                         code.get(f.func).name
                     );
-                    if self.any_forced() {
-                        self.stats.forced_mixed += 1;
-                    } else {
+                    if !self.forgiven(t, idx) {
                         self.violate(Invariant::I2, t, task, msg, code, now);
                     }
                 }
@@ -492,8 +515,12 @@ impl Oracle {
     }
 
     fn holds_code_lacking(&self, task: &SimTask, universe: PatchState) -> bool {
+        self.first_frame_lacking(task, universe).is_some()
+    }
+
+    fn first_frame_lacking(&self, task: &SimTask, universe: PatchState) -> Option<usize> {
         let want = bit(universe);
-        task.stack().iter().any(|f| {
+        task.stack().iter().position(|f| {
             let m = self.member[f.func.idx()] & (U | P);
             m != 0 && m & want == 0
         })
@@ -547,7 +574,7 @@ impl Oracle {
             }
             let away = if fin == PatchState::Patched { lack_p } else { lack_u };
             let task = &tasks[t as usize];
-            if self.any_forced() {
+            if tr.forced {
                 self.stats.forced_mixed += 1;
             } else if exiting && !away {
                 self.stats.exiting_unswitched += 1;
@@ -561,14 +588,16 @@ impl Oracle {
         }
         // Every live task's stack must be free of code the final universe does not run (after
         // an aborted start there was no transition: nothing to check).
-        if !self.any_forced() && !aborted {
+        if !aborted && self.model != Model::CallChain {
             for (i, task) in tasks.iter().enumerate() {
                 if task.is_dead() || self.violation.is_some() {
                     continue;
                 }
-                if self.model != Model::CallChain && self.holds_code_lacking(task, fin) {
-                    let msg = format!("old code on the stack when the transition ended in {fin}");
-                    self.violate(Invariant::I3, i as u32, task, msg, code, now);
+                if let Some(idx) = self.first_frame_lacking(task, fin) {
+                    if !self.forgiven(i as u32, idx) {
+                        let msg = format!("old code on the stack when the transition ended in {fin}");
+                        self.violate(Invariant::I3, i as u32, task, msg, code, now);
+                    }
                 }
             }
         }

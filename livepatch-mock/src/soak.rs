@@ -28,6 +28,11 @@ pub struct SoakReport {
     pub mixed_stacks: u64,
     /// Exiting tasks left unswitched (Linux policy; harmless here).
     pub exiting_unswitched: u64,
+    /// Runs with a forced transition (the oracle's checks stay on after it; only frames that
+    /// predate the force are counted instead of failed).
+    pub forced_runs: u64,
+    /// Stale frames from before a force, counted.
+    pub forced_mixed: u64,
     /// Wall-clock time.
     pub wall_ns: u64,
 }
@@ -55,6 +60,8 @@ pub fn soak(budget: u64, seed: u64, steps: usize, progress: &mut dyn FnMut(u64))
         rep.operations += r.outcomes.len() as u64;
         rep.refused += r.outcomes.iter().filter(|o| o.error.is_some()).count() as u64;
         rep.exiting_unswitched += r.oracle.exiting_unswitched;
+        rep.forced_runs += u64::from(r.transitions.iter().any(|t| t.outcome == "forced"));
+        rep.forced_mixed += r.oracle.forced_mixed;
         if let Some(v) = r.violation {
             rep.violations += 1;
             rep.first.get_or_insert((name.to_string(), v));

@@ -218,7 +218,7 @@ fn run_soak(budget: u64, seed: u64) -> ExitCode {
     let rep = soak::soak(budget, seed, 12, &mut |n| bar.set_position(n));
     bar.finish_and_clear();
     println!(
-        "soak: {} runs, {} simulated events, {} operations ({} refused), {} transitions completed, {} violations, {} call-chain mixed stacks, {} exiting tasks unswitched (linux), {}",
+        "soak: {} runs, {} simulated events, {} operations ({} refused), {} transitions completed, {} violations, {} call-chain mixed stacks, {} exiting tasks unswitched (linux), {} runs forced (checks on; {} pre-force stale frames counted), {}",
         rep.runs,
         rep.events,
         rep.operations,
@@ -227,6 +227,8 @@ fn run_soak(budget: u64, seed: u64) -> ExitCode {
         rep.violations,
         rep.mixed_stacks,
         rep.exiting_unswitched,
+        rep.forced_runs,
+        rep.forced_mixed,
         report::fmt_ns(rep.wall_ns)
     );
     if let Some((model, v)) = &rep.first {

@@ -103,6 +103,7 @@ impl Machine {
             let pc = frame.pc as usize;
             if pc >= body.len() {
                 self.tasks[t].stack.pop();
+                oracle.on_return(t as u32, self.tasks[t].stack.len());
                 if let Some(caller) = self.tasks[t].stack.last() {
                     if self.code.is_released(caller.func) {
                         let msg = format!("returned into released code {}", self.code.get(caller.func).name);
@@ -421,6 +422,7 @@ impl Machine {
                 return;
             }
         }
+        oracle.on_return(t as u32, 0);
         let task = &mut self.tasks[t];
         task.unwind = false;
         task.in_user = true;

@@ -255,7 +255,7 @@ impl State {
                 r.map_err(|e| e.to_string())
             }
             Action::Force => {
-                oracle.force_begin();
+                oracle.force_begin(m.tasks());
                 let (r, rep) = m.engine_call(oracle, |b| engine.force(b));
                 if let (Ok(_), Some(t)) = (&r, &mut self.current) {
                     t.outcome = "forced".into();

@@ -147,14 +147,11 @@ fn faults(p: &Params) -> Result<Scenario, CodeError> {
         extra_depth: 100,
         silently_truncate_at: None,
     };
-    // The first long poller is stubborn (its kicks are lost in the middleware); the second
-    // ignores signals itself, like pid 1 in a container (the engine does not kick it).
+    // The first two long pollers are stubborn: their kicks are lost in the middleware (a fake
+    // signal cannot be ignored or blocked by the task itself, so a lost kick is the backend's).
     let poller = (p.tasks.max(10) * 55 / 100).max(1);
-    let stubborn = TaskId(first + poller as u32);
-    if let Some(t) = sc.tasks.get_mut(poller + 1) {
-        t.flags |= TaskFlags::IGNORES_SIGNALS;
-    }
-    sc.machine.signal_faults = SignalFaults { drop_one_in: 3, delay_ns: 5 * MS, stubborn: vec![stubborn] };
+    let stubborn = vec![TaskId(first + poller as u32), TaskId(first + poller as u32 + 1)];
+    sc.machine.signal_faults = SignalFaults { drop_one_in: 3, delay_ns: 5 * MS, stubborn };
     Ok(sc)
 }
 
