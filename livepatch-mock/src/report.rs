@@ -59,6 +59,36 @@ pub fn table(results: &[RunResult]) -> String {
     s
 }
 
+/// What each model's transitions cost the machine, in Markdown.
+pub fn cost_table(results: &[RunResult]) -> String {
+    let mut s = String::new();
+    s.push_str(
+        "| model | transition CPU | engine | IPIs (on targets) | own walks | signals taken | IPIs / task | kicks / task | kicks / kicked task (max) | syscalls interrupted | added syscall latency p99 / max |\n",
+    );
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for r in results {
+        let c = &r.costs;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} ({}) | {} | {} / {} |",
+            r.model,
+            fmt_ns(c.transition_cpu_ns),
+            fmt_ns(c.engine_cpu_ns),
+            fmt_ns(c.ipi_cpu_ns),
+            fmt_ns(c.self_walk_ns),
+            fmt_ns(c.signal_cpu_ns),
+            c.ipis_per_task,
+            c.kicks_per_task,
+            c.kicks_per_kicked,
+            c.max_kicks,
+            c.interrupted_syscalls,
+            fmt_ns(c.added.p99_ns),
+            fmt_ns(c.added.max_ns),
+        );
+    }
+    s
+}
+
 /// One cell of the cross-scenario matrix: the time to converge, or why not.
 pub fn cell(r: &RunResult) -> String {
     if r.converged {

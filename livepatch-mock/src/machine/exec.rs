@@ -424,6 +424,11 @@ impl Machine {
         }
         oracle.on_return(t as u32, 0);
         let task = &mut self.tasks[t];
+        if task.syscall_start > 0 {
+            self.syscall_times.push((task.syscall_start, self.now, task.added_ns));
+            task.syscall_start = 0;
+        }
+        let task = &mut self.tasks[t];
         task.unwind = false;
         task.in_user = true;
         self.exit_to_user(t, live, oracle);
@@ -463,6 +468,8 @@ impl Machine {
         let i = self.rng.below(p.syscalls.len());
         let sys = p.syscalls[i];
         task.syscalls += 1;
+        task.syscall_start = self.now.max(1);
+        task.added_ns = 0;
         self.stats.syscalls += 1;
         self.call(cpu, t, sys, live, oracle);
     }

@@ -249,6 +249,10 @@ pub struct Machine {
     pub(crate) heap: Arc<Mutex<Heap>>,
     /// Writes of unpinned checks still to land.
     pub(crate) late: Vec<Option<Observed>>,
+    /// Every completed syscall: (start, end, CPU time taken from under it).
+    pub(crate) syscall_times: Vec<(u64, u64, u64)>,
+    /// Kicks (fake signals, wake-ups) sent to each task.
+    pub(crate) kicks_to: Vec<u32>,
     next_cpu: u32,
 }
 
@@ -294,6 +298,8 @@ impl Machine {
             max_pause_ns: 0,
             heap: Arc::new(Mutex::new(Heap::new(shadow_slots))),
             late: Vec::new(),
+            syscall_times: Vec::new(),
+            kicks_to: Vec::new(),
             next_cpu: 0,
         };
         m.cfg.cpus = ncpu;
@@ -384,6 +390,17 @@ impl Machine {
     /// The heap, locked (a poisoned lock is taken over: the machine is single-threaded).
     pub(crate) fn heap_mut(&self) -> MutexGuard<'_, Heap> {
         self.heap.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every completed syscall, as (start, end, CPU time the transitions took from under it)
+    /// in simulated time.
+    pub fn syscall_times(&self) -> &[(u64, u64, u64)] {
+        &self.syscall_times
+    }
+
+    /// Kicks sent to each task (index = task id).
+    pub fn kicks_to(&self) -> &[u32] {
+        &self.kicks_to
     }
 
     /// Kicks lost by the signal middleware.
@@ -482,11 +499,18 @@ impl Machine {
         let kicks = fx.kicks.borrow();
         for &(task, delay) in kicks.iter() {
             self.queue.push(end_ns + delay, Event::Signal { task });
+            if self.kicks_to.len() <= task as usize {
+                self.kicks_to.resize(self.tasks.len().max(task as usize + 1), 0);
+            }
+            self.kicks_to[task as usize] += 1;
         }
         let mut pause_ns = 0;
         for &(begin, end) in fx.stops.borrow().iter() {
             pause_ns = pause_ns.max(end - begin);
             self.stopped_until = self.stopped_until.max(self.now + (end - begin));
+            for t in self.tasks.iter_mut().filter(|t| t.syscall_start > 0) {
+                t.added_ns += end - begin;
+            }
         }
         self.max_pause_ns = self.max_pause_ns.max(pause_ns);
         let report = CallReport {

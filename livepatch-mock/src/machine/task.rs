@@ -143,6 +143,11 @@ pub struct SimTask {
     pub(crate) interrupted: Cell<bool>,
     /// Syscalls a fake signal interrupted (an interruptible sleep unwound to user mode).
     pub(crate) interrupted_syscalls: u32,
+    /// When its syscall in progress started (0: none).
+    pub(crate) syscall_start: u64,
+    /// CPU time taken from under it (IPIs, signals, the engine's work, its own walks, pauses)
+    /// since its syscall started.
+    pub(crate) added_ns: u64,
 }
 
 impl SimTask {
@@ -171,6 +176,8 @@ impl SimTask {
             handler: None,
             interrupted: Cell::new(false),
             interrupted_syscalls: 0,
+            syscall_start: 0,
+            added_ns: 0,
         }
     }
 

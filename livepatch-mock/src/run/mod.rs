@@ -8,7 +8,9 @@
 mod driver;
 mod result;
 
-pub use result::{ActionOutcome, HeapReport, ProgressInfo, RunOptions, RunResult, StragglerRecord, TransitionRecord};
+pub use result::{
+    ActionOutcome, Costs, HeapReport, Latency, ProgressInfo, RunOptions, RunResult, StragglerRecord, TransitionRecord,
+};
 
 use crate::machine::code::Op;
 use crate::machine::event::Event;
@@ -350,6 +352,7 @@ pub fn run_with(
         }
     };
     drop(engine);
+    let costs = costs_of(&m, &st.transitions, &stats);
     RunResult {
         scenario: sc.name.clone(),
         model: policy_name(&policy),
@@ -371,6 +374,7 @@ pub fn run_with(
         max_pause_ns: m.max_pause_ns,
         switches,
         machine: stats,
+        costs,
         transitions: st.transitions,
         outcomes: st.outcomes,
         callbacks,
@@ -378,5 +382,33 @@ pub fn run_with(
         timeline: st.timeline,
         events,
         wall_ns: wall.elapsed().as_nanos() as u64,
+    }
+}
+
+/// What the transitions cost the machine (see [`Costs`]).
+fn costs_of(m: &Machine, transitions: &[TransitionRecord], stats: &crate::machine::MachineStats) -> Costs {
+    let live = m.tasks().len().max(1) as f64;
+    let kicks: u64 = m.kicks_to().iter().map(|&k| u64::from(k)).sum();
+    let kicked = m.kicks_to().iter().filter(|&&k| k > 0).count() as u32;
+    let windows: Vec<(u64, u64)> = transitions.iter().map(|t| (t.start_ns, t.end_ns.unwrap_or(u64::MAX))).collect();
+    let mut added = Vec::new();
+    for &(start, end, add) in m.syscall_times() {
+        if windows.iter().any(|&(a, b)| start < b && end > a) {
+            added.push(add);
+        }
+    }
+    Costs {
+        transition_cpu_ns: stats.engine_cpu_ns + stats.ipi_cpu_ns + stats.self_walk_ns + stats.signal_cpu_ns,
+        engine_cpu_ns: stats.engine_cpu_ns,
+        ipi_cpu_ns: stats.ipi_cpu_ns,
+        self_walk_ns: stats.self_walk_ns,
+        signal_cpu_ns: stats.signal_cpu_ns,
+        ipis_per_task: stats.ipis as f64 / live,
+        kicks_per_task: kicks as f64 / live,
+        kicked_tasks: kicked,
+        kicks_per_kicked: if kicked > 0 { kicks as f64 / f64::from(kicked) } else { 0.0 },
+        max_kicks: m.kicks_to().iter().copied().max().unwrap_or(0),
+        interrupted_syscalls: stats.interrupted_syscalls,
+        added: Latency::of(&mut added),
     }
 }

@@ -106,6 +106,8 @@ pub struct RunResult {
     pub switches: BTreeMap<String, u64>,
     /// Machine counters.
     pub machine: MachineStats,
+    /// What the transitions cost the machine.
+    pub costs: Costs,
     /// The transitions.
     pub transitions: Vec<TransitionRecord>,
     /// The script's outcomes.
@@ -120,6 +122,64 @@ pub struct RunResult {
     pub events: u64,
     /// Wall-clock time of the run.
     pub wall_ns: u64,
+}
+
+/// What the transitions cost, per model: no model gets free work.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Costs {
+    /// CPU time the transitions used: the engine's kworker, the per-CPU pass's IPIs, the
+    /// tasks' own stack walks, taking signals and wake-ups.
+    pub transition_cpu_ns: u64,
+    /// Of which the engine's kworker.
+    pub engine_cpu_ns: u64,
+    /// Of which IPIs and walks on interrupted CPUs.
+    pub ipi_cpu_ns: u64,
+    /// Of which the tasks' walks of their own stacks.
+    pub self_walk_ns: u64,
+    /// Of which taking fake signals and wake-ups.
+    pub signal_cpu_ns: u64,
+    /// Per-CPU-pass IPIs per task.
+    pub ipis_per_task: f64,
+    /// Kicks (fake signals, wake-ups) per task.
+    pub kicks_per_task: f64,
+    /// Tasks kicked at least once.
+    pub kicked_tasks: u32,
+    /// Kicks per kicked task, and the most any one task got.
+    pub kicks_per_kicked: f64,
+    /// The most kicks one task got.
+    pub max_kicks: u32,
+    /// Syscalls a fake signal interrupted.
+    pub interrupted_syscalls: u64,
+    /// Latency the transitions added to the syscalls that overlapped one: the CPU time taken
+    /// from under the task while it was in the syscall (IPIs, signals, the engine's work on
+    /// its CPU, its own stack walks, stop-the-world pauses).
+    pub added: Latency,
+}
+
+/// A latency distribution's summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Median (ns).
+    pub p50_ns: u64,
+    /// 99th percentile (ns).
+    pub p99_ns: u64,
+    /// Maximum (ns).
+    pub max_ns: u64,
+}
+
+impl Latency {
+    /// The summary of `samples` (sorted in place).
+    pub fn of(samples: &mut [u64]) -> Self {
+        samples.sort_unstable();
+        let n = samples.len();
+        if n == 0 {
+            return Self::default();
+        }
+        let at = |q: f64| samples[((n as f64 * q) as usize).min(n - 1)];
+        Self { count: n as u64, p50_ns: at(0.5), p99_ns: at(0.99), max_ns: samples[n - 1] }
+    }
 }
 
 impl RunResult {
