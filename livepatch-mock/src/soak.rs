@@ -28,6 +28,9 @@ pub struct SoakReport {
     pub mixed_stacks: u64,
     /// Exiting tasks left unswitched (Linux policy; harmless here).
     pub exiting_unswitched: u64,
+    /// Runs of a policy that does not visit exiting tasks (linux-6.12) stopped by the exit
+    /// race the kernel has: an unhashed task still in an old `do_exit` at completion.
+    pub linux_exit_races: u64,
     /// Runs with a forced transition (the oracle's checks stay on after it; only frames that
     /// predate the force are counted instead of failed).
     pub forced_runs: u64,
@@ -63,8 +66,14 @@ pub fn soak(budget: u64, seed: u64, steps: usize, progress: &mut dyn FnMut(u64))
         rep.forced_runs += u64::from(r.transitions.iter().any(|t| t.outcome == "forced"));
         rep.forced_mixed += r.oracle.forced_mixed;
         if let Some(v) = r.violation {
-            rep.violations += 1;
-            rep.first.get_or_insert((name.to_string(), v));
+            if !policy.visit_exiting && v.invariant == crate::oracle::Invariant::I3 && v.message.contains("exiting") {
+                // Linux's own bug, not the core's: a task preempted in the unhashed tail of a
+                // patched do_exit while the transition completes (LKML, Jan 2025).
+                rep.linux_exit_races += 1;
+            } else {
+                rep.violations += 1;
+                rep.first.get_or_insert((name.to_string(), v));
+            }
         }
         progress(rep.events);
         i += 1;

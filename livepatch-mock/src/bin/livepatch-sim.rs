@@ -48,6 +48,10 @@ struct Cli {
     /// Run the randomised soak for this many simulated events instead of a scenario.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     soak: Option<u64>,
+    /// Run each model over this many seeds (from --seed, default 1) and report how often it
+    /// converged and how often the oracle caught a violation.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    seeds: Option<u64>,
     /// Replay the soak's run with this seed (under the first --model) and print its trace.
     #[arg(long)]
     replay: Option<u64>,
@@ -108,6 +112,9 @@ fn main() -> ExitCode {
     } else {
         cli.model.iter().filter_map(|n| livepatch_mock::model(n).map(|p| (n.clone(), p))).collect()
     };
+    if let Some(n) = cli.seeds {
+        return seeds(&defs, &models, &cli, n);
+    }
     let mut failed = false;
     let mut rows: Vec<(String, Vec<RunResult>)> = Vec::new();
     for def in &defs {
@@ -171,6 +178,50 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Every model over `n` seeds: how often it converged, how often a violation was caught.
+fn seeds(defs: &[scenario::ScenarioDef], models: &[(String, livepatch_core::Policy)], cli: &Cli, n: u64) -> ExitCode {
+    let first = cli.seed.unwrap_or(1);
+    for def in defs {
+        println!("scenario {} over seeds {first}..{}:\n", def.name, first + n - 1);
+        println!(
+            "| model | runs | converged | violations | by invariant | first violating seed | median time to converge |"
+        );
+        println!("| --- | ---: | ---: | ---: | --- | ---: | ---: |");
+        for (name, policy) in models {
+            let (mut conv, mut viol, mut first_bad) = (0u64, 0u64, None);
+            let mut by: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+            let mut times = Vec::new();
+            for seed in first..first + n {
+                let sc = match def.build_with(cli.tasks.map(|t| t as usize), cli.cpus, Some(seed)) {
+                    Ok(sc) => sc,
+                    Err(e) => {
+                        eprintln!("error: scenario {} cannot be built: {e}", def.name);
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let r = run_with(&sc, *policy, RunOptions { timeline: false, ..RunOptions::default() }, &mut |_| {});
+                conv += u64::from(r.converged);
+                if let Some(v) = &r.violation {
+                    viol += 1;
+                    *by.entry(format!("{:?}", v.invariant)).or_default() += 1;
+                    first_bad.get_or_insert(seed);
+                }
+                times.extend(r.time_to_converge_ns.filter(|_| r.converged));
+            }
+            times.sort_unstable();
+            let median = times.get(times.len() / 2).map_or("-".to_string(), |t| report::fmt_ns(*t));
+            let by: Vec<String> = by.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            println!(
+                "| {name} | {n} | {conv} | {viol} | {} | {} | {median} |",
+                if by.is_empty() { "-".to_string() } else { by.join(", ") },
+                first_bad.map_or("-".to_string(), |s| s.to_string())
+            );
+        }
+        println!();
+    }
+    ExitCode::SUCCESS
 }
 
 fn progress_bar(limit_ns: u64, model: &str) -> ProgressBar {
@@ -247,7 +298,7 @@ fn run_soak(budget: u64, seed: u64) -> ExitCode {
     let rep = soak::soak(budget, seed, 12, &mut |n| bar.set_position(n));
     bar.finish_and_clear();
     println!(
-        "soak: {} runs, {} simulated events, {} operations ({} refused), {} transitions completed, {} violations, {} call-chain mixed stacks, {} exiting tasks unswitched (linux), {} runs forced (checks on; {} pre-force stale frames counted), {}",
+        "soak: {} runs, {} simulated events, {} operations ({} refused), {} transitions completed, {} violations, {} call-chain mixed stacks, {} exiting tasks unswitched (linux), {} runs forced (checks on; {} pre-force stale frames counted), {} linux-6.12 exit races, {}",
         rep.runs,
         rep.events,
         rep.operations,
@@ -258,6 +309,7 @@ fn run_soak(budget: u64, seed: u64) -> ExitCode {
         rep.exiting_unswitched,
         rep.forced_runs,
         rep.forced_mixed,
+        rep.linux_exit_races,
         report::fmt_ns(rep.wall_ns)
     );
     if let Some((model, v)) = &rep.first {
