@@ -47,15 +47,16 @@ fn cpu_bound_kthread() {
 fn kthread_sleeping_in_the_patched_function() {
     let rs = run_all("sleeping-kthread");
     no_violations(&rs);
-    // Linux wakes it at pass 16, but it sleeps in the old function again.
-    assert!(!by(&rs, "linux-6.12").converged);
-    // Woken at once, it re-enters through the hook and switches there.
-    let improved = by(&rs, "improved");
-    assert!(improved.converged && improved.time_to_converge_ns.unwrap() < 100_000_000);
-    // kGraft: woken on the first retry, it switches at its loop-top safe point.
-    let kgraft = by(&rs, "kgraft");
-    assert!(kgraft.converged && kgraft.switches["safe-point"] >= 1);
-    assert!(!by(&rs, "stop-the-world").converged);
+    // "None of the so far proposed methods can complete patching if a patched function is in
+    // use by a sleeping kthread": woken by a kick, its wait loop re-checks its condition and
+    // sleeps again inside the patched function — under every model.
+    for r in &rs {
+        assert!(!r.converged, "{}", r.model);
+        let last = r.transitions[0].straggler_reasons.keys().next().cloned().unwrap_or_default();
+        assert!(last == "on-stack in watchdog_wait" || last == "awaiting-switch-point", "{}: {last}", r.model);
+    }
+    // The improved policy kicks it on every pass, for nothing.
+    assert!(by(&rs, "improved").signals > 1000);
 }
 
 #[test]

@@ -104,6 +104,13 @@ impl Machine {
             if pc >= body.len() {
                 self.tasks[t].stack.pop();
                 oracle.on_return(t as u32, self.tasks[t].stack.len());
+                if std::mem::take(&mut self.tasks[t].rewait) {
+                    // Back from schedule() after a kick: the wait loop's condition is still
+                    // false, so the caller's sleep op runs again.
+                    if let Some(caller) = self.tasks[t].stack.last_mut() {
+                        caller.pc = caller.pc.saturating_sub(1);
+                    }
+                }
                 if let Some(caller) = self.tasks[t].stack.last() {
                     if self.code.is_released(caller.func) {
                         let msg = format!("returned into released code {}", self.code.get(caller.func).name);
@@ -523,6 +530,9 @@ impl Machine {
             }
             TaskKind::Kthread => {
                 if task.run == RunState::Sleeping(SleepKind::Interruptible) {
+                    // `wake_up_process()`: a kthread in `wait_event_interruptible()` or a
+                    // `schedule_timeout()` loop re-checks and sleeps again where it was.
+                    self.tasks[ti].rewait = true;
                     self.wake(t);
                 }
             }

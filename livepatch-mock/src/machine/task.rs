@@ -143,6 +143,9 @@ pub struct SimTask {
     pub(crate) interrupted: Cell<bool>,
     /// Syscalls a fake signal interrupted (an interruptible sleep unwound to user mode).
     pub(crate) interrupted_syscalls: u32,
+    /// A kthread woken by a kick, not by what it waits for: its wait loop re-checks the
+    /// condition and sleeps again in the same function.
+    pub(crate) rewait: bool,
     /// When its syscall in progress started (0: none).
     pub(crate) syscall_start: u64,
     /// CPU time taken from under it (IPIs, signals, the engine's work, its own walks, pauses)
@@ -176,6 +179,7 @@ impl SimTask {
             handler: None,
             interrupted: Cell::new(false),
             interrupted_syscalls: 0,
+            rewait: false,
             syscall_start: 0,
             added_ns: 0,
         }
