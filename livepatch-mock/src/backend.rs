@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
-use crate::machine::code::{CodeTable, Origin};
+use crate::machine::code::{CodeTable, Origin, SleepKind};
 use crate::middleware::{FaultyScheduler, FaultyWalker};
 
 /// Counts stack walks and the simulated time they cost.
@@ -440,6 +440,19 @@ impl MockScheduler<'_> {
 
 impl DelayKick for MockScheduler<'_> {
     fn kick_after(&self, task: &SimTask, delay_ns: u64) {
+        // A kick that cannot do anything is not sent: a user task whose last fake signal is
+        // still pending (it has not run since), a kthread not in an interruptible sleep
+        // (`wake_up_state(TASK_INTERRUPTIBLE)` would not wake it), an idle task whose CPU is
+        // busy. The backend reads that from the task, as a kernel would (`signal_pending()`,
+        // `task->__state`, `idle_cpu()`).
+        let useless = match task.kind {
+            TaskKind::User => task.sig_pending || task.unwind,
+            TaskKind::Kthread => task.run != RunState::Sleeping(SleepKind::Interruptible),
+            TaskKind::Idle(cpu) => self.cpus.get(cpu.0 as usize).is_some_and(|c| c.current.is_some()),
+        };
+        if useless {
+            return;
+        }
         self.charge(self.costs.kick_ns);
         self.fx.kicks.borrow_mut().push((task.id().0, delay_ns));
     }
