@@ -58,7 +58,10 @@ fn the_sound_per_cpu_pass_converges_cpu_bound_kthreads_without_the_handler_entry
     let fast = Policy { retry_delay_ns: 1_000, ..policy("improved-no-handler-entry") };
     for seed in 1..=5 {
         clean(&run(&build("ipi-in-handler", seed), fast));
-        let r = run(&build("ipi-in-handler", seed), policy("improved-no-handler-entry"));
+        // A pass per millisecond: ten cycles take longer than the scenario's 100 ms.
+        let mut sc = build("ipi-in-handler", seed);
+        sc.limit_ns = 20_000_000_000;
+        let r = run(&sc, policy("improved-no-handler-entry"));
         clean(&r);
         assert_eq!(r.switches["handler-entry"], 0);
         assert!(r.switches["per-cpu"] > 0, "{:?}", r.switches);
@@ -91,6 +94,7 @@ fn a_per_cpu_pass_over_pinned_queued_tasks_is_sound() {
     for name in ["wake-race", "ipi-in-handler"] {
         let mut sc = with(build(name, 2), pinned);
         sc.machine.engine_preempt_one_in = 4;
+        sc.limit_ns = sc.limit_ns.max(20_000_000_000);
         clean(&run(&sc, policy("improved-no-handler-entry")));
     }
 }

@@ -23,6 +23,8 @@ fn same_seed_same_run_different_seed_different_run() {
     assert_eq!(a.walks, b.walks);
     let c = run(&build("default", Some(300), 12), Policy::IMPROVED);
     assert_ne!((a.events, &a.timeline), (c.events, &c.timeline));
+    assert_eq!(a.digest(), b.digest());
+    assert_ne!(a.digest(), c.digest());
 }
 
 #[test]

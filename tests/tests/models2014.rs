@@ -1,6 +1,7 @@
 //! The 2014 thread's hard cases under every model: who converges, and how the failures look.
 
 use livepatch_core::Policy;
+use livepatch_mock::run::StallKind;
 use livepatch_mock::run::{run, RunResult};
 use livepatch_mock::{scenario, MODELS};
 
@@ -27,7 +28,7 @@ fn cpu_bound_kthread() {
     // Linux never catches it off the CPU and it never calls cond_resched.
     let linux = by(&rs, "linux-6.12");
     assert!(!linux.converged && linux.timed_out);
-    assert!(linux.transitions[0].last_stragglers.iter().any(|s| s.reason == "running"));
+    assert!(linux.transitions[0].last_stragglers.iter().any(|s| s.reason == StallKind::Running));
     // The handler-entry switch converts it at its next call of the patched function.
     let improved = by(&rs, "improved");
     assert!(improved.converged);

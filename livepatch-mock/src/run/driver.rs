@@ -1,13 +1,13 @@
 //! The run's driver state: the script, completion attempts and their records, the oracle's
 //! view of transitions ending, and the timeline samples.
 
-use super::result::{ActionOutcome, StragglerRecord, TransitionRecord};
+use super::result::{ActionOutcome, StallKind, StragglerRecord, TransitionRecord};
 use crate::machine::event::Event;
 use crate::machine::{CallReport, Machine};
 use crate::oracle::Oracle;
 use crate::scenario::{Action, Scenario, Wait};
 use livepatch_core::state::PatchState;
-use livepatch_core::sweep::{StallReason, Straggler};
+use livepatch_core::sweep::Straggler;
 use livepatch_core::transition::Progress;
 use livepatch_core::{Engine, Live, ObjectId, Patch};
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,17 +28,6 @@ pub(super) struct State {
     pub(super) timeline: Vec<(u64, u32)>,
     pub(super) first_start: Option<u64>,
     pub(super) sample_gen_armed: bool,
-}
-
-fn reason_name(r: &StallReason) -> &'static str {
-    match r {
-        StallReason::Running => "running",
-        StallReason::Unreliable(_) => "unreliable",
-        StallReason::TooDeep => "too-deep",
-        StallReason::OnStack { .. } => "on-stack",
-        StallReason::AwaitingSwitchPoint => "awaiting-switch-point",
-        StallReason::Raced => "raced",
-    }
 }
 
 impl State {
@@ -67,31 +56,21 @@ impl State {
             t.straggler_reasons.clear();
             t.last_stragglers.clear();
             for s in stragglers {
-                let function = match s.reason {
-                    StallReason::OnStack { function, .. } => {
-                        m.code().at_entry(function.start()).map(|f| m.code().get(f).name.clone())
+                let reason =
+                    StallKind::of(&s.reason, |entry| m.code().at_entry(entry).map(|f| m.code().get(f).name.clone()));
+                if let StallKind::OnStack { function, .. } = &reason {
+                    if !t.blocking_functions.contains(function) {
+                        t.blocking_functions.insert(function.clone());
                     }
-                    _ => None,
-                };
-                let key = match &function {
-                    Some(f) => {
-                        if !t.blocking_functions.contains(f) {
-                            t.blocking_functions.insert(f.clone());
-                        }
-                        format!("on-stack in {f}")
-                    }
-                    None => reason_name(&s.reason).to_string(),
-                };
-                *t.straggler_reasons.entry(key).or_default() += 1;
-                if t.last_stragglers.len() < 16 {
-                    t.last_stragglers.push(StragglerRecord {
-                        task: s.task.0,
-                        kind: format!("{:?}", s.kind),
-                        exiting: s.flags.contains(livepatch_core::backend::TaskFlags::EXITING),
-                        reason: s.reason.to_string(),
-                        function,
-                    });
                 }
+                *t.straggler_reasons.entry(reason.key()).or_default() += 1;
+                // Every straggler of the pass: the display caps, not the record.
+                t.last_stragglers.push(StragglerRecord {
+                    task: s.task.0,
+                    kind: s.kind.into(),
+                    exiting: s.flags.contains(livepatch_core::backend::TaskFlags::EXITING),
+                    reason,
+                });
             }
         }
     }

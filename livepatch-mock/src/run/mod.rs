@@ -9,7 +9,8 @@ mod driver;
 mod result;
 
 pub use result::{
-    ActionOutcome, Costs, HeapReport, Latency, ProgressInfo, RunOptions, RunResult, StragglerRecord, TransitionRecord,
+    ActionOutcome, Costs, HeapReport, Latency, ProgressInfo, RunOptions, RunResult, StallKind, StragglerRecord,
+    TaskClass, TransitionRecord,
 };
 
 use crate::machine::code::Op;
