@@ -175,3 +175,40 @@ fn an_event_budget_stops_a_run_early() {
     assert!(!r.converged);
     assert!(r.timeline.is_empty());
 }
+
+#[test]
+fn a_run_can_be_stepped_woken_and_driven_from_outside() {
+    use livepatch_mock::machine::task::RunState;
+    use livepatch_mock::run::run_stepped;
+    let sc = build("basic", None, 3);
+    // Stepping nothing is the same run.
+    let plain = run(&sc, Policy::IMPROVED);
+    let stepped = run_stepped(&sc, Policy::IMPROVED, RunOptions::default(), &mut |_| {}, |_| {});
+    assert_eq!(plain.digest(), stepped.digest());
+
+    // Drive a run with no script: run 5 ms, wake a sleeper, enable the patch, step until the
+    // transition is over.
+    let mut sc = build("basic", None, 3);
+    sc.script.clear();
+    let r = run_stepped(&sc, Policy::IMPROVED, RunOptions::default(), &mut |_| {}, |sim| {
+        assert!(sim.run_until(5_000_000));
+        assert!(sim.now() >= 5_000_000);
+        let sleeper = sim
+            .machine()
+            .tasks()
+            .iter()
+            .position(|t| matches!(t.run_state(), RunState::Sleeping(_)))
+            .expect("a task sleeps");
+        assert!(sim.wake(TaskId(sleeper as u32)));
+        assert!(!sim.wake(TaskId(sleeper as u32)), "it runs now");
+        sim.inject(Action::Enable(0)).expect("enabled");
+        assert!(sim.in_transition());
+        while sim.in_transition() && sim.step() {}
+        assert!(!sim.in_transition(), "converged while stepped");
+        assert!(sim.inject(Action::Enable(7)).is_err(), "a bad operation is a typed outcome");
+    });
+    assert_eq!(r.violations, 0, "{:?}", r.violation);
+    assert_eq!(r.transitions.len(), 1);
+    assert!(r.transitions[0].end_ns.is_some());
+    assert_eq!(r.outcomes.len(), 2);
+}

@@ -63,6 +63,11 @@ impl EventQueue {
         self.heap.pop().map(|Reverse((t, _, e))| (t, e))
     }
 
+    /// The time of the earliest event.
+    pub fn peek_time(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse((t, _, _))| *t)
+    }
+
     /// Number of queued events.
     pub fn len(&self) -> usize {
         self.heap.len()

@@ -527,7 +527,7 @@ impl Machine {
         let point = if o.per_cpu { SwitchPoint::PerCpu } else { SwitchPoint::Sweep };
         let task = &self.tasks[o.task as usize];
         if let Some(h) = task.handler {
-            if o.after != PatchState::Idle {
+            if o.before.state != PatchState::Idle && o.after != PatchState::Idle {
                 self.stats.switched_in_handler += 1;
                 if let crate::machine::task::HandlerPhase::Decided(_) = h.phase {
                     self.stats.switched_after_decision += 1;
@@ -619,6 +619,17 @@ impl Machine {
         }
         self.fork(t as usize, live);
         Some(self.tasks.len() as u32 - 1)
+    }
+
+    /// Wakes task `t` if it sleeps (what it waited for happened); returns whether it slept.
+    pub fn wake_task(&mut self, t: u32) -> bool {
+        match self.tasks.get(t as usize) {
+            Some(task) if matches!(task.run, RunState::Sleeping(_)) => {
+                self.wake(t);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Asks user task `t` to exit at its next syscall, or kthread `t` to stop at the top of

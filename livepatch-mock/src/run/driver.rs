@@ -174,13 +174,40 @@ impl State {
             return;
         };
         self.step += 1;
+        // Its outcome is recorded; the script goes on whatever it was.
+        let _ = self.act(step.action, m, oracle, engine, patches, live, timeline);
+        match sc.script.get(self.step) {
+            None => self.script_done = true,
+            Some(next) => match next.wait {
+                Wait::For(ns) => m.queue.push(m.now + ns, Event::Script),
+                Wait::Settled(ns) => {
+                    self.waiting_settle = true;
+                    self.settle_delay = ns;
+                }
+            },
+        }
+    }
+
+    /// Runs `action` now (a script step, or one injected by a caller stepping the run) and
+    /// records its outcome.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn act<'a>(
+        &mut self,
+        action: Action,
+        m: &mut Machine,
+        oracle: &mut Oracle,
+        engine: &mut Engine<'a>,
+        patches: &'a [Patch<'a>],
+        live: &Live<'_>,
+        timeline: bool,
+    ) -> Result<(), String> {
         let now = m.now;
         let idle = engine.transition().is_none();
-        let result: Result<(), String> = match step.action {
+        let result: Result<(), String> = match action {
             Action::Enable(i) | Action::Disable(i) => match patches.get(i) {
                 None => Err(format!("no patch #{i}")),
                 Some(p) => {
-                    let enable = matches!(step.action, Action::Enable(_));
+                    let enable = matches!(action, Action::Enable(_));
                     let target = if enable { PatchState::Patched } else { PatchState::Unpatched };
                     if idle {
                         oracle.begin(i, target);
@@ -279,16 +306,7 @@ impl State {
                 m.cpu_online(c, live, oracle).then_some(()).ok_or_else(|| format!("cpu {c} cannot come online"))
             }
         };
-        self.outcomes.push(ActionOutcome { at_ns: now, action: format!("{:?}", step.action), error: result.err() });
-        match sc.script.get(self.step) {
-            None => self.script_done = true,
-            Some(next) => match next.wait {
-                Wait::For(ns) => m.queue.push(m.now + ns, Event::Script),
-                Wait::Settled(ns) => {
-                    self.waiting_settle = true;
-                    self.settle_delay = ns;
-                }
-            },
-        }
+        self.outcomes.push(ActionOutcome { at_ns: now, action: format!("{action:?}"), error: result.clone().err() });
+        result
     }
 }

@@ -7,6 +7,9 @@
 
 mod driver;
 mod result;
+mod sim;
+
+pub use sim::Sim;
 
 pub use result::{
     ActionOutcome, Costs, HeapReport, Latency, ProgressInfo, RunOptions, RunResult, StallKind, StragglerRecord,
@@ -20,12 +23,10 @@ use crate::machine::{Machine, SwitchPoint};
 use crate::oracle::{Oracle, PatchModel, PatchedFunc};
 use crate::scenario::{Scenario, Wait};
 use driver::State;
-use livepatch_core::backend::Scheduler;
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::patch::{CallbackContext, CallbackError, State as SysState, StateId};
 use livepatch_core::patched_set::IndexEntry;
 use livepatch_core::shadow::ShadowId;
-use livepatch_core::sweep::Straggler;
 use livepatch_core::{Engine, Func, Live, Object, ObjectCallbacks, Patch, PatchId, Policy};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,6 +126,30 @@ pub fn run_with(
     policy: Policy,
     opts: RunOptions,
     progress: &mut dyn FnMut(&ProgressInfo),
+) -> RunResult {
+    run_stepped(scenario, policy, opts, progress, |_| {})
+}
+
+/// Runs `scenario` under `policy`, first handing the run to `drive`, which may step it
+/// ([`Sim::step`], [`Sim::run_until`]), wake tasks and inject operations; whatever `drive`
+/// leaves is then run to the end as usual.
+///
+/// ```
+/// use livepatch_mock::run::{run_stepped, RunOptions};
+/// use livepatch_mock::scenario::{self, Action};
+/// let sc = scenario::find("basic").unwrap().build_with(None, None, Some(7)).unwrap();
+/// let r = run_stepped(&sc, livepatch_core::Policy::IMPROVED, RunOptions::default(), &mut |_| {}, |sim| {
+///     sim.run_until(1_000_000);
+///     assert!(sim.inject(Action::Nop).is_ok());
+/// });
+/// assert_eq!(r.violations, 0);
+/// ```
+pub fn run_stepped(
+    scenario: &Scenario,
+    policy: Policy,
+    opts: RunOptions,
+    progress: &mut dyn FnMut(&ProgressInfo),
+    drive: impl FnOnce(&mut Sim<'_, '_>),
 ) -> RunResult {
     let wall = Instant::now();
     let sc = scenario;
@@ -246,77 +271,31 @@ pub fn run_with(
         st.script_done = true;
     }
 
-    let mut events = 0u64;
-    let mut timed_out = false;
-    let mut reclaim_armed = false;
-    while let Some((time, ev)) = m.queue.pop() {
-        if time > sc.limit_ns {
-            timed_out = true;
-            m.now = sc.limit_ns;
-            break;
-        }
-        if st.end_at.is_some_and(|e| time > e) {
-            m.now = time.min(st.end_at.unwrap_or(time));
-            break;
-        }
-        events += 1;
-        if opts.max_events > 0 && events > opts.max_events {
-            break;
-        }
-        oracle.set_event_index(events);
-        clock.store(m.now.max(time), Ordering::Relaxed);
-        match ev {
-            Event::Reclaim => {
-                // Freed shadow variables become reusable after a grace period of the machine
-                // (the engine scheduler's synchronize, as for released code).
-                reclaim_armed = false;
-                m.now = m.now.max(time);
-                let h = &heap;
-                let (_, rep) = m.engine_call(&mut oracle, |b| {
-                    h.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reclaim(|| b.scheduler.synchronize())
-                });
-                st.after_call(&mut m, &rep);
-            }
-            Event::Retry { gen } => {
-                if gen == st.retry_gen && engine.transition().is_some() {
-                    m.now = m.now.max(time);
-                    let mut stragglers: Vec<Straggler> = Vec::new();
-                    let (r, rep) = m.engine_call(&mut oracle, |b| engine.try_complete(b, |s| stragglers.push(*s)));
-                    st.after_call(&mut m, &rep);
-                    if let Ok(progress) = r {
-                        st.note_pass(&m, &progress, &stragglers);
-                    }
-                    st.after_engine(&mut m, &mut oracle, &engine, &patches, rep.end_ns, opts.timeline);
-                }
-            }
-            Event::Script => {
-                m.now = time;
-                st.run_step(sc, &mut m, &mut oracle, &mut engine, &patches, &live, opts.timeline);
-            }
-            Event::Sample => {
-                m.now = m.now.max(time);
-                st.sample(&mut m, &oracle, opts.timeline);
-            }
-            other => m.handle(time, other, &live, &mut oracle),
-        }
-        if oracle.stopped() {
-            break;
-        }
-        if uses_heap && !reclaim_armed && m.heap_mut().shadows_retired() > 0 {
-            reclaim_armed = true;
-            m.queue.push(m.now, Event::Reclaim);
-        }
-        if st.waiting_settle && engine.transition().is_none() {
-            st.waiting_settle = false;
-            m.queue.push(m.now + st.settle_delay, Event::Script);
-        }
-        if st.script_done && engine.transition().is_none() && st.end_at.is_none() {
-            st.end_at = Some(m.now + sc.settle_ns);
-        }
-        if events & 0xffff == 0 {
-            progress(&ProgressInfo { sim_ns: m.now, limit_ns: sc.limit_ns, events });
+    let mut sim = Sim {
+        sc,
+        m: &mut m,
+        oracle: &mut oracle,
+        engine: &mut engine,
+        patches: &patches,
+        live: &live,
+        st: &mut st,
+        heap: &heap,
+        clock: &clock,
+        timeline: opts.timeline,
+        max_events: opts.max_events,
+        uses_heap,
+        reclaim_armed: false,
+        events: 0,
+        timed_out: false,
+        done: false,
+    };
+    drive(&mut sim);
+    while sim.step() {
+        if sim.events & 0xffff == 0 {
+            progress(&ProgressInfo { sim_ns: sim.m.now, limit_ns: sc.limit_ns, events: sim.events });
         }
     }
+    let (events, timed_out) = (sim.events, sim.timed_out);
     progress(&ProgressInfo { sim_ns: m.now, limit_ns: sc.limit_ns, events });
 
     // A transition still in progress at the end did not converge.
