@@ -195,7 +195,7 @@ pub fn details(results: &[RunResult]) -> String {
 /// Writes `summary.md`, `results.json` and `old-universe.svg` into `dir`.
 pub fn write_dir(dir: &Path, title: &str, results: &[RunResult]) -> Result<(), ReportError> {
     std::fs::create_dir_all(dir).map_err(|e| ReportError::Io(dir.display().to_string(), e.to_string()))?;
-    let md = format!("# {title}\n\n{}\n{}", table(results), details(results));
+    let md = format!("# {title}\n\n{}\n{}\n{}", table(results), cost_table(results), details(results));
     let md_path = dir.join("summary.md");
     std::fs::write(&md_path, md).map_err(|e| ReportError::Io(md_path.display().to_string(), e.to_string()))?;
     let json = serde_json::to_string_pretty(results).map_err(|e| ReportError::Json(e.to_string()))?;

@@ -66,9 +66,7 @@ pub fn soak(budget: u64, seed: u64, steps: usize, progress: &mut dyn FnMut(u64))
         rep.forced_runs += u64::from(r.transitions.iter().any(|t| t.outcome == "forced"));
         rep.forced_mixed += r.oracle.forced_mixed;
         if let Some(v) = r.violation {
-            if !policy.visit_exiting && v.invariant == crate::oracle::Invariant::I3 && v.message.contains("exiting") {
-                // Linux's own bug, not the core's: a task preempted in the unhashed tail of a
-                // patched do_exit while the transition completes (LKML, Jan 2025).
+            if is_linux_exit_race(&policy, &v) {
                 rep.linux_exit_races += 1;
             } else {
                 rep.violations += 1;
@@ -80,6 +78,14 @@ pub fn soak(budget: u64, seed: u64, steps: usize, progress: &mut dyn FnMut(u64))
     }
     rep.wall_ns = wall.elapsed().as_nanos() as u64;
     rep
+}
+
+/// Whether `v` is Linux's own exit race, not the core's: under a policy that does not visit
+/// exiting tasks, a task preempted in the unhashed tail of a patched `do_exit` while the
+/// transition completes (LKML, Jan 2025, "[BUG] Kernel Crash during replacement of livepatch
+/// patching do_exit()").
+pub fn is_linux_exit_race(policy: &livepatch_core::Policy, v: &Violation) -> bool {
+    !policy.visit_exiting && v.invariant == crate::oracle::Invariant::I3 && v.message.contains("exiting")
 }
 
 /// Replays soak run `seed` (with `steps` operations) under `policy`: the run a violation's
