@@ -123,6 +123,8 @@ struct Transition {
     target: PatchState,
     reversed: bool,
     forced: bool,
+    /// The universe every task was in when the transition began (a reversal keeps it).
+    start_universe: PatchState,
 }
 
 /// The oracle.
@@ -135,6 +137,10 @@ pub struct Oracle {
     forced: Vec<bool>,
     /// Per task: its frames below this depth predate a forced transition.
     allow: Vec<u32>,
+    /// Per task, during a transition: the universe the oracle knows it is in — the start
+    /// universe, then whatever its observed switches and its fork made it — independent of
+    /// the core's word (0: not in a transition).
+    univ: Vec<u8>,
     loaded: Vec<ObjectId>,
     transition: Option<Transition>,
     /// The enabled list before [`begin`](Self::begin), restored by an aborted start.
@@ -165,6 +171,7 @@ impl Oracle {
             enabled: Vec::new(),
             forced: vec![false; n],
             allow: Vec::new(),
+            univ: Vec::new(),
             loaded: loaded.to_vec(),
             transition: None,
             saved_enabled: Vec::new(),
@@ -290,7 +297,16 @@ impl Oracle {
         }
         // Starting a transition clears the stale marks of the previous one.
         self.member.iter_mut().for_each(|m| *m = 0);
-        self.transition = Some(Transition { patch, start: target.opposite(), target, reversed: false, forced: false });
+        // Every task starts the transition in its start universe (0 below: not moved yet).
+        self.univ.clear();
+        self.transition = Some(Transition {
+            patch,
+            start: target.opposite(),
+            target,
+            reversed: false,
+            forced: false,
+            start_universe: target.opposite(),
+        });
         self.recompute();
     }
 
@@ -372,6 +388,13 @@ impl Oracle {
             self.violate(Invariant::I1, t, task, "idle task state during a transition".into(), code, now);
             return;
         }
+        if let Some(u) = self.universe_of(t) {
+            if u != state {
+                let msg = format!("the core's word says {state}, but the task's observed switches left it in {u}");
+                self.violate(Invariant::I1, t, task, msg, code, now);
+                return;
+            }
+        }
         let expected = self.code_for(orig, state);
         if ran != expected {
             let msg = format!(
@@ -428,6 +451,35 @@ impl Oracle {
         }
     }
 
+    /// The universe the oracle knows task `t` is in during a transition.
+    fn universe_of(&self, t: u32) -> Option<PatchState> {
+        let tr = self.transition?;
+        Some(match self.univ.get(t as usize).copied().unwrap_or(0) {
+            1 => PatchState::Unpatched,
+            2 => PatchState::Patched,
+            _ => tr.start_universe,
+        })
+    }
+
+    fn set_universe(&mut self, t: u32, u: PatchState) {
+        let i = t as usize;
+        if self.univ.len() <= i {
+            self.univ.resize(i + 1, 0);
+        }
+        self.univ[i] = match u {
+            PatchState::Unpatched => 1,
+            PatchState::Patched => 2,
+            PatchState::Idle => 0,
+        };
+    }
+
+    /// Task `parent` forked `child`: the child starts where the parent is.
+    pub fn on_fork(&mut self, parent: u32, child: u32) {
+        if let Some(u) = self.universe_of(parent) {
+            self.set_universe(child, u);
+        }
+    }
+
     /// Task `t`'s stack shrank to `depth` frames: frames it pushes from now on are not
     /// covered by an earlier force.
     pub fn on_return(&mut self, t: u32, depth: usize) {
@@ -474,6 +526,14 @@ impl Oracle {
             }
             _ => {
                 self.stats.checked_switches += 1;
+                if let Some(u) = self.universe_of(t) {
+                    if u != from && self.model != Model::CallChain {
+                        let msg = format!("switched {from}->{to}, but its observed switches left it in {u}");
+                        self.violate(Invariant::I1, t, task, msg, code, now);
+                        return;
+                    }
+                }
+                self.set_universe(t, to);
                 if self.transition.is_some_and(|tr| tr.target != to) {
                     if self.model == Model::CallChain {
                         // The call-chain model's word is bookkeeping for completion only; a
@@ -646,5 +706,40 @@ impl Oracle {
                 self.check_released_stack(i as u32, task, code, now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::code::{CodeBuilder, Op};
+    use crate::machine::task::Program;
+    use livepatch_core::backend::TaskKind;
+    use livepatch_core::sync::Ordering;
+    use livepatch_core::{CpuId, TaskId};
+
+    #[test]
+    fn a_word_changed_behind_the_oracles_back_is_caught() {
+        let mut b = CodeBuilder::new();
+        b.func("schedule", vec![Op::Block]);
+        let f = b.func("f", vec![Op::Work(1, 2)]);
+        let v = b.variant(f, 0, vec![Op::Work(1, 2)]);
+        let code = b.build().unwrap();
+        let patch =
+            PatchModel { replace: false, funcs: vec![PatchedFunc { object: ObjectId::VMLINUX, orig: f, variant: v }] };
+        let mut oracle = Oracle::new(1, Model::PerTask, code.len(), vec![patch], &[]);
+        let task = SimTask::new(TaskId(0), TaskKind::Kthread, TaskFlags::empty(), CpuId(0), Program::Idle);
+        oracle.begin(0, PatchState::Patched);
+        task.patch.reset(PatchState::Unpatched);
+        task.patch.retarget(PatchState::Patched);
+        oracle.on_patched_call(0, &task, f, f, &code, 1);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        // The core's word moves with no switch the machine saw: the redirect now sends the
+        // task to the variant, consistently with the word — but not with its switches.
+        task.patch.try_switch(task.patch.load(Ordering::Relaxed)).unwrap();
+        oracle.on_patched_call(0, &task, f, v, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("observed switches"), "{violation}");
     }
 }

@@ -190,7 +190,7 @@ impl Machine {
                 }
                 Op::Fork => {
                     advance(self);
-                    self.fork(t, live);
+                    self.fork(t, live, oracle);
                 }
                 Op::TaskWork => {
                     advance(self);
@@ -492,7 +492,7 @@ impl Machine {
         }
     }
 
-    pub(super) fn fork(&mut self, parent: usize, live: &Live<'_>) {
+    pub(super) fn fork(&mut self, parent: usize, live: &Live<'_>, oracle: &mut Oracle) {
         let program = match &self.tasks[parent].program {
             Program::User(UserProgram { child: Some(child), .. }) => Program::User((**child).clone()),
             other => other.clone(),
@@ -501,6 +501,7 @@ impl Machine {
         let idx = self.spawn(&TaskSpec { program, flags, cpu: None });
         let (p, c) = (&self.tasks[parent], &self.tasks[idx as usize]);
         live.fork(&p.patch, &c.patch);
+        oracle.on_fork(parent as u32, idx);
         self.stats.forks += 1;
         self.tasks[idx as usize].run = RunState::Sleeping(SleepKind::Uninterruptible);
         self.wake(idx);

@@ -612,12 +612,12 @@ impl Machine {
     }
 
     /// Task `t` forks (as if it called `fork()` now); returns the child's index.
-    pub fn fork_task(&mut self, t: u32, live: &Live<'_>) -> Option<u32> {
+    pub fn fork_task(&mut self, t: u32, live: &Live<'_>, oracle: &mut Oracle) -> Option<u32> {
         let task = self.tasks.get(t as usize)?;
         if task.is_dead() || task.kind != TaskKind::User {
             return None;
         }
-        self.fork(t as usize, live);
+        self.fork(t as usize, live, oracle);
         Some(self.tasks.len() as u32 - 1)
     }
 

@@ -296,7 +296,7 @@ impl State {
                     Ok(())
                 }
             }
-            Action::Fork(t) => m.fork_task(t, live).map(|_| ()).ok_or_else(|| format!("task {t} cannot fork")),
+            Action::Fork(t) => m.fork_task(t, live, oracle).map(|_| ()).ok_or_else(|| format!("task {t} cannot fork")),
             Action::Kill(t) => m.kill_task(t).then_some(()).ok_or_else(|| format!("task {t} cannot be killed")),
             Action::CpuOffline(c) => {
                 m.cpu_offline(c, live, oracle).then_some(()).ok_or_else(|| format!("cpu {c} cannot go offline"))
