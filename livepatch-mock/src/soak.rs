@@ -82,7 +82,7 @@ pub fn soak(budget: u64, seed: u64, steps: usize, progress: &mut dyn FnMut(u64))
 
 /// Whether `v` is Linux's own exit race, not the core's: under a policy that does not visit
 /// exiting tasks, a task preempted in the unhashed tail of a patched `do_exit` while the
-/// transition completes (LKML, Jan 2025, "[BUG] Kernel Crash during replacement of livepatch
+/// transition completes (LKML, Jan 2025, "\[BUG\] Kernel Crash during replacement of livepatch
 /// patching do_exit()").
 pub fn is_linux_exit_race(policy: &livepatch_core::Policy, v: &Violation) -> bool {
     !policy.visit_exiting && v.invariant == crate::oracle::Invariant::I3 && v.message.contains("exiting")
