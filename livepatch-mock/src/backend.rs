@@ -244,6 +244,10 @@ pub struct Effects {
     pub cpu_ns: RefCell<Vec<u64>>,
     /// IPIs sent.
     pub ipis: Cell<u32>,
+    /// Tasks asked to freeze (the freezer model).
+    pub freezes: RefCell<Vec<u32>>,
+    /// The engine thawed every frozen task.
+    pub thaw: Cell<bool>,
     /// Stop-the-world pauses `(begin, end)`.
     pub stops: RefCell<Vec<(u64, u64)>>,
 }
@@ -403,6 +407,19 @@ impl Scheduler for MockScheduler<'_> {
 
     fn kick(&self, task: &SimTask) {
         self.kick_after(task, 0);
+    }
+
+    fn freeze(&self, task: &SimTask) {
+        if task.freeze_pending || task.frozen_since.is_some() {
+            return;
+        }
+        // The freezer's request: a fake signal or a wake-up, sent like a kick.
+        self.charge(self.costs.kick_ns);
+        self.fx.freezes.borrow_mut().push(task.id().0);
+    }
+
+    fn thaw_all(&self) {
+        self.fx.thaw.set(true);
     }
 
     fn stop_all<R, F>(&self, f: F) -> R

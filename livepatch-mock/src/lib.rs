@@ -35,6 +35,7 @@ pub const MODELS: &[(&str, Policy)] = &[
     ("kgraft", Policy::KGRAFT),
     ("call-chain", Policy::CALL_CHAIN),
     ("stop-the-world", Policy::STOP_THE_WORLD),
+    ("freezer", Policy::FREEZER),
 ];
 
 /// Linux 6.12's switch points with the improved policy's cadence and kick timing: a pass per

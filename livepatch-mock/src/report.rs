@@ -63,14 +63,14 @@ pub fn table(results: &[RunResult]) -> String {
 pub fn cost_table(results: &[RunResult]) -> String {
     let mut s = String::new();
     s.push_str(
-        "| model | transition CPU | engine | IPIs (on targets) | own walks | signals taken | IPIs / task | kicks / task | kicks / kicked task (max) | syscalls interrupted | added syscall latency p99 / max |\n",
+        "| model | transition CPU | engine | IPIs (on targets) | own walks | signals taken | IPIs / task | kicks / task | kicks / kicked task (max) | syscalls interrupted | added syscall latency p99 / max | pause per task: frozen p50 / max (tasks), stopped |\n",
     );
-    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for r in results {
         let c = &r.costs;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} ({}) | {} | {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} ({}) | {} | {} / {} | {} |",
             r.model,
             fmt_ns(c.transition_cpu_ns),
             fmt_ns(c.engine_cpu_ns),
@@ -84,9 +84,30 @@ pub fn cost_table(results: &[RunResult]) -> String {
             c.interrupted_syscalls,
             fmt_ns(c.added.p99_ns),
             fmt_ns(c.added.max_ns),
+            pause_cell(c),
         );
     }
     s
+}
+
+fn pause_cell(c: &crate::run::Costs) -> String {
+    let mut parts = Vec::new();
+    if c.frozen_tasks > 0 {
+        parts.push(format!(
+            "frozen {} / {} ({})",
+            fmt_ns(c.freeze_pause.p50_ns),
+            fmt_ns(c.freeze_pause.max_ns),
+            c.frozen_tasks
+        ));
+    }
+    if c.stop_pause_ns > 0 {
+        parts.push(format!("stopped {} (all)", fmt_ns(c.stop_pause_ns)));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// One cell of the cross-scenario matrix: the time to converge, or why not.

@@ -142,3 +142,28 @@ fn linux_skips_exiting_tasks_on_a_patched_exit_path() {
     assert!(improved.converged, "{:?}", improved.violation);
     assert_eq!(improved.violations, 0);
 }
+
+#[test]
+fn the_freezer_model_and_the_pause_it_costs() {
+    // Josh's simple LEAVE_PATCHED_SET + SWITCH_THREAD: switch what is off-CPU and clean,
+    // freeze the rest and check them again. The pause each frozen task sees is measured, as
+    // is stop-the-world's (which every task sees).
+    let sc = scenario::find("default").unwrap().build_with(Some(600), None, Some(1)).unwrap();
+    let freezer = run(&sc, Policy::FREEZER);
+    let stw = run(&sc, Policy::STOP_THE_WORLD);
+    assert!(freezer.converged && freezer.violations == 0, "{:?}", freezer.violation);
+    assert!(freezer.costs.frozen_tasks > 0);
+    assert!(freezer.costs.freeze_pause.max_ns >= freezer.costs.freeze_pause.p50_ns);
+    assert!(freezer.costs.freeze_pause.p50_ns > 0);
+    assert_eq!(freezer.costs.stop_pause_ns, 0);
+    assert!(stw.costs.stop_pause_ns > 0 && stw.costs.frozen_tasks == 0);
+    // It fails where the thread said: a CPU-bound kthread cannot be frozen (retried for
+    // ever), and a patch of schedule() finds every frozen task inside it.
+    let cpu_bound = run_all("cpu-bound-kthread");
+    assert!(!by(&cpu_bound, "freezer").converged);
+    let sched = run_all("schedule-path");
+    let f = by(&sched, "freezer");
+    assert!(!f.converged && f.violations == 0);
+    assert!(f.costs.frozen_tasks > 0);
+    assert!(f.transitions[0].straggler_reasons.contains_key("on-stack in schedule"), "{:?}", f.transitions[0]);
+}

@@ -366,9 +366,25 @@ impl<'a> Engine<'a> {
                         // `wake_up_if_idle()` for each idle-task straggler (an idle CPU may
                         // otherwise never iterate its loop again).
                         let idle = matches!(task.kind(), TaskKind::Idle(_));
-                        let kicked = (kick_due && wants_kick(task, reason)) || idle;
-                        if kicked {
+                        let kicked = if idle {
                             sched.kick(task);
+                            true
+                        } else if policy.model == Model::Freezer {
+                            // The freezer: every pending user task and freezable kthread is
+                            // asked to freeze, running or not; unfreezable kthreads are retried.
+                            let freeze = kick_due && wants_freeze(task);
+                            if freeze {
+                                sched.freeze(task);
+                            }
+                            freeze
+                        } else {
+                            let kick = kick_due && wants_kick(task, reason);
+                            if kick {
+                                sched.kick(task);
+                            }
+                            kick
+                        };
+                        if kicked {
                             summary.kicked += 1;
                         }
                         stalls(&Straggler { task: task.id(), kind: task.kind(), flags: task.flags(), reason, kicked });
@@ -654,6 +670,9 @@ impl<'a> Engine<'a> {
         b.scheduler().synchronize();
         for_all_tasks(b, self.batch(), |task| task.patch_state().reset(PatchState::Idle));
         self.live.set_target(PatchState::Idle);
+        if live.policy().model == Model::Freezer {
+            b.scheduler().thaw_all();
+        }
         for obj in patch.objects() {
             let ctx = self.context(patch, obj);
             match t.target {
@@ -890,6 +909,15 @@ fn wants_kick<T: Task>(task: &T, reason: StallReason) -> bool {
         return false;
     }
     !task.flags().contains(TaskFlags::IGNORES_SIGNALS)
+}
+
+/// Whether the freezer model asks a straggler to freeze: user tasks and freezable kthreads.
+fn wants_freeze<T: Task>(task: &T) -> bool {
+    match task.kind() {
+        TaskKind::User => true,
+        TaskKind::Kthread => task.flags().contains(TaskFlags::FREEZABLE),
+        TaskKind::Idle(_) => false,
+    }
 }
 
 /// Visits every task, at most `batch` per task-list lock hold.

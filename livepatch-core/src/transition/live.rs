@@ -197,7 +197,9 @@ impl<'a> Live<'a> {
             Model::CallChain => {
                 redirect::call_chain_towards(slot, self.transition_target(), || self.away_hit(parent_ip).is_some())
             }
-            Model::PerTask | Model::KernelExit | Model::StopTheWorld => redirect::per_task_lazy(slot, current),
+            Model::PerTask | Model::KernelExit | Model::StopTheWorld | Model::Freezer => {
+                redirect::per_task_lazy(slot, current)
+            }
         }
     }
 

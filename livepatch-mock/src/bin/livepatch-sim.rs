@@ -23,7 +23,7 @@ struct Cli {
     /// Models to run, comma-separated [default: linux-6.12, linux-tuned, improved and the
     /// improved policy without each of its mechanisms].
     #[arg(long, value_delimiter = ',', value_parser = [
-        "linux", "linux-6.12", "improved", "kgraft", "call-chain", "stop-the-world", "linux-tuned",
+        "linux", "linux-6.12", "improved", "kgraft", "call-chain", "stop-the-world", "freezer", "linux-tuned",
         "improved-no-handler-entry", "improved-no-per-cpu", "improved-no-exiting",
     ])]
     model: Vec<String>,

@@ -19,6 +19,11 @@ impl Machine {
             return;
         };
         let ti = t as usize;
+        if self.tasks[ti].freeze_pending && self.tasks[ti].in_user {
+            // The freezer's signal is delivered on the way back to user mode: frozen there.
+            self.freeze_now(cpu, ti, live, oracle);
+            return;
+        }
         let task = &mut self.tasks[ti];
         if task.work_left > 0 {
             task.work_left = task.work_left.saturating_sub(task.chunk);
@@ -164,6 +169,12 @@ impl Machine {
                         return;
                     }
                 }
+                Op::SafePoint if self.tasks[t].freeze_pending => {
+                    // try_to_freeze(): a freezable kthread's loop top.
+                    advance(self);
+                    self.freeze_now(cpu, t, live, oracle);
+                    return;
+                }
                 Op::SafePoint => {
                     advance(self);
                     let before = self.tasks[t].patch.load(Ordering::Relaxed).state;
@@ -213,6 +224,71 @@ impl Machine {
         // Let time pass rather than spin on zero-time ops.
         self.tasks[t].work_left = 1_000;
         self.schedule_chunk(cpu, t);
+    }
+
+    /// The freezer asks task `t` to freeze: a fake signal for a user task (an interruptible
+    /// sleep unwinds; it freezes on its way back to user mode), a freezable kthread in an
+    /// interruptible wait freezes in it, one running freezes at its `try_to_freeze` point.
+    pub(crate) fn freeze_request(&mut self, t: u32) {
+        let now = self.now;
+        let Some(task) = self.tasks.get_mut(t as usize) else {
+            return;
+        };
+        if task.is_dead() || task.frozen_since.is_some() {
+            return;
+        }
+        task.freeze_pending = true;
+        self.stats.signals += 1;
+        match task.kind {
+            TaskKind::User => {
+                task.sig_pending = true;
+                if task.run == RunState::Sleeping(SleepKind::Interruptible) {
+                    task.unwind = true;
+                    task.interrupted_syscalls += 1;
+                    self.stats.interrupted_syscalls += 1;
+                    self.wake(t);
+                }
+            }
+            TaskKind::Kthread => {
+                if task.run == RunState::Sleeping(SleepKind::Interruptible) {
+                    // wait_event_freezable(): frozen where it waits; its timeout no longer
+                    // runs it. Thawed, it goes back to its wait.
+                    task.frozen_since = Some(now);
+                    task.frozen_in_sleep = true;
+                    task.freeze_pending = false;
+                    task.sleep_gen = task.sleep_gen.wrapping_add(1);
+                }
+            }
+            TaskKind::Idle(_) => task.freeze_pending = false,
+        }
+    }
+
+    /// Task `t`, on `cpu`, enters the refrigerator.
+    pub(super) fn freeze_now(&mut self, cpu: usize, t: usize, live: &Live<'_>, oracle: &mut Oracle) {
+        let task = &mut self.tasks[t];
+        task.freeze_pending = false;
+        task.frozen_since = Some(self.now);
+        task.run = RunState::Sleeping(SleepKind::Uninterruptible);
+        task.sleep_gen = task.sleep_gen.wrapping_add(1);
+        self.switch_to_next(cpu, live, oracle);
+    }
+
+    /// The transition ended: every frozen task is thawed.
+    pub(crate) fn thaw_all(&mut self) {
+        for t in 0..self.tasks.len() {
+            let task = &mut self.tasks[t];
+            task.freeze_pending = false;
+            let Some(since) = task.frozen_since.take() else {
+                continue;
+            };
+            self.freeze_pauses.push(self.now.saturating_sub(since));
+            if std::mem::take(&mut self.tasks[t].frozen_in_sleep) {
+                self.tasks[t].rewait = true;
+            }
+            if !self.tasks[t].is_dead() {
+                self.wake(t as u32);
+            }
+        }
     }
 
     /// An op on the heap by task `t` running `func`.

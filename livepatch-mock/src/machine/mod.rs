@@ -253,6 +253,8 @@ pub struct Machine {
     pub(crate) syscall_times: Vec<(u64, u64, u64)>,
     /// Kicks (fake signals, wake-ups) sent to each task.
     pub(crate) kicks_to: Vec<u32>,
+    /// How long each frozen task stayed frozen (the freezer model), once thawed.
+    pub(crate) freeze_pauses: Vec<u64>,
     next_cpu: u32,
 }
 
@@ -300,6 +302,7 @@ impl Machine {
             late: Vec::new(),
             syscall_times: Vec::new(),
             kicks_to: Vec::new(),
+            freeze_pauses: Vec::new(),
             next_cpu: 0,
         };
         m.cfg.cpus = ncpu;
@@ -390,6 +393,14 @@ impl Machine {
     /// The heap, locked (a poisoned lock is taken over: the machine is single-threaded).
     pub(crate) fn heap_mut(&self) -> MutexGuard<'_, Heap> {
         self.heap.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How long each task frozen by the freezer model stayed frozen: those thawed, then those
+    /// still frozen (until now).
+    pub fn freeze_pauses(&self) -> Vec<u64> {
+        let mut v = self.freeze_pauses.clone();
+        v.extend(self.tasks.iter().filter_map(|t| t.frozen_since).map(|s| self.now.saturating_sub(s)));
+        v
     }
 
     /// Every completed syscall, as (start, end, CPU time the transitions took from under it)
@@ -504,6 +515,14 @@ impl Machine {
             }
             self.kicks_to[task as usize] += 1;
         }
+        drop(kicks);
+        for t in std::mem::take(&mut *fx.freezes.borrow_mut()) {
+            self.freeze_request(t);
+        }
+        if fx.thaw.get() {
+            self.thaw_all();
+        }
+        let kicks = fx.kicks.borrow();
         let mut pause_ns = 0;
         for &(begin, end) in fx.stops.borrow().iter() {
             pause_ns = pause_ns.max(end - begin);

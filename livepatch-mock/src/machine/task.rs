@@ -146,6 +146,12 @@ pub struct SimTask {
     /// A kthread woken by a kick, not by what it waits for: its wait loop re-checks the
     /// condition and sleeps again in the same function.
     pub(crate) rewait: bool,
+    /// Asked to freeze (the freezer model), not frozen yet.
+    pub(crate) freeze_pending: bool,
+    /// Frozen since then (the freezer model).
+    pub(crate) frozen_since: Option<u64>,
+    /// Frozen inside its interruptible wait (`wait_event_freezable`), not taken off a CPU.
+    pub(crate) frozen_in_sleep: bool,
     /// When its syscall in progress started (0: none).
     pub(crate) syscall_start: u64,
     /// CPU time taken from under it (IPIs, signals, the engine's work, its own walks, pauses)
@@ -180,6 +186,9 @@ impl SimTask {
             interrupted: Cell::new(false),
             interrupted_syscalls: 0,
             rewait: false,
+            freeze_pending: false,
+            frozen_since: None,
+            frozen_in_sleep: false,
             syscall_start: 0,
             added_ns: 0,
         }

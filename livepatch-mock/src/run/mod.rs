@@ -390,5 +390,8 @@ fn costs_of(m: &Machine, transitions: &[TransitionRecord], stats: &crate::machin
         max_kicks: m.kicks_to().iter().copied().max().unwrap_or(0),
         interrupted_syscalls: stats.interrupted_syscalls,
         added: Latency::of(&mut added),
+        frozen_tasks: m.freeze_pauses().len() as u64,
+        freeze_pause: Latency::of(&mut m.freeze_pauses()),
+        stop_pause_ns: m.max_pause_ns,
     }
 }

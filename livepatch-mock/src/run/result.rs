@@ -241,6 +241,12 @@ pub struct Costs {
     pub max_kicks: u32,
     /// Syscalls a fake signal interrupted.
     pub interrupted_syscalls: u64,
+    /// Tasks the freezer model froze.
+    pub frozen_tasks: u64,
+    /// How long each frozen task stayed frozen (the pause it saw).
+    pub freeze_pause: Latency,
+    /// The longest stop-the-world pause (every task sees it).
+    pub stop_pause_ns: u64,
     /// Latency the transitions added to the syscalls that overlapped one: the CPU time taken
     /// from under the task while it was in the syscall (IPIs, signals, the engine's work on
     /// its CPU, its own stack walks, stop-the-world pauses).
