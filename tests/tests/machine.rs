@@ -28,9 +28,9 @@ fn same_seed_same_run_different_seed_different_run() {
 }
 
 #[test]
-fn default_mix_meets_the_convergence_goal() {
-    // DESIGN §6: handler-entry switch + per-CPU pass + immediate retries converge ≥ 10×
-    // faster than the Linux policy on the same workload, with 0 invariant violations.
+fn improved_is_ten_times_faster_than_linux_6_12_on_the_default_mix_and_pays_for_it() {
+    // Against linux-6.12 (the cadence does it: linux-tuned is as fast — the README's table);
+    // 0 invariant violations; every model's work is charged.
     let sc = build("default", Some(600), 1);
     let linux = run(&sc, Policy::LINUX_6_12);
     let improved = run(&sc, Policy::IMPROVED);
@@ -45,6 +45,17 @@ fn default_mix_meets_the_convergence_goal() {
     assert_eq!(linux.switches["handler-entry"] + linux.switches["per-cpu"], 0);
     // Tasks in the old universe only ever decrease to zero at the end of the curve.
     assert_eq!(improved.timeline.last().map(|p| p.1), Some(0));
+    // No free work: the engine's kworker, the IPIs on the interrupted CPUs, the signals.
+    let tuned = run(&sc, livepatch_mock::LINUX_TUNED);
+    assert!(tuned.converged && tuned.violations == 0);
+    for r in [&linux, &tuned, &improved] {
+        let c = &r.costs;
+        assert!(c.engine_cpu_ns > 0 && c.transition_cpu_ns >= c.engine_cpu_ns + c.ipi_cpu_ns, "{}: {c:?}", r.model);
+    }
+    assert!(improved.costs.ipi_cpu_ns > 0 && improved.costs.ipis_per_task > 0.0);
+    assert_eq!(tuned.costs.ipi_cpu_ns, 0);
+    assert!(tuned.costs.transition_cpu_ns > linux.costs.transition_cpu_ns, "more passes cost more");
+    assert!(improved.costs.kicks_per_kicked <= 2.0, "{:?}", improved.costs);
 }
 
 #[test]
