@@ -488,6 +488,28 @@ impl Oracle {
         }
     }
 
+    /// Task `t` returned into its innermost frame: that code must belong to its universe
+    /// (during a transition) or still be in use (after one) — the return counterpart of the
+    /// checks at every call.
+    pub fn on_return_into(&mut self, t: u32, task: &SimTask, code: &CodeTable, now: u64) {
+        if self.model == Model::CallChain {
+            return;
+        }
+        let Some(idx) = task.stack().len().checked_sub(1) else {
+            return;
+        };
+        let f = task.stack()[idx].func;
+        let m = self.member[f.idx()];
+        let bad = match self.universe_of(t) {
+            Some(u) => m & (U | P) != 0 && m & bit(u) == 0,
+            None => self.transition.is_none() && m & STALE != 0,
+        };
+        if bad && !self.forgiven(t, idx) {
+            let msg = format!("returned into {}, code its universe does not run", code.get(f).name);
+            self.violate(Invariant::I1, t, task, msg, code, now);
+        }
+    }
+
     /// Whether frame `idx` of task `t` predates a forced transition (counted, not failed).
     fn forgiven(&mut self, t: u32, idx: usize) -> bool {
         let hit = self.allow.get(t as usize).is_some_and(|a| (idx as u32) < *a);
@@ -741,5 +763,26 @@ mod tests {
         let violation = oracle.violation().expect("caught");
         assert_eq!(violation.invariant, Invariant::I1);
         assert!(violation.message.contains("observed switches"), "{violation}");
+    }
+
+    #[test]
+    fn a_return_into_code_of_the_other_universe_is_caught() {
+        let mut b = CodeBuilder::new();
+        b.func("schedule", vec![Op::Block]);
+        let f = b.func("f", vec![Op::Work(1, 2)]);
+        let v = b.variant(f, 0, vec![Op::Work(1, 2)]);
+        let code = b.build().unwrap();
+        let patch =
+            PatchModel { replace: false, funcs: vec![PatchedFunc { object: ObjectId::VMLINUX, orig: f, variant: v }] };
+        let mut oracle = Oracle::new(1, Model::PerTask, code.len(), vec![patch], &[]);
+        let mut task = SimTask::new(TaskId(0), TaskKind::Kthread, TaskFlags::empty(), CpuId(0), Program::Idle);
+        oracle.begin(0, PatchState::Patched);
+        task.stack.push(crate::machine::task::Frame { func: f, pc: 1, base: code.get(f).range.start().get() });
+        oracle.on_return_into(0, &task, &code, 1);
+        assert!(!oracle.stopped(), "the original is the unpatched universe's code");
+        task.stack[0] = crate::machine::task::Frame { func: v, pc: 1, base: code.get(v).range.start().get() };
+        oracle.on_return_into(0, &task, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert!(violation.message.contains("returned into f"), "{violation}");
     }
 }

@@ -109,6 +109,7 @@ impl Machine {
             if pc >= body.len() {
                 self.tasks[t].stack.pop();
                 oracle.on_return(t as u32, self.tasks[t].stack.len());
+                oracle.on_return_into(t as u32, &self.tasks[t], &self.code, self.now);
                 if std::mem::take(&mut self.tasks[t].rewait) {
                     // Back from schedule() after a kick: the wait loop's condition is still
                     // false, so the caller's sleep op runs again.
