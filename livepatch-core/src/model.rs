@@ -216,5 +216,11 @@ mod tests {
         assert!(!p.allows(SwitchPoints::SWEEP), "kernel-exit never stack-checks");
         assert!(!Policy::STOP_THE_WORLD.allows(SwitchPoints::EXIT_TO_USER));
         assert!(!Policy::CALL_CHAIN.allows(SwitchPoints::HANDLER_ENTRY));
+        let mut f = Policy::FREEZER;
+        assert!(f.allows(SwitchPoints::SWEEP) && f.allows(SwitchPoints::IDLE));
+        f.switch_points = SwitchPoints::all();
+        for point in [SwitchPoints::EXIT_TO_USER, SwitchPoints::HANDLER_ENTRY, SwitchPoints::PER_CPU_PASS] {
+            assert!(!f.allows(point), "the freezer switches only tasks it checked off-CPU: {point:?}");
+        }
     }
 }
