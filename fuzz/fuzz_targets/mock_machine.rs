@@ -78,6 +78,9 @@ fuzz_target!(|input: Input| {
     let (name, policy) = MODELS[usize::from(input.model) % MODELS.len()];
     let r = run_with(&sc, policy, RunOptions { max_events: 20_000, timeline: false }, &mut |_| {});
     if let Some(v) = r.violation {
-        panic!("{name}: invariant violation {v:?}");
+        // Linux's own exit race (its policy skips exiting tasks) is measured, not a failure.
+        if !livepatch_mock::soak::is_linux_exit_race(&policy, &v) {
+            panic!("{name}: invariant violation {v:?}");
+        }
     }
 });

@@ -25,6 +25,13 @@ pub enum Model {
     CallChain,
     /// `stop_machine`, check all stacks, switch everything or retry.
     StopTheWorld,
+    /// The 2014 thread's simple LEAVE_PATCHED_SET + SWITCH_THREAD: switch every task that is
+    /// off-CPU with nothing being switched away from on its stack; ask the rest to freeze
+    /// ([`Scheduler::freeze`](crate::backend::Scheduler::freeze): user tasks at signal
+    /// delivery, freezable kthreads at their `try_to_freeze` points) and check them again
+    /// once frozen; unfreezable kthreads are retried. Frozen tasks are thawed when the
+    /// transition ends.
+    Freezer,
 }
 
 impl Model {
@@ -35,6 +42,7 @@ impl Model {
             Model::KernelExit => "kernel-exit",
             Model::CallChain => "call-chain",
             Model::StopTheWorld => "stop-the-world",
+            Model::Freezer => "freezer",
         }
     }
 }
@@ -157,6 +165,20 @@ impl Policy {
         stop_attempts: 5,
     };
 
+    /// The freezer model: a pass per millisecond; from the second pass on, every pending user
+    /// task and freezable kthread is asked to freeze.
+    pub const FREEZER: Policy = Policy {
+        model: Model::Freezer,
+        switch_points: SwitchPoints::SWEEP.union(SwitchPoints::IDLE),
+        visit_exiting: true,
+        signal_every: Some(1),
+        force_after: None,
+        retry_delay_ns: 1_000_000,
+        batch: 64,
+        max_depth: 100,
+        stop_attempts: 0,
+    };
+
     /// Whether `point` is enabled; the model decides which points it can use at all.
     pub const fn allows(&self, point: SwitchPoints) -> bool {
         let usable = match self.model {
@@ -172,6 +194,8 @@ impl Policy {
                 .union(SwitchPoints::SELF_CHECK)
                 .union(SwitchPoints::PER_CPU_PASS),
             Model::StopTheWorld => SwitchPoints::empty(),
+            // Only the stack check of tasks that are off-CPU (or frozen), and idle CPUs.
+            Model::Freezer => SwitchPoints::SWEEP.union(SwitchPoints::IDLE),
         };
         self.switch_points.intersection(usable).contains(point)
     }
@@ -192,5 +216,11 @@ mod tests {
         assert!(!p.allows(SwitchPoints::SWEEP), "kernel-exit never stack-checks");
         assert!(!Policy::STOP_THE_WORLD.allows(SwitchPoints::EXIT_TO_USER));
         assert!(!Policy::CALL_CHAIN.allows(SwitchPoints::HANDLER_ENTRY));
+        let mut f = Policy::FREEZER;
+        assert!(f.allows(SwitchPoints::SWEEP) && f.allows(SwitchPoints::IDLE));
+        f.switch_points = SwitchPoints::all();
+        for point in [SwitchPoints::EXIT_TO_USER, SwitchPoints::HANDLER_ENTRY, SwitchPoints::PER_CPU_PASS] {
+            assert!(!f.allows(point), "the freezer switches only tasks it checked off-CPU: {point:?}");
+        }
     }
 }

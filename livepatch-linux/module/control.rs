@@ -167,7 +167,7 @@ pub(crate) extern "C" fn lp_rs_redirect(slot: u32, _ip: c_ulong, parent_ip: c_ul
 /// (`xfer_to_guest_mode_work()` → `resume_user_mode_work()`), by `get_signal()`, by
 /// `do_exit()`. Nothing tells the callback which one it is. So it does not switch blindly:
 /// it walks its own stack reliably and switches only if no code being switched away from is
-/// on it (the core's `self_check`, the kernel's `klp_try_switch_task(current)` at
+/// on it (the core's `Live::task_work`, the kernel's `klp_try_switch_task(current)` at
 /// `cond_resched()`). On the way to user mode that walk is short and clean, and the task
 /// switches as the kernel's `klp_update_patch_state()` would; inside the kernel it switches
 /// only if the frames below are clean, or waits for the next kick.
@@ -178,7 +178,7 @@ pub(crate) extern "C" fn lp_rs_exit_to_user(t: *mut TaskStruct, signal: bool, ex
         return;
     }
     if let Some(task) = tasks::LinuxTask::current() {
-        live().self_check(&task, &backend::Walker);
+        live().task_work(&task, &backend::Walker);
     }
 }
 

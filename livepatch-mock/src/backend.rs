@@ -6,16 +6,18 @@
 //! the engine call returns, as a kernel would defer it to an IPI or a work item.
 
 use crate::machine::cpu::Cpu;
-use crate::machine::task::SimTask;
-use livepatch_core::backend::{ErrorKind, Parts, Pinned, Scheduler, StackWalker, Task, TaskCursor, Tracer, WalkError};
+use crate::machine::task::{RunState, SimTask};
+use livepatch_core::backend::{
+    ErrorKind, Parts, Pinned, Scheduler, StackWalker, Task, TaskCursor, TaskKind, Tracer, WalkError,
+};
 use livepatch_core::state::{PatchState, TaskWord};
 use livepatch_core::sync::Ordering;
 use livepatch_core::{CodeAddr, CodeRange, CpuId, ObjectId, SlotId};
 use std::cell::{Cell, RefCell};
-use std::convert::Infallible;
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 
-use crate::machine::code::CodeTable;
+use crate::machine::code::{CodeTable, Origin, SleepKind};
 use crate::middleware::{FaultyScheduler, FaultyWalker};
 
 /// Counts stack walks and the simulated time they cost.
@@ -29,24 +31,75 @@ pub struct Meter {
     pub ns: Cell<u64>,
 }
 
+/// Bytes from a function's entry to the return address of its `call __fentry__` (the
+/// trampoline's return site): never an op boundary, so no ordinary frame has it.
+pub const FENTRY_OFFSET: usize = 4;
+
+/// Where the ftrace trampoline's frame points (outside every function and patch region).
+pub const TRAMPOLINE: CodeAddr = CodeAddr(0x7f00_0000);
+
+/// How a walk treats the frames of a redirect in progress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RedirectCheck {
+    /// Sound: a frame at a hooked function's fentry return site or at a variant's entry
+    /// means the task is inside the handler ([`ErrorKind::InRedirect`]); no verdict.
+    #[default]
+    Sound,
+    /// *Unsound* (the kernel module's bug before the fix): those frames are ordinary frames,
+    /// so a task interrupted after its handler read the word may be switched under it.
+    Naive,
+}
+
 /// Walks a simulated task's real stack of frames, innermost first, charging simulated time
 /// per walk and per frame.
+///
+/// A task inside a redirect handler (interrupted by the per-CPU pass's IPI, or parked by a
+/// CPU going offline) has two more frames on top: the trampoline and the hooked function's
+/// fentry return site (the variant's entry once the new ip is stored). The task's own walk
+/// from inside its handler (the handler-entry switch) starts at the handler's caller, so it
+/// does not see them.
 #[derive(Debug)]
 pub struct MockWalker {
     meter: Meter,
     walk_ns: u64,
     frame_ns: u64,
+    check: RedirectCheck,
+    /// Every fentry return site and every variant entry.
+    sites: HashSet<usize>,
+    self_walk: Cell<bool>,
 }
 
 impl MockWalker {
-    /// A walker charging `walk_ns` per walk and `frame_ns` per frame.
+    /// A walker charging `walk_ns` per walk and `frame_ns` per frame, with no redirect sites.
     pub fn new(walk_ns: u64, frame_ns: u64) -> Self {
-        Self { meter: Meter::default(), walk_ns, frame_ns }
+        Self::with_sites(walk_ns, frame_ns, RedirectCheck::Sound, HashSet::new())
+    }
+
+    /// A walker that knows the redirect sites of the machine's code.
+    pub fn with_sites(walk_ns: u64, frame_ns: u64, check: RedirectCheck, sites: HashSet<usize>) -> Self {
+        Self { meter: Meter::default(), walk_ns, frame_ns, check, sites, self_walk: Cell::new(false) }
+    }
+
+    /// The redirect sites of `code`: every function's fentry return site, every variant entry.
+    pub fn sites_of(code: &CodeTable) -> HashSet<usize> {
+        let mut sites = HashSet::new();
+        for (_, f) in code.iter() {
+            sites.insert(f.range.start().get() + FENTRY_OFFSET);
+            if matches!(f.origin, Origin::Variant { .. }) {
+                sites.insert(f.range.start().get());
+            }
+        }
+        sites
     }
 
     /// Its meter.
     pub fn meter(&self) -> &Meter {
         &self.meter
+    }
+
+    /// Marks the next walks as the current task's own, from inside its handler.
+    pub(crate) fn set_self_walk(&self, on: bool) {
+        self.self_walk.set(on);
     }
 
     fn charge(&self, frames: usize) {
@@ -59,26 +112,96 @@ impl MockWalker {
 
 impl StackWalker for MockWalker {
     type Task = SimTask;
-    type Error = Infallible;
+    type Error = ErrorKind;
 
-    fn walk<F>(&self, task: &SimTask, max_depth: usize, mut frame: F) -> Result<usize, WalkError<Infallible>>
+    fn walk<F>(&self, task: &SimTask, max_depth: usize, mut frame: F) -> Result<usize, WalkError<ErrorKind>>
     where
         F: FnMut(CodeAddr) -> ControlFlow<()>,
     {
         let stack = task.stack();
-        if stack.len() > max_depth {
+        let handler = task.handler.filter(|_| !self.self_walk.get());
+        let top: &[CodeAddr] = match &handler {
+            Some(h) => &[TRAMPOLINE, h.site][..],
+            None => &[],
+        };
+        if stack.len() + top.len() > max_depth {
             self.charge(max_depth);
             return Err(WalkError::TooDeep);
         }
         let mut n = 0;
-        for f in stack.iter().rev() {
+        for addr in top.iter().copied().chain(stack.iter().rev().map(|f| f.addr())) {
             n += 1;
-            if frame(f.addr()).is_break() {
+            if self.check == RedirectCheck::Sound && self.sites.contains(&addr.get()) {
+                self.charge(n);
+                return Err(WalkError::Backend(ErrorKind::InRedirect));
+            }
+            if frame(addr).is_break() {
                 break;
             }
         }
         self.charge(n);
         Ok(n)
+    }
+}
+
+/// Which tasks the per-CPU pass checks from its IPI, and whether it can pin them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PerCpuScope {
+    /// The CPU's current task only — the task the IPI interrupted (or its idle task): what a
+    /// module can check soundly, with a walk that starts at the interrupted context.
+    #[default]
+    Current,
+    /// The current task and every other task whose CPU is this one, each pinned
+    /// (`task_call_func`: the run-queue and `pi_lock` held), as the kernel itself could — the
+    /// 2014 step 2. A module cannot take those locks: without them a queued task can be
+    /// migrated, and a sleeping one woken, onto another CPU while this one sits in the IPI
+    /// (the same race as an unpinned sweep, see [`BackendConfig::pin`]).
+    Pinned,
+}
+
+/// What the task-work callback a kick queues does where task work runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TaskWorkMode {
+    /// Sound: a reliable walk of its own stack, switch only if nothing being switched away
+    /// from is on it ([`livepatch_core::Live::task_work`]).
+    #[default]
+    SelfCheck,
+    /// *Unsound* (the module's bug before the fix): switch as if at exit to user mode — wrong
+    /// where task work runs in kernel context (KVM guest entry, io_uring waits, io-wq).
+    Blind,
+}
+
+/// The backend's choices: the sound ones by default; each unsound variant exists so the tests
+/// can show that the oracle catches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BackendConfig {
+    /// How walks treat a redirect in progress.
+    pub redirect_check: RedirectCheck,
+    /// The per-CPU pass's tasks.
+    pub per_cpu: PerCpuScope,
+    /// Whether the sweep pins a task while it checks and switches it (`task_call_func`).
+    /// Without, the write lands after the walk — later still if the engine's kworker is
+    /// preempted in between — and the task may have run meanwhile.
+    pub pin: bool,
+    /// The task-work callback.
+    pub task_work: TaskWorkMode,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            redirect_check: RedirectCheck::Sound,
+            per_cpu: PerCpuScope::Current,
+            pin: true,
+            task_work: TaskWorkMode::SelfCheck,
+        }
+    }
+}
+
+impl BackendConfig {
+    /// Whether every choice is the sound one.
+    pub fn is_sound(&self) -> bool {
+        self.redirect_check == RedirectCheck::Sound && self.pin && self.task_work == TaskWorkMode::SelfCheck
     }
 }
 
@@ -93,6 +216,10 @@ pub struct Observed {
     pub after: PatchState,
     /// Whether the per-CPU pass did it.
     pub per_cpu: bool,
+    /// Checked without the task pinned: the write may land after the task ran again.
+    pub unpinned: bool,
+    /// Simulated nanoseconds the check took (the window between the check and the write).
+    pub check_ns: u64,
 }
 
 /// Side effects of one engine call, applied by the machine afterwards.
@@ -106,8 +233,21 @@ pub struct Effects {
     pub observed: RefCell<Vec<Observed>>,
     /// Grace periods waited for.
     pub syncs: Cell<u32>,
-    /// Simulated time the engine spent outside stack walks.
+    /// Simulated CPU time the engine spent outside stack walks (task-list walks, kicks, IPIs
+    /// sent, stopping CPUs).
     pub extra_ns: Cell<u64>,
+    /// Simulated time the engine waited without using a CPU (grace periods).
+    pub wait_ns: Cell<u64>,
+    /// Walk time spent on other CPUs (the per-CPU pass), not on the engine's.
+    pub moved_ns: Cell<u64>,
+    /// CPU time charged to each CPU by the per-CPU pass (IPI entry/exit and walks).
+    pub cpu_ns: RefCell<Vec<u64>>,
+    /// IPIs sent.
+    pub ipis: Cell<u32>,
+    /// Tasks asked to freeze (the freezer model).
+    pub freezes: RefCell<Vec<u32>>,
+    /// The engine thawed every frozen task.
+    pub thaw: Cell<bool>,
     /// Stop-the-world pauses `(begin, end)`.
     pub stops: RefCell<Vec<(u64, u64)>>,
 }
@@ -127,6 +267,10 @@ pub struct SchedCosts {
     pub grace_ns: u64,
     /// Stopping one CPU (stop-the-world).
     pub stop_cpu_ns: u64,
+    /// An IPI: sending it (the engine's CPU) and taking it (the target's).
+    pub ipi_ns: u64,
+    /// Sending a fake signal or a wake-up.
+    pub kick_ns: u64,
 }
 
 /// The scheduler services, over an immutable view of the machine.
@@ -139,9 +283,9 @@ pub struct MockScheduler<'m> {
     pub(crate) start_ns: u64,
     pub(crate) meter_start: u64,
     pub(crate) costs: SchedCosts,
-    /// Task indices per CPU, built on the first per-CPU pass of an engine call (no task
-    /// moves during one).
-    pub(crate) by_cpu: RefCell<Option<Vec<Vec<u32>>>>,
+    pub(crate) config: BackendConfig,
+    /// Set by an unpinned check inside the current visit.
+    pub(crate) unpinned: Cell<bool>,
 }
 
 impl MockScheduler<'_> {
@@ -149,15 +293,37 @@ impl MockScheduler<'_> {
         self.fx.extra_ns.set(self.fx.extra_ns.get() + ns);
     }
 
-    fn visit<F: FnMut(&SimTask)>(&self, i: usize, per_cpu: bool, f: &mut F) {
+    /// Visits task `i`; `on_cpu` is the CPU whose IPI runs the visit (the per-CPU pass).
+    fn visit<F: FnMut(&SimTask)>(&self, i: usize, on_cpu: Option<usize>, f: &mut F) {
         let task = &self.tasks[i];
-        self.charge(self.costs.visit_ns);
         let before = task.patch.load(Ordering::Relaxed);
+        let walked0 = self.meter.ns.get();
+        self.unpinned.set(false);
+        match on_cpu {
+            None => self.charge(self.costs.visit_ns),
+            Some(_) => task.interrupted.set(task.run == RunState::Running),
+        }
         f(task);
+        task.interrupted.set(false);
+        let check_ns = self.meter.ns.get() - walked0;
+        if let Some(c) = on_cpu {
+            // The walk ran on that CPU, in its IPI, not on the engine's.
+            self.fx.moved_ns.set(self.fx.moved_ns.get() + check_ns);
+            self.fx.cpu_ns.borrow_mut()[c] += check_ns + self.costs.visit_ns;
+        }
         let after = task.patch.load(Ordering::Relaxed).state;
         if after != before.state {
-            self.fx.observed.borrow_mut().push(Observed { task: i as u32, before, after, per_cpu });
+            let unpinned = self.unpinned.get();
+            self.fx.observed.borrow_mut().push(Observed {
+                task: i as u32,
+                before,
+                after,
+                per_cpu: on_cpu.is_some(),
+                unpinned,
+                check_ns,
+            });
         }
+        self.unpinned.set(false);
     }
 }
 
@@ -175,7 +341,7 @@ impl Scheduler for MockScheduler<'_> {
                 return Some(TaskCursor(i as u64));
             }
             if !self.tasks[i].is_dead() {
-                self.visit(i, false, &mut f);
+                self.visit(i, None, &mut f);
                 seen += 1;
             }
             i += 1;
@@ -187,23 +353,30 @@ impl Scheduler for MockScheduler<'_> {
     where
         F: FnMut(&SimTask),
     {
-        let mut index = self.by_cpu.borrow_mut();
-        let lists = index.get_or_insert_with(|| {
-            let mut lists = vec![Vec::new(); self.cpus.len()];
-            for (i, t) in self.tasks.iter().enumerate() {
-                if let Some(list) = lists.get_mut(t.cpu.0 as usize) {
-                    if !t.is_dead() {
-                        list.push(i as u32);
-                    }
-                }
-            }
-            lists
-        });
-        let Some(list) = lists.get(cpu.0 as usize) else {
+        let c = cpu.0 as usize;
+        let Some(state) = self.cpus.get(c) else {
             return;
         };
-        for &i in list {
-            self.visit(i as usize, true, &mut f);
+        // One IPI: sent by the engine's CPU, taken by this one.
+        self.charge(self.costs.ipi_ns);
+        self.fx.ipis.set(self.fx.ipis.get() + 1);
+        {
+            let mut per_cpu = self.fx.cpu_ns.borrow_mut();
+            if per_cpu.len() < self.cpus.len() {
+                per_cpu.resize(self.cpus.len(), 0);
+            }
+            per_cpu[c] += self.costs.ipi_ns;
+        }
+        // The interrupted task: the CPU's current one, or its idle task.
+        let current = state.current.unwrap_or(state.idle_task) as usize;
+        self.visit(current, Some(c), &mut f);
+        if self.config.per_cpu == PerCpuScope::Current {
+            return;
+        }
+        for (i, t) in self.tasks.iter().enumerate() {
+            if i != current && t.cpu == cpu && !t.is_dead() && !matches!(t.kind, TaskKind::Idle(_)) {
+                self.visit(i, Some(c), &mut f);
+            }
         }
     }
 
@@ -223,14 +396,30 @@ impl Scheduler for MockScheduler<'_> {
         F: FnOnce(&SimTask) -> R,
     {
         if task.is_running() {
-            Pinned::Running
-        } else {
-            Pinned::Checked(f(task))
+            return Pinned::Running;
         }
+        if !self.config.pin {
+            // Checked now, written after the walk: the task is not held meanwhile.
+            self.unpinned.set(true);
+        }
+        Pinned::Checked(f(task))
     }
 
     fn kick(&self, task: &SimTask) {
         self.kick_after(task, 0);
+    }
+
+    fn freeze(&self, task: &SimTask) {
+        if task.freeze_pending || task.frozen_since.is_some() {
+            return;
+        }
+        // The freezer's request: a fake signal or a wake-up, sent like a kick.
+        self.charge(self.costs.kick_ns);
+        self.fx.freezes.borrow_mut().push(task.id().0);
+    }
+
+    fn thaw_all(&self) {
+        self.fx.thaw.set(true);
     }
 
     fn stop_all<R, F>(&self, f: F) -> R
@@ -251,16 +440,37 @@ impl Scheduler for MockScheduler<'_> {
 
     fn synchronize(&self) {
         self.fx.syncs.set(self.fx.syncs.get() + 1);
-        self.charge(self.costs.grace_ns);
+        self.fx.wait_ns.set(self.fx.wait_ns.get() + self.costs.grace_ns);
     }
 
     fn now_ns(&self) -> u64 {
-        self.start_ns + (self.meter.ns.get() - self.meter_start) + self.fx.extra_ns.get()
+        self.start_ns + self.cpu_ns() + self.fx.wait_ns.get()
+    }
+}
+
+impl MockScheduler<'_> {
+    /// CPU time the engine itself used so far in this call (on its own CPU).
+    pub fn cpu_ns(&self) -> u64 {
+        (self.meter.ns.get() - self.meter_start) + self.fx.extra_ns.get() - self.fx.moved_ns.get()
     }
 }
 
 impl DelayKick for MockScheduler<'_> {
     fn kick_after(&self, task: &SimTask, delay_ns: u64) {
+        // A kick that cannot do anything is not sent: a user task whose last fake signal is
+        // still pending (it has not run since), a kthread not in an interruptible sleep
+        // (`wake_up_state(TASK_INTERRUPTIBLE)` would not wake it), an idle task whose CPU is
+        // busy. The backend reads that from the task, as a kernel would (`signal_pending()`,
+        // `task->__state`, `idle_cpu()`).
+        let useless = match task.kind {
+            TaskKind::User => task.sig_pending || task.unwind,
+            TaskKind::Kthread => task.run != RunState::Sleeping(SleepKind::Interruptible),
+            TaskKind::Idle(cpu) => self.cpus.get(cpu.0 as usize).is_some_and(|c| c.current.is_some()),
+        };
+        if useless {
+            return;
+        }
+        self.charge(self.costs.kick_ns);
         self.fx.kicks.borrow_mut().push((task.id().0, delay_ns));
     }
 }

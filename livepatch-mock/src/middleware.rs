@@ -186,6 +186,14 @@ impl<S: DelayKick> Scheduler for FaultyScheduler<'_, S> {
         self.inner.pin(task, f)
     }
 
+    fn freeze(&self, task: &S::Task) {
+        self.inner.freeze(task);
+    }
+
+    fn thaw_all(&self) {
+        self.inner.thaw_all();
+    }
+
     fn kick(&self, task: &S::Task) {
         let n = self.counter.get() + 1;
         self.counter.set(n);

@@ -122,6 +122,9 @@ struct Transition {
     start: PatchState,
     target: PatchState,
     reversed: bool,
+    forced: bool,
+    /// The universe every task was in when the transition began (a reversal keeps it).
+    start_universe: PatchState,
 }
 
 /// The oracle.
@@ -132,6 +135,12 @@ pub struct Oracle {
     patches: Vec<PatchModel>,
     enabled: Vec<usize>,
     forced: Vec<bool>,
+    /// Per task: its frames below this depth predate a forced transition.
+    allow: Vec<u32>,
+    /// Per task, during a transition: the universe the oracle knows it is in — the start
+    /// universe, then whatever its observed switches and its fork made it — independent of
+    /// the core's word (0: not in a transition).
+    univ: Vec<u8>,
     loaded: Vec<ObjectId>,
     transition: Option<Transition>,
     /// The enabled list before [`begin`](Self::begin), restored by an aborted start.
@@ -161,6 +170,8 @@ impl Oracle {
             patches,
             enabled: Vec::new(),
             forced: vec![false; n],
+            allow: Vec::new(),
+            univ: Vec::new(),
             loaded: loaded.to_vec(),
             transition: None,
             saved_enabled: Vec::new(),
@@ -286,7 +297,16 @@ impl Oracle {
         }
         // Starting a transition clears the stale marks of the previous one.
         self.member.iter_mut().for_each(|m| *m = 0);
-        self.transition = Some(Transition { patch, start: target.opposite(), target, reversed: false });
+        // Every task starts the transition in its start universe (0 below: not moved yet).
+        self.univ.clear();
+        self.transition = Some(Transition {
+            patch,
+            start: target.opposite(),
+            target,
+            reversed: false,
+            forced: false,
+            start_universe: target.opposite(),
+        });
         self.recompute();
     }
 
@@ -299,10 +319,19 @@ impl Oracle {
     }
 
     /// The transition in progress is about to be forced: every registered patch is marked
-    /// forced (as the engine does), so stale frames are counted from now on, not failed.
-    pub fn force_begin(&mut self) {
-        if self.transition.is_none() {
+    /// forced (as the engine does: its code is never released), and the frames each task holds
+    /// now — plus a hooked call in flight — predate the force: stale code among them is
+    /// counted, not failed, until the task returns below them. Every other check stays on.
+    pub fn force_begin(&mut self, tasks: &[SimTask]) {
+        let Some(t) = &mut self.transition else {
             return;
+        };
+        t.forced = true;
+        self.allow.resize(tasks.len(), 0);
+        for (i, task) in tasks.iter().enumerate() {
+            if !task.is_dead() {
+                self.allow[i] = task.stack().len() as u32 + 1;
+            }
         }
         for &p in &self.enabled {
             if let Some(f) = self.forced.get_mut(p) {
@@ -359,6 +388,13 @@ impl Oracle {
             self.violate(Invariant::I1, t, task, "idle task state during a transition".into(), code, now);
             return;
         }
+        if let Some(u) = self.universe_of(t) {
+            if u != state {
+                let msg = format!("the core's word says {state}, but the task's observed switches left it in {u}");
+                self.violate(Invariant::I1, t, task, msg, code, now);
+                return;
+            }
+        }
         let expected = self.code_for(orig, state);
         if ran != expected {
             let msg = format!(
@@ -372,12 +408,11 @@ impl Oracle {
             return;
         }
         let want = if self.transition.is_some() { bit(state) } else { U | P };
-        for f in task.stack().iter().map(|f| f.func).chain(std::iter::once(ran)) {
+        for (idx, f) in task.stack().iter().map(|f| f.func).chain(std::iter::once(ran)).enumerate() {
             let m = self.member[f.idx()];
             if m & STALE != 0 && self.transition.is_none() {
-                if self.any_forced() {
-                    self.stats.forced_mixed += 1;
-                    return;
+                if self.forgiven(t, idx) {
+                    continue;
                 }
                 let msg = format!("stale frame {} on the stack after completion", code.get(f).name);
                 self.violate(Invariant::I1, t, task, msg, code, now);
@@ -385,9 +420,8 @@ impl Oracle {
             }
             let m = m & (U | P);
             if m != 0 && m & want == 0 {
-                if self.any_forced() {
-                    self.stats.forced_mixed += 1;
-                    return;
+                if self.forgiven(t, idx) {
+                    continue;
                 }
                 let msg = format!("universe {state} task holds {} of the other universe", code.get(f).name);
                 self.violate(Invariant::I1, t, task, msg, code, now);
@@ -396,8 +430,93 @@ impl Oracle {
         }
     }
 
-    fn any_forced(&self) -> bool {
-        self.forced.iter().any(|f| *f)
+    /// Task `t` called `f` with no hook on it: every call of a function, hooked or not, must
+    /// run the code of the task's universe, so a core that forgets a hook, or removes one
+    /// while a universe still runs a variant, is caught here.
+    pub fn on_plain_call(&mut self, t: u32, task: &SimTask, f: FnId, code: &CodeTable, now: u64) {
+        if self.model == Model::CallChain {
+            // Its redirect depends on the caller, not on a universe.
+            return;
+        }
+        let state = task.patch_state().state();
+        let expected = self.code_for(f, state);
+        if expected != f {
+            self.stats.checked_calls += 1;
+            let msg = format!(
+                "called {} with no hook on it, but universe {state} runs {}",
+                code.get(f).name,
+                code.get(expected).name
+            );
+            self.violate(Invariant::I1, t, task, msg, code, now);
+        }
+    }
+
+    /// The universe the oracle knows task `t` is in during a transition.
+    fn universe_of(&self, t: u32) -> Option<PatchState> {
+        let tr = self.transition?;
+        Some(match self.univ.get(t as usize).copied().unwrap_or(0) {
+            1 => PatchState::Unpatched,
+            2 => PatchState::Patched,
+            _ => tr.start_universe,
+        })
+    }
+
+    fn set_universe(&mut self, t: u32, u: PatchState) {
+        let i = t as usize;
+        if self.univ.len() <= i {
+            self.univ.resize(i + 1, 0);
+        }
+        self.univ[i] = match u {
+            PatchState::Unpatched => 1,
+            PatchState::Patched => 2,
+            PatchState::Idle => 0,
+        };
+    }
+
+    /// Task `parent` forked `child`: the child starts where the parent is.
+    pub fn on_fork(&mut self, parent: u32, child: u32) {
+        if let Some(u) = self.universe_of(parent) {
+            self.set_universe(child, u);
+        }
+    }
+
+    /// Task `t`'s stack shrank to `depth` frames: frames it pushes from now on are not
+    /// covered by an earlier force.
+    pub fn on_return(&mut self, t: u32, depth: usize) {
+        if let Some(a) = self.allow.get_mut(t as usize) {
+            *a = (*a).min(depth as u32);
+        }
+    }
+
+    /// Task `t` returned into its innermost frame: that code must belong to its universe
+    /// (during a transition) or still be in use (after one) — the return counterpart of the
+    /// checks at every call.
+    pub fn on_return_into(&mut self, t: u32, task: &SimTask, code: &CodeTable, now: u64) {
+        if self.model == Model::CallChain {
+            return;
+        }
+        let Some(idx) = task.stack().len().checked_sub(1) else {
+            return;
+        };
+        let f = task.stack()[idx].func;
+        let m = self.member[f.idx()];
+        let bad = match self.universe_of(t) {
+            Some(u) => m & (U | P) != 0 && m & bit(u) == 0,
+            None => self.transition.is_none() && m & STALE != 0,
+        };
+        if bad && !self.forgiven(t, idx) {
+            let msg = format!("returned into {}, code its universe does not run", code.get(f).name);
+            self.violate(Invariant::I1, t, task, msg, code, now);
+        }
+    }
+
+    /// Whether frame `idx` of task `t` predates a forced transition (counted, not failed).
+    fn forgiven(&mut self, t: u32, idx: usize) -> bool {
+        let hit = self.allow.get(t as usize).is_some_and(|a| (idx as u32) < *a);
+        if hit {
+            self.stats.forced_mixed += 1;
+        }
+        hit
     }
 
     fn check_released_stack(&mut self, t: u32, task: &SimTask, code: &CodeTable, now: u64) {
@@ -429,6 +548,14 @@ impl Oracle {
             }
             _ => {
                 self.stats.checked_switches += 1;
+                if let Some(u) = self.universe_of(t) {
+                    if u != from && self.model != Model::CallChain {
+                        let msg = format!("switched {from}->{to}, but its observed switches left it in {u}");
+                        self.violate(Invariant::I1, t, task, msg, code, now);
+                        return;
+                    }
+                }
+                self.set_universe(t, to);
                 if self.transition.is_some_and(|tr| tr.target != to) {
                     if self.model == Model::CallChain {
                         // The call-chain model's word is bookkeeping for completion only; a
@@ -451,18 +578,17 @@ impl Oracle {
                     return;
                 }
                 let want = bit(to);
-                if let Some(f) = task.stack().iter().find(|f| {
+                let found = task.stack().iter().enumerate().find(|(_, f)| {
                     let m = self.member[f.func.idx()] & (U | P);
                     m != 0 && m & want == 0
-                }) {
+                });
+                if let Some((idx, f)) = found {
                     let msg = format!(
                         "switched {from}->{to} at {} with {} (code being switched away from) on the stack",
                         point.name(),
                         code.get(f.func).name
                     );
-                    if self.any_forced() {
-                        self.stats.forced_mixed += 1;
-                    } else {
+                    if !self.forgiven(t, idx) {
                         self.violate(Invariant::I2, t, task, msg, code, now);
                     }
                 }
@@ -471,8 +597,12 @@ impl Oracle {
     }
 
     fn holds_code_lacking(&self, task: &SimTask, universe: PatchState) -> bool {
+        self.first_frame_lacking(task, universe).is_some()
+    }
+
+    fn first_frame_lacking(&self, task: &SimTask, universe: PatchState) -> Option<usize> {
         let want = bit(universe);
-        task.stack().iter().any(|f| {
+        task.stack().iter().position(|f| {
             let m = self.member[f.func.idx()] & (U | P);
             m != 0 && m & want == 0
         })
@@ -526,7 +656,7 @@ impl Oracle {
             }
             let away = if fin == PatchState::Patched { lack_p } else { lack_u };
             let task = &tasks[t as usize];
-            if self.any_forced() {
+            if tr.forced {
                 self.stats.forced_mixed += 1;
             } else if exiting && !away {
                 self.stats.exiting_unswitched += 1;
@@ -540,14 +670,16 @@ impl Oracle {
         }
         // Every live task's stack must be free of code the final universe does not run (after
         // an aborted start there was no transition: nothing to check).
-        if !self.any_forced() && !aborted {
+        if !aborted && self.model != Model::CallChain {
             for (i, task) in tasks.iter().enumerate() {
                 if task.is_dead() || self.violation.is_some() {
                     continue;
                 }
-                if self.model != Model::CallChain && self.holds_code_lacking(task, fin) {
-                    let msg = format!("old code on the stack when the transition ended in {fin}");
-                    self.violate(Invariant::I3, i as u32, task, msg, code, now);
+                if let Some(idx) = self.first_frame_lacking(task, fin) {
+                    if !self.forgiven(i as u32, idx) {
+                        let msg = format!("old code on the stack when the transition ended in {fin}");
+                        self.violate(Invariant::I3, i as u32, task, msg, code, now);
+                    }
                 }
             }
         }
@@ -596,5 +728,61 @@ impl Oracle {
                 self.check_released_stack(i as u32, task, code, now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::code::{CodeBuilder, Op};
+    use crate::machine::task::Program;
+    use livepatch_core::backend::TaskKind;
+    use livepatch_core::sync::Ordering;
+    use livepatch_core::{CpuId, TaskId};
+
+    #[test]
+    fn a_word_changed_behind_the_oracles_back_is_caught() {
+        let mut b = CodeBuilder::new();
+        b.func("schedule", vec![Op::Block]);
+        let f = b.func("f", vec![Op::Work(1, 2)]);
+        let v = b.variant(f, 0, vec![Op::Work(1, 2)]);
+        let code = b.build().unwrap();
+        let patch =
+            PatchModel { replace: false, funcs: vec![PatchedFunc { object: ObjectId::VMLINUX, orig: f, variant: v }] };
+        let mut oracle = Oracle::new(1, Model::PerTask, code.len(), vec![patch], &[]);
+        let task = SimTask::new(TaskId(0), TaskKind::Kthread, TaskFlags::empty(), CpuId(0), Program::Idle);
+        oracle.begin(0, PatchState::Patched);
+        task.patch.reset(PatchState::Unpatched);
+        task.patch.retarget(PatchState::Patched);
+        oracle.on_patched_call(0, &task, f, f, &code, 1);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        // The core's word moves with no switch the machine saw: the redirect now sends the
+        // task to the variant, consistently with the word — but not with its switches.
+        task.patch.try_switch(task.patch.load(Ordering::Relaxed)).unwrap();
+        oracle.on_patched_call(0, &task, f, v, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("observed switches"), "{violation}");
+    }
+
+    #[test]
+    fn a_return_into_code_of_the_other_universe_is_caught() {
+        let mut b = CodeBuilder::new();
+        b.func("schedule", vec![Op::Block]);
+        let f = b.func("f", vec![Op::Work(1, 2)]);
+        let v = b.variant(f, 0, vec![Op::Work(1, 2)]);
+        let code = b.build().unwrap();
+        let patch =
+            PatchModel { replace: false, funcs: vec![PatchedFunc { object: ObjectId::VMLINUX, orig: f, variant: v }] };
+        let mut oracle = Oracle::new(1, Model::PerTask, code.len(), vec![patch], &[]);
+        let mut task = SimTask::new(TaskId(0), TaskKind::Kthread, TaskFlags::empty(), CpuId(0), Program::Idle);
+        oracle.begin(0, PatchState::Patched);
+        task.stack.push(crate::machine::task::Frame { func: f, pc: 1, base: code.get(f).range.start().get() });
+        oracle.on_return_into(0, &task, &code, 1);
+        assert!(!oracle.stopped(), "the original is the unpatched universe's code");
+        task.stack[0] = crate::machine::task::Frame { func: v, pc: 1, base: code.get(v).range.start().get() };
+        oracle.on_return_into(0, &task, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert!(violation.message.contains("returned into f"), "{violation}");
     }
 }

@@ -59,6 +59,57 @@ pub fn table(results: &[RunResult]) -> String {
     s
 }
 
+/// What each model's transitions cost the machine, in Markdown.
+pub fn cost_table(results: &[RunResult]) -> String {
+    let mut s = String::new();
+    s.push_str(
+        "| model | transition CPU | engine | IPIs (on targets) | own walks | signals taken | IPIs / task | kicks / task | kicks / kicked task (max) | syscalls interrupted | added syscall latency p99 / max | pause per task: frozen p50 / max (tasks), stopped |\n",
+    );
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for r in results {
+        let c = &r.costs;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} ({}) | {} | {} / {} | {} |",
+            r.model,
+            fmt_ns(c.transition_cpu_ns),
+            fmt_ns(c.engine_cpu_ns),
+            fmt_ns(c.ipi_cpu_ns),
+            fmt_ns(c.self_walk_ns),
+            fmt_ns(c.signal_cpu_ns),
+            c.ipis_per_task,
+            c.kicks_per_task,
+            c.kicks_per_kicked,
+            c.max_kicks,
+            c.interrupted_syscalls,
+            fmt_ns(c.added.p99_ns),
+            fmt_ns(c.added.max_ns),
+            pause_cell(c),
+        );
+    }
+    s
+}
+
+fn pause_cell(c: &crate::run::Costs) -> String {
+    let mut parts = Vec::new();
+    if c.frozen_tasks > 0 {
+        parts.push(format!(
+            "frozen {} / {} ({})",
+            fmt_ns(c.freeze_pause.p50_ns),
+            fmt_ns(c.freeze_pause.max_ns),
+            c.frozen_tasks
+        ));
+    }
+    if c.stop_pause_ns > 0 {
+        parts.push(format!("stopped {} (all)", fmt_ns(c.stop_pause_ns)));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// One cell of the cross-scenario matrix: the time to converge, or why not.
 pub fn cell(r: &RunResult) -> String {
     if r.converged {
@@ -165,7 +216,7 @@ pub fn details(results: &[RunResult]) -> String {
 /// Writes `summary.md`, `results.json` and `old-universe.svg` into `dir`.
 pub fn write_dir(dir: &Path, title: &str, results: &[RunResult]) -> Result<(), ReportError> {
     std::fs::create_dir_all(dir).map_err(|e| ReportError::Io(dir.display().to_string(), e.to_string()))?;
-    let md = format!("# {title}\n\n{}\n{}", table(results), details(results));
+    let md = format!("# {title}\n\n{}\n{}\n{}", table(results), cost_table(results), details(results));
     let md_path = dir.join("summary.md");
     std::fs::write(&md_path, md).map_err(|e| ReportError::Io(md_path.display().to_string(), e.to_string()))?;
     let json = serde_json::to_string_pretty(results).map_err(|e| ReportError::Json(e.to_string()))?;

@@ -23,12 +23,14 @@ fn same_seed_same_run_different_seed_different_run() {
     assert_eq!(a.walks, b.walks);
     let c = run(&build("default", Some(300), 12), Policy::IMPROVED);
     assert_ne!((a.events, &a.timeline), (c.events, &c.timeline));
+    assert_eq!(a.digest(), b.digest());
+    assert_ne!(a.digest(), c.digest());
 }
 
 #[test]
-fn default_mix_meets_the_convergence_goal() {
-    // DESIGN §6: handler-entry switch + per-CPU pass + immediate retries converge ≥ 10×
-    // faster than the Linux policy on the same workload, with 0 invariant violations.
+fn improved_is_ten_times_faster_than_linux_6_12_on_the_default_mix_and_pays_for_it() {
+    // Against linux-6.12 (the cadence does it: linux-tuned is as fast — the README's table);
+    // 0 invariant violations; every model's work is charged.
     let sc = build("default", Some(600), 1);
     let linux = run(&sc, Policy::LINUX_6_12);
     let improved = run(&sc, Policy::IMPROVED);
@@ -36,12 +38,24 @@ fn default_mix_meets_the_convergence_goal() {
     assert_eq!(linux.violations + improved.violations, 0);
     let (lt, it) = (linux.time_to_converge_ns.unwrap(), improved.time_to_converge_ns.unwrap());
     assert!(it * 10 <= lt, "improved {it} ns vs linux {lt} ns");
-    // Most tasks switch in the per-CPU pass (user tasks pass exit to user mode before their
-    // next hooked call, so the handler-entry switch rarely gets a turn in this mix).
-    assert!(improved.switches["per-cpu"] > improved.switches["sweep"]);
+    // The per-CPU pass checks only each CPU's interrupted current task (the sweep checks the
+    // others): it switches some, fewer than the sweep.
+    assert!(improved.switches["per-cpu"] > 0);
+    assert!(improved.switches["per-cpu"] < improved.switches["sweep"]);
     assert_eq!(linux.switches["handler-entry"] + linux.switches["per-cpu"], 0);
     // Tasks in the old universe only ever decrease to zero at the end of the curve.
     assert_eq!(improved.timeline.last().map(|p| p.1), Some(0));
+    // No free work: the engine's kworker, the IPIs on the interrupted CPUs, the signals.
+    let tuned = run(&sc, livepatch_mock::LINUX_TUNED);
+    assert!(tuned.converged && tuned.violations == 0);
+    for r in [&linux, &tuned, &improved] {
+        let c = &r.costs;
+        assert!(c.engine_cpu_ns > 0 && c.transition_cpu_ns >= c.engine_cpu_ns + c.ipi_cpu_ns, "{}: {c:?}", r.model);
+    }
+    assert!(improved.costs.ipi_cpu_ns > 0 && improved.costs.ipis_per_task > 0.0);
+    assert_eq!(tuned.costs.ipi_cpu_ns, 0);
+    assert!(tuned.costs.transition_cpu_ns > linux.costs.transition_cpu_ns, "more passes cost more");
+    assert!(improved.costs.kicks_per_kicked <= 2.0, "{:?}", improved.costs);
 }
 
 #[test]
@@ -171,4 +185,41 @@ fn an_event_budget_stops_a_run_early() {
     assert!(r.events <= 5_001);
     assert!(!r.converged);
     assert!(r.timeline.is_empty());
+}
+
+#[test]
+fn a_run_can_be_stepped_woken_and_driven_from_outside() {
+    use livepatch_mock::machine::task::RunState;
+    use livepatch_mock::run::run_stepped;
+    let sc = build("basic", None, 3);
+    // Stepping nothing is the same run.
+    let plain = run(&sc, Policy::IMPROVED);
+    let stepped = run_stepped(&sc, Policy::IMPROVED, RunOptions::default(), &mut |_| {}, |_| {});
+    assert_eq!(plain.digest(), stepped.digest());
+
+    // Drive a run with no script: run 5 ms, wake a sleeper, enable the patch, step until the
+    // transition is over.
+    let mut sc = build("basic", None, 3);
+    sc.script.clear();
+    let r = run_stepped(&sc, Policy::IMPROVED, RunOptions::default(), &mut |_| {}, |sim| {
+        assert!(sim.run_until(5_000_000));
+        assert!(sim.now() >= 5_000_000);
+        let sleeper = sim
+            .machine()
+            .tasks()
+            .iter()
+            .position(|t| matches!(t.run_state(), RunState::Sleeping(_)))
+            .expect("a task sleeps");
+        assert!(sim.wake(TaskId(sleeper as u32)));
+        assert!(!sim.wake(TaskId(sleeper as u32)), "it runs now");
+        sim.inject(Action::Enable(0)).expect("enabled");
+        assert!(sim.in_transition());
+        while sim.in_transition() && sim.step() {}
+        assert!(!sim.in_transition(), "converged while stepped");
+        assert!(sim.inject(Action::Enable(7)).is_err(), "a bad operation is a typed outcome");
+    });
+    assert_eq!(r.violations, 0, "{:?}", r.violation);
+    assert_eq!(r.transitions.len(), 1);
+    assert!(r.transitions[0].end_ns.is_some());
+    assert_eq!(r.outcomes.len(), 2);
 }

@@ -1,6 +1,7 @@
 //! The 2014 thread's hard cases under every model: who converges, and how the failures look.
 
 use livepatch_core::Policy;
+use livepatch_mock::run::StallKind;
 use livepatch_mock::run::{run, RunResult};
 use livepatch_mock::{scenario, MODELS};
 
@@ -27,17 +28,17 @@ fn cpu_bound_kthread() {
     // Linux never catches it off the CPU and it never calls cond_resched.
     let linux = by(&rs, "linux-6.12");
     assert!(!linux.converged && linux.timed_out);
-    assert!(linux.transitions[0].last_stragglers.iter().any(|s| s.reason == "running"));
+    assert!(linux.transitions[0].last_stragglers.iter().any(|s| s.reason == StallKind::Running));
     // The handler-entry switch converts it at its next call of the patched function.
     let improved = by(&rs, "improved");
     assert!(improved.converged);
     assert!(improved.switches["handler-entry"] >= 1);
     assert!(improved.time_to_converge_ns.unwrap() < 100_000_000);
-    // Stop-the-world always finds it inside the patched function.
+    // Stop-the-world finds it inside the patched function most of the time (85% of its loop):
+    // it succeeds only if one of its five stops lands between two calls.
     let stw = by(&rs, "stop-the-world");
-    assert!(!stw.converged);
-    assert_eq!(stw.transitions[0].outcome, "gave-up");
-    assert_eq!(stw.passes, Policy::STOP_THE_WORLD.stop_attempts);
+    assert!(stw.passes <= Policy::STOP_THE_WORLD.stop_attempts);
+    assert_eq!(stw.converged, stw.transitions[0].outcome != "gave-up");
     assert!(stw.max_pause_ns > 0);
     // The call-chain model cannot check a running task either.
     assert!(!by(&rs, "call-chain").converged);
@@ -47,15 +48,16 @@ fn cpu_bound_kthread() {
 fn kthread_sleeping_in_the_patched_function() {
     let rs = run_all("sleeping-kthread");
     no_violations(&rs);
-    // Linux wakes it at pass 16, but it sleeps in the old function again.
-    assert!(!by(&rs, "linux-6.12").converged);
-    // Woken at once, it re-enters through the hook and switches there.
-    let improved = by(&rs, "improved");
-    assert!(improved.converged && improved.time_to_converge_ns.unwrap() < 100_000_000);
-    // kGraft: woken on the first retry, it switches at its loop-top safe point.
-    let kgraft = by(&rs, "kgraft");
-    assert!(kgraft.converged && kgraft.switches["safe-point"] >= 1);
-    assert!(!by(&rs, "stop-the-world").converged);
+    // "None of the so far proposed methods can complete patching if a patched function is in
+    // use by a sleeping kthread": woken by a kick, its wait loop re-checks its condition and
+    // sleeps again inside the patched function — under every model.
+    for r in &rs {
+        assert!(!r.converged, "{}", r.model);
+        let last = r.transitions[0].straggler_reasons.keys().next().cloned().unwrap_or_default();
+        assert!(last == "on-stack in watchdog_wait" || last == "awaiting-switch-point", "{}: {last}", r.model);
+    }
+    // The improved policy kicks it on every pass, for nothing.
+    assert!(by(&rs, "improved").signals > 1000);
 }
 
 #[test]
@@ -105,16 +107,63 @@ fn call_chain_mixes_universes_when_a_prototype_changes() {
 
 #[test]
 fn linux_skips_exiting_tasks_on_a_patched_exit_path() {
+    use livepatch_mock::machine::code::{Op, SleepFor, SleepKind};
     let def = scenario::find("exit-path").unwrap();
-    let sc = def.build_with(None, None, Some(1)).unwrap();
+    // The kernel's window: unhashed only for the short, preemptible tail of do_exit. The race
+    // is rare; over these seeds it does not bite (`livepatch-sim --scenario exit-path
+    // --seeds 100` measures it).
+    for seed in 1..=3 {
+        let sc = def.build_with(None, None, Some(seed)).unwrap();
+        let linux = run(&sc, Policy::LINUX_6_12);
+        assert!(linux.converged && linux.violations == 0, "{:?}", linux.violation);
+    }
+    // With a long sleep after unhashing (the mock's old exit path), it bites at once: the
+    // oracle catches the field report's crash class.
+    let mut sc = def.build_with(None, None, Some(1)).unwrap();
+    let long_tail = vec![
+        Op::Work(5_000, 20_000),
+        Op::Work(2_000, 5_000),
+        Op::Unhash,
+        Op::Sleep(SleepKind::Uninterruptible, SleepFor::Between(1_500_000_000, 4_000_000_000)),
+        Op::Work(1_000, 10_000),
+        Op::Die,
+    ];
+    let exits: Vec<_> = sc.code.iter().filter(|(_, f)| f.name.starts_with("do_exit")).map(|(id, _)| id).collect();
+    for id in exits {
+        sc.code.replace_body(id, long_tail.clone()).unwrap();
+    }
     let linux = run(&sc, Policy::LINUX_6_12);
     let v = linux.violation.as_ref().expect("the field report's bug is reproduced");
     assert_eq!(v.invariant, livepatch_mock::oracle::Invariant::I3);
     assert!(v.message.contains("exiting"), "{v}");
     assert!(v.stack.iter().any(|f| f.starts_with("do_exit")), "{v}");
-    assert_eq!(v.seed, 1);
     assert!(!linux.converged);
     let improved = run(&sc, Policy::IMPROVED);
     assert!(improved.converged, "{:?}", improved.violation);
     assert_eq!(improved.violations, 0);
+}
+
+#[test]
+fn the_freezer_model_and_the_pause_it_costs() {
+    // Josh's simple LEAVE_PATCHED_SET + SWITCH_THREAD: switch what is off-CPU and clean,
+    // freeze the rest and check them again. The pause each frozen task sees is measured, as
+    // is stop-the-world's (which every task sees).
+    let sc = scenario::find("default").unwrap().build_with(Some(600), None, Some(1)).unwrap();
+    let freezer = run(&sc, Policy::FREEZER);
+    let stw = run(&sc, Policy::STOP_THE_WORLD);
+    assert!(freezer.converged && freezer.violations == 0, "{:?}", freezer.violation);
+    assert!(freezer.costs.frozen_tasks > 0);
+    assert!(freezer.costs.freeze_pause.max_ns >= freezer.costs.freeze_pause.p50_ns);
+    assert!(freezer.costs.freeze_pause.p50_ns > 0);
+    assert_eq!(freezer.costs.stop_pause_ns, 0);
+    assert!(stw.costs.stop_pause_ns > 0 && stw.costs.frozen_tasks == 0);
+    // It fails where the thread said: a CPU-bound kthread cannot be frozen (retried for
+    // ever), and a patch of schedule() finds every frozen task inside it.
+    let cpu_bound = run_all("cpu-bound-kthread");
+    assert!(!by(&cpu_bound, "freezer").converged);
+    let sched = run_all("schedule-path");
+    let f = by(&sched, "freezer");
+    assert!(!f.converged && f.violations == 0);
+    assert!(f.costs.frozen_tasks > 0);
+    assert!(f.transitions[0].straggler_reasons.contains_key("on-stack in schedule"), "{:?}", f.transitions[0]);
 }

@@ -58,6 +58,18 @@ pub trait Scheduler {
     /// kthread from an interruptible sleep.
     fn kick(&self, task: &Self::Task);
 
+    /// Asks `task` to freeze (the freezer model): a user task stops at its next signal
+    /// delivery, a freezable kthread at its next `try_to_freeze` point; it stays frozen until
+    /// [`thaw_all`](Self::thaw_all). Default: a [`kick`](Self::kick) (a backend without a
+    /// freezer).
+    fn freeze(&self, task: &Self::Task) {
+        self.kick(task);
+    }
+
+    /// Thaws every task frozen for the transition (the freezer model, when it ends). Default:
+    /// nothing to thaw.
+    fn thaw_all(&self) {}
+
     /// Runs every CPU through a context where it cannot be in the middle of a handler, stops
     /// them all, runs `f` once, then lets them go (`stop_machine`). Returns `f`'s result.
     fn stop_all<R, F>(&self, f: F) -> R

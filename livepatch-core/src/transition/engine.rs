@@ -282,6 +282,15 @@ fn wants_kick<T: Task>(task: &T, reason: StallReason) -> bool {
     !task.flags().contains(TaskFlags::IGNORES_SIGNALS)
 }
 
+/// Whether the freezer model asks a straggler to freeze: user tasks and freezable kthreads.
+fn wants_freeze<T: Task>(task: &T) -> bool {
+    match task.kind() {
+        TaskKind::User => true,
+        TaskKind::Kthread => task.flags().contains(TaskFlags::FREEZABLE),
+        TaskKind::Idle(_) => false,
+    }
+}
+
 /// Visits every task, at most `batch` per task-list lock hold.
 fn for_all_tasks<B: Backend>(b: &B, batch: usize, mut f: impl FnMut(&B::Task)) {
     let sched = b.scheduler();

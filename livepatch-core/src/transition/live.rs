@@ -251,7 +251,9 @@ impl<'a> Live<'a> {
             Model::CallChain => {
                 redirect::call_chain_towards(slot, self.transition_target(), || self.away_hit(parent_ip).is_some())
             }
-            Model::PerTask | Model::KernelExit | Model::StopTheWorld => redirect::per_task_lazy(slot, current),
+            Model::PerTask | Model::KernelExit | Model::StopTheWorld | Model::Freezer => {
+                redirect::per_task_lazy(slot, current)
+            }
         }
     }
 
@@ -278,6 +280,20 @@ impl<'a> Live<'a> {
     /// if it can. Returns the verdict (`NotPending` also when the policy lacks the point).
     pub fn self_check<W: StackWalker>(&self, task: &W::Task, walker: &W) -> Verdict {
         if !self.policy.allows(SwitchPoints::SELF_CHECK) {
+            return Verdict::NotPending;
+        }
+        self.self_switch(task, walker)
+    }
+
+    /// A task-work callback queued by a kick (the way a module reaches exit to user mode).
+    ///
+    /// Task work does not only run on the way back to user mode: `task_work_run` is also
+    /// called in kernel context — before KVM enters a guest (`xfer_to_guest_mode_handle_work`),
+    /// in io_uring's waits, by io-wq workers — with kernel frames on the stack. So the callback
+    /// checks its own stack reliably and switches only if nothing being switched away from is
+    /// on it. Enabled with [`SwitchPoints::EXIT_TO_USER`]; `NotPending` otherwise.
+    pub fn task_work<W: StackWalker>(&self, task: &W::Task, walker: &W) -> Verdict {
+        if !self.policy.allows(SwitchPoints::EXIT_TO_USER) {
             return Verdict::NotPending;
         }
         self.self_switch(task, walker)

@@ -57,6 +57,9 @@ pub enum Op {
     Unhash,
     /// The end of the exit path: the task is gone.
     Die,
+    /// `task_work_run()` in kernel context (KVM's guest entry, an io_uring wait, an io-wq
+    /// worker's loop): runs the task work a kick queued, with this function on the stack.
+    TaskWork,
     /// Fork a child that starts in user mode (returning from the fork syscall).
     Fork,
     /// Allocate an object (see [`super::heap`]): the task owns it and works on it.
@@ -245,6 +248,27 @@ pub struct CodeTable {
 }
 
 impl CodeTable {
+    /// Replaces the body of `id` (for experiments on a built scenario). The new body must fit
+    /// the function's laid-out range (at most as many ops), call only known functions, and
+    /// block only in `schedule()` and its variants.
+    pub fn replace_body(&mut self, id: FnId, body: Vec<Op>) -> Result<(), CodeError> {
+        let n = self.funcs.len() as u32;
+        let f = self.funcs.get(id.idx()).ok_or(CodeError::UnknownFunction(String::new(), id.0))?;
+        if let Some(Op::Call(g)) = body.iter().find(|op| matches!(op, Op::Call(g) if g.0 >= n)) {
+            return Err(CodeError::UnknownFunction(f.name.clone(), g.0));
+        }
+        let schedule = self.schedule;
+        let is_schedule = id == schedule || matches!(f.origin, Origin::Variant { of, .. } if of == schedule);
+        if body.contains(&Op::Block) && !is_schedule {
+            return Err(CodeError::BlockOutsideSchedule(f.name.clone()));
+        }
+        if (body.len() + 1) * OP_BYTES > f.range.len() {
+            return Err(CodeError::Layout(f.name.clone()));
+        }
+        self.funcs[id.idx()].body = body;
+        Ok(())
+    }
+
     /// The function `id`.
     pub fn get(&self, id: FnId) -> &Function {
         &self.funcs[id.idx()]

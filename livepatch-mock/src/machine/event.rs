@@ -26,6 +26,11 @@ pub enum Event {
         /// The task index.
         task: u32,
     },
+    /// The write of an unpinned check lands (see [`crate::backend::BackendConfig::pin`]).
+    LateSwitch {
+        /// Index of the pending write in the machine's table.
+        id: u32,
+    },
     /// The engine's next completion attempt (`gen` filters superseded retries).
     Retry {
         /// The retry generation.
@@ -56,6 +61,11 @@ impl EventQueue {
     /// The earliest event.
     pub fn pop(&mut self) -> Option<(u64, Event)> {
         self.heap.pop().map(|Reverse((t, _, e))| (t, e))
+    }
+
+    /// The time of the earliest event.
+    pub fn peek_time(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse((t, _, _))| *t)
     }
 
     /// Number of queued events.

@@ -3,9 +3,9 @@
 
 use super::code::{FnId, Op, SleepFor, SleepKind};
 use super::event::Event;
-use super::task::{Frame, Program, RunState, UserProgram};
+use super::task::{Frame, HandlerPhase, InHandler, Program, RunState, UserProgram};
 use super::{Machine, SwitchPoint, TaskSpec, MAX_STACK, OPS_BUDGET};
-use crate::backend::NO_HOOK;
+use crate::backend::{TaskWorkMode, FENTRY_OFFSET, NO_HOOK};
 use crate::oracle::{Invariant, Oracle};
 use livepatch_core::backend::{TaskFlags, TaskKind};
 use livepatch_core::state::PatchState;
@@ -19,6 +19,11 @@ impl Machine {
             return;
         };
         let ti = t as usize;
+        if self.tasks[ti].freeze_pending && self.tasks[ti].in_user {
+            // The freezer's signal is delivered on the way back to user mode: frozen there.
+            self.freeze_now(cpu, ti, live, oracle);
+            return;
+        }
         let task = &mut self.tasks[ti];
         if task.work_left > 0 {
             task.work_left = task.work_left.saturating_sub(task.chunk);
@@ -52,6 +57,24 @@ impl Machine {
             if task.run != RunState::Running || self.cpus[cpu].current != Some(t as u32) {
                 return;
             }
+            if let Some(h) = task.handler {
+                if self.cfg.handler_step_ns > 0 && !h.queued {
+                    // The next step of the handler comes after an event boundary: an IPI
+                    // (the per-CPU pass) may land first.
+                    if let Some(h) = self.tasks[t].handler.as_mut() {
+                        h.queued = true;
+                    }
+                    let step = self.cfg.handler_step_ns;
+                    self.tasks[t].work_left = self.rng.range(step.div_ceil(2), step + step / 2);
+                    self.schedule_chunk(cpu, t);
+                    return;
+                }
+                if let Some(h) = self.tasks[t].handler.as_mut() {
+                    h.queued = false;
+                }
+                self.handler_step(cpu, t, live, oracle);
+                continue;
+            }
             if task.unwind {
                 self.return_to_user(cpu, t, live, oracle);
                 return;
@@ -70,7 +93,7 @@ impl Machine {
                         let main = *main;
                         self.tasks[t].started = true;
                         self.call(cpu, t, main, live, oracle);
-                        if self.tasks[t].stack.is_empty() {
+                        if self.tasks[t].stack.is_empty() && self.tasks[t].handler.is_none() {
                             // Its main function is not loaded: nothing to run for a while.
                             self.tasks[t].work_left = self.cfg.slice_ns;
                             self.schedule_chunk(cpu, t);
@@ -85,6 +108,15 @@ impl Machine {
             let pc = frame.pc as usize;
             if pc >= body.len() {
                 self.tasks[t].stack.pop();
+                oracle.on_return(t as u32, self.tasks[t].stack.len());
+                oracle.on_return_into(t as u32, &self.tasks[t], &self.code, self.now);
+                if std::mem::take(&mut self.tasks[t].rewait) {
+                    // Back from schedule() after a kick: the wait loop's condition is still
+                    // false, so the caller's sleep op runs again.
+                    if let Some(caller) = self.tasks[t].stack.last_mut() {
+                        caller.pc = caller.pc.saturating_sub(1);
+                    }
+                }
                 if let Some(caller) = self.tasks[t].stack.last() {
                     if self.code.is_released(caller.func) {
                         let msg = format!("returned into released code {}", self.code.get(caller.func).name);
@@ -138,6 +170,12 @@ impl Machine {
                         return;
                     }
                 }
+                Op::SafePoint if self.tasks[t].freeze_pending => {
+                    // try_to_freeze(): a freezable kthread's loop top.
+                    advance(self);
+                    self.freeze_now(cpu, t, live, oracle);
+                    return;
+                }
                 Op::SafePoint => {
                     advance(self);
                     let before = self.tasks[t].patch.load(Ordering::Relaxed).state;
@@ -164,7 +202,13 @@ impl Machine {
                 }
                 Op::Fork => {
                     advance(self);
-                    self.fork(t, live);
+                    self.fork(t, live, oracle);
+                }
+                Op::TaskWork => {
+                    advance(self);
+                    if self.tasks[t].task_work {
+                        self.run_task_work(cpu, t, live, oracle);
+                    }
                 }
                 Op::ObjAlloc
                 | Op::ObjOldest
@@ -181,6 +225,71 @@ impl Machine {
         // Let time pass rather than spin on zero-time ops.
         self.tasks[t].work_left = 1_000;
         self.schedule_chunk(cpu, t);
+    }
+
+    /// The freezer asks task `t` to freeze: a fake signal for a user task (an interruptible
+    /// sleep unwinds; it freezes on its way back to user mode), a freezable kthread in an
+    /// interruptible wait freezes in it, one running freezes at its `try_to_freeze` point.
+    pub(crate) fn freeze_request(&mut self, t: u32) {
+        let now = self.now;
+        let Some(task) = self.tasks.get_mut(t as usize) else {
+            return;
+        };
+        if task.is_dead() || task.frozen_since.is_some() {
+            return;
+        }
+        task.freeze_pending = true;
+        self.stats.signals += 1;
+        match task.kind {
+            TaskKind::User => {
+                task.sig_pending = true;
+                if task.run == RunState::Sleeping(SleepKind::Interruptible) {
+                    task.unwind = true;
+                    task.interrupted_syscalls += 1;
+                    self.stats.interrupted_syscalls += 1;
+                    self.wake(t);
+                }
+            }
+            TaskKind::Kthread => {
+                if task.run == RunState::Sleeping(SleepKind::Interruptible) {
+                    // wait_event_freezable(): frozen where it waits; its timeout no longer
+                    // runs it. Thawed, it goes back to its wait.
+                    task.frozen_since = Some(now);
+                    task.frozen_in_sleep = true;
+                    task.freeze_pending = false;
+                    task.sleep_gen = task.sleep_gen.wrapping_add(1);
+                }
+            }
+            TaskKind::Idle(_) => task.freeze_pending = false,
+        }
+    }
+
+    /// Task `t`, on `cpu`, enters the refrigerator.
+    pub(super) fn freeze_now(&mut self, cpu: usize, t: usize, live: &Live<'_>, oracle: &mut Oracle) {
+        let task = &mut self.tasks[t];
+        task.freeze_pending = false;
+        task.frozen_since = Some(self.now);
+        task.run = RunState::Sleeping(SleepKind::Uninterruptible);
+        task.sleep_gen = task.sleep_gen.wrapping_add(1);
+        self.switch_to_next(cpu, live, oracle);
+    }
+
+    /// The transition ended: every frozen task is thawed.
+    pub(crate) fn thaw_all(&mut self) {
+        for t in 0..self.tasks.len() {
+            let task = &mut self.tasks[t];
+            task.freeze_pending = false;
+            let Some(since) = task.frozen_since.take() else {
+                continue;
+            };
+            self.freeze_pauses.push(self.now.saturating_sub(since));
+            if std::mem::take(&mut self.tasks[t].frozen_in_sleep) {
+                self.tasks[t].rewait = true;
+            }
+            if !self.tasks[t].is_dead() {
+                self.wake(t as u32);
+            }
+        }
     }
 
     /// An op on the heap by task `t` running `func`.
@@ -232,6 +341,7 @@ impl Machine {
         let cost = self.walker.inner().meter().ns.get() - cost0;
         if cost > 0 {
             self.stats.self_walks += 1;
+            self.stats.self_walk_ns += cost;
             self.cpus[cpu].debt += cost;
         }
     }
@@ -244,8 +354,9 @@ impl Machine {
         }
     }
 
-    /// A call of `f` by task `t`: through the hook if `f` has one (switch point and
-    /// redirect), checked by the oracle, then a new frame.
+    /// A call of `f` by task `t`. Through its hook if it has one: the task enters the redirect
+    /// handler, whose steps ([`Self::handler_step`]) may be split by interrupts; otherwise a
+    /// new frame at once, checked by the oracle.
     pub(super) fn call(&mut self, cpu: usize, t: usize, f: FnId, live: &Live<'_>, oracle: &mut Oracle) {
         if !self.is_loaded(self.code.get(f).object) {
             return;
@@ -254,31 +365,73 @@ impl Machine {
             self.stats.deep_calls_skipped += 1;
             return;
         }
-        let mut target = f;
         let slot = self.hooks[f.idx()].get();
-        if slot != NO_HOOK {
-            self.stats.hooked_calls += 1;
-            let task = &self.tasks[t];
-            let parent_ip = task.stack.last().map_or(CodeAddr(0), Frame::addr);
-            let before = task.patch.load(Ordering::Relaxed).state;
-            let cost0 = self.walker.inner().meter().ns.get();
-            let r = live.on_function_entry(SlotId(slot), task, &self.walker, parent_ip);
-            self.after_self_walk(cpu, cost0);
-            self.note_switch(t, before, SwitchPoint::HandlerEntry, oracle);
-            let r = if self.cfg.broken_hook_on == Some(f) { Redirect::Original } else { r };
-            target = match r {
-                Redirect::Original => f,
-                Redirect::Variant(addr) => match self.code.at_entry(addr) {
-                    Some(v) => v,
-                    None => {
-                        let msg = format!("redirected {} to {addr}, which is no function", self.code.get(f).name);
-                        oracle.violate(Invariant::I1, t as u32, &self.tasks[t], msg, &self.code, self.now);
-                        return;
-                    }
-                },
-            };
-            oracle.on_patched_call(t as u32, &self.tasks[t], f, target, &self.code, self.now);
+        if slot == NO_HOOK {
+            oracle.on_plain_call(t as u32, &self.tasks[t], f, &self.code, self.now);
+            self.enter(t, f, oracle);
+            return;
         }
+        self.stats.hooked_calls += 1;
+        let parent_ip = self.tasks[t].stack.last().map_or(CodeAddr(0), Frame::addr);
+        let site = CodeAddr(self.code.get(f).range.start().get() + FENTRY_OFFSET);
+        self.tasks[t].handler =
+            Some(InHandler { func: f, slot, parent_ip, phase: HandlerPhase::Entered, site, queued: false });
+        if self.cfg.handler_step_ns == 0 {
+            while self.tasks[t].handler.is_some() && !oracle.stopped() {
+                self.handler_step(cpu, t, live, oracle);
+            }
+        }
+    }
+
+    /// The redirect handler's next step: decide (the handler-entry switch, then the redirect
+    /// on the task's word), store the new ip, return into the chosen function.
+    pub(super) fn handler_step(&mut self, cpu: usize, t: usize, live: &Live<'_>, oracle: &mut Oracle) {
+        let Some(mut h) = self.tasks[t].handler else {
+            return;
+        };
+        let f = h.func;
+        match h.phase {
+            HandlerPhase::Entered => {
+                let task = &self.tasks[t];
+                let before = task.patch.load(Ordering::Relaxed).state;
+                let cost0 = self.walker.inner().meter().ns.get();
+                // The handler's own walk starts at its caller: the trampoline is not "away".
+                self.walker.inner().set_self_walk(true);
+                let r = live.on_function_entry(SlotId(h.slot), task, &self.walker, h.parent_ip);
+                self.walker.inner().set_self_walk(false);
+                self.after_self_walk(cpu, cost0);
+                self.note_switch(t, before, SwitchPoint::HandlerEntry, oracle);
+                let r = if self.cfg.broken_hook_on == Some(f) { Redirect::Original } else { r };
+                let target = match r {
+                    Redirect::Original => f,
+                    Redirect::Variant(addr) => match self.code.at_entry(addr) {
+                        Some(v) => v,
+                        None => {
+                            self.tasks[t].handler = None;
+                            let msg = format!("redirected {} to {addr}, which is no function", self.code.get(f).name);
+                            oracle.violate(Invariant::I1, t as u32, &self.tasks[t], msg, &self.code, self.now);
+                            return;
+                        }
+                    },
+                };
+                h.phase = HandlerPhase::Decided(target);
+            }
+            HandlerPhase::Decided(target) => {
+                h.phase = HandlerPhase::IpSet(target);
+                h.site = self.code.get(target).range.start();
+            }
+            HandlerPhase::IpSet(target) => {
+                self.tasks[t].handler = None;
+                oracle.on_patched_call(t as u32, &self.tasks[t], f, target, &self.code, self.now);
+                self.enter(t, target, oracle);
+                return;
+            }
+        }
+        self.tasks[t].handler = Some(h);
+    }
+
+    /// Task `t` starts running `target`: a new frame, unless the code is released.
+    fn enter(&mut self, t: usize, target: FnId, oracle: &mut Oracle) {
         if self.code.is_released(target) {
             let msg = format!("called released code {}", self.code.get(target).name);
             oracle.violate(Invariant::I3, t as u32, &self.tasks[t], msg, &self.code, self.now);
@@ -286,6 +439,24 @@ impl Machine {
         }
         let base = self.code.get(target).range.start().get();
         self.tasks[t].stack.push(Frame { func: target, pc: 0, base });
+    }
+
+    /// Task work a kick queued runs (at exit to user mode, or in kernel context: KVM guest
+    /// entry, io_uring waits, io-wq workers): the module's callback.
+    pub(super) fn run_task_work(&mut self, cpu: usize, t: usize, live: &Live<'_>, oracle: &mut Oracle) {
+        self.tasks[t].task_work = false;
+        let before = self.tasks[t].patch.load(Ordering::Relaxed).state;
+        match self.cfg.backend.task_work {
+            TaskWorkMode::SelfCheck => {
+                let cost0 = self.walker.inner().meter().ns.get();
+                live.task_work(&self.tasks[t], &self.walker);
+                self.after_self_walk(cpu, cost0);
+            }
+            TaskWorkMode::Blind => {
+                live.exit_to_user(&self.tasks[t].patch);
+            }
+        }
+        self.note_switch(t, before, SwitchPoint::TaskWork, oracle);
     }
 
     /// Blocks task `t` in `schedule()`; returns whether it blocked (a pending signal makes an
@@ -320,6 +491,7 @@ impl Machine {
         live.exit_to_user(&self.tasks[t].patch);
         self.note_switch(t, before, SwitchPoint::ExitToUser, oracle);
         self.tasks[t].sig_pending = false;
+        self.tasks[t].task_work = false;
     }
 
     /// The syscall is over (or was interrupted by a signal): unwind every kernel frame, exit
@@ -333,6 +505,12 @@ impl Machine {
                 oracle.violate(Invariant::I3, t as u32, &self.tasks[t], msg, &self.code, self.now);
                 return;
             }
+        }
+        oracle.on_return(t as u32, 0);
+        let task = &mut self.tasks[t];
+        if task.syscall_start > 0 {
+            self.syscall_times.push((task.syscall_start, self.now, task.added_ns));
+            task.syscall_start = 0;
         }
         let task = &mut self.tasks[t];
         task.unwind = false;
@@ -359,7 +537,7 @@ impl Machine {
             match p.exit_fn {
                 Some(f) => {
                     self.call(cpu, t, f, live, oracle);
-                    if self.tasks[t].stack.is_empty() {
+                    if self.tasks[t].stack.is_empty() && self.tasks[t].handler.is_none() {
                         self.die(cpu, t, live, oracle);
                     }
                 }
@@ -374,6 +552,8 @@ impl Machine {
         let i = self.rng.below(p.syscalls.len());
         let sys = p.syscalls[i];
         task.syscalls += 1;
+        task.syscall_start = self.now.max(1);
+        task.added_ns = 0;
         self.stats.syscalls += 1;
         self.call(cpu, t, sys, live, oracle);
     }
@@ -389,7 +569,7 @@ impl Machine {
         }
     }
 
-    pub(super) fn fork(&mut self, parent: usize, live: &Live<'_>) {
+    pub(super) fn fork(&mut self, parent: usize, live: &Live<'_>, oracle: &mut Oracle) {
         let program = match &self.tasks[parent].program {
             Program::User(UserProgram { child: Some(child), .. }) => Program::User((**child).clone()),
             other => other.clone(),
@@ -398,6 +578,7 @@ impl Machine {
         let idx = self.spawn(&TaskSpec { program, flags, cpu: None });
         let (p, c) = (&self.tasks[parent], &self.tasks[idx as usize]);
         live.fork(&p.patch, &c.patch);
+        oracle.on_fork(parent as u32, idx);
         self.stats.forks += 1;
         self.tasks[idx as usize].run = RunState::Sleeping(SleepKind::Uninterruptible);
         self.wake(idx);
@@ -412,6 +593,12 @@ impl Machine {
             return;
         }
         self.stats.signals += 1;
+        // Taking the signal or the wake-up costs the target's CPU.
+        let c = task.cpu.0 as usize;
+        if let Some(cpu) = self.cpus.get_mut(c) {
+            cpu.debt += self.cfg.signal_ns;
+            self.stats.signal_cpu_ns += self.cfg.signal_ns;
+        }
         match task.kind {
             TaskKind::Idle(cpu) => {
                 let c = cpu.0 as usize;
@@ -421,20 +608,26 @@ impl Machine {
             }
             TaskKind::Kthread => {
                 if task.run == RunState::Sleeping(SleepKind::Interruptible) {
+                    // `wake_up_process()`: a kthread in `wait_event_interruptible()` or a
+                    // `schedule_timeout()` loop re-checks and sleeps again where it was.
+                    self.tasks[ti].rewait = true;
                     self.wake(t);
                 }
             }
             TaskKind::User => {
-                if task.flags.contains(TaskFlags::IGNORES_SIGNALS) {
-                    return;
-                }
+                // A fake signal cannot be ignored or blocked (the kernel's `signal_wake_up`
+                // sets TIF_SIGPENDING without a signal): `IGNORES_SIGNALS` has no effect here.
+                // The kick also queues the module's task work.
                 self.tasks[ti].sig_pending = true;
+                self.tasks[ti].task_work = true;
                 let task = &self.tasks[ti];
                 if task.in_user && task.stack.is_empty() {
                     // An IPI: the task passes through exit to user mode.
                     self.exit_to_user(ti, live, oracle);
                 } else if task.run == RunState::Sleeping(SleepKind::Interruptible) {
                     self.tasks[ti].unwind = true;
+                    self.tasks[ti].interrupted_syscalls += 1;
+                    self.stats.interrupted_syscalls += 1;
                     self.wake(t);
                 }
             }

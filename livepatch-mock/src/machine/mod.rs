@@ -15,7 +15,9 @@ pub mod rng;
 mod sched;
 pub mod task;
 
-use crate::backend::{Effects, MockBackend, MockScheduler, MockTracer, MockWalker, SchedCosts, NO_HOOK};
+use crate::backend::{
+    BackendConfig, Effects, MockBackend, MockScheduler, MockTracer, MockWalker, Observed, SchedCosts, NO_HOOK,
+};
 use crate::middleware::{FaultyScheduler, FaultyWalker, SignalFaults, WalkFaults};
 use crate::oracle::Oracle;
 use code::{CodeTable, FnId, SleepKind};
@@ -24,6 +26,7 @@ use event::{Event, EventQueue};
 use heap::Heap;
 use livepatch_core::backend::{Parts, TaskFlags, TaskKind};
 use livepatch_core::state::PatchState;
+use livepatch_core::sync::Ordering;
 use livepatch_core::{CpuId, Live, ObjectId, TaskId};
 use rng::Rng;
 use serde::Serialize;
@@ -53,11 +56,13 @@ pub enum SwitchPoint {
     SelfCheck,
     /// A kthread's safe point.
     SafePoint,
+    /// Task work a kick queued (the module's way to exit to user mode).
+    TaskWork,
 }
 
 impl SwitchPoint {
     /// Every switch point, in counter order.
-    pub const ALL: [SwitchPoint; 7] = [
+    pub const ALL: [SwitchPoint; 8] = [
         SwitchPoint::Sweep,
         SwitchPoint::PerCpu,
         SwitchPoint::ExitToUser,
@@ -65,6 +70,7 @@ impl SwitchPoint {
         SwitchPoint::HandlerEntry,
         SwitchPoint::SelfCheck,
         SwitchPoint::SafePoint,
+        SwitchPoint::TaskWork,
     ];
 
     /// A short name.
@@ -77,6 +83,7 @@ impl SwitchPoint {
             SwitchPoint::HandlerEntry => "handler-entry",
             SwitchPoint::SelfCheck => "self-check",
             SwitchPoint::SafePoint => "safe-point",
+            SwitchPoint::TaskWork => "task-work",
         }
     }
 }
@@ -115,6 +122,21 @@ pub struct MachineConfig {
     pub broken_hook_on: Option<FnId>,
     /// Slots of the shadow-variable table.
     pub shadow_slots: usize,
+    /// The backend's choices (sound by default).
+    pub backend: BackendConfig,
+    /// Adversarial scheduling: the engine's kworker is preempted between an unpinned check
+    /// and its write once in this many checks. 0: as often as a tick lands in the check
+    /// (its duration over the time slice).
+    pub engine_preempt_one_in: u32,
+    /// Each of the redirect handler's three steps (trampoline entry and decision, storing the
+    /// new ip, the trampoline's return); an interrupt can land between them. 0: atomic.
+    pub handler_step_ns: u64,
+    /// An IPI, on the sender and on the target.
+    pub ipi_ns: u64,
+    /// Sending a fake signal or a wake-up (the engine's CPU).
+    pub kick_ns: u64,
+    /// Taking a fake signal or a wake-up (the target's CPU).
+    pub signal_ns: u64,
 }
 
 impl Default for MachineConfig {
@@ -135,6 +157,12 @@ impl Default for MachineConfig {
             fail_hook_on: None,
             broken_hook_on: None,
             shadow_slots: heap::DEFAULT_SHADOW_SLOTS,
+            backend: BackendConfig::default(),
+            engine_preempt_one_in: 0,
+            handler_step_ns: 20,
+            ipi_ns: 1_500,
+            kick_ns: 500,
+            signal_ns: 1_000,
         }
     }
 }
@@ -170,11 +198,33 @@ pub struct MachineStats {
     /// Tasks that died.
     pub exits: u64,
     /// Universe switches per switch point (see [`SwitchPoint::ALL`]).
-    pub switches: [u64; 7],
+    pub switches: [u64; 8],
     /// Stack walks the tasks did on themselves (handler entry, self-check).
     pub self_walks: u64,
     /// Calls skipped by the recursion guard.
     pub deep_calls_skipped: u64,
+    /// CPU time the engine's own work used (its kworker: sweeps, walks, kicks sent).
+    pub engine_cpu_ns: u64,
+    /// CPU time the per-CPU pass used on the CPUs it interrupted (IPIs and walks).
+    pub ipi_cpu_ns: u64,
+    /// CPU time tasks spent walking their own stacks (handler entry, self-check, task work).
+    pub self_walk_ns: u64,
+    /// CPU time spent taking fake signals and wake-ups.
+    pub signal_cpu_ns: u64,
+    /// IPIs the per-CPU pass sent.
+    pub ipis: u64,
+    /// Syscalls a fake signal interrupted (an interruptible sleep unwound to user mode).
+    pub interrupted_syscalls: u64,
+    /// Switches by the sweep or the per-CPU pass whose write landed after the check
+    /// (unpinned backends only).
+    pub late_switches: u64,
+    /// Hooked calls an interrupt found inside the redirect handler.
+    pub interrupted_handlers: u64,
+    /// Tasks the engine switched while they were inside a redirect handler (an unsound
+    /// walk), and of those, after the handler had read the word.
+    pub switched_in_handler: u64,
+    /// See [`Self::switched_in_handler`].
+    pub switched_after_decision: u64,
 }
 
 /// The machine.
@@ -197,6 +247,14 @@ pub struct Machine {
     pub(crate) max_pause_ns: u64,
     /// Objects, buffers and shadow variables; shared with the callbacks of the run's patches.
     pub(crate) heap: Arc<Mutex<Heap>>,
+    /// Writes of unpinned checks still to land.
+    pub(crate) late: Vec<Option<Observed>>,
+    /// Every completed syscall: (start, end, CPU time taken from under it).
+    pub(crate) syscall_times: Vec<(u64, u64, u64)>,
+    /// Kicks (fake signals, wake-ups) sent to each task.
+    pub(crate) kicks_to: Vec<u32>,
+    /// How long each frozen task stayed frozen (the freezer model), once thawed.
+    pub(crate) freeze_pauses: Vec<u64>,
     next_cpu: u32,
 }
 
@@ -221,7 +279,9 @@ impl Machine {
         let ncpu = cfg.cpus.max(1);
         let shadow_slots = cfg.shadow_slots;
         let hooks = (0..code.len()).map(|_| Cell::new(NO_HOOK)).collect();
-        let walker = FaultyWalker::new(MockWalker::new(cfg.walk_ns, cfg.frame_ns), cfg.walk_faults.clone());
+        let sites = MockWalker::sites_of(&code);
+        let inner = MockWalker::with_sites(cfg.walk_ns, cfg.frame_ns, cfg.backend.redirect_check, sites);
+        let walker = FaultyWalker::new(inner, cfg.walk_faults.clone());
         let mut m = Self {
             rng: Rng::new(cfg.seed),
             cfg,
@@ -239,6 +299,10 @@ impl Machine {
             kicks_lost: Cell::new(0),
             max_pause_ns: 0,
             heap: Arc::new(Mutex::new(Heap::new(shadow_slots))),
+            late: Vec::new(),
+            syscall_times: Vec::new(),
+            kicks_to: Vec::new(),
+            freeze_pauses: Vec::new(),
             next_cpu: 0,
         };
         m.cfg.cpus = ncpu;
@@ -331,6 +395,25 @@ impl Machine {
         self.heap.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// How long each task frozen by the freezer model stayed frozen: those thawed, then those
+    /// still frozen (until now).
+    pub fn freeze_pauses(&self) -> Vec<u64> {
+        let mut v = self.freeze_pauses.clone();
+        v.extend(self.tasks.iter().filter_map(|t| t.frozen_since).map(|s| self.now.saturating_sub(s)));
+        v
+    }
+
+    /// Every completed syscall, as (start, end, CPU time the transitions took from under it)
+    /// in simulated time.
+    pub fn syscall_times(&self) -> &[(u64, u64, u64)] {
+        &self.syscall_times
+    }
+
+    /// Kicks sent to each task (index = task id).
+    pub fn kicks_to(&self) -> &[u32] {
+        &self.kicks_to
+    }
+
     /// Kicks lost by the signal middleware.
     pub fn kicks_lost(&self) -> u64 {
         self.kicks_lost.get()
@@ -359,8 +442,13 @@ impl Machine {
         let meter = self.walker.inner().meter();
         let meter_start = meter.ns.get();
         let fail_on = self.cfg.fail_hook_on.map(|id| self.code.get(id).range.start());
-        let costs =
-            SchedCosts { visit_ns: self.cfg.visit_ns, grace_ns: self.cfg.grace_ns, stop_cpu_ns: self.cfg.stop_cpu_ns };
+        let costs = SchedCosts {
+            visit_ns: self.cfg.visit_ns,
+            grace_ns: self.cfg.grace_ns,
+            stop_cpu_ns: self.cfg.stop_cpu_ns,
+            ipi_ns: self.cfg.ipi_ns,
+            kick_ns: self.cfg.kick_ns,
+        };
         let sched = MockScheduler {
             tasks: &self.tasks,
             cpus: &self.cpus,
@@ -369,30 +457,79 @@ impl Machine {
             start_ns: self.now,
             meter_start,
             costs,
-            by_cpu: std::cell::RefCell::new(None),
+            config: self.cfg.backend,
+            unpinned: Cell::new(false),
         };
         let sched = FaultyScheduler::new(sched, &self.cfg.signal_faults, &self.kick_counter, &self.kicks_lost);
         let tracer = MockTracer { code: &self.code, hooks: &self.hooks, loaded: &self.loaded, fail_on };
         let backend = Parts { scheduler: &sched, walker: &self.walker, tracer: &tracer };
         let r = f(&backend);
         let end_ns = livepatch_core::backend::Scheduler::now_ns(&sched);
+        let engine_cpu = sched.inner().cpu_ns();
         // The engine's view ended; apply its effects.
-        for o in fx.observed.borrow().iter() {
-            let point = if o.per_cpu { SwitchPoint::PerCpu } else { SwitchPoint::Sweep };
+        // Its own work ran on a workqueue kthread: charged to the least loaded CPU.
+        self.stats.engine_cpu_ns += engine_cpu;
+        let wq = self.least_loaded_cpu();
+        self.cpus[wq].debt += engine_cpu;
+        for (c, ns) in fx.cpu_ns.borrow().iter().enumerate() {
+            self.cpus[c].debt += ns;
+            self.stats.ipi_cpu_ns += ns;
+        }
+        self.stats.ipis += u64::from(fx.ipis.get());
+        if fx.ipis.get() > 0 {
+            let in_handler = self
+                .cpus
+                .iter()
+                .filter(|c| c.online && c.current.is_some_and(|t| self.tasks[t as usize].handler.is_some()))
+                .count();
+            self.stats.interrupted_handlers += in_handler as u64;
+        }
+        let observed = std::mem::take(&mut *fx.observed.borrow_mut());
+        for o in observed {
             let task = &self.tasks[o.task as usize];
-            if o.before.state != PatchState::Idle && o.after != PatchState::Idle {
-                self.stats.switches[point as usize] += 1;
+            let word = task.patch.load(Ordering::Relaxed);
+            if o.unpinned && o.after != PatchState::Idle && word.state == o.after && !task.is_dead() {
+                // Not pinned: the check read the stack now, but the write lands only after the
+                // walk — and if the engine's kworker is preempted in between (as likely as a
+                // tick landing in the check), a slice later. Undo it until then; the task may
+                // run, and call what it is being switched away from, meanwhile.
+                let preempted = match self.cfg.engine_preempt_one_in {
+                    0 => self.rng.below(self.cfg.slice_ns.max(1) as usize) < o.check_ns as usize,
+                    n => self.rng.below(n as usize) == 0,
+                };
+                let delay = o.check_ns.max(1) + if preempted { self.rng.range(1, self.cfg.slice_ns.max(1)) } else { 0 };
+                task.patch.reset(o.before.state);
+                task.patch.retarget(o.before.target);
+                let id = self.late.len() as u32;
+                self.late.push(Some(o));
+                self.queue.push(self.now + delay, Event::LateSwitch { id });
+                continue;
             }
-            oracle.on_state_change(o.task, task, o.before.state, o.after, point, &self.code, self.now);
+            self.observe(o, oracle);
         }
         let kicks = fx.kicks.borrow();
         for &(task, delay) in kicks.iter() {
             self.queue.push(end_ns + delay, Event::Signal { task });
+            if self.kicks_to.len() <= task as usize {
+                self.kicks_to.resize(self.tasks.len().max(task as usize + 1), 0);
+            }
+            self.kicks_to[task as usize] += 1;
         }
+        drop(kicks);
+        for t in std::mem::take(&mut *fx.freezes.borrow_mut()) {
+            self.freeze_request(t);
+        }
+        if fx.thaw.get() {
+            self.thaw_all();
+        }
+        let kicks = fx.kicks.borrow();
         let mut pause_ns = 0;
         for &(begin, end) in fx.stops.borrow().iter() {
             pause_ns = pause_ns.max(end - begin);
             self.stopped_until = self.stopped_until.max(self.now + (end - begin));
+            for t in self.tasks.iter_mut().filter(|t| t.syscall_start > 0) {
+                t.added_ns += end - begin;
+            }
         }
         self.max_pause_ns = self.max_pause_ns.max(pause_ns);
         let report = CallReport {
@@ -405,12 +542,52 @@ impl Machine {
         (r, report)
     }
 
+    fn observe(&mut self, o: Observed, oracle: &mut Oracle) {
+        let point = if o.per_cpu { SwitchPoint::PerCpu } else { SwitchPoint::Sweep };
+        let task = &self.tasks[o.task as usize];
+        if let Some(h) = task.handler {
+            if o.before.state != PatchState::Idle && o.after != PatchState::Idle {
+                self.stats.switched_in_handler += 1;
+                if let crate::machine::task::HandlerPhase::Decided(_) = h.phase {
+                    self.stats.switched_after_decision += 1;
+                }
+            }
+        }
+        if o.before.state != PatchState::Idle && o.after != PatchState::Idle {
+            self.stats.switches[point as usize] += 1;
+        }
+        oracle.on_state_change(o.task, task, o.before.state, o.after, point, &self.code, self.now);
+    }
+
+    /// The write of an unpinned check lands: the core's compare-and-swap from the word the
+    /// check saw (it fails if the task switched itself or was retargeted meanwhile).
+    fn late_switch(&mut self, id: u32, oracle: &mut Oracle) {
+        let Some(Observed { task: t, before: seen, per_cpu, .. }) =
+            self.late.get_mut(id as usize).and_then(Option::take)
+        else {
+            return;
+        };
+        let task = &self.tasks[t as usize];
+        if task.is_dead() {
+            return;
+        }
+        if let Some(after) = task.patch.try_switch(seen) {
+            self.stats.late_switches += 1;
+            let o = Observed { task: t, before: seen, after, per_cpu, unpinned: true, check_ns: 0 };
+            self.observe(o, oracle);
+        }
+    }
+
     // ---------------------------------------------------------------------------------------
     // events
 
     /// Handles a machine event (`Step`, `Wake`, `Signal`); others are the runner's.
     pub fn handle(&mut self, time: u64, event: Event, live: &Live<'_>, oracle: &mut Oracle) {
-        if time < self.stopped_until && matches!(event, Event::Step { .. } | Event::Wake { .. } | Event::Signal { .. })
+        if time < self.stopped_until
+            && matches!(
+                event,
+                Event::Step { .. } | Event::Wake { .. } | Event::Signal { .. } | Event::LateSwitch { .. }
+            )
         {
             // Every CPU is stopped: the event happens when they resume.
             self.queue.push(self.stopped_until, event);
@@ -432,6 +609,7 @@ impl Machine {
                 }
             }
             Event::Signal { task } => self.deliver_signal(task, live, oracle),
+            Event::LateSwitch { id } => self.late_switch(id, oracle),
             _ => {}
         }
     }
@@ -453,13 +631,24 @@ impl Machine {
     }
 
     /// Task `t` forks (as if it called `fork()` now); returns the child's index.
-    pub fn fork_task(&mut self, t: u32, live: &Live<'_>) -> Option<u32> {
+    pub fn fork_task(&mut self, t: u32, live: &Live<'_>, oracle: &mut Oracle) -> Option<u32> {
         let task = self.tasks.get(t as usize)?;
         if task.is_dead() || task.kind != TaskKind::User {
             return None;
         }
-        self.fork(t as usize, live);
+        self.fork(t as usize, live, oracle);
         Some(self.tasks.len() as u32 - 1)
+    }
+
+    /// Wakes task `t` if it sleeps (what it waited for happened); returns whether it slept.
+    pub fn wake_task(&mut self, t: u32) -> bool {
+        match self.tasks.get(t as usize) {
+            Some(task) if matches!(task.run, RunState::Sleeping(_)) => {
+                self.wake(t);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Asks user task `t` to exit at its next syscall, or kthread `t` to stop at the top of

@@ -94,6 +94,7 @@ impl Machine {
         task.work_left = task.work_left.max(chunk);
         task.chunk = chunk;
         let debt = std::mem::take(&mut c.debt);
+        task.added_ns += debt;
         c.gen = c.gen.wrapping_add(1);
         self.queue.push(self.now + chunk + debt, Event::Step { cpu: cpu as u32, gen: c.gen });
     }

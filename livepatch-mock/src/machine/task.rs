@@ -5,6 +5,7 @@ use super::code::{FnId, SleepFor, SleepKind, OP_BYTES};
 use super::heap::TaskData;
 use livepatch_core::backend::{Task, TaskFlags, TaskKind};
 use livepatch_core::{CodeAddr, CpuId, TaskId, TaskPatchState};
+use std::cell::Cell;
 
 /// One stack frame: the function whose code it is and the op the task is at (innermost) or
 /// returns to (outer frames).
@@ -24,6 +25,38 @@ impl Frame {
     pub fn addr(&self) -> CodeAddr {
         CodeAddr(self.base + self.pc as usize * OP_BYTES)
     }
+}
+
+/// Where a task is inside the redirect handler of a hooked call. The handler is not atomic:
+/// the trampoline saves registers, the handler reads the task's word and decides, stores the
+/// new ip in the saved registers, and the trampoline returns to it. An interrupt (the per-CPU
+/// pass's IPI) can land between any two of these steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandlerPhase {
+    /// The trampoline runs (called from the hooked function's fentry site); nothing decided.
+    Entered,
+    /// The handler read the task's word and decided to run this function.
+    Decided(FnId),
+    /// The saved ip is the entry of this function; the trampoline has not returned yet.
+    IpSet(FnId),
+}
+
+/// A hooked call in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InHandler {
+    /// The hooked (original) function called.
+    pub func: FnId,
+    /// Its slot.
+    pub slot: u32,
+    /// The caller's return address.
+    pub parent_ip: CodeAddr,
+    /// How far the handler got.
+    pub phase: HandlerPhase,
+    /// The return address the trampoline's frame holds: the hooked function's fentry return
+    /// site, the entry of the chosen function once the new ip is stored.
+    pub site: CodeAddr,
+    /// Whether the step that ends this phase is already queued.
+    pub(crate) queued: bool,
 }
 
 /// What a user task does.
@@ -87,6 +120,8 @@ pub struct SimTask {
     pub(crate) in_user: bool,
     /// A fake signal is pending.
     pub(crate) sig_pending: bool,
+    /// Task work a kick queued (the module's switch callback) is pending.
+    pub(crate) task_work: bool,
     /// A signal interrupted its sleep: unwind the syscall to user mode.
     pub(crate) unwind: bool,
     /// The sleep `schedule()` will perform.
@@ -101,6 +136,27 @@ pub struct SimTask {
     pub(crate) started: bool,
     /// Its registers for the data ops (objects, held buffer).
     pub(crate) data: TaskData,
+    /// A hooked call in progress (the redirect handler, not yet jumped).
+    pub(crate) handler: Option<InHandler>,
+    /// Set while the per-CPU pass runs on its CPU from an interrupt that stopped it: the task
+    /// is then the (interrupted) caller, not a task running elsewhere.
+    pub(crate) interrupted: Cell<bool>,
+    /// Syscalls a fake signal interrupted (an interruptible sleep unwound to user mode).
+    pub(crate) interrupted_syscalls: u32,
+    /// A kthread woken by a kick, not by what it waits for: its wait loop re-checks the
+    /// condition and sleeps again in the same function.
+    pub(crate) rewait: bool,
+    /// Asked to freeze (the freezer model), not frozen yet.
+    pub(crate) freeze_pending: bool,
+    /// Frozen since then (the freezer model).
+    pub(crate) frozen_since: Option<u64>,
+    /// Frozen inside its interruptible wait (`wait_event_freezable`), not taken off a CPU.
+    pub(crate) frozen_in_sleep: bool,
+    /// When its syscall in progress started (0: none).
+    pub(crate) syscall_start: u64,
+    /// CPU time taken from under it (IPIs, signals, the engine's work, its own walks, pauses)
+    /// since its syscall started.
+    pub(crate) added_ns: u64,
 }
 
 impl SimTask {
@@ -118,6 +174,7 @@ impl SimTask {
             chunk: 0,
             in_user: false,
             sig_pending: false,
+            task_work: false,
             unwind: false,
             sleep_req: (SleepKind::Uninterruptible, SleepFor::Forever),
             sleep_gen: 0,
@@ -125,6 +182,15 @@ impl SimTask {
             exit_requested: false,
             started: false,
             data: TaskData::default(),
+            handler: None,
+            interrupted: Cell::new(false),
+            interrupted_syscalls: 0,
+            rewait: false,
+            freeze_pending: false,
+            frozen_since: None,
+            frozen_in_sleep: false,
+            syscall_start: 0,
+            added_ns: 0,
         }
     }
 
@@ -148,6 +214,11 @@ impl SimTask {
         self.data.objects.iter().copied()
     }
 
+    /// The hooked call in progress, if it is inside a redirect handler.
+    pub fn handler(&self) -> Option<InHandler> {
+        self.handler
+    }
+
     /// Whether it is in user mode.
     pub fn in_user(&self) -> bool {
         self.in_user
@@ -168,7 +239,7 @@ impl Task for SimTask {
         self.cpu
     }
     fn is_running(&self) -> bool {
-        self.run == RunState::Running
+        self.run == RunState::Running && !self.interrupted.get()
     }
     fn patch_state(&self) -> &TaskPatchState {
         &self.patch

@@ -1,13 +1,13 @@
 //! The run's driver state: the script, completion attempts and their records, the oracle's
 //! view of transitions ending, and the timeline samples.
 
-use super::result::{ActionOutcome, StragglerRecord, TransitionRecord};
+use super::result::{ActionOutcome, StallKind, StragglerRecord, TransitionRecord};
 use crate::machine::event::Event;
 use crate::machine::{CallReport, Machine};
 use crate::oracle::Oracle;
 use crate::scenario::{Action, Scenario, Wait};
 use livepatch_core::state::PatchState;
-use livepatch_core::sweep::{StallReason, Straggler};
+use livepatch_core::sweep::Straggler;
 use livepatch_core::transition::Progress;
 use livepatch_core::{Engine, Live, ObjectId, Patch};
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,17 +28,6 @@ pub(super) struct State {
     pub(super) timeline: Vec<(u64, u32)>,
     pub(super) first_start: Option<u64>,
     pub(super) sample_gen_armed: bool,
-}
-
-fn reason_name(r: &StallReason) -> &'static str {
-    match r {
-        StallReason::Running => "running",
-        StallReason::Unreliable(_) => "unreliable",
-        StallReason::TooDeep => "too-deep",
-        StallReason::OnStack { .. } => "on-stack",
-        StallReason::AwaitingSwitchPoint => "awaiting-switch-point",
-        StallReason::Raced => "raced",
-    }
 }
 
 impl State {
@@ -67,31 +56,21 @@ impl State {
             t.straggler_reasons.clear();
             t.last_stragglers.clear();
             for s in stragglers {
-                let function = match s.reason {
-                    StallReason::OnStack { function, .. } => {
-                        m.code().at_entry(function.start()).map(|f| m.code().get(f).name.clone())
+                let reason =
+                    StallKind::of(&s.reason, |entry| m.code().at_entry(entry).map(|f| m.code().get(f).name.clone()));
+                if let StallKind::OnStack { function, .. } = &reason {
+                    if !t.blocking_functions.contains(function) {
+                        t.blocking_functions.insert(function.clone());
                     }
-                    _ => None,
-                };
-                let key = match &function {
-                    Some(f) => {
-                        if !t.blocking_functions.contains(f) {
-                            t.blocking_functions.insert(f.clone());
-                        }
-                        format!("on-stack in {f}")
-                    }
-                    None => reason_name(&s.reason).to_string(),
-                };
-                *t.straggler_reasons.entry(key).or_default() += 1;
-                if t.last_stragglers.len() < 16 {
-                    t.last_stragglers.push(StragglerRecord {
-                        task: s.task.0,
-                        kind: format!("{:?}", s.kind),
-                        exiting: s.flags.contains(livepatch_core::backend::TaskFlags::EXITING),
-                        reason: s.reason.to_string(),
-                        function,
-                    });
                 }
+                *t.straggler_reasons.entry(reason.key()).or_default() += 1;
+                // Every straggler of the pass: the display caps, not the record.
+                t.last_stragglers.push(StragglerRecord {
+                    task: s.task.0,
+                    kind: s.kind.into(),
+                    exiting: s.flags.contains(livepatch_core::backend::TaskFlags::EXITING),
+                    reason,
+                });
             }
         }
     }
@@ -195,13 +174,40 @@ impl State {
             return;
         };
         self.step += 1;
+        // Its outcome is recorded; the script goes on whatever it was.
+        let _ = self.act(step.action, m, oracle, engine, patches, live, timeline);
+        match sc.script.get(self.step) {
+            None => self.script_done = true,
+            Some(next) => match next.wait {
+                Wait::For(ns) => m.queue.push(m.now + ns, Event::Script),
+                Wait::Settled(ns) => {
+                    self.waiting_settle = true;
+                    self.settle_delay = ns;
+                }
+            },
+        }
+    }
+
+    /// Runs `action` now (a script step, or one injected by a caller stepping the run) and
+    /// records its outcome.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn act<'a>(
+        &mut self,
+        action: Action,
+        m: &mut Machine,
+        oracle: &mut Oracle,
+        engine: &mut Engine<'a>,
+        patches: &'a [Patch<'a>],
+        live: &Live<'_>,
+        timeline: bool,
+    ) -> Result<(), String> {
         let now = m.now;
         let idle = engine.transition().is_none();
-        let result: Result<(), String> = match step.action {
+        let result: Result<(), String> = match action {
             Action::Enable(i) | Action::Disable(i) => match patches.get(i) {
                 None => Err(format!("no patch #{i}")),
                 Some(p) => {
-                    let enable = matches!(step.action, Action::Enable(_));
+                    let enable = matches!(action, Action::Enable(_));
                     let target = if enable { PatchState::Patched } else { PatchState::Unpatched };
                     if idle {
                         oracle.begin(i, target);
@@ -255,7 +261,7 @@ impl State {
                 r.map_err(|e| e.to_string())
             }
             Action::Force => {
-                oracle.force_begin();
+                oracle.force_begin(m.tasks());
                 let (r, rep) = m.engine_call(oracle, |b| engine.force(b));
                 if let (Ok(_), Some(t)) = (&r, &mut self.current) {
                     t.outcome = "forced".into();
@@ -290,7 +296,7 @@ impl State {
                     Ok(())
                 }
             }
-            Action::Fork(t) => m.fork_task(t, live).map(|_| ()).ok_or_else(|| format!("task {t} cannot fork")),
+            Action::Fork(t) => m.fork_task(t, live, oracle).map(|_| ()).ok_or_else(|| format!("task {t} cannot fork")),
             Action::Kill(t) => m.kill_task(t).then_some(()).ok_or_else(|| format!("task {t} cannot be killed")),
             Action::CpuOffline(c) => {
                 m.cpu_offline(c, live, oracle).then_some(()).ok_or_else(|| format!("cpu {c} cannot go offline"))
@@ -300,16 +306,7 @@ impl State {
                 m.cpu_online(c, live, oracle).then_some(()).ok_or_else(|| format!("cpu {c} cannot come online"))
             }
         };
-        self.outcomes.push(ActionOutcome { at_ns: now, action: format!("{:?}", step.action), error: result.err() });
-        match sc.script.get(self.step) {
-            None => self.script_done = true,
-            Some(next) => match next.wait {
-                Wait::For(ns) => m.queue.push(m.now + ns, Event::Script),
-                Wait::Settled(ns) => {
-                    self.waiting_settle = true;
-                    self.settle_delay = ns;
-                }
-            },
-        }
+        self.outcomes.push(ActionOutcome { at_ns: now, action: format!("{action:?}"), error: result.clone().err() });
+        result
     }
 }

@@ -7,8 +7,14 @@
 
 mod driver;
 mod result;
+mod sim;
 
-pub use result::{ActionOutcome, HeapReport, ProgressInfo, RunOptions, RunResult, StragglerRecord, TransitionRecord};
+pub use sim::Sim;
+
+pub use result::{
+    ActionOutcome, Costs, HeapReport, Latency, ProgressInfo, RunOptions, RunResult, StallKind, StragglerRecord,
+    TaskClass, TransitionRecord,
+};
 
 use crate::machine::code::Op;
 use crate::machine::event::Event;
@@ -17,12 +23,10 @@ use crate::machine::{Machine, SwitchPoint};
 use crate::oracle::{Oracle, PatchModel, PatchedFunc};
 use crate::scenario::{Scenario, Wait};
 use driver::State;
-use livepatch_core::backend::Scheduler;
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::patch::{CallbackContext, CallbackError, State as SysState, StateId};
 use livepatch_core::patched_set::IndexEntry;
 use livepatch_core::shadow::ShadowId;
-use livepatch_core::sweep::Straggler;
 use livepatch_core::{Engine, Func, Live, Object, ObjectCallbacks, Patch, PatchId, Policy};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +35,7 @@ use std::time::Instant;
 
 /// The name the simulator prints for a policy.
 pub fn policy_name(p: &Policy) -> String {
-    for (name, preset) in crate::MODELS {
+    for (name, preset) in crate::MODELS.iter().chain(crate::ABLATION) {
         if p == preset {
             return (*name).to_string();
         }
@@ -122,6 +126,30 @@ pub fn run_with(
     policy: Policy,
     opts: RunOptions,
     progress: &mut dyn FnMut(&ProgressInfo),
+) -> RunResult {
+    run_stepped(scenario, policy, opts, progress, |_| {})
+}
+
+/// Runs `scenario` under `policy`, first handing the run to `drive`, which may step it
+/// ([`Sim::step`], [`Sim::run_until`]), wake tasks and inject operations; whatever `drive`
+/// leaves is then run to the end as usual.
+///
+/// ```
+/// use livepatch_mock::run::{run_stepped, RunOptions};
+/// use livepatch_mock::scenario::{self, Action};
+/// let sc = scenario::find("basic").unwrap().build_with(None, None, Some(7)).unwrap();
+/// let r = run_stepped(&sc, livepatch_core::Policy::IMPROVED, RunOptions::default(), &mut |_| {}, |sim| {
+///     sim.run_until(1_000_000);
+///     assert!(sim.inject(Action::Nop).is_ok());
+/// });
+/// assert_eq!(r.violations, 0);
+/// ```
+pub fn run_stepped(
+    scenario: &Scenario,
+    policy: Policy,
+    opts: RunOptions,
+    progress: &mut dyn FnMut(&ProgressInfo),
+    drive: impl FnOnce(&mut Sim<'_, '_>),
 ) -> RunResult {
     let wall = Instant::now();
     let sc = scenario;
@@ -243,77 +271,31 @@ pub fn run_with(
         st.script_done = true;
     }
 
-    let mut events = 0u64;
-    let mut timed_out = false;
-    let mut reclaim_armed = false;
-    while let Some((time, ev)) = m.queue.pop() {
-        if time > sc.limit_ns {
-            timed_out = true;
-            m.now = sc.limit_ns;
-            break;
-        }
-        if st.end_at.is_some_and(|e| time > e) {
-            m.now = time.min(st.end_at.unwrap_or(time));
-            break;
-        }
-        events += 1;
-        if opts.max_events > 0 && events > opts.max_events {
-            break;
-        }
-        oracle.set_event_index(events);
-        clock.store(m.now.max(time), Ordering::Relaxed);
-        match ev {
-            Event::Reclaim => {
-                // Freed shadow variables become reusable after a grace period of the machine
-                // (the engine scheduler's synchronize, as for released code).
-                reclaim_armed = false;
-                m.now = m.now.max(time);
-                let h = &heap;
-                let (_, rep) = m.engine_call(&mut oracle, |b| {
-                    h.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reclaim(|| b.scheduler.synchronize())
-                });
-                st.after_call(&mut m, &rep);
-            }
-            Event::Retry { gen } => {
-                if gen == st.retry_gen && engine.transition().is_some() {
-                    m.now = m.now.max(time);
-                    let mut stragglers: Vec<Straggler> = Vec::new();
-                    let (r, rep) = m.engine_call(&mut oracle, |b| engine.try_complete(b, |s| stragglers.push(*s)));
-                    st.after_call(&mut m, &rep);
-                    if let Ok(progress) = r {
-                        st.note_pass(&m, &progress, &stragglers);
-                    }
-                    st.after_engine(&mut m, &mut oracle, &engine, &patches, rep.end_ns, opts.timeline);
-                }
-            }
-            Event::Script => {
-                m.now = time;
-                st.run_step(sc, &mut m, &mut oracle, &mut engine, &patches, &live, opts.timeline);
-            }
-            Event::Sample => {
-                m.now = m.now.max(time);
-                st.sample(&mut m, &oracle, opts.timeline);
-            }
-            other => m.handle(time, other, &live, &mut oracle),
-        }
-        if oracle.stopped() {
-            break;
-        }
-        if uses_heap && !reclaim_armed && m.heap_mut().shadows_retired() > 0 {
-            reclaim_armed = true;
-            m.queue.push(m.now, Event::Reclaim);
-        }
-        if st.waiting_settle && engine.transition().is_none() {
-            st.waiting_settle = false;
-            m.queue.push(m.now + st.settle_delay, Event::Script);
-        }
-        if st.script_done && engine.transition().is_none() && st.end_at.is_none() {
-            st.end_at = Some(m.now + sc.settle_ns);
-        }
-        if events & 0xffff == 0 {
-            progress(&ProgressInfo { sim_ns: m.now, limit_ns: sc.limit_ns, events });
+    let mut sim = Sim {
+        sc,
+        m: &mut m,
+        oracle: &mut oracle,
+        engine: &mut engine,
+        patches: &patches,
+        live: &live,
+        st: &mut st,
+        heap: &heap,
+        clock: &clock,
+        timeline: opts.timeline,
+        max_events: opts.max_events,
+        uses_heap,
+        reclaim_armed: false,
+        events: 0,
+        timed_out: false,
+        done: false,
+    };
+    drive(&mut sim);
+    while sim.step() {
+        if sim.events & 0xffff == 0 {
+            progress(&ProgressInfo { sim_ns: sim.m.now, limit_ns: sc.limit_ns, events: sim.events });
         }
     }
+    let (events, timed_out) = (sim.events, sim.timed_out);
     progress(&ProgressInfo { sim_ns: m.now, limit_ns: sc.limit_ns, events });
 
     // A transition still in progress at the end did not converge.
@@ -350,6 +332,7 @@ pub fn run_with(
         }
     };
     drop(engine);
+    let costs = costs_of(&m, &st.transitions, &stats);
     RunResult {
         scenario: sc.name.clone(),
         model: policy_name(&policy),
@@ -371,6 +354,7 @@ pub fn run_with(
         max_pause_ns: m.max_pause_ns,
         switches,
         machine: stats,
+        costs,
         transitions: st.transitions,
         outcomes: st.outcomes,
         callbacks,
@@ -378,5 +362,36 @@ pub fn run_with(
         timeline: st.timeline,
         events,
         wall_ns: wall.elapsed().as_nanos() as u64,
+    }
+}
+
+/// What the transitions cost the machine (see [`Costs`]).
+fn costs_of(m: &Machine, transitions: &[TransitionRecord], stats: &crate::machine::MachineStats) -> Costs {
+    let live = m.tasks().len().max(1) as f64;
+    let kicks: u64 = m.kicks_to().iter().map(|&k| u64::from(k)).sum();
+    let kicked = m.kicks_to().iter().filter(|&&k| k > 0).count() as u32;
+    let windows: Vec<(u64, u64)> = transitions.iter().map(|t| (t.start_ns, t.end_ns.unwrap_or(u64::MAX))).collect();
+    let mut added = Vec::new();
+    for &(start, end, add) in m.syscall_times() {
+        if windows.iter().any(|&(a, b)| start < b && end > a) {
+            added.push(add);
+        }
+    }
+    Costs {
+        transition_cpu_ns: stats.engine_cpu_ns + stats.ipi_cpu_ns + stats.self_walk_ns + stats.signal_cpu_ns,
+        engine_cpu_ns: stats.engine_cpu_ns,
+        ipi_cpu_ns: stats.ipi_cpu_ns,
+        self_walk_ns: stats.self_walk_ns,
+        signal_cpu_ns: stats.signal_cpu_ns,
+        ipis_per_task: stats.ipis as f64 / live,
+        kicks_per_task: kicks as f64 / live,
+        kicked_tasks: kicked,
+        kicks_per_kicked: if kicked > 0 { kicks as f64 / f64::from(kicked) } else { 0.0 },
+        max_kicks: m.kicks_to().iter().copied().max().unwrap_or(0),
+        interrupted_syscalls: stats.interrupted_syscalls,
+        added: Latency::of(&mut added),
+        frozen_tasks: m.freeze_pauses().len() as u64,
+        freeze_pause: Latency::of(&mut m.freeze_pauses()),
+        stop_pause_ns: m.max_pause_ns,
     }
 }

@@ -3,22 +3,113 @@
 use crate::machine::heap::{Allocation, HeapStats};
 use crate::machine::MachineStats;
 use crate::oracle::{OracleStats, Violation};
+use livepatch_core::backend::{ErrorKind, TaskKind};
+use livepatch_core::sweep::StallReason;
+use livepatch_core::CodeAddr;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
-/// One straggler of a pass, named.
+/// What kind of task a straggler is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum TaskClass {
+    /// A user task.
+    User,
+    /// A kernel thread.
+    Kthread,
+    /// The idle task of this CPU.
+    Idle(u32),
+}
+
+impl From<TaskKind> for TaskClass {
+    fn from(k: TaskKind) -> Self {
+        match k {
+            TaskKind::User => TaskClass::User,
+            TaskKind::Kthread => TaskClass::Kthread,
+            TaskKind::Idle(cpu) => TaskClass::Idle(cpu.0),
+        }
+    }
+}
+
+/// Why a straggler had not switched (the core's [`StallReason`], with the blocking function
+/// named).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum StallKind {
+    /// Running on a CPU.
+    Running,
+    /// Its stack could not be walked reliably.
+    Unreliable,
+    /// Interrupted inside a redirect handler.
+    InRedirect,
+    /// Deeper than the walk limit.
+    TooDeep,
+    /// Code being switched away from is on its stack.
+    OnStack {
+        /// The original function's name.
+        function: String,
+        /// Whether the frame is in a variant (not the original).
+        in_variant: bool,
+        /// Its depth (0 = innermost).
+        frame: u32,
+        /// The return address found there.
+        addr: u64,
+    },
+    /// Waiting for a switch point (no stack checks in this model).
+    AwaitingSwitchPoint,
+    /// It changed while checked.
+    Raced,
+}
+
+impl StallKind {
+    /// From the core's reason; `name` names a function by its entry.
+    pub fn of(reason: &StallReason, name: impl Fn(CodeAddr) -> Option<String>) -> Self {
+        match *reason {
+            StallReason::Running => StallKind::Running,
+            StallReason::Unreliable(ErrorKind::InRedirect) => StallKind::InRedirect,
+            StallReason::Unreliable(_) => StallKind::Unreliable,
+            StallReason::TooDeep => StallKind::TooDeep,
+            StallReason::OnStack { function, variant, frame, addr, .. } => StallKind::OnStack {
+                function: name(function.start()).unwrap_or_else(|| function.start().to_string()),
+                in_variant: variant.is_some(),
+                frame,
+                addr: addr.get() as u64,
+            },
+            StallReason::AwaitingSwitchPoint => StallKind::AwaitingSwitchPoint,
+            StallReason::Raced => StallKind::Raced,
+        }
+    }
+
+    /// The short name the summaries use (`on-stack in F`, `running`, …).
+    pub fn key(&self) -> String {
+        match self {
+            StallKind::Running => "running".into(),
+            StallKind::Unreliable => "unreliable".into(),
+            StallKind::InRedirect => "in-redirect".into(),
+            StallKind::TooDeep => "too-deep".into(),
+            StallKind::OnStack { function, .. } => format!("on-stack in {function}"),
+            StallKind::AwaitingSwitchPoint => "awaiting-switch-point".into(),
+            StallKind::Raced => "raced".into(),
+        }
+    }
+}
+
+impl fmt::Display for StallKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// One straggler of a pass.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StragglerRecord {
-    /// Task id.
+    /// Its task id.
     pub task: u32,
-    /// Kind (`User`, `Kthread`, `Idle(n)`).
-    pub kind: String,
+    /// Its kind.
+    pub kind: TaskClass,
     /// Whether it was exiting.
     pub exiting: bool,
     /// Why it had not switched.
-    pub reason: String,
-    /// The blocking function, for old code on the stack.
-    pub function: Option<String>,
+    pub reason: StallKind,
 }
 
 /// One transition, from its start to its end.
@@ -106,6 +197,8 @@ pub struct RunResult {
     pub switches: BTreeMap<String, u64>,
     /// Machine counters.
     pub machine: MachineStats,
+    /// What the transitions cost the machine.
+    pub costs: Costs,
     /// The transitions.
     pub transitions: Vec<TransitionRecord>,
     /// The script's outcomes.
@@ -122,7 +215,81 @@ pub struct RunResult {
     pub wall_ns: u64,
 }
 
+/// What the transitions cost, per model: no model gets free work.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Costs {
+    /// CPU time the transitions used: the engine's kworker, the per-CPU pass's IPIs, the
+    /// tasks' own stack walks, taking signals and wake-ups.
+    pub transition_cpu_ns: u64,
+    /// Of which the engine's kworker.
+    pub engine_cpu_ns: u64,
+    /// Of which IPIs and walks on interrupted CPUs.
+    pub ipi_cpu_ns: u64,
+    /// Of which the tasks' walks of their own stacks.
+    pub self_walk_ns: u64,
+    /// Of which taking fake signals and wake-ups.
+    pub signal_cpu_ns: u64,
+    /// Per-CPU-pass IPIs per task.
+    pub ipis_per_task: f64,
+    /// Kicks (fake signals, wake-ups) per task.
+    pub kicks_per_task: f64,
+    /// Tasks kicked at least once.
+    pub kicked_tasks: u32,
+    /// Kicks per kicked task, and the most any one task got.
+    pub kicks_per_kicked: f64,
+    /// The most kicks one task got.
+    pub max_kicks: u32,
+    /// Syscalls a fake signal interrupted.
+    pub interrupted_syscalls: u64,
+    /// Tasks the freezer model froze.
+    pub frozen_tasks: u64,
+    /// How long each frozen task stayed frozen (the pause it saw).
+    pub freeze_pause: Latency,
+    /// The longest stop-the-world pause (every task sees it).
+    pub stop_pause_ns: u64,
+    /// Latency the transitions added to the syscalls that overlapped one: the CPU time taken
+    /// from under the task while it was in the syscall (IPIs, signals, the engine's work on
+    /// its CPU, its own stack walks, stop-the-world pauses).
+    pub added: Latency,
+}
+
+/// A latency distribution's summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Median (ns).
+    pub p50_ns: u64,
+    /// 99th percentile (ns).
+    pub p99_ns: u64,
+    /// Maximum (ns).
+    pub max_ns: u64,
+}
+
+impl Latency {
+    /// The summary of `samples` (sorted in place).
+    pub fn of(samples: &mut [u64]) -> Self {
+        samples.sort_unstable();
+        let n = samples.len();
+        if n == 0 {
+            return Self::default();
+        }
+        let at = |q: f64| samples[((n as f64 * q) as usize).min(n - 1)];
+        Self { count: n as u64, p50_ns: at(0.5), p99_ns: at(0.99), max_ns: samples[n - 1] }
+    }
+}
+
 impl RunResult {
+    /// A digest of everything the run computed — its JSON form with the wall-clock time left
+    /// out (FNV-1a, 64 bits): two runs of the same scenario, policy and seed have the same
+    /// digest, so results can be compared without comparing floats or timings.
+    pub fn digest(&self) -> u64 {
+        let mut r = self.clone();
+        r.wall_ns = 0;
+        let json = serde_json::to_vec(&r).unwrap_or_default();
+        json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    }
+
     /// Simulated events per wall-clock second.
     pub fn events_per_sec(&self) -> f64 {
         self.events as f64 / (self.wall_ns.max(1) as f64 / 1e9)

@@ -50,16 +50,7 @@ pub struct Kernel {
 /// time an exiting task spends in `do_exit`.
 pub fn kernel(b: &mut CodeBuilder, poll: (u64, u64), exit_sleep: (u64, u64)) -> Kernel {
     let schedule = b.func("schedule", vec![Op::Block]);
-    let do_exit = b.func(
-        "do_exit",
-        vec![
-            Op::Work(5 * US, 20 * US),
-            Op::Unhash,
-            Op::Sleep(SleepKind::Uninterruptible, SleepFor::Between(exit_sleep.0, exit_sleep.1)),
-            Op::Work(2 * US, 5 * US),
-            Op::Die,
-        ],
-    );
+    let do_exit = b.func("do_exit", exit_body(exit_sleep));
     let sys_getpid = b.func("sys_getpid", vec![Op::Work(200, 600)]);
     let pipe_read = b.func(
         "pipe_read",
@@ -109,6 +100,21 @@ pub fn kernel(b: &mut CodeBuilder, poll: (u64, u64), exit_sleep: (u64, u64)) -> 
         worker_thread,
         process_one_work,
     }
+}
+
+/// `do_exit()` as the kernel has it: the task stays on the task list (`for_each_process_thread`
+/// visits it) through almost all of it — tearing down its mm and files, where it may sleep
+/// (`sleep` ns) — and through `exit_notify`; it leaves the list at `__unhash_process`, then
+/// runs a short tail that does not sleep but can be preempted, until `do_task_dead`.
+pub fn exit_body(sleep: (u64, u64)) -> Vec<Op> {
+    vec![
+        Op::Work(5 * US, 20 * US),
+        Op::Sleep(SleepKind::Uninterruptible, SleepFor::Between(sleep.0, sleep.1)),
+        Op::Work(2 * US, 5 * US),
+        Op::Unhash,
+        Op::Work(US, 10 * US),
+        Op::Die,
+    ]
 }
 
 /// A machine configuration with `cpus` CPUs and `seed`.

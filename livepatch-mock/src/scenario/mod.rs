@@ -1,6 +1,7 @@
 //! Scenarios: a machine (code, CPUs, tasks, faults), patches, and a script of operations,
 //! plus the registry `livepatch-sim --list` shows.
 
+pub mod adversarial;
 pub mod build;
 pub mod data;
 pub mod parity;
@@ -148,6 +149,7 @@ pub fn all() -> Vec<ScenarioDef> {
     v.extend(parity::ALL);
     v.extend(thread2014::ALL);
     v.extend(data::ALL);
+    v.extend(adversarial::ALL);
     v
 }
 

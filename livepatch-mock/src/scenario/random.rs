@@ -96,7 +96,8 @@ pub fn build(m: &RandomMachine, steps: &[RandomStep]) -> Result<Scenario, CodeEr
     let h0 = b.helper("h0", 0, vec![Op::Work(100, 300)]);
     let f1_0 = b.variant(f1, 0, vec![Op::Call(h0), Op::Call(f2), Op::Call(f3)]);
     let f3_0 = b.variant(f3, 0, vec![Op::Call(f5), Op::Work(US, 3 * US)]);
-    // p1: f2 reorders its callees, f4 sleeps differently.
+    // p1: f2 reorders its callees, f4 sleeps differently, and do_exit (the exit path).
+    let exit_1 = b.variant(k.do_exit, 1, exit_body((MS, 5 * MS)));
     let f2_1 = b.variant(f2, 1, vec![Op::Call(f5), Op::Call(f4)]);
     let f4_1 = b.variant(
         f4,
@@ -147,7 +148,7 @@ pub fn build(m: &RandomMachine, steps: &[RandomStep]) -> Result<Scenario, CodeEr
         PatchSpec {
             name: "r1".into(),
             replace: false,
-            objects: vec![vmlinux(vec![(f2, f2_1), (f4, f4_1)])],
+            objects: vec![vmlinux(vec![(f2, f2_1), (f4, f4_1), (k.do_exit, exit_1)])],
             ..Default::default()
         },
         PatchSpec {

@@ -65,7 +65,8 @@ fn cpu_bound(p: &Params) -> Result<Scenario, CodeError> {
     let mut b = CodeBuilder::new();
     let k = kernel(&mut b, (10 * MS, 100 * MS), (MS, 2 * MS));
     let step = b.func("crunch_step", vec![Op::Work(100 * US, 300 * US)]);
-    let main = b.func("crunch_main", vec![Op::SafePoint, Op::Call(step), Op::Loop]);
+    // Some code of its own between the calls: where an interrupt finds it outside the patch.
+    let main = b.func("crunch_main", vec![Op::SafePoint, Op::Work(20 * US, 50 * US), Op::Call(step), Op::Loop]);
     let v = b.variant(step, 0, vec![Op::Work(100 * US, 300 * US)]);
     let mut sc = base("cpu-bound-kthread", ALL[0].about, p, b.build()?);
     let last = p.cpus.saturating_sub(1);

@@ -21,7 +21,8 @@ pub const DEFAULT: ScenarioDef = ScenarioDef {
 pub const EXIT_PATH: ScenarioDef = ScenarioDef {
     name: "exit-path",
     group: "default",
-    about: "atomic replace of a do_exit() patch while tasks linger in the exit path (Linux skips exiting tasks)",
+    about:
+        "atomic replace of a do_exit() patch while tasks exit (Linux skips the unhashed, preemptible tail of do_exit)",
     defaults: Params { tasks: 64, cpus: 4, seed: 1 },
     build: exit_path,
 };
@@ -147,30 +148,22 @@ fn faults(p: &Params) -> Result<Scenario, CodeError> {
         extra_depth: 100,
         silently_truncate_at: None,
     };
-    // The first long poller is stubborn (its kicks are lost in the middleware); the second
-    // ignores signals itself, like pid 1 in a container (the engine does not kick it).
+    // The first two long pollers are stubborn: their kicks are lost in the middleware (a fake
+    // signal cannot be ignored or blocked by the task itself, so a lost kick is the backend's).
     let poller = (p.tasks.max(10) * 55 / 100).max(1);
-    let stubborn = TaskId(first + poller as u32);
-    if let Some(t) = sc.tasks.get_mut(poller + 1) {
-        t.flags |= TaskFlags::IGNORES_SIGNALS;
-    }
-    sc.machine.signal_faults = SignalFaults { drop_one_in: 3, delay_ns: 5 * MS, stubborn: vec![stubborn] };
+    let stubborn = vec![TaskId(first + poller as u32), TaskId(first + poller as u32 + 1)];
+    sc.machine.signal_faults = SignalFaults { drop_one_in: 3, delay_ns: 5 * MS, stubborn };
     Ok(sc)
 }
 
 fn exit_path(p: &Params) -> Result<Scenario, CodeError> {
     let mut b = CodeBuilder::new();
-    // Exiting tasks linger in the exit path longer than Linux's 1 s retry.
+    // Exiting tasks stay in do_exit (still on the task list) longer than Linux's 1 s retry;
+    // after __unhash_process only a short, preemptible tail is left.
     let k = kernel(&mut b, (100 * MS, S), (1500 * MS, 4 * S));
-    let exit_body = vec![
-        Op::Work(5 * US, 20 * US),
-        Op::Unhash,
-        Op::Sleep(SleepKind::Uninterruptible, SleepFor::Between(1500 * MS, 4 * S)),
-        Op::Work(2 * US, 5 * US),
-        Op::Die,
-    ];
-    let v0 = b.variant(k.do_exit, 0, exit_body.clone());
-    let v1 = b.variant(k.do_exit, 1, exit_body);
+    let exit = exit_body((1500 * MS, 4 * S));
+    let v0 = b.variant(k.do_exit, 0, exit.clone());
+    let v1 = b.variant(k.do_exit, 1, exit);
     let code = b.build()?;
     let n = p.tasks.max(4);
     let mut tasks = Vec::new();
@@ -178,7 +171,12 @@ fn exit_path(p: &Params) -> Result<Scenario, CodeError> {
         let child = user_exiting(&[k.sys_getpid, k.sys_write], (50 * US, 500 * US), 3, k.do_exit);
         tasks.push(shell(&[k.sys_clone, k.sys_read], (500 * US, 5 * MS), child));
     }
-    while tasks.len() < n {
+    // CPU hogs in user mode keep the run queues busy, so an exiting task can be preempted in
+    // the tail.
+    for _ in 0..p.cpus {
+        tasks.push(user(&[k.sys_getpid], (10 * MS, 50 * MS)));
+    }
+    while tasks.len() < n + p.cpus as usize {
         tasks.push(user(&[k.sys_read, k.sys_getpid], (100 * US, MS)));
     }
     let mut replace = patch("exit-fix-v2", &[(k.do_exit, v1)]);

@@ -1,6 +1,6 @@
 //! Completion attempts (sweep, per-CPU pass, stop-the-world) and `klp_complete_transition`.
 
-use super::{for_all_tasks, func_name, skip_exiting, unpatch_object, wants_kick, Engine, Progress};
+use super::{for_all_tasks, func_name, skip_exiting, unpatch_object, wants_freeze, wants_kick, Engine, Progress};
 use crate::backend::Error as _;
 use crate::backend::{Backend, Scheduler, Task, TaskCursor, TaskKind, Tracer};
 use crate::error::Error;
@@ -79,9 +79,25 @@ impl<'a> Engine<'a> {
                         // `wake_up_if_idle()` for each idle-task straggler (an idle CPU may
                         // otherwise never iterate its loop again).
                         let idle = matches!(task.kind(), TaskKind::Idle(_));
-                        let kicked = (kick_due && wants_kick(task, reason)) || idle;
-                        if kicked {
+                        let kicked = if idle {
                             sched.kick(task);
+                            true
+                        } else if policy.model == Model::Freezer {
+                            // The freezer: every pending user task and freezable kthread is
+                            // asked to freeze, running or not; unfreezable kthreads are retried.
+                            let freeze = kick_due && wants_freeze(task);
+                            if freeze {
+                                sched.freeze(task);
+                            }
+                            freeze
+                        } else {
+                            let kick = kick_due && wants_kick(task, reason);
+                            if kick {
+                                sched.kick(task);
+                            }
+                            kick
+                        };
+                        if kicked {
                             summary.kicked += 1;
                         }
                         let name = func_name(patches, reason);
@@ -267,6 +283,9 @@ impl<'a> Engine<'a> {
         b.scheduler().synchronize();
         for_all_tasks(b, self.batch(), |task| task.patch_state().reset(PatchState::Idle));
         self.live.set_target(PatchState::Idle);
+        if self.live.policy().model == Model::Freezer {
+            b.scheduler().thaw_all();
+        }
         for obj in patch.objects() {
             let ctx = self.context(patch, obj);
             match t.target {
