@@ -513,6 +513,34 @@ static int lp_observer(struct ftrace_ops *ops, ftrace_func_t fn, const char *sym
 }
 
 /*
+ * Gives @t a record from @pool (of *@have records) if it has none, with the word
+ * lp_rs_inherit(NULL, ...) gives. Returns 1 if it needed one and the pool was empty.
+ */
+static int lp_rec_adopt(struct task_struct *t, struct list_head *pool, u32 *have)
+{
+	struct lp_task_rec *r;
+	unsigned long flags;
+	int missing = 0;
+
+	raw_spin_lock_irqsave(&lp_table_lock, flags);
+	if (!lp_rec_find(t)) {
+		if (list_empty(pool)) {
+			missing = 1;
+		} else {
+			r = list_first_entry(pool, struct lp_task_rec, list);
+			list_del(&r->list);
+			(*have)--;
+			r->task = t;
+			r->kicks = 0;
+			lp_rs_inherit(NULL, &r->word);
+			lp_rec_insert(r);
+		}
+	}
+	raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+	return missing;
+}
+
+/*
  * Creates a record, with the word lp_rs_inherit(NULL, ...) gives, for every task on the task
  * list and each CPU's idle task that has none. Process context (allocates with GFP_KERNEL).
  */
@@ -520,7 +548,6 @@ int lp_shim_tasks_populate(void)
 {
 	struct task_struct *g, *t;
 	struct lp_task_rec *r, *tmp;
-	unsigned long flags;
 	LIST_HEAD(pool);
 	u32 want, have = 0;
 	int cpu, missing = 0, ret = 0;
@@ -543,39 +570,13 @@ int lp_shim_tasks_populate(void)
 		}
 		missing = 0;
 		rcu_read_lock();
-		for_each_process_thread(g, t) {
-			raw_spin_lock_irqsave(&lp_table_lock, flags);
-			if (!lp_rec_find(t)) {
-				if (list_empty(&pool)) {
-					missing++;
-				} else {
-					r = list_first_entry(&pool, struct lp_task_rec, list);
-					list_del(&r->list);
-					have--;
-					r->task = t;
-					r->kicks = 0;
-					lp_rs_inherit(NULL, &r->word);
-					lp_rec_insert(r);
-				}
-			}
-			raw_spin_unlock_irqrestore(&lp_table_lock, flags);
-		}
+		for_each_process_thread(g, t)
+			missing += lp_rec_adopt(t, &pool, &have);
 		rcu_read_unlock();
 		for_each_online_cpu(cpu) {
 			t = lp_shim_idle_task(cpu);
-			if (!t)
-				continue;
-			raw_spin_lock_irqsave(&lp_table_lock, flags);
-			if (!lp_rec_find(t) && !list_empty(&pool)) {
-				r = list_first_entry(&pool, struct lp_task_rec, list);
-				list_del(&r->list);
-				have--;
-				r->task = t;
-				r->kicks = 0;
-				lp_rs_inherit(NULL, &r->word);
-				lp_rec_insert(r);
-			}
-			raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+			if (t)
+				missing += lp_rec_adopt(t, &pool, &have);
 		}
 	} while (missing);
 out:
