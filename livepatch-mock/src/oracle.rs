@@ -740,8 +740,8 @@ mod tests {
     use livepatch_core::sync::Ordering;
     use livepatch_core::{CpuId, TaskId};
 
-    #[test]
-    fn a_word_changed_behind_the_oracles_back_is_caught() {
+    /// One function `f` with one variant `v`, and an oracle for a per-task run patching it.
+    fn one_function_patch() -> (CodeTable, FnId, FnId, Oracle) {
         let mut b = CodeBuilder::new();
         b.func("schedule", vec![Op::Block]);
         let f = b.func("f", vec![Op::Work(1, 2)]);
@@ -749,7 +749,13 @@ mod tests {
         let code = b.build().unwrap();
         let patch =
             PatchModel { replace: false, funcs: vec![PatchedFunc { object: ObjectId::VMLINUX, orig: f, variant: v }] };
-        let mut oracle = Oracle::new(1, Model::PerTask, code.len(), vec![patch], &[]);
+        let oracle = Oracle::new(1, Model::PerTask, code.len(), vec![patch], &[]);
+        (code, f, v, oracle)
+    }
+
+    #[test]
+    fn a_word_changed_behind_the_oracles_back_is_caught() {
+        let (code, f, v, mut oracle) = one_function_patch();
         let task = SimTask::new(TaskId(0), TaskKind::Kthread, TaskFlags::empty(), CpuId(0), Program::Idle);
         oracle.begin(0, PatchState::Patched);
         task.patch.reset(PatchState::Unpatched);
@@ -767,14 +773,7 @@ mod tests {
 
     #[test]
     fn a_return_into_code_of_the_other_universe_is_caught() {
-        let mut b = CodeBuilder::new();
-        b.func("schedule", vec![Op::Block]);
-        let f = b.func("f", vec![Op::Work(1, 2)]);
-        let v = b.variant(f, 0, vec![Op::Work(1, 2)]);
-        let code = b.build().unwrap();
-        let patch =
-            PatchModel { replace: false, funcs: vec![PatchedFunc { object: ObjectId::VMLINUX, orig: f, variant: v }] };
-        let mut oracle = Oracle::new(1, Model::PerTask, code.len(), vec![patch], &[]);
+        let (code, f, v, mut oracle) = one_function_patch();
         let mut task = SimTask::new(TaskId(0), TaskKind::Kthread, TaskFlags::empty(), CpuId(0), Program::Idle);
         oracle.begin(0, PatchState::Patched);
         task.stack.push(crate::machine::task::Frame { func: f, pc: 1, base: code.get(f).range.start().get() });

@@ -7,7 +7,7 @@ use crate::func_stack::FuncSlot;
 use crate::ids::{ObjectId, PatchId, SlotId};
 use crate::patch::{CallbackContext, FuncNode, Object, Patch, PatchAdapter};
 use crate::state::PatchState;
-use crate::sweep::{FuncName, PassSummary, StallReason};
+use crate::sweep::{FuncName, PassSummary, StallReason, Straggler};
 use crate::sync::Ordering;
 use core::fmt;
 use intrusive_collections::LinkedList;
@@ -267,6 +267,23 @@ fn func_name<'a>(patches: &LinkedList<PatchAdapter<'a>>, reason: StallReason) ->
     patches.iter().find_map(|p| {
         p.funcs().find(|(_, f)| f.old() == function).map(|(o, f)| FuncName { object: o.name(), function: f.name() })
     })
+}
+
+/// The straggler report for `task`, blocked for `reason`, with the blocking function's name.
+fn straggler<'a, T: Task>(
+    patches: &LinkedList<PatchAdapter<'a>>,
+    task: &T,
+    reason: StallReason,
+    kicked: bool,
+) -> Straggler<'a> {
+    Straggler {
+        task: task.id(),
+        kind: task.kind(),
+        flags: task.flags(),
+        reason,
+        kicked,
+        name: func_name(patches, reason),
+    }
 }
 
 fn skip_exiting<T: Task>(policy: &crate::model::Policy, task: &T) -> bool {

@@ -1,6 +1,6 @@
 //! Completion attempts (sweep, per-CPU pass, stop-the-world) and `klp_complete_transition`.
 
-use super::{for_all_tasks, func_name, skip_exiting, unpatch_object, wants_freeze, wants_kick, Engine, Progress};
+use super::{for_all_tasks, skip_exiting, straggler, unpatch_object, wants_freeze, wants_kick, Engine, Progress};
 use crate::backend::Error as _;
 use crate::backend::{Backend, Scheduler, Task, TaskCursor, TaskKind, Tracer};
 use crate::error::Error;
@@ -100,15 +100,7 @@ impl<'a> Engine<'a> {
                         if kicked {
                             summary.kicked += 1;
                         }
-                        let name = func_name(patches, reason);
-                        stalls(&Straggler {
-                            task: task.id(),
-                            kind: task.kind(),
-                            flags: task.flags(),
-                            reason,
-                            kicked,
-                            name,
-                        });
+                        stalls(&straggler(patches, task, reason, kicked));
                     }
                 }
             });
@@ -168,15 +160,7 @@ impl<'a> Engine<'a> {
                 };
                 clean = false;
                 summary.count(reason);
-                let name = func_name(patches, reason);
-                stalls(&Straggler {
-                    task: task.id(),
-                    kind: task.kind(),
-                    flags: task.flags(),
-                    reason,
-                    kicked: false,
-                    name,
-                });
+                stalls(&straggler(patches, task, reason, false));
             });
             if clean {
                 for_all_tasks(b, self.batch(), |task| {
