@@ -167,3 +167,29 @@ fn the_freezer_model_and_the_pause_it_costs() {
     assert!(f.costs.frozen_tasks > 0);
     assert!(f.transitions[0].straggler_reasons.contains_key("on-stack in schedule"), "{:?}", f.transitions[0]);
 }
+
+#[test]
+fn the_freezer_fails_fast_where_the_thread_said() {
+    // "fail (patch affects freezer/schedule path)": a frozen task sits in schedule() (the
+    // refrigerator calls it), so with schedule() patched every frozen task is still on the
+    // patched path when checked again. The freezer gives up at once, thaws everybody and
+    // reverses, instead of holding tasks frozen until the time limit.
+    let sched = run_all("schedule-path");
+    let f = by(&sched, "freezer");
+    assert_eq!(f.violations, 0, "{:?}", f.violation);
+    let t = &f.transitions[0];
+    assert_eq!(t.outcome, "gave-up", "{t:?}");
+    assert!(t.reversed, "{t:?}");
+    assert!(t.end_ns.is_some(), "the reversal completes: {t:?}");
+    assert!(t.passes <= 5, "failed only after {} passes", t.passes);
+    assert!(f.costs.freeze_pause.max_ns < 10_000_000, "{:?}", f.costs.freeze_pause);
+    // "retry and/or fail (kthread is either CPU-bound or is using patched func)": retried,
+    // with a bound.
+    let cpu_bound = run_all("cpu-bound-kthread");
+    let f = by(&cpu_bound, "freezer");
+    assert_eq!(f.violations, 0, "{:?}", f.violation);
+    let t = &f.transitions[0];
+    assert_eq!(t.outcome, "gave-up", "{t:?}");
+    assert!(t.end_ns.is_some(), "the reversal completes: {t:?}");
+    assert!(t.passes <= Policy::FREEZER.stop_attempts + 5, "{} passes", t.passes);
+}
