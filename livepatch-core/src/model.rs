@@ -11,6 +11,8 @@
 //!   transition completes only when sweeps have seen every task free of old frames.
 //! * [`Model::StopTheWorld`] — kpatch.ko / Ksplice: stop every CPU, check every stack, switch
 //!   all tasks at once or retry a bounded number of times.
+//! * [`Model::Freezer`] — the 2014 thread's LEAVE_PATCHED_SET + SWITCH_THREAD through the
+//!   freezer; fails (reverses the transition) where the thread said it would.
 
 use bitflags::bitflags;
 
@@ -30,7 +32,11 @@ pub enum Model {
     /// ([`Scheduler::freeze`](crate::backend::Scheduler::freeze): user tasks at signal
     /// delivery, freezable kthreads at their `try_to_freeze` points) and check them again
     /// once frozen; unfreezable kthreads are retried. Frozen tasks are thawed when the
-    /// transition ends.
+    /// transition ends. Fail-fast, as the thread put it: a frozen task that still holds code
+    /// being switched away from means the patch touches the freezer/schedule path, and the
+    /// transition is given up at once; otherwise it is given up after
+    /// [`Policy::stop_attempts`] passes. Giving up thaws every task and reverses the
+    /// transition (on the way back stragglers are kicked, not frozen).
     Freezer,
 }
 
@@ -89,7 +95,9 @@ pub struct Policy {
     pub batch: usize,
     /// Stack walk depth limit (the kernel's 100-entry buffer).
     pub max_depth: usize,
-    /// Stop-the-world attempts before giving up.
+    /// Attempts before giving up: stop-the-world's stops, and the freezer model's passes
+    /// (it gives up earlier, at once, when a frozen task still holds code being switched
+    /// away from).
     pub stop_attempts: u32,
 }
 
@@ -166,7 +174,10 @@ impl Policy {
     };
 
     /// The freezer model: a pass per millisecond; from the second pass on, every pending user
-    /// task and freezable kthread is asked to freeze.
+    /// task and freezable kthread is asked to freeze. It fails (reverses) when a frozen task
+    /// still holds code being switched away from (the patch touches the freezer/schedule
+    /// path), and after 10 000 passes (ten seconds) otherwise (an unfreezable kthread that
+    /// is CPU-bound or sleeps in a patched function).
     pub const FREEZER: Policy = Policy {
         model: Model::Freezer,
         switch_points: SwitchPoints::SWEEP.union(SwitchPoints::IDLE),
@@ -176,7 +187,7 @@ impl Policy {
         retry_delay_ns: 1_000_000,
         batch: 64,
         max_depth: 100,
-        stop_attempts: 0,
+        stop_attempts: 10_000,
     };
 
     /// Whether `point` is enabled; the model decides which points it can use at all.

@@ -410,7 +410,7 @@ impl Scheduler for MockScheduler<'_> {
     }
 
     fn freeze(&self, task: &SimTask) {
-        if task.freeze_pending || task.frozen_since.is_some() {
+        if task.freeze_pending || task.freezing || task.frozen_since.is_some() {
             return;
         }
         // The freezer's request: a fake signal or a wake-up, sent like a kick.

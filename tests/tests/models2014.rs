@@ -53,6 +53,11 @@ fn kthread_sleeping_in_the_patched_function() {
     // sleeps again inside the patched function — under every model.
     for r in &rs {
         assert!(!r.converged, "{}", r.model);
+        if r.model == "freezer" {
+            // An unfreezable kthread using the patched function: retried, then given up.
+            assert_eq!(r.transitions[0].outcome, "gave-up", "{:?}", r.transitions[0]);
+            continue;
+        }
         let last = r.transitions[0].straggler_reasons.keys().next().cloned().unwrap_or_default();
         assert!(last == "on-stack in watchdog_wait" || last == "awaiting-switch-point", "{}: {last}", r.model);
     }

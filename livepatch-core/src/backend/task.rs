@@ -26,6 +26,9 @@ bitflags! {
         const SELF_CHECKS = 1 << 2;
         /// The task can be frozen by the freezer.
         const FREEZABLE = 1 << 3;
+        /// The task is frozen (in the refrigerator, which calls `schedule()`): the freezer
+        /// model asked it to freeze and it stopped.
+        const FROZEN = 1 << 4;
     }
 }
 

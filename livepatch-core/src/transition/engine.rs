@@ -24,8 +24,11 @@ pub enum Progress {
     Complete(PassSummary),
     /// Some tasks have not switched; a retry was scheduled.
     Pending(PassSummary),
-    /// Stop-the-world only: every attempt failed, so the transition was cancelled and every
-    /// task stays where it started.
+    /// The attempt gave up. Stop-the-world: every attempt failed, so the transition was
+    /// cancelled and every task stays where it started (no transition is left). The freezer
+    /// model: a frozen task was still on the patched path, or the attempts ran out; every
+    /// task was thawed and the transition *reversed* — it is still in progress, towards the
+    /// start universe, and completes through further attempts.
     GaveUp(PassSummary),
 }
 
@@ -39,7 +42,7 @@ impl Progress {
 
     /// Whether every task reached the target and the transition completed. `false` for
     /// [`Pending`](Progress::Pending) and for [`GaveUp`](Progress::GaveUp) (stop-the-world
-    /// cancelled the transition: every task stays where it started).
+    /// cancelled the transition: every task stays where it started; the freezer reversed it).
     pub fn is_complete(&self) -> bool {
         matches!(self, Progress::Complete(_))
     }
@@ -72,6 +75,9 @@ struct Transition<'a> {
     passes: u32,
     started_ns: u64,
     reversed: bool,
+    /// The freezer model found a frozen task still on the patched path: freezing cannot help
+    /// this transition any more (its stragglers are kicked instead).
+    freeze_blocked: bool,
 }
 
 /// The transition engine: the single writer. See the [module documentation](super).

@@ -19,9 +19,13 @@ impl Machine {
             return;
         };
         let ti = t as usize;
-        if self.tasks[ti].freeze_pending && self.tasks[ti].in_user {
-            // The freezer's signal is delivered on the way back to user mode: frozen there.
-            self.freeze_now(cpu, ti, live, oracle);
+        if self.tasks[ti].freeze_pending && self.tasks[ti].in_user && self.tasks[ti].handler.is_none() {
+            // The freezer's signal is delivered on the way back to user mode (get_signal ->
+            // try_to_freeze): the task enters the refrigerator from the kernel side.
+            self.tasks[ti].in_user = false;
+            self.tasks[ti].work_left = 0;
+            self.enter_refrigerator(cpu, ti, live, oracle);
+            self.run_ops(cpu, ti, live, oracle);
             return;
         }
         let task = &mut self.tasks[ti];
@@ -173,8 +177,7 @@ impl Machine {
                 Op::SafePoint if self.tasks[t].freeze_pending => {
                     // try_to_freeze(): a freezable kthread's loop top.
                     advance(self);
-                    self.freeze_now(cpu, t, live, oracle);
-                    return;
+                    self.enter_refrigerator(cpu, t, live, oracle);
                 }
                 Op::SafePoint => {
                     advance(self);
@@ -235,7 +238,7 @@ impl Machine {
         let Some(task) = self.tasks.get_mut(t as usize) else {
             return;
         };
-        if task.is_dead() || task.frozen_since.is_some() {
+        if task.is_dead() || task.freezing || task.frozen_since.is_some() {
             return;
         }
         task.freeze_pending = true;
@@ -264,14 +267,17 @@ impl Machine {
         }
     }
 
-    /// Task `t`, on `cpu`, enters the refrigerator.
-    pub(super) fn freeze_now(&mut self, cpu: usize, t: usize, live: &Live<'_>, oracle: &mut Oracle) {
+    /// Task `t`, on `cpu`, enters the refrigerator: `__refrigerator()` sleeps in
+    /// `schedule()` (called through its hook, like any call) until thawed — so a frozen task
+    /// always has `schedule()` on its stack, which is why a patch of the schedule path makes
+    /// the freezer model fail.
+    pub(super) fn enter_refrigerator(&mut self, cpu: usize, t: usize, live: &Live<'_>, oracle: &mut Oracle) {
         let task = &mut self.tasks[t];
         task.freeze_pending = false;
-        task.frozen_since = Some(self.now);
-        task.run = RunState::Sleeping(SleepKind::Uninterruptible);
-        task.sleep_gen = task.sleep_gen.wrapping_add(1);
-        self.switch_to_next(cpu, live, oracle);
+        task.freezing = true;
+        task.sleep_req = (SleepKind::Uninterruptible, SleepFor::Forever);
+        let s = self.code.schedule();
+        self.call(cpu, t, s, live, oracle);
     }
 
     /// The transition ended: every frozen task is thawed.
@@ -464,7 +470,10 @@ impl Machine {
     pub(super) fn block(&mut self, cpu: usize, t: usize, live: &Live<'_>, oracle: &mut Oracle) -> bool {
         let (kind, dur) = self.tasks[t].sleep_req;
         let task = &mut self.tasks[t];
-        if kind == SleepKind::Interruptible && task.sig_pending && task.kind == TaskKind::User {
+        if std::mem::take(&mut task.freezing) {
+            // TASK_FROZEN: no signal or timeout wakes it; only the thaw.
+            task.frozen_since = Some(self.now);
+        } else if kind == SleepKind::Interruptible && task.sig_pending && task.kind == TaskKind::User {
             task.unwind = true;
             return false;
         }

@@ -148,6 +148,8 @@ pub struct SimTask {
     pub(crate) rewait: bool,
     /// Asked to freeze (the freezer model), not frozen yet.
     pub(crate) freeze_pending: bool,
+    /// On its way into the refrigerator: its next block in `schedule()` freezes it.
+    pub(crate) freezing: bool,
     /// Frozen since then (the freezer model).
     pub(crate) frozen_since: Option<u64>,
     /// Frozen inside its interruptible wait (`wait_event_freezable`), not taken off a CPU.
@@ -187,6 +189,7 @@ impl SimTask {
             interrupted_syscalls: 0,
             rewait: false,
             freeze_pending: false,
+            freezing: false,
             frozen_since: None,
             frozen_in_sleep: false,
             syscall_start: 0,
@@ -233,7 +236,11 @@ impl Task for SimTask {
         self.kind
     }
     fn flags(&self) -> TaskFlags {
-        self.flags
+        if self.frozen_since.is_some() {
+            self.flags | TaskFlags::FROZEN
+        } else {
+            self.flags
+        }
     }
     fn cpu(&self) -> CpuId {
         self.cpu

@@ -9,6 +9,7 @@ use crate::oracle::Oracle;
 use crate::scenario::{Action, Scenario};
 use livepatch_core::backend::Scheduler;
 use livepatch_core::sweep::Straggler;
+use livepatch_core::transition::Progress;
 use livepatch_core::{Engine, Live, Patch, TaskId};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -124,6 +125,14 @@ impl Sim<'_, '_> {
                     st.after_call(m, &rep);
                     if let Ok(progress) = r {
                         st.note_pass(m, &progress, &stragglers);
+                        if matches!(progress, Progress::GaveUp(_)) && self.engine.transition().is_some() {
+                            // The freezer gave up and reversed (after the attempt's own
+                            // switches, which the machine already reported).
+                            oracle.reverse();
+                            if let Some(t) = &mut st.current {
+                                t.reversed = true;
+                            }
+                        }
                     }
                     st.after_engine(m, oracle, self.engine, self.patches, rep.end_ns, self.timeline);
                 }

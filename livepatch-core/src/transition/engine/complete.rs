@@ -2,7 +2,7 @@
 
 use super::{for_all_tasks, skip_exiting, straggler, unpatch_object, wants_freeze, wants_kick, Engine, Progress};
 use crate::backend::Error as _;
-use crate::backend::{Backend, Scheduler, Task, TaskCursor, TaskKind, Tracer};
+use crate::backend::{Backend, Scheduler, Task, TaskCursor, TaskFlags, TaskKind, Tracer};
 use crate::error::Error;
 use crate::ids::SlotId;
 use crate::model::{Model, SwitchPoints};
@@ -56,6 +56,10 @@ impl<'a> Engine<'a> {
 
         // Kick on every `n`-th unsuccessful pass, counting from the first retry.
         let kick_due = policy.signal_every.is_some_and(|n| n > 0 && t.passes > 1 && (t.passes - 1) % n == 0);
+        // The freezer freezes until a frozen task is found on the patched path; from then on
+        // its stragglers are kicked instead (a frozen task would sit in the same path).
+        let freezing = policy.model == Model::Freezer && !t.freeze_blocked;
+        let mut frozen_blocked = false;
         let mut cursor = TaskCursor::default();
         loop {
             let begin = sched.now_ns();
@@ -82,9 +86,14 @@ impl<'a> Engine<'a> {
                         let kicked = if idle {
                             sched.kick(task);
                             true
-                        } else if policy.model == Model::Freezer {
+                        } else if freezing {
                             // The freezer: every pending user task and freezable kthread is
                             // asked to freeze, running or not; unfreezable kthreads are retried.
+                            // A frozen task still blocked by a frame of code being switched
+                            // away from: the patch touches the freezer/schedule path.
+                            if task.flags().contains(TaskFlags::FROZEN) && matches!(reason, StallReason::OnStack { .. }) {
+                                frozen_blocked = true;
+                            }
                             let freeze = kick_due && wants_freeze(task);
                             if freeze {
                                 sched.freeze(task);
@@ -118,6 +127,21 @@ impl<'a> Engine<'a> {
         }
         if kick_due {
             self.emit(Event::Signaling(t.patch.name()));
+        }
+        if freezing && (frozen_blocked || (!t.reversed && t.passes >= policy.stop_attempts)) {
+            // "fail (patch affects freezer/schedule path)", or "retry and/or fail" for an
+            // unfreezable kthread, bounded: thaw everybody and take every task back. On the
+            // way back nothing is given up: frozen tasks are thawed, then kicked.
+            sched.thaw_all();
+            if !t.reversed {
+                self.reverse(b)?;
+            }
+            if let Some(tr) = &mut self.transition {
+                tr.freeze_blocked |= frozen_blocked;
+            }
+            if !t.reversed {
+                return Ok(Progress::GaveUp(summary));
+            }
         }
         if policy.force_after.is_some_and(|m| t.passes >= m) {
             let forced = self.force(b)?;

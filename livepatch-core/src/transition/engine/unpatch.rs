@@ -28,6 +28,7 @@ impl<'a> Engine<'a> {
             passes: 0,
             started_ns: b.scheduler().now_ns(),
             reversed: false,
+            freeze_blocked: false,
         });
         self.init_transition(patch, PatchState::Unpatched, b);
         for obj in patch.objects() {
