@@ -13,6 +13,10 @@ use livepatch_core::sync::Ordering;
 use livepatch_core::{CodeAddr, Live, Redirect, SlotId};
 use std::sync::Arc;
 
+/// From the return to user mode of an interrupted syscall to its restart: the `syscall`
+/// instruction again (ns).
+const RESTART_NS: (u64, u64) = (100, 300);
+
 impl Machine {
     pub(super) fn on_step(&mut self, cpu: usize, live: &Live<'_>, oracle: &mut Oracle) {
         let Some(t) = self.cpus[cpu].current else {
@@ -522,13 +526,19 @@ impl Machine {
             task.syscall_start = 0;
         }
         let task = &mut self.tasks[t];
-        task.unwind = false;
+        // Unwound by a fake signal (every signal of this machine is one): the kernel restarts
+        // the syscall as soon as it is back in user mode — no handler runs, no user work.
+        let interrupted = std::mem::take(&mut task.unwind);
+        if interrupted {
+            task.restart = task.syscall;
+        }
+        task.syscall = None;
         task.in_user = true;
         self.exit_to_user(t, live, oracle);
         let Program::User(p) = &self.tasks[t].program else {
             return;
         };
-        let (lo, hi) = p.user_ns;
+        let (lo, hi) = if self.tasks[t].restart.is_some() { RESTART_NS } else { p.user_ns };
         let ns = self.rng.range(lo, hi).max(1);
         self.tasks[t].work_left = ns;
         self.schedule_chunk(cpu, t);
@@ -541,6 +551,16 @@ impl Machine {
         let Program::User(p) = &task.program else {
             return;
         };
+        if let Some(sys) = task.restart.take() {
+            // restart_syscall(): the interrupted call again, not a new one of the program's.
+            task.syscall = Some(sys);
+            task.syscall_start = self.now.max(1);
+            task.added_ns = 0;
+            self.stats.syscalls += 1;
+            self.stats.restarted_syscalls += 1;
+            self.call(cpu, t, sys, live, oracle);
+            return;
+        }
         let exiting = task.exit_requested || p.exit_after.is_some_and(|n| task.syscalls >= n);
         if exiting {
             match p.exit_fn {
@@ -561,6 +581,7 @@ impl Machine {
         let i = self.rng.below(p.syscalls.len());
         let sys = p.syscalls[i];
         task.syscalls += 1;
+        task.syscall = Some(sys);
         task.syscall_start = self.now.max(1);
         task.added_ns = 0;
         self.stats.syscalls += 1;

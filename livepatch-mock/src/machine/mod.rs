@@ -215,6 +215,8 @@ pub struct MachineStats {
     pub ipis: u64,
     /// Syscalls a fake signal interrupted (an interruptible sleep unwound to user mode).
     pub interrupted_syscalls: u64,
+    /// Interrupted syscalls restarted from user mode.
+    pub restarted_syscalls: u64,
     /// Switches by the sweep or the per-CPU pass whose write landed after the check
     /// (unpinned backends only).
     pub late_switches: u64,

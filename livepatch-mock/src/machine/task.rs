@@ -130,6 +130,12 @@ pub struct SimTask {
     pub(crate) sleep_gen: u32,
     /// Syscalls made.
     pub(crate) syscalls: u32,
+    /// The syscall in progress (its entry function).
+    pub(crate) syscall: Option<FnId>,
+    /// A syscall a fake signal interrupted: restarted at once from user mode
+    /// (`-ERESTARTSYS` / `restart_syscall()` with no handler to run), with no user work
+    /// between.
+    pub(crate) restart: Option<FnId>,
     /// Asked to exit at its next syscall.
     pub(crate) exit_requested: bool,
     /// Whether it started running its program.
@@ -181,6 +187,8 @@ impl SimTask {
             sleep_req: (SleepKind::Uninterruptible, SleepFor::Forever),
             sleep_gen: 0,
             syscalls: 0,
+            syscall: None,
+            restart: None,
             exit_requested: false,
             started: false,
             data: TaskData::default(),
