@@ -120,7 +120,8 @@ impl Machine {
                 oracle.on_return_into(t as u32, &self.tasks[t], &self.code, self.now);
                 if std::mem::take(&mut self.tasks[t].rewait) {
                     // Back from schedule() after a kick: the wait loop's condition is still
-                    // false, so the caller's sleep op runs again.
+                    // false, so the caller's sleep op runs again, with the time left.
+                    self.tasks[t].rewait_until = self.tasks[t].wait_deadline;
                     if let Some(caller) = self.tasks[t].stack.last_mut() {
                         caller.pc = caller.pc.saturating_sub(1);
                     }
@@ -484,9 +485,15 @@ impl Machine {
         task.run = RunState::Sleeping(kind);
         task.sleep_gen = task.sleep_gen.wrapping_add(1);
         let gen = task.sleep_gen;
+        let rewait_until = self.tasks[t].rewait_until.take();
+        self.tasks[t].wait_deadline = None;
         if let SleepFor::Between(lo, hi) = dur {
-            let ns = self.rng.range(lo, hi).max(1);
-            self.queue.push(self.now + ns, Event::Wake { task: t as u32, gen });
+            let at = match rewait_until {
+                Some(deadline) => deadline.max(self.now + 1),
+                None => self.now + self.rng.range(lo, hi).max(1),
+            };
+            self.tasks[t].wait_deadline = Some(at);
+            self.queue.push(at, Event::Wake { task: t as u32, gen });
         }
         self.cpus[cpu].current = None;
         self.switch_to_next(cpu, live, oracle);

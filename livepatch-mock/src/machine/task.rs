@@ -152,6 +152,11 @@ pub struct SimTask {
     /// A kthread woken by a kick, not by what it waits for: its wait loop re-checks the
     /// condition and sleeps again in the same function.
     pub(crate) rewait: bool,
+    /// When its current timed sleep ends: a wait loop woken early sleeps again until then
+    /// (`schedule_timeout()` returns the time left), not for a fresh timeout.
+    pub(crate) wait_deadline: Option<u64>,
+    /// The deadline a re-wait keeps.
+    pub(crate) rewait_until: Option<u64>,
     /// Asked to freeze (the freezer model), not frozen yet.
     pub(crate) freeze_pending: bool,
     /// On its way into the refrigerator: its next block in `schedule()` freezes it.
@@ -196,6 +201,8 @@ impl SimTask {
             interrupted: Cell::new(false),
             interrupted_syscalls: 0,
             rewait: false,
+            wait_deadline: None,
+            rewait_until: None,
             freeze_pending: false,
             freezing: false,
             frozen_since: None,

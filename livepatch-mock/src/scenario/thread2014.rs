@@ -99,7 +99,8 @@ fn sleeping_kthread(p: &Params) -> Result<Scenario, CodeError> {
         sc.tasks.push(user(&[k.sys_getpid, k.sys_read], (50 * US, 500 * US)));
     }
     sc.patches.push(patch("watchdog-fix", &[(wait, v)]));
-    sc.limit_ns = 30 * S;
+    // Past the end of the kthread's first wait (60 s): what each model does then.
+    sc.limit_ns = 90 * S;
     Ok(sc)
 }
 
