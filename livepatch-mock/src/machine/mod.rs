@@ -125,8 +125,8 @@ pub struct MachineConfig {
     /// The backend's choices (sound by default).
     pub backend: BackendConfig,
     /// Adversarial scheduling: the engine's kworker is preempted between an unpinned check
-    /// and its write once in this many checks. 0: as often as a tick lands in the check
-    /// (its duration over the time slice).
+    /// and its write once in this many checks. 0: as often as a tick or a wake-up on its CPU
+    /// lands in the check (wake-up preemption, at the machine's own wake-up rate).
     pub engine_preempt_one_in: u32,
     /// Each of the redirect handler's three steps (trampoline entry and decision, storing the
     /// new ip, the trampoline's return); an interrupt can land between them. 0: atomic.
@@ -193,6 +193,8 @@ pub struct MachineStats {
     pub signals: u64,
     /// Context switches.
     pub context_switches: u64,
+    /// Wake-ups (a sleeping task made runnable).
+    pub wakeups: u64,
     /// Tasks forked.
     pub forks: u64,
     /// Tasks that died.
@@ -496,10 +498,11 @@ impl Machine {
                 // tick landing in the check), a slice later. Undo it until then; the task may
                 // run, and call what it is being switched away from, meanwhile.
                 let preempted = match self.cfg.engine_preempt_one_in {
-                    0 => self.rng.below(self.cfg.slice_ns.max(1) as usize) < o.check_ns as usize,
+                    0 => self.kworker_preempted_in(o.check_ns),
                     n => self.rng.below(n as usize) == 0,
                 };
                 let delay = o.check_ns.max(1) + if preempted { self.rng.range(1, self.cfg.slice_ns.max(1)) } else { 0 };
+                let task = &self.tasks[o.task as usize];
                 task.patch.reset(o.before.state);
                 task.patch.retarget(o.before.target);
                 let id = self.late.len() as u32;
@@ -542,6 +545,17 @@ impl Machine {
             pause_ns,
         };
         (r, report)
+    }
+
+    /// Whether the engine's kworker is preempted inside an unpinned check of `check_ns`:
+    /// a tick (one per time slice) or a wake-up on its CPU (the preemptible kernel's wake-up
+    /// preemption; the machine's own rate of wake-ups per CPU so far) lands in it.
+    fn kworker_preempted_in(&mut self, check_ns: u64) -> bool {
+        let cpus = self.cpus.iter().filter(|c| c.online).count().max(1) as f64;
+        let wakeups_per_ns = self.stats.wakeups as f64 / (self.now.max(1) as f64 * cpus);
+        let p = check_ns as f64 * (1.0 / self.cfg.slice_ns.max(1) as f64 + wakeups_per_ns);
+        const SCALE: usize = 1 << 24;
+        (self.rng.below(SCALE) as f64) < p.min(1.0) * SCALE as f64
     }
 
     fn observe(&mut self, o: Observed, oracle: &mut Oracle) {

@@ -9,6 +9,7 @@ use livepatch_core::{CpuId, Live};
 
 impl Machine {
     pub(super) fn wake(&mut self, t: u32) {
+        self.stats.wakeups += 1;
         let task = &mut self.tasks[t as usize];
         task.run = RunState::Runnable;
         task.sleep_gen = task.sleep_gen.wrapping_add(1);

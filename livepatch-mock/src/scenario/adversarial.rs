@@ -20,7 +20,7 @@ pub const ALL: [ScenarioDef; 3] = [
         name: "wake-race",
         group: "adversarial",
         about: "tasks sleep briefly in an unpatched wait, then call the patched function: an unpinned check races with the wake-up",
-        defaults: Params { tasks: 64, cpus: 4, seed: 1 },
+        defaults: Params { tasks: 256, cpus: 4, seed: 1 },
         build: wake_race,
     },
     ScenarioDef {
