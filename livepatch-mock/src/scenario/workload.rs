@@ -100,7 +100,9 @@ fn mix(p: &Params) -> Result<Mix, CodeError> {
     for _ in 0..share(10) {
         tasks.push(user(&[k.sys_poll], (10 * US, 100 * US)));
     }
-    // CPU hogs on half the CPUs: a busy box, not a saturated one.
+    // CPU hogs on half the CPUs. With them the box is saturated: before the transition 15-80
+    // runnable tasks wait on each CPU's run queue and no CPU is idle (seed 1), so a kicked
+    // task waits for a CPU behind them.
     for _ in 0..(p.cpus as usize / 2).max(1) {
         tasks.push(user(&[k.sys_getpid], (S, 2 * S)));
     }

@@ -91,7 +91,8 @@ impl<'a> Engine<'a> {
                             // asked to freeze, running or not; unfreezable kthreads are retried.
                             // A frozen task still blocked by a frame of code being switched
                             // away from: the patch touches the freezer/schedule path.
-                            if task.flags().contains(TaskFlags::FROZEN) && matches!(reason, StallReason::OnStack { .. }) {
+                            if task.flags().contains(TaskFlags::FROZEN) && matches!(reason, StallReason::OnStack { .. })
+                            {
                                 frozen_blocked = true;
                             }
                             let freeze = kick_due && wants_freeze(task);
