@@ -784,4 +784,21 @@ mod tests {
         let violation = oracle.violation().expect("caught");
         assert!(violation.message.contains("returned into f"), "{violation}");
     }
+
+    #[test]
+    fn a_plain_call_is_checked_against_the_oracles_universe_not_the_word() {
+        // A disable: the task starts in the patched universe, which runs the variant of f.
+        let (code, f, _v, mut oracle) = one_function_patch();
+        let task = SimTask::new(TaskId(0), TaskKind::Kthread, TaskFlags::empty(), CpuId(0), Program::Idle);
+        oracle.begin(0, PatchState::Unpatched);
+        task.patch.reset(PatchState::Patched);
+        task.patch.retarget(PatchState::Unpatched);
+        // The core's word moves with no switch the machine saw, and the task's next call of
+        // f is a plain one (its hook removed too early): it runs the original, which is what
+        // the word says — but not the universe the task is in.
+        task.patch.try_switch(task.patch.load(Ordering::Relaxed)).unwrap();
+        oracle.on_plain_call(0, &task, f, &code, 1);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+    }
 }
