@@ -388,13 +388,10 @@ impl Oracle {
             self.violate(Invariant::I1, t, task, "idle task state during a transition".into(), code, now);
             return;
         }
-        if let Some(u) = self.universe_of(t) {
-            if u != state {
-                let msg = format!("the core's word says {state}, but the task's observed switches left it in {u}");
-                self.violate(Invariant::I1, t, task, msg, code, now);
-                return;
-            }
-        }
+        // The oracle's universe decides what the call must run; the word is only checked.
+        let Some(state) = self.universe_checked_against_word(t, task, code, now) else {
+            return;
+        };
         let expected = self.code_for(orig, state);
         if ran != expected {
             let msg = format!(
@@ -438,7 +435,9 @@ impl Oracle {
             // Its redirect depends on the caller, not on a universe.
             return;
         }
-        let state = task.patch_state().state();
+        let Some(state) = self.universe_checked_against_word(t, task, code, now) else {
+            return;
+        };
         let expected = self.code_for(f, state);
         if expected != f {
             self.stats.checked_calls += 1;
@@ -449,6 +448,28 @@ impl Oracle {
             );
             self.violate(Invariant::I1, t, task, msg, code, now);
         }
+    }
+
+    /// The universe task `t` is in, for checking the code a call runs: the oracle's own during
+    /// a transition (start universe, observed switches, fork), after checking that the core's
+    /// word agrees (I1 if not, and `None`); outside one, the word (idle).
+    fn universe_checked_against_word(
+        &mut self,
+        t: u32,
+        task: &SimTask,
+        code: &CodeTable,
+        now: u64,
+    ) -> Option<PatchState> {
+        let word = task.patch_state().state();
+        let Some(u) = self.universe_of(t) else {
+            return Some(word);
+        };
+        if u != word {
+            let msg = format!("the core's word says {word}, but the task's observed switches left it in {u}");
+            self.violate(Invariant::I1, t, task, msg, code, now);
+            return None;
+        }
+        Some(u)
     }
 
     /// The universe the oracle knows task `t` is in during a transition.
