@@ -16,7 +16,8 @@
 use crate::hook;
 use crate::poke;
 use crate::sys;
-use crate::threads::{self, Thread};
+use crate::threads::{self, KickResult, Thread};
+use livepatch_core::sweep::{StallReason, Verdict};
 use crate::walk::{self, Start, Walker};
 use livepatch_core::backend::{Backend, ErrorKind, Pinned, Scheduler, TaskCursor, Tracer};
 use livepatch_core::{CodeRange, CpuId, ObjectId, SlotId};
@@ -148,7 +149,7 @@ impl Tracer for ProcessBackend {
         let entry = func.start().get();
         hook::set_unhooked(entry);
         // SAFETY: the entry is one of our hooks; the site now says "unhooked".
-        unsafe { poke::poke(entry, &[0x90; hook::HOOK_LEN]) }.map_err(|_| ErrorKind::Hook)?;
+        unsafe { poke::poke(entry, &hook::parked_bytes()) }.map_err(|_| ErrorKind::Hook)?;
         // Threads still deciding for this site (they entered before the site said
         // "unhooked") finish before the engine reuses the slot.
         threads::grace_period();
@@ -176,9 +177,19 @@ extern "C" fn on_kick(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut 
     let (pc, sp, fp) = unsafe { sys::context_regs(ctx) };
     thread.read_enter();
     let prev = walk::set_start(Start::Interrupted { pc, sp, fp });
-    if let livepatch_core::sweep::Verdict::Switched(_) = live.task_work(thread, &Walker) {
-        KICK_SWITCHES.fetch_add(1, Ordering::Relaxed);
-    }
+    let result = match live.task_work(thread, &Walker) {
+        Verdict::NotPending => KickResult::Nothing,
+        Verdict::Switched(_) => {
+            KICK_SWITCHES.fetch_add(1, Ordering::Relaxed);
+            KickResult::Switched
+        }
+        Verdict::Blocked(StallReason::OnStack { slot, .. }) => KickResult::OnStack(slot),
+        Verdict::Blocked(StallReason::Unreliable(ErrorKind::InRedirect)) => KickResult::InRedirect,
+        Verdict::Blocked(StallReason::TooDeep) => KickResult::TooDeep,
+        Verdict::Blocked(StallReason::Raced) => KickResult::Raced,
+        Verdict::Blocked(_) => KickResult::Unreliable,
+    };
+    thread.last_kick.store(result.encode(), Ordering::Relaxed);
     walk::set_start(prev);
     thread.read_exit();
 }

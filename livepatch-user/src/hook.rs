@@ -113,7 +113,16 @@ pub(crate) fn hook_bytes() -> [u8; HOOK_LEN] {
     b
 }
 
-/// Whether the code at `entry` is a patchable entry (16 NOPs) or one of our hooks.
+/// A parked hook: `jmp short +11` over the rest of the hook bytes, to the last 3 NOPs.
+pub(crate) fn parked_bytes() -> [u8; HOOK_LEN] {
+    let mut b = hook_bytes();
+    b[0] = 0xeb;
+    b[1] = (HOOK_LEN - 2) as u8;
+    b
+}
+
+/// Whether the code at `entry` is a patchable entry (16 NOPs) or one of our hooks (active
+/// or parked).
 ///
 /// # Safety
 ///
@@ -122,8 +131,9 @@ pub(crate) unsafe fn is_patchable(entry: usize) -> bool {
     // SAFETY: the caller guarantees 16 readable bytes.
     let bytes = unsafe { std::slice::from_raw_parts(entry as *const u8, ENTRY_NOPS) };
     let nops = bytes.iter().all(|&b| b == 0x90);
-    let hooked = bytes[..HOOK_LEN] == hook_bytes() && bytes[HOOK_LEN..].iter().all(|&b| b == 0x90);
-    nops || hooked
+    let tail_nops = bytes[HOOK_LEN..].iter().all(|&b| b == 0x90);
+    let ours = bytes[..HOOK_LEN] == hook_bytes() || bytes[..HOOK_LEN] == parked_bytes();
+    nops || (ours && tail_nops)
 }
 
 /// A site's state.

@@ -15,8 +15,11 @@
 //! 3. write the tail; serialise;
 //! 4. write the first byte; serialise.
 //!
-//! Removing writes the NOPs back the same way (no thread can stop inside `movabs` or `call`;
-//! one stopped between them runs the NOPs).
+//! Removing a hook does not write the NOPs back: it *parks* the site, turning the first two
+//! bytes into `jmp short +11` (`eb 0b`), which skips the rest of the hook to the 3 NOPs left.
+//! A thread cannot stop inside an instruction, so parking and re-hooking (two bytes each way)
+//! never need the fix-up round; only the first hook of a fresh NOP entry does. A parked entry
+//! costs one taken jump per call, like the kernel's 5-byte NOP costs one decoded instruction.
 
 use crate::hook::{self, HOOK_LEN};
 use crate::sys;
@@ -53,22 +56,25 @@ pub(crate) fn install_handlers() -> Result<(), crate::Error> {
 ///
 /// # Safety
 ///
-/// `site` must be a patchable entry ([`hook::is_patchable`]) or one of our hooks in mapped
-/// text; `new` must be the hook bytes or 13 NOPs; the site's state in the site table must
-/// already say what a trap there means.
+/// `site` must be a patchable entry ([`hook::is_patchable`]) in mapped text; `new` must be
+/// the hook bytes or the parked hook; the site's state in the site table must already say
+/// what a trap there means.
 pub(crate) unsafe fn poke(site: usize, new: &[u8; HOOK_LEN]) -> std::io::Result<()> {
     let _g = POKE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let installing = new[0] != 0x90;
+    // SAFETY: the caller guarantees a mapped patchable entry of at least `HOOK_LEN` bytes.
+    let old: [u8; HOOK_LEN] = unsafe { (site as *const [u8; HOOK_LEN]).read_volatile() };
+    // A fresh entry is one-byte NOPs: a thread may be between two of them.
+    let fresh_nops = old[1] == 0x90;
     sys::protect(site, HOOK_LEN, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC)?;
     let p = site as *mut u8;
     // SAFETY: the page is writable now; a single-byte store is atomic, and every other
     // thread either has not reached the byte or executes it after the serialisation below.
     unsafe { p.write_volatile(0xcc) };
     sys::sync_core();
-    if installing {
+    if fresh_nops {
         fixup_round(site);
     }
-    for (i, b) in new.iter().enumerate().skip(1) {
+    for (i, b) in new.iter().enumerate().skip(1).filter(|(i, b)| old[*i] != **b) {
         // SAFETY: as above; no thread executes these bytes now (the trap guards the entry
         // and the fix-up round moved any thread that was past it).
         unsafe { p.add(i).write_volatile(*b) };

@@ -7,7 +7,8 @@ use crate::hook;
 use crate::patch_so::{self, LoadedPatch};
 use crate::poke;
 use crate::sys;
-use crate::threads;
+use crate::threads::{self, KickResult};
+use livepatch_core::backend::Task;
 use livepatch_core::model::Model;
 use livepatch_core::sweep::{PassSummary, Straggler};
 use livepatch_core::transition::Progress;
@@ -220,20 +221,39 @@ impl Runtime {
         let progress = inner.engine.try_complete(&self.backend, |s: &Straggler<'static>| {
             stalls.push((s.task, s.to_string()));
         })?;
-        let tids: Vec<(u32, i32)> =
-            threads::snapshot().iter().map(|t| (livepatch_core::backend::Task::id(&**t).0, t.tid())).collect();
-        inner.stalls = stalls
+        let threads = threads::snapshot();
+        let stalls: Vec<Stall> = stalls
             .into_iter()
-            .map(|(task, report)| Stall {
-                tid: tids.iter().find(|(id, _)| *id == task.0).map_or(0, |(_, tid)| *tid),
-                report,
+            .map(|(task, report)| {
+                let thread = threads.iter().find(|t| t.id() == task);
+                let detail = thread.map_or(String::new(), |t| self.kick_detail(&inner, t.last_kick()));
+                Stall { tid: thread.map_or(0, |t| t.tid()), report: report + &detail }
             })
             .collect();
+        inner.stalls = stalls;
         inner.passes += 1;
         if progress.is_complete() {
             inner.transitions += 1;
         }
         Ok(Some(progress))
+    }
+
+    /// The stall report's detail from a thread's last kick handler.
+    fn kick_detail(&self, inner: &Inner, kick: KickResult) -> String {
+        match kick {
+            KickResult::Nothing | KickResult::Switched => String::new(),
+            KickResult::OnStack(slot) => {
+                let range = self.live.slots().get(slot.0 as usize).and_then(|s| s.original());
+                let name = inner
+                    .engine
+                    .patches()
+                    .flat_map(|p| p.funcs())
+                    .find(|(_, f)| Some(f.old()) == range)
+                    .map_or("?", |(_, f)| f.name());
+                format!("; its kick handler found function {name} on its stack")
+            }
+            other => format!("; its kick handler found: {other:?}"),
+        }
     }
 
     /// Runs completion attempts, the engine's retry delay apart, until no transition is in

@@ -45,6 +45,54 @@ pub struct Thread {
     pub(crate) signals: AtomicU64,
     /// The last text-poke fix-up round this thread acknowledged.
     pub(crate) fixup_round: AtomicU64,
+    /// What this thread's last kick handler found ([`KickResult`], encoded).
+    pub(crate) last_kick: AtomicU64,
+}
+
+/// What a kick handler found when it checked its thread's stack (the stall report's detail:
+/// the engine's sweep only sees "running" for another thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KickResult {
+    /// No kick handled yet, or the thread was not pending.
+    Nothing,
+    /// It switched.
+    Switched,
+    /// Code being switched away from was on its stack: the function of this slot.
+    OnStack(livepatch_core::SlotId),
+    /// The walk was unreliable.
+    Unreliable,
+    /// It was interrupted inside a redirect decision.
+    InRedirect,
+    /// Its stack was deeper than the walk limit.
+    TooDeep,
+    /// Its word changed while it was checked.
+    Raced,
+}
+
+impl KickResult {
+    pub(crate) fn encode(self) -> u64 {
+        match self {
+            KickResult::Nothing => 0,
+            KickResult::Switched => 1,
+            KickResult::OnStack(s) => 2 | u64::from(s.0) << 8,
+            KickResult::Unreliable => 3,
+            KickResult::InRedirect => 4,
+            KickResult::TooDeep => 5,
+            KickResult::Raced => 6,
+        }
+    }
+
+    fn decode(v: u64) -> Self {
+        match v & 0xff {
+            1 => KickResult::Switched,
+            2 => KickResult::OnStack(livepatch_core::SlotId((v >> 8) as u32)),
+            3 => KickResult::Unreliable,
+            4 => KickResult::InRedirect,
+            5 => KickResult::TooDeep,
+            6 => KickResult::Raced,
+            _ => KickResult::Nothing,
+        }
+    }
 }
 
 impl Thread {
@@ -60,6 +108,7 @@ impl Thread {
             read_gen: AtomicU32::new(0),
             signals: AtomicU64::new(0),
             fixup_round: AtomicU64::new(0),
+            last_kick: AtomicU64::new(0),
         }
     }
 
@@ -71,6 +120,11 @@ impl Thread {
     /// The frame record where a reliable walk of this thread ends (0 before it began).
     pub(crate) fn base_fp(&self) -> usize {
         self.base_fp.load(Ordering::Relaxed)
+    }
+
+    /// What the thread's last kick handler found.
+    pub fn last_kick(&self) -> KickResult {
+        KickResult::decode(self.last_kick.load(Ordering::Relaxed))
     }
 
     /// Kick signals this thread has handled.

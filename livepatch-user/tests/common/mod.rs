@@ -9,14 +9,14 @@ use std::process::Command;
 
 /// `struct lp_api` of `c/target.c`.
 #[repr(C)]
-pub struct Api {
-    pub prepare: extern "C" fn() -> *mut c_void,
-    pub begin: unsafe extern "C" fn(*mut c_void, *const c_void) -> c_int,
-    pub end: extern "C" fn(),
-    pub safe_point: unsafe extern "C" fn(),
+pub(crate) struct Api {
+    pub(crate) prepare: extern "C" fn() -> *mut c_void,
+    pub(crate) begin: unsafe extern "C" fn(*mut c_void, *const c_void) -> c_int,
+    pub(crate) end: extern "C" fn(),
+    pub(crate) safe_point: unsafe extern "C" fn(),
 }
 
-pub const API: Api = Api {
+pub(crate) const API: Api = Api {
     prepare: livepatch_user::livepatch_thread_prepare,
     begin: livepatch_user::livepatch_thread_begin,
     end: livepatch_user::livepatch_thread_end,
@@ -24,19 +24,19 @@ pub const API: Api = Api {
 };
 
 /// The loaded target's entry points.
-pub struct Target {
-    pub start: extern "C" fn(*const Api, c_int, c_int, c_int, c_int) -> c_int,
-    pub running: extern "C" fn() -> c_int,
-    pub stop: extern "C" fn(),
-    pub bad: extern "C" fn() -> c_long,
-    pub bad_detail: extern "C" fn() -> c_long,
-    pub calls: extern "C" fn(c_int, c_int) -> c_long,
-    pub f: extern "C" fn(c_int) -> c_int,
-    pub plain: extern "C" fn(c_int) -> c_int,
-    pub hooked: extern "C" fn(c_int) -> c_int,
-    pub loop_: extern "C" fn(extern "C" fn(c_int) -> c_int, c_int) -> c_int,
+pub(crate) struct Target {
+    pub(crate) start: extern "C" fn(*const Api, c_int, c_int, c_int, c_int) -> c_int,
+    pub(crate) running: extern "C" fn() -> c_int,
+    pub(crate) stop: extern "C" fn(),
+    pub(crate) bad: extern "C" fn() -> c_long,
+    pub(crate) bad_detail: extern "C" fn() -> c_long,
+    pub(crate) calls: extern "C" fn(c_int, c_int) -> c_long,
+    pub(crate) f: extern "C" fn(c_int) -> c_int,
+    pub(crate) plain: extern "C" fn(c_int) -> c_int,
+    pub(crate) hooked: extern "C" fn(c_int) -> c_int,
+    pub(crate) loop_: extern "C" fn(extern "C" fn(c_int) -> c_int, c_int) -> c_int,
     /// The patch objects: version 1, version 2 (cumulative).
-    pub patches: [String; 2],
+    pub(crate) patches: [String; 2],
 }
 
 fn gcc(args: &[&str]) {
@@ -56,7 +56,7 @@ fn build(dir: &Path) -> [PathBuf; 3] {
     args.extend(["-fpatchable-function-entry=16", "-o", &t, &s]);
     gcc(&args);
     let mut out = [target.clone(), PathBuf::new(), PathBuf::new()];
-    for v in 1..=2 {
+    for (v, slot) in out.iter_mut().enumerate().skip(1) {
         let p = dir.join(format!("libpatch{v}.so"));
         let (pp, ps, pi, dv) = (
             p.to_str().unwrap().to_owned(),
@@ -67,7 +67,7 @@ fn build(dir: &Path) -> [PathBuf; 3] {
         let mut args: Vec<&str> = flags.to_vec();
         args.extend([pi.as_str(), dv.as_str(), "-o", &pp, &ps]);
         gcc(&args);
-        out[v] = p;
+        *slot = p;
     }
     out
 }
@@ -84,7 +84,7 @@ fn sym<T: Copy>(handle: *mut c_void, name: &str) -> T {
 
 /// Builds the fixtures into `name` under the test's temporary directory and loads the target
 /// (`RTLD_GLOBAL`: the patches resolve `f`, `g` and the records there).
-pub fn load(name: &str) -> Target {
+pub(crate) fn load(name: &str) -> Target {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let [target, p1, p2] = build(&dir);
     let c = CString::new(target.to_str().unwrap()).unwrap();
@@ -109,7 +109,7 @@ pub fn load(name: &str) -> Target {
 }
 
 /// Waits until the target's workers all started.
-pub fn wait_running(t: &Target, n: c_int) {
+pub(crate) fn wait_running(t: &Target, n: c_int) {
     let t0 = std::time::Instant::now();
     while (t.running)() < n {
         assert!(t0.elapsed().as_secs() < 10, "workers did not start");
