@@ -58,7 +58,11 @@ std::arch::global_asm!(
     "mov rsi, [rbp+16]",
     "mov rdx, rbp",
     "call {decide}",
+    // rax: the target (0: the original); rdx: this thread's in-hook flag, cleared only now
+    // that the rest of the way to the target runs inside this trampoline (a kick handler
+    // that interrupts it sees its pc here and does not switch the thread).
     "mov r11, rax",
+    "mov byte ptr [rdx], 0",
     "movdqu xmm0, [rsp]",
     "movdqu xmm1, [rsp+16]",
     "movdqu xmm2, [rsp+32]",
@@ -220,17 +224,30 @@ pub(crate) fn live() -> Option<&'static Live<'static>> {
     unsafe { LIVE.load(Ordering::Acquire).as_ref() }
 }
 
-/// The trampoline's question: where does this call of the function at `entry` go? Returns 0
-/// for the original, else the variant's address. `frame` is the trampoline's frame record:
-/// `[frame]` is the caller's frame pointer.
-extern "C" fn hook_decide(entry: usize, parent_ip: usize, frame: usize) -> usize {
+/// The trampoline's answer, returned in `rax:rdx`.
+#[repr(C)]
+struct Decision {
+    /// 0 for the original, else the variant's address.
+    target: usize,
+    /// The calling thread's in-hook flag, which the trampoline clears on its way out.
+    in_hook: *const u8,
+}
+
+/// The trampoline's question: where does this call of the function at `entry` go?
+/// `frame` is the trampoline's frame record: `[frame]` is the caller's frame pointer.
+///
+/// The thread's in-hook flag is set here and cleared by the trampoline, so from the moment
+/// the decision reads the thread's universe until the jump, a kick handler sees either the
+/// flag or a pc inside the trampoline, and never switches the thread under a stale decision.
+extern "C" fn hook_decide(entry: usize, parent_ip: usize, frame: usize) -> Decision {
+    let in_hook = walk::in_hook_flag();
     let Some(thread) = threads::current() else {
         UNREGISTERED_CALLS.fetch_add(1, Ordering::Relaxed);
-        return 0;
+        return Decision { target: 0, in_hook };
     };
-    let Some(live) = live() else { return 0 };
-    thread.read_enter();
+    let Some(live) = live() else { return Decision { target: 0, in_hook } };
     walk::set_in_hook(true);
+    thread.read_enter();
     let mut target = 0;
     if let Some(site) = find(entry) {
         // `Acquire`: pairs with `set_hooked`'s `Release` (the slot is the one installed).
@@ -246,7 +263,6 @@ extern "C" fn hook_decide(entry: usize, parent_ip: usize, frame: usize) -> usize
             walk::set_start(Start::None);
         }
     }
-    walk::set_in_hook(false);
     thread.read_exit();
-    target
+    Decision { target, in_hook }
 }

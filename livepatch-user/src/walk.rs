@@ -1,25 +1,26 @@
-//! Reliable stack walks of the calling thread, by frame pointers.
+//! Stack walks of the calling thread: by frame pointers, or conservatively.
 //!
 //! A thread only ever walks its own stack (from a hook, a safe point or a signal handler that
-//! interrupted it), starting where that entry point says ([`Start`]). The walk is reliable only
-//! if:
+//! interrupted it), starting where that entry point says ([`Start`]).
 //!
-//! * every return address on the frame-pointer chain lies in *trusted* code — objects the
-//!   operator declared compiled with frame pointers ([`trust_code`]); anything else (libc,
-//!   code without frame pointers, a JIT) makes the walk unreliable;
-//! * the chain rises strictly, stays 8-aligned, and ends exactly at the frame record of the
-//!   thread's start routine (registered by [`crate::threads::begin`]).
+//! 1. **The frame-pointer chain** ([`chain`]): every return address on it must lie in
+//!    *trusted* code — objects declared built with frame pointers ([`trust_code`],
+//!    `livepatch_trust_object`); the chain must rise strictly, stay 8-aligned and end exactly
+//!    at the frame record of the thread's start routine (registered by
+//!    [`crate::threads::begin`]). A signal can interrupt a function before its frame is set up,
+//!    after it is torn down, or in a leaf that keeps none: its return address is then in
+//!    `[rsp, rbp)`, not on the chain, so every trusted word there is reported too, as is the
+//!    interrupted `rip`.
+//! 2. **The conservative scan** ([`scan`]), when the chain breaks (an untrusted frame: libc
+//!    blocked in a system call, a library without frame pointers, a callback): every return
+//!    address of a live frame lies between the stack pointer and the base frame, so every
+//!    word there that points into trusted code is reported. It is sound without any frame
+//!    pointers because patched code must be trusted code ([`crate::patch_so::load`] refuses
+//!    anything else); a stale word in a dead slot only delays a switch. Only a stack too
+//!    large for it (over 8 MiB) is unreliable.
 //!
-//! When the chain cannot be followed (a library without frame pointers was interrupted, or
-//! calls back into patched code), the walk falls back to a conservative scan of the whole
-//! live stack (see [`scan`]); only a stack too large for it is unreliable.
-//!
-//! A signal can interrupt a function before its frame is set up (prologue), after it is torn
-//! down (epilogue) or in a leaf that keeps no frame: its return address is then between the
-//! interrupted `rsp` and `rbp`, not on the chain. So for an interrupted context every word in
-//! `[rsp, rbp)` that points into trusted code is reported as a frame too (conservative: a
-//! stale word only delays a switch), as is the interrupted `rip`. An interruption inside the
-//! trampoline or a hook decision is [`ErrorKind::InRedirect`].
+//! An interruption inside the trampoline, or while the thread's in-hook flag is set (from
+//! the start of a hook decision until the trampoline's jump), is [`ErrorKind::InRedirect`].
 
 use crate::hook;
 use crate::threads::{self, Thread};
@@ -72,6 +73,12 @@ pub(crate) fn set_in_hook(v: bool) -> bool {
     IN_HOOK.with(|s| s.replace(v))
 }
 
+/// The address of the calling thread's in-hook flag (a `Cell<bool>`: one byte, `false` is 0),
+/// which the trampoline clears.
+pub(crate) fn in_hook_flag() -> *const u8 {
+    IN_HOOK.with(|s| s as *const Cell<bool> as *const u8)
+}
+
 const MAX_REGIONS: usize = 64;
 static REGIONS: [(AtomicUsize, AtomicUsize); MAX_REGIONS] =
     [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; MAX_REGIONS];
@@ -121,8 +128,6 @@ enum Outcome {
     TooDeep,
     /// The frame-pointer chain could not be followed reliably.
     Unreliable,
-    /// The thread is inside a redirect.
-    InRedirect,
 }
 
 /// Hands frames to the core's closure, counting them against the depth limit.
@@ -153,7 +158,6 @@ fn chain<F: FnMut(CodeAddr) -> ControlFlow<()>>(
     base: usize,
     e: &mut Emitter<F>,
 ) -> Outcome {
-    let (t0, t1) = hook::trampoline_range();
     let (mut fp, mut prev) = match start {
         Start::None => return Outcome::Unreliable,
         Start::Call { ret, fp, .. } => {
@@ -179,9 +183,6 @@ fn chain<F: FnMut(CodeAddr) -> ControlFlow<()>>(
             // address is then in `[sp, fp)`.
             for w in (sp..fp).step_by(8) {
                 let v = read(w);
-                if v >= t0 && v < t1 {
-                    return Outcome::InRedirect;
-                }
                 if is_trusted(v) {
                     if let Some(o) = e.emit(v) {
                         return o;
@@ -216,15 +217,11 @@ fn chain<F: FnMut(CodeAddr) -> ControlFlow<()>>(
 /// trusted code is reported. Sound without frame pointers (patched code is trusted code, as
 /// [`crate::patch_so::load`] requires); stale words in dead slots only delay a switch.
 fn scan<F: FnMut(CodeAddr) -> ControlFlow<()>>(sp: usize, base: usize, e: &mut Emitter<F>) -> Outcome {
-    let (t0, t1) = hook::trampoline_range();
     if sp % 8 != 0 || sp > base || base - sp > MAX_STACK {
         return Outcome::Unreliable;
     }
     for w in (sp..base + 16).step_by(8) {
         let v = read(w);
-        if v >= t0 && v < t1 {
-            return Outcome::InRedirect;
-        }
         if is_trusted(v) {
             if let Some(o) = e.emit(v) {
                 return o;
@@ -285,7 +282,6 @@ impl StackWalker for Walker {
             Outcome::Done(n) => Ok(n),
             Outcome::TooDeep => Err(WalkError::TooDeep),
             Outcome::Unreliable => Err(WalkError::Backend(ErrorKind::Unreliable)),
-            Outcome::InRedirect => Err(WalkError::Backend(ErrorKind::InRedirect)),
         }
     }
 }

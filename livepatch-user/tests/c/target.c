@@ -159,6 +159,7 @@ int target_start(const struct lp_api *a, int busy_n, int sleepy_n, int spin_n, i
     counts[2] = spin_n;
     counts[3] = churn_n;
     atomic_store(&stop, 0);
+    atomic_store(&running, 0);
     return pthread_create(&root_thread, 0, root, 0);
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Target {
     pub(crate) loop_: extern "C" fn(extern "C" fn(c_int) -> c_int, c_int) -> c_int,
     /// The patch objects: version 1, version 2 (cumulative).
     pub(crate) patches: [String; 2],
+    /// The benchmarks' patch (replaces `target_hooked`).
+    pub(crate) bench_patch: String,
 }
 
 fn gcc(args: &[&str]) {
@@ -44,7 +46,7 @@ fn gcc(args: &[&str]) {
     assert!(out.status.success(), "cc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn build(dir: &Path) -> [PathBuf; 3] {
+fn build(dir: &Path) -> [PathBuf; 4] {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c");
     let inc = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
     std::fs::create_dir_all(dir).unwrap();
@@ -55,8 +57,8 @@ fn build(dir: &Path) -> [PathBuf; 3] {
     let (t, s) = (target.to_str().unwrap().to_owned(), src.join("target.c").to_str().unwrap().to_owned());
     args.extend(["-fpatchable-function-entry=16", "-o", &t, &s]);
     gcc(&args);
-    let mut out = [target.clone(), PathBuf::new(), PathBuf::new()];
-    for (v, slot) in out.iter_mut().enumerate().skip(1) {
+    let mut out = [target.clone(), PathBuf::new(), PathBuf::new(), dir.join("libbenchpatch.so")];
+    for (v, slot) in out.iter_mut().enumerate().take(3).skip(1) {
         let p = dir.join(format!("libpatch{v}.so"));
         let (pp, ps, pi, dv) = (
             p.to_str().unwrap().to_owned(),
@@ -69,6 +71,14 @@ fn build(dir: &Path) -> [PathBuf; 3] {
         gcc(&args);
         *slot = p;
     }
+    let (bp, bs, bi) = (
+        out[3].to_str().unwrap().to_owned(),
+        src.join("bench_patch.c").to_str().unwrap().to_owned(),
+        format!("-I{}", inc.display()),
+    );
+    let mut args: Vec<&str> = flags.to_vec();
+    args.extend([bi.as_str(), "-o", &bp, &bs]);
+    gcc(&args);
     out
 }
 
@@ -86,7 +96,7 @@ fn sym<T: Copy>(handle: *mut c_void, name: &str) -> T {
 /// (`RTLD_GLOBAL`: the patches resolve `f`, `g` and the records there).
 pub(crate) fn load(name: &str) -> Target {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let [target, p1, p2] = build(&dir);
+    let [target, p1, p2, bench] = build(&dir);
     let c = CString::new(target.to_str().unwrap()).unwrap();
     // SAFETY: dlopen of the fixture we just built.
     let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
@@ -103,6 +113,7 @@ pub(crate) fn load(name: &str) -> Target {
         hooked: sym(h, "target_hooked"),
         loop_: sym(h, "target_loop"),
         patches: [p1.to_str().unwrap().to_owned(), p2.to_str().unwrap().to_owned()],
+        bench_patch: bench.to_str().unwrap().to_owned(),
     };
     assert!(livepatch_user::patch_so::trust_object_containing(t.f as usize), "trust the target");
     t
