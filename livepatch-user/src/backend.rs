@@ -17,9 +17,9 @@ use crate::hook;
 use crate::poke;
 use crate::sys;
 use crate::threads::{self, KickResult, Thread};
-use livepatch_core::sweep::{StallReason, Verdict};
 use crate::walk::{self, Start, Walker};
 use livepatch_core::backend::{Backend, ErrorKind, Pinned, Scheduler, TaskCursor, Tracer};
+use livepatch_core::sweep::{StallReason, Verdict};
 use livepatch_core::{CodeRange, CpuId, ObjectId, SlotId};
 use std::sync::atomic::{AtomicU64, Ordering};
 

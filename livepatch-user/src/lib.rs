@@ -38,36 +38,30 @@ pub use runtime::{PatchInfo, Runtime, Stall, Stats, DEFAULT_POLICY, RANGES, SLOT
 use std::ffi::{c_char, c_int, c_void, CStr};
 use walk::Start;
 
-std::arch::global_asm!(
-    ".pushsection .text.livepatch_safe_point,\"ax\",@progbits",
-    ".p2align 4",
-    ".globl livepatch_safe_point",
-    ".type livepatch_safe_point,@function",
-    "livepatch_safe_point:",
-    "push rbp",
-    "mov rbp, rsp",
-    "mov rdi, rbp",
-    "call {inner}",
-    "pop rbp",
-    "ret",
-    ".size livepatch_safe_point, . - livepatch_safe_point",
-    ".popsection",
-    inner = sym safe_point_inner,
-);
-
-extern "C" {
-    /// The `cond_resched` analogue for event loops and long computations: the calling thread
-    /// checks its own stack (from its caller's frame) and switches if it is pending and
-    /// nothing it is switching away from is on it. Call it where no patched function is on
-    /// the stack you care about; it is cheap when no transition is pending (one load).
-    pub fn livepatch_safe_point();
+/// The `cond_resched` analogue for event loops and long computations: the calling thread
+/// checks its own stack (from its caller's frame) and switches if it is pending and nothing it
+/// is switching away from is on it. Call it where no patched function is on the stack you care
+/// about; it is cheap when no transition is pending (one load).
+///
+/// Naked, so that its frame record is exactly one push below its caller's: the walk starts
+/// at the return address into the caller, a trusted frame.
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn livepatch_safe_point() {
+    std::arch::naked_asm!(
+        "push rbp",
+        "mov rbp, rsp",
+        "mov rdi, rbp",
+        "call {inner}",
+        "pop rbp",
+        "ret",
+        inner = sym safe_point_inner,
+    )
 }
 
 /// [`livepatch_safe_point`], from Rust.
 pub fn safe_point() {
-    // SAFETY: the assembly entry takes no arguments and preserves the SysV callee-saved
-    // registers (it only calls a Rust function).
-    unsafe { livepatch_safe_point() }
+    livepatch_safe_point()
 }
 
 extern "C" fn safe_point_inner(frame: usize) {

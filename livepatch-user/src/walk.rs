@@ -106,6 +106,19 @@ pub(crate) fn is_trusted(addr: usize) -> bool {
     REGIONS[..n].iter().any(|(lo, hi)| addr >= lo.load(Ordering::Relaxed) && addr < hi.load(Ordering::Relaxed))
 }
 
+/// Whether a stack word found by a conservative scan may be a return address: it must point
+/// into trusted code, and not at the entry of patched code — that is a function pointer (a
+/// return address equals a function's entry only after a call that is the last instruction
+/// before it, which compilers emit only for calls that never return).
+fn maybe_return_address(v: usize) -> bool {
+    if !is_trusted(v) {
+        return false;
+    }
+    let entry =
+        hook::live().and_then(|l| l.patched_set().lookup(CodeAddr(v))).is_some_and(|h| h.range.start().get() == v);
+    !entry
+}
+
 /// The longest `[rsp, rbp)` gap scanned in an interrupted frame (64 KiB).
 const MAX_SCAN: usize = 64 * 1024;
 
@@ -176,14 +189,14 @@ fn chain<F: FnMut(CodeAddr) -> ControlFlow<()>>(
             if let Some(o) = e.emit(pc) {
                 return o;
             }
-            if fp < sp || fp - sp > MAX_SCAN || fp > base || sp % 8 != 0 {
+            if fp < sp || fp - sp > MAX_SCAN || fp > base || !sp.is_multiple_of(8) {
                 return Outcome::Unreliable;
             }
             // The interrupted function may have no frame yet (or any more): its return
             // address is then in `[sp, fp)`.
             for w in (sp..fp).step_by(8) {
                 let v = read(w);
-                if is_trusted(v) {
+                if maybe_return_address(v) {
                     if let Some(o) = e.emit(v) {
                         return o;
                     }
@@ -196,7 +209,7 @@ fn chain<F: FnMut(CodeAddr) -> ControlFlow<()>>(
         if fp == base {
             return Outcome::Done(e.n);
         }
-        if fp % 8 != 0 || fp <= prev || fp > base {
+        if !fp.is_multiple_of(8) || fp <= prev || fp > base {
             return Outcome::Unreliable;
         }
         let ret = read(fp + 8);
@@ -217,12 +230,12 @@ fn chain<F: FnMut(CodeAddr) -> ControlFlow<()>>(
 /// trusted code is reported. Sound without frame pointers (patched code is trusted code, as
 /// [`crate::patch_so::load`] requires); stale words in dead slots only delay a switch.
 fn scan<F: FnMut(CodeAddr) -> ControlFlow<()>>(sp: usize, base: usize, e: &mut Emitter<F>) -> Outcome {
-    if sp % 8 != 0 || sp > base || base - sp > MAX_STACK {
+    if !sp.is_multiple_of(8) || sp > base || base - sp > MAX_STACK {
         return Outcome::Unreliable;
     }
     for w in (sp..base + 16).step_by(8) {
         let v = read(w);
-        if is_trusted(v) {
+        if maybe_return_address(v) {
             if let Some(o) = e.emit(v) {
                 return o;
             }

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 fn ctl(socket: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_livepatchctl")).arg(socket).args(args).output().expect("run livepatchctl");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_livepatchctl")).arg(socket).args(args).output().expect("run livepatchctl");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -13,7 +13,7 @@ pub(crate) struct Api {
     pub(crate) prepare: extern "C" fn() -> *mut c_void,
     pub(crate) begin: unsafe extern "C" fn(*mut c_void, *const c_void) -> c_int,
     pub(crate) end: extern "C" fn(),
-    pub(crate) safe_point: unsafe extern "C" fn(),
+    pub(crate) safe_point: extern "C" fn(),
 }
 
 pub(crate) const API: Api = Api {
