@@ -22,11 +22,10 @@ fn benches(c: &mut Criterion) {
     let t = common::load("bench");
     // This thread runs the hooked calls, so it registers (as a root thread, before any patch).
     let frame = 0usize;
-    // SAFETY: no token; `frame` is a stack address above every frame this thread uses later.
-    assert_eq!(
-        unsafe { livepatch_user::livepatch_thread_begin(std::ptr::null_mut(), &frame as *const usize as *const _) },
-        0
-    );
+    let begin =
+        // SAFETY: no token; `frame` is a stack address above every frame this thread uses later.
+        unsafe { livepatch_user::livepatch_thread_begin(std::ptr::null_mut(), &frame as *const usize as *const _) };
+    assert_eq!(begin, 0);
 
     let mut g = c.benchmark_group("call");
     g.bench_function("plain", |b| b.iter(|| (t.loop_)(black_box(t.plain), 1000)));

@@ -15,7 +15,7 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 run() {
     local status=0
-    cargo test --release -p livepatch-user --test stress --test force_detects -- --nocapture >"$log" 2>&1 || status=$?
+    cargo test --release -p livepatch-user --test stress --test stress_busy --test force_detects -- --nocapture >"$log" 2>&1 || status=$?
     grep -E '^(stress|forced):|test result|panicked|^error' "$log" || true
     return $status
 }

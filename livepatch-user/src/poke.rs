@@ -45,6 +45,8 @@ static POKE_LOCK: Mutex<()> = Mutex::new(());
 
 /// Fix-up signals sent so far (for the benchmarks' signals-per-thread figure).
 pub(crate) static FIXUP_SIGNALS: AtomicU64 = AtomicU64::new(0);
+/// Threads a fix-up handler found between two entry NOPs and moved past the hook.
+pub(crate) static FIXUPS_APPLIED: AtomicU64 = AtomicU64::new(0);
 
 /// Installs the trap and fix-up handlers.
 pub(crate) fn install_handlers() -> Result<(), crate::Error> {
@@ -126,6 +128,7 @@ extern "C" fn on_fixup(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut
         // SAFETY: the bytes between `pc` and the end of the hook are the entry NOPs not yet
         // overwritten (only the first byte is, with the trap); skipping them is executing them.
         unsafe { sys::set_context_ip_sp(ctx, site + HOOK_LEN, sp) };
+        FIXUPS_APPLIED.fetch_add(1, Ordering::Relaxed);
     }
     // `Release`: pairs with `fixup_round`'s `Acquire`.
     t.fixup_round.store(round, Ordering::Release);

@@ -64,6 +64,8 @@ pub struct Stats {
     pub kick_switches: u64,
     /// Fix-up signals sent while installing hooks.
     pub fixup_signals: u64,
+    /// Threads found between two entry NOPs by a fix-up handler and moved past the hook.
+    pub fixups_applied: u64,
     /// Calls of hooked functions by unregistered threads (they ran the original).
     pub unregistered_calls: u64,
 }
@@ -308,6 +310,7 @@ impl Runtime {
             kicks: backend::KICKS_SENT.load(Ordering::Relaxed),
             kick_switches: backend::KICK_SWITCHES.load(Ordering::Relaxed),
             fixup_signals: poke::FIXUP_SIGNALS.load(Ordering::Relaxed),
+            fixups_applied: poke::FIXUPS_APPLIED.load(Ordering::Relaxed),
             unregistered_calls: hook::UNREGISTERED_CALLS.load(Ordering::Relaxed),
         }
     }

@@ -219,6 +219,18 @@ fn chain<F: FnMut(CodeAddr) -> ControlFlow<()>>(
         if let Some(o) = e.emit(ret) {
             return o;
         }
+        // The trampoline's frame: it returns into a hooked entry, which was called before it
+        // set up a frame, so the return address into *its* caller is the next word, not on
+        // the chain.
+        if hook::site_state(ret.wrapping_sub(hook::HOOK_LEN)).is_some() {
+            let caller = read(fp + 16);
+            if !is_trusted(caller) {
+                return Outcome::Unreliable;
+            }
+            if let Some(o) = e.emit(caller) {
+                return o;
+            }
+        }
         prev = fp;
         fp = read(fp);
     }

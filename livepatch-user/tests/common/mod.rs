@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod stress;
+
 use std::ffi::{c_int, c_long, c_void, CString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
