@@ -53,7 +53,7 @@ impl fmt::Display for Error {
             Error::Load(e) => write!(f, "cannot load the patch: {e}"),
             Error::Descriptor(e) => write!(f, "bad patch descriptor: {e}"),
             Error::Symbol(s) => write!(f, "function `{s}` not found"),
-            Error::NotPatchable(s) => write!(f, "function `{s}` has no patchable entry (16 NOPs)"),
+            Error::NotPatchable(s) => write!(f, "function `{s}` has no patchable entry (16 bytes of NOPs)"),
             Error::Untrusted(s) => write!(f, "function `{s}` is not in trusted (frame-pointer) code"),
             Error::Engine(e) => write!(f, "engine: {e:?}"),
             Error::NoSuchPatch(h) => write!(f, "no patch #{h}"),

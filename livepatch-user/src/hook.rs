@@ -1,6 +1,7 @@
 //! Function-entry hooks: the site table, the assembly trampoline and the redirect decision.
 //!
-//! A patchable function starts with 16 one-byte NOPs (`-fpatchable-function-entry=16`).
+//! A patchable function starts with 16 bytes of NOP instructions (`-fpatchable-function-entry=16`:
+//! gcc writes sixteen one-byte NOPs, LLVM a few multi-byte ones).
 //! Hooking it writes, over the first 13,
 //!
 //! ```text
@@ -12,7 +13,8 @@
 //! near the patched code). The trampoline saves the argument registers (`rdi`…`r9`, `rax` for
 //! variadic calls, `r10`, `xmm0`…`xmm7`), calls [`hook_decide`] with the function's entry, the
 //! caller's return address and its own frame, restores them and either returns into the
-//! original (which runs the 3 remaining NOPs and its body) or drops its return address and
+//! original past the 16 bytes of padding (the 3 bytes after the hook are the old padding's:
+//! with LLVM's multi-byte NOPs they may be the middle of one) or drops its return address and
 //! jumps to the variant, which then returns straight to the caller.
 
 use crate::threads;
@@ -88,6 +90,9 @@ std::arch::global_asm!(
     "add rsp, 8",
     "jmp r11",
     "2:",
+    // To the original: past the whole entry padding (the 3 bytes after the hook are the old
+    // padding's, which may be the middle of a multi-byte NOP).
+    "add qword ptr [rsp], 3",
     "ret",
     ".globl livepatch_user_trampoline_end",
     "livepatch_user_trampoline_end:",
@@ -117,16 +122,56 @@ pub(crate) fn hook_bytes() -> [u8; HOOK_LEN] {
     b
 }
 
-/// A parked hook: `jmp short +11` over the rest of the hook bytes, to the last 3 NOPs.
+/// A parked hook: `jmp short +14` over the rest of the entry padding.
 pub(crate) fn parked_bytes() -> [u8; HOOK_LEN] {
     let mut b = hook_bytes();
     b[0] = 0xeb;
-    b[1] = (HOOK_LEN - 2) as u8;
+    b[1] = (ENTRY_NOPS - 2) as u8;
     b
 }
 
-/// Whether the code at `entry` is a patchable entry (16 NOPs) or one of our hooks (active
-/// or parked).
+/// The length of the NOP instruction at the start of `b`, if it is one: `nop` (`90`), or
+/// `nopw`/`nopl` (`0f 1f /0`) with any `66`/`2e` prefixes — the forms gcc, clang and rustc
+/// pad entries with.
+fn nop_len(b: &[u8]) -> Option<usize> {
+    let prefixes = b.iter().take_while(|&&x| x == 0x66 || x == 0x2e).count();
+    let rest = &b[prefixes..];
+    match rest {
+        [0x90, ..] => Some(prefixes + 1),
+        [0x0f, 0x1f, modrm, ..] if modrm & 0x38 == 0 => {
+            let (md, rm) = (modrm >> 6, modrm & 7);
+            let sib = usize::from(md != 3 && rm == 4);
+            let disp = match md {
+                0 if rm == 5 => 4,
+                1 => 1,
+                2 => 4,
+                _ => 0,
+            };
+            Some(prefixes + 3 + sib + disp)
+        }
+        _ => None,
+    }
+}
+
+/// Whether `b` is entry padding: NOP instructions covering it exactly.
+pub(crate) fn is_padding(b: &[u8]) -> bool {
+    let mut at = 0;
+    while at < b.len() {
+        match nop_len(&b[at..]) {
+            Some(n) if at + n <= b.len() => at += n,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Whether `b` starts with our hook, active or parked.
+pub(crate) fn is_ours(b: &[u8]) -> bool {
+    b.len() >= HOOK_LEN && (b[..HOOK_LEN] == hook_bytes() || b[..HOOK_LEN] == parked_bytes())
+}
+
+/// Whether the code at `entry` is a patchable entry (16 bytes of NOP instructions: gcc's
+/// one-byte NOPs, or LLVM's multi-byte ones) or one of our hooks (active or parked).
 ///
 /// # Safety
 ///
@@ -134,10 +179,7 @@ pub(crate) fn parked_bytes() -> [u8; HOOK_LEN] {
 pub(crate) unsafe fn is_patchable(entry: usize) -> bool {
     // SAFETY: the caller guarantees 16 readable bytes.
     let bytes = unsafe { std::slice::from_raw_parts(entry as *const u8, ENTRY_NOPS) };
-    let nops = bytes.iter().all(|&b| b == 0x90);
-    let tail_nops = bytes[HOOK_LEN..].iter().all(|&b| b == 0x90);
-    let ours = bytes[..HOOK_LEN] == hook_bytes() || bytes[..HOOK_LEN] == parked_bytes();
-    nops || (ours && tail_nops)
+    is_padding(bytes) || is_ours(bytes)
 }
 
 /// A site's state.
@@ -265,4 +307,32 @@ extern "C" fn hook_decide(entry: usize, parent_ip: usize, frame: usize) -> Decis
     }
     thread.read_exit();
     Decision { target, in_hook }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_padding_of_each_compiler_is_recognised() {
+        let gcc = [0x90; 16];
+        let clang14 = [0x2e, 0x66, 0x0f, 0x1f, 0x84, 0, 0, 0x02, 0, 0, 0x66, 0x0f, 0x1f, 0x44, 0, 0x08];
+        let rustc = [0x66, 0x66, 0x66, 0x66, 0x66, 0x2e, 0x66, 0x0f, 0x1f, 0x84, 0, 0, 0x02, 0, 0, 0x90];
+        for (name, b) in [("gcc", gcc), ("clang", clang14), ("rustc", rustc)] {
+            assert!(is_padding(&b), "{name}");
+            assert!(!is_ours(&b), "{name}");
+        }
+        // A function body, a long NOP cut by the end of the padding, a NOP with a register
+        // operand (not one compilers pad with, but still a NOP form we decode by length).
+        assert!(!is_padding(&[0x55, 0x48, 0x89, 0xe5]));
+        assert!(!is_padding(&rustc[..12]));
+        assert!(is_padding(&[0x0f, 0x1f, 0x00, 0x0f, 0x1f, 0x40, 0x00]));
+        let mut hooked = [0x90; 16];
+        hooked[..HOOK_LEN].copy_from_slice(&hook_bytes());
+        assert!(is_ours(&hooked) && !is_padding(&hooked));
+        let mut parked = rustc;
+        parked[..HOOK_LEN].copy_from_slice(&parked_bytes());
+        assert!(is_ours(&parked), "a parked hook over LLVM padding keeps the old tail bytes");
+        assert_eq!(&parked_bytes()[..2], &[0xeb, 14], "jmp short over the 16 bytes");
+    }
 }

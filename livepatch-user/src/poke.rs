@@ -7,21 +7,22 @@
 //!    (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)`): from now on a thread reaching
 //!    the entry traps, and the `SIGTRAP` handler emulates the site's current meaning (a call to
 //!    the trampoline while hooked, a jump over the entry NOPs otherwise);
-//! 2. only when installing: the entry was 16 one-byte NOPs, so a thread may have stopped
-//!    *between* two of them (the kernel never has this case: its ftrace NOP is one
-//!    instruction). Every registered thread gets a fix-up signal whose handler moves an `rip`
-//!    inside the site past the hook (equivalent: the bytes it skips are NOPs); the writer waits
-//!    for each thread's acknowledgement or its exit;
+//! 2. only when installing over fresh padding: the entry was several NOP instructions (gcc:
+//!    16 one-byte ones; clang: a 10- and a 6-byte one), so a thread may have stopped *between*
+//!    two of them (the kernel never has this case: its ftrace NOP is one instruction). Every
+//!    registered thread gets a fix-up signal whose handler moves an `rip` inside the padding to
+//!    its end (equivalent: the bytes it skips are NOPs); the writer waits for each thread's
+//!    acknowledgement or its exit;
 //! 3. write the tail; serialise;
 //! 4. write the first byte; serialise.
 //!
 //! Removing a hook does not write the NOPs back: it *parks* the site, turning the first two
-//! bytes into `jmp short +11` (`eb 0b`), which skips the rest of the hook to the 3 NOPs left.
+//! bytes into `jmp short +14` (`eb 0e`), which skips the rest of the padding.
 //! A thread cannot stop inside an instruction, so parking and re-hooking (two bytes each way)
 //! never need the fix-up round; only the first hook of a fresh NOP entry does. A parked entry
 //! costs one taken jump per call, like the kernel's 5-byte NOP costs one decoded instruction.
 
-use crate::hook::{self, HOOK_LEN};
+use crate::hook::{self, ENTRY_NOPS, HOOK_LEN};
 use crate::sys;
 use crate::threads;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -65,8 +66,10 @@ pub(crate) unsafe fn poke(site: usize, new: &[u8; HOOK_LEN]) -> std::io::Result<
     let _g = POKE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: the caller guarantees a mapped patchable entry of at least `HOOK_LEN` bytes.
     let old: [u8; HOOK_LEN] = unsafe { (site as *const [u8; HOOK_LEN]).read_volatile() };
-    // A fresh entry is one-byte NOPs: a thread may be between two of them.
-    let fresh_nops = old[1] == 0x90;
+    // A fresh entry is padding of several NOP instructions (gcc: sixteen one-byte ones): a
+    // thread may have stopped between two of them. Our hook and its parked form are whole
+    // instructions a thread is never inside.
+    let fresh_nops = !hook::is_ours(&old);
     sys::protect(site, HOOK_LEN, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC)?;
     let p = site as *mut u8;
     // SAFETY: the page is writable now; a single-byte store is atomic, and every other
@@ -88,7 +91,7 @@ pub(crate) unsafe fn poke(site: usize, new: &[u8; HOOK_LEN]) -> std::io::Result<
     sys::protect(site, HOOK_LEN, libc::PROT_READ | libc::PROT_EXEC)
 }
 
-/// Moves every registered thread's `rip` out of `(site, site + HOOK_LEN)`.
+/// Moves every registered thread's `rip` out of `(site, site + ENTRY_NOPS)`.
 fn fixup_round(site: usize) {
     FIXUP_SITE.store(site, Ordering::Relaxed);
     // `Release`: pairs with the handler's `Acquire` of the round: it sees the site.
@@ -124,10 +127,10 @@ extern "C" fn on_fixup(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut
     let site = FIXUP_SITE.load(Ordering::Relaxed);
     // SAFETY: `ctx` is this handler's ucontext.
     let (pc, sp, _) = unsafe { sys::context_regs(ctx) };
-    if site != 0 && pc > site && pc < site + HOOK_LEN {
+    if site != 0 && pc > site && pc < site + ENTRY_NOPS {
         // SAFETY: the bytes between `pc` and the end of the hook are the entry NOPs not yet
         // overwritten (only the first byte is, with the trap); skipping them is executing them.
-        unsafe { sys::set_context_ip_sp(ctx, site + HOOK_LEN, sp) };
+        unsafe { sys::set_context_ip_sp(ctx, site + ENTRY_NOPS, sp) };
         FIXUPS_APPLIED.fetch_add(1, Ordering::Relaxed);
     }
     // `Release`: pairs with `fixup_round`'s `Acquire`.
@@ -150,9 +153,9 @@ extern "C" fn on_trap(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut 
             unsafe { sys::set_context_ip_sp(ctx, hook::trampoline_range().0, ret_sp) };
         }
         Some(_) => {
-            // SAFETY: the entry's bytes after the trap are NOPs (or a hook being removed,
-            // which is dropped): continuing after them runs the original.
-            unsafe { sys::set_context_ip_sp(ctx, site + HOOK_LEN, sp) };
+            // SAFETY: the entry's 16 bytes are padding (or a hook being removed, which is
+            // dropped): continuing after them runs the original.
+            unsafe { sys::set_context_ip_sp(ctx, site + ENTRY_NOPS, sp) };
         }
         None => {
             // Not ours: the default action (terminate with a core dump).

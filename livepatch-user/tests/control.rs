@@ -64,7 +64,7 @@ fn operator_tool_and_refusals() {
     assert!(ok, "{out}");
     let (ok, out) = ctl(&socket, &["list"]);
     assert!(ok && out.is_empty(), "{out}");
-    assert_eq!(entry(t.f), [0xeb, 11], "f's hook is parked (jmp short +11)");
+    assert_eq!(entry(t.f), [0xeb, 14], "f's hook is parked (jmp short +14)");
     let (ok, out) = ctl(&socket, &["reverse"]);
     assert!(!ok && out.contains("NoTransition"), "{out}");
     let (ok, out) = ctl(&socket, &["frobnicate"]);
@@ -108,7 +108,7 @@ fn operator_tool_and_refusals() {
     let r = rt.apply(&refused);
     assert!(matches!(r, Err(Error::Engine(livepatch_core::Error::Callback { .. }))), "{r:?}");
     assert!(rt.list().is_empty() && rt.transition().is_none());
-    assert_eq!(entry(t.f), [0xeb, 11], "the cancelled enable parked f's hook again (jmp short +11)");
+    assert_eq!(entry(t.f), [0xeb, 14], "the cancelled enable parked f's hook again (jmp short +14)");
     (t.stop)();
     assert_eq!((t.bad)(), 0);
 }

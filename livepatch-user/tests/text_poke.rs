@@ -11,8 +11,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+/// The C compiler: `LP_CC` (e.g. `clang`), else `cc`.
 fn cc(args: &[&str]) {
-    let out = Command::new("cc").args(args).output().expect("run cc");
+    let compiler = std::env::var("LP_CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&compiler).args(args).output().expect("run the C compiler");
     assert!(out.status.success(), "cc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 

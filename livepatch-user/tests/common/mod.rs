@@ -43,8 +43,10 @@ pub(crate) struct Target {
     pub(crate) bench_patch: String,
 }
 
+/// The C compiler: `LP_CC` (e.g. `clang`, whose entry padding is multi-byte NOPs), else `cc`.
 fn gcc(args: &[&str]) {
-    let out = Command::new("cc").args(args).output().expect("run cc");
+    let compiler = std::env::var("LP_CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&compiler).args(args).output().expect("run the C compiler");
     assert!(out.status.success(), "cc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
