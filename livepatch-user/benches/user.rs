@@ -1,0 +1,78 @@
+//! livepatch-user's costs, measured side by side in one run on the C target
+//! (`tests/c/target.c`, gcc -O2, 16 patchable entry NOPs):
+//!
+//! * `call/*`: 1 000 calls of a one-line function through a function pointer — plain (no
+//!   patchable entry), with its entry NOPs untouched, with a parked hook (`jmp short +11`),
+//!   and hooked with a patch enabled (trampoline, decision, jump to the variant);
+//! * `transition/N busy`: enabling then disabling the f/g patch (two transitions, each to
+//!   completion) while N threads call f -> g chains;
+//!
+//! and prints the kick signals per thread per transition of the transition runs.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use criterion::{BenchmarkId, Criterion};
+use livepatch_user::Runtime;
+use std::hint::black_box;
+use std::time::Duration;
+
+fn benches(c: &mut Criterion) {
+    let rt = Runtime::init(livepatch_user::DEFAULT_POLICY).expect("init");
+    let t = common::load("bench");
+    // This thread runs the hooked calls, so it registers (as a root thread, before any patch).
+    let frame = 0usize;
+    let begin =
+        // SAFETY: no token; `frame` is a stack address above every frame this thread uses later.
+        unsafe { livepatch_user::livepatch_thread_begin(std::ptr::null_mut(), &frame as *const usize as *const _) };
+    assert_eq!(begin, 0);
+
+    let mut g = c.benchmark_group("call");
+    g.bench_function("plain", |b| b.iter(|| (t.loop_)(black_box(t.plain), 1000)));
+    g.bench_function("entry NOPs", |b| b.iter(|| (t.loop_)(black_box(t.hooked), 1000)));
+    let h = rt.apply(&t.bench_patch).expect("apply");
+    rt.wait(Duration::from_secs(10)).expect("enable");
+    g.bench_function("hooked, to the variant", |b| b.iter(|| (t.loop_)(black_box(t.hooked), 1000)));
+    rt.disable(h).expect("disable");
+    rt.wait(Duration::from_secs(10)).expect("disable completes");
+    g.bench_function("parked hook", |b| b.iter(|| (t.loop_)(black_box(t.hooked), 1000)));
+    g.finish();
+
+    let mut g = c.benchmark_group("transition");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    for n in [0, 2, 8] {
+        assert_eq!((t.start)(&common::API, n, 0, 0, 0), 0);
+        common::wait_running(&t, n);
+        let before = rt.stats();
+        let mut rounds = 0u64;
+        g.bench_with_input(BenchmarkId::new("enable+disable, busy threads", n), &n, |b, _| {
+            b.iter(|| {
+                let h = rt.apply(&t.patches[0]).expect("apply");
+                rt.wait(Duration::from_secs(10)).expect("enable");
+                rt.disable(h).expect("disable");
+                rt.wait(Duration::from_secs(10)).expect("disable completes");
+                rounds += 1;
+            })
+        });
+        (t.stop)();
+        let after = rt.stats();
+        let transitions = after.transitions - before.transitions;
+        // The workers, their root thread, and this one.
+        let threads = u64::from(n as u32) + 2;
+        eprintln!(
+            "transition/{n} busy: {transitions} transitions, {} kicks ({:.2} per thread per transition), {} passes per transition",
+            after.kicks - before.kicks,
+            (after.kicks - before.kicks) as f64 / (threads * transitions.max(1)) as f64,
+            (after.passes - before.passes) / transitions.max(1),
+        );
+        assert_eq!((t.bad)(), 0);
+        let _ = rounds;
+    }
+    g.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,195 @@
+//! The core's traits for a process: threads are tasks, a kick is a real-time signal whose
+//! handler checks the thread's own stack, hooks are poked entry NOPs.
+//!
+//! What user space cannot do, and what is done instead:
+//!
+//! * **Pin another thread** (`task_call_func`): there is no way to keep a thread off its CPU
+//!   and read its registers from outside without ptrace. [`pin`](Scheduler::pin) answers
+//!   [`Pinned::Running`] for every thread but the caller; the engine then kicks the
+//!   straggler, and the thread checks and switches *itself* in the signal handler — the
+//!   user-space per-CPU pass, where the interrupted thread is held by construction.
+//! * **Hold a CPU** (the per-CPU pass): [`for_each_task_on_cpu`](Scheduler::for_each_task_on_cpu)
+//!   visits nothing; the kick handler does that pass's work.
+//! * **Stop the machine**: not offered; [`crate::Runtime::init`] refuses the stop-the-world
+//!   and freezer models, so [`stop_all`](Scheduler::stop_all) is never reached through them.
+
+use crate::hook;
+use crate::poke;
+use crate::sys;
+use crate::threads::{self, KickResult, Thread};
+use crate::walk::{self, Start, Walker};
+use livepatch_core::backend::{Backend, ErrorKind, Pinned, Scheduler, TaskCursor, Tracer};
+use livepatch_core::sweep::{StallReason, Verdict};
+use livepatch_core::{CodeRange, CpuId, ObjectId, SlotId};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Kick signals sent.
+pub(crate) static KICKS_SENT: AtomicU64 = AtomicU64::new(0);
+/// Threads switched by a kick handler.
+pub(crate) static KICK_SWITCHES: AtomicU64 = AtomicU64::new(0);
+
+/// The process backend (a unit: its state is the thread registry and the site table).
+#[derive(Debug, Default)]
+pub struct ProcessBackend {
+    retry_ns: AtomicU64,
+}
+
+impl ProcessBackend {
+    /// The delay the engine last asked for before its next completion attempt.
+    pub fn retry_delay_ns(&self) -> u64 {
+        self.retry_ns.load(Ordering::Relaxed)
+    }
+}
+
+impl Backend for ProcessBackend {
+    type Task = Thread;
+    type Walker = Walker;
+    type Tracer = ProcessBackend;
+    type Scheduler = ProcessBackend;
+
+    fn walker(&self) -> &Walker {
+        &Walker
+    }
+    fn tracer(&self) -> &ProcessBackend {
+        self
+    }
+    fn scheduler(&self) -> &ProcessBackend {
+        self
+    }
+}
+
+impl Scheduler for ProcessBackend {
+    type Task = Thread;
+
+    fn for_each_task<F>(&self, cursor: TaskCursor, max: usize, f: F) -> Option<TaskCursor>
+    where
+        F: FnMut(&Thread),
+    {
+        threads::for_each(cursor.0, max, f).map(TaskCursor)
+    }
+
+    fn for_each_task_on_cpu<F>(&self, _cpu: CpuId, _f: F)
+    where
+        F: FnMut(&Thread),
+    {
+    }
+
+    fn for_each_cpu<F>(&self, mut f: F)
+    where
+        F: FnMut(CpuId),
+    {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..n as u32).for_each(|c| f(CpuId(c)));
+    }
+
+    fn pin<R, F>(&self, task: &Thread, f: F) -> Pinned<R>
+    where
+        F: FnOnce(&Thread) -> R,
+    {
+        match threads::current() {
+            Some(me) if std::ptr::eq(me, task) => Pinned::Checked(f(task)),
+            _ => Pinned::Running,
+        }
+    }
+
+    fn kick(&self, task: &Thread) {
+        let tid = task.tid();
+        if tid == 0 || task.kick_pending.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if sys::tgkill(tid, poke::kick_signal()).is_ok() {
+            KICKS_SENT.fetch_add(1, Ordering::Relaxed);
+        } else {
+            task.kick_pending.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn stop_all<R, F>(&self, f: F) -> R
+    where
+        F: FnOnce() -> R,
+    {
+        // Only the stop-the-world model calls this, and `Runtime::init` refuses that model.
+        f()
+    }
+
+    fn schedule_retry(&self, delay_ns: u64) {
+        self.retry_ns.store(delay_ns, Ordering::Relaxed);
+    }
+
+    fn synchronize(&self) {
+        threads::grace_period();
+    }
+
+    fn now_ns(&self) -> u64 {
+        sys::now_ns()
+    }
+}
+
+impl Tracer for ProcessBackend {
+    type Error = ErrorKind;
+
+    fn install(&self, slot: SlotId, func: CodeRange) -> Result<(), ErrorKind> {
+        let entry = func.start().get();
+        if func.len() < hook::ENTRY_NOPS {
+            return Err(ErrorKind::Hook);
+        }
+        // SAFETY: `func` is a function the patch loader resolved by symbol, with its size.
+        if !unsafe { hook::is_patchable(entry) } {
+            return Err(ErrorKind::Hook);
+        }
+        hook::set_hooked(entry, slot).ok_or(ErrorKind::Hook)?;
+        // SAFETY: the entry is patchable (checked above) and the site says "hooked".
+        unsafe { poke::poke(entry, &hook::hook_bytes()) }.map_err(|_| {
+            hook::set_unhooked(entry);
+            ErrorKind::Hook
+        })
+    }
+
+    fn remove(&self, _slot: SlotId, func: CodeRange) -> Result<(), ErrorKind> {
+        let entry = func.start().get();
+        hook::set_unhooked(entry);
+        // SAFETY: the entry is one of our hooks; the site now says "unhooked".
+        unsafe { poke::poke(entry, &hook::parked_bytes()) }.map_err(|_| ErrorKind::Hook)?;
+        // Threads still deciding for this site (they entered before the site said
+        // "unhooked") finish before the engine reuses the slot.
+        threads::grace_period();
+        Ok(())
+    }
+
+    fn object_loaded(&self, _object: ObjectId) -> bool {
+        true
+    }
+}
+
+/// Installs the kick handler.
+pub(crate) fn install_kick_handler() -> Result<(), crate::Error> {
+    sys::install_handler(poke::kick_signal(), on_kick, false).map_err(|e| crate::Error::Sys("sigaction(kick)", e))
+}
+
+/// A kicked thread checks its own stack from the interrupted context and switches if
+/// nothing it is switching away from is on it.
+extern "C" fn on_kick(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let Some(thread) = threads::current() else { return };
+    thread.kick_pending.store(false, Ordering::Relaxed);
+    thread.signals.fetch_add(1, Ordering::Relaxed);
+    let Some(live) = hook::live() else { return };
+    // SAFETY: `ctx` is this handler's ucontext.
+    let (pc, sp, fp) = unsafe { sys::context_regs(ctx) };
+    thread.read_enter();
+    let prev = walk::set_start(Start::Interrupted { pc, sp, fp });
+    let result = match live.task_work(thread, &Walker) {
+        Verdict::NotPending => KickResult::Nothing,
+        Verdict::Switched(_) => {
+            KICK_SWITCHES.fetch_add(1, Ordering::Relaxed);
+            KickResult::Switched
+        }
+        Verdict::Blocked(StallReason::OnStack { slot, .. }) => KickResult::OnStack(slot),
+        Verdict::Blocked(StallReason::Unreliable(ErrorKind::InRedirect)) => KickResult::InRedirect,
+        Verdict::Blocked(StallReason::TooDeep) => KickResult::TooDeep,
+        Verdict::Blocked(StallReason::Raced) => KickResult::Raced,
+        Verdict::Blocked(_) => KickResult::Unreliable,
+    };
+    thread.last_kick.store(result.encode(), Ordering::Relaxed);
+    walk::set_start(prev);
+    thread.read_exit();
+}

@@ -1,0 +1,169 @@
+//! Cross-modifying code: the kernel's `text_poke_bp` protocol in user space, and the signal
+//! handlers that go with it.
+//!
+//! Writing a hook over an entry that other threads may be executing:
+//!
+//! 1. write `int3` over the first byte; serialise every core
+//!    (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)`): from now on a thread reaching
+//!    the entry traps, and the `SIGTRAP` handler emulates the site's current meaning (a call to
+//!    the trampoline while hooked, a jump over the entry NOPs otherwise);
+//! 2. only when installing over fresh padding: the entry was several NOP instructions (gcc:
+//!    16 one-byte ones; clang: a 10- and a 6-byte one), so a thread may have stopped *between*
+//!    two of them (the kernel never has this case: its ftrace NOP is one instruction). Every
+//!    registered thread gets a fix-up signal whose handler moves an `rip` inside the padding to
+//!    its end (equivalent: the bytes it skips are NOPs); the writer waits for each thread's
+//!    acknowledgement or its exit;
+//! 3. write the tail; serialise;
+//! 4. write the first byte; serialise.
+//!
+//! Removing a hook does not write the NOPs back: it *parks* the site, turning the first two
+//! bytes into `jmp short +14` (`eb 0e`), which skips the rest of the padding.
+//! A thread cannot stop inside an instruction, so parking and re-hooking (two bytes each way)
+//! never need the fix-up round; only the first hook of a fresh NOP entry does. A parked entry
+//! costs one taken jump per call, like the kernel's 5-byte NOP costs one decoded instruction.
+
+use crate::hook::{self, ENTRY_NOPS, HOOK_LEN};
+use crate::sys;
+use crate::threads;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// The signal that kicks a straggler (its handler checks the thread's stack).
+pub(crate) fn kick_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 2
+}
+
+/// The signal of a fix-up round.
+fn fixup_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 3
+}
+
+/// The site of the fix-up round in progress (0: none).
+static FIXUP_SITE: AtomicUsize = AtomicUsize::new(0);
+static FIXUP_ROUND: AtomicU64 = AtomicU64::new(0);
+/// Serialises pokes (the engine already does; this keeps `poke` sound on its own).
+static POKE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Fix-up signals sent so far (for the benchmarks' signals-per-thread figure).
+pub(crate) static FIXUP_SIGNALS: AtomicU64 = AtomicU64::new(0);
+/// Threads a fix-up handler found between two entry NOPs and moved past the hook.
+pub(crate) static FIXUPS_APPLIED: AtomicU64 = AtomicU64::new(0);
+
+/// Installs the trap and fix-up handlers.
+pub(crate) fn install_handlers() -> Result<(), crate::Error> {
+    sys::install_handler(libc::SIGTRAP, on_trap, true).map_err(|e| crate::Error::Sys("sigaction(SIGTRAP)", e))?;
+    sys::install_handler(fixup_signal(), on_fixup, false).map_err(|e| crate::Error::Sys("sigaction(fixup)", e))
+}
+
+/// Writes `new` over `site` with the protocol above.
+///
+/// # Safety
+///
+/// `site` must be a patchable entry ([`hook::is_patchable`]) in mapped text; `new` must be
+/// the hook bytes or the parked hook; the site's state in the site table must already say
+/// what a trap there means.
+pub(crate) unsafe fn poke(site: usize, new: &[u8; HOOK_LEN]) -> std::io::Result<()> {
+    let _g = POKE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: the caller guarantees a mapped patchable entry of at least `HOOK_LEN` bytes.
+    let old: [u8; HOOK_LEN] = unsafe { (site as *const [u8; HOOK_LEN]).read_volatile() };
+    // A fresh entry is padding of several NOP instructions (gcc: sixteen one-byte ones): a
+    // thread may have stopped between two of them. Our hook and its parked form are whole
+    // instructions a thread is never inside.
+    let fresh_nops = !hook::is_ours(&old);
+    sys::protect(site, HOOK_LEN, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC)?;
+    let p = site as *mut u8;
+    // SAFETY: the page is writable now; a single-byte store is atomic, and every other
+    // thread either has not reached the byte or executes it after the serialisation below.
+    unsafe { p.write_volatile(0xcc) };
+    sys::sync_core();
+    if fresh_nops {
+        fixup_round(site);
+    }
+    for (i, b) in new.iter().enumerate().skip(1).filter(|(i, b)| old[*i] != **b) {
+        // SAFETY: as above; no thread executes these bytes now (the trap guards the entry
+        // and the fix-up round moved any thread that was past it).
+        unsafe { p.add(i).write_volatile(*b) };
+    }
+    sys::sync_core();
+    // SAFETY: as above.
+    unsafe { p.write_volatile(new[0]) };
+    sys::sync_core();
+    sys::protect(site, HOOK_LEN, libc::PROT_READ | libc::PROT_EXEC)
+}
+
+/// Moves every registered thread's `rip` out of `(site, site + ENTRY_NOPS)`.
+fn fixup_round(site: usize) {
+    FIXUP_SITE.store(site, Ordering::Relaxed);
+    // `Release`: pairs with the handler's `Acquire` of the round: it sees the site.
+    let round = FIXUP_ROUND.fetch_add(1, Ordering::Release) + 1;
+    let me = sys::gettid();
+    let mut waiting = Vec::new();
+    for t in threads::snapshot() {
+        let tid = t.tid();
+        if tid == 0 || tid == me {
+            continue;
+        }
+        if sys::tgkill(tid, fixup_signal()).is_ok() {
+            FIXUP_SIGNALS.fetch_add(1, Ordering::Relaxed);
+            waiting.push(t);
+        }
+    }
+    for t in waiting {
+        // `Acquire`: pairs with the handler's `Release`: its `rip` fix is done.
+        while t.fixup_round.load(Ordering::Acquire) < round {
+            if sys::tgkill(t.tid(), 0).is_err() {
+                break;
+            }
+            std::thread::yield_now();
+        }
+    }
+    FIXUP_SITE.store(0, Ordering::Relaxed);
+}
+
+extern "C" fn on_fixup(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let Some(t) = threads::current() else { return };
+    // `Acquire`: pairs with `fixup_round`'s `Release`.
+    let round = FIXUP_ROUND.load(Ordering::Acquire);
+    let site = FIXUP_SITE.load(Ordering::Relaxed);
+    // SAFETY: `ctx` is this handler's ucontext.
+    let (pc, sp, _) = unsafe { sys::context_regs(ctx) };
+    if site != 0 && pc > site && pc < site + ENTRY_NOPS {
+        // SAFETY: the bytes between `pc` and the end of the hook are the entry NOPs not yet
+        // overwritten (only the first byte is, with the trap); skipping them is executing them.
+        unsafe { sys::set_context_ip_sp(ctx, site + ENTRY_NOPS, sp) };
+        FIXUPS_APPLIED.fetch_add(1, Ordering::Relaxed);
+    }
+    // `Release`: pairs with `fixup_round`'s `Acquire`.
+    t.fixup_round.store(round, Ordering::Release);
+}
+
+extern "C" fn on_trap(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: `ctx` is this handler's ucontext.
+    let (pc, sp, _) = unsafe { sys::context_regs(ctx) };
+    let site = pc.wrapping_sub(1);
+    match hook::site_state(site) {
+        Some(hook::HOOKED) => {
+            // Emulate `call trampoline` from the site: push the return address the real call
+            // pushes (the function's entry rsp is 8 mod 16, as after a call; the 8 bytes below
+            // it are the red zone's, unused at a function entry).
+            let ret_sp = sp - 8;
+            // SAFETY: `ret_sp` is on the interrupted thread's stack, just below its rsp.
+            unsafe { (ret_sp as *mut usize).write(site + HOOK_LEN) };
+            // SAFETY: continuing in the trampoline with its expected stack.
+            unsafe { sys::set_context_ip_sp(ctx, hook::trampoline_range().0, ret_sp) };
+        }
+        Some(_) => {
+            // SAFETY: the entry's 16 bytes are padding (or a hook being removed, which is
+            // dropped): continuing after them runs the original.
+            unsafe { sys::set_context_ip_sp(ctx, site + ENTRY_NOPS, sp) };
+        }
+        None => {
+            // Not ours: the default action (terminate with a core dump).
+            // SAFETY: resetting a disposition and raising are async-signal-safe.
+            unsafe {
+                libc::signal(libc::SIGTRAP, libc::SIG_DFL);
+                libc::raise(libc::SIGTRAP);
+            }
+        }
+    }
+}

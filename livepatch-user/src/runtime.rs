@@ -1,0 +1,317 @@
+//! The process-wide runtime: the engine (single writer, under a mutex), its read side, the
+//! loaded patches, and the operations an operator asks for.
+
+use crate::backend::{self, ProcessBackend};
+use crate::error::Error;
+use crate::hook;
+use crate::patch_so::{self, LoadedPatch};
+use crate::poke;
+use crate::sys;
+use crate::threads::{self, KickResult};
+use livepatch_core::backend::Task;
+use livepatch_core::model::Model;
+use livepatch_core::sweep::{PassSummary, Straggler};
+use livepatch_core::transition::Progress;
+use livepatch_core::{Engine, EngineStorage, Live, PatchId, PatchState, Policy};
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Function slots (replaced functions) the runtime can hold at once.
+pub const SLOTS: usize = 256;
+/// Patched-set index entries per version.
+pub const RANGES: usize = 1024;
+
+/// The policy the runtime uses unless told otherwise: the core's improved per-task model
+/// (switch at hook entry, at safe points, in kick handlers; kick from the second pass),
+/// a completion attempt every 200 µs.
+pub const DEFAULT_POLICY: Policy = Policy { retry_delay_ns: 200_000, ..Policy::IMPROVED };
+
+/// One stall as the operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stall {
+    /// The thread's kernel id (0 if it had not started).
+    pub tid: i32,
+    /// The core's report (reason, function, kicked).
+    pub report: String,
+}
+
+/// A registered patch as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatchInfo {
+    /// Its handle.
+    pub handle: u32,
+    /// Its name.
+    pub name: String,
+    /// The shared object.
+    pub path: String,
+    /// Whether it is enabled (or being enabled).
+    pub enabled: bool,
+    /// Whether it replaces the patches below it.
+    pub replace: bool,
+}
+
+/// Counters since the runtime started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Transitions completed.
+    pub transitions: u64,
+    /// Completion attempts.
+    pub passes: u64,
+    /// Kick signals sent.
+    pub kicks: u64,
+    /// Threads switched from a kick handler.
+    pub kick_switches: u64,
+    /// Fix-up signals sent while installing hooks.
+    pub fixup_signals: u64,
+    /// Threads found between two entry NOPs by a fix-up handler and moved past the hook.
+    pub fixups_applied: u64,
+    /// Calls of hooked functions by unregistered threads (they ran the original).
+    pub unregistered_calls: u64,
+}
+
+struct Inner {
+    engine: Engine<'static>,
+    loaded: Vec<LoadedPatch>,
+    next_id: u32,
+    stalls: Vec<Stall>,
+    transitions: u64,
+    passes: u64,
+}
+
+// SAFETY: `Inner` holds the engine, whose intrusive list links `'static` patch descriptors
+// that are never freed; it is only ever touched under `Runtime::inner`'s mutex, so moving it
+// between threads (which is all `Send` allows) cannot race.
+unsafe impl Send for Inner {}
+
+/// The runtime (one per process).
+pub struct Runtime {
+    live: &'static Live<'static>,
+    backend: ProcessBackend,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("live", self.live).finish()
+    }
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+impl Runtime {
+    /// Initialises the process's runtime with `policy`: registers for `membarrier`, installs
+    /// the trap, fix-up and kick signal handlers (`SIGTRAP`, `SIGRTMIN+2`, `SIGRTMIN+3`).
+    ///
+    /// Refuses the stop-the-world and freezer models ([`Error::UnsupportedModel`]) and a
+    /// second initialisation ([`Error::AlreadyInitialised`]).
+    pub fn init(policy: Policy) -> Result<&'static Runtime, Error> {
+        match policy.model {
+            Model::StopTheWorld | Model::Freezer => return Err(Error::UnsupportedModel(policy.model.name())),
+            _ => {}
+        }
+        if RUNTIME.get().is_some() {
+            return Err(Error::AlreadyInitialised);
+        }
+        sys::register_membarrier().map_err(|e| Error::Sys("membarrier(REGISTER)", e))?;
+        poke::install_handlers()?;
+        backend::install_kick_handler()?;
+        let storage: &'static EngineStorage<'static, SLOTS, RANGES> = Box::leak(Box::new(EngineStorage::new()));
+        let live: &'static Live<'static> = Box::leak(Box::new(Live::new(storage, policy)));
+        let rt = Runtime {
+            live,
+            backend: ProcessBackend::default(),
+            inner: Mutex::new(Inner {
+                engine: Engine::new(live),
+                loaded: Vec::new(),
+                next_id: 1,
+                stalls: Vec::new(),
+                transitions: 0,
+                passes: 0,
+            }),
+        };
+        RUNTIME.set(rt).map_err(|_| Error::AlreadyInitialised)?;
+        let rt = RUNTIME.get().ok_or(Error::NotInitialised)?;
+        // `Release`: pairs with `hook::live`'s `Acquire`.
+        hook::LIVE.store(live as *const Live<'static> as *mut Live<'static>, Ordering::Release);
+        Ok(rt)
+    }
+
+    /// The runtime, if initialised.
+    pub fn get() -> Result<&'static Runtime, Error> {
+        RUNTIME.get().ok_or(Error::NotInitialised)
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The engine's read side.
+    pub fn live(&self) -> &'static Live<'static> {
+        self.live
+    }
+
+    /// Registers the calling thread (see [`threads::begin`]); a root thread is refused while
+    /// a patch is registered.
+    pub fn thread_begin(&self, token: Option<threads::ChildToken>, base_fp: usize) -> Result<(), Error> {
+        let inner = self.inner();
+        let active = || inner.engine.patches().next().is_some() || inner.engine.transition().is_some();
+        threads::begin(token, base_fp, active)?;
+        drop(inner);
+        // A prepared child that is pending switches now if it can: its stack holds only its
+        // start routine.
+        crate::safe_point_from(base_fp);
+        Ok(())
+    }
+
+    /// Loads the patch in the shared object at `path` and starts enabling it; returns its
+    /// handle. [`wait`](Self::wait) completes the transition.
+    pub fn apply(&self, path: &str) -> Result<u32, Error> {
+        let mut inner = self.inner();
+        let id = inner.next_id;
+        let loaded = patch_so::load(path, PatchId(id))?;
+        let patch = loaded.patch;
+        inner.engine.enable(patch, &self.backend)?;
+        inner.next_id += 1;
+        inner.loaded.push(loaded);
+        Ok(id)
+    }
+
+    fn registered(inner: &Inner, handle: u32) -> Option<&'static livepatch_core::Patch<'static>> {
+        inner
+            .engine
+            .patches()
+            .find(|p| p.id() == PatchId(handle))
+            .and_then(|p| inner.loaded.iter().map(|l| l.patch).find(|l| std::ptr::eq(*l, p)))
+    }
+
+    /// Starts disabling the patch `handle`.
+    pub fn disable(&self, handle: u32) -> Result<(), Error> {
+        let mut inner = self.inner();
+        let patch = Self::registered(&inner, handle).ok_or(Error::NoSuchPatch(handle))?;
+        inner.engine.disable(patch, &self.backend)?;
+        Ok(())
+    }
+
+    /// Reverses the transition in progress.
+    pub fn reverse(&self) -> Result<(), Error> {
+        self.inner().engine.reverse(&self.backend)?;
+        Ok(())
+    }
+
+    /// Forces the transition in progress (every thread switches whatever its stack holds:
+    /// the consistency guarantee is given up, as with the kernel's `force`).
+    pub fn force(&self) -> Result<(), Error> {
+        let mut inner = self.inner();
+        inner.engine.force(&self.backend)?;
+        inner.transitions += 1;
+        Ok(())
+    }
+
+    /// The transition in progress: its patch's handle and target.
+    pub fn transition(&self) -> Option<(u32, PatchState)> {
+        self.inner().engine.transition().map(|t| (t.patch.0, t.target))
+    }
+
+    /// One completion attempt; `None` when no transition is in progress.
+    pub fn step(&self) -> Result<Option<Progress>, Error> {
+        let mut inner = self.inner();
+        if inner.engine.transition().is_none() {
+            return Ok(None);
+        }
+        let mut stalls = Vec::new();
+        let progress = inner.engine.try_complete(&self.backend, |s: &Straggler<'static>| {
+            stalls.push((s.task, s.to_string()));
+        })?;
+        let threads = threads::snapshot();
+        let stalls: Vec<Stall> = stalls
+            .into_iter()
+            .map(|(task, report)| {
+                let thread = threads.iter().find(|t| t.id() == task);
+                let detail = thread.map_or(String::new(), |t| self.kick_detail(&inner, t.last_kick()));
+                Stall { tid: thread.map_or(0, |t| t.tid()), report: report + &detail }
+            })
+            .collect();
+        inner.stalls = stalls;
+        inner.passes += 1;
+        if progress.is_complete() {
+            inner.transitions += 1;
+        }
+        Ok(Some(progress))
+    }
+
+    /// The stall report's detail from a thread's last kick handler.
+    fn kick_detail(&self, inner: &Inner, kick: KickResult) -> String {
+        match kick {
+            KickResult::Nothing | KickResult::Switched => String::new(),
+            KickResult::OnStack(slot) => {
+                let range = self.live.slots().get(slot.0 as usize).and_then(|s| s.original());
+                let name = inner
+                    .engine
+                    .patches()
+                    .flat_map(|p| p.funcs())
+                    .find(|(_, f)| Some(f.old()) == range)
+                    .map_or("?", |(_, f)| f.name());
+                format!("; its kick handler found function {name} on its stack")
+            }
+            other => format!("; its kick handler found: {other:?}"),
+        }
+    }
+
+    /// Runs completion attempts, the engine's retry delay apart, until no transition is in
+    /// progress; returns the last attempt's summary. [`Error::Timeout`] after `timeout` (the
+    /// transition stays in progress; [`stalls`](Self::stalls) says who holds it up).
+    pub fn wait(&self, timeout: Duration) -> Result<PassSummary, Error> {
+        let start = Instant::now();
+        let mut last = PassSummary::default();
+        loop {
+            match self.step()? {
+                None => return Ok(last),
+                Some(p) if !p.is_pending() => return Ok(*p.summary()),
+                Some(p) => last = *p.summary(),
+            }
+            if start.elapsed() > timeout {
+                return Err(Error::Timeout);
+            }
+            std::thread::sleep(Duration::from_nanos(self.backend.retry_delay_ns().max(10_000)));
+        }
+    }
+
+    /// The registered patches, oldest first.
+    pub fn list(&self) -> Vec<PatchInfo> {
+        let inner = self.inner();
+        inner
+            .engine
+            .patches()
+            .filter_map(|p| {
+                let l = inner.loaded.iter().find(|l| std::ptr::eq(l.patch, p))?;
+                Some(PatchInfo {
+                    handle: p.id().0,
+                    name: p.name().into(),
+                    path: l.path.clone(),
+                    enabled: p.is_enabled(),
+                    replace: p.is_replace(),
+                })
+            })
+            .collect()
+    }
+
+    /// The stragglers of the last completion attempt.
+    pub fn stalls(&self) -> Vec<Stall> {
+        self.inner().stalls.clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        let inner = self.inner();
+        Stats {
+            transitions: inner.transitions,
+            passes: inner.passes,
+            kicks: backend::KICKS_SENT.load(Ordering::Relaxed),
+            kick_switches: backend::KICK_SWITCHES.load(Ordering::Relaxed),
+            fixup_signals: poke::FIXUP_SIGNALS.load(Ordering::Relaxed),
+            fixups_applied: poke::FIXUPS_APPLIED.load(Ordering::Relaxed),
+            unregistered_calls: hook::UNREGISTERED_CALLS.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Threads as tasks: the registry of every thread that runs patchable code, each with its
+//! 4-byte patch-state word, in creation order.
+//!
+//! A thread joins in one of two ways:
+//!
+//! * a **child** is prepared by its creating thread ([`prepare_child`]) *before*
+//!   `pthread_create`: the entry is allocated, inherits its parent's word (the core's fork
+//!   rule, [`Live::fork`](livepatch_core::Live::fork)) and is appended to the registry under
+//!   one lock hold, so a sweep either visits it or visited the parent before the copy; the
+//!   child then calls [`begin`] first thing in its start routine;
+//! * a **root** thread (the main thread, a thread of a library that did not prepare it) calls
+//!   [`begin`] without a token. That is refused while a patch is registered: the thread ran
+//!   originals until then, and no universe word says "runs the originals below an enabled
+//!   patch".
+//!
+//! A thread leaves with [`end`]: it is marked exiting, then dropped from the registry (it runs
+//! no patched code after that).
+
+use crate::error::Error;
+use livepatch_core::backend::{Task, TaskFlags, TaskKind};
+use livepatch_core::{CpuId, TaskId, TaskPatchState};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// One registered thread.
+#[derive(Debug)]
+pub struct Thread {
+    seq: u64,
+    tid: AtomicI32,
+    state: TaskPatchState,
+    flags: AtomicU8,
+    /// The frame record of the thread's start routine (its `rbp`), where a reliable walk
+    /// ends; 0 until [`begin`].
+    base_fp: AtomicUsize,
+    /// A kick signal was sent and not yet handled (real-time signals queue; one is enough).
+    pub(crate) kick_pending: AtomicBool,
+    /// Read-side nesting depth (hook decisions and signal handlers reading the engine's
+    /// live state); see [`crate::backend`]'s grace period.
+    read_depth: AtomicU32,
+    /// Incremented each time the outermost read-side section ends.
+    read_gen: AtomicU32,
+    /// Kick signals this thread handled.
+    pub(crate) signals: AtomicU64,
+    /// The last text-poke fix-up round this thread acknowledged.
+    pub(crate) fixup_round: AtomicU64,
+    /// What this thread's last kick handler found ([`KickResult`], encoded).
+    pub(crate) last_kick: AtomicU64,
+}
+
+/// What a kick handler found when it checked its thread's stack (the stall report's detail:
+/// the engine's sweep only sees "running" for another thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KickResult {
+    /// No kick handled yet, or the thread was not pending.
+    Nothing,
+    /// It switched.
+    Switched,
+    /// Code being switched away from was on its stack: the function of this slot.
+    OnStack(livepatch_core::SlotId),
+    /// The walk was unreliable.
+    Unreliable,
+    /// It was interrupted inside a redirect decision.
+    InRedirect,
+    /// Its stack was deeper than the walk limit.
+    TooDeep,
+    /// Its word changed while it was checked.
+    Raced,
+}
+
+impl KickResult {
+    pub(crate) fn encode(self) -> u64 {
+        match self {
+            KickResult::Nothing => 0,
+            KickResult::Switched => 1,
+            KickResult::OnStack(s) => 2 | u64::from(s.0) << 8,
+            KickResult::Unreliable => 3,
+            KickResult::InRedirect => 4,
+            KickResult::TooDeep => 5,
+            KickResult::Raced => 6,
+        }
+    }
+
+    fn decode(v: u64) -> Self {
+        match v & 0xff {
+            1 => KickResult::Switched,
+            2 => KickResult::OnStack(livepatch_core::SlotId((v >> 8) as u32)),
+            3 => KickResult::Unreliable,
+            4 => KickResult::InRedirect,
+            5 => KickResult::TooDeep,
+            6 => KickResult::Raced,
+            _ => KickResult::Nothing,
+        }
+    }
+}
+
+impl Thread {
+    fn new(seq: u64) -> Self {
+        Self {
+            seq,
+            tid: AtomicI32::new(0),
+            state: TaskPatchState::new(),
+            flags: AtomicU8::new(0),
+            base_fp: AtomicUsize::new(0),
+            kick_pending: AtomicBool::new(false),
+            read_depth: AtomicU32::new(0),
+            read_gen: AtomicU32::new(0),
+            signals: AtomicU64::new(0),
+            fixup_round: AtomicU64::new(0),
+            last_kick: AtomicU64::new(0),
+        }
+    }
+
+    /// The kernel thread id, 0 before the thread began.
+    pub fn tid(&self) -> i32 {
+        self.tid.load(Ordering::Relaxed)
+    }
+
+    /// The frame record where a reliable walk of this thread ends (0 before it began).
+    pub(crate) fn base_fp(&self) -> usize {
+        self.base_fp.load(Ordering::Relaxed)
+    }
+
+    /// What the thread's last kick handler found.
+    pub fn last_kick(&self) -> KickResult {
+        KickResult::decode(self.last_kick.load(Ordering::Relaxed))
+    }
+
+    /// Kick signals this thread has handled.
+    pub fn signals_handled(&self) -> u64 {
+        self.signals.load(Ordering::Relaxed)
+    }
+
+    /// Enters a read-side section (a reader of the engine's live state).
+    ///
+    /// Plain stores, no barrier: the writer's [`grace_period`] issues a process-wide
+    /// `membarrier`, which orders these stores against its reads (liburcu's `memb` flavour).
+    /// Only the owning thread (or its signal handler, which nests) writes these words.
+    #[inline(always)]
+    pub(crate) fn read_enter(&self) {
+        let d = self.read_depth.load(Ordering::Relaxed);
+        self.read_depth.store(d + 1, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+    }
+
+    /// Leaves a read-side section.
+    #[inline(always)]
+    pub(crate) fn read_exit(&self) {
+        compiler_fence(Ordering::SeqCst);
+        let d = self.read_depth.load(Ordering::Relaxed) - 1;
+        if d == 0 {
+            let g = self.read_gen.load(Ordering::Relaxed);
+            self.read_gen.store(g.wrapping_add(1), Ordering::Relaxed);
+        }
+        self.read_depth.store(d, Ordering::Relaxed);
+    }
+}
+
+impl Task for Thread {
+    fn id(&self) -> TaskId {
+        TaskId(self.seq as u32)
+    }
+    fn kind(&self) -> TaskKind {
+        TaskKind::User
+    }
+    fn flags(&self) -> TaskFlags {
+        TaskFlags::from_bits_truncate(self.flags.load(Ordering::Relaxed))
+    }
+    fn cpu(&self) -> CpuId {
+        CpuId(0)
+    }
+    fn is_running(&self) -> bool {
+        !is_current(self)
+    }
+    fn patch_state(&self) -> &TaskPatchState {
+        &self.state
+    }
+}
+
+struct Registry {
+    next_seq: u64,
+    threads: BTreeMap<u64, Arc<Thread>>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry { next_seq: 1, threads: BTreeMap::new() });
+
+thread_local! {
+    /// The calling thread's entry, or null. Const-initialised without a destructor, so a
+    /// signal handler may read it.
+    static CURRENT: Cell<*const Thread> = const { Cell::new(std::ptr::null()) };
+}
+
+fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The calling thread's entry, if it is registered.
+#[inline(always)]
+pub(crate) fn current() -> Option<&'static Thread> {
+    let p = CURRENT.with(|c| c.get());
+    // SAFETY: `CURRENT` is non-null only between `begin` and `end` on this thread, and the
+    // registry holds an `Arc` to the entry for that whole time (`end` clears `CURRENT` before
+    // dropping it), so the entry outlives every use on this thread.
+    unsafe { p.as_ref() }
+}
+
+fn is_current(t: &Thread) -> bool {
+    std::ptr::eq(CURRENT.with(|c| c.get()), t)
+}
+
+/// A child's entry, prepared by its parent; hand it to the child's [`begin`].
+#[derive(Debug)]
+pub struct ChildToken(Arc<Thread>);
+
+/// Prepares the entry of a thread the calling (registered) thread is about to create: it
+/// inherits the parent's universe and pending state and joins the registry now.
+///
+/// Errors: [`Error::NotRegistered`] when the caller is not registered.
+pub fn prepare_child() -> Result<ChildToken, Error> {
+    let parent = current().ok_or(Error::NotRegistered)?;
+    let mut reg = registry();
+    let child = Arc::new(Thread::new(reg.next_seq));
+    reg.next_seq += 1;
+    // Under the registry lock: the engine visits tasks in batches under it, so it either sees
+    // the child or retargeted the parent before this copy.
+    child.state.inherit(&parent.state);
+    reg.threads.insert(child.seq, child.clone());
+    Ok(ChildToken(child))
+}
+
+/// Makes the calling thread a registered task. `base_fp` is the frame record of the thread's
+/// start routine (`__builtin_frame_address(0)` there): stack walks end there.
+///
+/// With a token the thread is the prepared child; without one it is a root thread, refused
+/// with [`Error::PatchesActive`] while `patches_active` says a patch is registered.
+/// [`Error::AlreadyRegistered`] if the thread already began.
+pub fn begin(token: Option<ChildToken>, base_fp: usize, patches_active: impl FnOnce() -> bool) -> Result<(), Error> {
+    if current().is_some() {
+        return Err(Error::AlreadyRegistered);
+    }
+    let entry = match token {
+        Some(ChildToken(t)) => t,
+        None => {
+            if patches_active() {
+                return Err(Error::PatchesActive);
+            }
+            let mut reg = registry();
+            let t = Arc::new(Thread::new(reg.next_seq));
+            reg.next_seq += 1;
+            reg.threads.insert(t.seq, t.clone());
+            t
+        }
+    };
+    entry.tid.store(crate::sys::gettid(), Ordering::Relaxed);
+    entry.base_fp.store(base_fp, Ordering::Relaxed);
+    // The registry keeps the entry alive until `end`.
+    CURRENT.with(|c| c.set(Arc::as_ptr(&entry)));
+    Ok(())
+}
+
+/// Removes the calling thread from the registry (it must run no patched code afterwards).
+pub fn end() {
+    let Some(t) = current() else { return };
+    t.flags.fetch_or(TaskFlags::EXITING.bits(), Ordering::Relaxed);
+    let seq = t.seq;
+    CURRENT.with(|c| c.set(std::ptr::null()));
+    registry().threads.remove(&seq);
+}
+
+/// Visits at most `max` threads with sequence number `>= from`, in creation order; returns
+/// the next sequence number to visit, or `None` after the last.
+pub(crate) fn for_each(from: u64, max: usize, mut f: impl FnMut(&Thread)) -> Option<u64> {
+    let reg = registry();
+    let mut it = reg.threads.range(from..);
+    for _ in 0..max {
+        match it.next() {
+            Some((_, t)) => f(t),
+            None => return None,
+        }
+    }
+    it.next().map(|(seq, _)| *seq)
+}
+
+/// Every registered thread (a snapshot).
+pub(crate) fn snapshot() -> Vec<Arc<Thread>> {
+    registry().threads.values().cloned().collect()
+}
+
+/// Waits until every registered thread has left the read-side section it was in when this
+/// was called (the grace period of the engine's `Scheduler::synchronize`).
+pub(crate) fn grace_period() {
+    // Orders the writer's earlier stores (a published index, an unlinked node) before every
+    // running reader's later loads, and the readers' depth stores before our loads below.
+    crate::sys::barrier_all();
+    for t in snapshot() {
+        if t.read_depth.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let gen = t.read_gen.load(Ordering::Relaxed);
+        while t.read_depth.load(Ordering::Relaxed) != 0 && t.read_gen.load(Ordering::Relaxed) == gen {
+            std::thread::yield_now();
+            crate::sys::barrier_all();
+        }
+    }
+    // Orders the readers' finished sections before whatever the writer does next.
+    crate::sys::barrier_all();
+}

@@ -1,0 +1,312 @@
+//! Stack walks of the calling thread: by frame pointers, or conservatively.
+//!
+//! A thread only ever walks its own stack (from a hook, a safe point or a signal handler that
+//! interrupted it), starting where that entry point says ([`Start`]).
+//!
+//! 1. **The frame-pointer chain** ([`chain`]): every return address on it must lie in
+//!    *trusted* code — objects declared built with frame pointers ([`trust_code`],
+//!    `livepatch_trust_object`); the chain must rise strictly, stay 8-aligned and end exactly
+//!    at the frame record of the thread's start routine (registered by
+//!    [`crate::threads::begin`]). A signal can interrupt a function before its frame is set up,
+//!    after it is torn down, or in a leaf that keeps none: its return address is then in
+//!    `[rsp, rbp)`, not on the chain, so every trusted word there is reported too, as is the
+//!    interrupted `rip`.
+//! 2. **The conservative scan** ([`scan`]), when the chain breaks (an untrusted frame: libc
+//!    blocked in a system call, a library without frame pointers, a callback): every return
+//!    address of a live frame lies between the stack pointer and the base frame, so every
+//!    word there that points into trusted code is reported. It is sound without any frame
+//!    pointers because patched code must be trusted code ([`crate::patch_so::load`] refuses
+//!    anything else); a stale word in a dead slot only delays a switch. Only a stack too
+//!    large for it (over 8 MiB) is unreliable.
+//!
+//! An interruption inside the trampoline, or while the thread's in-hook flag is set (from
+//! the start of a hook decision until the trampoline's jump), is [`ErrorKind::InRedirect`].
+
+use crate::hook;
+use crate::threads::{self, Thread};
+use livepatch_core::backend::{ErrorKind, StackWalker, WalkError};
+use livepatch_core::CodeAddr;
+use std::cell::Cell;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Where the calling thread's walk starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// No entry point set one: the walk is unreliable.
+    None,
+    /// At a call: `ret` is the return address into the caller (0: none, a thread's start
+    /// routine), whose frame record is `fp`.
+    Call {
+        /// The return address.
+        ret: usize,
+        /// The caller's frame pointer.
+        fp: usize,
+        /// Where the return address is stored: the caller's stack starts there.
+        sp: usize,
+    },
+    /// An interrupted context (a signal handler's).
+    Interrupted {
+        /// The interrupted instruction.
+        pc: usize,
+        /// Its stack pointer.
+        sp: usize,
+        /// Its frame pointer.
+        fp: usize,
+    },
+}
+
+thread_local! {
+    static START: Cell<Start> = const { Cell::new(Start::None) };
+    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets where the calling thread's next walks start; returns the previous start (a signal
+/// handler restores it: it may have interrupted a hook that set one).
+pub(crate) fn set_start(start: Start) -> Start {
+    START.with(|s| s.replace(start))
+}
+
+/// Marks the calling thread as inside a hook decision.
+pub(crate) fn set_in_hook(v: bool) -> bool {
+    IN_HOOK.with(|s| s.replace(v))
+}
+
+/// The address of the calling thread's in-hook flag (a `Cell<bool>`: one byte, `false` is 0),
+/// which the trampoline clears.
+pub(crate) fn in_hook_flag() -> *const u8 {
+    IN_HOOK.with(|s| s as *const Cell<bool> as *const u8)
+}
+
+const MAX_REGIONS: usize = 64;
+static REGIONS: [(AtomicUsize, AtomicUsize); MAX_REGIONS] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; MAX_REGIONS];
+static REGION_COUNT: AtomicUsize = AtomicUsize::new(0);
+static REGION_LOCK: Mutex<()> = Mutex::new(());
+
+/// Declares `[lo, hi)` code compiled with frame pointers: return addresses there are trusted
+/// frames. Returns `false` when the table (64 regions) is full.
+pub fn trust_code(lo: usize, hi: usize) -> bool {
+    let _g = REGION_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let n = REGION_COUNT.load(Ordering::Relaxed);
+    if n == MAX_REGIONS {
+        return false;
+    }
+    REGIONS[n].0.store(lo, Ordering::Relaxed);
+    REGIONS[n].1.store(hi, Ordering::Relaxed);
+    // `Release`: pairs with `is_trusted`'s `Acquire`: the region is written before it counts.
+    REGION_COUNT.store(n + 1, Ordering::Release);
+    true
+}
+
+/// Whether `addr` lies in trusted code.
+pub(crate) fn is_trusted(addr: usize) -> bool {
+    let n = REGION_COUNT.load(Ordering::Acquire);
+    REGIONS[..n].iter().any(|(lo, hi)| addr >= lo.load(Ordering::Relaxed) && addr < hi.load(Ordering::Relaxed))
+}
+
+/// Whether a stack word found by a conservative scan may be a return address: it must point
+/// into trusted code, and not at the entry of patched code — that is a function pointer (a
+/// return address equals a function's entry only after a call that is the last instruction
+/// before it, which compilers emit only for calls that never return).
+fn maybe_return_address(v: usize) -> bool {
+    if !is_trusted(v) {
+        return false;
+    }
+    let entry =
+        hook::live().and_then(|l| l.patched_set().lookup(CodeAddr(v))).is_some_and(|h| h.range.start().get() == v);
+    !entry
+}
+
+/// The longest `[rsp, rbp)` gap scanned in an interrupted frame (64 KiB).
+const MAX_SCAN: usize = 64 * 1024;
+
+/// The stack walker: walks the calling thread only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Walker;
+
+fn read(addr: usize) -> usize {
+    // SAFETY: every address passed here was checked to lie within the calling thread's live
+    // stack, between its current stack pointer and its start routine's frame record, and to
+    // be 8-aligned.
+    unsafe { std::ptr::read_volatile(addr as *const usize) }
+}
+
+/// Where a walk stopped.
+enum Outcome {
+    /// The closure broke at frame `.0`, or the walk ended reliably after `.0` frames.
+    Done(usize),
+    /// Too many frames.
+    TooDeep,
+    /// The frame-pointer chain could not be followed reliably.
+    Unreliable,
+}
+
+/// Hands frames to the core's closure, counting them against the depth limit.
+struct Emitter<F> {
+    frame: F,
+    n: usize,
+    max: usize,
+}
+
+impl<F: FnMut(CodeAddr) -> ControlFlow<()>> Emitter<F> {
+    /// `Some(outcome)` when the walk must stop.
+    fn emit(&mut self, addr: usize) -> Option<Outcome> {
+        self.n += 1;
+        if self.n > self.max {
+            return Some(Outcome::TooDeep);
+        }
+        match (self.frame)(CodeAddr(addr)) {
+            ControlFlow::Break(()) => Some(Outcome::Done(self.n)),
+            ControlFlow::Continue(()) => None,
+        }
+    }
+}
+
+/// The precise walk: the start's frames, then the frame-pointer chain up to `base`.
+fn chain<F: FnMut(CodeAddr) -> ControlFlow<()>>(
+    start: Start,
+    floor: usize,
+    base: usize,
+    e: &mut Emitter<F>,
+) -> Outcome {
+    let (mut fp, mut prev) = match start {
+        Start::None => return Outcome::Unreliable,
+        Start::Call { ret, fp, .. } => {
+            // `ret == 0`: a thread's first frame, with no caller.
+            if ret != 0 {
+                if !is_trusted(ret) {
+                    return Outcome::Unreliable;
+                }
+                if let Some(o) = e.emit(ret) {
+                    return o;
+                }
+            }
+            (fp, floor)
+        }
+        Start::Interrupted { pc, sp, fp } => {
+            if let Some(o) = e.emit(pc) {
+                return o;
+            }
+            if fp < sp || fp - sp > MAX_SCAN || fp > base || !sp.is_multiple_of(8) {
+                return Outcome::Unreliable;
+            }
+            // The interrupted function may have no frame yet (or any more): its return
+            // address is then in `[sp, fp)`.
+            for w in (sp..fp).step_by(8) {
+                let v = read(w);
+                if maybe_return_address(v) {
+                    if let Some(o) = e.emit(v) {
+                        return o;
+                    }
+                }
+            }
+            (fp, sp)
+        }
+    };
+    loop {
+        if fp == base {
+            return Outcome::Done(e.n);
+        }
+        if !fp.is_multiple_of(8) || fp <= prev || fp > base {
+            return Outcome::Unreliable;
+        }
+        let ret = read(fp + 8);
+        if !is_trusted(ret) {
+            return Outcome::Unreliable;
+        }
+        if let Some(o) = e.emit(ret) {
+            return o;
+        }
+        // The trampoline's frame: it returns into a hooked entry, which was called before it
+        // set up a frame, so the return address into *its* caller is the next word, not on
+        // the chain.
+        if hook::site_state(ret.wrapping_sub(hook::HOOK_LEN)).is_some() {
+            let caller = read(fp + 16);
+            if !is_trusted(caller) {
+                return Outcome::Unreliable;
+            }
+            if let Some(o) = e.emit(caller) {
+                return o;
+            }
+        }
+        prev = fp;
+        fp = read(fp);
+    }
+}
+
+/// The conservative walk, when the chain breaks (a library without frame pointers between
+/// the interruption and the thread's base): every return address of a live frame lies
+/// between the stack pointer and the base frame, so every word there that points into
+/// trusted code is reported. Sound without frame pointers (patched code is trusted code, as
+/// [`crate::patch_so::load`] requires); stale words in dead slots only delay a switch.
+fn scan<F: FnMut(CodeAddr) -> ControlFlow<()>>(sp: usize, base: usize, e: &mut Emitter<F>) -> Outcome {
+    if !sp.is_multiple_of(8) || sp > base || base - sp > MAX_STACK {
+        return Outcome::Unreliable;
+    }
+    for w in (sp..base + 16).step_by(8) {
+        let v = read(w);
+        if maybe_return_address(v) {
+            if let Some(o) = e.emit(v) {
+                return o;
+            }
+        }
+    }
+    Outcome::Done(e.n)
+}
+
+/// The largest stack a conservative walk scans (8 MiB, glibc's default thread stack).
+const MAX_STACK: usize = 8 << 20;
+
+impl StackWalker for Walker {
+    type Task = Thread;
+    type Error = ErrorKind;
+
+    fn walk<F>(&self, task: &Thread, max_depth: usize, frame: F) -> Result<usize, WalkError<ErrorKind>>
+    where
+        F: FnMut(CodeAddr) -> ControlFlow<()>,
+    {
+        let Some(me) = threads::current() else { return Err(WalkError::Backend(ErrorKind::Running)) };
+        if !std::ptr::eq(me, task) {
+            return Err(WalkError::Backend(ErrorKind::Running));
+        }
+        let base = task.base_fp();
+        let start = START.with(|s| s.get());
+        if base == 0 || start == Start::None {
+            return Err(WalkError::Backend(ErrorKind::Unreliable));
+        }
+        let marker = 0u8;
+        // Everything above this function's frame is the caller's.
+        let here = &marker as *const u8 as usize;
+        let sp = match start {
+            Start::Call { sp, .. } => sp,
+            Start::Interrupted { pc, sp, .. } => {
+                let (t0, t1) = hook::trampoline_range();
+                if IN_HOOK.with(|h| h.get()) || (pc >= t0 && pc < t1) {
+                    return Err(WalkError::Backend(ErrorKind::InRedirect));
+                }
+                sp
+            }
+            Start::None => return Err(WalkError::Backend(ErrorKind::Unreliable)),
+        };
+        let mut e = Emitter { frame, n: 0, max: max_depth };
+        let mut outcome = chain(start, here, base, &mut e);
+        if let Outcome::Unreliable = outcome {
+            e.n = 0;
+            if let Start::Interrupted { pc, .. } = start {
+                if let Some(o) = e.emit(pc) {
+                    outcome = o;
+                }
+            }
+            if let Outcome::Unreliable = outcome {
+                outcome = scan(sp, base, &mut e);
+            }
+        }
+        match outcome {
+            Outcome::Done(n) => Ok(n),
+            Outcome::TooDeep => Err(WalkError::TooDeep),
+            Outcome::Unreliable => Err(WalkError::Backend(ErrorKind::Unreliable)),
+        }
+    }
+}
