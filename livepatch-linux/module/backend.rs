@@ -98,7 +98,7 @@ fn inside_redirect(addr: usize) -> bool {
 }
 
 /// Objects (vmlinux = 0, our target module = 1) whose symbols are resolved and pinned.
-pub(crate) static OBJECT_LOADED: [AtomicBool; 2] = [AtomicBool::new(true), AtomicBool::new(false)];
+pub(crate) static OBJECT_LOADED: [AtomicBool; 3] = [AtomicBool::new(true), AtomicBool::new(false), AtomicBool::new(false)];
 
 /// ftrace hooks: one IPMODIFY `ftrace_ops` per slot, filtered by ip.
 #[derive(Debug)]

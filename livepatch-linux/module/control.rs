@@ -496,6 +496,70 @@ fn force(st: &mut State, idx: usize) -> c_int {
     }
 }
 
+// ---- modules that come and go --------------------------------------------------------------
+
+/// The late object named `name` (a NUL-terminated module name), if a patch names it.
+fn late_object(name: *const c_char) -> Option<livepatch_core::ObjectId> {
+    // SAFETY: the notifier passes `mod->name`, NUL-terminated and alive for the call.
+    let name = unsafe { core::ffi::CStr::from_ptr(name) }.to_bytes();
+    DECLS.iter().find(|d| d.late && d.object_name.as_bytes() == name).map(|d| d.object)
+}
+
+/// The module notifier at `MODULE_STATE_COMING` (the kernel's `klp_module_coming()`): the
+/// module's fentry sites are ftrace-ready and none of its code has run. Every registered patch
+/// naming it gets its functions resolved in the module's symbol table and patched — joining
+/// the transition in progress if that patch's is. An error refuses the load.
+#[no_mangle]
+pub(crate) extern "C" fn lp_rs_module_coming(name: *const c_char) -> c_int {
+    let Some(object) = late_object(name) else { return 0 };
+    let guard = EngineGuard::lock();
+    let st = state(&guard);
+    let b = backend();
+    backend::OBJECT_LOADED[object.0 as usize].store(true, Ordering::Relaxed);
+    for (idx, decl) in DECLS.iter().enumerate() {
+        if decl.object != object || !st.patches[idx].built {
+            continue;
+        }
+        // SAFETY: built.
+        let patch = unsafe { patches::DESCRIPTORS[idx].patch.get() };
+        if !patch.is_registered() {
+            continue;
+        }
+        if let Err(e) = patches::resolve_late(idx, patch) {
+            kernel::pr_err!("'{}': cannot resolve {:?}: refusing to load the module\n", decl.name.to_str().unwrap_or("?"), e);
+            backend::OBJECT_LOADED[object.0 as usize].store(false, Ordering::Relaxed);
+            return -22;
+        }
+    }
+    match st.engine.object_coming(object, &b) {
+        Ok(()) => {
+            let n = st.engine.patches().filter(|p| p.objects().iter().any(|o| o.id() == object && o.is_patched())).count();
+            kernel::pr_info!("module '{}' coming: patched by {} patch(es)\n", DECLS.iter().find(|d| d.object == object).map_or("?", |d| d.object_name), n);
+            0
+        }
+        Err(e) => {
+            kernel::pr_err!("patching the coming module failed: {}: refusing to load it\n", e);
+            backend::OBJECT_LOADED[object.0 as usize].store(false, Ordering::Relaxed);
+            errno(e)
+        }
+    }
+}
+
+/// The module notifier at `MODULE_STATE_GOING` (the kernel's `klp_module_going()`): after the
+/// module's exit function, before its ftrace records and text are released. Its functions are
+/// reverted in every patch (with the callbacks), after a grace period no handler uses them,
+/// and their addresses are forgotten.
+#[no_mangle]
+pub(crate) extern "C" fn lp_rs_module_going(name: *const c_char) {
+    let Some(object) = late_object(name) else { return };
+    let guard = EngineGuard::lock();
+    let st = state(&guard);
+    let b = backend();
+    st.engine.object_going(object, &b);
+    kernel::pr_info!("module '{}' going: its functions reverted\n", DECLS.iter().find(|d| d.object == object).map_or("?", |d| d.object_name));
+    backend::OBJECT_LOADED[object.0 as usize].store(false, Ordering::Relaxed);
+}
+
 // ---- debugfs -------------------------------------------------------------------------------
 
 fn show(st: &State, idx: usize, attr: u32, out: &mut Buf<'_>) -> fmt::Result {

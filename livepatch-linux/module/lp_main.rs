@@ -48,6 +48,13 @@ impl kernel::Module for LivepatchRs {
                 return Err(kernel::error::code::ENOMEM);
             }
         }
+        // SAFETY: process context; the engine is initialised.
+        let rc = unsafe { shim::lp_shim_module_notifier(true) };
+        if rc != 0 {
+            // SAFETY: process context.
+            unsafe { shim::lp_shim_debugfs_remove() };
+            return Err(kernel::error::Error::from_errno(rc));
+        }
         pr_info!("loaded: {} patches\n", patches::DECLS.len());
         Ok(LivepatchRs)
     }
@@ -59,6 +66,7 @@ impl Drop for LivepatchRs {
         // (each holds one too). Remove the files, the fork hook and the retry work.
         // SAFETY: module exit, process context.
         unsafe {
+            shim::lp_shim_module_notifier(false);
             shim::lp_shim_debugfs_remove();
             shim::lp_shim_resched_hook(false);
             shim::lp_shim_cancel_retry();

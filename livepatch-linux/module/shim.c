@@ -108,6 +108,120 @@ int lp_shim_resolve(const char *name, bool exported, unsigned long *addr, unsign
 	return ret;
 }
 
+/*
+ * Finding a function by object, name and position, as the kernel's klp_find_object_symbol()
+ * does: module_kallsyms_on_each_symbol() for a module (it finds a COMING module, which
+ * __symbol_get() does not, and needs no EXPORT_SYMBOL), kallsyms_on_each_match_symbol() for
+ * vmlinux. Neither is exported in 6.12: both are resolved once through kallsyms_lookup_name()
+ * (the kprobe route above) and called through the pointer (see the README's IBT caveat).
+ */
+typedef int (*lp_mod_each_t)(const char *modname, int (*fn)(void *, const char *, unsigned long), void *data);
+typedef int (*lp_match_each_t)(int (*fn)(void *, unsigned long), const char *name, void *data);
+static lp_mod_each_t lp_module_kallsyms_on_each_symbol;
+static lp_match_each_t lp_kallsyms_on_each_match_symbol;
+
+struct lp_find_arg {
+	const char *name;
+	unsigned long addr;
+	unsigned long count;
+	unsigned long pos;
+};
+
+static int lp_match_callback(void *data, unsigned long addr)
+{
+	struct lp_find_arg *args = data;
+
+	args->addr = addr;
+	args->count++;
+	/* As klp_match_callback(): stop at the wanted position, or at a second match for pos 0. */
+	if ((args->pos && args->count == args->pos) || (!args->pos && args->count > 1))
+		return 1;
+	return 0;
+}
+
+static int lp_find_callback(void *data, const char *name, unsigned long addr)
+{
+	struct lp_find_arg *args = data;
+
+	if (strcmp(args->name, name))
+		return 0;
+	return lp_match_callback(data, addr);
+}
+
+int lp_shim_find_symbol(const char *objname, const char *name, unsigned long sympos,
+			unsigned long *addr, unsigned long *size)
+{
+	struct lp_find_arg args = { .name = name, .pos = sympos };
+	int ret = lp_find_kallsyms_lookup_name();
+
+	if (ret)
+		return ret;
+	if (!lp_module_kallsyms_on_each_symbol)
+		lp_module_kallsyms_on_each_symbol =
+			(lp_mod_each_t)lp_kallsyms_lookup_name("module_kallsyms_on_each_symbol");
+	if (!lp_kallsyms_on_each_match_symbol)
+		lp_kallsyms_on_each_match_symbol =
+			(lp_match_each_t)lp_kallsyms_lookup_name("kallsyms_on_each_match_symbol");
+	if (objname) {
+		if (!lp_module_kallsyms_on_each_symbol)
+			return -ENOENT;
+		lp_module_kallsyms_on_each_symbol(objname, lp_find_callback, &args);
+	} else {
+		if (!lp_kallsyms_on_each_match_symbol)
+			return -ENOENT;
+		lp_kallsyms_on_each_match_symbol(lp_match_callback, name, &args);
+	}
+	*addr = 0;
+	if (args.addr == 0) {
+		pr_err("livepatch_rs: symbol '%s' not found in symbol table\n", name);
+		return -EINVAL;
+	}
+	if (args.count > 1 && sympos == 0) {
+		pr_err("livepatch_rs: unresolvable ambiguity for symbol '%s' in object '%s'\n", name,
+		       objname ? objname : "vmlinux");
+		return -EINVAL;
+	}
+	if (sympos > 0 && sympos != args.count) {
+		pr_err("livepatch_rs: symbol position %lu for symbol '%s' in object '%s' not found\n",
+		       sympos, name, objname ? objname : "vmlinux");
+		return -EINVAL;
+	}
+	*addr = args.addr;
+	return lp_symbol_extent(*addr, size);
+}
+
+/*
+ * The module notifier: the kernel's klp_module_coming()/klp_module_going(). COMING runs after
+ * ftrace_module_enable() (prepare_coming_module()), so the module's fentry sites can be hooked
+ * before any of its code runs; a non-zero return refuses the load. GOING runs after the
+ * module's exit function and before ftrace_release_mod(), and also when a load fails after
+ * COMING. Neither holds module_mutex, so the lookup above may take it.
+ */
+static int lp_module_notify(struct notifier_block *nb, unsigned long action, void *data)
+{
+	struct module *mod = data;
+	int ret = 0;
+
+	if (action == MODULE_STATE_COMING)
+		ret = lp_rs_module_coming(mod->name);
+	else if (action == MODULE_STATE_GOING)
+		lp_rs_module_going(mod->name);
+	return notifier_from_errno(ret);
+}
+
+static struct notifier_block lp_module_nb = {
+	.notifier_call = lp_module_notify,
+	/* After other notifiers at COMING, before them at GOING (as klp runs outside the chain). */
+	.priority = INT_MIN,
+};
+
+int lp_shim_module_notifier(bool on)
+{
+	if (on)
+		return register_module_notifier(&lp_module_nb);
+	return unregister_module_notifier(&lp_module_nb);
+}
+
 int lp_shim_extent(unsigned long addr, unsigned long *size)
 {
 	return lp_symbol_extent(addr, size);

@@ -42,6 +42,12 @@ typedef void (*lp_cpu_cb)(void *ctx, struct task_struct *curr, u32 cpu);
 int lp_shim_resolve(const char *name, bool exported, unsigned long *addr, unsigned long *size);
 void lp_shim_release(const char *name, bool exported);
 int lp_shim_extent(unsigned long addr, unsigned long *size);
+int lp_shim_find_symbol(const char *objname, const char *name, unsigned long sympos,
+			unsigned long *addr, unsigned long *size);
+int lp_shim_module_notifier(bool on);
+/* Rust: a module is coming (0 or a negative errno refusing the load) / going. */
+int lp_rs_module_coming(const char *name);
+void lp_rs_module_going(const char *name);
 struct lp_task_rec;
 int lp_shim_tracking(bool on);
 void lp_shim_tasks_exit(void);

@@ -49,6 +49,14 @@ extern "C" {
     pub(crate) fn lp_shim_resolve(name: *const c_char, exported: bool, addr: *mut c_ulong, size: *mut c_ulong) -> c_int;
     pub(crate) fn lp_shim_release(name: *const c_char, exported: bool);
     pub(crate) fn lp_shim_extent(addr: c_ulong, size: *mut c_ulong) -> c_int;
+    pub(crate) fn lp_shim_find_symbol(
+        objname: *const c_char,
+        name: *const c_char,
+        sympos: c_ulong,
+        addr: *mut c_ulong,
+        size: *mut c_ulong,
+    ) -> c_int;
+    pub(crate) fn lp_shim_module_notifier(on: bool) -> c_int;
     pub(crate) fn lp_shim_hook_install(slot: u32, ip: c_ulong) -> c_int;
     pub(crate) fn lp_shim_hook_remove(slot: u32) -> c_int;
     pub(crate) fn lp_shim_tracking(on: bool) -> c_int;

@@ -192,7 +192,7 @@ for a in sh mount cat echo sleep date insmod rmmod lsmod grep sed awk cut tr hea
          kill ps mkdir dmesg reboot poweroff usleep test "[" printf expr true false; do
     ln -sf busybox "$R/bin/$a"
 done
-cp "$WORK/mod/target/lp_target.ko" "$WORK/mod/module/livepatch_rs.ko" "$R/lib/modules/"
+cp "$WORK/mod/target/lp_target.ko" "$WORK/mod/target/lp_late.ko" "$WORK/mod/module/livepatch_rs.ko" "$R/lib/modules/"
 find "$WORK/mod/module" -name 'livepatch_rs_*.ko' -exec cp {} "$R/lib/modules/" \; 2>/dev/null || true
 cp "$KDIR/samples/livepatch/livepatch-sample.ko" "$R/lib/modules/"
 gcc -static -O2 -pthread -o "$R/bin/lp_threads" "$LPL/target/lp_threads.c" \

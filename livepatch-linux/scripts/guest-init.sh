@@ -421,6 +421,48 @@ scenario_distributions() {
     done
 }
 
+# --- scenario 13: a target module loaded after its patch is enabled --------------------------
+# The `late` patch names lp_late.ko's static, unexported lp_late_value(). Enabled while the
+# module is absent, the module notifier resolves and patches the function at
+# MODULE_STATE_COMING (before the module's init runs), reverts it at MODULE_STATE_GOING, and
+# does it again when the module is loaded a second time (at another address).
+late_value() { V=; read V < /proc/lp_late 2>/dev/null; }
+scenario_late() {
+    P=$LRS/late
+    echo 1 > $P/enabled || { failed "s13: enabling the late patch without its module failed"; return; }
+    wait_file $P/transition 0 3000 >/dev/null || { failed "s13: late patch transition did not finish"; return; }
+    insmod $M/lp_late.ko || { failed "s13: insmod lp_late.ko with the patch enabled"; return; }
+    late_value
+    init_saw=$(dmesg | grep -c "lp_late: init sees lp_late_value() = 2")
+    [ "$V" = 2 ] && [ "$init_saw" -ge 1 ] \
+        && pass "s13: module loaded after the patch runs the new lp_late_value (read $V, its init saw 2)" \
+        || failed "s13: late module not patched: read '$V', init saw 2: $init_saw"
+    if rmmod lp_late; then
+        insmod $M/lp_late.ko || { failed "s13: reloading lp_late.ko"; return; }
+        late_value
+        [ "$V" = 2 ] && pass "s13: unloaded while patched (not pinned), reloaded: patched again (read $V)" \
+            || failed "s13: reloaded module not patched: read '$V'"
+    else
+        failed "s13: rmmod lp_late refused while its patch is enabled"; return
+    fi
+    echo 0 > $P/enabled; wait_file $P/transition 0 3000 >/dev/null
+    late_value
+    [ "$V" = 1 ] && pass "s13: disabled with the module loaded: original again (read $V)" \
+        || failed "s13: disable did not restore lp_late_value: read '$V'"
+    # Enabled while the module is loaded, then the module goes while the patch stays.
+    echo 1 > $P/enabled; wait_file $P/transition 0 3000 >/dev/null
+    late_value; v_on=$V
+    rmmod lp_late && r_ok=1 || r_ok=0
+    val $P/enabled; e_after=$V
+    echo 0 > $P/enabled; wait_file $P/transition 0 3000 >/dev/null
+    [ "$v_on" = 2 ] && [ $r_ok = 1 ] && [ "$e_after" = 1 ] \
+        && pass "s13: enabled over the loaded module (read $v_on), module unloaded under the enabled patch" \
+        || failed "s13: enable over loaded module read '$v_on', rmmod ok=$r_ok, enabled after rmmod '$e_after'"
+    insmod $M/lp_late.ko && late_value && rmmod lp_late
+    [ "$V" = 1 ] && pass "s13: after the patch is gone the module loads unpatched (read $V)" \
+        || failed "s13: module patched after the patch was disabled: read '$V'"
+}
+
 # lp.only=<scenario> on the kernel command line runs one scenario (development aid).
 ONLY=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^lp.only=//p')
 case "$ONLY" in
@@ -433,7 +475,7 @@ case "$ONLY" in
         echo 0 > $LRS/cmdline/enabled; wait_file $LRS/cmdline/transition 0 3000 >/dev/null
         say "EXPECT $((EXPECT + 1))"
         finish ;;
-    stress|threads|storm|dist)
+    stress|threads|storm|dist|late)
         expect 1
         insmod $M/livepatch_rs.ko && pass "livepatch_rs.ko loaded" || failed "insmod livepatch_rs.ko"
         case "$ONLY" in
@@ -441,6 +483,7 @@ case "$ONLY" in
             threads) expect 2; scenario_threads ;;
             storm) expect 1; scenario_fork_storm ;;
             dist) expect 2; scenario_distributions ;;
+            late) expect 5; scenario_late ;;
         esac
         say "EXPECT $((EXPECT + 1))"
         finish ;;
@@ -460,6 +503,7 @@ if insmod $M/livepatch_rs.ko; then
     expect 4; scenario_stack_replace
     expect 2; scenario_threads
     expect 1; scenario_fork_storm
+    expect 5; scenario_late
     if [ "$QUICK" = 0 ]; then
         expect 3; scenario_stress
         expect 2; scenario_distributions
