@@ -13,6 +13,7 @@ use kernel::prelude::*;
 mod backend;
 mod control;
 mod patches;
+mod registry;
 // Shared with the host crate `livepatch-linux` (src/lib.rs), where it is unit-tested.
 #[allow(unreachable_pub, dead_code)]
 #[path = "../src/report.rs"]
@@ -67,6 +68,7 @@ impl Drop for LivepatchRs {
         // SAFETY: module exit, process context.
         unsafe {
             shim::lp_shim_module_notifier(false);
+            shim::lp_shim_cancel_reap();
             shim::lp_shim_debugfs_remove();
             shim::lp_shim_resched_hook(false);
             shim::lp_shim_cancel_retry();

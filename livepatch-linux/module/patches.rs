@@ -493,5 +493,5 @@ pub(crate) fn func_name(range: CodeRange) -> Option<&'static str> {
         }
         let _ = decl;
     }
-    None
+    crate::registry::func_name(range)
 }

@@ -148,10 +148,8 @@ static int lp_find_callback(void *data, const char *name, unsigned long addr)
 	return lp_match_callback(data, addr);
 }
 
-int lp_shim_find_symbol(const char *objname, const char *name, unsigned long sympos,
-			unsigned long *addr, unsigned long *size)
+static int lp_find_symbol_walkers(void)
 {
-	struct lp_find_arg args = { .name = name, .pos = sympos };
 	int ret = lp_find_kallsyms_lookup_name();
 
 	if (ret)
@@ -162,15 +160,23 @@ int lp_shim_find_symbol(const char *objname, const char *name, unsigned long sym
 	if (!lp_kallsyms_on_each_match_symbol)
 		lp_kallsyms_on_each_match_symbol =
 			(lp_match_each_t)lp_kallsyms_lookup_name("kallsyms_on_each_match_symbol");
-	if (objname) {
-		if (!lp_module_kallsyms_on_each_symbol)
-			return -ENOENT;
+	if (!lp_module_kallsyms_on_each_symbol || !lp_kallsyms_on_each_match_symbol)
+		return -ENOENT;
+	return 0;
+}
+
+int lp_shim_find_symbol(const char *objname, const char *name, unsigned long sympos,
+			unsigned long *addr, unsigned long *size)
+{
+	struct lp_find_arg args = { .name = name, .pos = sympos };
+	int ret = lp_find_symbol_walkers();
+
+	if (ret)
+		return ret;
+	if (objname)
 		lp_module_kallsyms_on_each_symbol(objname, lp_find_callback, &args);
-	} else {
-		if (!lp_kallsyms_on_each_match_symbol)
-			return -ENOENT;
+	else
 		lp_kallsyms_on_each_match_symbol(lp_match_callback, name, &args);
-	}
 	*addr = 0;
 	if (args.addr == 0) {
 		pr_err("livepatch_rs: symbol '%s' not found in symbol table\n", name);
@@ -188,6 +194,22 @@ int lp_shim_find_symbol(const char *objname, const char *name, unsigned long sym
 	}
 	*addr = args.addr;
 	return lp_symbol_extent(*addr, size);
+}
+
+static int lp_any_symbol(void *data, const char *name, unsigned long addr)
+{
+	return 1;
+}
+
+/*
+ * Whether module @name is loaded (or coming, or going): it has a symbol. For a module loaded
+ * before livepatch_rs, whose arrival the notifier did not see.
+ */
+bool lp_shim_module_loaded(const char *name)
+{
+	if (lp_find_symbol_walkers())
+		return false;
+	return lp_module_kallsyms_on_each_symbol(name, lp_any_symbol, NULL) != 0;
 }
 
 /*
@@ -1194,6 +1216,8 @@ static const char *const lp_attr_names[] = {
 	[LP_ATTR_STATS] = "stats",
 };
 
+static struct dentry *lp_dirs[256];
+
 int lp_shim_debugfs_add(u32 patch, const char *name)
 {
 	struct dentry *dir;
@@ -1203,9 +1227,12 @@ int lp_shim_debugfs_add(u32 patch, const char *name)
 		lp_root = debugfs_create_dir("livepatch_rs", NULL);
 	if (IS_ERR(lp_root))
 		return PTR_ERR(lp_root);
+	if (patch >= ARRAY_SIZE(lp_dirs))
+		return -EINVAL;
 	dir = debugfs_create_dir(name, lp_root);
 	if (IS_ERR(dir))
 		return PTR_ERR(dir);
+	lp_dirs[patch] = dir;
 	for (a = 0; a < ARRAY_SIZE(lp_attr_names); a++) {
 		umode_t mode = (a == LP_ATTR_ENABLED || a == LP_ATTR_FORCE) ? 0644 : 0444;
 
@@ -1215,8 +1242,38 @@ int lp_shim_debugfs_add(u32 patch, const char *name)
 	return 0;
 }
 
+/*
+ * Removes one patch's directory. debugfs_remove() waits for the files' handlers in progress,
+ * which take the engine lock: never call it with the engine lock held, nor from a handler.
+ */
+int lp_shim_debugfs_remove_one(u32 patch)
+{
+	if (patch >= ARRAY_SIZE(lp_dirs) || !lp_dirs[patch])
+		return -ENOENT;
+	debugfs_remove(lp_dirs[patch]);
+	lp_dirs[patch] = NULL;
+	return 0;
+}
+
+static void lp_reap_dirs_fn(struct work_struct *w)
+{
+	lp_rs_reap();
+}
+static DECLARE_WORK(lp_reap_dirs_work, lp_reap_dirs_fn);
+
+void lp_shim_queue_reap(void)
+{
+	schedule_work(&lp_reap_dirs_work);
+}
+
+void lp_shim_cancel_reap(void)
+{
+	cancel_work_sync(&lp_reap_dirs_work);
+}
+
 void lp_shim_debugfs_remove(void)
 {
+	memset(lp_dirs, 0, sizeof(lp_dirs));
 	debugfs_remove(lp_root);
 	lp_root = NULL;
 }

@@ -45,6 +45,45 @@ int lp_shim_extent(unsigned long addr, unsigned long *size);
 int lp_shim_find_symbol(const char *objname, const char *name, unsigned long sympos,
 			unsigned long *addr, unsigned long *size);
 int lp_shim_module_notifier(bool on);
+bool lp_shim_module_loaded(const char *name);
+
+/* Registration by patch modules (register.c, include/livepatch_rs.h), mirrored in shim.rs. */
+#define LP_REG_OBJS 4
+#define LP_REG_FUNCS 16
+#define LP_REG_STATES 4
+#define LP_REG_NAME 56
+struct lp_reg_func {
+	const char *name;
+	unsigned long sympos;
+	unsigned long new_addr;
+	u32 obj;
+};
+struct lp_reg_obj {
+	const char *name;	/* NULL: vmlinux */
+	void *klp;		/* struct klp_object *, for its callbacks */
+};
+struct lp_reg_state {
+	unsigned long id;
+	u32 version;
+};
+struct lp_reg {
+	const char *patch_name;
+	void *module;		/* struct module * of the patch module */
+	bool replace;
+	u32 nobjs, nfuncs, nstates;
+	struct lp_reg_obj objs[LP_REG_OBJS];
+	struct lp_reg_func funcs[LP_REG_FUNCS];
+	struct lp_reg_state states[LP_REG_STATES];
+};
+enum { LP_CB_PRE_PATCH, LP_CB_POST_PATCH, LP_CB_PRE_UNPATCH, LP_CB_POST_UNPATCH };
+int lp_rs_register(const struct lp_reg *reg);
+int lp_shim_klp_callback(void *object, u32 which);
+bool lp_shim_patch_module_get(void *mod);
+void lp_shim_patch_module_put(void *mod);
+int lp_shim_debugfs_remove_one(u32 patch);
+void lp_shim_queue_reap(void);
+void lp_shim_cancel_reap(void);
+void lp_rs_reap(void);
 /* Rust: a module is coming (0 or a negative errno refusing the load) / going. */
 int lp_rs_module_coming(const char *name);
 void lp_rs_module_going(const char *name);

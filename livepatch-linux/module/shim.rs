@@ -40,6 +40,53 @@ pub(crate) const ATTR_FORCE: u32 = 2;
 pub(crate) const ATTR_STALLS: u32 = 3;
 pub(crate) const ATTR_STATS: u32 = 4;
 
+pub(crate) const LP_REG_OBJS: usize = 4;
+pub(crate) const LP_REG_FUNCS: usize = 16;
+pub(crate) const LP_REG_STATES: usize = 4;
+pub(crate) const LP_REG_NAME: usize = 56;
+
+/// `struct lp_reg_func`.
+#[repr(C)]
+pub(crate) struct RegFunc {
+    pub(crate) name: *const c_char,
+    pub(crate) sympos: c_ulong,
+    pub(crate) new_addr: c_ulong,
+    pub(crate) obj: u32,
+}
+
+/// `struct lp_reg_obj`.
+#[repr(C)]
+pub(crate) struct RegObj {
+    pub(crate) name: *const c_char,
+    pub(crate) klp: *mut c_void,
+}
+
+/// `struct lp_reg_state`.
+#[repr(C)]
+pub(crate) struct RegState {
+    pub(crate) id: c_ulong,
+    pub(crate) version: u32,
+}
+
+/// `struct lp_reg`: a patch module's `klp_patch`, checked and flattened by `register.c`.
+#[repr(C)]
+pub(crate) struct Reg {
+    pub(crate) patch_name: *const c_char,
+    pub(crate) module: *mut c_void,
+    pub(crate) replace: bool,
+    pub(crate) nobjs: u32,
+    pub(crate) nfuncs: u32,
+    pub(crate) nstates: u32,
+    pub(crate) objs: [RegObj; LP_REG_OBJS],
+    pub(crate) funcs: [RegFunc; LP_REG_FUNCS],
+    pub(crate) states: [RegState; LP_REG_STATES],
+}
+
+pub(crate) const LP_CB_PRE_PATCH: u32 = 0;
+pub(crate) const LP_CB_POST_PATCH: u32 = 1;
+pub(crate) const LP_CB_PRE_UNPATCH: u32 = 2;
+pub(crate) const LP_CB_POST_UNPATCH: u32 = 3;
+
 type PinCb = unsafe extern "C" fn(*mut c_void, *mut TaskStruct) -> c_int;
 type FrameCb = unsafe extern "C" fn(*mut c_void, c_ulong) -> c_int;
 type CpuCb = unsafe extern "C" fn(*mut c_void, *mut TaskStruct, u32);
@@ -57,6 +104,13 @@ extern "C" {
         size: *mut c_ulong,
     ) -> c_int;
     pub(crate) fn lp_shim_module_notifier(on: bool) -> c_int;
+    pub(crate) fn lp_shim_module_loaded(name: *const c_char) -> bool;
+    pub(crate) fn lp_shim_klp_callback(object: *mut c_void, which: u32) -> c_int;
+    pub(crate) fn lp_shim_patch_module_get(module: *mut c_void) -> bool;
+    pub(crate) fn lp_shim_patch_module_put(module: *mut c_void);
+    pub(crate) fn lp_shim_debugfs_remove_one(patch: u32) -> c_int;
+    pub(crate) fn lp_shim_queue_reap();
+    pub(crate) fn lp_shim_cancel_reap();
     pub(crate) fn lp_shim_hook_install(slot: u32, ip: c_ulong) -> c_int;
     pub(crate) fn lp_shim_hook_remove(slot: u32) -> c_int;
     pub(crate) fn lp_shim_tracking(on: bool) -> c_int;

@@ -170,7 +170,7 @@ s=$(date +%s)
 # Build in a scratch copy of our Kbuild dirs so the source tree stays clean; the core's sources are
 # referenced in place (see module/Kbuild).
 rm -rf "$WORK/mod"; mkdir -p "$WORK/mod"
-cp -r "$LPL/target" "$LPL/module" "$LPL/src" "$WORK/mod/"
+cp -r "$LPL/target" "$LPL/module" "$LPL/src" "$LPL/include" "$LPL/patches" "$WORK/mod/"
 if [ -x "$LPL/scripts/prepare-core.sh" ]; then
     "$LPL/scripts/prepare-core.sh" "$REPO" "$WORK/mod/module" || fail "preparing the core crate sources failed"
 fi
@@ -178,7 +178,16 @@ fi
     || { cat "$WORK/target-build.log"; fail "building lp_target.ko failed"; }
 "${KMAKE[@]}" -C "$KDIR" M="$WORK/mod/module" modules > "$WORK/module-build.log" 2>&1 \
     || { cat "$WORK/module-build.log"; fail "building livepatch_rs.ko failed"; }
-grep -iE 'warning' "$WORK/target-build.log" "$WORK/module-build.log" && fail "module build printed warnings"
+# Patch modules against include/livepatch_rs.h and livepatch_rs.ko's exports. The kernel's own
+# sample, with exactly one line changed: its include.
+sed 's|^#include <linux/livepatch.h>$|#include <livepatch_rs.h>|' "$KSRC/samples/livepatch/livepatch-sample.c" \
+    > "$WORK/mod/patches/lprs_sample.c"
+[ "$(diff "$KSRC/samples/livepatch/livepatch-sample.c" "$WORK/mod/patches/lprs_sample.c" | grep -c '^[<>]')" = 2 ] \
+    || fail "lprs_sample.c is not livepatch-sample.c with one line changed"
+"${KMAKE[@]}" -C "$KDIR" M="$WORK/mod/patches" KBUILD_EXTRA_SYMBOLS="$WORK/mod/module/Module.symvers" modules \
+    > "$WORK/patches-build.log" 2>&1 || { cat "$WORK/patches-build.log"; fail "building the patch modules failed"; }
+grep -iE 'warning' "$WORK/target-build.log" "$WORK/module-build.log" "$WORK/patches-build.log" \
+    && fail "module build printed warnings"
 STEP_T[modules]=$(($(date +%s) - s))
 
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +203,7 @@ for a in sh mount cat echo sleep date insmod rmmod lsmod grep sed awk cut tr hea
 done
 cp "$WORK/mod/target/lp_target.ko" "$WORK/mod/target/lp_late.ko" "$WORK/mod/module/livepatch_rs.ko" "$R/lib/modules/"
 find "$WORK/mod/module" -name 'livepatch_rs_*.ko' -exec cp {} "$R/lib/modules/" \; 2>/dev/null || true
+cp "$WORK"/mod/patches/*.ko "$R/lib/modules/"
 cp "$KDIR/samples/livepatch/livepatch-sample.ko" "$R/lib/modules/"
 gcc -static -O2 -pthread -o "$R/bin/lp_threads" "$LPL/target/lp_threads.c" \
     || fail "building the guest's lp_threads failed"

@@ -463,6 +463,62 @@ scenario_late() {
         || failed "s13: module patched after the patch was disabled: read '$V'"
 }
 
+# --- scenario 14: patch modules written against include/livepatch_rs.h -------------------------
+# lprs_sample.ko is the kernel's samples/livepatch/livepatch-sample.c with its include line
+# changed (the host checks that exactly one line differs); lprs_late_patch.ko names lp_late.ko's
+# static lp_late_value (old_sympos 1) with the four callbacks; lprs_replace.ko is an atomic
+# replace of cmdline_proc_show; lprs_bad.ko names a function that does not exist.
+# wait_gone DIR TIMEOUT_CS: poll until DIR no longer exists
+wait_gone() { tick; _s=$NOW; while [ -d "$1" ]; do tick; [ $((NOW - _s)) -ge "$2" ] && return 1; usleep 5000; done; }
+scenario_patch_modules() {
+    SAMPLE=$LRS/lprs_sample; LATEP=$LRS/lprs_late_patch; REPL=$LRS/lprs_replace
+    insmod $M/lprs_sample.ko || { failed "s14: insmod lprs_sample.ko"; return; }
+    wait_file $SAMPLE/transition 0 3000 >/dev/null
+    val $SAMPLE/enabled
+    [ "$V" = 1 ] && grep -q "this has been live patched" /proc/cmdline \
+        && pass "s14: the kernel's livepatch-sample.c (one line changed) patched cmdline_proc_show via klp_enable_patch" \
+        || { failed "s14: sample not enabled ($V): $(cat /proc/cmdline)"; return; }
+    if out=$(insmod $M/lprs_bad.ko 2>&1); then
+        failed "s14: lprs_bad.ko (unknown function) loaded"
+    else
+        [ ! -d $LRS/lprs_bad ] && ! grep -q '^lprs_bad ' /proc/modules && grep -q "this has been live patched" /proc/cmdline \
+            && pass "s14: a patch naming an unknown function is refused ($out), nothing changed" \
+            || failed "s14: after the refused lprs_bad: dir=$([ -d $LRS/lprs_bad ] && echo yes) $(cat /proc/cmdline)"
+    fi
+    echo 1 > $LRS/cmdline_stacked/enabled; wait_file $LRS/cmdline_stacked/transition 0 3000 >/dev/null
+    top=$(cat /proc/cmdline)
+    echo 0 > $LRS/cmdline_stacked/enabled; wait_file $LRS/cmdline_stacked/transition 0 3000 >/dev/null
+    case "$top" in *cmdline_stacked*) grep -q "this has been live patched" /proc/cmdline \
+        && pass "s14: a built-in patch stacks on the patch module's and uncovers it when disabled" \
+        || failed "s14: after unstacking: $(cat /proc/cmdline)" ;;
+        *) failed "s14: stacking on the sample: $top" ;;
+    esac
+    rmmod_refused lprs_sample && pass "s14: an enabled patch module cannot be removed (pinned)" \
+        || failed "s14: rmmod lprs_sample was not refused as in use"
+    insmod $M/lprs_late_patch.ko || { failed "s14: insmod lprs_late_patch.ko"; return; }
+    wait_file $LATEP/transition 0 3000 >/dev/null
+    insmod $M/lp_late.ko || { failed "s14: insmod lp_late.ko under lprs_late_patch"; return; }
+    late_value
+    cb=$(dmesg | grep -c "lprs_late_patch: p[or][se]t*_*patch_callback: lp_late")
+    [ "$V" = 3 ] && dmesg | grep -q "lprs_late_patch: pre_patch_callback: lp_late" \
+        && dmesg | grep -q "lprs_late_patch: post_patch_callback: lp_late" \
+        && pass "s14: a patch module for a module loaded later: lp_late_value replaced (read 3), pre/post_patch ran at its load" \
+        || failed "s14: late patch module: read '$V', callbacks $cb"
+    insmod $M/lprs_replace.ko || { failed "s14: insmod lprs_replace.ko"; return; }
+    wait_file $REPL/transition 0 3000 >/dev/null
+    wait_gone $SAMPLE 1000; wait_gone $LATEP 1000
+    late_value
+    grep -q "replaced by lprs_replace" /proc/cmdline && [ "$V" = 1 ] && [ ! -d $SAMPLE ] && [ ! -d $LATEP ] \
+        && rmmod lprs_sample && rmmod lprs_late_patch \
+        && pass "s14: atomic replace retired both patch modules' patches (directories gone, lp_late_value original: $V), they unload" \
+        || failed "s14: atomic replace: $(cat /proc/cmdline), lp_late '$V', dirs $(ls $LRS | tr '\n' ' ')"
+    echo 0 > $REPL/enabled
+    wait_gone $REPL 1000 && [ "$(cat /proc/cmdline)" = "$ORIG_CMDLINE" ] && rmmod lprs_replace \
+        && pass "s14: disabled through its enabled file: original restored, directory gone, module unloaded" \
+        || failed "s14: disabling lprs_replace: $(cat /proc/cmdline), dirs $(ls $LRS | tr '\n' ' ')"
+    rmmod lp_late
+}
+
 # lp.only=<scenario> on the kernel command line runs one scenario (development aid).
 ONLY=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^lp.only=//p')
 case "$ONLY" in
@@ -475,7 +531,7 @@ case "$ONLY" in
         echo 0 > $LRS/cmdline/enabled; wait_file $LRS/cmdline/transition 0 3000 >/dev/null
         say "EXPECT $((EXPECT + 1))"
         finish ;;
-    stress|threads|storm|dist|late)
+    stress|threads|storm|dist|late|modules)
         expect 1
         insmod $M/livepatch_rs.ko && pass "livepatch_rs.ko loaded" || failed "insmod livepatch_rs.ko"
         case "$ONLY" in
@@ -484,6 +540,7 @@ case "$ONLY" in
             storm) expect 1; scenario_fork_storm ;;
             dist) expect 2; scenario_distributions ;;
             late) expect 5; scenario_late ;;
+            modules) expect 7; scenario_patch_modules ;;
         esac
         say "EXPECT $((EXPECT + 1))"
         finish ;;
@@ -504,6 +561,7 @@ if insmod $M/livepatch_rs.ko; then
     expect 2; scenario_threads
     expect 1; scenario_fork_storm
     expect 5; scenario_late
+    expect 7; scenario_patch_modules
     if [ "$QUICK" = 0 ]; then
         expect 3; scenario_stress
         expect 2; scenario_distributions

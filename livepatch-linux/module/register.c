@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The registration API of livepatch_rs.ko for patch modules (include/livepatch_rs.h): the
+ * kernel-shaped descriptors are checked and flattened here, in C (their layout is the
+ * header's), and handed to the Rust side, which copies what it keeps.
+ */
+#include <linux/module.h>
+#include <linux/slab.h>
+#include <livepatch_rs.h>
+
+#include "shim.h"
+
+static int lp_flatten(struct klp_patch *patch, struct lp_reg *reg)
+{
+	struct klp_object *obj;
+	struct klp_func *func;
+	struct klp_state *state;
+
+	if (!patch || !patch->mod || !patch->objs)
+		return -EINVAL;
+#ifdef CONFIG_LIVEPATCH
+	/* As klp_enable_patch(): only a module declaring MODULE_INFO(livepatch, "Y"). */
+	if (!patch->mod->klp)
+		return -EINVAL;
+#endif
+	reg->patch_name = patch->mod->name;
+	reg->module = patch->mod;
+	reg->replace = patch->replace;
+	klp_for_each_object_static(patch, obj) {
+		if (reg->nobjs >= LP_REG_OBJS)
+			return -ENOSPC;
+		/* As klp_init_object(): an object needs functions (possibly an empty list). */
+		if (!obj->funcs)
+			return -EINVAL;
+		if (obj->name && strlen(obj->name) >= LP_REG_NAME)
+			return -EINVAL;
+		reg->objs[reg->nobjs].name = obj->name;
+		reg->objs[reg->nobjs].klp = obj;
+		klp_for_each_func_static(obj, func) {
+			/* As klp_init_func(): a name and a replacement, a name of sane length. */
+			if (!func->old_name || !func->new_func || strlen(func->old_name) >= LP_REG_NAME)
+				return -EINVAL;
+			if (reg->nfuncs >= LP_REG_FUNCS)
+				return -ENOSPC;
+			reg->funcs[reg->nfuncs].name = func->old_name;
+			reg->funcs[reg->nfuncs].sympos = func->old_sympos;
+			reg->funcs[reg->nfuncs].new_addr = (unsigned long)func->new_func;
+			reg->funcs[reg->nfuncs].obj = reg->nobjs;
+			reg->nfuncs++;
+		}
+		reg->nobjs++;
+	}
+	klp_for_each_state(patch, state) {
+		if (reg->nstates >= LP_REG_STATES)
+			return -ENOSPC;
+		reg->states[reg->nstates].id = state->id;
+		reg->states[reg->nstates].version = state->version;
+		reg->nstates++;
+	}
+	return 0;
+}
+
+int lprs_enable_patch(struct klp_patch *patch)
+{
+	struct lp_reg *reg = kzalloc(sizeof(*reg), GFP_KERNEL);
+	int ret;
+
+	if (!reg)
+		return -ENOMEM;
+	ret = lp_flatten(patch, reg);
+	if (!ret)
+		ret = lp_rs_register(reg);
+	kfree(reg);
+	return ret;
+}
+EXPORT_SYMBOL_GPL(lprs_enable_patch);
+
+int lp_shim_klp_callback(void *object, u32 which)
+{
+	struct klp_object *obj = object;
+
+	switch (which) {
+	case LP_CB_PRE_PATCH:
+		return obj->callbacks.pre_patch ? obj->callbacks.pre_patch(obj) : 0;
+	case LP_CB_POST_PATCH:
+		if (obj->callbacks.post_patch)
+			obj->callbacks.post_patch(obj);
+		return 0;
+	case LP_CB_PRE_UNPATCH:
+		if (obj->callbacks.pre_unpatch)
+			obj->callbacks.pre_unpatch(obj);
+		return 0;
+	case LP_CB_POST_UNPATCH:
+		if (obj->callbacks.post_unpatch)
+			obj->callbacks.post_unpatch(obj);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+bool lp_shim_patch_module_get(void *mod)
+{
+	return try_module_get(mod);
+}
+
+void lp_shim_patch_module_put(void *mod)
+{
+	module_put(mod);
+}
