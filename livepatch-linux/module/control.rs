@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The engine instance and everything that drives it: the debugfs attributes (`enabled`,
+//! The engine instance and everything that drives it: the sysfs attributes (`enabled`,
 //! `transition`, `force`, `stalls`, `stats`), the retry work, and the switch points the C side
 //! calls (ftrace handler, exit to user mode, fork).
 
@@ -423,7 +423,8 @@ fn enable(l: &Locked<'_>, st: &mut State, idx: usize) -> c_int {
                     arm_exit_to_user();
                     rc
                 }
-                _ => -17,
+                // As the kernel's enabled_store: already enabled.
+                _ => -22,
             };
         }
     }
@@ -500,7 +501,8 @@ fn disable(l: &Locked<'_>, st: &mut State, idx: usize) -> c_int {
     match st.engine.transition() {
         Some(t) if t.patch.0 as usize == idx => {
             if t.target == PatchState::Unpatched {
-                return 0;
+                // As the kernel's enabled_store: already disabled.
+                return -22;
             }
             st.patches[idx].started_ns = shim::now_ns();
             st.patches[idx].history_len = 0;
@@ -543,10 +545,11 @@ fn force(l: &Locked<'_>, st: &mut State, idx: usize) -> c_int {
 // ---- patch modules (include/livepatch_rs.h) ---------------------------------------------------
 
 /// `lprs_enable_patch()` (`klp_enable_patch()`), from a patch module's init: takes a slot,
-/// builds its descriptors, creates its directory, enables the patch. Refused with nothing
-/// changed: another transition (-EBUSY), a patch of that name (-EINVAL), no slot (-ENOSPC),
-/// a function not found or ambiguous (-EINVAL), whatever the engine refuses. A failure after
-/// the directory exists leaves the slot to the reap work, which removes the directory.
+/// builds its descriptors, creates its directory, enables the patch, all under the engine
+/// lock. Refused with nothing changed: another transition (-EBUSY), a patch of that name
+/// (-EINVAL), no slot (-ENOSPC), a function not found or ambiguous (-EINVAL), whatever the
+/// engine refuses. A failure once the slot is filled leaves it to the reap work, which removes
+/// the directory (not under the lock) and frees it.
 #[no_mangle]
 pub(crate) extern "C" fn lp_rs_register(reg: *const shim::Reg) -> c_int {
     if reg.is_null() || !READY.load(Ordering::Acquire) {
@@ -554,41 +557,22 @@ pub(crate) extern "C" fn lp_rs_register(reg: *const shim::Reg) -> c_int {
     }
     // SAFETY: register.c passes a filled `struct lp_reg` it owns for the call.
     let reg = unsafe { &*reg };
-    let k = {
-        let guard = EngineGuard::lock();
-        let l = &Locked(&guard);
-        let st = state(&guard);
-        if st.engine.transition().is_some() {
-            return -16;
-        }
-        if registry::name_taken(l, reg.patch_name) {
-            return -22;
-        }
-        let Some(k) = registry::free_slot(l) else { return -28 };
-        if let Err(e) = registry::fill(l, k, reg) {
-            kernel::pr_err!("cannot register patch: {:?}\n", e);
-            return e.errno();
-        }
-        st.patches[NPATCH + k].built = true;
-        k
-    };
-    let idx = NPATCH + k;
-    // The directory is created without the engine lock (nothing can name the slot yet).
-    let guard = EngineGuard::lock();
-    let l = &Locked(&guard);
-    let name = registry::name(l, k).as_ptr();
-    drop(guard);
-    let mut cname = [0u8; shim::LP_REG_NAME];
-    {
-        // SAFETY: `name` points into the slot's own NUL-terminated name (LP_REG_NAME bytes).
-        let src = unsafe { core::slice::from_raw_parts(name, shim::LP_REG_NAME - 1) };
-        cname[..src.len()].copy_from_slice(src);
-    }
-    // SAFETY: NUL-terminated name; process context.
-    let rc = unsafe { shim::lp_shim_debugfs_add(idx as u32, cname.as_ptr().cast()) };
     let guard = EngineGuard::lock();
     let l = &Locked(&guard);
     let st = state(&guard);
+    if st.engine.transition().is_some() {
+        return -16;
+    }
+    if registry::name_taken(l, reg.patch_name) {
+        return -22;
+    }
+    let Some(k) = registry::free_slot(l) else { return -28 };
+    if let Err(e) = registry::fill(l, k, reg) {
+        kernel::pr_err!("cannot register patch: {:?}\n", e);
+        return e.errno();
+    }
+    let idx = NPATCH + k;
+    st.patches[idx].built = true;
     let fail = |st: &mut State, rc: c_int| {
         if rc != 0 {
             registry::set_state(l, k, SlotState::Dying);
@@ -598,6 +582,7 @@ pub(crate) extern "C" fn lp_rs_register(reg: *const shim::Reg) -> c_int {
         }
         rc
     };
+    let rc = registry::add_dirs(l, k, idx);
     if rc != 0 {
         return fail(st, rc);
     }
@@ -629,7 +614,7 @@ pub(crate) extern "C" fn lp_rs_reap() {
     }
     for (k, _) in dying.iter().enumerate().filter(|(_, d)| **d) {
         // SAFETY: process context (a work item), engine lock not held.
-        unsafe { shim::lp_shim_debugfs_remove_one((NPATCH + k) as u32) };
+        unsafe { shim::lp_shim_dir_remove((NPATCH + k) as u32) };
     }
     let guard = EngineGuard::lock();
     let l = &Locked(&guard);
@@ -732,13 +717,25 @@ pub(crate) extern "C" fn lp_rs_module_going(name: *const c_char) {
     }
 }
 
-// ---- debugfs -------------------------------------------------------------------------------
+// ---- sysfs ---------------------------------------------------------------------------------
 
 fn show(l: &Locked<'_>, st: &State, idx: usize, attr: u32, out: &mut Buf<'_>) -> fmt::Result {
     let per = &st.patches[idx];
     let patch = descriptor(l, st, idx);
     let in_transition = st.engine.transition().filter(|t| t.patch.0 as usize == idx);
-    match attr {
+    let object = (attr >> 8) as usize;
+    match attr & 0xff {
+        shim::ATTR_REPLACE => {
+            let replace = match DECLS.get(idx) {
+                Some(d) => d.replace,
+                None => patch.is_some_and(|p| p.is_replace()),
+            };
+            writeln!(out, "{}", u8::from(replace))
+        }
+        shim::ATTR_PATCHED => {
+            let patched = patch.and_then(|p| p.objects().get(object)).is_some_and(|o| o.is_patched());
+            writeln!(out, "{}", u8::from(patched))
+        }
         shim::ATTR_ENABLED => {
             let on = match in_transition {
                 Some(t) => t.target == PatchState::Patched,
@@ -818,17 +815,36 @@ pub(crate) extern "C" fn lp_rs_attr_store(patch: u32, attr: u32, buf: *const c_c
     }
     // SAFETY: the shim passes `len` bytes it owns for the call.
     let bytes = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len as usize) };
-    let value = match core::str::from_utf8(bytes).map(str::trim) {
-        Ok("1") => true,
-        Ok("0") => false,
-        _ => return -22,
-    };
+    let Some(value) = kstrtobool(bytes) else { return -22 };
     let guard = EngineGuard::lock();
+    let l = &Locked(&guard);
     let st = state(&guard);
     match (attr, value) {
-        (shim::ATTR_ENABLED, true) => enable(&Locked(&guard), st, idx),
-        (shim::ATTR_ENABLED, false) => disable(&Locked(&guard), st, idx),
-        (shim::ATTR_FORCE, true) => force(&Locked(&guard), st, idx),
+        (shim::ATTR_ENABLED, true) => enable(l, st, idx),
+        (shim::ATTR_ENABLED, false) => disable(l, st, idx),
+        // As the kernel's force_store: only the patch in transition; 0 is accepted and ignored.
+        (shim::ATTR_FORCE, v) => match st.engine.transition() {
+            Some(t) if t.patch.0 as usize == idx => {
+                if v {
+                    force(l, st, idx)
+                } else {
+                    0
+                }
+            }
+            _ => -22,
+        },
         _ => -22,
+    }
+}
+
+/// The kernel's `kstrtobool()`: `1`/`y`/`Y`/`on` → true, `0`/`n`/`N`/`off` → false (only the
+/// first characters count, as there); anything else is refused (-EINVAL).
+fn kstrtobool(s: &[u8]) -> Option<bool> {
+    match s {
+        [b'1' | b'y' | b'Y', ..] => Some(true),
+        [b'0' | b'n' | b'N', ..] => Some(false),
+        [b'o' | b'O', b'n' | b'N', ..] => Some(true),
+        [b'o' | b'O', b'f' | b'F', ..] => Some(false),
+        _ => None,
     }
 }

@@ -453,6 +453,30 @@ pub(crate) fn resolve_late(idx: usize, patch: &'static Patch<'static>) -> Result
     Ok(())
 }
 
+/// Creates built-in patch `idx`'s sysfs directory with its object's and functions'.
+pub(crate) fn add_dirs(idx: usize) -> c_int {
+    let decl = &DECLS[idx];
+    let mut obj = [0u8; 64];
+    let name = decl.object_name.as_bytes();
+    if name.len() >= obj.len() {
+        return -22;
+    }
+    obj[..name.len()].copy_from_slice(name);
+    // SAFETY: NUL-terminated names; process context (module init).
+    unsafe {
+        let mut rc = shim::lp_shim_dir_add(idx as u32, decl.name.as_ptr());
+        if rc == 0 {
+            rc = shim::lp_shim_dir_add_object(idx as u32, 0, obj.as_ptr().cast());
+        }
+        for f in decl.funcs {
+            if rc == 0 {
+                rc = shim::lp_shim_dir_add_func(idx as u32, 0, f.symbol.as_ptr(), 0);
+            }
+        }
+        rc
+    }
+}
+
 /// Drops the references `build` took on the first `n` imports of patch `idx`.
 fn release_imports(idx: usize, n: usize) {
     let decl = &DECLS[idx];

@@ -6,7 +6,7 @@
 //! the patch module once the slot is given back.
 //!
 //! A slot's life, every change under the engine lock: `Free` → `Reserved` (descriptors built,
-//! debugfs directory being created without the lock) → `Registered` (the engine holds the
+//! sysfs directory created) → `Registered` (the engine holds the
 //! patch; the patch module and this module are pinned) → `Dying` (the engine let go after a
 //! disable, a replace or a failed enable; the pins are dropped; the directory is removed by a
 //! work item, without the lock, since its files' handlers take it) → `Free`. A forced patch
@@ -364,6 +364,31 @@ pub(crate) fn resolve(l: &Locked<'_>, k: usize, object: ObjectId) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Creates slot `k`'s sysfs directory (patch index `idx`): the patch, its objects, their
+/// functions. Creating never waits for handlers, so the engine lock may be held.
+pub(crate) fn add_dirs(l: &Locked<'_>, k: usize, idx: usize) -> c_int {
+    let m = meta(l, k);
+    // SAFETY: the slot is not free: its patch is set.
+    let patch = unsafe { SLOTS[k].patch.get() };
+    // SAFETY: NUL-terminated names of the slot; process context.
+    unsafe {
+        let mut rc = shim::lp_shim_dir_add(idx as u32, m.name.as_ptr().cast());
+        let mut i = 0;
+        for (o, obj) in patch.objects().iter().enumerate() {
+            if rc == 0 {
+                rc = shim::lp_shim_dir_add_object(idx as u32, o as u32, m.obj_names[o].as_ptr().cast());
+            }
+            for _ in obj.funcs() {
+                if rc == 0 {
+                    rc = shim::lp_shim_dir_add_func(idx as u32, o as u32, m.func_names[i].as_ptr().cast(), m.sympos[i]);
+                }
+                i += 1;
+            }
+        }
+        rc
+    }
 }
 
 /// The name of the function (original or replacement) of a registered patch that `range` is.

@@ -5,7 +5,7 @@
  * Only what 6.12's Rust bindings cannot express lives here: struct layouts (ftrace_ops,
  * task_struct fields, unwind_state, kprobe), inline functions and macros (unwind_start,
  * unwind_get_entry_regs, user_mode, for_each_process_thread, rcu_read_lock, raw_spin_lock on
- * pi_lock, get/put_task_struct, debugfs file ops). Every decision is made in Rust; each function
+ * pi_lock, get/put_task_struct, sysfs attributes). Every decision is made in Rust; each function
  * here does one kernel operation and returns. Only exported symbols are used (see README.md).
  */
 #include <linux/module.h>
@@ -1160,98 +1160,169 @@ void lp_shim_cancel_retry(void)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* debugfs: /sys/kernel/debug/livepatch_rs/<patch>/{enabled,transition,force,stalls,stats}    */
+/* sysfs: /sys/kernel/livepatch_rs/<patch>/...                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-static struct dentry *lp_root;
+/*
+ * The interface, shaped like the kernel's /sys/kernel/livepatch:
+ *   /sys/kernel/livepatch_rs/<patch>/{enabled,transition,force,replace,stalls,stats}
+ *   /sys/kernel/livepatch_rs/<patch>/<object>/patched
+ *   /sys/kernel/livepatch_rs/<patch>/<object>/<function,sympos>/
+ * Every show/store goes to Rust (lp_rs_attr_show/store) with the patch index, the attribute
+ * and the object index. Permissions as the kernel's: enabled 0644, force 0200 (write-only),
+ * the stall report 0400 (it names tasks), the rest 0444.
+ */
+#define LP_MAX_DIRS 32
 
-static int lp_attr_show(struct seq_file *m, void *v)
+struct lp_dir {
+	struct kobject *patch;
+	struct kobject *objs[LP_REG_OBJS];
+	struct kobject *funcs[LP_REG_FUNCS];
+	u32 nfuncs;
+};
+
+static struct kobject *lp_root;
+static struct lp_dir lp_dirs[LP_MAX_DIRS];
+
+static ssize_t lp_kobj_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf);
+static ssize_t lp_kobj_store(struct kobject *kobj, struct kobj_attribute *attr, const char *buf,
+			     size_t count);
+
+static struct kobj_attribute lp_kattrs[] = {
+	[LP_ATTR_ENABLED] = __ATTR(enabled, 0644, lp_kobj_show, lp_kobj_store),
+	[LP_ATTR_TRANSITION] = __ATTR(transition, 0444, lp_kobj_show, NULL),
+	[LP_ATTR_FORCE] = __ATTR(force, 0200, NULL, lp_kobj_store),
+	[LP_ATTR_STALLS] = __ATTR(stalls, 0400, lp_kobj_show, NULL),
+	[LP_ATTR_STATS] = __ATTR(stats, 0444, lp_kobj_show, NULL),
+	[LP_ATTR_REPLACE] = __ATTR(replace, 0444, lp_kobj_show, NULL),
+	[LP_ATTR_PATCHED] = __ATTR(patched, 0444, lp_kobj_show, NULL),
+};
+
+/* Which patch (and object) a kobject is; handlers run only while it exists. */
+static int lp_dir_of(struct kobject *kobj, u32 *patch, u32 *obj)
 {
-	unsigned long key = (unsigned long)m->private;
-	char *buf = kmalloc(LP_SHOW_MAX, GFP_KERNEL);
-	int len;
+	u32 p, o;
 
-	if (!buf)
-		return -ENOMEM;
-	len = lp_rs_attr_show(key >> 8, key & 0xff, buf, LP_SHOW_MAX);
-	if (len > 0)
-		seq_write(m, buf, len);
-	kfree(buf);
-	return len < 0 ? len : 0;
+	for (p = 0; p < LP_MAX_DIRS; p++) {
+		if (READ_ONCE(lp_dirs[p].patch) == kobj) {
+			*patch = p;
+			*obj = 0;
+			return 0;
+		}
+		for (o = 0; o < LP_REG_OBJS; o++) {
+			if (READ_ONCE(lp_dirs[p].objs[o]) == kobj) {
+				*patch = p;
+				*obj = o;
+				return 0;
+			}
+		}
+	}
+	return -ENOENT;
 }
 
-static int lp_attr_open(struct inode *inode, struct file *file)
+static ssize_t lp_kobj_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
 {
-	return single_open(file, lp_attr_show, inode->i_private);
+	u32 patch, obj, a = attr - lp_kattrs;
+
+	if (lp_dir_of(kobj, &patch, &obj))
+		return -ENOENT;
+	return lp_rs_attr_show(patch, a | obj << 8, buf, PAGE_SIZE);
 }
 
-static ssize_t lp_attr_write(struct file *file, const char __user *ubuf, size_t len, loff_t *off)
+static ssize_t lp_kobj_store(struct kobject *kobj, struct kobj_attribute *attr, const char *buf,
+			     size_t count)
 {
-	unsigned long key = (unsigned long)((struct seq_file *)file->private_data)->private;
-	char buf[32] = {};
+	u32 patch, obj, a = attr - lp_kattrs;
 	int ret;
 
-	if (len >= sizeof(buf))
-		return -EINVAL;
-	if (copy_from_user(buf, ubuf, len))
-		return -EFAULT;
-	ret = lp_rs_attr_store(key >> 8, key & 0xff, buf, len);
-	return ret < 0 ? ret : len;
+	if (lp_dir_of(kobj, &patch, &obj))
+		return -ENOENT;
+	ret = lp_rs_attr_store(patch, a, buf, count);
+	return ret < 0 ? ret : count;
 }
 
-static const struct file_operations lp_attr_fops = {
-	.owner = THIS_MODULE,
-	.open = lp_attr_open,
-	.read = seq_read,
-	.llseek = seq_lseek,
-	.release = single_release,
-	.write = lp_attr_write,
-};
-
-static const char *const lp_attr_names[] = {
-	[LP_ATTR_ENABLED] = "enabled",
-	[LP_ATTR_TRANSITION] = "transition",
-	[LP_ATTR_FORCE] = "force",
-	[LP_ATTR_STALLS] = "stalls",
-	[LP_ATTR_STATS] = "stats",
-};
-
-static struct dentry *lp_dirs[256];
-
-int lp_shim_debugfs_add(u32 patch, const char *name)
+int lp_shim_dir_add(u32 patch, const char *name)
 {
-	struct dentry *dir;
-	u32 a;
+	static const int attrs[] = { LP_ATTR_ENABLED, LP_ATTR_TRANSITION, LP_ATTR_FORCE,
+				     LP_ATTR_REPLACE, LP_ATTR_STALLS, LP_ATTR_STATS };
+	struct kobject *kobj;
+	int i, ret;
 
-	if (!lp_root)
-		lp_root = debugfs_create_dir("livepatch_rs", NULL);
-	if (IS_ERR(lp_root))
-		return PTR_ERR(lp_root);
-	if (patch >= ARRAY_SIZE(lp_dirs))
+	if (!lp_root) {
+		lp_root = kobject_create_and_add("livepatch_rs", kernel_kobj);
+		if (!lp_root)
+			return -ENOMEM;
+	}
+	if (patch >= LP_MAX_DIRS || lp_dirs[patch].patch)
 		return -EINVAL;
-	dir = debugfs_create_dir(name, lp_root);
-	if (IS_ERR(dir))
-		return PTR_ERR(dir);
-	lp_dirs[patch] = dir;
-	for (a = 0; a < ARRAY_SIZE(lp_attr_names); a++) {
-		umode_t mode = (a == LP_ATTR_ENABLED || a == LP_ATTR_FORCE) ? 0644 : 0444;
-
-		debugfs_create_file(lp_attr_names[a], mode, dir,
-				    (void *)(unsigned long)(patch << 8 | a), &lp_attr_fops);
+	kobj = kobject_create_and_add(name, lp_root);
+	if (!kobj)
+		return -ENOMEM;
+	WRITE_ONCE(lp_dirs[patch].patch, kobj);
+	for (i = 0; i < ARRAY_SIZE(attrs); i++) {
+		ret = sysfs_create_file(kobj, &lp_kattrs[attrs[i]].attr);
+		if (ret)
+			return ret;	/* the caller removes the directory */
 	}
 	return 0;
 }
 
-/*
- * Removes one patch's directory. debugfs_remove() waits for the files' handlers in progress,
- * which take the engine lock: never call it with the engine lock held, nor from a handler.
- */
-int lp_shim_debugfs_remove_one(u32 patch)
+int lp_shim_dir_add_object(u32 patch, u32 obj, const char *name)
 {
-	if (patch >= ARRAY_SIZE(lp_dirs) || !lp_dirs[patch])
+	struct kobject *kobj;
+
+	if (patch >= LP_MAX_DIRS || !lp_dirs[patch].patch || obj >= LP_REG_OBJS || lp_dirs[patch].objs[obj])
+		return -EINVAL;
+	kobj = kobject_create_and_add(name, lp_dirs[patch].patch);
+	if (!kobj)
+		return -ENOMEM;
+	WRITE_ONCE(lp_dirs[patch].objs[obj], kobj);
+	return sysfs_create_file(kobj, &lp_kattrs[LP_ATTR_PATCHED].attr);
+}
+
+/* As the kernel names it: "<function>,<sympos>", sympos 0 shown as 1. */
+int lp_shim_dir_add_func(u32 patch, u32 obj, const char *name, unsigned long sympos)
+{
+	struct lp_dir *d;
+	struct kobject *kobj;
+	char buf[LP_REG_NAME + 24];
+
+	if (patch >= LP_MAX_DIRS || obj >= LP_REG_OBJS)
+		return -EINVAL;
+	d = &lp_dirs[patch];
+	if (!d->objs[obj] || d->nfuncs >= LP_REG_FUNCS)
+		return -EINVAL;
+	snprintf(buf, sizeof(buf), "%s,%lu", name, sympos ? sympos : 1);
+	kobj = kobject_create_and_add(buf, d->objs[obj]);
+	if (!kobj)
+		return -ENOMEM;
+	d->funcs[d->nfuncs++] = kobj;
+	return 0;
+}
+
+/*
+ * Removes one patch's directory. Removal waits for the files' handlers in progress, which
+ * take the engine lock: never call it with the engine lock held, nor from a handler.
+ */
+int lp_shim_dir_remove(u32 patch)
+{
+	struct lp_dir *d;
+	u32 i;
+
+	if (patch >= LP_MAX_DIRS || !lp_dirs[patch].patch)
 		return -ENOENT;
-	debugfs_remove(lp_dirs[patch]);
-	lp_dirs[patch] = NULL;
+	d = &lp_dirs[patch];
+	for (i = 0; i < d->nfuncs; i++)
+		kobject_put(d->funcs[i]);
+	for (i = 0; i < LP_REG_OBJS; i++) {
+		if (d->objs[i]) {
+			kobject_put(d->objs[i]);
+			WRITE_ONCE(d->objs[i], NULL);
+		}
+	}
+	kobject_put(d->patch);
+	WRITE_ONCE(d->patch, NULL);
+	d->nfuncs = 0;
 	return 0;
 }
 
@@ -1271,10 +1342,13 @@ void lp_shim_cancel_reap(void)
 	cancel_work_sync(&lp_reap_dirs_work);
 }
 
-void lp_shim_debugfs_remove(void)
+void lp_shim_dir_remove_all(void)
 {
-	memset(lp_dirs, 0, sizeof(lp_dirs));
-	debugfs_remove(lp_root);
+	u32 p;
+
+	for (p = 0; p < LP_MAX_DIRS; p++)
+		lp_shim_dir_remove(p);
+	kobject_put(lp_root);
 	lp_root = NULL;
 }
 

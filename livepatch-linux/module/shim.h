@@ -17,6 +17,8 @@ enum {
 	LP_ATTR_FORCE,
 	LP_ATTR_STALLS,
 	LP_ATTR_STATS,
+	LP_ATTR_REPLACE,
+	LP_ATTR_PATCHED,	/* of an object; its index in bits 8.. of the attribute */
 };
 
 struct task_struct;
@@ -80,7 +82,6 @@ int lp_rs_register(const struct lp_reg *reg);
 int lp_shim_klp_callback(void *object, u32 which);
 bool lp_shim_patch_module_get(void *mod);
 void lp_shim_patch_module_put(void *mod);
-int lp_shim_debugfs_remove_one(u32 patch);
 void lp_shim_queue_reap(void);
 void lp_shim_cancel_reap(void);
 void lp_rs_reap(void);
@@ -125,8 +126,11 @@ void lp_shim_udelay(u32 us);
 u32 lp_shim_fentry_ret_offset(unsigned long func);
 void lp_shim_schedule_retry(u64 delay_ns);
 void lp_shim_cancel_retry(void);
-int lp_shim_debugfs_add(u32 patch, const char *name);
-void lp_shim_debugfs_remove(void);
+int lp_shim_dir_add(u32 patch, const char *name);
+int lp_shim_dir_add_object(u32 patch, u32 obj, const char *name);
+int lp_shim_dir_add_func(u32 patch, u32 obj, const char *name, unsigned long sympos);
+int lp_shim_dir_remove(u32 patch);
+void lp_shim_dir_remove_all(void);
 bool lp_shim_module_get(void);
 void lp_shim_module_put(void);
 void lp_shim_log(int level, const char *msg, int len);

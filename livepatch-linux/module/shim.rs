@@ -39,6 +39,8 @@ pub(crate) const ATTR_TRANSITION: u32 = 1;
 pub(crate) const ATTR_FORCE: u32 = 2;
 pub(crate) const ATTR_STALLS: u32 = 3;
 pub(crate) const ATTR_STATS: u32 = 4;
+pub(crate) const ATTR_REPLACE: u32 = 5;
+pub(crate) const ATTR_PATCHED: u32 = 6;
 
 pub(crate) const LP_REG_OBJS: usize = 4;
 pub(crate) const LP_REG_FUNCS: usize = 16;
@@ -108,7 +110,6 @@ extern "C" {
     pub(crate) fn lp_shim_klp_callback(object: *mut c_void, which: u32) -> c_int;
     pub(crate) fn lp_shim_patch_module_get(module: *mut c_void) -> bool;
     pub(crate) fn lp_shim_patch_module_put(module: *mut c_void);
-    pub(crate) fn lp_shim_debugfs_remove_one(patch: u32) -> c_int;
     pub(crate) fn lp_shim_queue_reap();
     pub(crate) fn lp_shim_cancel_reap();
     pub(crate) fn lp_shim_hook_install(slot: u32, ip: c_ulong) -> c_int;
@@ -144,8 +145,11 @@ extern "C" {
     pub(crate) fn lp_shim_fentry_ret_offset(func: c_ulong) -> u32;
     pub(crate) fn lp_shim_schedule_retry(delay_ns: u64);
     pub(crate) fn lp_shim_cancel_retry();
-    pub(crate) fn lp_shim_debugfs_add(patch: u32, name: *const c_char) -> c_int;
-    pub(crate) fn lp_shim_debugfs_remove();
+    pub(crate) fn lp_shim_dir_add(patch: u32, name: *const c_char) -> c_int;
+    pub(crate) fn lp_shim_dir_add_object(patch: u32, obj: u32, name: *const c_char) -> c_int;
+    pub(crate) fn lp_shim_dir_add_func(patch: u32, obj: u32, name: *const c_char, sympos: c_ulong) -> c_int;
+    pub(crate) fn lp_shim_dir_remove(patch: u32) -> c_int;
+    pub(crate) fn lp_shim_dir_remove_all();
     pub(crate) fn lp_shim_module_get() -> bool;
     pub(crate) fn lp_shim_module_put();
     pub(crate) fn lp_shim_lock();
@@ -269,7 +273,7 @@ pub(crate) struct EngineGuard(());
 
 impl EngineGuard {
     pub(crate) fn lock() -> Self {
-        // SAFETY: process context (debugfs writes, the retry work, module init/exit).
+        // SAFETY: process context (sysfs writes, the retry work, module init/exit).
         unsafe { lp_shim_lock() };
         EngineGuard(())
     }

@@ -198,7 +198,7 @@ R=$WORK/root
 rm -rf "$R"; mkdir -p "$R"/{bin,sbin,proc,sys,dev,tmp,lib/modules}
 cp /bin/busybox "$R/bin/busybox"
 for a in sh mount cat echo sleep date insmod rmmod lsmod grep sed awk cut tr head tail wc seq \
-         kill ps mkdir dmesg reboot poweroff usleep test "[" printf expr true false; do
+         kill ps mkdir dmesg reboot poweroff usleep test "[" printf expr true false ls stat; do
     ln -sf busybox "$R/bin/$a"
 done
 cp "$WORK/mod/target/lp_target.ko" "$WORK/mod/target/lp_late.ko" "$WORK/mod/module/livepatch_rs.ko" "$R/lib/modules/"

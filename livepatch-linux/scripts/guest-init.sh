@@ -10,7 +10,7 @@ echo 8 > /proc/sys/kernel/printk 2>/dev/null
 
 M=/lib/modules
 KLP=/sys/kernel/livepatch/livepatch_sample
-LRS=/sys/kernel/debug/livepatch_rs
+LRS=/sys/kernel/livepatch_rs
 
 say()  { echo "LP-E2E: $*"; }
 pass() { say "PASS $*"; }
@@ -223,7 +223,7 @@ scenario_force() {
     usleep 300000
     [ "$(cat $P/transition)" = 1 ] || { failed "s6: transition not blocked by the sleeper"; return; }
     echo 1 > $P/force || { failed "s6: write 1 to force failed"; return; }
-    [ "$(cat $P/transition)" = 0 ] && [ "$(cat $P/force)" = 1 ] && [ "$(field read)" = 2 ] \
+    [ "$(cat $P/transition)" = 0 ] && [ "$(field read)" = 2 ] \
         && pass "s6: force completed the blocked transition at once ($(cat /proc/lp_target))" \
         || failed "s6: force did not complete the transition"
     echo release > /proc/lp_target_ctl
@@ -519,6 +519,54 @@ scenario_patch_modules() {
     rmmod lp_late
 }
 
+# --- scenario 15: the sysfs interface ---------------------------------------------------------
+# The tree as the kernel's /sys/kernel/livepatch (own root), its permissions, and writes checked
+# like the kernel's: a bad value is -EINVAL, a second enable -EINVAL, another patch while a
+# transition is in progress -EBUSY, force outside a transition -EINVAL, a read-only file
+# -EACCES -- and nothing changes.
+# wr FILE VALUE: the write's error message, empty on success
+wr() { ( echo "$2" > "$1" ) 2>&1 | sed 's/.*: //'; }
+scenario_sysfs() {
+    C=$LRS/cmdline; T=$LRS/lp_target
+    ok=1; missing=""
+    for f in $C/enabled $C/transition $C/force $C/replace $C/stalls $C/stats $C/vmlinux/patched \
+             $T/lp_target/patched; do [ -f $f ] || { ok=0; missing="$missing $f"; }; done
+    for d in "$C/vmlinux/cmdline_proc_show,1" "$T/lp_target/lp_target_read,1" "$T/lp_target/lp_target_block,1"; do
+        [ -d "$d" ] || { ok=0; missing="$missing $d"; }
+    done
+    modes=$(stat -c %a $C/enabled $C/transition $C/force $C/replace $C/stalls $C/vmlinux/patched | tr '\n' ' ')
+    [ "$modes" = "644 444 200 444 400 444 " ] || ok=0
+    val $LRS/cmdline_replace/replace; r1=$V; val $C/replace
+    [ "$r1" = 1 ] && [ "$V" = 0 ] || ok=0
+    [ $ok = 1 ] && pass "s15: tree <patch>/{enabled,transition,force,replace,stalls,stats}, <object>/patched, <object>/<function,sympos>/, modes $modes" \
+        || failed "s15: sysfs tree: missing$missing; modes $modes; replace $r1/$V"
+    e1=$(wr $C/enabled 2); val $C/enabled; v1=$V
+    e2=$(wr $C/force 1)
+    e3=$(wr $C/transition 1)
+    [ "$e1" = "Invalid argument" ] && [ "$v1" = 0 ] && [ "$e2" = "Invalid argument" ] && [ "$e3" = "Permission denied" ] \
+        && pass "s15: bad value -EINVAL, force outside a transition -EINVAL, read-only file -EACCES; nothing changed" \
+        || failed "s15: writes: '2'->'$e1' (enabled $v1), force->'$e2', transition->'$e3'"
+    echo 1 > $C/enabled; wait_file $C/transition 0 3000 >/dev/null
+    val $C/vmlinux/patched; p1=$V
+    e4=$(wr $C/enabled 1)
+    echo hold > /proc/lp_target_ctl
+    wait_field sleeping 1 500
+    echo 1 > $T/enabled
+    e5=$(wr $C/enabled 0); val $C/enabled; v5=$V
+    e6=$(wr $LRS/cmdline_stacked/enabled 1); val $LRS/cmdline_stacked/enabled; v6=$V
+    val $T/lp_target/patched; p2=$V
+    echo release > /proc/lp_target_ctl
+    wait_file $T/transition 0 3000 >/dev/null
+    echo 0 > $T/enabled; wait_file $T/transition 0 3000 >/dev/null
+    echo 0 > $C/enabled; wait_file $C/transition 0 3000 >/dev/null
+    val $C/vmlinux/patched; p3=$V
+    [ "$p1" = 1 ] && [ "$e4" = "Invalid argument" ] && [ "$e5" = "Device or resource busy" ] && [ "$v5" = 1 ] \
+        && [ "$e6" = "Device or resource busy" ] && [ "$v6" = 0 ] && [ "$p2" = 1 ] && [ "$p3" = 0 ] \
+        && [ "$(cat /proc/cmdline)" = "$ORIG_CMDLINE" ] \
+        && pass "s15: patched follows the object; second enable -EINVAL; during another transition -EBUSY, nothing changed" \
+        || failed "s15: patched $p1/$p2/$p3, enable twice '$e4', busy disable '$e5' ($v5), busy enable '$e6' ($v6)"
+}
+
 # lp.only=<scenario> on the kernel command line runs one scenario (development aid).
 ONLY=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^lp.only=//p')
 case "$ONLY" in
@@ -531,7 +579,7 @@ case "$ONLY" in
         echo 0 > $LRS/cmdline/enabled; wait_file $LRS/cmdline/transition 0 3000 >/dev/null
         say "EXPECT $((EXPECT + 1))"
         finish ;;
-    stress|threads|storm|dist|late|modules)
+    stress|threads|storm|dist|late|modules|sysfs)
         expect 1
         insmod $M/livepatch_rs.ko && pass "livepatch_rs.ko loaded" || failed "insmod livepatch_rs.ko"
         case "$ONLY" in
@@ -541,6 +589,7 @@ case "$ONLY" in
             dist) expect 2; scenario_distributions ;;
             late) expect 5; scenario_late ;;
             modules) expect 7; scenario_patch_modules ;;
+            sysfs) expect 3; scenario_sysfs ;;
         esac
         say "EXPECT $((EXPECT + 1))"
         finish ;;
@@ -562,6 +611,7 @@ if insmod $M/livepatch_rs.ko; then
     expect 1; scenario_fork_storm
     expect 5; scenario_late
     expect 7; scenario_patch_modules
+    expect 3; scenario_sysfs
     if [ "$QUICK" = 0 ]; then
         expect 3; scenario_stress
         expect 2; scenario_distributions
