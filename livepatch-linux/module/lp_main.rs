@@ -52,10 +52,20 @@ impl kernel::Module for LivepatchRs {
             }
         }
         // SAFETY: process context; the engine is initialised.
-        let rc = unsafe { shim::lp_shim_module_notifier(true) };
+        let rc = unsafe { shim::lp_shim_patch_state_file(true) };
         if rc != 0 {
             // SAFETY: process context.
             unsafe { shim::lp_shim_dir_remove_all() };
+            return Err(kernel::error::Error::from_errno(rc));
+        }
+        // SAFETY: process context; the engine is initialised.
+        let rc = unsafe { shim::lp_shim_module_notifier(true) };
+        if rc != 0 {
+            // SAFETY: process context.
+            unsafe {
+                shim::lp_shim_patch_state_file(false);
+                shim::lp_shim_dir_remove_all();
+            }
             return Err(kernel::error::Error::from_errno(rc));
         }
         pr_info!("loaded: {} patches\n", patches::DECLS.len());
@@ -71,6 +81,7 @@ impl Drop for LivepatchRs {
         unsafe {
             shim::lp_shim_module_notifier(false);
             shim::lp_shim_cancel_reap();
+            shim::lp_shim_patch_state_file(false);
             shim::lp_shim_dir_remove_all();
             shim::lp_shim_resched_hook(false);
             shim::lp_shim_cancel_retry();

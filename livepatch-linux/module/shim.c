@@ -24,6 +24,7 @@
 #include <linux/uaccess.h>
 #include <linux/delay.h>
 #include <linux/seq_file.h>
+#include <linux/proc_fs.h>
 #include <linux/timekeeping.h>
 #include <linux/stop_machine.h>
 #include <linux/mutex.h>
@@ -1239,6 +1240,37 @@ static ssize_t lp_kobj_store(struct kobject *kobj, struct kobj_attribute *attr, 
 		return -ENOENT;
 	ret = lp_rs_attr_store(patch, a, buf, count);
 	return ret < 0 ? ret : count;
+}
+
+/*
+ * /proc/livepatch_rs_patch_state (0400): every task's patch state, one "<pid> <state>" line
+ * each, the value /proc/<pid>/patch_state shows for the kernel's livepatch (-1 between
+ * transitions, 0 unpatched, 1 patched). The task list is read under RCU; records are found
+ * lock-free with preemption disabled (a removed record is freed only after every CPU has
+ * scheduled once).
+ */
+static int lp_patch_state_show(struct seq_file *m, void *v)
+{
+	struct task_struct *g, *t;
+
+	rcu_read_lock();
+	preempt_disable();
+	for_each_process_thread(g, t)
+		seq_printf(m, "%d %d\n", task_pid_nr(t), lp_rs_task_patch_state(t));
+	preempt_enable();
+	rcu_read_unlock();
+	return 0;
+}
+
+int lp_shim_patch_state_file(bool on)
+{
+	if (!on) {
+		remove_proc_entry("livepatch_rs_patch_state", NULL);
+		return 0;
+	}
+	if (!proc_create_single("livepatch_rs_patch_state", 0400, NULL, lp_patch_state_show))
+		return -ENOMEM;
+	return 0;
 }
 
 int lp_shim_dir_add(u32 patch, const char *name)

@@ -131,6 +131,8 @@ int lp_shim_dir_add_object(u32 patch, u32 obj, const char *name);
 int lp_shim_dir_add_func(u32 patch, u32 obj, const char *name, unsigned long sympos);
 int lp_shim_dir_remove(u32 patch);
 void lp_shim_dir_remove_all(void);
+int lp_shim_patch_state_file(bool on);
+int lp_rs_task_patch_state(struct task_struct *t);
 bool lp_shim_module_get(void);
 void lp_shim_module_put(void);
 void lp_shim_log(int level, const char *msg, int len);

@@ -150,6 +150,7 @@ extern "C" {
     pub(crate) fn lp_shim_dir_add_func(patch: u32, obj: u32, name: *const c_char, sympos: c_ulong) -> c_int;
     pub(crate) fn lp_shim_dir_remove(patch: u32) -> c_int;
     pub(crate) fn lp_shim_dir_remove_all();
+    pub(crate) fn lp_shim_patch_state_file(on: bool) -> c_int;
     pub(crate) fn lp_shim_module_get() -> bool;
     pub(crate) fn lp_shim_module_put();
     pub(crate) fn lp_shim_lock();

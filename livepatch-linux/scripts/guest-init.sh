@@ -555,11 +555,24 @@ scenario_sysfs() {
     e5=$(wr $C/enabled 0); val $C/enabled; v5=$V
     e6=$(wr $LRS/cmdline_stacked/enabled 1); val $LRS/cmdline_stacked/enabled; v6=$V
     val $T/lp_target/patched; p2=$V
+    # Every task's patch state, as /proc/<pid>/patch_state: the sleeper is still unpatched (0),
+    # the shell that enabled the patch has switched (1); -1 everywhere once it completed.
+    usleep 300000
+    sl=""; for d in /proc/[0-9]*; do read c < $d/comm 2>/dev/null; [ "$c" = lp_sleeper ] && sl=${d#/proc/}; done
+    ps_sl=$(sed -n "s/^$sl //p" /proc/livepatch_rs_patch_state)
+    ps_me=$(sed -n "s/^$$ //p" /proc/livepatch_rs_patch_state)
+    ps_mode=$(stat -c %a /proc/livepatch_rs_patch_state)
+    stalls=$(cat $T/stalls | tr '\n' ';')
     echo release > /proc/lp_target_ctl
     wait_file $T/transition 0 3000 >/dev/null
+    ps_after=$(grep -vc ' -1$' /proc/livepatch_rs_patch_state)
     echo 0 > $T/enabled; wait_file $T/transition 0 3000 >/dev/null
     echo 0 > $C/enabled; wait_file $C/transition 0 3000 >/dev/null
     val $C/vmlinux/patched; p3=$V
+    [ -n "$sl" ] && [ "$ps_sl" = 0 ] && [ "$ps_me" = 1 ] && [ "$ps_after" = 0 ] && [ "$ps_mode" = 400 ] \
+        && echo "$stalls" | grep -q "lp_sleeper.*lp_target_sleep" \
+        && pass "s15: per-task patch state (0400): held lp_sleeper $ps_sl, this shell $ps_me, -1 for all after; stalls (0400) name it" \
+        || failed "s15: patch_state: sleeper '$sl' '$ps_sl', shell '$ps_me', not -1 after: '$ps_after', mode $ps_mode; stalls $stalls"
     [ "$p1" = 1 ] && [ "$e4" = "Invalid argument" ] && [ "$e5" = "Device or resource busy" ] && [ "$v5" = 1 ] \
         && [ "$e6" = "Device or resource busy" ] && [ "$v6" = 0 ] && [ "$p2" = 1 ] && [ "$p3" = 0 ] \
         && [ "$(cat /proc/cmdline)" = "$ORIG_CMDLINE" ] \
@@ -589,7 +602,7 @@ case "$ONLY" in
             dist) expect 2; scenario_distributions ;;
             late) expect 5; scenario_late ;;
             modules) expect 7; scenario_patch_modules ;;
-            sysfs) expect 3; scenario_sysfs ;;
+            sysfs) expect 4; scenario_sysfs ;;
         esac
         say "EXPECT $((EXPECT + 1))"
         finish ;;
@@ -611,7 +624,7 @@ if insmod $M/livepatch_rs.ko; then
     expect 1; scenario_fork_storm
     expect 5; scenario_late
     expect 7; scenario_patch_modules
-    expect 3; scenario_sysfs
+    expect 4; scenario_sysfs
     if [ "$QUICK" = 0 ]; then
         expect 3; scenario_stress
         expect 2; scenario_distributions
