@@ -14,6 +14,8 @@
  * writing 0 to enabled disables it, and when the disable completed the directory goes and the
  * patch module may be removed (as the kernel's /sys/kernel/livepatch/<patch>).
  *
+ * It includes what <linux/livepatch.h> includes (module, ftrace, completion, list, sched).
+ *
  * What livepatch_rs does as the kernel does: functions found by name and old_sympos in
  * vmlinux or in a named module, no EXPORT_SYMBOL needed (klp_find_object_symbol's rules);
  * objects of modules that are loaded later or unloaded while the patch is enabled (a module
@@ -26,7 +28,9 @@
  *    apply_relocate_add() with the module loader's symbol state, which is not exported. A new
  *    function that needs an unexported symbol of its object looks it up itself (e.g. through
  *    kallsyms, as livepatch_rs does) or the replaced code is arranged to receive it.
- *  - klp_shadow_*() (shadow variables) and klp_get_prev_state(): not provided yet.
+ *  - shadow variables: klp_shadow_*() are the kernel's own (kernel/livepatch/shadow.c, a
+ *    hash table independent of patching, exported when CONFIG_LIVEPATCH=y, as in Debian's
+ *    kernels); on a kernel without CONFIG_LIVEPATCH they are not available.
  *  - sysfs: the interface is under debugfs (not /sys/kernel/livepatch, which belongs to the
  *    kernel's own livepatch).
  */
@@ -35,6 +39,10 @@
 
 #include <linux/types.h>
 #include <linux/module.h>
+#include <linux/ftrace.h>
+#include <linux/completion.h>
+#include <linux/list.h>
+#include <linux/sched.h>
 
 struct klp_object;
 
@@ -79,6 +87,7 @@ struct klp_object {
 	struct klp_callbacks callbacks;
 
 	/* internal */
+	struct module *mod;	/* the module while loaded (set before its callbacks run); NULL for vmlinux */
 	unsigned long lprs_reserved;
 };
 
@@ -128,6 +137,13 @@ struct klp_patch {
 int lprs_enable_patch(struct klp_patch *patch);
 #define klp_enable_patch lprs_enable_patch
 
+/**
+ * lprs_get_prev_state() - klp_get_prev_state(): state @id as the newest patch installed before
+ * the patch in transition declares it, or NULL. Call it from a callback, as in the kernel.
+ */
+struct klp_state *lprs_get_prev_state(unsigned long id);
+#define klp_get_prev_state lprs_get_prev_state
+
 /* klp_get_state(): this patch's state @id, or NULL. */
 static inline struct klp_state *klp_get_state(struct klp_patch *patch, unsigned long id)
 {
@@ -138,5 +154,18 @@ static inline struct klp_state *klp_get_state(struct klp_patch *patch, unsigned 
 			return state;
 	return NULL;
 }
+
+#ifdef CONFIG_LIVEPATCH
+/* Shadow variables: the kernel's, exported by vmlinux (same prototypes as <linux/livepatch.h>). */
+typedef int (*klp_shadow_ctor_t)(void *obj, void *shadow_data, void *ctor_data);
+typedef void (*klp_shadow_dtor_t)(void *obj, void *shadow_data);
+void *klp_shadow_get(void *obj, unsigned long id);
+void *klp_shadow_alloc(void *obj, unsigned long id, size_t size, gfp_t gfp_flags,
+		       klp_shadow_ctor_t ctor, void *ctor_data);
+void *klp_shadow_get_or_alloc(void *obj, unsigned long id, size_t size, gfp_t gfp_flags,
+			      klp_shadow_ctor_t ctor, void *ctor_data);
+void klp_shadow_free(void *obj, unsigned long id, klp_shadow_dtor_t dtor);
+void klp_shadow_free_all(unsigned long id, klp_shadow_dtor_t dtor);
+#endif
 
 #endif /* _LIVEPATCH_RS_H */

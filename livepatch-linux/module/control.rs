@@ -94,6 +94,30 @@ struct State {
     patches: [PerPatch; NALL],
 }
 
+/// The engine's events, printed as the kernel's livepatch prints them (`livepatch: ` and the
+/// kernel's message: the core's `Event` displays it), so the kernel's selftests' expected
+/// `dmesg` can be compared with ours. Our own diagnostic lines keep the `livepatch_rs: ` prefix.
+struct KernelLog;
+
+impl livepatch_core::transition::Events for KernelLog {
+    fn event(&self, event: &livepatch_core::transition::Event<'_>) {
+        // The kernel prints "signaling remaining tasks" when it sends its fake signals, every
+        // 15 s of a stalled transition; this engine kicks stragglers from the second pass on
+        // (every 5 ms): printing it each time would flood the log without saying more.
+        if matches!(event, livepatch_core::transition::Event::Signaling(_)) {
+            return;
+        }
+        let mut buf = [0u8; 256];
+        let mut out = Buf::new(&mut buf);
+        let _ = write!(out, "{event}");
+        let len = out.len();
+        // SAFETY: a valid buffer of `len` bytes.
+        unsafe { shim::lp_shim_klp_log(buf.as_ptr().cast(), len as c_int) };
+    }
+}
+
+static KLOG: KernelLog = KernelLog;
+
 /// The engine's patched-set index (for the walker's in-redirect check).
 pub(crate) fn live_set() -> &'static livepatch_core::patched_set::PatchedSet<'static> {
     live().patched_set()
@@ -141,6 +165,7 @@ pub(crate) fn init() {
     // SAFETY: as above; each field of the static is written exactly once before READY.
     unsafe {
         (&raw mut (*st).engine).write(Engine::new(live));
+        (*st).engine.set_events(&KLOG);
         for i in 0..NALL {
             (&raw mut (*st).patches[i]).write(per());
         }
@@ -148,6 +173,13 @@ pub(crate) fn init() {
     registry::init();
     backend::OBJECT_LOADED[0].store(true, Ordering::Relaxed);
     READY.store(true, Ordering::Release);
+}
+
+/// Whether our own diagnostic lines (timings, pass history) are printed for patch `idx`: for
+/// the built-in patches. A patch module's patch gets only the kernel's messages (the
+/// `livepatch: ` events), so the kernel's selftests can compare `dmesg` lines that name it.
+fn diag(idx: usize) -> bool {
+    idx < NPATCH
 }
 
 /// The name of patch `idx` (a built-in patch's, or the patch module's).
@@ -284,7 +316,7 @@ pub(crate) extern "C" fn lp_rs_retry() {
         }
     }
     match result {
-        Ok(Progress::Pending(_)) if info.passes + 1 == SLOW_PASS => {
+        Ok(Progress::Pending(_)) if info.passes + 1 == SLOW_PASS && diag(idx) => {
             // A slow transition: say once who holds it up.
             kernel::pr_info!("'{}': still in transition after {} passes:\n", name_of(l, idx), SLOW_PASS);
             for s in per.stalls.iter().flatten() {
@@ -306,19 +338,21 @@ pub(crate) extern "C" fn lp_rs_retry() {
             per.stats.last_target = Some(info.target);
             per.stats.last_switched = sum.switched;
             per.stats.last_visited = sum.visited;
-            kernel::pr_info!(
-                "'{}': {} complete in {} us after {} passes (all tasks switched at +{} us)\n",
-                name_of(l, idx),
-                if info.target == PatchState::Patched { "patching" } else { "unpatching" },
-                dt / 1000,
-                info.passes + 1,
-                switched_at / 1000,
-            );
-            for h in per.history.iter().take(per.history_len as usize) {
+            if diag(idx) {
                 kernel::pr_info!(
-                    "  pass at +{} us took {} us: switched {} ({} per-cpu), remaining {} (running {}, on stack {})\n",
-                    h.at_us, h.took_us, h.switched, h.per_cpu, h.remaining, h.running, h.on_stack
+                    "'{}': {} complete in {} us after {} passes (all tasks switched at +{} us)\n",
+                    name_of(l, idx),
+                    if info.target == PatchState::Patched { "patching" } else { "unpatching" },
+                    dt / 1000,
+                    info.passes + 1,
+                    switched_at / 1000,
                 );
+                for h in per.history.iter().take(per.history_len as usize) {
+                    kernel::pr_info!(
+                        "  pass at +{} us took {} us: switched {} ({} per-cpu), remaining {} (running {}, on stack {})\n",
+                        h.at_us, h.took_us, h.switched, h.per_cpu, h.remaining, h.running, h.on_stack
+                    );
+                }
             }
             per.history_len = 0;
             settle(l, st);
@@ -403,6 +437,8 @@ fn errno(e: livepatch_core::Error) -> c_int {
         E::NoTransition | E::NotEnabled(_) => -22,
         E::AlreadyEnabled(_) => -17,
         E::NoSlot | E::Index(_) => -28,
+        // A pre_patch callback's own error (test-callbacks.sh: -ENODEV reaches insmod).
+        E::Callback { error, .. } => error.0,
         _ => -22,
     }
 }
@@ -417,7 +453,9 @@ fn enable(l: &Locked<'_>, st: &mut State, idx: usize) -> c_int {
                     let per = &mut st.patches[idx];
                     per.started_ns = shim::now_ns();
                     per.history_len = 0;
-                    kernel::pr_info!("'{}': reversing transition\n", name_of(l, idx));
+                    if diag(idx) {
+                        kernel::pr_info!("'{}': reversing transition\n", name_of(l, idx));
+                    }
                     let rc = st.engine.reverse(&b).map_or_else(errno, |_| 0);
                     sync_untracked(st.engine.transition().map(|t| t.target));
                     arm_exit_to_user();
@@ -473,7 +511,9 @@ fn start_enable(l: &Locked<'_>, st: &mut State, idx: usize, patch: &'static live
     st.patches[idx].module_ref = true;
     st.patches[idx].stalls = [None; MAX_STALLS];
     let name = name_of(l, idx);
-    kernel::pr_info!("enabling patch '{}'\n", name);
+    if diag(idx) {
+        kernel::pr_info!("enabling patch '{}'\n", name);
+    }
     sync_untracked(Some(PatchState::Patched));
     match st.engine.enable(patch, &b) {
         Ok(()) => {
@@ -482,13 +522,17 @@ fn start_enable(l: &Locked<'_>, st: &mut State, idx: usize, patch: &'static live
             // As the kernel logs it: hooks are installed, every task is pending from here.
             st.patches[idx].started_ns = shim::now_ns();
             st.patches[idx].history_len = 0;
-            kernel::pr_info!("'{}': starting patching transition\n", name);
+            if diag(idx) {
+                kernel::pr_info!("'{}': starting patching transition\n", name);
+            }
             arm_exit_to_user();
             resched_hook(true);
             0
         }
         Err(e) => {
-            kernel::pr_err!("enabling '{}' failed: {}\n", name, e);
+            if diag(idx) {
+                kernel::pr_err!("enabling '{}' failed: {}\n", name, e);
+            }
             settle(l, st);
             errno(e)
         }
@@ -506,7 +550,9 @@ fn disable(l: &Locked<'_>, st: &mut State, idx: usize) -> c_int {
             }
             st.patches[idx].started_ns = shim::now_ns();
             st.patches[idx].history_len = 0;
-            kernel::pr_info!("'{}': reversing transition\n", name_of(l, idx));
+            if diag(idx) {
+                kernel::pr_info!("'{}': reversing transition\n", name_of(l, idx));
+            }
             let rc = st.engine.reverse(&b).map_or_else(errno, |_| 0);
             sync_untracked(st.engine.transition().map(|t| t.target));
             arm_exit_to_user();
@@ -518,7 +564,9 @@ fn disable(l: &Locked<'_>, st: &mut State, idx: usize) -> c_int {
             sync_untracked(Some(PatchState::Unpatched));
             st.patches[idx].started_ns = shim::now_ns();
             st.patches[idx].history_len = 0;
-            kernel::pr_info!("'{}': starting unpatching transition\n", name_of(l, idx));
+            if diag(idx) {
+                kernel::pr_info!("'{}': starting unpatching transition\n", name_of(l, idx));
+            }
             let rc = st.engine.disable(patch, &b).map_or_else(errno, |_| 0);
             arm_exit_to_user();
             resched_hook(st.engine.transition().is_some());
@@ -532,7 +580,9 @@ fn force(l: &Locked<'_>, st: &mut State, idx: usize) -> c_int {
     match st.engine.transition() {
         Some(t) if t.patch.0 as usize == idx => match st.engine.force(&b) {
             Ok(_) => {
-                kernel::pr_warn!("'{}': transition forced; its code is never released\n", name_of(l, idx));
+                if diag(idx) {
+                    kernel::pr_warn!("'{}': transition forced; its code is never released\n", name_of(l, idx));
+                }
                 settle(l, st);
                 0
             }
@@ -600,6 +650,34 @@ pub(crate) extern "C" fn lp_rs_register(reg: *const shim::Reg) -> c_int {
     rc
 }
 
+/// `klp_get_prev_state(id)` for a callback the engine is running (the engine lock is held by
+/// the engine's own caller: `register.c` checks that it is held before calling this): state
+/// `id` of the newest patch installed before the one whose callback runs.
+#[no_mangle]
+pub(crate) extern "C" fn lp_rs_prev_state(id: c_ulong) -> *mut core::ffi::c_void {
+    // SAFETY: the engine lock is held (checked by the C caller) by the code that runs the
+    // callback we are called from, which is suspended in the callback: nothing else touches
+    // the state meanwhile.
+    let guard = unsafe { EngineGuard::assume_held() };
+    let l = &Locked(&guard);
+    let st = state(&guard);
+    let Some(current) = registry::callback_patch() else {
+        core::mem::forget(guard);
+        return core::ptr::null_mut();
+    };
+    let mut found = core::ptr::null_mut();
+    for p in st.engine.patches() {
+        if p.id() == current {
+            break;
+        }
+        if let Some(ptr) = registry::klp_state(l, p.id().0 as usize, id as u64) {
+            found = ptr;
+        }
+    }
+    core::mem::forget(guard);
+    found
+}
+
 /// The reap work: removes the directories of `Dying` slots (without the engine lock: their
 /// files' handlers take it) and frees the slots.
 #[no_mangle]
@@ -649,14 +727,14 @@ fn resolve_in(l: &Locked<'_>, idx: usize, object: ObjectId) -> Result<(), c_int>
     }
     let rc = if idx < NPATCH {
         patches::resolve_late(idx, patch).map_err(|e| {
-            kernel::pr_err!("'{}': cannot resolve {:?}\n", name_of(l, idx), e);
+            kernel::pr_err!("patch {}: cannot resolve {:?}\n", idx, e);
             -22
         })
     } else {
         registry::resolve(l, idx - NPATCH, object).map_err(|e| e.errno())
     };
     if rc.is_err() {
-        kernel::pr_err!("'{}': refusing to load the module\n", name_of(l, idx));
+        kernel::pr_err!("patch {}: refusing to load the module\n", idx);
     }
     rc
 }
@@ -666,9 +744,21 @@ fn resolve_in(l: &Locked<'_>, idx: usize, object: ObjectId) -> Result<(), c_int>
 /// naming it gets its functions resolved in the module's symbol table and patched — joining
 /// the transition in progress if that patch's is. An error refuses the load.
 #[no_mangle]
-pub(crate) extern "C" fn lp_rs_module_coming(name: *const c_char) -> c_int {
+pub(crate) extern "C" fn lp_rs_module_coming(module: *mut core::ffi::c_void) -> c_int {
     let guard = EngineGuard::lock();
-    let l = &Locked(&guard);
+    // SAFETY: the notifier passes the coming module, alive for the call; engine lock held.
+    let name = unsafe {
+        shim::lp_shim_notify_mod(module);
+        shim::lp_shim_module_name(module)
+    };
+    let rc = module_coming(&guard, name);
+    // SAFETY: engine lock held.
+    unsafe { shim::lp_shim_notify_mod(core::ptr::null_mut()) };
+    rc
+}
+
+fn module_coming(guard: &EngineGuard, name: *const c_char) -> c_int {
+    let l = &Locked(guard);
     let (objects, label) = module_objects(l, name);
     let b = backend();
     let mut done: [Option<ObjectId>; 2] = [None; 2];
@@ -676,7 +766,7 @@ pub(crate) extern "C" fn lp_rs_module_coming(name: *const c_char) -> c_int {
         let Some(object) = *object else { continue };
         backend::OBJECT_LOADED[object.0 as usize].store(true, Ordering::Relaxed);
         let mut rc = (0..NALL).try_for_each(|idx| resolve_in(l, idx, object));
-        let st = state(&guard);
+        let st = state(guard);
         if rc.is_ok() {
             rc = st.engine.object_coming(object, &b).map_err(|e| {
                 kernel::pr_err!("patching the coming module failed: {}: refusing to load it\n", e);
@@ -693,7 +783,9 @@ pub(crate) extern "C" fn lp_rs_module_coming(name: *const c_char) -> c_int {
             return rc;
         }
         let n = st.engine.patches().filter(|p| p.objects().iter().any(|o| o.id() == object && o.is_patched())).count();
-        kernel::pr_info!("module '{}' coming: patched by {} patch(es)\n", label, n);
+        if objects[0].is_some() {
+            kernel::pr_info!("module '{}' coming: patched by {} patch(es)\n", label, n);
+        }
         done[i] = Some(object);
     }
     0
@@ -704,17 +796,26 @@ pub(crate) extern "C" fn lp_rs_module_coming(name: *const c_char) -> c_int {
 /// reverted in every patch (with the callbacks), after a grace period no handler uses them,
 /// and their addresses are forgotten.
 #[no_mangle]
-pub(crate) extern "C" fn lp_rs_module_going(name: *const c_char) {
+pub(crate) extern "C" fn lp_rs_module_going(module: *mut core::ffi::c_void) {
     let guard = EngineGuard::lock();
+    // SAFETY: the notifier passes the going module, alive for the call; engine lock held.
+    let name = unsafe {
+        shim::lp_shim_notify_mod(module);
+        shim::lp_shim_module_name(module)
+    };
     let l = &Locked(&guard);
     let (objects, label) = module_objects(l, name);
     let st = state(&guard);
     let b = backend();
     for object in objects.iter().flatten() {
         st.engine.object_going(*object, &b);
-        kernel::pr_info!("module '{}' going: its functions reverted\n", label);
+        if objects[0].is_some() {
+            kernel::pr_info!("module '{}' going: its functions reverted\n", label);
+        }
         backend::OBJECT_LOADED[object.0 as usize].store(false, Ordering::Relaxed);
     }
+    // SAFETY: engine lock held.
+    unsafe { shim::lp_shim_notify_mod(core::ptr::null_mut()) };
 }
 
 // ---- sysfs ---------------------------------------------------------------------------------

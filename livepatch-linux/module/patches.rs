@@ -464,7 +464,7 @@ pub(crate) fn add_dirs(idx: usize) -> c_int {
     obj[..name.len()].copy_from_slice(name);
     // SAFETY: NUL-terminated names; process context (module init).
     unsafe {
-        let mut rc = shim::lp_shim_dir_add(idx as u32, decl.name.as_ptr());
+        let mut rc = shim::lp_shim_dir_add(idx as u32, decl.name.as_ptr(), true);
         if rc == 0 {
             rc = shim::lp_shim_dir_add_object(idx as u32, 0, obj.as_ptr().cast());
         }

@@ -55,6 +55,7 @@ static int lp_flatten(struct klp_patch *patch, struct lp_reg *reg)
 			return -ENOSPC;
 		reg->states[reg->nstates].id = state->id;
 		reg->states[reg->nstates].version = state->version;
+		reg->states[reg->nstates].klp = state;
 		reg->nstates++;
 	}
 	return 0;
@@ -75,10 +76,58 @@ int lprs_enable_patch(struct klp_patch *patch)
 }
 EXPORT_SYMBOL_GPL(lprs_enable_patch);
 
+/* The module whose notifier call is in progress (under the engine lock), if any. */
+static struct module *lp_notify_mod;
+
+void lp_shim_notify_mod(void *mod)
+{
+	lp_notify_mod = mod;
+}
+
+typedef struct module *(*lp_module_address_t)(unsigned long addr);
+
+/*
+ * The loaded module named @name, as klp_init_object_loaded() sets obj->mod: the module in the
+ * notifier call, else the owner of one of its symbols (__module_address(), not exported, is
+ * reached through kallsyms like the symbol walkers).
+ */
+static struct module *lp_module_named(const char *name)
+{
+	static lp_module_address_t module_address;
+	unsigned long addr, size;
+	struct module *mod;
+
+	if (lp_notify_mod && !strcmp(lp_notify_mod->name, name))
+		return lp_notify_mod;
+	if (!module_address)
+		module_address = (lp_module_address_t)lp_shim_lookup_name("__module_address");
+	if (!module_address || lp_shim_first_symbol(name, &addr, &size))
+		return NULL;
+	preempt_disable();
+	mod = module_address(addr);
+	preempt_enable();
+	return mod;
+}
+
+/*
+ * klp_get_prev_state(): the state @id as the newest patch installed before the patch in
+ * transition declares it. As in the kernel, only meaningful from a callback (which
+ * livepatch_rs runs under its engine lock); anywhere else it returns NULL.
+ */
+struct klp_state *lprs_get_prev_state(unsigned long id)
+{
+	if (!lp_shim_engine_locked())
+		return NULL;
+	return lp_rs_prev_state(id);
+}
+EXPORT_SYMBOL_GPL(lprs_get_prev_state);
+
 int lp_shim_klp_callback(void *object, u32 which)
 {
 	struct klp_object *obj = object;
 
+	if (obj->name && !obj->mod)
+		obj->mod = lp_module_named(obj->name);
 	switch (which) {
 	case LP_CB_PRE_PATCH:
 		return obj->callbacks.pre_patch ? obj->callbacks.pre_patch(obj) : 0;
@@ -93,6 +142,9 @@ int lp_shim_klp_callback(void *object, u32 which)
 	case LP_CB_POST_UNPATCH:
 		if (obj->callbacks.post_unpatch)
 			obj->callbacks.post_unpatch(obj);
+		/* As klp_free_object_loaded(): a going module is no longer the object's. */
+		if (obj->mod && obj->mod == lp_notify_mod && obj->mod->state == MODULE_STATE_GOING)
+			obj->mod = NULL;
 		return 0;
 	}
 	return -EINVAL;

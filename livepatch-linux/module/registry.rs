@@ -16,7 +16,7 @@ use crate::backend::OBJECT_LOADED;
 use crate::patches::{Cell, NPATCH};
 use crate::shim::{self, Reg, LP_REG_FUNCS, LP_REG_NAME, LP_REG_OBJS, LP_REG_STATES};
 use core::ffi::{c_char, c_int, c_ulong, c_void, CStr};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use livepatch_core::patch::{CallbackContext, CallbackError, State, StateId};
 use livepatch_core::{CodeRange, Func, Object, ObjectCallbacks, ObjectId, Patch, PatchId};
 
@@ -51,28 +51,42 @@ impl KlpCallbacks {
         Self { object: AtomicPtr::new(core::ptr::null_mut()) }
     }
 
-    fn call(&self, which: u32) -> c_int {
+    fn call(&self, ctx: &CallbackContext<'_, '_>, which: u32) -> c_int {
+        // The patch whose callback runs, for `klp_get_prev_state()` (the kernel uses
+        // `klp_transition_patch`, still set while the post callbacks run).
+        let outer = CALLBACK_PATCH.swap(ctx.patch().id().0 + 1, Ordering::Relaxed);
         // SAFETY: the object is the patch module's `klp_object`, alive while the patch module
         // is pinned, which it is while the engine holds the patch (the only time callbacks run).
-        unsafe { shim::lp_shim_klp_callback(self.object.load(Ordering::Relaxed), which) }
+        let rc = unsafe { shim::lp_shim_klp_callback(self.object.load(Ordering::Relaxed), which) };
+        CALLBACK_PATCH.store(outer, Ordering::Relaxed);
+        rc
     }
 }
 
+/// The id + 1 of the patch whose callback is running (0: none). Written and read under the
+/// engine lock (callbacks run under it).
+static CALLBACK_PATCH: AtomicU32 = AtomicU32::new(0);
+
+/// The patch whose callback is running, if any.
+pub(crate) fn callback_patch() -> Option<PatchId> {
+    CALLBACK_PATCH.load(Ordering::Relaxed).checked_sub(1).map(PatchId)
+}
+
 impl ObjectCallbacks for KlpCallbacks {
-    fn pre_patch(&self, _ctx: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
-        match self.call(shim::LP_CB_PRE_PATCH) {
+    fn pre_patch(&self, ctx: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
+        match self.call(ctx, shim::LP_CB_PRE_PATCH) {
             0 => Ok(()),
             rc => Err(CallbackError(rc)),
         }
     }
-    fn post_patch(&self, _ctx: &CallbackContext<'_, '_>) {
-        self.call(shim::LP_CB_POST_PATCH);
+    fn post_patch(&self, ctx: &CallbackContext<'_, '_>) {
+        self.call(ctx, shim::LP_CB_POST_PATCH);
     }
-    fn pre_unpatch(&self, _ctx: &CallbackContext<'_, '_>) {
-        self.call(shim::LP_CB_PRE_UNPATCH);
+    fn pre_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
+        self.call(ctx, shim::LP_CB_PRE_UNPATCH);
     }
-    fn post_unpatch(&self, _ctx: &CallbackContext<'_, '_>) {
-        self.call(shim::LP_CB_POST_UNPATCH);
+    fn post_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
+        self.call(ctx, shim::LP_CB_POST_UNPATCH);
     }
 }
 
@@ -86,6 +100,8 @@ struct Meta {
     obj_names: [Name; LP_REG_OBJS],
     func_names: [Name; LP_REG_FUNCS],
     sympos: [c_ulong; LP_REG_FUNCS],
+    /// The patch module's `klp_state`s, for `klp_get_prev_state()`.
+    klp_states: [*mut c_void; LP_REG_STATES],
 }
 
 /// One slot.
@@ -129,6 +145,7 @@ pub(crate) fn init() {
             obj_names: [[0; LP_REG_NAME]; LP_REG_OBJS],
             func_names: [[0; LP_REG_NAME]; LP_REG_FUNCS],
             sympos: [0; LP_REG_FUNCS],
+            klp_states: [core::ptr::null_mut(); LP_REG_STATES],
         };
         // SAFETY: module init; nothing references the slot yet.
         unsafe { slot.meta.set(meta) };
@@ -314,6 +331,9 @@ pub(crate) fn fill(l: &Locked<'_>, k: usize, reg: &Reg) -> Result<&'static Patch
     });
     // SAFETY: as above.
     let objects = unsafe { slot.objects.set(objects) };
+    for (i, st) in reg.states.iter().enumerate() {
+        m.klp_states[i] = if i < nstates { st.klp } else { core::ptr::null_mut() };
+    }
     let states: [State; LP_REG_STATES] = core::array::from_fn(|i| match reg.states.get(i) {
         Some(s) if i < nstates => State::new(StateId(s.id as u64), s.version),
         _ => State::new(StateId(0), 0),
@@ -374,7 +394,7 @@ pub(crate) fn add_dirs(l: &Locked<'_>, k: usize, idx: usize) -> c_int {
     let patch = unsafe { SLOTS[k].patch.get() };
     // SAFETY: NUL-terminated names of the slot; process context.
     unsafe {
-        let mut rc = shim::lp_shim_dir_add(idx as u32, m.name.as_ptr().cast());
+        let mut rc = shim::lp_shim_dir_add(idx as u32, m.name.as_ptr().cast(), false);
         let mut i = 0;
         for (o, obj) in patch.objects().iter().enumerate() {
             if rc == 0 {
@@ -389,6 +409,15 @@ pub(crate) fn add_dirs(l: &Locked<'_>, k: usize, idx: usize) -> c_int {
         }
         rc
     }
+}
+
+/// The patch module's `klp_state` of state `id` of the patch with index `idx` (if it is a
+/// registered patch's and declares it).
+pub(crate) fn klp_state(l: &Locked<'_>, idx: usize, id: u64) -> Option<*mut c_void> {
+    let k = idx.checked_sub(NPATCH)?;
+    let patch = patch(l, k)?;
+    let i = patch.states().iter().position(|s| s.id().0 == id)?;
+    Some(meta(l, k).klp_states[i])
 }
 
 /// The name of the function (original or replacement) of a registered patch that `range` is.

@@ -206,6 +206,35 @@ static int lp_any_symbol(void *data, const char *name, unsigned long addr)
  * Whether module @name is loaded (or coming, or going): it has a symbol. For a module loaded
  * before livepatch_rs, whose arrival the notifier did not see.
  */
+static int lp_first_symbol_cb(void *data, const char *name, unsigned long addr)
+{
+	*(unsigned long *)data = addr;
+	return addr != 0;
+}
+
+/* The address of some symbol of module @name (0 if it has none). */
+int lp_shim_first_symbol(const char *name, unsigned long *addr, unsigned long *size)
+{
+	*addr = 0;
+	*size = 0;
+	if (lp_find_symbol_walkers())
+		return -ENOENT;
+	lp_module_kallsyms_on_each_symbol(name, lp_first_symbol_cb, addr);
+	return *addr ? 0 : -ENOENT;
+}
+
+const char *lp_shim_module_name(struct module *mod)
+{
+	return mod->name;
+}
+
+unsigned long lp_shim_lookup_name(const char *name)
+{
+	if (lp_find_kallsyms_lookup_name())
+		return 0;
+	return lp_kallsyms_lookup_name(name);
+}
+
 bool lp_shim_module_loaded(const char *name)
 {
 	if (lp_find_symbol_walkers())
@@ -226,9 +255,9 @@ static int lp_module_notify(struct notifier_block *nb, unsigned long action, voi
 	int ret = 0;
 
 	if (action == MODULE_STATE_COMING)
-		ret = lp_rs_module_coming(mod->name);
+		ret = lp_rs_module_coming(mod);
 	else if (action == MODULE_STATE_GOING)
-		lp_rs_module_going(mod->name);
+		lp_rs_module_going(mod);
 	return notifier_from_errno(ret);
 }
 
@@ -415,6 +444,17 @@ static DEFINE_MUTEX(lp_engine_mutex);
 void lp_shim_lock(void)
 {
 	mutex_lock(&lp_engine_mutex);
+}
+
+/*
+ * Whether the current task holds the engine lock (a callback the engine runs). The owner word
+ * of a (non-RT) mutex is the owning task with flags in its low 3 bits (kernel/locking/mutex.c).
+ */
+bool lp_shim_engine_locked(void)
+{
+	unsigned long owner = atomic_long_read(&lp_engine_mutex.owner);
+
+	return (struct task_struct *)(owner & ~0x07UL) == current;
 }
 
 void lp_shim_unlock(void)
@@ -1167,6 +1207,7 @@ void lp_shim_cancel_retry(void)
 /*
  * The interface, shaped like the kernel's /sys/kernel/livepatch:
  *   /sys/kernel/livepatch_rs/<patch>/{enabled,transition,force,replace,stalls,stats}
+ *   (patch modules' patches; livepatch_rs's own demo patches under livepatch_rs_builtin/)
  *   /sys/kernel/livepatch_rs/<patch>/<object>/patched
  *   /sys/kernel/livepatch_rs/<patch>/<object>/<function,sympos>/
  * Every show/store goes to Rust (lp_rs_attr_show/store) with the patch index, the attribute
@@ -1182,7 +1223,8 @@ struct lp_dir {
 	u32 nfuncs;
 };
 
-static struct kobject *lp_root;
+static struct kobject *lp_root;		/* patch modules' patches */
+static struct kobject *lp_builtin_root;	/* livepatch_rs's own (demo) patches */
 static struct lp_dir lp_dirs[LP_MAX_DIRS];
 
 static ssize_t lp_kobj_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf);
@@ -1273,21 +1315,22 @@ int lp_shim_patch_state_file(bool on)
 	return 0;
 }
 
-int lp_shim_dir_add(u32 patch, const char *name)
+int lp_shim_dir_add(u32 patch, const char *name, bool builtin)
 {
 	static const int attrs[] = { LP_ATTR_ENABLED, LP_ATTR_TRANSITION, LP_ATTR_FORCE,
 				     LP_ATTR_REPLACE, LP_ATTR_STALLS, LP_ATTR_STATS };
-	struct kobject *kobj;
+	struct kobject *kobj, **root = builtin ? &lp_builtin_root : &lp_root;
 	int i, ret;
 
-	if (!lp_root) {
-		lp_root = kobject_create_and_add("livepatch_rs", kernel_kobj);
-		if (!lp_root)
+	if (!*root) {
+		*root = kobject_create_and_add(builtin ? "livepatch_rs_builtin" : "livepatch_rs",
+					       kernel_kobj);
+		if (!*root)
 			return -ENOMEM;
 	}
 	if (patch >= LP_MAX_DIRS || lp_dirs[patch].patch)
 		return -EINVAL;
-	kobj = kobject_create_and_add(name, lp_root);
+	kobj = kobject_create_and_add(name, *root);
 	if (!kobj)
 		return -ENOMEM;
 	WRITE_ONCE(lp_dirs[patch].patch, kobj);
@@ -1382,6 +1425,8 @@ void lp_shim_dir_remove_all(void)
 		lp_shim_dir_remove(p);
 	kobject_put(lp_root);
 	lp_root = NULL;
+	kobject_put(lp_builtin_root);
+	lp_builtin_root = NULL;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1396,6 +1441,12 @@ bool lp_shim_module_get(void)
 void lp_shim_module_put(void)
 {
 	module_put(THIS_MODULE);
+}
+
+/* The engine's events, with the kernel's livepatch prefix (see control.rs). */
+void lp_shim_klp_log(const char *msg, int len)
+{
+	printk(KERN_NOTICE "livepatch: %.*s\n", len, msg);
 }
 
 /* kernel-style logging from Rust without format strings crossing the boundary */

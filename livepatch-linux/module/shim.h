@@ -67,6 +67,7 @@ struct lp_reg_obj {
 struct lp_reg_state {
 	unsigned long id;
 	u32 version;
+	void *klp;		/* struct klp_state *, for klp_get_prev_state() */
 };
 struct lp_reg {
 	const char *patch_name;
@@ -79,6 +80,8 @@ struct lp_reg {
 };
 enum { LP_CB_PRE_PATCH, LP_CB_POST_PATCH, LP_CB_PRE_UNPATCH, LP_CB_POST_UNPATCH };
 int lp_rs_register(const struct lp_reg *reg);
+void *lp_rs_prev_state(unsigned long id);
+bool lp_shim_engine_locked(void);
 int lp_shim_klp_callback(void *object, u32 which);
 bool lp_shim_patch_module_get(void *mod);
 void lp_shim_patch_module_put(void *mod);
@@ -86,8 +89,13 @@ void lp_shim_queue_reap(void);
 void lp_shim_cancel_reap(void);
 void lp_rs_reap(void);
 /* Rust: a module is coming (0 or a negative errno refusing the load) / going. */
-int lp_rs_module_coming(const char *name);
-void lp_rs_module_going(const char *name);
+struct module;
+int lp_rs_module_coming(struct module *mod);
+void lp_rs_module_going(struct module *mod);
+const char *lp_shim_module_name(struct module *mod);
+void lp_shim_notify_mod(void *mod);
+int lp_shim_first_symbol(const char *name, unsigned long *addr, unsigned long *size);
+unsigned long lp_shim_lookup_name(const char *name);
 struct lp_task_rec;
 int lp_shim_tracking(bool on);
 void lp_shim_tasks_exit(void);
@@ -126,12 +134,13 @@ void lp_shim_udelay(u32 us);
 u32 lp_shim_fentry_ret_offset(unsigned long func);
 void lp_shim_schedule_retry(u64 delay_ns);
 void lp_shim_cancel_retry(void);
-int lp_shim_dir_add(u32 patch, const char *name);
+int lp_shim_dir_add(u32 patch, const char *name, bool builtin);
 int lp_shim_dir_add_object(u32 patch, u32 obj, const char *name);
 int lp_shim_dir_add_func(u32 patch, u32 obj, const char *name, unsigned long sympos);
 int lp_shim_dir_remove(u32 patch);
 void lp_shim_dir_remove_all(void);
 int lp_shim_patch_state_file(bool on);
+void lp_shim_klp_log(const char *msg, int len);
 int lp_rs_task_patch_state(struct task_struct *t);
 bool lp_shim_module_get(void);
 void lp_shim_module_put(void);

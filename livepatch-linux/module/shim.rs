@@ -68,6 +68,7 @@ pub(crate) struct RegObj {
 pub(crate) struct RegState {
     pub(crate) id: c_ulong,
     pub(crate) version: u32,
+    pub(crate) klp: *mut c_void,
 }
 
 /// `struct lp_reg`: a patch module's `klp_patch`, checked and flattened by `register.c`.
@@ -107,6 +108,8 @@ extern "C" {
     ) -> c_int;
     pub(crate) fn lp_shim_module_notifier(on: bool) -> c_int;
     pub(crate) fn lp_shim_module_loaded(name: *const c_char) -> bool;
+    pub(crate) fn lp_shim_module_name(module: *mut c_void) -> *const c_char;
+    pub(crate) fn lp_shim_notify_mod(module: *mut c_void);
     pub(crate) fn lp_shim_klp_callback(object: *mut c_void, which: u32) -> c_int;
     pub(crate) fn lp_shim_patch_module_get(module: *mut c_void) -> bool;
     pub(crate) fn lp_shim_patch_module_put(module: *mut c_void);
@@ -145,12 +148,13 @@ extern "C" {
     pub(crate) fn lp_shim_fentry_ret_offset(func: c_ulong) -> u32;
     pub(crate) fn lp_shim_schedule_retry(delay_ns: u64);
     pub(crate) fn lp_shim_cancel_retry();
-    pub(crate) fn lp_shim_dir_add(patch: u32, name: *const c_char) -> c_int;
+    pub(crate) fn lp_shim_dir_add(patch: u32, name: *const c_char, builtin: bool) -> c_int;
     pub(crate) fn lp_shim_dir_add_object(patch: u32, obj: u32, name: *const c_char) -> c_int;
     pub(crate) fn lp_shim_dir_add_func(patch: u32, obj: u32, name: *const c_char, sympos: c_ulong) -> c_int;
     pub(crate) fn lp_shim_dir_remove(patch: u32) -> c_int;
     pub(crate) fn lp_shim_dir_remove_all();
     pub(crate) fn lp_shim_patch_state_file(on: bool) -> c_int;
+    pub(crate) fn lp_shim_klp_log(msg: *const c_char, len: c_int);
     pub(crate) fn lp_shim_module_get() -> bool;
     pub(crate) fn lp_shim_module_put();
     pub(crate) fn lp_shim_lock();
@@ -276,6 +280,15 @@ impl EngineGuard {
     pub(crate) fn lock() -> Self {
         // SAFETY: process context (sysfs writes, the retry work, module init/exit).
         unsafe { lp_shim_lock() };
+        EngineGuard(())
+    }
+
+    /// A guard for a lock the caller's caller holds (a callback the engine runs); it must be
+    /// forgotten (`mem::forget`), never dropped, since the lock is not this guard's to release.
+    ///
+    /// # Safety
+    /// The engine lock is held by code suspended while this guard lives.
+    pub(crate) unsafe fn assume_held() -> Self {
         EngineGuard(())
     }
 }
