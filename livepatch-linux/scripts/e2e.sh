@@ -323,6 +323,8 @@ awk '
     function flush() { if (n) printf "  %-14s %-8s %-9s n=%-3d min %8.1f  median %8.1f  max %8.1f\n", k1, k2, k3, n, v[1], (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2), v[n] }
     { key = $1 " " $2 " " $3; if (key != last) { flush(); n = 0; last = key; k1 = $1; k2 = $2; k3 = $3 } v[++n] = $4 }
     END { flush() }'
+echo "the kernel's livepatch selftests (scenario 16: script | case | result):"
+grep -oE "LP-E2E: SELFTEST .*" "$LOG" | sed 's/^LP-E2E: SELFTEST /  /' || true
 echo "livepatch_rs completions (from its log):"
 grep -oE "livepatch_rs: ('[a-z_]+': (un)?patching complete in |  pass at ).*" "$LOG" | sed 's/^livepatch_rs: /  /' || true
 echo "-------------------------------------------------------------"
