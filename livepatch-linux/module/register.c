@@ -126,8 +126,8 @@ int lp_shim_klp_callback(void *object, u32 which)
 {
 	struct klp_object *obj = object;
 
-	if (obj->name && !obj->mod)
-		obj->mod = lp_module_named(obj->name);
+	/* Looked up each time: a module that went and came back is another struct module. */
+	obj->mod = obj->name ? lp_module_named(obj->name) : NULL;
 	switch (which) {
 	case LP_CB_PRE_PATCH:
 		return obj->callbacks.pre_patch ? obj->callbacks.pre_patch(obj) : 0;
