@@ -80,7 +80,7 @@ use livepatch_core::backend::Task as _;
 
 /// An address the fuzz bytes select: inside, at the edge of, or outside a known range.
 fn frame_addr(patches: &[Patch<'_>], which: u8, off: u8) -> CodeAddr {
-    let ranges: Vec<_> = patches.iter().flat_map(|p| p.funcs().flat_map(|(_, f)| [f.old(), f.new_code()])).collect();
+    let ranges: Vec<_> = patches.iter().flat_map(|p| p.funcs().flat_map(|(_, f)| f.old().into_iter().chain([f.new_code()]))).collect();
     if ranges.is_empty() || which == 255 {
         return CodeAddr(usize::from(off) * 0x40);
     }

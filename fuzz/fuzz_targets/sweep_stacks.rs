@@ -37,7 +37,7 @@ struct Input {
 
 /// An address inside, at the edge of, or next to a range of the pool.
 fn frame_addr(pool: &[Patch<'_>], which: u8, off: u8) -> CodeAddr {
-    let ranges: Vec<_> = pool.iter().flat_map(|p| p.funcs().flat_map(|(_, f)| [f.old(), f.new_code()])).collect();
+    let ranges: Vec<_> = pool.iter().flat_map(|p| p.funcs().flat_map(|(_, f)| f.old().into_iter().chain([f.new_code()]))).collect();
     if ranges.is_empty() || which == 255 {
         return CodeAddr(usize::from(off) * 0x40);
     }

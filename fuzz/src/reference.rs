@@ -24,12 +24,13 @@ impl Reference {
         id == 0 || id >= 32 || self.unloaded & (1 << id) == 0
     }
 
-    /// The `(old, new)` pairs of patch `p` in loaded objects.
+    /// The `(old, new)` pairs of patch `p` in loaded objects (the fuzzed patches' functions
+    /// have fixed addresses: always resolved).
     pub fn funcs(&self, patches: &[Patch<'_>], p: usize) -> std::vec::IntoIter<(CodeRange, CodeRange)> {
         patches[p]
             .funcs()
             .filter(|(o, _)| self.loaded(o.id().0))
-            .map(|(_, f)| (f.old(), f.new_code()))
+            .filter_map(|(_, f)| Some((f.old()?, f.new_code())))
             .collect::<Vec<_>>()
             .into_iter()
     }

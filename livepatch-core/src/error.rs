@@ -39,6 +39,10 @@ pub enum Error {
     /// The patch would break a system state an installed patch established: a cumulative
     /// patch must carry every installed state, and no patch may lower a state's version.
     IncompatibleState(StateId),
+    /// A function of this loaded object has no address: the backend did not resolve the
+    /// relocatable function ([`Func::resolve`](crate::Func::resolve)) before the enable or the
+    /// object's arrival.
+    Unresolved(ObjectId),
     /// The backend failed.
     Backend(ErrorKind),
 }
@@ -58,7 +62,8 @@ impl Error {
             | Error::AlreadyEnabled(_)
             | Error::NotEnabled(_)
             | Error::Invalid(_)
-            | Error::IncompatibleState(_) => -22,
+            | Error::IncompatibleState(_)
+            | Error::Unresolved(_) => -22,
         }
     }
 }
@@ -78,6 +83,7 @@ impl fmt::Display for Error {
                 write!(f, "pre-patch callback of object {object}: {error}")
             }
             Error::IncompatibleState(id) => write!(f, "incompatible with installed system state {}", id.0),
+            Error::Unresolved(o) => write!(f, "object {o} has an unresolved function"),
             Error::Backend(k) => write!(f, "backend: {k}"),
         }
     }

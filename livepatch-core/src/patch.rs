@@ -90,17 +90,75 @@ impl fmt::Debug for FuncNode<'_> {
 }
 
 /// One replaced function: the original's code range and the replacement's.
+///
+/// The original's range is either fixed when the descriptor is built ([`Func::new`]: code
+/// whose address is known, e.g. the core kernel's) or **relocatable** ([`Func::relocatable`]):
+/// unknown until the backend finds the function in its loaded object — the kernel's
+/// `klp_find_object_symbol` at `klp_init_object_loaded`, when the patch is enabled or when the
+/// module comes later — and forgotten again when the object goes, since a module loaded again
+/// sits elsewhere.
+///
+/// [`resolve`](Func::resolve) and [`unresolve`](Func::unresolve) are serialised with the
+/// engine by the caller (the same lock every [`Engine`](crate::Engine) call holds); they are
+/// refused while the function is patched.
 pub struct Func<'a> {
     name: &'a str,
-    old: CodeRange,
+    /// The original's start; meaningful while `old_len` is non-zero.
+    old_start: AtomicUsize,
+    /// The original's length; 0 while a relocatable function is unresolved.
+    old_len: AtomicUsize,
+    relocatable: bool,
+    new: CodeRange,
     pub(crate) node: FuncNode<'a>,
 }
+
+/// Why [`Func::resolve`] or [`Func::unresolve`] refused; nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResolveError {
+    /// The function's range was fixed at construction ([`Func::new`]).
+    Fixed,
+    /// The function is on its func stack: its range is in use.
+    Patched,
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ResolveError::Fixed => "the function's address is fixed",
+            ResolveError::Patched => "the function is patched",
+        })
+    }
+}
+
+impl core::error::Error for ResolveError {}
 
 impl<'a> Func<'a> {
     const_fn! {
         /// Replace the function at `old` by the code at `new`. `name` is for reports.
         pub fn new(name: &'a str, old: CodeRange, new: CodeRange) -> Self {
-            Self { name, old, node: FuncNode::new(Some(new)) }
+            Self {
+                name,
+                old_start: AtomicUsize::new(old.start().get()),
+                old_len: AtomicUsize::new(old.len()),
+                relocatable: false,
+                new,
+                node: FuncNode::new(Some(new)),
+            }
+        }
+    }
+
+    const_fn! {
+        /// Replace the function `name`, whose address the backend resolves when its object is
+        /// loaded ([`resolve`](Self::resolve)), by the code at `new`.
+        pub fn relocatable(name: &'a str, new: CodeRange) -> Self {
+            Self {
+                name,
+                old_start: AtomicUsize::new(0),
+                old_len: AtomicUsize::new(0),
+                relocatable: true,
+                new,
+                node: FuncNode::new(Some(new)),
+            }
         }
     }
 
@@ -109,14 +167,54 @@ impl<'a> Func<'a> {
         self.name
     }
 
-    /// The original function's code.
-    pub fn old(&self) -> CodeRange {
-        self.old
+    /// The original function's code; `None` while a relocatable function is unresolved.
+    pub fn old(&self) -> Option<CodeRange> {
+        // `Acquire`: pairs with `resolve`'s `Release` store of the length, so the start read
+        // next is the one stored with it.
+        let len = self.old_len.load(Ordering::Acquire);
+        if len == 0 {
+            return None;
+        }
+        CodeRange::new(self.old_start.load(Ordering::Relaxed), len).ok()
+    }
+
+    /// Whether the original's range is resolved by the backend rather than fixed.
+    pub fn is_relocatable(&self) -> bool {
+        self.relocatable
+    }
+
+    /// Sets a relocatable function's original range (its object was found loaded). Refused
+    /// for a fixed function and while the function is patched.
+    pub fn resolve(&self, old: CodeRange) -> Result<(), ResolveError> {
+        self.check_mutable()?;
+        self.old_len.store(0, Ordering::Relaxed);
+        self.old_start.store(old.start().get(), Ordering::Relaxed);
+        // `Release`: pairs with `old()`'s `Acquire`.
+        self.old_len.store(old.len(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Forgets a relocatable function's original range (its object went away). Refused for a
+    /// fixed function and while the function is patched.
+    pub fn unresolve(&self) -> Result<(), ResolveError> {
+        self.check_mutable()?;
+        self.old_len.store(0, Ordering::Release);
+        Ok(())
+    }
+
+    fn check_mutable(&self) -> Result<(), ResolveError> {
+        if !self.relocatable {
+            return Err(ResolveError::Fixed);
+        }
+        if self.is_patched() {
+            return Err(ResolveError::Patched);
+        }
+        Ok(())
     }
 
     /// The replacement's code.
     pub fn new_code(&self) -> CodeRange {
-        self.node.code.unwrap_or(self.old)
+        self.new
     }
 
     /// Whether the replacement is on its func stack (enabled or in transition).
@@ -127,7 +225,11 @@ impl<'a> Func<'a> {
 
 impl fmt::Debug for Func<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Func").field("name", &self.name).field("old", &self.old).field("new", &self.node.code).finish()
+        f.debug_struct("Func")
+            .field("name", &self.name)
+            .field("old", &self.old())
+            .field("new", &self.node.code)
+            .finish()
     }
 }
 
@@ -458,7 +560,7 @@ impl<'a> Patch<'a> {
     }
 
     /// Every function of the patch with its object.
-    pub fn funcs(&self) -> impl Iterator<Item = (&'a Object<'a>, &'a Func<'a>)> + 'a {
+    pub fn funcs(&self) -> impl Iterator<Item = (&'a Object<'a>, &'a Func<'a>)> + Clone + 'a {
         self.objects.iter().flat_map(|o| o.funcs.iter().map(move |f| (o, f)))
     }
 }
@@ -518,18 +620,35 @@ pub fn validate(patch: &Patch<'_>) -> Result<(), PatchError> {
             return Err(PatchError::DuplicateState(state.id));
         }
     }
-    for (i, (_, f)) in patch.funcs().enumerate() {
+    check_funcs(patch.funcs().map(|(_, f)| f))
+}
+
+/// The function checks of [`validate`] over `funcs`: each resolved original replaced once, no
+/// overlap among resolved originals and replacements. Unresolved functions (a relocatable
+/// function of an object that is not loaded) have no original yet: only their replacement is
+/// checked; the engine checks them again when their object comes.
+pub(crate) fn check_funcs<'f, 'a: 'f>(funcs: impl Iterator<Item = &'f Func<'a>> + Clone) -> Result<(), PatchError> {
+    for (i, f) in funcs.clone().enumerate() {
         let new = f.new_code();
-        if new.overlaps(f.old) {
-            return Err(PatchError::Overlap(f.old, new));
-        }
-        for (_, g) in patch.funcs().take(i) {
-            if g.old == f.old {
-                return Err(PatchError::DuplicateFunc(f.old));
+        let old = f.old();
+        if let Some(old) = old {
+            if new.overlaps(old) {
+                return Err(PatchError::Overlap(old, new));
             }
-            for (a, b) in [(f.old, g.old), (f.old, g.new_code()), (new, g.old), (new, g.new_code())] {
-                if a.overlaps(b) {
-                    return Err(PatchError::Overlap(a, b));
+        }
+        for g in funcs.clone().take(i) {
+            let g_old = g.old();
+            if let (Some(a), Some(b)) = (old, g_old) {
+                if a == b {
+                    return Err(PatchError::DuplicateFunc(a));
+                }
+            }
+            let pairs = [(old, g_old), (old, Some(g.new_code())), (Some(new), g_old), (Some(new), Some(g.new_code()))];
+            for (a, b) in pairs {
+                if let (Some(a), Some(b)) = (a, b) {
+                    if a.overlaps(b) {
+                        return Err(PatchError::Overlap(a, b));
+                    }
                 }
             }
         }

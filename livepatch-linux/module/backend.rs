@@ -97,8 +97,10 @@ fn inside_redirect(addr: usize) -> bool {
         })
 }
 
-/// Objects (vmlinux = 0, our target module = 1) whose symbols are resolved and pinned.
-pub(crate) static OBJECT_LOADED: [AtomicBool; 2] = [AtomicBool::new(true), AtomicBool::new(false)];
+/// Whether each object is loaded: vmlinux, the built-in patches' modules (1, 2), and the
+/// modules registered patches name (3..).
+pub(crate) static OBJECT_LOADED: [AtomicBool; 3 + crate::registry::NOBJNAMES] =
+    [const { AtomicBool::new(false) }; 3 + crate::registry::NOBJNAMES];
 
 /// ftrace hooks: one IPMODIFY `ftrace_ops` per slot, filtered by ip.
 #[derive(Debug)]

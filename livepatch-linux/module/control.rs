@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The engine instance and everything that drives it: the debugfs attributes (`enabled`,
+//! The engine instance and everything that drives it: the sysfs attributes (`enabled`,
 //! `transition`, `force`, `stalls`, `stats`), the retry work, and the switch points the C side
 //! calls (ftrace handler, exit to user mode, fork).
 
 use crate::backend::{self, backend};
 use crate::patches::{self, Cell, DECLS, NPATCH};
+use crate::registry::{self, Locked, SlotState, NALL};
 use crate::report::{self, Buf, StallLine};
 use crate::shim::{self, EngineGuard, TaskStruct};
 use crate::tasks;
@@ -16,7 +17,7 @@ use livepatch_core::backend::TaskKind;
 use livepatch_core::model::SwitchPoints;
 use livepatch_core::sweep::{StallReason, Straggler};
 use livepatch_core::transition::Progress;
-use livepatch_core::{CodeAddr, Engine, EngineStorage, Live, PatchState, Policy, Redirect, SlotId, TaskPatchState};
+use livepatch_core::{CodeAddr, Engine, EngineStorage, Live, ObjectId, PatchState, Policy, Redirect, SlotId, TaskPatchState};
 
 const SLOTS: usize = 16;
 const RANGES: usize = 64;
@@ -90,8 +91,32 @@ struct PerPatch {
 
 struct State {
     engine: Engine<'static>,
-    patches: [PerPatch; NPATCH],
+    patches: [PerPatch; NALL],
 }
+
+/// The engine's events, printed as the kernel's livepatch prints them (`livepatch: ` and the
+/// kernel's message: the core's `Event` displays it), so the kernel's selftests' expected
+/// `dmesg` can be compared with ours. Our own diagnostic lines keep the `livepatch_rs: ` prefix.
+struct KernelLog;
+
+impl livepatch_core::transition::Events for KernelLog {
+    fn event(&self, event: &livepatch_core::transition::Event<'_>) {
+        // The kernel prints "signaling remaining tasks" when it sends its fake signals, every
+        // 15 s of a stalled transition; this engine kicks stragglers from the second pass on
+        // (every 5 ms): printing it each time would flood the log without saying more.
+        if matches!(event, livepatch_core::transition::Event::Signaling(_)) {
+            return;
+        }
+        let mut buf = [0u8; 256];
+        let mut out = Buf::new(&mut buf);
+        let _ = write!(out, "{event}");
+        let len = out.len();
+        // SAFETY: a valid buffer of `len` bytes.
+        unsafe { shim::lp_shim_klp_log(buf.as_ptr().cast(), len as c_int) };
+    }
+}
+
+static KLOG: KernelLog = KernelLog;
 
 /// The engine's patched-set index (for the walker's in-redirect check).
 pub(crate) fn live_set() -> &'static livepatch_core::patched_set::PatchedSet<'static> {
@@ -140,11 +165,42 @@ pub(crate) fn init() {
     // SAFETY: as above; each field of the static is written exactly once before READY.
     unsafe {
         (&raw mut (*st).engine).write(Engine::new(live));
-        for i in 0..NPATCH {
+        (*st).engine.set_events(&KLOG);
+        for i in 0..NALL {
             (&raw mut (*st).patches[i]).write(per());
         }
     }
+    registry::init();
+    backend::OBJECT_LOADED[0].store(true, Ordering::Relaxed);
     READY.store(true, Ordering::Release);
+}
+
+/// Whether our own diagnostic lines (timings, pass history) are printed for patch `idx`: for
+/// the built-in patches. A patch module's patch gets only the kernel's messages (the
+/// `livepatch: ` events), so the kernel's selftests can compare `dmesg` lines that name it.
+fn diag(idx: usize) -> bool {
+    idx < NPATCH
+}
+
+/// The name of patch `idx` (a built-in patch's, or the patch module's).
+fn name_of(l: &Locked<'_>, idx: usize) -> &'static str {
+    match DECLS.get(idx) {
+        Some(d) => d.name.to_str().unwrap_or("?"),
+        None => registry::name(l, idx - NPATCH),
+    }
+}
+
+/// Patch `idx`'s descriptors, if built.
+fn descriptor(l: &Locked<'_>, st: &State, idx: usize) -> Option<&'static livepatch_core::Patch<'static>> {
+    if !st.patches.get(idx)?.built {
+        return None;
+    }
+    if idx < NPATCH {
+        // SAFETY: built.
+        Some(unsafe { patches::DESCRIPTORS[idx].patch.get() })
+    } else {
+        registry::patch(l, idx - NPATCH)
+    }
 }
 
 // ---- switch points called from C ----------------------------------------------------------
@@ -225,6 +281,7 @@ fn sync_untracked(target: Option<PatchState>) {
 #[no_mangle]
 pub(crate) extern "C" fn lp_rs_retry() {
     let guard = EngineGuard::lock();
+    let l = &Locked(&guard);
     let st = state(&guard);
     let Some(info) = st.engine.transition() else { return };
     let idx = info.patch.0 as usize;
@@ -259,9 +316,9 @@ pub(crate) extern "C" fn lp_rs_retry() {
         }
     }
     match result {
-        Ok(Progress::Pending(_)) if info.passes + 1 == SLOW_PASS => {
+        Ok(Progress::Pending(_)) if info.passes + 1 == SLOW_PASS && diag(idx) => {
             // A slow transition: say once who holds it up.
-            kernel::pr_info!("'{}': still in transition after {} passes:\n", DECLS[idx].name.to_str().unwrap_or("?"), SLOW_PASS);
+            kernel::pr_info!("'{}': still in transition after {} passes:\n", name_of(l, idx), SLOW_PASS);
             for s in per.stalls.iter().flatten() {
                 kernel::pr_info!("  task {} {:?}: {}{}\n", s.pid, s.kind, s.reason, if s.kicked { " [kicked]" } else { "" });
             }
@@ -281,22 +338,24 @@ pub(crate) extern "C" fn lp_rs_retry() {
             per.stats.last_target = Some(info.target);
             per.stats.last_switched = sum.switched;
             per.stats.last_visited = sum.visited;
-            kernel::pr_info!(
-                "'{}': {} complete in {} us after {} passes (all tasks switched at +{} us)\n",
-                DECLS[idx].name.to_str().unwrap_or("?"),
-                if info.target == PatchState::Patched { "patching" } else { "unpatching" },
-                dt / 1000,
-                info.passes + 1,
-                switched_at / 1000,
-            );
-            for h in per.history.iter().take(per.history_len as usize) {
+            if diag(idx) {
                 kernel::pr_info!(
-                    "  pass at +{} us took {} us: switched {} ({} per-cpu), remaining {} (running {}, on stack {})\n",
-                    h.at_us, h.took_us, h.switched, h.per_cpu, h.remaining, h.running, h.on_stack
+                    "'{}': {} complete in {} us after {} passes (all tasks switched at +{} us)\n",
+                    name_of(l, idx),
+                    if info.target == PatchState::Patched { "patching" } else { "unpatching" },
+                    dt / 1000,
+                    info.passes + 1,
+                    switched_at / 1000,
                 );
+                for h in per.history.iter().take(per.history_len as usize) {
+                    kernel::pr_info!(
+                        "  pass at +{} us took {} us: switched {} ({} per-cpu), remaining {} (running {}, on stack {})\n",
+                        h.at_us, h.took_us, h.switched, h.per_cpu, h.remaining, h.running, h.on_stack
+                    );
+                }
             }
             per.history_len = 0;
-            settle(st);
+            settle(l, st);
         }
         Err(e) => kernel::pr_err!("completion attempt failed: {}\n", e),
     }
@@ -304,19 +363,26 @@ pub(crate) extern "C" fn lp_rs_retry() {
 
 /// After a transition ended: drop the symbol and module references of patches the engine no
 /// longer holds. A forced patch keeps them forever (its code may still be running).
-fn settle(st: &mut State) {
+fn settle(l: &Locked<'_>, st: &mut State) {
     if st.engine.transition().is_none() {
         resched_hook(false);
         sync_untracked(None);
     }
-    for (idx, per) in st.patches.iter_mut().enumerate() {
-        if !per.built {
-            continue;
-        }
-        // SAFETY: built.
-        let patch = unsafe { patches::DESCRIPTORS[idx].patch.get() };
+    let mut reap = false;
+    for idx in 0..NALL {
+        let Some(patch) = descriptor(l, st, idx) else { continue };
+        let per = &mut st.patches[idx];
         if patch.is_registered() || patch.is_forced() {
             continue;
+        }
+        if idx >= NPATCH && registry::state(l, idx - NPATCH) == SlotState::Registered {
+            // The engine let go of a registered module's patch: unpin the patch module; its
+            // directory goes next (a work item: never under the lock, never from a handler).
+            // SAFETY: balanced with the get at registration; the engine synchronized after
+            // unlinking the patch, so no handler runs the patch module's code any more.
+            unsafe { shim::lp_shim_patch_module_put(registry::module(l, idx - NPATCH)) };
+            registry::set_state(l, idx - NPATCH, SlotState::Dying);
+            reap = true;
         }
         if per.resolved {
             patches::release_all(idx);
@@ -333,6 +399,10 @@ fn settle(st: &mut State) {
     for decl in DECLS.iter().filter(|d| d.exported) {
         let held = st.patches.iter().zip(DECLS.iter()).any(|(p, d)| p.resolved && d.object == decl.object);
         backend::OBJECT_LOADED[decl.object.0 as usize].store(held, Ordering::Relaxed);
+    }
+    if reap {
+        // SAFETY: no preconditions.
+        unsafe { shim::lp_shim_queue_reap() };
     }
     if st.engine.transition().is_none() && !st.patches.iter().any(|p| p.module_ref) {
         // No patch left: no hook, no transition; stop tracking tasks (records freed).
@@ -367,65 +437,83 @@ fn errno(e: livepatch_core::Error) -> c_int {
         E::NoTransition | E::NotEnabled(_) => -22,
         E::AlreadyEnabled(_) => -17,
         E::NoSlot | E::Index(_) => -28,
+        // A pre_patch callback's own error (test-callbacks.sh: -ENODEV reaches insmod).
+        E::Callback { error, .. } => error.0,
         _ => -22,
     }
 }
 
-fn enable(st: &mut State, idx: usize) -> c_int {
+fn enable(l: &Locked<'_>, st: &mut State, idx: usize) -> c_int {
     let b = backend();
-    let per = &mut st.patches[idx];
-    if per.built {
-        // SAFETY: built.
-        let patch = unsafe { patches::DESCRIPTORS[idx].patch.get() };
+    if let Some(patch) = descriptor(l, st, idx) {
         if patch.is_registered() {
             // Enabling the patch whose disable is in progress reverses that transition.
             return match st.engine.transition() {
                 Some(t) if t.patch.0 as usize == idx && t.target == PatchState::Unpatched => {
+                    let per = &mut st.patches[idx];
                     per.started_ns = shim::now_ns();
                     per.history_len = 0;
-                    kernel::pr_info!("'{}': reversing transition\n", DECLS[idx].name.to_str().unwrap_or("?"));
+                    if diag(idx) {
+                        kernel::pr_info!("'{}': reversing transition\n", name_of(l, idx));
+                    }
                     let rc = st.engine.reverse(&b).map_or_else(errno, |_| 0);
                     sync_untracked(st.engine.transition().map(|t| t.target));
                     arm_exit_to_user();
                     rc
                 }
-                _ => -17,
+                // As the kernel's enabled_store: already enabled.
+                _ => -22,
             };
         }
     }
+    if idx >= NPATCH {
+        // A patch module's patch is enabled by loading the module; once disabled it is gone.
+        return -22;
+    }
     if st.engine.transition().is_some() {
         return -16;
-    }
-    // Task records exist while a patch is registered: the first one starts tracking.
-    // SAFETY: process context, engine lock held.
-    let rc = unsafe { shim::lp_shim_tracking(true) };
-    if rc != 0 {
-        kernel::pr_err!("cannot track tasks: {}\n", rc);
-        return rc;
     }
     // SAFETY: engine lock held; the patch is not registered, so nothing references its old
     // descriptors (the engine synchronized when it let go of them).
     let patch = match unsafe { patches::build(idx) } {
         Ok(p) => p,
         Err(e) => {
-            kernel::pr_err!("cannot resolve patch '{}': {:?}\n", DECLS[idx].name.to_str().unwrap_or("?"), e);
+            kernel::pr_err!("cannot resolve patch '{}': {:?}\n", name_of(l, idx), e);
             return -2;
         }
     };
+    let per = &mut st.patches[idx];
     per.built = true;
     per.resolved = true;
     if DECLS[idx].exported {
         backend::OBJECT_LOADED[DECLS[idx].object.0 as usize].store(true, Ordering::Relaxed);
     }
+    start_enable(l, st, idx, patch)
+}
+
+/// Registers `patch` (index `idx`, descriptors built) with the engine and starts its
+/// transition; on failure everything is settled back.
+fn start_enable(l: &Locked<'_>, st: &mut State, idx: usize, patch: &'static livepatch_core::Patch<'static>) -> c_int {
+    let b = backend();
+    // Task records exist while a patch is registered: the first one starts tracking.
+    // SAFETY: process context, engine lock held.
+    let rc = unsafe { shim::lp_shim_tracking(true) };
+    if rc != 0 {
+        kernel::pr_err!("cannot track tasks: {}\n", rc);
+        settle(l, st);
+        return rc;
+    }
     // SAFETY: no preconditions.
     if !unsafe { shim::lp_shim_module_get() } {
-        settle(st);
+        settle(l, st);
         return -19;
     }
     st.patches[idx].module_ref = true;
     st.patches[idx].stalls = [None; MAX_STALLS];
-    let name = DECLS[idx].name.to_str().unwrap_or("?");
-    kernel::pr_info!("enabling patch '{}'\n", name);
+    let name = name_of(l, idx);
+    if diag(idx) {
+        kernel::pr_info!("enabling patch '{}'\n", name);
+    }
     sync_untracked(Some(PatchState::Patched));
     match st.engine.enable(patch, &b) {
         Ok(()) => {
@@ -434,45 +522,51 @@ fn enable(st: &mut State, idx: usize) -> c_int {
             // As the kernel logs it: hooks are installed, every task is pending from here.
             st.patches[idx].started_ns = shim::now_ns();
             st.patches[idx].history_len = 0;
-            kernel::pr_info!("'{}': starting patching transition\n", name);
+            if diag(idx) {
+                kernel::pr_info!("'{}': starting patching transition\n", name);
+            }
             arm_exit_to_user();
             resched_hook(true);
             0
         }
         Err(e) => {
-            kernel::pr_err!("enabling '{}' failed: {}\n", DECLS[idx].name.to_str().unwrap_or("?"), e);
-            settle(st);
+            if diag(idx) {
+                kernel::pr_err!("enabling '{}' failed: {}\n", name, e);
+            }
+            settle(l, st);
             errno(e)
         }
     }
 }
 
-fn disable(st: &mut State, idx: usize) -> c_int {
+fn disable(l: &Locked<'_>, st: &mut State, idx: usize) -> c_int {
     let b = backend();
-    if !st.patches[idx].built {
-        return -22;
-    }
-    // SAFETY: built.
-    let patch = unsafe { patches::DESCRIPTORS[idx].patch.get() };
+    let Some(patch) = descriptor(l, st, idx) else { return -22 };
     match st.engine.transition() {
         Some(t) if t.patch.0 as usize == idx => {
             if t.target == PatchState::Unpatched {
-                return 0;
+                // As the kernel's enabled_store: already disabled.
+                return -22;
             }
             st.patches[idx].started_ns = shim::now_ns();
             st.patches[idx].history_len = 0;
-            kernel::pr_info!("'{}': reversing transition\n", DECLS[idx].name.to_str().unwrap_or("?"));
+            if diag(idx) {
+                kernel::pr_info!("'{}': reversing transition\n", name_of(l, idx));
+            }
             let rc = st.engine.reverse(&b).map_or_else(errno, |_| 0);
             sync_untracked(st.engine.transition().map(|t| t.target));
             arm_exit_to_user();
             rc
         }
         Some(_) => -16,
+        None if !patch.is_registered() => -22,
         None => {
             sync_untracked(Some(PatchState::Unpatched));
             st.patches[idx].started_ns = shim::now_ns();
             st.patches[idx].history_len = 0;
-            kernel::pr_info!("'{}': starting unpatching transition\n", DECLS[idx].name.to_str().unwrap_or("?"));
+            if diag(idx) {
+                kernel::pr_info!("'{}': starting unpatching transition\n", name_of(l, idx));
+            }
             let rc = st.engine.disable(patch, &b).map_or_else(errno, |_| 0);
             arm_exit_to_user();
             resched_hook(st.engine.transition().is_some());
@@ -481,13 +575,15 @@ fn disable(st: &mut State, idx: usize) -> c_int {
     }
 }
 
-fn force(st: &mut State, idx: usize) -> c_int {
+fn force(l: &Locked<'_>, st: &mut State, idx: usize) -> c_int {
     let b = backend();
     match st.engine.transition() {
         Some(t) if t.patch.0 as usize == idx => match st.engine.force(&b) {
             Ok(_) => {
-                kernel::pr_warn!("'{}': transition forced; its code is never released\n", DECLS[idx].name.to_str().unwrap_or("?"));
-                settle(st);
+                if diag(idx) {
+                    kernel::pr_warn!("'{}': transition forced; its code is never released\n", name_of(l, idx));
+                }
+                settle(l, st);
                 0
             }
             Err(e) => errno(e),
@@ -496,16 +592,251 @@ fn force(st: &mut State, idx: usize) -> c_int {
     }
 }
 
-// ---- debugfs -------------------------------------------------------------------------------
+// ---- patch modules (include/livepatch_rs.h) ---------------------------------------------------
 
-fn show(st: &State, idx: usize, attr: u32, out: &mut Buf<'_>) -> fmt::Result {
+/// `lprs_enable_patch()` (`klp_enable_patch()`), from a patch module's init: takes a slot,
+/// builds its descriptors, creates its directory, enables the patch, all under the engine
+/// lock. Refused with nothing changed: another transition (-EBUSY), a patch of that name
+/// (-EINVAL), no slot (-ENOSPC), a function not found or ambiguous (-EINVAL), whatever the
+/// engine refuses. A failure once the slot is filled leaves it to the reap work, which removes
+/// the directory (not under the lock) and frees it.
+#[no_mangle]
+pub(crate) extern "C" fn lp_rs_register(reg: *const shim::Reg) -> c_int {
+    if reg.is_null() || !READY.load(Ordering::Acquire) {
+        return -22;
+    }
+    // SAFETY: register.c passes a filled `struct lp_reg` it owns for the call.
+    let reg = unsafe { &*reg };
+    let guard = EngineGuard::lock();
+    let l = &Locked(&guard);
+    let st = state(&guard);
+    if st.engine.transition().is_some() {
+        return -16;
+    }
+    if registry::name_taken(l, reg.patch_name) {
+        return -22;
+    }
+    let Some(k) = registry::free_slot(l) else { return -28 };
+    if let Err(e) = registry::fill(l, k, reg) {
+        kernel::pr_err!("cannot register patch: {:?}\n", e);
+        return e.errno();
+    }
+    let idx = NPATCH + k;
+    st.patches[idx].built = true;
+    let fail = |st: &mut State, rc: c_int| {
+        if rc != 0 {
+            registry::set_state(l, k, SlotState::Dying);
+            let _ = st;
+            // SAFETY: no preconditions.
+            unsafe { shim::lp_shim_queue_reap() };
+        }
+        rc
+    };
+    let rc = registry::add_dirs(l, k, idx);
+    if rc != 0 {
+        return fail(st, rc);
+    }
+    if st.engine.transition().is_some() {
+        return fail(st, -16);
+    }
+    // SAFETY: the patch module is in its init (not going), the pointer is its `struct module`.
+    if !unsafe { shim::lp_shim_patch_module_get(registry::module(l, k)) } {
+        return fail(st, -19);
+    }
+    registry::set_state(l, k, SlotState::Registered);
+    let Some(patch) = registry::patch(l, k) else { return fail(st, -22) };
+    let rc = start_enable(l, st, idx, patch);
+    // On failure `settle` unpinned the patch module and queued the directory's removal.
+    rc
+}
+
+/// `klp_get_prev_state(id)` for a callback the engine is running (the engine lock is held by
+/// the engine's own caller: `register.c` checks that it is held before calling this): state
+/// `id` of the newest patch installed before the one whose callback runs.
+#[no_mangle]
+pub(crate) extern "C" fn lp_rs_prev_state(id: c_ulong) -> *mut core::ffi::c_void {
+    // SAFETY: the engine lock is held (checked by the C caller) by the code that runs the
+    // callback we are called from, which is suspended in the callback: nothing else touches
+    // the state meanwhile.
+    let guard = unsafe { EngineGuard::assume_held() };
+    let l = &Locked(&guard);
+    let st = state(&guard);
+    let Some(current) = registry::callback_patch() else {
+        core::mem::forget(guard);
+        return core::ptr::null_mut();
+    };
+    let mut found = core::ptr::null_mut();
+    for p in st.engine.patches() {
+        if p.id() == current {
+            break;
+        }
+        if let Some(ptr) = registry::klp_state(l, p.id().0 as usize, id as u64) {
+            found = ptr;
+        }
+    }
+    core::mem::forget(guard);
+    found
+}
+
+/// The reap work: removes the directories of `Dying` slots (without the engine lock: their
+/// files' handlers take it) and frees the slots.
+#[no_mangle]
+pub(crate) extern "C" fn lp_rs_reap() {
+    let mut dying = [false; registry::NDYN];
+    {
+        let guard = EngineGuard::lock();
+        let l = &Locked(&guard);
+        for (k, d) in dying.iter_mut().enumerate() {
+            *d = registry::state(l, k) == SlotState::Dying;
+        }
+    }
+    for (k, _) in dying.iter().enumerate().filter(|(_, d)| **d) {
+        // SAFETY: process context (a work item), engine lock not held.
+        unsafe { shim::lp_shim_dir_remove((NPATCH + k) as u32) };
+    }
+    let guard = EngineGuard::lock();
+    let l = &Locked(&guard);
+    let st = state(&guard);
+    for (k, _) in dying.iter().enumerate().filter(|(_, d)| **d) {
+        let per = &mut st.patches[NPATCH + k];
+        per.built = false;
+        per.stats = Stats::default();
+        per.stalls = [None; MAX_STALLS];
+        registry::set_state(l, k, SlotState::Free);
+    }
+}
+
+// ---- modules that come and go --------------------------------------------------------------
+
+/// The object ids patches use for module `name` (NUL-terminated): a built-in late patch's and
+/// the one registered patches use.
+fn module_objects(l: &Locked<'_>, name: *const c_char) -> ([Option<ObjectId>; 2], &'static str) {
+    // SAFETY: the notifier passes `mod->name`, NUL-terminated and alive for the call.
+    let name = unsafe { core::ffi::CStr::from_ptr(name) }.to_bytes();
+    let builtin = DECLS.iter().find(|d| d.late && d.object_name.as_bytes() == name);
+    let label = builtin.map_or("module", |d| d.object_name);
+    ([builtin.map(|d| d.object), registry::object_of(l, name)], label)
+}
+
+/// Resolves patch `idx`'s functions in module `object`, which is coming.
+fn resolve_in(l: &Locked<'_>, idx: usize, object: ObjectId) -> Result<(), c_int> {
+    let st = state(l.0);
+    let Some(patch) = descriptor(l, st, idx) else { return Ok(()) };
+    if !patch.is_registered() || !patch.objects().iter().any(|o| o.id() == object) {
+        return Ok(());
+    }
+    let rc = if idx < NPATCH {
+        patches::resolve_late(idx, patch).map_err(|e| {
+            kernel::pr_err!("patch {}: cannot resolve {:?}\n", idx, e);
+            -22
+        })
+    } else {
+        registry::resolve(l, idx - NPATCH, object).map_err(|e| e.errno())
+    };
+    if rc.is_err() {
+        kernel::pr_err!("patch {}: refusing to load the module\n", idx);
+    }
+    rc
+}
+
+/// The module notifier at `MODULE_STATE_COMING` (the kernel's `klp_module_coming()`): the
+/// module's fentry sites are ftrace-ready and none of its code has run. Every registered patch
+/// naming it gets its functions resolved in the module's symbol table and patched — joining
+/// the transition in progress if that patch's is. An error refuses the load.
+#[no_mangle]
+pub(crate) extern "C" fn lp_rs_module_coming(module: *mut core::ffi::c_void) -> c_int {
+    let guard = EngineGuard::lock();
+    // SAFETY: the notifier passes the coming module, alive for the call; engine lock held.
+    let name = unsafe {
+        shim::lp_shim_notify_mod(module);
+        shim::lp_shim_module_name(module)
+    };
+    let rc = module_coming(&guard, name);
+    // SAFETY: engine lock held.
+    unsafe { shim::lp_shim_notify_mod(core::ptr::null_mut()) };
+    rc
+}
+
+fn module_coming(guard: &EngineGuard, name: *const c_char) -> c_int {
+    let l = &Locked(guard);
+    let (objects, label) = module_objects(l, name);
+    let b = backend();
+    let mut done: [Option<ObjectId>; 2] = [None; 2];
+    for (i, object) in objects.iter().enumerate() {
+        let Some(object) = *object else { continue };
+        backend::OBJECT_LOADED[object.0 as usize].store(true, Ordering::Relaxed);
+        let mut rc = (0..NALL).try_for_each(|idx| resolve_in(l, idx, object));
+        let st = state(guard);
+        if rc.is_ok() {
+            rc = st.engine.object_coming(object, &b).map_err(|e| {
+                kernel::pr_err!("patching the coming module failed: {}: refusing to load it\n", e);
+                errno(e)
+            });
+        }
+        if let Err(rc) = rc {
+            backend::OBJECT_LOADED[object.0 as usize].store(false, Ordering::Relaxed);
+            // Undo what the other id of this module got.
+            for o in done.iter().flatten() {
+                st.engine.object_going(*o, &b);
+                backend::OBJECT_LOADED[o.0 as usize].store(false, Ordering::Relaxed);
+            }
+            return rc;
+        }
+        let n = st.engine.patches().filter(|p| p.objects().iter().any(|o| o.id() == object && o.is_patched())).count();
+        if objects[0].is_some() {
+            kernel::pr_info!("module '{}' coming: patched by {} patch(es)\n", label, n);
+        }
+        done[i] = Some(object);
+    }
+    0
+}
+
+/// The module notifier at `MODULE_STATE_GOING` (the kernel's `klp_module_going()`): after the
+/// module's exit function, before its ftrace records and text are released. Its functions are
+/// reverted in every patch (with the callbacks), after a grace period no handler uses them,
+/// and their addresses are forgotten.
+#[no_mangle]
+pub(crate) extern "C" fn lp_rs_module_going(module: *mut core::ffi::c_void) {
+    let guard = EngineGuard::lock();
+    // SAFETY: the notifier passes the going module, alive for the call; engine lock held.
+    let name = unsafe {
+        shim::lp_shim_notify_mod(module);
+        shim::lp_shim_module_name(module)
+    };
+    let l = &Locked(&guard);
+    let (objects, label) = module_objects(l, name);
+    let st = state(&guard);
+    let b = backend();
+    for object in objects.iter().flatten() {
+        st.engine.object_going(*object, &b);
+        if objects[0].is_some() {
+            kernel::pr_info!("module '{}' going: its functions reverted\n", label);
+        }
+        backend::OBJECT_LOADED[object.0 as usize].store(false, Ordering::Relaxed);
+    }
+    // SAFETY: engine lock held.
+    unsafe { shim::lp_shim_notify_mod(core::ptr::null_mut()) };
+}
+
+// ---- sysfs ---------------------------------------------------------------------------------
+
+fn show(l: &Locked<'_>, st: &State, idx: usize, attr: u32, out: &mut Buf<'_>) -> fmt::Result {
     let per = &st.patches[idx];
-    let patch = per.built.then(|| {
-        // SAFETY: built.
-        unsafe { patches::DESCRIPTORS[idx].patch.get() }
-    });
+    let patch = descriptor(l, st, idx);
     let in_transition = st.engine.transition().filter(|t| t.patch.0 as usize == idx);
-    match attr {
+    let object = (attr >> 8) as usize;
+    match attr & 0xff {
+        shim::ATTR_REPLACE => {
+            let replace = match DECLS.get(idx) {
+                Some(d) => d.replace,
+                None => patch.is_some_and(|p| p.is_replace()),
+            };
+            writeln!(out, "{}", u8::from(replace))
+        }
+        shim::ATTR_PATCHED => {
+            let patched = patch.and_then(|p| p.objects().get(object)).is_some_and(|o| o.is_patched());
+            writeln!(out, "{}", u8::from(patched))
+        }
         shim::ATTR_ENABLED => {
             let on = match in_transition {
                 Some(t) => t.target == PatchState::Patched,
@@ -566,36 +897,55 @@ fn show(st: &State, idx: usize, attr: u32, out: &mut Buf<'_>) -> fmt::Result {
 #[no_mangle]
 pub(crate) extern "C" fn lp_rs_attr_show(patch: u32, attr: u32, buf: *mut c_char, len: u32) -> c_int {
     let idx = patch as usize;
-    if idx >= NPATCH || buf.is_null() {
+    if idx >= NALL || buf.is_null() {
         return -22;
     }
     // SAFETY: the shim passes a buffer of `len` bytes it owns for the call.
     let slice = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), len as usize) };
     let mut out = Buf::new(slice);
     let guard = EngineGuard::lock();
-    let _ = show(state(&guard), idx, attr, &mut out);
+    let _ = show(&Locked(&guard), state(&guard), idx, attr, &mut out);
     out.len() as c_int
 }
 
 #[no_mangle]
 pub(crate) extern "C" fn lp_rs_attr_store(patch: u32, attr: u32, buf: *const c_char, len: u32) -> c_int {
     let idx = patch as usize;
-    if idx >= NPATCH || buf.is_null() {
+    if idx >= NALL || buf.is_null() {
         return -22;
     }
     // SAFETY: the shim passes `len` bytes it owns for the call.
     let bytes = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len as usize) };
-    let value = match core::str::from_utf8(bytes).map(str::trim) {
-        Ok("1") => true,
-        Ok("0") => false,
-        _ => return -22,
-    };
+    let Some(value) = kstrtobool(bytes) else { return -22 };
     let guard = EngineGuard::lock();
+    let l = &Locked(&guard);
     let st = state(&guard);
     match (attr, value) {
-        (shim::ATTR_ENABLED, true) => enable(st, idx),
-        (shim::ATTR_ENABLED, false) => disable(st, idx),
-        (shim::ATTR_FORCE, true) => force(st, idx),
+        (shim::ATTR_ENABLED, true) => enable(l, st, idx),
+        (shim::ATTR_ENABLED, false) => disable(l, st, idx),
+        // As the kernel's force_store: only the patch in transition; 0 is accepted and ignored.
+        (shim::ATTR_FORCE, v) => match st.engine.transition() {
+            Some(t) if t.patch.0 as usize == idx => {
+                if v {
+                    force(l, st, idx)
+                } else {
+                    0
+                }
+            }
+            _ => -22,
+        },
         _ => -22,
+    }
+}
+
+/// The kernel's `kstrtobool()`: `1`/`y`/`Y`/`on` → true, `0`/`n`/`N`/`off` → false (only the
+/// first characters count, as there); anything else is refused (-EINVAL).
+fn kstrtobool(s: &[u8]) -> Option<bool> {
+    match s {
+        [b'1' | b'y' | b'Y', ..] => Some(true),
+        [b'0' | b'n' | b'N', ..] => Some(false),
+        [b'o' | b'O', b'n' | b'N', ..] => Some(true),
+        [b'o' | b'O', b'f' | b'F', ..] => Some(false),
+        _ => None,
     }
 }

@@ -5,14 +5,17 @@
 //! The core (compiled into this module from `livepatch-core/src`, the same files cargo builds)
 //! decides; this crate implements its backend traits over a thin C shim (`shim.c`): ftrace
 //! hooks with IPMODIFY, the ORC unwinder, the task list, IPIs, task work and delayed work.
-//! Patches are declared in `patches.rs`; each one gets
-//! `/sys/kernel/debug/livepatch_rs/<patch>/{enabled,transition,force,stalls,stats}`.
+//! Built-in patches are declared in `patches.rs`; patch modules register theirs through
+//! `lprs_enable_patch()` (`registry.rs`, `include/livepatch_rs.h`). Each gets
+//! `/sys/kernel/livepatch_rs/<patch>/{enabled,transition,force,replace,stalls,stats}` and
+//! `<object>/patched`, `<object>/<function,sympos>/`.
 
 use kernel::prelude::*;
 
 mod backend;
 mod control;
 mod patches;
+mod registry;
 // Shared with the host crate `livepatch-linux` (src/lib.rs), where it is unit-tested.
 #[allow(unreachable_pub, dead_code)]
 #[path = "../src/report.rs"]
@@ -40,13 +43,30 @@ impl kernel::Module for LivepatchRs {
             pr_err!("cannot find the idle tasks (idle_task() not resolvable)\n");
             return Err(kernel::error::code::ENOENT);
         }
-        for (idx, decl) in patches::DECLS.iter().enumerate() {
-            // SAFETY: valid C string; process context.
-            if unsafe { shim::lp_shim_debugfs_add(idx as u32, decl.name.as_ptr()) } != 0 {
+        for idx in 0..patches::NPATCH {
+            let rc = patches::add_dirs(idx);
+            if rc != 0 {
                 // SAFETY: process context.
-                unsafe { shim::lp_shim_debugfs_remove() };
-                return Err(kernel::error::code::ENOMEM);
+                unsafe { shim::lp_shim_dir_remove_all() };
+                return Err(kernel::error::Error::from_errno(rc));
             }
+        }
+        // SAFETY: process context; the engine is initialised.
+        let rc = unsafe { shim::lp_shim_patch_state_file(true) };
+        if rc != 0 {
+            // SAFETY: process context.
+            unsafe { shim::lp_shim_dir_remove_all() };
+            return Err(kernel::error::Error::from_errno(rc));
+        }
+        // SAFETY: process context; the engine is initialised.
+        let rc = unsafe { shim::lp_shim_module_notifier(true) };
+        if rc != 0 {
+            // SAFETY: process context.
+            unsafe {
+                shim::lp_shim_patch_state_file(false);
+                shim::lp_shim_dir_remove_all();
+            }
+            return Err(kernel::error::Error::from_errno(rc));
         }
         pr_info!("loaded: {} patches\n", patches::DECLS.len());
         Ok(LivepatchRs)
@@ -59,7 +79,10 @@ impl Drop for LivepatchRs {
         // (each holds one too). Remove the files, the fork hook and the retry work.
         // SAFETY: module exit, process context.
         unsafe {
-            shim::lp_shim_debugfs_remove();
+            shim::lp_shim_module_notifier(false);
+            shim::lp_shim_cancel_reap();
+            shim::lp_shim_patch_state_file(false);
+            shim::lp_shim_dir_remove_all();
             shim::lp_shim_resched_hook(false);
             shim::lp_shim_cancel_retry();
             shim::lp_shim_tasks_exit();

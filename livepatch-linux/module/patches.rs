@@ -27,8 +27,13 @@ pub(crate) struct PatchDecl {
     pub(crate) object: ObjectId,
     pub(crate) object_name: &'static str,
     /// The object's symbols are exported (a module): resolve with `symbol_get`, which pins the
-    /// module; otherwise (vmlinux) with `kallsyms_lookup_name`.
+    /// module; otherwise by name in the object's symbol table (`lp_shim_find_symbol`, as the
+    /// kernel's `klp_find_object_symbol`).
     pub(crate) exported: bool,
+    /// A module that may come and go while the patch is enabled: its functions are
+    /// relocatable, resolved when the module is loaded (at enable, or by the module notifier)
+    /// and forgotten when it goes. The module is not pinned.
+    pub(crate) late: bool,
     pub(crate) funcs: &'static [FuncDecl],
     /// Further symbols of the object that the replacements call (resolved and released with
     /// the functions).
@@ -46,10 +51,13 @@ pub(crate) struct Import {
 pub(crate) const MAX_FUNCS: usize = 4;
 
 /// How many patches the module carries.
-pub(crate) const NPATCH: usize = 5;
+pub(crate) const NPATCH: usize = 6;
 
 /// The object id of `lp_target.ko`.
 pub(crate) const LP_TARGET: ObjectId = ObjectId(1);
+
+/// The object id of `lp_late.ko` (loaded and unloaded while its patch is enabled).
+pub(crate) const LP_LATE: ObjectId = ObjectId(2);
 
 /// Everything this module can patch.
 pub(crate) static DECLS: [PatchDecl; NPATCH] = [
@@ -58,6 +66,7 @@ pub(crate) static DECLS: [PatchDecl; NPATCH] = [
         object: LP_TARGET,
         object_name: "lp_target",
         exported: true,
+        late: false,
         funcs: &[
             FuncDecl { symbol: c"lp_target_read", new: || lp_rs_target_read as usize },
             FuncDecl { symbol: c"lp_target_tick", new: || lp_rs_target_tick as usize },
@@ -72,6 +81,7 @@ pub(crate) static DECLS: [PatchDecl; NPATCH] = [
         object: ObjectId::VMLINUX,
         object_name: "vmlinux",
         exported: false,
+        late: false,
         funcs: &[FuncDecl { symbol: c"cmdline_proc_show", new: || lp_rs_cmdline_proc_show as usize }],
         imports: &[],
         replace: false,
@@ -81,6 +91,7 @@ pub(crate) static DECLS: [PatchDecl; NPATCH] = [
         object: ObjectId::VMLINUX,
         object_name: "vmlinux",
         exported: false,
+        late: false,
         funcs: &[FuncDecl { symbol: c"cmdline_proc_show", new: || lp_rs_cmdline_stacked as usize }],
         imports: &[],
         replace: false,
@@ -90,6 +101,7 @@ pub(crate) static DECLS: [PatchDecl; NPATCH] = [
         object: ObjectId::VMLINUX,
         object_name: "vmlinux",
         exported: false,
+        late: false,
         funcs: &[FuncDecl { symbol: c"cmdline_proc_show", new: || lp_rs_cmdline_replace as usize }],
         imports: &[],
         replace: true,
@@ -99,6 +111,7 @@ pub(crate) static DECLS: [PatchDecl; NPATCH] = [
         object: LP_TARGET,
         object_name: "lp_target",
         exported: true,
+        late: false,
         funcs: &[
             FuncDecl { symbol: c"lp_target_f", new: || lp_rs_target_f as usize },
             FuncDecl { symbol: c"lp_target_g", new: || lp_rs_target_g as usize },
@@ -112,7 +125,20 @@ pub(crate) static DECLS: [PatchDecl; NPATCH] = [
         ],
         replace: false,
     },
+    LATE_DECL,
 ];
+
+/// The patch of a module that is not loaded yet (issue 11 item 6, issue 15 item 3).
+const LATE_DECL: PatchDecl = PatchDecl {
+    name: c"late",
+    object: LP_LATE,
+    object_name: "lp_late",
+    exported: false,
+    late: true,
+    funcs: &[FuncDecl { symbol: c"lp_late_value", new: || lp_rs_late_value as usize }],
+    imports: &[],
+    replace: false,
+};
 
 static TARGET_G: AtomicUsize = AtomicUsize::new(0);
 static TARGET_TWSTEP: AtomicUsize = AtomicUsize::new(0);
@@ -151,6 +177,13 @@ pub(crate) extern "C" fn lp_rs_target_sleep() -> c_int {
     // SAFETY: called in process context (a kthread).
     unsafe { shim::lp_shim_msleep(5) };
     2
+}
+
+/// Replaces `lp_late_value()` of `lp_late.ko` (read through /proc/lp_late).
+#[no_mangle]
+#[inline(never)]
+pub(crate) extern "C" fn lp_rs_late_value() -> c_int {
+    core::hint::black_box(2)
 }
 
 /// Replaces `lp_target_g()` (stress): the new universe's g.
@@ -298,11 +331,21 @@ pub(crate) enum ResolveError {
 pub(crate) unsafe fn build(idx: usize) -> Result<&'static Patch<'static>, ResolveError> {
     let decl = &DECLS[idx];
     let d = &DESCRIPTORS[idx];
+    if decl.late {
+        // SAFETY: this function's contract.
+        return unsafe { build_late(idx) };
+    }
     let mut olds = [(0usize, 0usize); MAX_FUNCS];
     for (i, f) in decl.funcs.iter().enumerate() {
         let (mut addr, mut size): (c_ulong, c_ulong) = (0, 0);
-        // SAFETY: valid C string and out-pointers.
-        let rc = unsafe { shim::lp_shim_resolve(f.symbol.as_ptr(), decl.exported, &mut addr, &mut size) };
+        let rc = if decl.exported {
+            // SAFETY: valid C string and out-pointers.
+            unsafe { shim::lp_shim_resolve(f.symbol.as_ptr(), true, &mut addr, &mut size) }
+        } else {
+            // vmlinux, by name and position (0: the name must be unique).
+            // SAFETY: valid C string and out-pointers.
+            unsafe { shim::lp_shim_find_symbol(core::ptr::null(), f.symbol.as_ptr(), 0, &mut addr, &mut size) }
+        };
         if rc != 0 {
             release(idx, i);
             return Err(ResolveError::Symbol(f.symbol, rc));
@@ -351,6 +394,89 @@ pub(crate) unsafe fn build(idx: usize) -> Result<&'static Patch<'static>, Resolv
     Ok(unsafe { d.patch.set(patch) })
 }
 
+/// Builds the descriptors of a late patch: relocatable functions, resolved now if the module
+/// is loaded (otherwise the module notifier resolves them when it comes).
+///
+/// # Safety
+/// As [`build`].
+unsafe fn build_late(idx: usize) -> Result<&'static Patch<'static>, ResolveError> {
+    let decl = &DECLS[idx];
+    let d = &DESCRIPTORS[idx];
+    let mk = |i: usize| -> Result<Func<'static>, ResolveError> {
+        let Some(f) = decl.funcs.get(i) else {
+            // Unused tail: never part of the object's slice.
+            return Ok(Func::relocatable("", CodeRange::new(2, 1).map_err(|_| ResolveError::Range)?));
+        };
+        let new = (f.new)();
+        let new_size = shim::extent(new).ok_or(ResolveError::Replacement(f.symbol))?;
+        let new = CodeRange::new(new, new_size).map_err(|_| ResolveError::Range)?;
+        Ok(Func::relocatable(f.symbol.to_str().unwrap_or("?"), new))
+    };
+    let funcs = [mk(0)?, mk(1)?, mk(2)?, mk(3)?];
+    // SAFETY: per this function's contract nothing references the old descriptors.
+    let funcs = unsafe { d.funcs.set(funcs) };
+    let name = decl.name.to_str().unwrap_or("?");
+    // SAFETY: as above.
+    let objects = unsafe { d.objects.set([Object::new(decl.object, decl.object_name, &funcs[..decl.funcs.len()])]) };
+    let patch = Patch::new(PatchId(idx as u32), name, objects);
+    let patch = if decl.replace { patch.replacing() } else { patch };
+    // SAFETY: as above.
+    let patch: &'static Patch<'static> = unsafe { d.patch.set(patch) };
+    if crate::backend::OBJECT_LOADED[decl.object.0 as usize].load(Ordering::Relaxed) {
+        resolve_late(idx, patch)?;
+    }
+    Ok(patch)
+}
+
+/// Resolves the relocatable functions of late patch `idx` in its (loaded or coming) module:
+/// by name and position in the module's own symbol table, no export needed.
+pub(crate) fn resolve_late(idx: usize, patch: &'static Patch<'static>) -> Result<(), ResolveError> {
+    let decl = &DECLS[idx];
+    let mut objname = [0u8; 64];
+    let name = decl.object_name.as_bytes();
+    if name.len() >= objname.len() {
+        return Err(ResolveError::Range);
+    }
+    objname[..name.len()].copy_from_slice(name);
+    for (f, fdecl) in patch.objects()[0].funcs().iter().zip(decl.funcs) {
+        let (mut addr, mut size): (c_ulong, c_ulong) = (0, 0);
+        // SAFETY: NUL-terminated names and valid out-pointers; process context.
+        let rc = unsafe {
+            shim::lp_shim_find_symbol(objname.as_ptr().cast(), fdecl.symbol.as_ptr(), 0, &mut addr, &mut size)
+        };
+        if rc != 0 {
+            return Err(ResolveError::Symbol(fdecl.symbol, rc));
+        }
+        let old = CodeRange::new(addr as usize, size as usize).map_err(|_| ResolveError::Range)?;
+        f.resolve(old).map_err(|_| ResolveError::Range)?;
+    }
+    Ok(())
+}
+
+/// Creates built-in patch `idx`'s sysfs directory with its object's and functions'.
+pub(crate) fn add_dirs(idx: usize) -> c_int {
+    let decl = &DECLS[idx];
+    let mut obj = [0u8; 64];
+    let name = decl.object_name.as_bytes();
+    if name.len() >= obj.len() {
+        return -22;
+    }
+    obj[..name.len()].copy_from_slice(name);
+    // SAFETY: NUL-terminated names; process context (module init).
+    unsafe {
+        let mut rc = shim::lp_shim_dir_add(idx as u32, decl.name.as_ptr(), true);
+        if rc == 0 {
+            rc = shim::lp_shim_dir_add_object(idx as u32, 0, obj.as_ptr().cast());
+        }
+        for f in decl.funcs {
+            if rc == 0 {
+                rc = shim::lp_shim_dir_add_func(idx as u32, 0, f.symbol.as_ptr(), 0);
+            }
+        }
+        rc
+    }
+}
+
 /// Drops the references `build` took on the first `n` imports of patch `idx`.
 fn release_imports(idx: usize, n: usize) {
     let decl = &DECLS[idx];
@@ -385,11 +511,11 @@ pub(crate) fn func_name(range: CodeRange) -> Option<&'static str> {
         // SAFETY: built.
         let patch = unsafe { DESCRIPTORS[idx].patch.get() };
         for (_, f) in patch.funcs() {
-            if f.old() == range || f.new_code() == range {
+            if f.old() == Some(range) || f.new_code() == range {
                 return Some(f.name());
             }
         }
         let _ = decl;
     }
-    None
+    crate::registry::func_name(range)
 }

@@ -5,7 +5,7 @@
  * Only what 6.12's Rust bindings cannot express lives here: struct layouts (ftrace_ops,
  * task_struct fields, unwind_state, kprobe), inline functions and macros (unwind_start,
  * unwind_get_entry_regs, user_mode, for_each_process_thread, rcu_read_lock, raw_spin_lock on
- * pi_lock, get/put_task_struct, debugfs file ops). Every decision is made in Rust; each function
+ * pi_lock, get/put_task_struct, sysfs attributes). Every decision is made in Rust; each function
  * here does one kernel operation and returns. Only exported symbols are used (see README.md).
  */
 #include <linux/module.h>
@@ -24,6 +24,7 @@
 #include <linux/uaccess.h>
 #include <linux/delay.h>
 #include <linux/seq_file.h>
+#include <linux/proc_fs.h>
 #include <linux/timekeeping.h>
 #include <linux/stop_machine.h>
 #include <linux/mutex.h>
@@ -106,6 +107,171 @@ int lp_shim_resolve(const char *name, bool exported, unsigned long *addr, unsign
 	if (ret && exported)
 		__symbol_put(name);
 	return ret;
+}
+
+/*
+ * Finding a function by object, name and position, as the kernel's klp_find_object_symbol()
+ * does: module_kallsyms_on_each_symbol() for a module (it finds a COMING module, which
+ * __symbol_get() does not, and needs no EXPORT_SYMBOL), kallsyms_on_each_match_symbol() for
+ * vmlinux. Neither is exported in 6.12: both are resolved once through kallsyms_lookup_name()
+ * (the kprobe route above) and called through the pointer (see the README's IBT caveat).
+ */
+typedef int (*lp_mod_each_t)(const char *modname, int (*fn)(void *, const char *, unsigned long), void *data);
+typedef int (*lp_match_each_t)(int (*fn)(void *, unsigned long), const char *name, void *data);
+static lp_mod_each_t lp_module_kallsyms_on_each_symbol;
+static lp_match_each_t lp_kallsyms_on_each_match_symbol;
+
+struct lp_find_arg {
+	const char *name;
+	unsigned long addr;
+	unsigned long count;
+	unsigned long pos;
+};
+
+static int lp_match_callback(void *data, unsigned long addr)
+{
+	struct lp_find_arg *args = data;
+
+	args->addr = addr;
+	args->count++;
+	/* As klp_match_callback(): stop at the wanted position, or at a second match for pos 0. */
+	if ((args->pos && args->count == args->pos) || (!args->pos && args->count > 1))
+		return 1;
+	return 0;
+}
+
+static int lp_find_callback(void *data, const char *name, unsigned long addr)
+{
+	struct lp_find_arg *args = data;
+
+	if (strcmp(args->name, name))
+		return 0;
+	return lp_match_callback(data, addr);
+}
+
+static int lp_find_symbol_walkers(void)
+{
+	int ret = lp_find_kallsyms_lookup_name();
+
+	if (ret)
+		return ret;
+	if (!lp_module_kallsyms_on_each_symbol)
+		lp_module_kallsyms_on_each_symbol =
+			(lp_mod_each_t)lp_kallsyms_lookup_name("module_kallsyms_on_each_symbol");
+	if (!lp_kallsyms_on_each_match_symbol)
+		lp_kallsyms_on_each_match_symbol =
+			(lp_match_each_t)lp_kallsyms_lookup_name("kallsyms_on_each_match_symbol");
+	if (!lp_module_kallsyms_on_each_symbol || !lp_kallsyms_on_each_match_symbol)
+		return -ENOENT;
+	return 0;
+}
+
+int lp_shim_find_symbol(const char *objname, const char *name, unsigned long sympos,
+			unsigned long *addr, unsigned long *size)
+{
+	struct lp_find_arg args = { .name = name, .pos = sympos };
+	int ret = lp_find_symbol_walkers();
+
+	if (ret)
+		return ret;
+	if (objname)
+		lp_module_kallsyms_on_each_symbol(objname, lp_find_callback, &args);
+	else
+		lp_kallsyms_on_each_match_symbol(lp_match_callback, name, &args);
+	*addr = 0;
+	if (args.addr == 0) {
+		pr_err("livepatch_rs: symbol '%s' not found in symbol table\n", name);
+		return -EINVAL;
+	}
+	if (args.count > 1 && sympos == 0) {
+		pr_err("livepatch_rs: unresolvable ambiguity for symbol '%s' in object '%s'\n", name,
+		       objname ? objname : "vmlinux");
+		return -EINVAL;
+	}
+	if (sympos > 0 && sympos != args.count) {
+		pr_err("livepatch_rs: symbol position %lu for symbol '%s' in object '%s' not found\n",
+		       sympos, name, objname ? objname : "vmlinux");
+		return -EINVAL;
+	}
+	*addr = args.addr;
+	return lp_symbol_extent(*addr, size);
+}
+
+static int lp_any_symbol(void *data, const char *name, unsigned long addr)
+{
+	return 1;
+}
+
+/*
+ * Whether module @name is loaded (or coming, or going): it has a symbol. For a module loaded
+ * before livepatch_rs, whose arrival the notifier did not see.
+ */
+static int lp_first_symbol_cb(void *data, const char *name, unsigned long addr)
+{
+	*(unsigned long *)data = addr;
+	return addr != 0;
+}
+
+/* The address of some symbol of module @name (0 if it has none). */
+int lp_shim_first_symbol(const char *name, unsigned long *addr, unsigned long *size)
+{
+	*addr = 0;
+	*size = 0;
+	if (lp_find_symbol_walkers())
+		return -ENOENT;
+	lp_module_kallsyms_on_each_symbol(name, lp_first_symbol_cb, addr);
+	return *addr ? 0 : -ENOENT;
+}
+
+const char *lp_shim_module_name(struct module *mod)
+{
+	return mod->name;
+}
+
+unsigned long lp_shim_lookup_name(const char *name)
+{
+	if (lp_find_kallsyms_lookup_name())
+		return 0;
+	return lp_kallsyms_lookup_name(name);
+}
+
+bool lp_shim_module_loaded(const char *name)
+{
+	if (lp_find_symbol_walkers())
+		return false;
+	return lp_module_kallsyms_on_each_symbol(name, lp_any_symbol, NULL) != 0;
+}
+
+/*
+ * The module notifier: the kernel's klp_module_coming()/klp_module_going(). COMING runs after
+ * ftrace_module_enable() (prepare_coming_module()), so the module's fentry sites can be hooked
+ * before any of its code runs; a non-zero return refuses the load. GOING runs after the
+ * module's exit function and before ftrace_release_mod(), and also when a load fails after
+ * COMING. Neither holds module_mutex, so the lookup above may take it.
+ */
+static int lp_module_notify(struct notifier_block *nb, unsigned long action, void *data)
+{
+	struct module *mod = data;
+	int ret = 0;
+
+	if (action == MODULE_STATE_COMING)
+		ret = lp_rs_module_coming(mod);
+	else if (action == MODULE_STATE_GOING)
+		lp_rs_module_going(mod);
+	return notifier_from_errno(ret);
+}
+
+static struct notifier_block lp_module_nb = {
+	.notifier_call = lp_module_notify,
+	/* After other notifiers at COMING, before them at GOING (as klp runs outside the chain). */
+	.priority = INT_MIN,
+};
+
+int lp_shim_module_notifier(bool on)
+{
+	if (on)
+		return register_module_notifier(&lp_module_nb);
+	return unregister_module_notifier(&lp_module_nb);
 }
 
 int lp_shim_extent(unsigned long addr, unsigned long *size)
@@ -278,6 +444,17 @@ static DEFINE_MUTEX(lp_engine_mutex);
 void lp_shim_lock(void)
 {
 	mutex_lock(&lp_engine_mutex);
+}
+
+/*
+ * Whether the current task holds the engine lock (a callback the engine runs). The owner word
+ * of a (non-RT) mutex is the owning task with flags in its low 3 bits (kernel/locking/mutex.c).
+ */
+bool lp_shim_engine_locked(void)
+{
+	unsigned long owner = atomic_long_read(&lp_engine_mutex.owner);
+
+	return (struct task_struct *)(owner & ~0x07UL) == current;
 }
 
 void lp_shim_unlock(void)
@@ -1024,87 +1201,232 @@ void lp_shim_cancel_retry(void)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* debugfs: /sys/kernel/debug/livepatch_rs/<patch>/{enabled,transition,force,stalls,stats}    */
+/* sysfs: /sys/kernel/livepatch_rs/<patch>/...                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-static struct dentry *lp_root;
+/*
+ * The interface, shaped like the kernel's /sys/kernel/livepatch:
+ *   /sys/kernel/livepatch_rs/<patch>/{enabled,transition,force,replace,stalls,stats}
+ *   (patch modules' patches; livepatch_rs's own demo patches under livepatch_rs_builtin/)
+ *   /sys/kernel/livepatch_rs/<patch>/<object>/patched
+ *   /sys/kernel/livepatch_rs/<patch>/<object>/<function,sympos>/
+ * Every show/store goes to Rust (lp_rs_attr_show/store) with the patch index, the attribute
+ * and the object index. Permissions as the kernel's: enabled 0644, force 0200 (write-only),
+ * the stall report 0400 (it names tasks), the rest 0444.
+ */
+#define LP_MAX_DIRS 32
 
-static int lp_attr_show(struct seq_file *m, void *v)
+struct lp_dir {
+	struct kobject *patch;
+	struct kobject *objs[LP_REG_OBJS];
+	struct kobject *funcs[LP_REG_FUNCS];
+	u32 nfuncs;
+};
+
+static struct kobject *lp_root;		/* patch modules' patches */
+static struct kobject *lp_builtin_root;	/* livepatch_rs's own (demo) patches */
+static struct lp_dir lp_dirs[LP_MAX_DIRS];
+
+static ssize_t lp_kobj_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf);
+static ssize_t lp_kobj_store(struct kobject *kobj, struct kobj_attribute *attr, const char *buf,
+			     size_t count);
+
+static struct kobj_attribute lp_kattrs[] = {
+	[LP_ATTR_ENABLED] = __ATTR(enabled, 0644, lp_kobj_show, lp_kobj_store),
+	[LP_ATTR_TRANSITION] = __ATTR(transition, 0444, lp_kobj_show, NULL),
+	[LP_ATTR_FORCE] = __ATTR(force, 0200, NULL, lp_kobj_store),
+	[LP_ATTR_STALLS] = __ATTR(stalls, 0400, lp_kobj_show, NULL),
+	[LP_ATTR_STATS] = __ATTR(stats, 0444, lp_kobj_show, NULL),
+	[LP_ATTR_REPLACE] = __ATTR(replace, 0444, lp_kobj_show, NULL),
+	[LP_ATTR_PATCHED] = __ATTR(patched, 0444, lp_kobj_show, NULL),
+};
+
+/* Which patch (and object) a kobject is; handlers run only while it exists. */
+static int lp_dir_of(struct kobject *kobj, u32 *patch, u32 *obj)
 {
-	unsigned long key = (unsigned long)m->private;
-	char *buf = kmalloc(LP_SHOW_MAX, GFP_KERNEL);
-	int len;
+	u32 p, o;
 
-	if (!buf)
-		return -ENOMEM;
-	len = lp_rs_attr_show(key >> 8, key & 0xff, buf, LP_SHOW_MAX);
-	if (len > 0)
-		seq_write(m, buf, len);
-	kfree(buf);
-	return len < 0 ? len : 0;
+	for (p = 0; p < LP_MAX_DIRS; p++) {
+		if (READ_ONCE(lp_dirs[p].patch) == kobj) {
+			*patch = p;
+			*obj = 0;
+			return 0;
+		}
+		for (o = 0; o < LP_REG_OBJS; o++) {
+			if (READ_ONCE(lp_dirs[p].objs[o]) == kobj) {
+				*patch = p;
+				*obj = o;
+				return 0;
+			}
+		}
+	}
+	return -ENOENT;
 }
 
-static int lp_attr_open(struct inode *inode, struct file *file)
+static ssize_t lp_kobj_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
 {
-	return single_open(file, lp_attr_show, inode->i_private);
+	u32 patch, obj, a = attr - lp_kattrs;
+
+	if (lp_dir_of(kobj, &patch, &obj))
+		return -ENOENT;
+	return lp_rs_attr_show(patch, a | obj << 8, buf, PAGE_SIZE);
 }
 
-static ssize_t lp_attr_write(struct file *file, const char __user *ubuf, size_t len, loff_t *off)
+static ssize_t lp_kobj_store(struct kobject *kobj, struct kobj_attribute *attr, const char *buf,
+			     size_t count)
 {
-	unsigned long key = (unsigned long)((struct seq_file *)file->private_data)->private;
-	char buf[32] = {};
+	u32 patch, obj, a = attr - lp_kattrs;
 	int ret;
 
-	if (len >= sizeof(buf))
-		return -EINVAL;
-	if (copy_from_user(buf, ubuf, len))
-		return -EFAULT;
-	ret = lp_rs_attr_store(key >> 8, key & 0xff, buf, len);
-	return ret < 0 ? ret : len;
+	if (lp_dir_of(kobj, &patch, &obj))
+		return -ENOENT;
+	ret = lp_rs_attr_store(patch, a, buf, count);
+	return ret < 0 ? ret : count;
 }
 
-static const struct file_operations lp_attr_fops = {
-	.owner = THIS_MODULE,
-	.open = lp_attr_open,
-	.read = seq_read,
-	.llseek = seq_lseek,
-	.release = single_release,
-	.write = lp_attr_write,
-};
-
-static const char *const lp_attr_names[] = {
-	[LP_ATTR_ENABLED] = "enabled",
-	[LP_ATTR_TRANSITION] = "transition",
-	[LP_ATTR_FORCE] = "force",
-	[LP_ATTR_STALLS] = "stalls",
-	[LP_ATTR_STATS] = "stats",
-};
-
-int lp_shim_debugfs_add(u32 patch, const char *name)
+/*
+ * /proc/livepatch_rs_patch_state (0400): every task's patch state, one "<pid> <state>" line
+ * each, the value /proc/<pid>/patch_state shows for the kernel's livepatch (-1 between
+ * transitions, 0 unpatched, 1 patched). The task list is read under RCU; records are found
+ * lock-free with preemption disabled (a removed record is freed only after every CPU has
+ * scheduled once).
+ */
+static int lp_patch_state_show(struct seq_file *m, void *v)
 {
-	struct dentry *dir;
-	u32 a;
+	struct task_struct *g, *t;
 
-	if (!lp_root)
-		lp_root = debugfs_create_dir("livepatch_rs", NULL);
-	if (IS_ERR(lp_root))
-		return PTR_ERR(lp_root);
-	dir = debugfs_create_dir(name, lp_root);
-	if (IS_ERR(dir))
-		return PTR_ERR(dir);
-	for (a = 0; a < ARRAY_SIZE(lp_attr_names); a++) {
-		umode_t mode = (a == LP_ATTR_ENABLED || a == LP_ATTR_FORCE) ? 0644 : 0444;
+	rcu_read_lock();
+	preempt_disable();
+	for_each_process_thread(g, t)
+		seq_printf(m, "%d %d\n", task_pid_nr(t), lp_rs_task_patch_state(t));
+	preempt_enable();
+	rcu_read_unlock();
+	return 0;
+}
 
-		debugfs_create_file(lp_attr_names[a], mode, dir,
-				    (void *)(unsigned long)(patch << 8 | a), &lp_attr_fops);
+int lp_shim_patch_state_file(bool on)
+{
+	if (!on) {
+		remove_proc_entry("livepatch_rs_patch_state", NULL);
+		return 0;
+	}
+	if (!proc_create_single("livepatch_rs_patch_state", 0400, NULL, lp_patch_state_show))
+		return -ENOMEM;
+	return 0;
+}
+
+int lp_shim_dir_add(u32 patch, const char *name, bool builtin)
+{
+	static const int attrs[] = { LP_ATTR_ENABLED, LP_ATTR_TRANSITION, LP_ATTR_FORCE,
+				     LP_ATTR_REPLACE, LP_ATTR_STALLS, LP_ATTR_STATS };
+	struct kobject *kobj, **root = builtin ? &lp_builtin_root : &lp_root;
+	int i, ret;
+
+	if (!*root) {
+		*root = kobject_create_and_add(builtin ? "livepatch_rs_builtin" : "livepatch_rs",
+					       kernel_kobj);
+		if (!*root)
+			return -ENOMEM;
+	}
+	if (patch >= LP_MAX_DIRS || lp_dirs[patch].patch)
+		return -EINVAL;
+	kobj = kobject_create_and_add(name, *root);
+	if (!kobj)
+		return -ENOMEM;
+	WRITE_ONCE(lp_dirs[patch].patch, kobj);
+	for (i = 0; i < ARRAY_SIZE(attrs); i++) {
+		ret = sysfs_create_file(kobj, &lp_kattrs[attrs[i]].attr);
+		if (ret)
+			return ret;	/* the caller removes the directory */
 	}
 	return 0;
 }
 
-void lp_shim_debugfs_remove(void)
+int lp_shim_dir_add_object(u32 patch, u32 obj, const char *name)
 {
-	debugfs_remove(lp_root);
+	struct kobject *kobj;
+
+	if (patch >= LP_MAX_DIRS || !lp_dirs[patch].patch || obj >= LP_REG_OBJS || lp_dirs[patch].objs[obj])
+		return -EINVAL;
+	kobj = kobject_create_and_add(name, lp_dirs[patch].patch);
+	if (!kobj)
+		return -ENOMEM;
+	WRITE_ONCE(lp_dirs[patch].objs[obj], kobj);
+	return sysfs_create_file(kobj, &lp_kattrs[LP_ATTR_PATCHED].attr);
+}
+
+/* As the kernel names it: "<function>,<sympos>", sympos 0 shown as 1. */
+int lp_shim_dir_add_func(u32 patch, u32 obj, const char *name, unsigned long sympos)
+{
+	struct lp_dir *d;
+	struct kobject *kobj;
+	char buf[LP_REG_NAME + 24];
+
+	if (patch >= LP_MAX_DIRS || obj >= LP_REG_OBJS)
+		return -EINVAL;
+	d = &lp_dirs[patch];
+	if (!d->objs[obj] || d->nfuncs >= LP_REG_FUNCS)
+		return -EINVAL;
+	snprintf(buf, sizeof(buf), "%s,%lu", name, sympos ? sympos : 1);
+	kobj = kobject_create_and_add(buf, d->objs[obj]);
+	if (!kobj)
+		return -ENOMEM;
+	d->funcs[d->nfuncs++] = kobj;
+	return 0;
+}
+
+/*
+ * Removes one patch's directory. Removal waits for the files' handlers in progress, which
+ * take the engine lock: never call it with the engine lock held, nor from a handler.
+ */
+int lp_shim_dir_remove(u32 patch)
+{
+	struct lp_dir *d;
+	u32 i;
+
+	if (patch >= LP_MAX_DIRS || !lp_dirs[patch].patch)
+		return -ENOENT;
+	d = &lp_dirs[patch];
+	for (i = 0; i < d->nfuncs; i++)
+		kobject_put(d->funcs[i]);
+	for (i = 0; i < LP_REG_OBJS; i++) {
+		if (d->objs[i]) {
+			kobject_put(d->objs[i]);
+			WRITE_ONCE(d->objs[i], NULL);
+		}
+	}
+	kobject_put(d->patch);
+	WRITE_ONCE(d->patch, NULL);
+	d->nfuncs = 0;
+	return 0;
+}
+
+static void lp_reap_dirs_fn(struct work_struct *w)
+{
+	lp_rs_reap();
+}
+static DECLARE_WORK(lp_reap_dirs_work, lp_reap_dirs_fn);
+
+void lp_shim_queue_reap(void)
+{
+	schedule_work(&lp_reap_dirs_work);
+}
+
+void lp_shim_cancel_reap(void)
+{
+	cancel_work_sync(&lp_reap_dirs_work);
+}
+
+void lp_shim_dir_remove_all(void)
+{
+	u32 p;
+
+	for (p = 0; p < LP_MAX_DIRS; p++)
+		lp_shim_dir_remove(p);
+	kobject_put(lp_root);
 	lp_root = NULL;
+	kobject_put(lp_builtin_root);
+	lp_builtin_root = NULL;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1119,6 +1441,12 @@ bool lp_shim_module_get(void)
 void lp_shim_module_put(void)
 {
 	module_put(THIS_MODULE);
+}
+
+/* The engine's events, with the kernel's livepatch prefix (see control.rs). */
+void lp_shim_klp_log(const char *msg, int len)
+{
+	printk(KERN_NOTICE "livepatch: %.*s\n", len, msg);
 }
 
 /* kernel-style logging from Rust without format strings crossing the boundary */

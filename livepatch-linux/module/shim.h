@@ -17,6 +17,8 @@ enum {
 	LP_ATTR_FORCE,
 	LP_ATTR_STALLS,
 	LP_ATTR_STATS,
+	LP_ATTR_REPLACE,
+	LP_ATTR_PATCHED,	/* of an object; its index in bits 8.. of the attribute */
 };
 
 struct task_struct;
@@ -42,6 +44,58 @@ typedef void (*lp_cpu_cb)(void *ctx, struct task_struct *curr, u32 cpu);
 int lp_shim_resolve(const char *name, bool exported, unsigned long *addr, unsigned long *size);
 void lp_shim_release(const char *name, bool exported);
 int lp_shim_extent(unsigned long addr, unsigned long *size);
+int lp_shim_find_symbol(const char *objname, const char *name, unsigned long sympos,
+			unsigned long *addr, unsigned long *size);
+int lp_shim_module_notifier(bool on);
+bool lp_shim_module_loaded(const char *name);
+
+/* Registration by patch modules (register.c, include/livepatch_rs.h), mirrored in shim.rs. */
+#define LP_REG_OBJS 4
+#define LP_REG_FUNCS 16
+#define LP_REG_STATES 4
+#define LP_REG_NAME 56
+struct lp_reg_func {
+	const char *name;
+	unsigned long sympos;
+	unsigned long new_addr;
+	u32 obj;
+};
+struct lp_reg_obj {
+	const char *name;	/* NULL: vmlinux */
+	void *klp;		/* struct klp_object *, for its callbacks */
+};
+struct lp_reg_state {
+	unsigned long id;
+	u32 version;
+	void *klp;		/* struct klp_state *, for klp_get_prev_state() */
+};
+struct lp_reg {
+	const char *patch_name;
+	void *module;		/* struct module * of the patch module */
+	bool replace;
+	u32 nobjs, nfuncs, nstates;
+	struct lp_reg_obj objs[LP_REG_OBJS];
+	struct lp_reg_func funcs[LP_REG_FUNCS];
+	struct lp_reg_state states[LP_REG_STATES];
+};
+enum { LP_CB_PRE_PATCH, LP_CB_POST_PATCH, LP_CB_PRE_UNPATCH, LP_CB_POST_UNPATCH };
+int lp_rs_register(const struct lp_reg *reg);
+void *lp_rs_prev_state(unsigned long id);
+bool lp_shim_engine_locked(void);
+int lp_shim_klp_callback(void *object, u32 which);
+bool lp_shim_patch_module_get(void *mod);
+void lp_shim_patch_module_put(void *mod);
+void lp_shim_queue_reap(void);
+void lp_shim_cancel_reap(void);
+void lp_rs_reap(void);
+/* Rust: a module is coming (0 or a negative errno refusing the load) / going. */
+struct module;
+int lp_rs_module_coming(struct module *mod);
+void lp_rs_module_going(struct module *mod);
+const char *lp_shim_module_name(struct module *mod);
+void lp_shim_notify_mod(void *mod);
+int lp_shim_first_symbol(const char *name, unsigned long *addr, unsigned long *size);
+unsigned long lp_shim_lookup_name(const char *name);
 struct lp_task_rec;
 int lp_shim_tracking(bool on);
 void lp_shim_tasks_exit(void);
@@ -80,8 +134,14 @@ void lp_shim_udelay(u32 us);
 u32 lp_shim_fentry_ret_offset(unsigned long func);
 void lp_shim_schedule_retry(u64 delay_ns);
 void lp_shim_cancel_retry(void);
-int lp_shim_debugfs_add(u32 patch, const char *name);
-void lp_shim_debugfs_remove(void);
+int lp_shim_dir_add(u32 patch, const char *name, bool builtin);
+int lp_shim_dir_add_object(u32 patch, u32 obj, const char *name);
+int lp_shim_dir_add_func(u32 patch, u32 obj, const char *name, unsigned long sympos);
+int lp_shim_dir_remove(u32 patch);
+void lp_shim_dir_remove_all(void);
+int lp_shim_patch_state_file(bool on);
+void lp_shim_klp_log(const char *msg, int len);
+int lp_rs_task_patch_state(struct task_struct *t);
 bool lp_shim_module_get(void);
 void lp_shim_module_put(void);
 void lp_shim_log(int level, const char *msg, int len);

@@ -39,6 +39,56 @@ pub(crate) const ATTR_TRANSITION: u32 = 1;
 pub(crate) const ATTR_FORCE: u32 = 2;
 pub(crate) const ATTR_STALLS: u32 = 3;
 pub(crate) const ATTR_STATS: u32 = 4;
+pub(crate) const ATTR_REPLACE: u32 = 5;
+pub(crate) const ATTR_PATCHED: u32 = 6;
+
+pub(crate) const LP_REG_OBJS: usize = 4;
+pub(crate) const LP_REG_FUNCS: usize = 16;
+pub(crate) const LP_REG_STATES: usize = 4;
+pub(crate) const LP_REG_NAME: usize = 56;
+
+/// `struct lp_reg_func`.
+#[repr(C)]
+pub(crate) struct RegFunc {
+    pub(crate) name: *const c_char,
+    pub(crate) sympos: c_ulong,
+    pub(crate) new_addr: c_ulong,
+    pub(crate) obj: u32,
+}
+
+/// `struct lp_reg_obj`.
+#[repr(C)]
+pub(crate) struct RegObj {
+    pub(crate) name: *const c_char,
+    pub(crate) klp: *mut c_void,
+}
+
+/// `struct lp_reg_state`.
+#[repr(C)]
+pub(crate) struct RegState {
+    pub(crate) id: c_ulong,
+    pub(crate) version: u32,
+    pub(crate) klp: *mut c_void,
+}
+
+/// `struct lp_reg`: a patch module's `klp_patch`, checked and flattened by `register.c`.
+#[repr(C)]
+pub(crate) struct Reg {
+    pub(crate) patch_name: *const c_char,
+    pub(crate) module: *mut c_void,
+    pub(crate) replace: bool,
+    pub(crate) nobjs: u32,
+    pub(crate) nfuncs: u32,
+    pub(crate) nstates: u32,
+    pub(crate) objs: [RegObj; LP_REG_OBJS],
+    pub(crate) funcs: [RegFunc; LP_REG_FUNCS],
+    pub(crate) states: [RegState; LP_REG_STATES],
+}
+
+pub(crate) const LP_CB_PRE_PATCH: u32 = 0;
+pub(crate) const LP_CB_POST_PATCH: u32 = 1;
+pub(crate) const LP_CB_PRE_UNPATCH: u32 = 2;
+pub(crate) const LP_CB_POST_UNPATCH: u32 = 3;
 
 type PinCb = unsafe extern "C" fn(*mut c_void, *mut TaskStruct) -> c_int;
 type FrameCb = unsafe extern "C" fn(*mut c_void, c_ulong) -> c_int;
@@ -49,6 +99,22 @@ extern "C" {
     pub(crate) fn lp_shim_resolve(name: *const c_char, exported: bool, addr: *mut c_ulong, size: *mut c_ulong) -> c_int;
     pub(crate) fn lp_shim_release(name: *const c_char, exported: bool);
     pub(crate) fn lp_shim_extent(addr: c_ulong, size: *mut c_ulong) -> c_int;
+    pub(crate) fn lp_shim_find_symbol(
+        objname: *const c_char,
+        name: *const c_char,
+        sympos: c_ulong,
+        addr: *mut c_ulong,
+        size: *mut c_ulong,
+    ) -> c_int;
+    pub(crate) fn lp_shim_module_notifier(on: bool) -> c_int;
+    pub(crate) fn lp_shim_module_loaded(name: *const c_char) -> bool;
+    pub(crate) fn lp_shim_module_name(module: *mut c_void) -> *const c_char;
+    pub(crate) fn lp_shim_notify_mod(module: *mut c_void);
+    pub(crate) fn lp_shim_klp_callback(object: *mut c_void, which: u32) -> c_int;
+    pub(crate) fn lp_shim_patch_module_get(module: *mut c_void) -> bool;
+    pub(crate) fn lp_shim_patch_module_put(module: *mut c_void);
+    pub(crate) fn lp_shim_queue_reap();
+    pub(crate) fn lp_shim_cancel_reap();
     pub(crate) fn lp_shim_hook_install(slot: u32, ip: c_ulong) -> c_int;
     pub(crate) fn lp_shim_hook_remove(slot: u32) -> c_int;
     pub(crate) fn lp_shim_tracking(on: bool) -> c_int;
@@ -82,8 +148,13 @@ extern "C" {
     pub(crate) fn lp_shim_fentry_ret_offset(func: c_ulong) -> u32;
     pub(crate) fn lp_shim_schedule_retry(delay_ns: u64);
     pub(crate) fn lp_shim_cancel_retry();
-    pub(crate) fn lp_shim_debugfs_add(patch: u32, name: *const c_char) -> c_int;
-    pub(crate) fn lp_shim_debugfs_remove();
+    pub(crate) fn lp_shim_dir_add(patch: u32, name: *const c_char, builtin: bool) -> c_int;
+    pub(crate) fn lp_shim_dir_add_object(patch: u32, obj: u32, name: *const c_char) -> c_int;
+    pub(crate) fn lp_shim_dir_add_func(patch: u32, obj: u32, name: *const c_char, sympos: c_ulong) -> c_int;
+    pub(crate) fn lp_shim_dir_remove(patch: u32) -> c_int;
+    pub(crate) fn lp_shim_dir_remove_all();
+    pub(crate) fn lp_shim_patch_state_file(on: bool) -> c_int;
+    pub(crate) fn lp_shim_klp_log(msg: *const c_char, len: c_int);
     pub(crate) fn lp_shim_module_get() -> bool;
     pub(crate) fn lp_shim_module_put();
     pub(crate) fn lp_shim_lock();
@@ -207,8 +278,17 @@ pub(crate) struct EngineGuard(());
 
 impl EngineGuard {
     pub(crate) fn lock() -> Self {
-        // SAFETY: process context (debugfs writes, the retry work, module init/exit).
+        // SAFETY: process context (sysfs writes, the retry work, module init/exit).
         unsafe { lp_shim_lock() };
+        EngineGuard(())
+    }
+
+    /// A guard for a lock the caller's caller holds (a callback the engine runs); it must be
+    /// forgotten (`mem::forget`), never dropped, since the lock is not this guard's to release.
+    ///
+    /// # Safety
+    /// The engine lock is held by code suspended while this guard lives.
+    pub(crate) unsafe fn assume_held() -> Self {
         EngineGuard(())
     }
 }

@@ -66,6 +66,19 @@ pub(crate) fn lookup(t: *mut TaskStruct) -> Option<&'static TaskPatchState> {
     record(t).map(|r| &r.state)
 }
 
+/// The patch state of task `t` as `/proc/<pid>/patch_state` shows it: -1 between transitions
+/// (and for a task without a record, which runs `UNTRACKED`'s universe), else 0 (unpatched) or
+/// 1 (patched). The caller keeps `t` alive (RCU).
+#[no_mangle]
+pub(crate) extern "C" fn lp_rs_task_patch_state(t: *mut TaskStruct) -> core::ffi::c_int {
+    use livepatch_core::PatchState;
+    match lookup(t).unwrap_or(&UNTRACKED).state() {
+        PatchState::Idle => -1,
+        PatchState::Unpatched => 0,
+        PatchState::Patched => 1,
+    }
+}
+
 /// The word the redirect handler reads for the current task.
 #[inline]
 pub(crate) fn current_state() -> &'static TaskPatchState {

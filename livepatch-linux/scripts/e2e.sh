@@ -57,7 +57,7 @@ PKGS_PINNED=(
     "rust-web-src=$RUST_PKG" "cargo-web=$RUST_PKG" "rustfmt-web=$RUST_PKG"
 )
 PKGS_PLAIN=(clang lld llvm libclang-dev flex bison bc libelf-dev libssl-dev cpio
-    qemu-system-x86 busybox-static xz-utils zstd python3 make)
+    qemu-system-x86 busybox-static xz-utils zstd python3 make kmod)
 BINDGEN_VER=0.69.5
 
 install_packages() {
@@ -170,7 +170,7 @@ s=$(date +%s)
 # Build in a scratch copy of our Kbuild dirs so the source tree stays clean; the core's sources are
 # referenced in place (see module/Kbuild).
 rm -rf "$WORK/mod"; mkdir -p "$WORK/mod"
-cp -r "$LPL/target" "$LPL/module" "$LPL/src" "$WORK/mod/"
+cp -r "$LPL/target" "$LPL/module" "$LPL/src" "$LPL/include" "$LPL/patches" "$WORK/mod/"
 if [ -x "$LPL/scripts/prepare-core.sh" ]; then
     "$LPL/scripts/prepare-core.sh" "$REPO" "$WORK/mod/module" || fail "preparing the core crate sources failed"
 fi
@@ -178,7 +178,28 @@ fi
     || { cat "$WORK/target-build.log"; fail "building lp_target.ko failed"; }
 "${KMAKE[@]}" -C "$KDIR" M="$WORK/mod/module" modules > "$WORK/module-build.log" 2>&1 \
     || { cat "$WORK/module-build.log"; fail "building livepatch_rs.ko failed"; }
-grep -iE 'warning' "$WORK/target-build.log" "$WORK/module-build.log" && fail "module build printed warnings"
+# Patch modules against include/livepatch_rs.h and livepatch_rs.ko's exports. The kernel's own
+# sample, with exactly one line changed: its include.
+sed 's|^#include <linux/livepatch.h>$|#include <livepatch_rs.h>|' "$KSRC/samples/livepatch/livepatch-sample.c" \
+    > "$WORK/mod/patches/lprs_sample.c"
+[ "$(diff "$KSRC/samples/livepatch/livepatch-sample.c" "$WORK/mod/patches/lprs_sample.c" | grep -c '^[<>]')" = 2 ] \
+    || fail "lprs_sample.c is not livepatch-sample.c with one line changed"
+"${KMAKE[@]}" -C "$KDIR" M="$WORK/mod/patches" KBUILD_EXTRA_SYMBOLS="$WORK/mod/module/Module.symvers" modules \
+    > "$WORK/patches-build.log" 2>&1 || { cat "$WORK/patches-build.log"; fail "building the patch modules failed"; }
+# The kernel's v6.12 livepatch selftest modules, each with its one include line changed (the
+# ones without <linux/livepatch.h> unchanged), against the same header.
+KST=$KSRC/tools/testing/selftests/livepatch
+mkdir -p "$WORK/mod/selftests"
+for f in "$KST"/test_modules/*.c; do
+    sed 's|^#include <linux/livepatch.h>$|#include <livepatch_rs.h>|' "$f" > "$WORK/mod/selftests/${f##*/}"
+    [ "$(diff "$f" "$WORK/mod/selftests/${f##*/}" | grep -c '^[<>]')" -le 2 ] || fail "${f##*/}: more than one line changed"
+done
+{ echo "obj-m := $(cd "$WORK/mod/selftests" && ls *.c | sed 's/\.c$/.o/' | tr '\n' ' ')"
+  echo "ccflags-y += -I$LPL/include"; } > "$WORK/mod/selftests/Kbuild"
+"${KMAKE[@]}" -C "$KDIR" M="$WORK/mod/selftests" KBUILD_EXTRA_SYMBOLS="$WORK/mod/module/Module.symvers" modules \
+    > "$WORK/selftests-build.log" 2>&1 || { cat "$WORK/selftests-build.log"; fail "building the selftest modules failed"; }
+grep -iE 'warning' "$WORK/target-build.log" "$WORK/module-build.log" "$WORK/patches-build.log" \
+    "$WORK/selftests-build.log" && fail "module build printed warnings"
 STEP_T[modules]=$(($(date +%s) - s))
 
 # ---------------------------------------------------------------------------------------------
@@ -189,15 +210,42 @@ R=$WORK/root
 rm -rf "$R"; mkdir -p "$R"/{bin,sbin,proc,sys,dev,tmp,lib/modules}
 cp /bin/busybox "$R/bin/busybox"
 for a in sh mount cat echo sleep date insmod rmmod lsmod grep sed awk cut tr head tail wc seq \
-         kill ps mkdir dmesg reboot poweroff usleep test "[" printf expr true false; do
+         kill ps mkdir dmesg reboot poweroff usleep test "[" printf expr true false ls stat; do
     ln -sf busybox "$R/bin/$a"
 done
-cp "$WORK/mod/target/lp_target.ko" "$WORK/mod/module/livepatch_rs.ko" "$R/lib/modules/"
+cp "$WORK/mod/target/lp_target.ko" "$WORK/mod/target/lp_late.ko" "$WORK/mod/module/livepatch_rs.ko" "$R/lib/modules/"
 find "$WORK/mod/module" -name 'livepatch_rs_*.ko' -exec cp {} "$R/lib/modules/" \; 2>/dev/null || true
+cp "$WORK"/mod/patches/*.ko "$R/lib/modules/"
 cp "$KDIR/samples/livepatch/livepatch-sample.ko" "$R/lib/modules/"
 gcc -static -O2 -pthread -o "$R/bin/lp_threads" "$LPL/target/lp_threads.c" \
     || fail "building the guest's lp_threads failed"
 cp "$LPL/scripts/guest-init.sh" "$R/init"
+# The kernel's selftest scripts, with only the sysfs root adapted, their modules, and what they
+# run: bash and the GNU tools and kmod they call (with their libraries: busybox has other
+# options and messages), an empty KDIR (they only check that it exists).
+mkdir -p "$R/selftests/test_modules" "$R/usr/bin" "$R/usr/sbin" "$R/lib64" "$R/lib/x86_64-linux-gnu"
+for f in "$KST"/functions.sh "$KST"/test-*.sh; do
+    sed 's|/sys/kernel/livepatch|/sys/kernel/livepatch_rs|g' "$f" > "$R/selftests/${f##*/}"
+done
+chmod +x "$R"/selftests/*.sh
+cp "$WORK"/mod/selftests/*.ko "$R/selftests/test_modules/"
+gcc -static -O2 -o "$R/selftests/test_klp-call_getpid" "$KST/test_klp-call_getpid.c" \
+    || fail "building test_klp-call_getpid failed"
+for b in /usr/bin/bash /usr/bin/date /usr/bin/diff /usr/bin/stat /usr/sbin/sysctl /usr/bin/getconf \
+         /usr/bin/kmod /usr/bin/id /usr/bin/seq /usr/bin/tr /usr/bin/sed /usr/bin/grep /usr/bin/awk \
+         /usr/bin/cat /usr/bin/sleep /usr/bin/dirname /usr/bin/basename /usr/bin/cut /usr/bin/head \
+         /usr/bin/tail /usr/bin/wc /usr/bin/ls /usr/bin/rm /usr/bin/mkdir /usr/bin/uname /usr/bin/env; do
+    [ -e "$b" ] || continue
+    cp -L "$b" "$R$b"
+    ldd "$b" 2>/dev/null | awk '/=>/ { print $3 } /ld-linux/ { print $1 }' | while read -r l; do
+        [ -f "$l" ] && cp -Ln "$l" "$R/lib/x86_64-linux-gnu/" 2>/dev/null; true
+    done
+done
+cp -L /lib64/ld-linux-x86-64.so.2 "$R/lib64/"
+for a in insmod rmmod modinfo lsmod; do ln -sf ../bin/kmod "$R/usr/sbin/$a"; done
+ln -sf /usr/bin/bash "$R/bin/bash"
+ln -sf /usr/bin/stat "$R/bin/stat"    # functions.sh calls /bin/stat --format
+mkdir -p "$R/lib/modules/$(cat "$KDIR/include/config/kernel.release")/build"
 chmod +x "$R/init"
 (cd "$R" && find . | cpio -o -H newc --quiet) > "$WORK/initramfs.cpio"
 
@@ -275,6 +323,8 @@ awk '
     function flush() { if (n) printf "  %-14s %-8s %-9s n=%-3d min %8.1f  median %8.1f  max %8.1f\n", k1, k2, k3, n, v[1], (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2), v[n] }
     { key = $1 " " $2 " " $3; if (key != last) { flush(); n = 0; last = key; k1 = $1; k2 = $2; k3 = $3 } v[++n] = $4 }
     END { flush() }'
+echo "the kernel's livepatch selftests (scenario 16: script | case | result):"
+grep -oE "LP-E2E: SELFTEST .*" "$LOG" | sed 's/^LP-E2E: SELFTEST /  /' || true
 echo "livepatch_rs completions (from its log):"
 grep -oE "livepatch_rs: ('[a-z_]+': (un)?patching complete in |  pass at ).*" "$LOG" | sed 's/^livepatch_rs: /  /' || true
 echo "-------------------------------------------------------------"

@@ -187,7 +187,7 @@ impl<'a> Engine<'a> {
         };
         for (_, f) in patch.funcs() {
             if f.node.linked.load(Ordering::Relaxed) {
-                if let Some((_, slot)) = self.find_slot(f.old()) {
+                if let Some((_, slot)) = f.old().and_then(|old| self.find_slot(old)) {
                     visit(slot, &f.node);
                 }
             }
@@ -249,7 +249,9 @@ fn find_slot<'a>(live: &'a Live<'a>, old: CodeRange) -> Option<(SlotId, &'a Func
 
 fn unpatch_object<'a>(live: &'a Live<'a>, obj: &Object<'a>) {
     for f in obj.funcs() {
-        unpatch_func(live, f.old(), &f.node);
+        if let Some(old) = f.old() {
+            unpatch_func(live, old, &f.node);
+        }
     }
     obj.patched.store(false, Ordering::Relaxed);
 }
@@ -271,7 +273,9 @@ fn func_name<'a>(patches: &LinkedList<PatchAdapter<'a>>, reason: StallReason) ->
         return None;
     };
     patches.iter().find_map(|p| {
-        p.funcs().find(|(_, f)| f.old() == function).map(|(o, f)| FuncName { object: o.name(), function: f.name() })
+        p.funcs()
+            .find(|(_, f)| f.old() == Some(function))
+            .map(|(o, f)| FuncName { object: o.name(), function: f.name() })
     })
 }
 

@@ -6,7 +6,7 @@ use crate::backend::Error as _;
 use crate::backend::{Backend, Scheduler, Task, Tracer};
 use crate::error::Error;
 use crate::ids::ObjectId;
-use crate::patch::{self, Object, Patch};
+use crate::patch::{self, Func, Object, Patch};
 use crate::state::PatchState;
 use crate::sync::Ordering;
 use crate::transition::Event;
@@ -30,6 +30,11 @@ impl<'a> Engine<'a> {
         if let Err(state) = patch.check_states(self.patches.iter()) {
             self.emit(Event::Incompatible(patch.name()));
             return Err(Error::IncompatibleState(state));
+        }
+        for obj in patch.objects() {
+            if b.tracer().object_loaded(obj.id()) && obj.funcs().iter().any(|f| f.old().is_none()) {
+                return Err(Error::Unresolved(obj.id()));
+            }
         }
         self.check_fits(patch, b)?;
         self.emit(Event::Enabling(patch.name()));
@@ -79,25 +84,48 @@ impl<'a> Engine<'a> {
         e
     }
 
-    /// Checks that `patch` can be stacked on the live set and that storage suffices.
+    /// Checks that `patch` can be stacked on the live set and that storage suffices (its
+    /// loaded objects' functions, all resolved).
     pub(super) fn check_fits<B: Backend>(&self, patch: &Patch<'a>, b: &B) -> Result<(), Error> {
+        let funcs = patch.funcs().filter(|(obj, _)| b.tracer().object_loaded(obj.id())).map(|(_, f)| f);
+        self.check_funcs_fit(funcs)
+    }
+
+    /// Checks that `funcs` (resolved, valid among themselves) can be stacked on the live set —
+    /// an original may be one the set already hooks, exactly; nothing else may overlap — and
+    /// that storage suffices for them.
+    pub(super) fn check_funcs_fit<'f>(&self, funcs: impl Iterator<Item = &'f Func<'a>> + Clone) -> Result<(), Error>
+    where
+        'a: 'f,
+    {
         let set = self.live.patched_set();
         let mut new_slots = 0usize;
         let mut new_ranges = 0usize;
-        for (obj, f) in patch.funcs() {
-            if !b.tracer().object_loaded(obj.id()) {
-                continue;
-            }
-            match set.first_overlap(f.old()) {
-                Some(hit) if hit.node.is_none() && hit.range == f.old() => {}
-                Some(_) => return Err(Error::Conflict(f.old())),
+        for (i, f) in funcs.clone().enumerate() {
+            let (Some(old), new) = (f.old(), f.new_code()) else {
+                return Err(Error::Conflict(f.new_code()));
+            };
+            match set.first_overlap(old) {
+                Some(hit) if hit.node.is_none() && hit.range == old => {}
+                Some(_) => return Err(Error::Conflict(old)),
+                // Several patches may stack on a function that is not hooked yet: one slot.
+                None if funcs.clone().take(i).any(|g| g.old() == Some(old)) => {}
                 None => {
                     new_slots += 1;
                     new_ranges += 1;
                 }
             }
-            if set.first_overlap(f.new_code()).is_some() {
-                return Err(Error::Conflict(f.new_code()));
+            if set.first_overlap(new).is_some() {
+                return Err(Error::Conflict(new));
+            }
+            for g in funcs.clone().take(i) {
+                let Some(g_old) = g.old() else { continue };
+                if (g_old != old && g_old.overlaps(old)) || g.new_code().overlaps(old) {
+                    return Err(Error::Conflict(old));
+                }
+                if g_old.overlaps(new) || g.new_code().overlaps(new) {
+                    return Err(Error::Conflict(new));
+                }
             }
             new_ranges += 1;
         }
@@ -151,14 +179,23 @@ impl<'a> Engine<'a> {
         b: &B,
     ) -> Result<(), Error> {
         for (i, f) in obj.funcs().iter().enumerate() {
-            let result = match self.slot_for(f.old(), obj.id()) {
+            let Some(old) = f.old() else {
+                for g in &obj.funcs()[..i] {
+                    if let Some(g_old) = g.old() {
+                        unpatch_func(self.live, g_old, &g.node);
+                    }
+                }
+                self.release_empty_slots(b);
+                return Err(Error::Unresolved(obj.id()));
+            };
+            let result = match self.slot_for(old, obj.id()) {
                 Some((id, slot)) => {
                     f.node.owner.store(patch.id().0, Ordering::Relaxed);
                     slot.push(&f.node);
                     if slot.hooked.load(Ordering::Relaxed) {
                         Ok(())
                     } else {
-                        match b.tracer().install(id, f.old()) {
+                        match b.tracer().install(id, old) {
                             Ok(()) => {
                                 slot.hooked.store(true, Ordering::Relaxed);
                                 Ok(())
@@ -178,7 +215,9 @@ impl<'a> Engine<'a> {
             };
             if let Err(e) = result {
                 for g in &obj.funcs()[..i] {
-                    unpatch_func(self.live, g.old(), &g.node);
+                    if let Some(g_old) = g.old() {
+                        unpatch_func(self.live, g_old, &g.node);
+                    }
                 }
                 self.release_empty_slots(b);
                 return Err(e);
@@ -201,7 +240,7 @@ impl<'a> Engine<'a> {
             if object.is_some_and(|o| slot.object() != Some(o)) {
                 continue;
             }
-            let covered = patch.funcs().any(|(_, f)| f.old() == orig);
+            let covered = patch.funcs().any(|(_, f)| f.old() == Some(orig));
             if !covered {
                 slot.nop.owner.store(patch.id().0, Ordering::Relaxed);
                 slot.nop.transition.store(true, Ordering::Relaxed);

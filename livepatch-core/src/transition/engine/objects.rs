@@ -5,6 +5,7 @@ use crate::backend::Backend;
 use crate::backend::Scheduler;
 use crate::error::Error;
 use crate::ids::ObjectId;
+use crate::patch::{self, Object};
 use crate::state::PatchState;
 use crate::sync::Ordering;
 use crate::transition::Event;
@@ -13,7 +14,15 @@ impl<'a> Engine<'a> {
     /// A module is loading (the kernel's `klp_module_coming`): patch its functions for every
     /// registered patch that covers it. A failing `pre_patch` refuses the load and undoes what
     /// this call did.
+    ///
+    /// The backend resolves the object's relocatable functions first
+    /// ([`Func::resolve`](crate::Func::resolve)); they are checked here as an enable checks a
+    /// patch — every function resolved ([`Error::Unresolved`]), each patch valid with its new
+    /// addresses ([`Error::Invalid`]), no conflict with live patched code or between patches
+    /// ([`Error::Conflict`]), storage enough — before any callback runs; a refusal changes
+    /// nothing.
     pub fn object_coming<B: Backend>(&mut self, object: ObjectId, b: &B) -> Result<(), Error> {
+        self.check_coming(object)?;
         let mut failure = None;
         let mut i = 0;
         while let Some(patch) = self.nth_patch(i) {
@@ -69,8 +78,25 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Checks the functions every registered patch replaces in `object`, which is coming.
+    fn check_coming(&self, object: ObjectId) -> Result<(), Error> {
+        let coming = || {
+            self.patches.iter().flat_map(move |p| {
+                p.objects().iter().filter(move |o| o.id() == object && !o.is_patched()).map(move |o| (p, o))
+            })
+        };
+        for (patch, obj) in coming() {
+            if obj.funcs().iter().any(|f| f.old().is_none()) {
+                return Err(Error::Unresolved(object));
+            }
+            patch::validate(patch)?;
+        }
+        self.check_funcs_fit(coming().flat_map(|(_, o)| o.funcs().iter()))
+    }
+
     /// A module is going away (the kernel's `klp_module_going`): revert its functions in every
-    /// patch, with `pre_unpatch` (except for the patch in transition) and `post_unpatch`.
+    /// patch, with `pre_unpatch` (except for the patch in transition) and `post_unpatch`, and
+    /// forget the addresses of its relocatable functions.
     pub fn object_going<B: Backend>(&mut self, object: ObjectId, b: &B) {
         let mut i = 0;
         while let Some(patch) = self.nth_patch(i) {
@@ -80,6 +106,7 @@ impl<'a> Engine<'a> {
             };
             if !obj.is_patched() {
                 obj.post_unpatch(&self.context(patch, obj));
+                forget_addresses(obj);
                 continue;
             }
             let in_transition = self.transition.is_some_and(|t| core::ptr::eq(t.patch, patch));
@@ -89,6 +116,7 @@ impl<'a> Engine<'a> {
             self.emit(Event::Reverting(patch.name(), obj.name()));
             unpatch_object(self.live, obj);
             obj.post_unpatch(&self.context(patch, obj));
+            forget_addresses(obj);
         }
         for slot in self.live.slots() {
             if slot.object() == Some(object) && slot.nop.linked.load(Ordering::Relaxed) {
@@ -98,5 +126,13 @@ impl<'a> Engine<'a> {
         self.release_empty_slots(b);
         let _ = self.publish(b);
         b.scheduler().synchronize();
+    }
+}
+
+/// Unresolves the relocatable functions of an object that is gone (none is patched any more).
+fn forget_addresses(obj: &Object<'_>) {
+    for f in obj.funcs().iter().filter(|f| f.is_relocatable()) {
+        // Cannot fail: the function is relocatable and its object was just unpatched.
+        let _ = f.unresolve();
     }
 }
