@@ -22,7 +22,7 @@ use livepatch_benches::layout::{self, Rng};
 use livepatch_benches::real::{KernelText, GROUP_BPF, GROUP_TCP};
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::patch::FuncNode;
-use livepatch_core::patched_set::IndexEntry;
+use livepatch_core::patched_set::{Hit, IndexEntry};
 use livepatch_core::{CodeAddr, CodeRange, TaskPatchState};
 
 /// Queries per kind; a power of two, many enough that the branch predictor cannot learn them.
@@ -47,7 +47,9 @@ fn cycle<T>(b: &mut criterion::Bencher<'_>, queries: &[CodeAddr], mut f: impl Fn
 }
 
 /// The baseline: a branch-free binary search over the sorted starts (a dense `usize` array),
-/// then one compare against the candidate's end. Returns the range's rank.
+/// then one compare against the candidate's end. Returns the range's rank (`bsearch_rank`);
+/// `bsearch` then reads the rank's record, so that it answers what `lookup` answers (the
+/// range, the slot and the variant: what the sweep needs).
 #[inline(always)]
 #[allow(clippy::incompatible_msrv)] // the benches build with the pinned 1.95 toolchain
 fn bsearch(starts: &[usize], ends: &[usize], a: usize) -> Option<u32> {
@@ -141,6 +143,7 @@ fn bench(c: &mut Criterion) {
         let ranges: Vec<(usize, usize)> = set.iter().map(|h| (h.range.start().get(), h.range.end().get())).collect();
         let starts: Vec<usize> = ranges.iter().map(|r| r.0).collect();
         let ends: Vec<usize> = ranges.iter().map(|r| r.1).collect();
+        let records: Vec<Hit<'static>> = set.iter().collect();
         for (kind, queries) in &case.queries {
             for &a in queries {
                 let want = ranges.iter().position(|r| r.0 <= a.get() && a.get() < r.1);
@@ -150,6 +153,9 @@ fn bench(c: &mut Criterion) {
             let mut group = c.benchmark_group(format!("lookup/{}/{kind}", case.layout));
             group.bench_with_input(BenchmarkId::new("ours", n), queries, |b, q| cycle(b, q, |a| set.lookup(a)));
             group.bench_with_input(BenchmarkId::new("bsearch", n), queries, |b, q| {
+                cycle(b, q, |a| bsearch(&starts, &ends, a.get()).map(|rank| records[rank as usize]))
+            });
+            group.bench_with_input(BenchmarkId::new("bsearch_rank", n), queries, |b, q| {
                 cycle(b, q, |a| bsearch(&starts, &ends, a.get()))
             });
             if n <= LINEAR_MAX {

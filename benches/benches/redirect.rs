@@ -12,6 +12,11 @@
 //!   installed, as ftrace hands the kernel's handler its `ftrace_ops`) and calling
 //!   `redirect::per_task_lazy(slot, || lookup(current))` for a per-task model fixed at build
 //!   time: no slot-index bounds check, no model dispatch.
+//! * `ours_slot_hook_cached`: `ours_slot_hook` with a per-CPU one-entry cache of (task, word)
+//!   in front of the table (`livepatch_benches::tasks::CpuCache`) — a proposal for the module,
+//!   not what it does today. With one call per iteration every call follows a context switch
+//!   (a new current task), so the cache always misses there; with 64 calls per iteration it
+//!   misses once per iteration.
 //! * `kernel`: `klp_ftrace_handler`'s decision, reading `current->patch_state` (one load, at its
 //!   offset in a `task_struct` laid out as the kernel's slab lays them out) only in transition.
 //! * `ours_decision` (one call per iteration only): the bare decision `redirect::per_task` with
@@ -30,7 +35,7 @@ use livepatch_benches::kernel::{
     KLP_TRANSITION_UNPATCHED,
 };
 use livepatch_benches::layout::{original, variant};
-use livepatch_benches::tasks::{TaskStructs, TaskTable};
+use livepatch_benches::tasks::{CpuCache, TaskStructs, TaskTable};
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::redirect::{self, Redirect};
 use livepatch_core::{CodeAddr, CodeRange, Live, PatchState, SlotId, TaskPatchState};
@@ -184,6 +189,15 @@ fn bench(c: &mut Criterion) {
                 redirect::per_task_lazy(black_box(slot), || table.lookup(t))
             })
         });
+        group.bench_function("ours_slot_hook_cached", |b| {
+            let cache = CpuCache::default();
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) & (TASKS - 1);
+                let t = black_box(addrs[i]);
+                redirect::per_task_lazy(black_box(slot), || cache.lookup(&table, t))
+            })
+        });
         group.bench_function("kernel", |b| {
             let mut i = 0;
             b.iter(|| {
@@ -226,6 +240,17 @@ fn bench(c: &mut Criterion) {
                 slots
                     .iter()
                     .fold(0usize, |acc, s| acc ^ as_addr(redirect::per_task_lazy(s, || table.lookup(t))).unwrap_or(1))
+            })
+        });
+        group.bench_function("ours_slot_hook_cached", |b| {
+            let cache = CpuCache::default();
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) & (TASKS - 1);
+                let (slots, t, cache) = black_box((&slot_refs[..], addrs[i], &cache));
+                slots.iter().fold(0usize, |acc, s| {
+                    acc ^ as_addr(redirect::per_task_lazy(s, || cache.lookup(&table, t))).unwrap_or(1)
+                })
             })
         });
         group.bench_function("kernel", |b| {
