@@ -18,6 +18,7 @@
 
 use criterion::{black_box, BenchmarkId, Criterion};
 use livepatch_benches::fixture::{patch, Fixture, BENCH_POLICY};
+use livepatch_benches::interleave;
 use livepatch_benches::layout::{self, Rng};
 use livepatch_benches::real::{KernelText, GROUP_BPF, GROUP_TCP};
 use livepatch_core::func_stack::FuncSlot;
@@ -44,6 +45,17 @@ fn cycle<T>(b: &mut criterion::Bencher<'_>, queries: &[CodeAddr], mut f: impl Fn
         i = (i + 1) & (QUERIES - 1);
         f(black_box(queries[i]))
     });
+}
+
+/// The same cycling for [`interleave::measure`]: `n` lookups per call.
+fn turns<'q, T>(queries: &'q [CodeAddr], mut f: impl FnMut(CodeAddr) -> T + 'q) -> impl FnMut(u64) + 'q {
+    let mut i = 0;
+    move |n| {
+        for _ in 0..n {
+            i = (i + 1) & (QUERIES - 1);
+            black_box(f(black_box(queries[i])));
+        }
+    }
 }
 
 /// The baseline: a branch-free binary search over the sorted starts (a dense `usize` array),
@@ -164,6 +176,20 @@ fn bench(c: &mut Criterion) {
                 });
             }
             group.finish();
+
+            // The same contenders in alternating turns: the ratios the goals are checked on.
+            let (mut ours, mut bs) = (
+                turns(queries, |a| set.lookup(a)),
+                turns(queries, |a| bsearch(&starts, &ends, a.get()).map(|rank| records[rank as usize])),
+            );
+            let mut bs_rank = turns(queries, |a| bsearch(&starts, &ends, a.get()));
+            let mut linear = turns(queries, |a| ranges.iter().position(|r| r.0 <= a.get() && a.get() < r.1));
+            let mut contenders: Vec<interleave::Contender<'_>> =
+                vec![("ours", &mut ours), ("bsearch", &mut bs), ("bsearch_rank", &mut bs_rank)];
+            if n <= LINEAR_MAX {
+                contenders.push(("linear", &mut linear));
+            }
+            interleave::measure(&format!("lookup/{}/{kind}/{n}", case.layout), &mut contenders);
         }
     }
 }
