@@ -18,11 +18,12 @@
 
 use criterion::{black_box, BenchmarkId, Criterion};
 use livepatch_benches::fixture::{patch, Fixture, BENCH_POLICY};
+use livepatch_benches::interleave;
 use livepatch_benches::layout::{self, Rng};
 use livepatch_benches::real::{KernelText, GROUP_BPF, GROUP_TCP};
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::patch::FuncNode;
-use livepatch_core::patched_set::IndexEntry;
+use livepatch_core::patched_set::{Hit, IndexEntry};
 use livepatch_core::{CodeAddr, CodeRange, TaskPatchState};
 
 /// Queries per kind; a power of two, many enough that the branch predictor cannot learn them.
@@ -46,8 +47,21 @@ fn cycle<T>(b: &mut criterion::Bencher<'_>, queries: &[CodeAddr], mut f: impl Fn
     });
 }
 
+/// The same cycling for [`interleave::measure`]: `n` lookups per call.
+fn turns<'q, T>(queries: &'q [CodeAddr], mut f: impl FnMut(CodeAddr) -> T + 'q) -> impl FnMut(u64) + 'q {
+    let mut i = 0;
+    move |n| {
+        for _ in 0..n {
+            i = (i + 1) & (QUERIES - 1);
+            black_box(f(black_box(queries[i])));
+        }
+    }
+}
+
 /// The baseline: a branch-free binary search over the sorted starts (a dense `usize` array),
-/// then one compare against the candidate's end. Returns the range's rank.
+/// then one compare against the candidate's end. Returns the range's rank (`bsearch_rank`);
+/// `bsearch` then reads the rank's record, so that it answers what `lookup` answers (the
+/// range, the slot and the variant: what the sweep needs).
 #[inline(always)]
 #[allow(clippy::incompatible_msrv)] // the benches build with the pinned 1.95 toolchain
 fn bsearch(starts: &[usize], ends: &[usize], a: usize) -> Option<u32> {
@@ -141,6 +155,7 @@ fn bench(c: &mut Criterion) {
         let ranges: Vec<(usize, usize)> = set.iter().map(|h| (h.range.start().get(), h.range.end().get())).collect();
         let starts: Vec<usize> = ranges.iter().map(|r| r.0).collect();
         let ends: Vec<usize> = ranges.iter().map(|r| r.1).collect();
+        let records: Vec<Hit<'static>> = set.iter().collect();
         for (kind, queries) in &case.queries {
             for &a in queries {
                 let want = ranges.iter().position(|r| r.0 <= a.get() && a.get() < r.1);
@@ -150,6 +165,9 @@ fn bench(c: &mut Criterion) {
             let mut group = c.benchmark_group(format!("lookup/{}/{kind}", case.layout));
             group.bench_with_input(BenchmarkId::new("ours", n), queries, |b, q| cycle(b, q, |a| set.lookup(a)));
             group.bench_with_input(BenchmarkId::new("bsearch", n), queries, |b, q| {
+                cycle(b, q, |a| bsearch(&starts, &ends, a.get()).map(|rank| records[rank as usize]))
+            });
+            group.bench_with_input(BenchmarkId::new("bsearch_rank", n), queries, |b, q| {
                 cycle(b, q, |a| bsearch(&starts, &ends, a.get()))
             });
             if n <= LINEAR_MAX {
@@ -158,6 +176,20 @@ fn bench(c: &mut Criterion) {
                 });
             }
             group.finish();
+
+            // The same contenders in alternating turns: the ratios the goals are checked on.
+            let (mut ours, mut bs) = (
+                turns(queries, |a| set.lookup(a)),
+                turns(queries, |a| bsearch(&starts, &ends, a.get()).map(|rank| records[rank as usize])),
+            );
+            let mut bs_rank = turns(queries, |a| bsearch(&starts, &ends, a.get()));
+            let mut linear = turns(queries, |a| ranges.iter().position(|r| r.0 <= a.get() && a.get() < r.1));
+            let mut contenders: Vec<interleave::Contender<'_>> =
+                vec![("ours", &mut ours), ("bsearch", &mut bs), ("bsearch_rank", &mut bs_rank)];
+            if n <= LINEAR_MAX {
+                contenders.push(("linear", &mut linear));
+            }
+            interleave::measure(&format!("lookup/{}/{kind}/{n}", case.layout), &mut contenders);
         }
     }
 }

@@ -12,6 +12,11 @@
 //!   installed, as ftrace hands the kernel's handler its `ftrace_ops`) and calling
 //!   `redirect::per_task_lazy(slot, || lookup(current))` for a per-task model fixed at build
 //!   time: no slot-index bounds check, no model dispatch.
+//! * `ours_slot_hook_cached`: `ours_slot_hook` with a per-CPU one-entry cache of (task, word)
+//!   in front of the table (`livepatch_benches::tasks::CpuCache`) — a proposal for the module,
+//!   not what it does today. With one call per iteration every call follows a context switch
+//!   (a new current task), so the cache always misses there; with 64 calls per iteration it
+//!   misses once per iteration.
 //! * `kernel`: `klp_ftrace_handler`'s decision, reading `current->patch_state` (one load, at its
 //!   offset in a `task_struct` laid out as the kernel's slab lays them out) only in transition.
 //! * `ours_decision` (one call per iteration only): the bare decision `redirect::per_task` with
@@ -25,12 +30,13 @@
 
 use criterion::{black_box, Criterion, Throughput};
 use livepatch_benches::fixture::{patch, Fixture, BENCH_POLICY};
+use livepatch_benches::interleave;
 use livepatch_benches::kernel::{
     klp_ftrace_handler, KTask, KlpOps, KlpPatch, KlpWorld, KLP_TRANSITION_IDLE, KLP_TRANSITION_PATCHED,
     KLP_TRANSITION_UNPATCHED,
 };
 use livepatch_benches::layout::{original, variant};
-use livepatch_benches::tasks::{TaskStructs, TaskTable};
+use livepatch_benches::tasks::{CpuCache, TaskStructs, TaskTable};
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::redirect::{self, Redirect};
 use livepatch_core::{CodeAddr, CodeRange, Live, PatchState, SlotId, TaskPatchState};
@@ -184,6 +190,15 @@ fn bench(c: &mut Criterion) {
                 redirect::per_task_lazy(black_box(slot), || table.lookup(t))
             })
         });
+        group.bench_function("ours_slot_hook_cached", |b| {
+            let cache = CpuCache::default();
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) & (TASKS - 1);
+                let t = black_box(addrs[i]);
+                redirect::per_task_lazy(black_box(slot), || cache.lookup(&table, t))
+            })
+        });
         group.bench_function("kernel", |b| {
             let mut i = 0;
             b.iter(|| {
@@ -192,6 +207,48 @@ fn bench(c: &mut Criterion) {
             })
         });
         group.finish();
+
+        // Alternating turns: the ratios the goal is checked on.
+        {
+            let cache = CpuCache::default();
+            let (mut a, mut b, mut c, mut d) = (0, 0, 0, 0);
+            let mut hook = |n: u64| {
+                for _ in 0..n {
+                    a = (a + 1) & (TASKS - 1);
+                    let t = black_box(addrs[a]);
+                    black_box(live.redirect_current(black_box(id), || table.lookup(t), black_box(CodeAddr(0))));
+                }
+            };
+            let mut slot_hook = |n: u64| {
+                for _ in 0..n {
+                    b = (b + 1) & (TASKS - 1);
+                    let t = black_box(addrs[b]);
+                    black_box(redirect::per_task_lazy(black_box(slot), || table.lookup(t)));
+                }
+            };
+            let mut cached = |n: u64| {
+                for _ in 0..n {
+                    c = (c + 1) & (TASKS - 1);
+                    let t = black_box(addrs[c]);
+                    black_box(redirect::per_task_lazy(black_box(slot), || cache.lookup(&table, t)));
+                }
+            };
+            let mut kernel = |n: u64| {
+                for _ in 0..n {
+                    d = (d + 1) & (TASKS - 1);
+                    black_box(klp_ftrace_handler(black_box(ops), black_box(structs.current(d))));
+                }
+            };
+            interleave::measure(
+                &format!("redirect/{}", case.name),
+                &mut [
+                    ("hook", &mut hook),
+                    ("slot_hook", &mut slot_hook),
+                    ("slot_hook_cached", &mut cached),
+                    ("kernel", &mut kernel),
+                ],
+            );
+        }
 
         // BATCH calls per iteration by one current task, on BATCH different functions: the
         // harness cost is shared, so time / BATCH is the per-call throughput.
@@ -228,6 +285,17 @@ fn bench(c: &mut Criterion) {
                     .fold(0usize, |acc, s| acc ^ as_addr(redirect::per_task_lazy(s, || table.lookup(t))).unwrap_or(1))
             })
         });
+        group.bench_function("ours_slot_hook_cached", |b| {
+            let cache = CpuCache::default();
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) & (TASKS - 1);
+                let (slots, t, cache) = black_box((&slot_refs[..], addrs[i], &cache));
+                slots.iter().fold(0usize, |acc, s| {
+                    acc ^ as_addr(redirect::per_task_lazy(s, || cache.lookup(&table, t))).unwrap_or(1)
+                })
+            })
+        });
         group.bench_function("kernel", |b| {
             let mut i = 0;
             b.iter(|| {
@@ -237,6 +305,54 @@ fn bench(c: &mut Criterion) {
             })
         });
         group.finish();
+
+        {
+            let cache = CpuCache::default();
+            let (mut a, mut b, mut c, mut d) = (0, 0, 0, 0);
+            let mut hook = |n: u64| {
+                for _ in 0..n {
+                    a = (a + 1) & (TASKS - 1);
+                    let (ids, t) = black_box((&ids[..], addrs[a]));
+                    black_box(ids.iter().fold(0usize, |acc, &id| {
+                        acc ^ as_addr(live.redirect_current(id, || table.lookup(t), CodeAddr(0))).unwrap_or(1)
+                    }));
+                }
+            };
+            let mut slot_hook = |n: u64| {
+                for _ in 0..n {
+                    b = (b + 1) & (TASKS - 1);
+                    let (slots, t) = black_box((&slot_refs[..], addrs[b]));
+                    black_box(slots.iter().fold(0usize, |acc, s| {
+                        acc ^ as_addr(redirect::per_task_lazy(s, || table.lookup(t))).unwrap_or(1)
+                    }));
+                }
+            };
+            let mut cached = |n: u64| {
+                for _ in 0..n {
+                    c = (c + 1) & (TASKS - 1);
+                    let (slots, t, cache) = black_box((&slot_refs[..], addrs[c], &cache));
+                    black_box(slots.iter().fold(0usize, |acc, s| {
+                        acc ^ as_addr(redirect::per_task_lazy(s, || cache.lookup(&table, t))).unwrap_or(1)
+                    }));
+                }
+            };
+            let mut kernel = |n: u64| {
+                for _ in 0..n {
+                    d = (d + 1) & (TASKS - 1);
+                    let (ops, current) = black_box((&ops[..], structs.current(d)));
+                    black_box(ops.iter().fold(0usize, |acc, o| acc ^ klp_ftrace_handler(o, current).unwrap_or(1)));
+                }
+            };
+            interleave::measure(
+                &format!("redirect_x{BATCH}/{}", case.name),
+                &mut [
+                    ("hook", &mut hook),
+                    ("slot_hook", &mut slot_hook),
+                    ("slot_hook_cached", &mut cached),
+                    ("kernel", &mut kernel),
+                ],
+            );
+        }
     }
     // The amortised harness alone: the same fold over BATCH pointers, without a decision.
     let nothing: Vec<usize> = (0..BATCH).collect();

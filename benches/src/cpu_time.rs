@@ -23,7 +23,7 @@ impl std::fmt::Debug for ThreadCpuTime {
 }
 
 /// The calling thread's CPU time so far.
-fn now() -> Duration {
+pub fn now() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable `timespec`; `CLOCK_THREAD_CPUTIME_ID` is supported on
     // every Linux the benches run on (the return value is checked anyway).

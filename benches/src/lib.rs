@@ -2,8 +2,8 @@
 //! ([`backend`]), a synthetic address layout and a seeded generator ([`layout`]), a real kernel's text
 //! ([`real`]), the task lookups of a module and of the kernel ([`tasks`]), engines built
 //! through the public API ([`fixture`]), ports of the Linux 6.12 algorithms the benches
-//! compare against ([`kernel`]), and a thread-CPU-time measurement for criterion
-//! ([`cpu_time`]).
+//! compare against ([`kernel`]), a thread-CPU-time measurement for criterion
+//! ([`cpu_time`]), and side-by-side timing in alternating turns ([`interleave`]).
 //!
 //! Everything here is built once per bench and leaked (`&'static`), so the engine's lifetimes
 //! are satisfied without self-referential structs.
@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod cpu_time;
 pub mod fixture;
+pub mod interleave;
 pub mod kernel;
 pub mod layout;
 pub mod real;

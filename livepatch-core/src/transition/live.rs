@@ -61,7 +61,8 @@ fn new_away_pages() -> [AtomicUsize; AWAY_WORDS] {
 #[derive(Clone, Copy)]
 pub(crate) struct AwayFilter<'l> {
     lo: usize,
-    hi: usize,
+    /// `hi - lo` (0 when no code is being switched away from).
+    span: usize,
     pages: &'l [AtomicUsize; AWAY_WORDS],
 }
 
@@ -70,7 +71,8 @@ impl AwayFilter<'_> {
     #[inline(always)]
     pub(crate) fn admits(&self, addr: CodeAddr) -> bool {
         let a = addr.get();
-        if a < self.lo || a >= self.hi {
+        // One unsigned compare for `lo <= a < hi`: below `lo` wraps above `span`.
+        if a.wrapping_sub(self.lo) >= self.span {
             return false;
         }
         let bit = (a >> AWAY_BLOCK_SHIFT) % AWAY_BITS;
@@ -208,7 +210,7 @@ impl<'a> Live<'a> {
     #[inline(always)]
     pub(crate) fn away_filter(&self) -> AwayFilter<'_> {
         let (lo, hi) = self.away_bounds();
-        AwayFilter { lo, hi, pages: &self.away_pages }
+        AwayFilter { lo, span: hi.saturating_sub(lo), pages: &self.away_pages }
     }
 
     /// The slot whose original function starts at `entry` (a hook's address-to-slot lookup).
@@ -370,7 +372,11 @@ mod tests {
         live.mark_away_pages(code);
         let filter = live.away_filter();
         assert!(filter.admits(CodeAddr(0x1_0ff0)) && filter.admits(CodeAddr(0x1_100f)));
-        assert!(!filter.admits(CodeAddr(0x1_1010)), "outside the bounds");
+        assert!(!filter.admits(CodeAddr(0x1_1010)), "above the bounds");
+        assert!(!filter.admits(CodeAddr(0x1_0fef)), "below the bounds, in a marked block");
+        assert!(!filter.admits(CodeAddr(usize::MAX)) && !filter.admits(CodeAddr(0)));
+        live.set_away_bounds(0, 0);
+        assert!(!live.away_filter().admits(CodeAddr(0)), "no code is being switched away from");
 
         live.set_away_bounds(0, usize::MAX);
         let filter = live.away_filter();
