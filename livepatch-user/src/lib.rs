@@ -28,6 +28,7 @@ pub mod hook;
 pub mod patch_so;
 mod poke;
 mod runtime;
+pub mod stop;
 mod sys;
 pub mod threads;
 pub mod walk;

@@ -35,8 +35,9 @@ fn stop_the_world_switches_all_threads_or_none() {
     assert!(rt.transition().is_none(), "the enable gave up");
     assert!(rt.list().is_empty(), "the cancelled patch is gone: {:?}", rt.list());
     let stalls = rt.stalls();
-    assert!(!stalls.is_empty() && stalls.iter().all(|s| s.tid != 0), "the held thread is reported: {stalls:?}");
-    assert!(stalls.iter().any(|s| s.report.contains("on stack") || s.report.contains("OnStack")), "{stalls:?}");
+    // The held thread, at least (a short-lived thread caught inside f -> g may be reported
+    // too; it has exited since, so its tid reads 0).
+    assert!(stalls.iter().any(|s| s.tid != 0 && s.report.contains("in function g")), "the held thread: {stalls:?}");
     assert_eq!(common::calls_of(&t, 1), 0, "no thread ever ran version 1 (all or none)");
     let stats = rt.stats();
     assert_eq!(stats.transitions, 0);
@@ -47,7 +48,7 @@ fn stop_the_world_switches_all_threads_or_none() {
     // Released: one attempt switches every thread at once.
     (t.release_holder)();
     std::thread::sleep(Duration::from_millis(5));
-    let before: Vec<i64> = (0..3).map(|r| (t.calls)(r, 1) as i64).collect();
+    let before: Vec<i64> = (0..3).map(|r| (t.calls)(r, 1)).collect();
     let h = rt.apply(p1).expect("apply again");
     let summary = rt.wait(Duration::from_secs(10)).expect("the enable completes");
     assert!(rt.transition().is_none());
@@ -55,7 +56,7 @@ fn stop_the_world_switches_all_threads_or_none() {
     assert!(summary.switched >= 4, "every pending thread switched in one stop: {summary:?}");
     // The spinning threads (records 0 and 1) now run version 1.
     let t0 = Instant::now();
-    while (0..2).any(|r| (t.calls)(r, 1) as i64 == before[r as usize]) {
+    while (0..2).any(|r| (t.calls)(r, 1) == before[r as usize]) {
         assert!(t0.elapsed() < Duration::from_secs(5), "a worker still runs the old version");
         std::thread::sleep(Duration::from_millis(1));
     }

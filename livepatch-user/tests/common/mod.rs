@@ -131,7 +131,7 @@ pub(crate) fn load(name: &str) -> Target {
 
 /// The g calls of `version` over every thread record.
 pub(crate) fn calls_of(t: &Target, version: c_int) -> i64 {
-    (0..64).map(|r| (t.calls)(r, version) as i64).sum()
+    (0..64).map(|r| (t.calls)(r, version)).sum()
 }
 
 /// Waits until the target's workers all started.
