@@ -75,6 +75,11 @@ pub struct Stats {
     /// Stop signals sent (one per thread per stop, plus one per thread found inside a hook
     /// decision and signalled again).
     pub stop_signals: u64,
+    /// The stops' pauses summed (from locking the thread registry to releasing every
+    /// thread), in ns.
+    pub stop_pause_ns_total: u64,
+    /// The longest stop's pause, in ns.
+    pub stop_pause_ns_max: u64,
 }
 
 struct Inner {
@@ -321,7 +326,7 @@ impl Runtime {
     /// Counters.
     pub fn stats(&self) -> Stats {
         let inner = self.inner();
-        let (stops, stop_timeouts, stop_signals) = crate::stop::counters();
+        let (stops, stop_timeouts, stop_signals, stop_pause_ns_total, stop_pause_ns_max) = crate::stop::counters();
         Stats {
             transitions: inner.transitions,
             passes: inner.passes,
@@ -333,6 +338,8 @@ impl Runtime {
             stops,
             stop_timeouts,
             stop_signals,
+            stop_pause_ns_total,
+            stop_pause_ns_max,
         }
     }
 }

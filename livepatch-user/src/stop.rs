@@ -53,6 +53,9 @@ static GATE: AtomicU32 = AtomicU32::new(0);
 static ROUNDS: AtomicU64 = AtomicU64::new(0);
 /// Stop signals sent (first signals and retries).
 pub(crate) static STOP_SIGNALS: AtomicU64 = AtomicU64::new(0);
+/// Time from locking the registry to opening the gate, summed over stops and the longest.
+static PAUSE_NS_TOTAL: AtomicU64 = AtomicU64::new(0);
+static PAUSE_NS_MAX: AtomicU64 = AtomicU64::new(0);
 /// Stops given up because a thread did not park in time.
 pub(crate) static STOP_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
 
@@ -115,6 +118,7 @@ pub(crate) fn view(task: &Thread) -> Stopped {
 /// Stops every registered thread but the caller, runs `f`, releases them; returns `f`'s
 /// result. Threads that did not park in time are seen by the walker as not stopped.
 pub(crate) fn stop_all<R>(f: impl FnOnce() -> R) -> R {
+    let began = Instant::now();
     let held = threads::hold();
     let me = threads::current().map_or(std::ptr::null(), |t| t as *const Thread);
     let round = ROUNDS.fetch_add(1, Ordering::Relaxed) + 1;
@@ -157,6 +161,9 @@ pub(crate) fn stop_all<R>(f: impl FnOnce() -> R) -> R {
     // `f` made is visible to a thread that sees the gate open.
     GATE.store(0, Ordering::Release);
     sys::futex_wake_all(&GATE);
+    let pause = began.elapsed().as_nanos() as u64;
+    PAUSE_NS_TOTAL.fetch_add(pause, Ordering::Relaxed);
+    PAUSE_NS_MAX.fetch_max(pause, Ordering::Relaxed);
     drop(others);
     drop(waiting);
     drop(held);
@@ -170,9 +177,16 @@ fn gate_value(round: u64) -> u32 {
     (round % u64::from(u32::MAX)) as u32 + 1
 }
 
-/// Stops so far: (stops, stops in which some thread did not park in time, signals sent).
-pub(crate) fn counters() -> (u64, u64, u64) {
-    (ROUNDS.load(Ordering::Relaxed), STOP_TIMEOUTS.load(Ordering::Relaxed), STOP_SIGNALS.load(Ordering::Relaxed))
+/// Stops so far: (stops, stops in which some thread did not park in time, signals sent,
+/// total and longest pause in ns).
+pub(crate) fn counters() -> (u64, u64, u64, u64, u64) {
+    (
+        ROUNDS.load(Ordering::Relaxed),
+        STOP_TIMEOUTS.load(Ordering::Relaxed),
+        STOP_SIGNALS.load(Ordering::Relaxed),
+        PAUSE_NS_TOTAL.load(Ordering::Relaxed),
+        PAUSE_NS_MAX.load(Ordering::Relaxed),
+    )
 }
 
 /// Installs the stop handler.
