@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The consistency stress on real threads in a release build: tests/stress.rs (mixed threads)
 # and tests/stress_busy.rs (busy threads only), 1 000 transitions each, tests/stress_stop_world.rs
-# (the stop-the-world model, 250 transitions), and the control
+# (the stop-the-world model, 100 transitions), and the control
 # (tests/force_detects.rs: forced transitions must be caught mixing versions).
 #
 #   livepatch-user/ci/stress.sh           # the CI step (about 25 s of tests on 2 cores, plus the build)

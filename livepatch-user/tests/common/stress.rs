@@ -115,13 +115,13 @@ pub(crate) fn run(name: &str, default_mix: [i32; 4]) {
 /// The stress under the stop-the-world model with `default_mix` threads: enable v1, replace
 /// it by the cumulative v2, disable; an attempt that finds any thread inside f or g fails,
 /// and after the policy's attempts the transition gives up (an enable is cancelled, a disable
-/// leaves the patch enabled, to be retried). Runs until a quarter of `LP_STRESS_TRANSITIONS`
+/// leaves the patch enabled, to be retried). Runs until a tenth of `LP_STRESS_TRANSITIONS`
 /// (default [`TRANSITIONS`]) transitions completed — with a busy thread, a stop that finds
 /// every stack clean takes tens of attempts; no chain may mix versions.
 pub(crate) fn run_stop_the_world(name: &str, default_mix: [i32; 4]) {
     use livepatch_core::Policy;
     let want: u64 =
-        std::env::var("LP_STRESS_TRANSITIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(TRANSITIONS).div_ceil(4);
+        std::env::var("LP_STRESS_TRANSITIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(TRANSITIONS).div_ceil(10);
     let policy = Policy { retry_delay_ns: 200_000, stop_attempts: 200, ..Policy::STOP_THE_WORLD };
     let rt = Runtime::init(policy).expect("init with the stop-the-world model");
     let t = super::load(name);
