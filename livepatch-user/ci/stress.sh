@@ -4,7 +4,7 @@
 # (the stop-the-world model, 100 transitions), and the control
 # (tests/force_detects.rs: forced transitions must be caught mixing versions).
 #
-#   livepatch-user/ci/stress.sh           # the CI step (about 25 s of tests on 2 cores, plus the build)
+#   livepatch-user/ci/stress.sh           # the CI step (about 40 s of tests on 2 cores, plus the build)
 #   livepatch-user/ci/stress.sh --weak    # the same with the core's orderings weakened
 #                                         # (`--cfg livepatch_weak_ordering`, as livepatch-core/ci/loom.sh
 #                                         # --weak), in a target directory of its own (a full rebuild).
