@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The consistency stress on real threads in a release build: tests/stress.rs (mixed threads)
-# and tests/stress_busy.rs (busy threads only), 1 000 transitions each, and the control
+# and tests/stress_busy.rs (busy threads only), 1 000 transitions each, tests/stress_stop_world.rs
+# (the stop-the-world model, 100 transitions), and the control
 # (tests/force_detects.rs: forced transitions must be caught mixing versions).
 #
-#   livepatch-user/ci/stress.sh           # the CI step (about 25 s of tests on 2 cores, plus the build)
+#   livepatch-user/ci/stress.sh           # the CI step (about 40 s of tests on 2 cores, plus the build)
 #   livepatch-user/ci/stress.sh --weak    # the same with the core's orderings weakened
 #                                         # (`--cfg livepatch_weak_ordering`, as livepatch-core/ci/loom.sh
 #                                         # --weak), in a target directory of its own (a full rebuild).
@@ -22,8 +23,8 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 start=$(date +%s)
 status=0
-cargo test --release -p livepatch-user --test stress --test stress_busy --test force_detects -- --nocapture \
+cargo test --release -p livepatch-user --test stress --test stress_busy --test stress_stop_world --test force_detects -- --nocapture \
     >"$log" 2>&1 || status=$?
-grep -E '^(stress|forced):|test result|panicked|^error' "$log" || true
+grep -E '^(stress|forced)( \(stop-the-world\))?:|test result|panicked|^error' "$log" || true
 echo "stress${1:+ $1}: $LP_STRESS_TRANSITIONS transitions per mix, $(($(date +%s) - start)) s"
 exit $status

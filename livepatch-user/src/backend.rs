@@ -10,8 +10,10 @@
 //!   user-space per-CPU pass, where the interrupted thread is held by construction.
 //! * **Hold a CPU** (the per-CPU pass): [`for_each_task_on_cpu`](Scheduler::for_each_task_on_cpu)
 //!   visits nothing; the kick handler does that pass's work.
-//! * **Stop the machine**: not offered; [`crate::Runtime::init`] refuses the stop-the-world
-//!   and freezer models, so [`stop_all`](Scheduler::stop_all) is never reached through them.
+//! * **Stop the machine**: [`stop_all`](Scheduler::stop_all) stops every registered thread
+//!   with a signal whose handler parks it after recording its interrupted context
+//!   ([`crate::stop`]); the walker then reads each parked thread's stack from that context.
+//!   The freezer model is refused by [`crate::Runtime::init`].
 
 use crate::hook;
 use crate::poke;
@@ -108,8 +110,7 @@ impl Scheduler for ProcessBackend {
     where
         F: FnOnce() -> R,
     {
-        // Only the stop-the-world model calls this, and `Runtime::init` refuses that model.
-        f()
+        crate::stop::stop_all(f)
     }
 
     fn schedule_retry(&self, delay_ns: u64) {
@@ -163,7 +164,8 @@ impl Tracer for ProcessBackend {
 
 /// Installs the kick handler.
 pub(crate) fn install_kick_handler() -> Result<(), crate::Error> {
-    sys::install_handler(poke::kick_signal(), on_kick, false).map_err(|e| crate::Error::Sys("sigaction(kick)", e))
+    sys::install_handler(poke::kick_signal(), on_kick, false, &[poke::fixup_signal(), crate::stop::stop_signal()])
+        .map_err(|e| crate::Error::Sys("sigaction(kick)", e))
 }
 
 /// A kicked thread checks its own stack from the interrupted context and switches if

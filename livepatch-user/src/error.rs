@@ -10,8 +10,8 @@ pub enum Error {
     AlreadyInitialised,
     /// The runtime has not been initialised.
     NotInitialised,
-    /// The policy's model needs a service this backend does not offer (stop-the-world and the
-    /// freezer need to stop threads; see the README's "Not supported").
+    /// The policy's model needs a service this backend does not offer (the freezer needs the
+    /// sweep to pin other threads; see the README's "Not supported").
     UnsupportedModel(&'static str),
     /// A system call failed.
     Sys(&'static str, std::io::Error),

@@ -14,6 +14,8 @@
 //!   signal's interrupted context); untrusted frames make the walk unreliable.
 //! * [`backend`]: the core's traits; stragglers are kicked with a real-time signal (`tgkill`)
 //!   whose handler checks and switches the thread.
+//! * [`stop`]: the stop-the-world model's stop: every registered thread parked by a signal,
+//!   its stack walked from the recorded context, all switched or none.
 //! * [`patch_so`]: patches come from shared objects that describe themselves.
 //! * [`Runtime`]: apply, disable, reverse, force, wait, list, stall reports.
 //! * [`control`]: a control socket for an operator's tool.
@@ -28,6 +30,7 @@ pub mod hook;
 pub mod patch_so;
 mod poke;
 mod runtime;
+pub mod stop;
 mod sys;
 pub mod threads;
 pub mod walk;

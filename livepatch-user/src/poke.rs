@@ -34,7 +34,7 @@ pub(crate) fn kick_signal() -> libc::c_int {
 }
 
 /// The signal of a fix-up round.
-fn fixup_signal() -> libc::c_int {
+pub(crate) fn fixup_signal() -> libc::c_int {
     libc::SIGRTMIN() + 3
 }
 
@@ -51,8 +51,10 @@ pub(crate) static FIXUPS_APPLIED: AtomicU64 = AtomicU64::new(0);
 
 /// Installs the trap and fix-up handlers.
 pub(crate) fn install_handlers() -> Result<(), crate::Error> {
-    sys::install_handler(libc::SIGTRAP, on_trap, true).map_err(|e| crate::Error::Sys("sigaction(SIGTRAP)", e))?;
-    sys::install_handler(fixup_signal(), on_fixup, false).map_err(|e| crate::Error::Sys("sigaction(fixup)", e))
+    sys::install_handler(libc::SIGTRAP, on_trap, true, &[crate::stop::stop_signal()])
+        .map_err(|e| crate::Error::Sys("sigaction(SIGTRAP)", e))?;
+    sys::install_handler(fixup_signal(), on_fixup, false, &[kick_signal(), crate::stop::stop_signal()])
+        .map_err(|e| crate::Error::Sys("sigaction(fixup)", e))
 }
 
 /// Writes `new` over `site` with the protocol above.

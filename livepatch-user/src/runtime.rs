@@ -68,6 +68,18 @@ pub struct Stats {
     pub fixups_applied: u64,
     /// Calls of hooked functions by unregistered threads (they ran the original).
     pub unregistered_calls: u64,
+    /// Stops of the stop-the-world model (each a completion attempt).
+    pub stops: u64,
+    /// Stops in which some thread did not park within [`crate::stop::STOP_TIMEOUT`].
+    pub stop_timeouts: u64,
+    /// Stop signals sent (one per thread per stop, plus one per thread found inside a hook
+    /// decision and signalled again).
+    pub stop_signals: u64,
+    /// The stops' pauses summed (from locking the thread registry to releasing every
+    /// thread), in ns.
+    pub stop_pause_ns_total: u64,
+    /// The longest stop's pause, in ns.
+    pub stop_pause_ns_max: u64,
 }
 
 struct Inner {
@@ -103,12 +115,13 @@ impl Runtime {
     /// Initialises the process's runtime with `policy`: registers for `membarrier`, installs
     /// the trap, fix-up and kick signal handlers (`SIGTRAP`, `SIGRTMIN+2`, `SIGRTMIN+3`).
     ///
-    /// Refuses the stop-the-world and freezer models ([`Error::UnsupportedModel`]) and a
-    /// second initialisation ([`Error::AlreadyInitialised`]).
+    /// With the stop-the-world model, also the stop handler (`SIGRTMIN+4`, [`crate::stop`]).
+    ///
+    /// Refuses the freezer model ([`Error::UnsupportedModel`]) and a second initialisation
+    /// ([`Error::AlreadyInitialised`]).
     pub fn init(policy: Policy) -> Result<&'static Runtime, Error> {
-        match policy.model {
-            Model::StopTheWorld | Model::Freezer => return Err(Error::UnsupportedModel(policy.model.name())),
-            _ => {}
+        if policy.model == Model::Freezer {
+            return Err(Error::UnsupportedModel(policy.model.name()));
         }
         if RUNTIME.get().is_some() {
             return Err(Error::AlreadyInitialised);
@@ -116,6 +129,9 @@ impl Runtime {
         sys::register_membarrier().map_err(|e| Error::Sys("membarrier(REGISTER)", e))?;
         poke::install_handlers()?;
         backend::install_kick_handler()?;
+        if policy.model == Model::StopTheWorld {
+            crate::stop::install_stop_handler()?;
+        }
         let storage: &'static EngineStorage<'static, SLOTS, RANGES> = Box::leak(Box::new(EngineStorage::new()));
         let live: &'static Live<'static> = Box::leak(Box::new(Live::new(storage, policy)));
         let rt = Runtime {
@@ -219,10 +235,16 @@ impl Runtime {
         if inner.engine.transition().is_none() {
             return Ok(None);
         }
-        let mut stalls = Vec::new();
+        // Reserved before the attempt, formatted after it: under the stop-the-world model
+        // the reports are made while every other thread is parked, possibly holding the
+        // allocator's lock (`crate::stop`).
+        let mut found: Vec<Straggler<'static>> = Vec::with_capacity(threads::count() + 8);
         let progress = inner.engine.try_complete(&self.backend, |s: &Straggler<'static>| {
-            stalls.push((s.task, s.to_string()));
+            if found.len() < found.capacity() {
+                found.push(*s);
+            }
         })?;
+        let stalls: Vec<(livepatch_core::TaskId, String)> = found.iter().map(|s| (s.task, s.to_string())).collect();
         let threads = threads::snapshot();
         let stalls: Vec<Stall> = stalls
             .into_iter()
@@ -304,6 +326,7 @@ impl Runtime {
     /// Counters.
     pub fn stats(&self) -> Stats {
         let inner = self.inner();
+        let (stops, stop_timeouts, stop_signals, stop_pause_ns_total, stop_pause_ns_max) = crate::stop::counters();
         Stats {
             transitions: inner.transitions,
             passes: inner.passes,
@@ -312,6 +335,11 @@ impl Runtime {
             fixup_signals: poke::FIXUP_SIGNALS.load(Ordering::Relaxed),
             fixups_applied: poke::FIXUPS_APPLIED.load(Ordering::Relaxed),
             unregistered_calls: hook::UNREGISTERED_CALLS.load(Ordering::Relaxed),
+            stops,
+            stop_timeouts,
+            stop_signals,
+            stop_pause_ns_total,
+            stop_pause_ns_max,
         }
     }
 }

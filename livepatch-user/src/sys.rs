@@ -93,14 +93,24 @@ pub(crate) fn protect(addr: usize, len: usize, prot: libc::c_int) -> io::Result<
 pub(crate) type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
 
 /// Installs `handler` for `sig` with `SA_SIGINFO | SA_RESTART` (`SA_NODEFER` too when
-/// `nodefer`: a trap inside the handler must not be blocked).
-pub(crate) fn install_handler(sig: libc::c_int, handler: Handler, nodefer: bool) -> io::Result<()> {
+/// `nodefer`: a trap inside the handler must not be blocked), blocking the signals of `mask`
+/// while it runs (the runtime's other handlers: one never interrupts another).
+pub(crate) fn install_handler(
+    sig: libc::c_int,
+    handler: Handler,
+    nodefer: bool,
+    mask: &[libc::c_int],
+) -> io::Result<()> {
     // SAFETY: a zeroed `sigaction` is a valid empty one; every field we rely on is set below.
     let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
     sa.sa_sigaction = handler as usize;
     sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | if nodefer { libc::SA_NODEFER } else { 0 };
     // SAFETY: `sa.sa_mask` is a valid sigset owned by `sa`.
     unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+    for &m in mask {
+        // SAFETY: as above.
+        unsafe { libc::sigaddset(&mut sa.sa_mask, m) };
+    }
     // SAFETY: `sa` is a fully initialised sigaction; the old action is not requested.
     let r = unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) };
     if r < 0 {
@@ -132,4 +142,25 @@ pub(crate) unsafe fn set_context_ip_sp(ctx: *mut libc::c_void, rip: usize, rsp: 
     let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
     uc.uc_mcontext.gregs[libc::REG_RIP as usize] = rip as i64;
     uc.uc_mcontext.gregs[libc::REG_RSP as usize] = rsp as i64;
+}
+
+/// Sleeps while `*word == expected` (`FUTEX_WAIT_PRIVATE`; returns on a wake-up, a signal, or
+/// when the word already differs). Async-signal-safe: a system call.
+pub(crate) fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32) {
+    // SAFETY: `word` is a live, aligned 4-byte atomic; the kernel only reads it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        )
+    };
+}
+
+/// Wakes every thread sleeping in [`futex_wait`] on `word`.
+pub(crate) fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
+    // SAFETY: as for `futex_wait`; a wake-up touches no memory of ours.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX) };
 }

@@ -47,6 +47,10 @@ pub struct Thread {
     pub(crate) fixup_round: AtomicU64,
     /// What this thread's last kick handler found ([`KickResult`], encoded).
     pub(crate) last_kick: AtomicU64,
+    /// Its answer to the last stop request (round and status, [`crate::stop`]).
+    pub(crate) stop_state: AtomicU64,
+    /// The interrupted `rip`, `rsp`, `rbp` its stop handler recorded before parking.
+    pub(crate) stop_regs: [AtomicUsize; 3],
 }
 
 /// What a kick handler found when it checked its thread's stack (the stall report's detail:
@@ -109,6 +113,8 @@ impl Thread {
             signals: AtomicU64::new(0),
             fixup_round: AtomicU64::new(0),
             last_kick: AtomicU64::new(0),
+            stop_state: AtomicU64::new(0),
+            stop_regs: [const { AtomicUsize::new(0) }; 3],
         }
     }
 
@@ -189,10 +195,49 @@ thread_local! {
     /// The calling thread's entry, or null. Const-initialised without a destructor, so a
     /// signal handler may read it.
     static CURRENT: Cell<*const Thread> = const { Cell::new(std::ptr::null()) };
+    /// The registry this thread holds locked for a stop ([`hold`]), or null.
+    static HELD: Cell<*const Registry> = const { Cell::new(std::ptr::null()) };
 }
 
 fn registry() -> MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The registry, locked by the calling thread for as long as it lives: no thread can join
+/// (be prepared, begin) or leave while it is held. The holder's own visits
+/// ([`for_each`], [`snapshot`]) go through it instead of locking again.
+pub(crate) struct Held(MutexGuard<'static, Registry>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(std::ptr::null()));
+    }
+}
+
+/// Locks the registry for a stop (see [`Held`]).
+pub(crate) fn hold() -> Held {
+    let guard = registry();
+    HELD.with(|h| h.set(&*guard as *const Registry));
+    Held(guard)
+}
+
+impl Held {
+    /// Every registered thread, in creation order.
+    pub(crate) fn threads(&self) -> impl Iterator<Item = &Arc<Thread>> {
+        self.0.threads.values()
+    }
+}
+
+/// Runs `f` on the registry: through the calling thread's [`Held`] guard if it holds one,
+/// else under the lock.
+fn with_registry<R>(f: impl FnOnce(&Registry) -> R) -> R {
+    let held = HELD.with(|h| h.get());
+    if held.is_null() {
+        return f(&registry());
+    }
+    // SAFETY: `HELD` is non-null only while this thread's `Held` guard lives (its `Drop`
+    // clears it), and the guard keeps the registry locked, so no other thread mutates it.
+    f(unsafe { &*held })
 }
 
 /// The calling thread's entry, if it is registered.
@@ -239,8 +284,10 @@ pub fn begin(token: Option<ChildToken>, base_fp: usize, patches_active: impl FnO
     if current().is_some() {
         return Err(Error::AlreadyRegistered);
     }
-    let entry = match token {
-        Some(ChildToken(t)) => t,
+    // Under the registry lock: a thread cannot begin during a stop (which holds it), so a
+    // stop sees every thread either started (and parked) or not started at all.
+    let (_reg, entry) = match token {
+        Some(ChildToken(t)) => (registry(), t),
         None => {
             if patches_active() {
                 return Err(Error::PatchesActive);
@@ -249,7 +296,7 @@ pub fn begin(token: Option<ChildToken>, base_fp: usize, patches_active: impl FnO
             let t = Arc::new(Thread::new(reg.next_seq));
             reg.next_seq += 1;
             reg.threads.insert(t.seq, t.clone());
-            t
+            (reg, t)
         }
     };
     entry.tid.store(crate::sys::gettid(), Ordering::Relaxed);
@@ -262,29 +309,38 @@ pub fn begin(token: Option<ChildToken>, base_fp: usize, patches_active: impl FnO
 /// Removes the calling thread from the registry (it must run no patched code afterwards).
 pub fn end() {
     let Some(t) = current() else { return };
+    // Under the registry lock: a stop either finds the thread registered (and stops it) or
+    // gone.
+    let mut reg = registry();
     t.flags.fetch_or(TaskFlags::EXITING.bits(), Ordering::Relaxed);
     let seq = t.seq;
     CURRENT.with(|c| c.set(std::ptr::null()));
-    registry().threads.remove(&seq);
+    reg.threads.remove(&seq);
 }
 
 /// Visits at most `max` threads with sequence number `>= from`, in creation order; returns
 /// the next sequence number to visit, or `None` after the last.
 pub(crate) fn for_each(from: u64, max: usize, mut f: impl FnMut(&Thread)) -> Option<u64> {
-    let reg = registry();
-    let mut it = reg.threads.range(from..);
-    for _ in 0..max {
-        match it.next() {
-            Some((_, t)) => f(t),
-            None => return None,
+    with_registry(|reg| {
+        let mut it = reg.threads.range(from..);
+        for _ in 0..max {
+            match it.next() {
+                Some((_, t)) => f(t),
+                None => return None,
+            }
         }
-    }
-    it.next().map(|(seq, _)| *seq)
+        it.next().map(|(seq, _)| *seq)
+    })
+}
+
+/// How many threads are registered.
+pub(crate) fn count() -> usize {
+    with_registry(|reg| reg.threads.len())
 }
 
 /// Every registered thread (a snapshot).
 pub(crate) fn snapshot() -> Vec<Arc<Thread>> {
-    registry().threads.values().cloned().collect()
+    with_registry(|reg| reg.threads.values().cloned().collect())
 }
 
 /// Waits until every registered thread has left the read-side section it was in when this

@@ -1,7 +1,10 @@
 //! Stack walks of the calling thread: by frame pointers, or conservatively.
 //!
-//! A thread only ever walks its own stack (from a hook, a safe point or a signal handler that
-//! interrupted it), starting where that entry point says ([`Start`]).
+//! A thread walks its own stack (from a hook, a safe point or a signal handler that
+//! interrupted it), starting where that entry point says ([`Start`]). The one exception is a
+//! stop of the stop-the-world model ([`crate::stop`]): its controller walks every parked
+//! thread from the context its stop handler recorded, and its own stack by the conservative
+//! scan.
 //!
 //! 1. **The frame-pointer chain** ([`chain`]): every return address on it must lie in
 //!    *trusted* code — objects declared built with frame pointers ([`trust_code`],
@@ -23,6 +26,7 @@
 //! the start of a hook decision until the trampoline's jump), is [`ErrorKind::InRedirect`].
 
 use crate::hook;
+use crate::stop::{self, Stopped};
 use crate::threads::{self, Thread};
 use livepatch_core::backend::{ErrorKind, StackWalker, WalkError};
 use livepatch_core::CodeAddr;
@@ -71,6 +75,11 @@ pub(crate) fn set_start(start: Start) -> Start {
 /// Marks the calling thread as inside a hook decision.
 pub(crate) fn set_in_hook(v: bool) -> bool {
     IN_HOOK.with(|s| s.replace(v))
+}
+
+/// Whether the calling thread is inside a hook decision.
+pub(crate) fn in_hook() -> bool {
+    IN_HOOK.with(|s| s.get())
 }
 
 /// The address of the calling thread's in-hook flag (a `Cell<bool>`: one byte, `false` is 0),
@@ -122,14 +131,15 @@ fn maybe_return_address(v: usize) -> bool {
 /// The longest `[rsp, rbp)` gap scanned in an interrupted frame (64 KiB).
 const MAX_SCAN: usize = 64 * 1024;
 
-/// The stack walker: walks the calling thread only.
+/// The stack walker: walks the calling thread (or, during a stop, the parked threads).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Walker;
 
 fn read(addr: usize) -> usize {
-    // SAFETY: every address passed here was checked to lie within the calling thread's live
-    // stack, between its current stack pointer and its start routine's frame record, and to
-    // be 8-aligned.
+    // SAFETY: every address passed here was checked to lie within the walked thread's live
+    // stack, between its stack pointer and its start routine's frame record, and to be
+    // 8-aligned. The walked thread is the calling thread, or a thread parked by a stop
+    // (`crate::stop`) whose stack cannot change until the stop ends.
     unsafe { std::ptr::read_volatile(addr as *const usize) }
 }
 
@@ -267,28 +277,43 @@ impl StackWalker for Walker {
     where
         F: FnMut(CodeAddr) -> ControlFlow<()>,
     {
-        let Some(me) = threads::current() else { return Err(WalkError::Backend(ErrorKind::Running)) };
-        if !std::ptr::eq(me, task) {
-            return Err(WalkError::Backend(ErrorKind::Running));
-        }
-        let base = task.base_fp();
-        let start = START.with(|s| s.get());
-        if base == 0 || start == Start::None {
-            return Err(WalkError::Backend(ErrorKind::Unreliable));
-        }
         let marker = 0u8;
         // Everything above this function's frame is the caller's.
         let here = &marker as *const u8 as usize;
-        let sp = match start {
-            Start::Call { sp, .. } => sp,
-            Start::Interrupted { pc, sp, .. } => {
-                let (t0, t1) = hook::trampoline_range();
-                if IN_HOOK.with(|h| h.get()) || (pc >= t0 && pc < t1) {
-                    return Err(WalkError::Backend(ErrorKind::InRedirect));
+        let base = task.base_fp();
+        let start = match stop::view(task) {
+            Stopped::NoStop => {
+                let Some(me) = threads::current() else { return Err(WalkError::Backend(ErrorKind::Running)) };
+                if !std::ptr::eq(me, task) {
+                    return Err(WalkError::Backend(ErrorKind::Running));
                 }
-                sp
+                let start = START.with(|s| s.get());
+                if let Start::Interrupted { pc, .. } = start {
+                    let (t0, t1) = hook::trampoline_range();
+                    if IN_HOOK.with(|h| h.get()) || (pc >= t0 && pc < t1) {
+                        return Err(WalkError::Backend(ErrorKind::InRedirect));
+                    }
+                }
+                start
             }
+            // A stop is running on this thread (the controller): see `crate::stop`.
+            Stopped::NotStarted => return Ok(0),
+            Stopped::Running => return Err(WalkError::Backend(ErrorKind::Running)),
+            // Its stop handler parked it only outside any hook decision.
+            Stopped::Parked { pc, sp, fp } => Start::Interrupted { pc, sp, fp },
+            Stopped::Controller => {
+                // Inside the engine: every frame above this one is scanned.
+                if base == 0 {
+                    return Err(WalkError::Backend(ErrorKind::Unreliable));
+                }
+                let mut e = Emitter { frame, n: 0, max: max_depth };
+                return finish(scan(here.next_multiple_of(8), base, &mut e));
+            }
+        };
+        let sp = match start {
+            _ if base == 0 => return Err(WalkError::Backend(ErrorKind::Unreliable)),
             Start::None => return Err(WalkError::Backend(ErrorKind::Unreliable)),
+            Start::Call { sp, .. } | Start::Interrupted { sp, .. } => sp,
         };
         let mut e = Emitter { frame, n: 0, max: max_depth };
         let mut outcome = chain(start, here, base, &mut e);
@@ -303,10 +328,15 @@ impl StackWalker for Walker {
                 outcome = scan(sp, base, &mut e);
             }
         }
-        match outcome {
-            Outcome::Done(n) => Ok(n),
-            Outcome::TooDeep => Err(WalkError::TooDeep),
-            Outcome::Unreliable => Err(WalkError::Backend(ErrorKind::Unreliable)),
-        }
+        finish(outcome)
+    }
+}
+
+/// The walk's result.
+fn finish(outcome: Outcome) -> Result<usize, WalkError<ErrorKind>> {
+    match outcome {
+        Outcome::Done(n) => Ok(n),
+        Outcome::TooDeep => Err(WalkError::TooDeep),
+        Outcome::Unreliable => Err(WalkError::Backend(ErrorKind::Unreliable)),
     }
 }

@@ -19,6 +19,8 @@ static struct lp_api api;
 
 _Thread_local int lp_chain = -1; /* version of the f running on this thread, -1: none */
 _Thread_local int lp_sleepy;     /* this thread naps inside patched functions */
+static _Thread_local int lp_hold; /* this thread waits inside g until released */
+static atomic_int hold_release, holding;
 static _Thread_local int lp_rec; /* this thread's record */
 
 #define VERSIONS 3
@@ -45,6 +47,11 @@ void target_nap(long ns) {
 
 __attribute__((noinline)) int g(int x) {
     target_record(0);
+    if (lp_hold) {
+        atomic_store(&holding, 1);
+        while (!atomic_load(&hold_release))
+            target_nap(100000);
+    }
     if (lp_sleepy && (x & 7) == 0)
         target_nap(50000);
     return x * 3;
@@ -112,6 +119,37 @@ static void *short_lived(void *token) {
     return 0;
 }
 
+/* Calls f once, held inside the original g (f and g on its stack) until released. */
+static void *holder(void *token) {
+    if (api.begin(token, __builtin_frame_address(0)))
+        return 0;
+    join_in();
+    lp_hold = 1;
+    f(0);
+    lp_hold = 0;
+    while (!atomic_load_explicit(&stop, memory_order_relaxed))
+        target_nap(100000);
+    api.end();
+    return 0;
+}
+
+static pthread_t holder_thread;
+
+/* Starts a thread that stays inside f -> g until `target_release_holder`; called from a
+ * registered thread (it prepares the child). Returns once the thread is inside g. */
+int target_start_holder(void) {
+    atomic_store(&hold_release, 0);
+    atomic_store(&holding, 0);
+    void *t = api.prepare();
+    if (!t || pthread_create(&holder_thread, 0, holder, t) != 0)
+        return -1;
+    while (!atomic_load(&holding))
+        target_nap(100000);
+    return 0;
+}
+
+void target_release_holder(void) { atomic_store(&hold_release, 1); }
+
 static void *churner(void *token) {
     if (api.begin(token, __builtin_frame_address(0)))
         return 0;
@@ -167,7 +205,10 @@ int target_running(void) { return atomic_load(&running); }
 
 void target_stop(void) {
     atomic_store(&stop, 1);
+    atomic_store(&hold_release, 1);
     pthread_join(root_thread, 0);
+    if (holder_thread)
+        pthread_join(holder_thread, 0);
 }
 
 long target_bad(void) { return atomic_load(&bad); }

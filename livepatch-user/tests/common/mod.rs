@@ -37,6 +37,10 @@ pub(crate) struct Target {
     pub(crate) plain: extern "C" fn(c_int) -> c_int,
     pub(crate) hooked: extern "C" fn(c_int) -> c_int,
     pub(crate) loop_: extern "C" fn(extern "C" fn(c_int) -> c_int, c_int) -> c_int,
+    /// Starts a thread held inside f -> g (call from a registered thread).
+    pub(crate) start_holder: extern "C" fn() -> c_int,
+    /// Lets the held thread return from g and f.
+    pub(crate) release_holder: extern "C" fn(),
     /// The patch objects: version 1, version 2 (cumulative).
     pub(crate) patches: [String; 2],
     /// The benchmarks' patch (replaces `target_hooked`).
@@ -116,11 +120,18 @@ pub(crate) fn load(name: &str) -> Target {
         plain: sym(h, "target_plain"),
         hooked: sym(h, "target_hooked"),
         loop_: sym(h, "target_loop"),
+        start_holder: sym(h, "target_start_holder"),
+        release_holder: sym(h, "target_release_holder"),
         patches: [p1.to_str().unwrap().to_owned(), p2.to_str().unwrap().to_owned()],
         bench_patch: bench.to_str().unwrap().to_owned(),
     };
     assert!(livepatch_user::patch_so::trust_object_containing(t.f as usize), "trust the target");
     t
+}
+
+/// The g calls of `version` over every thread record.
+pub(crate) fn calls_of(t: &Target, version: c_int) -> i64 {
+    (0..64).map(|r| (t.calls)(r, version)).sum()
 }
 
 /// Waits until the target's workers all started.

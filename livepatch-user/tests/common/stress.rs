@@ -111,3 +111,70 @@ pub(crate) fn run(name: &str, default_mix: [i32; 4]) {
     assert!(stats.kicks > 0, "stragglers were kicked");
     assert_eq!(stats.unregistered_calls, 0);
 }
+
+/// The stress under the stop-the-world model with `default_mix` threads: enable v1, replace
+/// it by the cumulative v2, disable; an attempt that finds any thread inside f or g fails,
+/// and after the policy's attempts the transition gives up (an enable is cancelled, a disable
+/// leaves the patch enabled, to be retried). Runs until a tenth of `LP_STRESS_TRANSITIONS`
+/// (default [`TRANSITIONS`]) transitions completed — with a busy thread, a stop that finds
+/// every stack clean takes tens of attempts; no chain may mix versions.
+pub(crate) fn run_stop_the_world(name: &str, default_mix: [i32; 4]) {
+    use livepatch_core::Policy;
+    let want: u64 =
+        std::env::var("LP_STRESS_TRANSITIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(TRANSITIONS).div_ceil(10);
+    let policy = Policy { retry_delay_ns: 200_000, stop_attempts: 200, ..Policy::STOP_THE_WORLD };
+    let rt = Runtime::init(policy).expect("init with the stop-the-world model");
+    let t = super::load(name);
+    let mix: Vec<i32> = std::env::var("LP_STRESS_MIX")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+        .filter(|m: &Vec<i32>| m.len() == 4)
+        .unwrap_or(default_mix.to_vec());
+    assert_eq!((t.start)(&super::API, mix[0], mix[1], mix[2], mix[3]), 0);
+    super::wait_running(&t, mix.iter().sum());
+    let [p1, p2] = &t.patches;
+    let wait = Duration::from_secs(20);
+    let t0 = Instant::now();
+    let mut gave_up = 0u64;
+    let mut round = 0u64;
+    // Runs the transition in progress to its end; `true` if it completed.
+    let mut finish = |what: &str| -> bool {
+        let before = rt.stats().transitions;
+        if let Err(e) = rt.wait(wait) {
+            panic!("{what}: {e}; stalls: {:#?}; {:?}", rt.stalls(), rt.stats());
+        }
+        let completed = rt.stats().transitions > before;
+        gave_up += u64::from(!completed);
+        completed
+    };
+    while rt.stats().transitions < want {
+        rt.apply(if round.is_multiple_of(2) { p1 } else { p2 }).expect("apply");
+        if finish("enable") && round.is_multiple_of(4) {
+            rt.apply(p2).expect("apply the replacement");
+            finish("replace");
+        }
+        // Disable whatever is enabled until nothing is (a disable that gives up leaves it).
+        while let Some(p) = rt.list().first().cloned() {
+            rt.disable(p.handle).expect("disable");
+            finish("disable");
+            assert!(t0.elapsed() < Duration::from_secs(600), "the disables never complete");
+        }
+        round += 1;
+        assert_eq!((t.bad)(), 0, "a chain mixed versions (f*16+g = {:#x}) in round {round}", (t.bad_detail)());
+    }
+    let elapsed = t0.elapsed();
+    (t.stop)();
+    let stats = rt.stats();
+    let per_version: Vec<i64> = (0..3).map(|v| super::calls_of(&t, v)).collect();
+    eprintln!(
+        "stress (stop-the-world): {} transitions ({gave_up} gave up) in {elapsed:.2?}; {stats:?}; \
+         g calls per version {per_version:?}; bad chains {}",
+        stats.transitions,
+        (t.bad)()
+    );
+    assert_eq!((t.bad)(), 0);
+    assert!(stats.transitions >= want);
+    assert!(per_version.iter().all(|&n| n > 0), "every version ran: {per_version:?}");
+    assert_eq!(stats.kicks, 0, "the stop-the-world model kicks nobody");
+    assert_eq!(stats.unregistered_calls, 0);
+}
