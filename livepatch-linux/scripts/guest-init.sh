@@ -521,6 +521,28 @@ scenario_patch_modules() {
     rmmod lp_late
 }
 
+# --- scenario 17: a patch module written in Rust ---------------------------------------------
+# lprs_rust.ko (patches/lprs_rust.rs) declares its patch with the livepatch_rs_patch crate
+# (patch-api/): cmdline_proc_show replaced, pre_patch/post_unpatch callbacks on vmlinux.
+scenario_rust_patch() {
+    RP=$LRM/lprs_rust
+    insmod $M/lprs_rust.ko || { failed "s17: insmod lprs_rust.ko"; return; }
+    wait_file $RP/transition 0 3000 >/dev/null
+    val $RP/enabled
+    [ "$V" = 1 ] && [ "$(cat /proc/cmdline)" = "this has been live patched by a Rust patch module" ] \
+        && [ -d $RP/vmlinux ] && ls -d $RP/vmlinux/cmdline_proc_show,* >/dev/null 2>&1 \
+        && dmesg | grep -q "lprs_rust: pre_patch: 1 function(s) of vmlinux (true)" \
+        && pass "s17: the Rust patch module registered its patch: $RP/vmlinux/$(ls $RP/vmlinux | grep cmdline), /proc/cmdline replaced, pre_patch ran" \
+        || { failed "s17: lprs_rust not enabled ($V): $(cat /proc/cmdline), dir $(ls $RP 2>&1 | tr '\n' ' ')"; return; }
+    rmmod_refused lprs_rust && pass "s17: the enabled Rust patch module cannot be removed (pinned)" \
+        || failed "s17: rmmod lprs_rust was not refused as in use"
+    echo 0 > $RP/enabled
+    wait_gone $RP 1000 && [ "$(cat /proc/cmdline)" = "$ORIG_CMDLINE" ] \
+        && dmesg | grep -q "lprs_rust: post_unpatch: 1 function(s) of vmlinux" && rmmod lprs_rust \
+        && pass "s17: disabled through its enabled file: original /proc/cmdline, post_unpatch ran, directory gone, module unloaded" \
+        || failed "s17: disabling lprs_rust: $(cat /proc/cmdline), dirs $(ls $LRM | tr '\n' ' ')"
+}
+
 # --- scenario 15: the sysfs interface ---------------------------------------------------------
 # The tree as the kernel's /sys/kernel/livepatch (own root), its permissions, and writes checked
 # like the kernel's: a bad value is -EINVAL, a second enable -EINVAL, another patch while a
@@ -629,7 +651,7 @@ case "$ONLY" in
         echo 0 > $LRS/cmdline/enabled; wait_file $LRS/cmdline/transition 0 3000 >/dev/null
         say "EXPECT $((EXPECT + 1))"
         finish ;;
-    stress|threads|storm|dist|late|modules|sysfs|selftests)
+    stress|threads|storm|dist|late|modules|rust|sysfs|selftests)
         expect 1
         insmod $M/livepatch_rs.ko && pass "livepatch_rs.ko loaded" || failed "insmod livepatch_rs.ko"
         case "$ONLY" in
@@ -639,6 +661,7 @@ case "$ONLY" in
             dist) expect 2; scenario_distributions ;;
             late) expect 5; scenario_late ;;
             modules) expect 7; scenario_patch_modules ;;
+            rust) expect 3; scenario_rust_patch ;;
             sysfs) expect 4; scenario_sysfs ;;
             selftests) expect 6; scenario_selftests ;;
         esac
@@ -662,6 +685,7 @@ if insmod $M/livepatch_rs.ko; then
     expect 1; scenario_fork_storm
     expect 5; scenario_late
     expect 7; scenario_patch_modules
+    expect 3; scenario_rust_patch
     expect 4; scenario_sysfs
     if [ "$QUICK" = 0 ]; then
         expect 6; scenario_selftests
