@@ -250,7 +250,7 @@ impl Runtime {
                     .engine
                     .patches()
                     .flat_map(|p| p.funcs())
-                    .find(|(_, f)| Some(f.old()) == range)
+                    .find(|(_, f)| range.is_some() && f.old() == range)
                     .map_or("?", |(_, f)| f.name());
                 format!("; its kick handler found function {name} on its stack")
             }

@@ -63,12 +63,7 @@ unsafe impl Sync for Func {}
 
 impl Func {
     /// The terminator of a function list (`{ }` in C).
-    pub const END: Func = Func {
-        old_name: ptr::null(),
-        new_func: ptr::null(),
-        old_sympos: 0,
-        lprs_reserved: 0,
-    };
+    pub const END: Func = Func { old_name: ptr::null(), new_func: ptr::null(), old_sympos: 0, lprs_reserved: 0 };
 
     /// Replace the function `old_name` (which must be the only one of that name in its
     /// object; see [`Func::sympos`]) by `new_func`.
@@ -80,12 +75,7 @@ impl Func {
     /// original, in any context the original runs in, e.g. atomic context), for as long as the
     /// patch module is loaded.
     pub const unsafe fn new(old_name: &'static CStr, new_func: *const ()) -> Func {
-        Func {
-            old_name: old_name.as_ptr(),
-            new_func: new_func.cast(),
-            old_sympos: 0,
-            lprs_reserved: 0,
-        }
+        Func { old_name: old_name.as_ptr(), new_func: new_func.cast(), old_sympos: 0, lprs_reserved: 0 }
     }
 
     /// `old_sympos`: the `pos`-th symbol named `old_name` in its object (1: the first), for a
@@ -266,6 +256,9 @@ unsafe impl Sync for Object {}
 
 impl Object {
     /// The terminator of an object list.
+    // A fresh terminator per use is what a list needs (its `module` is never written:
+    // livepatch_rs stops at the terminator).
+    #[allow(clippy::declare_interior_mutable_const)]
     pub const END: Object = Object {
         name: ptr::null(),
         funcs: ptr::null(),
@@ -352,19 +345,13 @@ pub struct State {
 
 impl State {
     /// The terminator of a state list.
-    pub const END: State = State {
-        id: 0,
-        version: 0,
-        data: AtomicPtr::new(ptr::null_mut()),
-    };
+    // A fresh terminator per use is what a list needs (its `data` is never used).
+    #[allow(clippy::declare_interior_mutable_const)]
+    pub const END: State = State { id: 0, version: 0, data: AtomicPtr::new(ptr::null_mut()) };
 
     /// State `id` (non-zero) at `version`.
     pub const fn new(id: usize, version: u32) -> State {
-        State {
-            id: id as c_ulong,
-            version: version as c_uint,
-            data: AtomicPtr::new(ptr::null_mut()),
-        }
+        State { id: id as c_ulong, version: version as c_uint, data: AtomicPtr::new(ptr::null_mut()) }
     }
 
     /// Its `data` pointer (for the patch's callbacks; livepatch_rs does not use it).
@@ -600,10 +587,7 @@ mod tests {
         assert_eq!(check_funcs(&[func(c"a")]), Err(ListError::Unterminated));
         assert_eq!(check_funcs(&[]), Err(ListError::Unterminated));
         assert_eq!(check_funcs(&[Func::END]), Err(ListError::Empty));
-        assert_eq!(
-            check_funcs(&[func(c"a"), Func::END, func(c"b"), Func::END]),
-            Err(ListError::EarlyEnd)
-        );
+        assert_eq!(check_funcs(&[func(c"a"), Func::END, func(c"b"), Func::END]), Err(ListError::EarlyEnd));
         // A function with only old_sympos set is not a terminator (as the header's iterator).
         assert_eq!(check_funcs(&[Func::END.sympos(1), Func::END]), Ok(()));
         assert_eq!(check_states(&[State::new(7, 1), State::END]), Ok(()));
@@ -620,10 +604,7 @@ mod tests {
     ];
     static OBJS: [Object; 3] = [
         Object::vmlinux(&FUNCS),
-        Object::module(c"lp_late", &FUNCS).callbacks(Callbacks {
-            pre_patch: Some(pre),
-            ..Callbacks::NONE
-        }),
+        Object::module(c"lp_late", &FUNCS).callbacks(Callbacks { pre_patch: Some(pre), ..Callbacks::NONE }),
         Object::END,
     ];
     static STATES: [State; 2] = [State::new(5, 2), State::END];

@@ -32,11 +32,8 @@ fn c_layout() -> Vec<(String, usize)> {
     let linux = dir.join("linux");
     std::fs::create_dir_all(&linux).unwrap();
     // The kernel headers the header includes: only the types it uses.
-    std::fs::write(
-        linux.join("types.h"),
-        "#include <stdbool.h>\n#include <stddef.h>\ntypedef unsigned int gfp_t;\n",
-    )
-    .unwrap();
+    std::fs::write(linux.join("types.h"), "#include <stdbool.h>\n#include <stddef.h>\ntypedef unsigned int gfp_t;\n")
+        .unwrap();
     for h in ["module.h", "ftrace.h", "completion.h", "list.h", "sched.h"] {
         std::fs::write(linux.join(h), "struct module;\n").unwrap();
     }
