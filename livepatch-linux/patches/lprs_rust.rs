@@ -4,7 +4,8 @@
 //! (`patch-api/`), for livepatch_rs.ko.
 //!
 //! It replaces vmlinux's `cmdline_proc_show()` (as the kernel's livepatch-sample.c does) and
-//! logs its vmlinux object's callbacks. Load it after livepatch_rs.ko; the patch appears as
+//! lp_late.ko's static `lp_late_value()` (a module object: patched whenever lp_late is loaded,
+//! also after the patch), and logs its objects' callbacks. Load it after livepatch_rs.ko; the patch appears as
 //! /sys/kernel/livepatch_rs/lprs_rust/; writing 0 to its `enabled` disables it, after which the
 //! module can be removed.
 
@@ -38,14 +39,36 @@ unsafe extern "C" fn lprs_rust_cmdline_proc_show(m: *mut bindings::seq_file, _v:
     0
 }
 
+/// The new `lp_late_value()`: `static int lp_late_value(void)` (the original returns 1).
+extern "C" fn lprs_rust_late_value() -> c_int {
+    4
+}
+
+/// The object's name as the log shows it.
+fn object_name(obj: &Object) -> &str {
+    obj.name().map_or("vmlinux", |n| n.to_str().unwrap_or("?"))
+}
+
 extern "C" fn pre_patch(obj: &Object) -> c_int {
-    pr_info!("pre_patch: {} function(s) of vmlinux ({})\n", obj.funcs().len(), obj.name().is_none());
+    pr_info!("pre_patch: {} function(s) of {}\n", obj.funcs().len(), object_name(obj));
     0
 }
 
-extern "C" fn post_unpatch(obj: &Object) {
-    pr_info!("post_unpatch: {} function(s) of vmlinux\n", obj.funcs().len());
+extern "C" fn post_patch(obj: &Object) {
+    let loaded = !obj.loaded_module().is_null();
+    pr_info!("post_patch: {} (module pointer set: {})\n", object_name(obj), loaded);
 }
+
+extern "C" fn post_unpatch(obj: &Object) {
+    pr_info!("post_unpatch: {} function(s) of {}\n", obj.funcs().len(), object_name(obj));
+}
+
+const CALLBACKS: Callbacks = Callbacks {
+    pre_patch: Some(pre_patch),
+    post_patch: Some(post_patch),
+    post_unpatch: Some(post_unpatch),
+    ..Callbacks::NONE
+};
 
 static FUNCS: [Func; 2] = [
     // SAFETY: lprs_rust_cmdline_proc_show is `extern "C"` with cmdline_proc_show's prototype
@@ -54,12 +77,17 @@ static FUNCS: [Func; 2] = [
     Func::END,
 ];
 
-static OBJS: [Object; 2] = [
-    Object::vmlinux(&FUNCS).callbacks(Callbacks {
-        pre_patch: Some(pre_patch),
-        post_unpatch: Some(post_unpatch),
-        ..Callbacks::NONE
-    }),
+static LATE_FUNCS: [Func; 2] = [
+    // SAFETY: lprs_rust_late_value is `extern "C"` with lp_late_value's prototype
+    // (int (*)(void)) and has no side effect; sympos 1: the first (and only) symbol of that
+    // name in lp_late.
+    unsafe { Func::new(c"lp_late_value", lprs_rust_late_value as *const ()) }.sympos(1),
+    Func::END,
+];
+
+static OBJS: [Object; 3] = [
+    Object::vmlinux(&FUNCS).callbacks(CALLBACKS),
+    Object::module(c"lp_late", &LATE_FUNCS).callbacks(CALLBACKS),
     Object::END,
 ];
 
