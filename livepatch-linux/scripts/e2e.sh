@@ -170,7 +170,7 @@ s=$(date +%s)
 # Build in a scratch copy of our Kbuild dirs so the source tree stays clean; the core's sources are
 # referenced in place (see module/Kbuild).
 rm -rf "$WORK/mod"; mkdir -p "$WORK/mod"
-cp -r "$LPL/target" "$LPL/module" "$LPL/src" "$LPL/include" "$LPL/patches" "$WORK/mod/"
+cp -r "$LPL/target" "$LPL/module" "$LPL/src" "$LPL/include" "$LPL/patches" "$LPL/patch-api" "$WORK/mod/"
 if [ -x "$LPL/scripts/prepare-core.sh" ]; then
     "$LPL/scripts/prepare-core.sh" "$REPO" "$WORK/mod/module" || fail "preparing the core crate sources failed"
 fi

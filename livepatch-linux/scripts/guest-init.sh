@@ -521,6 +521,38 @@ scenario_patch_modules() {
     rmmod lp_late
 }
 
+# --- scenario 17: a patch module written in Rust ---------------------------------------------
+# lprs_rust.ko (patches/lprs_rust.rs) declares its patch with the livepatch_rs_patch crate
+# (patch-api/): vmlinux's cmdline_proc_show and lp_late.ko's static lp_late_value (old_sympos 1,
+# module loaded after the patch), pre_patch/post_patch/post_unpatch callbacks on both objects.
+scenario_rust_patch() {
+    RP=$LRM/lprs_rust
+    insmod $M/lprs_rust.ko || { failed "s17: insmod lprs_rust.ko"; return; }
+    wait_file $RP/transition 0 3000 >/dev/null
+    val $RP/enabled
+    [ "$V" = 1 ] && [ "$(cat /proc/cmdline)" = "this has been live patched by a Rust patch module" ] \
+        && ls -d $RP/vmlinux/cmdline_proc_show,* >/dev/null 2>&1 && [ -d $RP/lp_late ] \
+        && dmesg | grep -q "lprs_rust: pre_patch: 1 function(s) of vmlinux" \
+        && ! dmesg | grep -q "lprs_rust: pre_patch: 1 function(s) of lp_late" \
+        && pass "s17: the Rust patch module registered its patch: $RP/vmlinux/$(ls $RP/vmlinux | grep cmdline), /proc/cmdline replaced, pre_patch ran for vmlinux only" \
+        || { failed "s17: lprs_rust not enabled ($V): $(cat /proc/cmdline), dir $(ls $RP 2>&1 | tr '\n' ' ')"; return; }
+    insmod $M/lp_late.ko || { failed "s17: insmod lp_late.ko under lprs_rust"; return; }
+    late_value
+    [ "$V" = 4 ] && dmesg | grep -q "lprs_rust: pre_patch: 1 function(s) of lp_late" \
+        && dmesg | grep -q "lprs_rust: post_patch: lp_late (module pointer set: true)" \
+        && ls -d $RP/lp_late/lp_late_value,1 >/dev/null 2>&1 && rmmod lp_late \
+        && dmesg | grep -q "lprs_rust: post_unpatch: 1 function(s) of lp_late" \
+        && pass "s17: its module object: lp_late loaded later runs the Rust lp_late_value (read 4), callbacks ran with the module set, lp_late unloads under it" \
+        || failed "s17: lprs_rust's lp_late object: read '$V', $(dmesg | grep -c 'lprs_rust: p.*lp_late') callback lines"
+    rmmod_refused lprs_rust && pass "s17: the enabled Rust patch module cannot be removed (pinned)" \
+        || failed "s17: rmmod lprs_rust was not refused as in use"
+    echo 0 > $RP/enabled
+    wait_gone $RP 1000 && [ "$(cat /proc/cmdline)" = "$ORIG_CMDLINE" ] \
+        && dmesg | grep -q "lprs_rust: post_unpatch: 1 function(s) of vmlinux" && rmmod lprs_rust \
+        && pass "s17: disabled through its enabled file: original /proc/cmdline, post_unpatch ran, directory gone, module unloaded" \
+        || failed "s17: disabling lprs_rust: $(cat /proc/cmdline), dirs $(ls $LRM | tr '\n' ' ')"
+}
+
 # --- scenario 15: the sysfs interface ---------------------------------------------------------
 # The tree as the kernel's /sys/kernel/livepatch (own root), its permissions, and writes checked
 # like the kernel's: a bad value is -EINVAL, a second enable -EINVAL, another patch while a
@@ -629,7 +661,7 @@ case "$ONLY" in
         echo 0 > $LRS/cmdline/enabled; wait_file $LRS/cmdline/transition 0 3000 >/dev/null
         say "EXPECT $((EXPECT + 1))"
         finish ;;
-    stress|threads|storm|dist|late|modules|sysfs|selftests)
+    stress|threads|storm|dist|late|modules|rust|sysfs|selftests)
         expect 1
         insmod $M/livepatch_rs.ko && pass "livepatch_rs.ko loaded" || failed "insmod livepatch_rs.ko"
         case "$ONLY" in
@@ -639,6 +671,7 @@ case "$ONLY" in
             dist) expect 2; scenario_distributions ;;
             late) expect 5; scenario_late ;;
             modules) expect 7; scenario_patch_modules ;;
+            rust) expect 4; scenario_rust_patch ;;
             sysfs) expect 4; scenario_sysfs ;;
             selftests) expect 6; scenario_selftests ;;
         esac
@@ -662,6 +695,7 @@ if insmod $M/livepatch_rs.ko; then
     expect 1; scenario_fork_storm
     expect 5; scenario_late
     expect 7; scenario_patch_modules
+    expect 4; scenario_rust_patch
     expect 4; scenario_sysfs
     if [ "$QUICK" = 0 ]; then
         expect 6; scenario_selftests
