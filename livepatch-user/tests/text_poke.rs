@@ -5,27 +5,12 @@
 
 mod common;
 
+use common::{cc, sym};
+
 use livepatch_user::Runtime;
-use std::ffi::{c_int, c_long, c_void, CString};
+use std::ffi::{c_int, c_long, CString};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-/// The C compiler: `LP_CC` (e.g. `clang`), else `cc`.
-fn cc(args: &[&str]) {
-    let compiler = std::env::var("LP_CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(&compiler).args(args).output().expect("run the C compiler");
-    assert!(out.status.success(), "cc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn sym<T: Copy>(h: *mut c_void, name: &str) -> T {
-    let c = CString::new(name).unwrap();
-    // SAFETY: a valid handle and C string.
-    let p = unsafe { libc::dlsym(h, c.as_ptr()) };
-    assert!(!p.is_null(), "{name}");
-    // SAFETY: `T` is the function-pointer type of the C definition.
-    unsafe { std::mem::transmute_copy(&p) }
-}
 
 #[test]
 fn first_hooks_over_running_entry_nops() {

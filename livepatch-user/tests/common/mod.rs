@@ -48,7 +48,7 @@ pub(crate) struct Target {
 }
 
 /// The C compiler: `LP_CC` (e.g. `clang`, whose entry padding is multi-byte NOPs), else `cc`.
-fn gcc(args: &[&str]) {
+pub(crate) fn cc(args: &[&str]) {
     let compiler = std::env::var("LP_CC").unwrap_or_else(|_| "cc".into());
     let out = Command::new(&compiler).args(args).output().expect("run the C compiler");
     assert!(out.status.success(), "cc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -64,7 +64,7 @@ fn build(dir: &Path) -> [PathBuf; 4] {
     let mut args: Vec<&str> = flags.to_vec();
     let (t, s) = (target.to_str().unwrap().to_owned(), src.join("target.c").to_str().unwrap().to_owned());
     args.extend(["-fpatchable-function-entry=16", "-o", &t, &s]);
-    gcc(&args);
+    cc(&args);
     let mut out = [target.clone(), PathBuf::new(), PathBuf::new(), dir.join("libbenchpatch.so")];
     for (v, slot) in out.iter_mut().enumerate().take(3).skip(1) {
         let p = dir.join(format!("libpatch{v}.so"));
@@ -76,7 +76,7 @@ fn build(dir: &Path) -> [PathBuf; 4] {
         );
         let mut args: Vec<&str> = flags.to_vec();
         args.extend([pi.as_str(), dv.as_str(), "-o", &pp, &ps]);
-        gcc(&args);
+        cc(&args);
         *slot = p;
     }
     let (bp, bs, bi) = (
@@ -86,11 +86,12 @@ fn build(dir: &Path) -> [PathBuf; 4] {
     );
     let mut args: Vec<&str> = flags.to_vec();
     args.extend([bi.as_str(), "-o", &bp, &bs]);
-    gcc(&args);
+    cc(&args);
     out
 }
 
-fn sym<T: Copy>(handle: *mut c_void, name: &str) -> T {
+/// The symbol `name` of a `dlopen` handle as the function-pointer type `T`.
+pub(crate) fn sym<T: Copy>(handle: *mut c_void, name: &str) -> T {
     let c = CString::new(name).unwrap();
     // SAFETY: a valid handle and C string.
     let p = unsafe { libc::dlsym(handle, c.as_ptr()) };

@@ -27,14 +27,7 @@ pub(crate) fn run(name: &str, default_mix: [i32; 4]) {
     }
     let rt = Runtime::init(policy).expect("init");
     let t = super::load(name);
-    // `LP_STRESS_MIX=busy,sleepy,spin,churn` overrides the mix.
-    let mix: Vec<i32> = std::env::var("LP_STRESS_MIX")
-        .ok()
-        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
-        .filter(|m: &Vec<i32>| m.len() == 4)
-        .unwrap_or(default_mix.to_vec());
-    assert_eq!((t.start)(&super::API, mix[0], mix[1], mix[2], mix[3]), 0);
-    super::wait_running(&t, mix.iter().sum());
+    start_mix(&t, default_mix);
     let [p1, p2] = &t.patches;
     let wait = Duration::from_secs(20);
     let done = |r: Result<livepatch_core::sweep::PassSummary, livepatch_user::Error>, what: &str| {
@@ -125,13 +118,7 @@ pub(crate) fn run_stop_the_world(name: &str, default_mix: [i32; 4]) {
     let policy = Policy { retry_delay_ns: 200_000, stop_attempts: 200, ..Policy::STOP_THE_WORLD };
     let rt = Runtime::init(policy).expect("init with the stop-the-world model");
     let t = super::load(name);
-    let mix: Vec<i32> = std::env::var("LP_STRESS_MIX")
-        .ok()
-        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
-        .filter(|m: &Vec<i32>| m.len() == 4)
-        .unwrap_or(default_mix.to_vec());
-    assert_eq!((t.start)(&super::API, mix[0], mix[1], mix[2], mix[3]), 0);
-    super::wait_running(&t, mix.iter().sum());
+    start_mix(&t, default_mix);
     let [p1, p2] = &t.patches;
     let wait = Duration::from_secs(20);
     let t0 = Instant::now();
@@ -177,4 +164,16 @@ pub(crate) fn run_stop_the_world(name: &str, default_mix: [i32; 4]) {
     assert!(per_version.iter().all(|&n| n > 0), "every version ran: {per_version:?}");
     assert_eq!(stats.kicks, 0, "the stop-the-world model kicks nobody");
     assert_eq!(stats.unregistered_calls, 0);
+}
+
+/// Starts the target's worker threads — `default_mix`, or `LP_STRESS_MIX=busy,sleepy,spin,churn`
+/// — and waits until they all run.
+fn start_mix(t: &super::Target, default_mix: [i32; 4]) {
+    let mix: Vec<i32> = std::env::var("LP_STRESS_MIX")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+        .filter(|m: &Vec<i32>| m.len() == 4)
+        .unwrap_or(default_mix.to_vec());
+    assert_eq!((t.start)(&super::API, mix[0], mix[1], mix[2], mix[3]), 0);
+    super::wait_running(t, mix.iter().sum());
 }
