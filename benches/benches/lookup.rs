@@ -143,8 +143,16 @@ fn cases() -> Vec<Case> {
 
 fn bench(c: &mut Criterion) {
     println!("extra: text {}", livepatch_benches::real::SOURCE.trim());
+    // Quick iterations: `LOOKUP_ONLY=random/10,run/10000` keeps those cases, and
+    // `LOOKUP_INTERLEAVED_ONLY=1` skips the criterion groups (the interleaved lines remain).
+    let only = std::env::var("LOOKUP_ONLY").ok();
+    let interleaved_only = std::env::var_os("LOOKUP_INTERLEAVED_ONLY").is_some();
     for case in cases() {
         let n = case.n;
+        let name = format!("{}/{n}", case.layout);
+        if only.as_ref().is_some_and(|o| !o.split(',').any(|x| x == name)) {
+            continue;
+        }
         let mut fx = Fixture::new(n, 1, BENCH_POLICY, Vec::new());
         fx.apply(patch(1, &case.pairs, false));
         let set = fx.live.patched_set();
@@ -162,20 +170,22 @@ fn bench(c: &mut Criterion) {
                 assert_eq!(set.lookup(a).map(|h| h.range.start().get()), want.map(|i| ranges[i].0), "{a:?}");
                 assert_eq!(bsearch(&starts, &ends, a.get()).map(|i| i as usize), want);
             }
-            let mut group = c.benchmark_group(format!("lookup/{}/{kind}", case.layout));
-            group.bench_with_input(BenchmarkId::new("ours", n), queries, |b, q| cycle(b, q, |a| set.lookup(a)));
-            group.bench_with_input(BenchmarkId::new("bsearch", n), queries, |b, q| {
-                cycle(b, q, |a| bsearch(&starts, &ends, a.get()).map(|rank| records[rank as usize]))
-            });
-            group.bench_with_input(BenchmarkId::new("bsearch_rank", n), queries, |b, q| {
-                cycle(b, q, |a| bsearch(&starts, &ends, a.get()))
-            });
-            if n <= LINEAR_MAX {
-                group.bench_with_input(BenchmarkId::new("linear", n), queries, |b, q| {
-                    cycle(b, q, |a| ranges.iter().position(|r| r.0 <= a.get() && a.get() < r.1))
+            if !interleaved_only {
+                let mut group = c.benchmark_group(format!("lookup/{}/{kind}", case.layout));
+                group.bench_with_input(BenchmarkId::new("ours", n), queries, |b, q| cycle(b, q, |a| set.lookup(a)));
+                group.bench_with_input(BenchmarkId::new("bsearch", n), queries, |b, q| {
+                    cycle(b, q, |a| bsearch(&starts, &ends, a.get()).map(|rank| records[rank as usize]))
                 });
+                group.bench_with_input(BenchmarkId::new("bsearch_rank", n), queries, |b, q| {
+                    cycle(b, q, |a| bsearch(&starts, &ends, a.get()))
+                });
+                if n <= LINEAR_MAX {
+                    group.bench_with_input(BenchmarkId::new("linear", n), queries, |b, q| {
+                        cycle(b, q, |a| ranges.iter().position(|r| r.0 <= a.get() && a.get() < r.1))
+                    });
+                }
+                group.finish();
             }
-            group.finish();
 
             // The same contenders in alternating turns: the ratios the goals are checked on.
             let (mut ours, mut bs) = (

@@ -10,23 +10,33 @@
 //!
 //! # Lookup
 //!
-//! A version is the ranges sorted by start address, plus a *granule table*: an open-addressing
-//! hash table (linear probing, load ≤ ½) from each aligned granule of `2^shift` bytes that some
-//! range overlaps to the first range overlapping it. A lookup hashes the address's granule, finds
-//! that range in about one probe, and steps over the few ranges that share the granule: O(1)
-//! expected, independent of the number of ranges. The writer picks the smallest granule (16 B
-//! to 16 MiB) for which the table stays at most half full and no granule sits more than
-//! [`PROBE_LIMIT`] slots from its home slot; if none does (or past `2^24` ranges) the version
-//! has no table. Every lookup stays O(log n) in the worst case: a long run of ranges in one
-//! granule is finished by a galloping search over that run (O(log k) for k ranges in the
-//! granule, never over the rest of the version), and a version without a table is
-//! binary-searched. A matching slot whose range overlaps the granule and starts at or before the
-//! address decides a hit or a miss there (no earlier range can hold the address); one whose
-//! range starts after it decides a miss if that range is the granule's first, and is otherwise
-//! a tag collision to probe past.
+//! A version is the ranges sorted by start address plus a *bucket rank directory*. The writer
+//! splits the sorted ranges into at most [`SEGMENTS`] segments at the widest gaps between
+//! neighbours (kernel text and the module area holding the variants; libraries far apart in a
+//! process), and cuts each segment, from its first start on, into buckets of `2^shift` bytes.
+//! The directory holds, for each bucket, the *rank* of the bucket's first byte — how many ranges
+//! of the version start before it — and after each segment's last bucket a sentinel holding the
+//! rank of the segment's end. The writer picks each segment's shift so that no bucket holds
+//! more than [`WINDOW`] starts, within a memory budget (below); a bucket that still holds more
+//! is flagged.
 //!
-//! The table needs no storage of its own: each [`IndexEntry`] carries two of its slots, so a
-//! version with `n` ranges in a buffer of `capacity` entries gets `min(2·capacity, 4·n)` slots.
+//! A lookup is straight-line code without a data-dependent branch: pick the segment by
+//! comparing the address with the others' bases (summed, no branch); its bucket,
+//! `min((addr − base) >> shift, buckets)` (an address past the segment, or below the first
+//! segment, lands on the sentinel); the bucket's rank `r`; then `r` plus, for the next
+//! [`WINDOW`] ranges, whether each starts at or before the address (ranges past the bucket
+//! start after it and add nothing) is the number of ranges starting at or before the address.
+//! The last of those is the only candidate, and one compare with its end decides. A flagged
+//! bucket (a cluster of tiny functions) is finished by a binary search over its own ranges
+//! only: O(log k) for k ranges in the bucket, a branch that is rare and so predicted.
+//!
+//! # Storage
+//!
+//! The directory needs no storage of its own: each [`IndexEntry`] carries two of its 32-bit
+//! slots, so a version in a buffer of `capacity` entries has `2 · capacity` slots, shared among
+//! its segments in proportion to their ranges (each at least two). The segments' shapes (base,
+//! shift, first slot, bucket count: 20 bytes each) live in the [`PatchedSet`], one table per
+//! buffer.
 
 use crate::addr::{CodeAddr, CodeRange};
 use crate::func_stack::FuncSlot;
@@ -35,15 +45,16 @@ use crate::patch::FuncNode;
 use crate::sync::{const_fn, AtomicBool, AtomicRef, AtomicU32, AtomicUsize, Ordering};
 use core::fmt;
 
-/// One entry of an index buffer: a range of the version, and two slots of its granule table.
+/// One entry of an index buffer: a range of the version, and two slots of its bucket directory.
 /// 32 bytes on 64-bit targets.
 pub struct IndexEntry<'a> {
     start: AtomicUsize,
     len: AtomicU32,
     slot: AtomicU32,
     node: AtomicRef<'a, FuncNode<'a>>,
-    /// Two slots of the version's granule table: `tag << RANK_BITS | (rank + 1)`, 0 when empty.
-    table: [AtomicU32; 2],
+    /// Two slots of the version's directory: a rank, with [`OVERFLOW`] set on a bucket that
+    /// holds more than [`WINDOW`] starts.
+    directory: [AtomicU32; 2],
 }
 
 impl<'a> IndexEntry<'a> {
@@ -55,7 +66,7 @@ impl<'a> IndexEntry<'a> {
                 len: AtomicU32::new(0),
                 slot: AtomicU32::new(0),
                 node: AtomicRef::none(),
-                table: [AtomicU32::new(0), AtomicU32::new(0)],
+                directory: [AtomicU32::new(0), AtomicU32::new(0)],
             }
         }
     }
@@ -92,10 +103,10 @@ impl<'a> IndexEntry<'a> {
         self.len.load(Ordering::Relaxed)
     }
 
-    /// The last byte of the range (written ranges are never empty).
+    /// One past the last byte of the range.
     #[inline(always)]
-    fn last(&self) -> usize {
-        self.start().saturating_add((self.len() as usize).saturating_sub(1))
+    fn end(&self) -> usize {
+        self.start().saturating_add(self.len() as usize)
     }
 }
 
@@ -148,7 +159,7 @@ impl fmt::Debug for Hit<'_> {
 pub enum IndexError {
     /// More ranges than an index buffer holds.
     Full {
-        /// Entries the buffer holds.
+        /// Ranges a version holds.
         capacity: usize,
     },
     /// Two ranges overlap.
@@ -171,180 +182,138 @@ impl fmt::Display for IndexError {
 
 impl core::error::Error for IndexError {}
 
-/// The farthest a granule may sit from its home slot for a version to keep its granule table.
-pub const PROBE_LIMIT: usize = 32;
-/// The granule sizes the writer tries, smallest first: 16 bytes to 16 MiB.
-const SHIFTS: core::ops::RangeInclusive<u32> = 4..=24;
-/// Bits of a table slot that hold `rank + 1`; the rest hold a tag from the granule's hash.
-const RANK_BITS: u32 = 24;
-const RANK_MASK: u32 = (1 << RANK_BITS) - 1;
-/// Ranges of a granule a lookup compares branch-free before it gallops over the rest.
-const WINDOW: usize = 4;
+/// The most segments a version's directory is split into.
+pub const SEGMENTS: usize = 4;
+/// The most starts a bucket holds for the branch-free lookup; a bucket with more is flagged
+/// and binary-searched.
+pub const WINDOW: usize = 4;
+/// Directory flag: the bucket holds more than [`WINDOW`] starts.
+const OVERFLOW: u32 = 1 << 31;
+/// The most ranges a version holds (a rank, up to the count itself, fits beside the flag).
+const MAX_RANGES: usize = (OVERFLOW - 1) as usize;
 
 /// How the published version is laid out, for diagnostics and benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IndexLayout {
     /// Ranges in the version.
     pub ranges: usize,
-    /// Size of a granule in bytes; `None` when the version has no granule table (lookups
-    /// binary-search).
-    pub granule: Option<usize>,
-    /// Slots of the granule table (0 without one).
-    pub table_slots: usize,
-    /// The farthest any granule sits from its home slot (lookups probe at most one more).
-    pub longest_probe: usize,
+    /// Segments in use (0 for an empty version).
+    pub segments: usize,
+    /// Bucket size of each segment in use, in bytes (`log2`); 0 past `segments`.
+    pub bucket_shifts: [u32; SEGMENTS],
+    /// Directory slots in use, sentinels included (the buffer holds two per entry).
+    pub directory_slots: usize,
+    /// Buckets holding more than [`WINDOW`] starts (finished by a binary search).
+    pub overflow_buckets: usize,
+    /// Ranges starting in those buckets.
+    pub overflow_ranges: usize,
 }
 
-/// The granule table of one version, decoded from its shape word.
-#[derive(Clone, Copy)]
-struct Table {
-    /// Granule shift; 0 when the version has no table.
-    shift: u32,
-    longest_probe: usize,
-    slots: usize,
+/// One segment of a version's directory.
+struct Segment {
+    /// Its first range's start; `usize::MAX` for a segment not in use.
+    base: AtomicUsize,
+    /// `log2` of its bucket size.
+    shift: AtomicU32,
+    /// Its first directory slot.
+    first_slot: AtomicU32,
+    /// Its buckets; the slot after the last is the sentinel.
+    buckets: AtomicU32,
 }
 
-impl Table {
-    const NONE: u32 = 0;
-
-    fn encode(shift: u32, longest_probe: usize) -> u32 {
-        shift | (longest_probe as u32) << 8
+impl Segment {
+    const_fn! {
+        fn new() -> Self {
+            Self {
+                base: AtomicUsize::new(usize::MAX),
+                shift: AtomicU32::new(0),
+                first_slot: AtomicU32::new(0),
+                buckets: AtomicU32::new(0),
+            }
+        }
     }
 
-    #[inline(always)]
-    fn decode(word: u32, buffer_len: usize, ranges: usize) -> Self {
-        let shift = word & 0xff;
-        let slots = if shift == 0 { 0 } else { table_slots(buffer_len, ranges) };
-        Self { shift, longest_probe: (word >> 8) as usize, slots }
+    fn store(&self, base: usize, shift: u32, first_slot: usize, buckets: usize) {
+        self.base.store(base, Ordering::Relaxed);
+        self.shift.store(shift, Ordering::Relaxed);
+        // Both fit: slots are counted within `u32::MAX` by the writer.
+        self.first_slot.store(first_slot as u32, Ordering::Relaxed);
+        self.buckets.store(buckets as u32, Ordering::Relaxed);
     }
 }
 
-/// Slots of the granule table of a version of `ranges` ranges in a buffer of `buffer_len`.
+/// Directory slot `i` of a buffer (`None` past its end).
 #[inline(always)]
-fn table_slots(buffer_len: usize, ranges: usize) -> usize {
-    buffer_len.saturating_mul(2).min(ranges.saturating_mul(4))
-}
-
-/// Fibonacci hashing of a granule number.
-#[inline(always)]
-fn hash(granule: usize) -> u64 {
-    (granule as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
-
-/// The home slot of a hash in a table of `slots` slots (`slots < 2^32`).
-#[inline(always)]
-fn home(h: u64, slots: usize) -> usize {
-    (((h >> 32) * slots as u64) >> 32) as usize
-}
-
-/// The tag stored with a granule: hash bits independent of the home slot's.
-#[inline(always)]
-fn tag(h: u64) -> u32 {
-    ((h >> 24) as u32 & 0xff) << RANK_BITS
-}
-
-/// Slot `i` of the granule table spread over `buffer` (`None` past its end).
-#[inline(always)]
-fn table_slot<'b>(buffer: &'b [IndexEntry<'_>], i: usize) -> Option<&'b AtomicU32> {
-    buffer.get(i / 2).map(|e| &e.table[i % 2])
+fn directory_slot<'b>(buffer: &'b [IndexEntry<'_>], i: usize) -> Option<&'b AtomicU32> {
+    buffer.get(i / 2).map(|e| &e.directory[i % 2])
 }
 
 /// One published version.
 #[derive(Clone, Copy)]
-struct Version<'a> {
+struct Version<'a, 's> {
     /// Its ranges, sorted.
     entries: &'a [IndexEntry<'a>],
-    /// The whole buffer (the granule table spans past `entries`).
+    /// The whole buffer (the directory spans past `entries`).
     buffer: &'a [IndexEntry<'a>],
-    table: Table,
+    segments: &'s [Segment; SEGMENTS],
 }
 
-impl<'a> Version<'a> {
+impl<'a> Version<'a, '_> {
     /// The range containing `addr`.
     #[inline(always)]
     fn lookup(&self, addr: usize) -> Option<Hit<'a>> {
-        if self.table.shift == 0 {
-            let rank = self.entries.partition_point(|e| e.start() <= addr).checked_sub(1)?;
-            return self.hit_if_contains(rank, addr);
+        if self.entries.is_empty() {
+            return None;
         }
-        let granule = addr >> self.table.shift;
-        let h = hash(granule);
-        let tag = tag(h);
-        let mut i = home(h, self.table.slots);
-        for _ in 0..=self.table.longest_probe {
-            let word = table_slot(self.buffer, i)?.load(Ordering::Relaxed);
-            if word == 0 {
-                // Every granule of the version is within `longest_probe` slots of its home,
-                // with no empty slot between: absent.
-                return None;
+        // The segment: the number of other segments' bases at or below `addr` (unused ones
+        // have base `usize::MAX`, which only `usize::MAX` reaches: see `build_directory`).
+        let segment = &self.segments[self.segments[1..].iter().map(|s| (addr >= s.base()) as usize).sum::<usize>()];
+        let bucket = addr
+            .wrapping_sub(segment.base())
+            .wrapping_shr(segment.shift.load(Ordering::Relaxed))
+            .min(segment.buckets.load(Ordering::Relaxed) as usize);
+        let slot = segment.first_slot.load(Ordering::Relaxed) as usize + bucket;
+        let word = directory_slot(self.buffer, slot)?.load(Ordering::Relaxed);
+        let rank = if word & OVERFLOW == 0 {
+            // The bucket's first rank, then whether each of the next ranges starts at or
+            // before `addr` (those past the bucket start after it). Near the end the window
+            // moves back to stay inside the version; the ranges it then covers before the
+            // bucket start before `addr`, so the count is the same.
+            let first = word as usize;
+            let from = first.min(self.entries.len().saturating_sub(WINDOW));
+            match self.entries.get(from..from + WINDOW) {
+                Some(window) => from + window.iter().map(|e| (e.start() <= addr) as usize).sum::<usize>(),
+                None => self.entries.iter().map(|e| (e.start() <= addr) as usize).sum(), // fewer ranges than the window
             }
-            if word & !RANK_MASK == tag {
-                let first = ((word & RANK_MASK) as usize).wrapping_sub(1);
-                let entry = self.entries.get(first)?;
-                let (start, len) = (entry.start(), entry.len() as usize);
-                // A range that overlaps the granule and starts at or before `addr` settles the
-                // lookup from it on: no range before it can contain `addr` (they end before it
-                // starts). One that starts after `addr` settles it (a miss) only if it is the
-                // granule's first range, i.e. the range before it does not reach the granule;
-                // otherwise the slot is another granule's whose tag collided: probe on.
-                if start >> self.table.shift <= granule
-                    && start.saturating_add(len.saturating_sub(1)) >> self.table.shift >= granule
-                {
-                    if start <= addr {
-                        return self.in_granule(first, addr);
-                    }
-                    if !self.reaches_before(first, granule) {
-                        return None;
-                    }
-                }
-            }
-            i += 1;
-            if i == self.table.slots {
-                i = 0;
-            }
-        }
-        None
-    }
-
-    /// Whether the range before `first` reaches into `granule`.
-    #[cold]
-    fn reaches_before(&self, first: usize, granule: usize) -> bool {
-        first.checked_sub(1).and_then(|p| self.entries.get(p)).is_some_and(|e| e.last() >> self.table.shift >= granule)
-    }
-
-    /// The range containing `addr`, given `first`, a range that overlaps `addr`'s granule and
-    /// starts at or before `addr`: the last range from `first` on that starts at or before
-    /// `addr`, if it contains `addr`. The next [`WINDOW`] − 1 ranges are compared without
-    /// branches (a granule rarely holds more); past them, a galloping search over the rest of
-    /// the granule's run — never over the rest of the version.
-    #[inline(always)]
-    fn in_granule(&self, first: usize, addr: usize) -> Option<Hit<'a>> {
-        let starts_by = |rank: usize| self.entries.get(rank).is_some_and(|e| e.start() <= addr) as usize;
-        let mut rank = first + (1..WINDOW).map(|k| starts_by(first + k)).sum::<usize>();
-        if rank == first + WINDOW - 1 && starts_by(rank + 1) == 1 {
-            rank = self.gallop(rank + 1, addr);
-        }
-        self.hit_if_contains(rank, addr)
-    }
-
-    /// From `rank`, which starts at or before `addr`, the last range that does: O(log k) for a
-    /// run of k such ranges.
-    #[cold]
-    fn gallop(&self, rank: usize, addr: usize) -> usize {
-        let rest = self.entries.get(rank + 1..).unwrap_or(&[]);
-        let mut bound = 1;
-        while bound < rest.len() && rest[bound - 1].start() <= addr {
-            bound *= 2;
-        }
-        let bound = bound.min(rest.len());
-        rank + rest[..bound].partition_point(|e| e.start() <= addr)
-    }
-
-    #[inline(always)]
-    fn hit_if_contains(&self, rank: usize, addr: usize) -> Option<Hit<'a>> {
-        let entry = self.entries.get(rank)?;
+        } else {
+            search_bucket(self.entries, self.buffer, word, slot, addr)
+        };
+        // `rank` ranges start at or before `addr`; with none, range 0 starts after it and
+        // the compare below rejects it.
+        let entry = self.entries.get(rank.saturating_sub(1))?;
         let (start, len) = (entry.start(), entry.len() as usize);
         (addr.wrapping_sub(start) < len).then(|| entry.read_known(start, len))
+    }
+}
+
+/// The number of ranges of `entries` (a version in `buffer`) starting at or before `addr`,
+/// which lies in the flagged bucket of directory slot `slot` (whose word is `word`): a binary
+/// search over the bucket's ranges.
+#[cold]
+#[inline(never)]
+fn search_bucket(entries: &[IndexEntry<'_>], buffer: &[IndexEntry<'_>], word: u32, slot: usize, addr: usize) -> usize {
+    let first = (word & !OVERFLOW) as usize;
+    // A flagged bucket is never a sentinel, so the next slot is its segment's.
+    let end = directory_slot(buffer, slot + 1)
+        .map_or(entries.len(), |s| (s.load(Ordering::Relaxed) & !OVERFLOW) as usize)
+        .min(entries.len());
+    first + entries.get(first..end).map_or(0, |run| run.partition_point(|e| e.start() <= addr))
+}
+
+impl Segment {
+    #[inline(always)]
+    fn base(&self) -> usize {
+        self.base.load(Ordering::Relaxed)
     }
 }
 
@@ -353,8 +322,8 @@ pub struct PatchedSet<'a> {
     buffers: [&'a [IndexEntry<'a>]; 2],
     /// `len << 1 | buffer` of the published version.
     current: AtomicUsize,
-    /// The granule-table shape word of each buffer's version (see `Table`).
-    tables: [AtomicU32; 2],
+    /// The directory segments of each buffer's version.
+    segments: [[Segment; SEGMENTS]; 2],
     /// The unpublished buffer may still have readers: wait for a grace period before reuse.
     stale: AtomicBool,
 }
@@ -366,7 +335,10 @@ impl<'a> PatchedSet<'a> {
             Self {
                 buffers: [a, b],
                 current: AtomicUsize::new(0),
-                tables: [AtomicU32::new(Table::NONE), AtomicU32::new(Table::NONE)],
+                segments: [
+                    [Segment::new(), Segment::new(), Segment::new(), Segment::new()],
+                    [Segment::new(), Segment::new(), Segment::new(), Segment::new()],
+                ],
                 stale: AtomicBool::new(false),
             }
         }
@@ -374,23 +346,21 @@ impl<'a> PatchedSet<'a> {
 
     /// How many ranges a version can hold.
     pub fn capacity(&self) -> usize {
-        self.buffers[0].len().min(self.buffers[1].len())
+        self.buffers[0].len().min(self.buffers[1].len()).min(MAX_RANGES)
     }
 
     /// The published version.
     ///
-    /// `Acquire`: pairs with the `Release` in [`rebuild`](Self::rebuild), making the entries
-    /// and the table shape written before publication visible; they are then read `Relaxed`.
+    /// `Acquire`: pairs with the `Release` in [`rebuild`](Self::rebuild), making the entries,
+    /// the directory and the segments written before publication visible; they are then read
+    /// `Relaxed`.
     #[inline(always)]
-    fn published(&self) -> Version<'a> {
+    fn published(&self) -> Version<'a, '_> {
         let v = self.current.load(Ordering::Acquire);
-        // Both buffers' fields are read and one is picked, so nothing waits for a load that
-        // depends on `v` (the other buffer's shape word may be being rewritten: it is discarded).
-        let (shape0, shape1) = (self.tables[0].load(Ordering::Relaxed), self.tables[1].load(Ordering::Relaxed));
-        let (buffer, shape) = if v & 1 == 0 { (self.buffers[0], shape0) } else { (self.buffers[1], shape1) };
+        let which = v & 1;
+        let buffer = self.buffers[which];
         let entries = &buffer[..(v >> 1).min(buffer.len())];
-        let table = Table::decode(shape, buffer.len(), entries.len());
-        Version { entries, buffer, table }
+        Version { entries, buffer, segments: &self.segments[which] }
     }
 
     /// Number of ranges in the published version.
@@ -406,16 +376,39 @@ impl<'a> PatchedSet<'a> {
     /// How the published version is laid out.
     pub fn layout(&self) -> IndexLayout {
         let v = self.published();
-        IndexLayout {
+        let mut layout = IndexLayout {
             ranges: v.entries.len(),
-            granule: (v.table.shift != 0).then(|| 1 << v.table.shift),
-            table_slots: v.table.slots,
-            longest_probe: v.table.longest_probe,
+            segments: 0,
+            bucket_shifts: [0; SEGMENTS],
+            directory_slots: 0,
+            overflow_buckets: 0,
+            overflow_ranges: 0,
+        };
+        if v.entries.is_empty() {
+            return layout;
         }
+        let word = |i: usize| directory_slot(v.buffer, i).map_or(0, |s| s.load(Ordering::Relaxed));
+        for (k, segment) in v.segments.iter().enumerate() {
+            if k > 0 && segment.base() == usize::MAX {
+                break;
+            }
+            let (first, buckets) =
+                (segment.first_slot.load(Ordering::Relaxed) as usize, segment.buckets.load(Ordering::Relaxed) as usize);
+            layout.segments += 1;
+            layout.bucket_shifts[k] = segment.shift.load(Ordering::Relaxed);
+            layout.directory_slots = first + buckets + 1;
+            for slot in first..first + buckets {
+                if word(slot) & OVERFLOW != 0 {
+                    layout.overflow_buckets += 1;
+                    layout.overflow_ranges += ((word(slot + 1) & !OVERFLOW) - (word(slot) & !OVERFLOW)) as usize;
+                }
+            }
+        }
+        layout
     }
 
-    /// The range containing `addr`: O(1) expected, O(log n) worst case (see the
-    /// [module documentation](self)).
+    /// The range containing `addr`: O(1), straight-line code unless `addr` lies in a bucket
+    /// of more than [`WINDOW`] starts (see the [module documentation](self)).
     #[inline]
     pub fn lookup(&self, addr: CodeAddr) -> Option<Hit<'a>> {
         self.published().lookup(addr.get())
@@ -424,7 +417,7 @@ impl<'a> PatchedSet<'a> {
     /// The first published range that overlaps `range`, if any.
     pub fn first_overlap(&self, range: CodeRange) -> Option<Hit<'a>> {
         let entries = self.published().entries;
-        let idx = entries.partition_point(|e| e.last() < range.start().get());
+        let idx = entries.partition_point(|e| e.end() <= range.start().get());
         let hit = entries.get(idx)?.read();
         hit.range.overlaps(range).then_some(hit)
     }
@@ -446,6 +439,7 @@ impl<'a> PatchedSet<'a> {
         }
         let next = 1 - (self.current.load(Ordering::Relaxed) & 1);
         let buf = self.buffers[next];
+        let capacity = buf.len().min(MAX_RANGES);
         let mut len = 0;
         for (i, slot) in slots.iter().enumerate() {
             let Some(orig) = slot.original() else {
@@ -455,7 +449,7 @@ impl<'a> PatchedSet<'a> {
             let ranges = core::iter::once(Hit { range: orig, slot: id, node: None })
                 .chain(slot.iter().filter_map(|n| n.code.map(|c| Hit { range: c, slot: id, node: Some(n) })));
             for hit in ranges {
-                let entry = buf.get(len).ok_or(IndexError::Full { capacity: buf.len() })?;
+                let entry = buf.get(len).filter(|_| len < capacity).ok_or(IndexError::Full { capacity })?;
                 if u32::try_from(hit.range.len()).is_err() {
                     return Err(IndexError::TooLong(hit.range));
                 }
@@ -471,9 +465,9 @@ impl<'a> PatchedSet<'a> {
                 return Err(IndexError::Overlap(a.range, b.range));
             }
         }
-        self.tables[next].store(build_table(buf, len), Ordering::Relaxed);
-        // `Release`: pairs with the `Acquire` in `published`; the entries and the table above
-        // happen-before.
+        build_directory(buf, len, &self.segments[next]);
+        // `Release`: pairs with the `Acquire` in `published`; the entries, the directory and
+        // the segments above happen-before.
         self.current.store(len << 1 | next, Ordering::Release);
         self.stale.store(true, Ordering::Relaxed);
         Ok(())
@@ -486,68 +480,143 @@ impl fmt::Debug for PatchedSet<'_> {
     }
 }
 
-/// The granules of the sorted ranges `entries` at `shift`, each with the rank of the first range
-/// that overlaps it, in increasing order.
-fn granules<'e, 'x: 'e>(
-    entries: &'e [IndexEntry<'x>],
-    shift: u32,
-) -> impl Iterator<Item = (usize, usize)> + use<'e, 'x> {
-    let mut previous_last: Option<usize> = None;
-    entries.iter().enumerate().flat_map(move |(rank, e)| {
-        let (mut first, last) = (e.start() >> shift, e.last() >> shift);
-        if previous_last == Some(first) {
-            first += 1;
+/// The ranks at which the sorted ranges `entries` split into segments: after each of the
+/// `SEGMENTS − 1` widest gaps between neighbours (fewer for fewer ranges), ascending, padded
+/// with `entries.len()`.
+fn segment_splits(entries: &[IndexEntry<'_>]) -> [usize; SEGMENTS - 1] {
+    // The widest gaps so far, widest first: (gap, rank after it).
+    let mut widest = [(0usize, entries.len()); SEGMENTS - 1];
+    for (rank, pair) in entries.windows(2).enumerate() {
+        let gap = pair[1].start() - pair[0].end();
+        if let Some(at) = widest.iter().position(|&(g, r)| gap > 0 && (gap > g || r == entries.len())) {
+            widest.copy_within(at..SEGMENTS - 2, at + 1);
+            widest[at] = (gap, rank + 1);
         }
-        previous_last = Some(last);
-        (first..=last).map(move |g| (g, rank))
-    })
+    }
+    let mut splits = widest.map(|(_, r)| r);
+    splits.sort_unstable();
+    splits
 }
 
-/// Builds the granule table of the sorted ranges `buffer[..len]` in `buffer`, and returns its
-/// shape word (`Table::NONE` when no granule size gives a table within the limits).
-fn build_table(buffer: &[IndexEntry<'_>], len: usize) -> u32 {
-    let slots = table_slots(buffer.len(), len);
-    if len == 0 || len >= RANK_MASK as usize || u32::try_from(slots).is_err() {
-        return Table::NONE;
+/// The number of buckets of `2^shift` bytes from `base` to the segment's last start `last`.
+fn buckets(base: usize, last: usize, shift: u32) -> usize {
+    ((last - base) >> shift) + 1
+}
+
+/// For the sorted segment `ranges` cut into buckets of `2^shift` bytes from its first start:
+/// the ranges that start in buckets holding more than [`WINDOW`] starts.
+fn overflow(ranges: &[IndexEntry<'_>], shift: u32) -> usize {
+    let base = ranges[0].start();
+    let mut crowded = 0;
+    let mut at = 0;
+    while at < ranges.len() {
+        let bucket = (ranges[at].start() - base) >> shift;
+        let run = ranges[at..].iter().take_while(|e| (e.start() - base) >> shift == bucket).count();
+        if run > WINDOW {
+            crowded += run;
+        }
+        at += run;
     }
+    crowded
+}
+
+/// The bucket shifts of the sorted segments `segments` (each non-empty) within `budget`
+/// directory slots (at least three per segment): starting from one bucket per segment, the
+/// finer shift that removes the most crowded ranges per extra slot, while one does and fits.
+fn choose_shifts(segments: &[&[IndexEntry<'_>]], budget: usize) -> [u32; SEGMENTS] {
+    const SHIFTS: usize = usize::BITS as usize;
+    let mut crowded = [[0u32; SHIFTS]; SEGMENTS];
+    let mut shifts = [0u32; SEGMENTS];
+    let slots =
+        |ranges: &[IndexEntry<'_>], shift: u32| buckets(ranges[0].start(), ranges[ranges.len() - 1].start(), shift) + 1;
+    let mut used = 0;
+    for (k, ranges) in segments.iter().enumerate() {
+        for (shift, c) in crowded[k].iter_mut().enumerate() {
+            *c = overflow(ranges, shift as u32).min(u32::MAX as usize) as u32;
+        }
+        shifts[k] = (0..usize::BITS).find(|&h| slots(ranges, h) == 2).unwrap_or(usize::BITS - 1);
+        used += slots(ranges, shifts[k]);
+    }
+    loop {
+        // (segment, shift, crowded ranges removed, extra slots) of the best move.
+        let mut best: Option<(usize, u32, u64, u64)> = None;
+        for (k, ranges) in segments.iter().enumerate() {
+            let (now, now_slots) = (crowded[k][shifts[k] as usize], slots(ranges, shifts[k]));
+            for shift in (0..shifts[k]).rev() {
+                let extra = slots(ranges, shift) - now_slots;
+                if used + extra > budget {
+                    break;
+                }
+                let gain = now.saturating_sub(crowded[k][shift as usize]) as u64;
+                if gain > 0 && best.is_none_or(|(_, _, g, e)| gain * e > g * extra as u64) {
+                    best = Some((k, shift, gain, extra as u64));
+                }
+            }
+        }
+        let Some((k, shift, _, extra)) = best else {
+            return shifts;
+        };
+        shifts[k] = shift;
+        used += extra as usize;
+    }
+}
+
+/// Builds the directory of the sorted ranges `buffer[..len]` in `buffer` and writes its
+/// segments into `segments`.
+fn build_directory(buffer: &[IndexEntry<'_>], len: usize, segments: &[Segment; SEGMENTS]) {
     let entries = &buffer[..len];
-    for shift in SHIFTS {
-        if shift >= usize::BITS || granules(entries, shift).nth(slots / 2).is_some() {
-            continue; // more granules than half the slots
-        }
-        (0..slots).filter_map(|i| table_slot(buffer, i)).for_each(|s| s.store(0, Ordering::Relaxed));
-        if let Some(longest_probe) = insert_granules(buffer, entries, shift, slots) {
-            return Table::encode(shift, longest_probe);
+    if entries.is_empty() {
+        segments.iter().for_each(|s| s.store(usize::MAX, 0, 0, 0));
+        return;
+    }
+    // Two slots per entry, at most `u32::MAX`: at least `2 · len`, so at least three per
+    // segment of two or more ranges and two for a segment of one (which needs no more).
+    let budget = buffer.len().saturating_mul(2).min(u32::MAX as usize);
+    let splits = segment_splits(entries);
+    let mut bounds = [(0, 0); SEGMENTS];
+    let mut used = 0;
+    for (k, bound) in bounds.iter_mut().enumerate() {
+        let from = if k == 0 { 0 } else { splits[k - 1] };
+        let to = if k < SEGMENTS - 1 { splits[k] } else { len };
+        *bound = (from, to);
+        if from < to {
+            used = k + 1;
         }
     }
-    Table::NONE
-}
-
-/// Inserts every granule of `entries` at `shift` into the cleared table of `slots` slots in
-/// `buffer`; the longest probe, or `None` if one exceeds [`PROBE_LIMIT`].
-fn insert_granules(buffer: &[IndexEntry<'_>], entries: &[IndexEntry<'_>], shift: u32, slots: usize) -> Option<usize> {
-    let mut longest = 0;
-    for (granule, rank) in granules(entries, shift) {
-        let h = hash(granule);
-        let mut i = home(h, slots);
-        let mut probe = 0;
-        loop {
-            let slot = table_slot(buffer, i)?;
-            if slot.load(Ordering::Relaxed) == 0 {
-                slot.store(tag(h) | (rank as u32 + 1), Ordering::Relaxed);
-                break;
-            }
-            probe += 1;
-            if probe > PROBE_LIMIT {
-                return None;
-            }
-            i = if i + 1 == slots { 0 } else { i + 1 };
-        }
-        longest = longest.max(probe);
+    let mut ranges: [&[IndexEntry<'_>]; SEGMENTS] = [&[]; SEGMENTS];
+    for (k, &(from, to)) in bounds.iter().enumerate().take(used) {
+        ranges[k] = &entries[from..to];
     }
-    Some(longest)
+    let shifts = choose_shifts(&ranges[..used], budget);
+    let mut first_slot = 0;
+    for (k, segment) in segments.iter().enumerate() {
+        let (from, to) = bounds[k];
+        if k >= used {
+            // Unused: base `usize::MAX` selects it only for `usize::MAX`, which no range holds;
+            // its one slot is the previous segment's sentinel (rank `len`).
+            segment.store(usize::MAX, 0, first_slot - 1, 0);
+            continue;
+        }
+        let (ranges, shift) = (ranges[k], shifts[k]);
+        let base = ranges[0].start();
+        let count = buckets(base, ranges[ranges.len() - 1].start(), shift);
+        let word = |i: usize| directory_slot(buffer, first_slot + i);
+        let mut at = 0;
+        for bucket in 0..count {
+            let run = ranges[at..].iter().take_while(|e| (e.start() - base) >> shift == bucket).count();
+            let flag = if run > WINDOW { OVERFLOW } else { 0 };
+            if let Some(slot) = word(bucket) {
+                slot.store((from + at) as u32 | flag, Ordering::Relaxed);
+            }
+            at += run;
+        }
+        if let Some(slot) = word(count) {
+            slot.store(to as u32, Ordering::Relaxed);
+        }
+        segment.store(base, shift, first_slot, count);
+        first_slot += count + 1;
+    }
 }
-
 /// In-place heap sort by start address (no allocation; the writer owns the buffer).
 fn heap_sort(entries: &[IndexEntry<'_>]) {
     fn swap(entries: &[IndexEntry<'_>], a: usize, b: usize) {
@@ -665,22 +734,30 @@ mod tests {
     }
 
     #[test]
-    fn the_granule_table_agrees_with_a_scan_on_every_layout() {
+    fn the_directory_agrees_with_a_scan_on_every_layout() {
         // Patched text spread out, and variants packed in a module area far away.
         let mut spread: Vec<CodeRange> = (0..300).map(|i| r(0x1000_0000 + i * 0x4000, 0x100)).collect();
         spread.extend((0..300).map(|i| r(0x4000_0000 + i * 0x200, 0x100)));
         let layout = check_layout(&spread, 600, 20_000);
         assert_eq!(layout.ranges, 600);
-        assert!(layout.granule.is_some() && layout.table_slots == 1200, "{layout:?}");
-        assert!(layout.longest_probe <= PROBE_LIMIT);
+        assert!(layout.segments >= 2 && layout.directory_slots <= 1200, "{layout:?}");
+        assert_eq!(layout.overflow_buckets, 0, "{layout:?}");
 
-        // Tiny functions packed back to back: long runs in one granule, finished by search.
+        // Tiny functions packed back to back: one segment, buckets of two to four starts.
         let packed: Vec<CodeRange> = (0..500).map(|i| r(0x8000 + i * 0x10, 0x10)).collect();
-        assert_eq!(check_layout(&packed, 500, 20_000).granule, Some(0x10));
+        let layout = check_layout(&packed, 500, 20_000);
+        assert_eq!((layout.segments, layout.overflow_buckets), (1, 0), "{layout:?}");
         let two_bytes: Vec<CodeRange> = (0..500).map(|i| r(0x8000 + i * 2, 2)).collect();
-        assert_eq!(check_layout(&two_bytes, 500, 20_000).granule, Some(0x10), "runs of 8 ranges");
+        assert_eq!(check_layout(&two_bytes, 500, 20_000).overflow_buckets, 0);
+        // Without room for buckets that small, crowded buckets are flagged and searched.
+        let crowded: Vec<CodeRange> = (0..8)
+            .map(|i| r(0x8000 + i * 2, 2))
+            .chain((1..57).map(|i| r(0x8000 + i * (0x1_0000 + i * 0x10), 0x10)))
+            .collect();
+        let layout = check_layout(&crowded, 64, 5_000);
+        assert!(layout.overflow_buckets > 0, "{layout:?}");
 
-        // Mixed sizes with gaps, some spanning many granules; headroom in the buffers.
+        // Mixed sizes with gaps, some spanning many buckets; headroom in the buffers.
         let mut mixed = Vec::new();
         let mut at = 0x10_0000;
         for i in 0..400usize {
@@ -689,11 +766,70 @@ mod tests {
             at += len + [0, 0x10, 0x1000, 0x3][i % 4];
         }
         let layout = check_layout(&mixed, 1000, 20_000);
-        assert!(layout.granule.is_some() && layout.table_slots == 1600, "{layout:?}");
+        assert!(layout.directory_slots <= 2000, "{layout:?}");
 
         // One range, and ranges at the top of the address space.
         check_layout(&[r(0x1000, 1)], 1, 100);
         check_layout(&[r(usize::MAX - 0x30, 0x10), r(usize::MAX - 0x10, 0x10)], 2, 1000);
+    }
+
+    /// Publishes `ranges` and checks every address within 2 bytes of each bucket edge, each
+    /// segment's base and sentinel bucket, and the ends of the address space, against a scan.
+    /// Returns the layout.
+    fn check_edges(ranges: &[CodeRange], capacity: usize) -> IndexLayout {
+        let slots: Vec<FuncSlot<'_>> = ranges.iter().map(|_| FuncSlot::new()).collect();
+        for (slot, &range) in slots.iter().zip(ranges) {
+            slot.claim(range, crate::ObjectId(0));
+        }
+        let a: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
+        let b: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
+        let set = PatchedSet::new(&a, &b);
+        set.rebuild(&slots, || {}).unwrap();
+        let check = |addr: usize| {
+            let got = set.lookup(CodeAddr(addr)).map(|h| h.range);
+            assert_eq!(got, reference(ranges, addr), "lookup({addr:#x}) in {:?}", set.layout());
+        };
+        let version = set.published();
+        let mut edges = Vec::from([0, usize::MAX - 2]);
+        for segment in version.segments {
+            let (base, shift) = (segment.base(), segment.shift.load(Ordering::Relaxed));
+            for bucket in 0..=segment.buckets.load(Ordering::Relaxed) as usize + 1 {
+                edges.push(base.wrapping_add(bucket << shift));
+            }
+        }
+        for edge in edges {
+            for addr in edge.saturating_sub(2)..=edge.saturating_add(2) {
+                check(addr);
+            }
+        }
+        set.layout()
+    }
+
+    #[test]
+    fn segment_bases_bucket_edges_and_sentinels_agree_with_a_scan() {
+        // Five clusters far apart (one more than there are segments, so one segment spans a
+        // wide gap), each ending in a long range that reaches past its last bucket into the
+        // sentinel's addresses, one cluster ending right where the next begins.
+        let mut ranges = Vec::new();
+        for (k, &base) in [0x1000usize, 0x10_0000, 0x1000_0000, 0x4000_0000, 0x7fff_0000_0000].iter().enumerate() {
+            let mut at = base;
+            for i in 0..20 + 7 * k {
+                let len = [0x10, 0x2, 0x40, 0x8, 0x100][(i + k) % 5];
+                ranges.push(r(at, len));
+                at += len + [0, 0x30, 0x4, 0x200][i % 4];
+            }
+            ranges.push(r(at, 0x1_0000));
+        }
+        // Touching the next cluster: ends exactly at 0x10_0000.
+        ranges.push(r(0x10_0000 - 0x800, 0x800));
+        ranges.sort();
+        let layout = check_edges(&ranges, ranges.len());
+        assert_eq!(layout.segments, SEGMENTS, "{layout:?}");
+        check_edges(&ranges, 3 * ranges.len());
+        // Fewer ranges than segments: unused segments and `usize::MAX`.
+        let layout = check_edges(&[r(0x1000, 0x10), r(usize::MAX - 0x10, 0x10)], 2);
+        assert_eq!(layout.segments, 2, "{layout:?}");
+        check_edges(&[r(0x40, 0x10)], 1);
     }
 
     proptest::proptest! {
@@ -720,13 +856,13 @@ mod tests {
                 })
                 .collect();
             let layout = check_layout(&layout, layout.len() * (1 + headroom), 256);
-            proptest::prop_assert!(layout.longest_probe <= PROBE_LIMIT);
+            proptest::prop_assert!(layout.directory_slots <= 2 * layout.ranges * (1 + headroom));
         }
     }
 
     /// Many dense layouts (ranges of 1 to 48 bytes, back to back or with small gaps, many
-    /// sharing or spanning granules) against a scan at every address, so the windowed compare,
-    /// the gallop and the miss decided at a granule's first range are all exercised.
+    /// sharing or spanning buckets, some buckets crowded) against a scan at every address, so
+    /// the windowed count and the search of crowded buckets are both exercised.
     #[test]
     fn dense_layouts_agree_with_a_scan_at_every_address() {
         let mut x = 0x7a6_u64;
@@ -761,11 +897,11 @@ mod tests {
     }
 
     #[test]
-    fn a_version_without_a_granule_table_is_binary_searched() {
-        // Every 64 MiB range spans four 16 MiB granules: more granules than half the slots.
-        let huge: Vec<CodeRange> = (0..4).map(|i| r(0x1000_0000 + i * 0x800_0000, 0x400_0000)).collect();
-        let layout = check_layout(&huge, 8, 10_000);
-        assert_eq!(layout, IndexLayout { ranges: 4, granule: None, table_slots: 0, longest_probe: 0 });
+    fn huge_ranges_agree_with_a_scan() {
+        // 64 MiB ranges: each segment's buckets span many of them.
+        let huge: Vec<CodeRange> = (0..9).map(|i| r(0x1000_0000 + i * 0x800_0000, 0x400_0000)).collect();
+        let layout = check_layout(&huge, 9, 10_000);
+        assert_eq!((layout.ranges, layout.overflow_buckets), (9, 0), "{layout:?}");
     }
 
     #[test]
