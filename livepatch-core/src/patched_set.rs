@@ -808,8 +808,8 @@ mod tests {
     #[test]
     fn segment_bases_bucket_edges_and_sentinels_agree_with_a_scan() {
         // Five clusters far apart (one more than there are segments, so one segment spans a
-        // wide gap), each ending in a long range that reaches past its last bucket into the
-        // sentinel's addresses, one cluster ending right where the next begins.
+        // wide gap), each ending in a full bucket whose last range is long and reaches past
+        // it into the sentinel's addresses, one cluster ending right where the next begins.
         let mut ranges = Vec::new();
         for (k, &base) in [0x1000usize, 0x10_0000, 0x1000_0000, 0x4000_0000, 0x7fff_0000_0000].iter().enumerate() {
             let mut at = base;
@@ -817,6 +817,11 @@ mod tests {
                 let len = [0x10, 0x2, 0x40, 0x8, 0x100][(i + k) % 5];
                 ranges.push(r(at, len));
                 at += len + [0, 0x30, 0x4, 0x200][i % 4];
+            }
+            // The last bucket full: three tiny ranges and the long one start in it.
+            for _ in 0..WINDOW - 1 {
+                ranges.push(r(at, 2));
+                at += 2;
             }
             ranges.push(r(at, 0x1_0000));
         }
@@ -826,6 +831,12 @@ mod tests {
         let layout = check_edges(&ranges, ranges.len());
         assert_eq!(layout.segments, SEGMENTS, "{layout:?}");
         check_edges(&ranges, 3 * ranges.len());
+        // A segment's base inside the previous segment's last bucket, which is full: only
+        // choosing the segment by `addr >= base` counts the base's own range.
+        let mut near: Vec<CodeRange> = (0..18).map(|i| r(0x1_0000 + i * 0x1000, 0x100)).collect();
+        near.extend((0..4).map(|i| r(0x2_2000 + i * 0x40, 0x40)));
+        near.extend((0..30).map(|i| r(0x2_3100 + i * 0x40, 0x40)));
+        check_edges(&near, near.len());
         // Fewer ranges than segments: unused segments and `usize::MAX`.
         let layout = check_edges(&[r(0x1000, 0x10), r(usize::MAX - 0x10, 0x10)], 2);
         assert_eq!(layout.segments, 2, "{layout:?}");
