@@ -51,6 +51,9 @@ pub struct Thread {
     pub(crate) stop_state: AtomicU64,
     /// The interrupted `rip`, `rsp`, `rbp` its stop handler recorded before parking.
     pub(crate) stop_regs: [AtomicUsize; 3],
+    /// Quiescent points passed (safe points, the thread's end): the grace periods of shadow
+    /// variables ([`crate::shadow`]).
+    quiescent: AtomicU64,
 }
 
 /// What a kick handler found when it checked its thread's stack (the stall report's detail:
@@ -115,6 +118,7 @@ impl Thread {
             last_kick: AtomicU64::new(0),
             stop_state: AtomicU64::new(0),
             stop_regs: [const { AtomicUsize::new(0) }; 3],
+            quiescent: AtomicU64::new(0),
         }
     }
 
@@ -136,6 +140,22 @@ impl Thread {
     /// Kick signals this thread has handled.
     pub fn signals_handled(&self) -> u64 {
         self.signals.load(Ordering::Relaxed)
+    }
+
+    /// Records a quiescent point: the thread holds no shadow-variable data it got before
+    /// ([`crate::shadow`]). Only the owning thread calls it.
+    #[inline(always)]
+    pub(crate) fn quiescent_point(&self) {
+        let q = self.quiescent.load(Ordering::Relaxed);
+        // `Release`: pairs with the shadow reclaimer's `Acquire` in `quiescent_count`: the
+        // thread's uses of shadow data before this point happen before the data is freed.
+        self.quiescent.store(q.wrapping_add(1), Ordering::Release);
+    }
+
+    /// The number of quiescent points passed.
+    pub(crate) fn quiescent_count(&self) -> u64 {
+        // `Acquire`: pairs with `quiescent_point`'s `Release`.
+        self.quiescent.load(Ordering::Acquire)
     }
 
     /// Enters a read-side section (a reader of the engine's live state).
@@ -309,6 +329,8 @@ pub fn begin(token: Option<ChildToken>, base_fp: usize, patches_active: impl FnO
 /// Removes the calling thread from the registry (it must run no patched code afterwards).
 pub fn end() {
     let Some(t) = current() else { return };
+    // A thread that ended holds no shadow data: the reclaimer stops waiting for it.
+    t.quiescent_point();
     // Under the registry lock: a stop either finds the thread registered (and stops it) or
     // gone.
     let mut reg = registry();
