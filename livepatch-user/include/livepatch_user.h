@@ -9,6 +9,8 @@ int  livepatch_thread_begin(void *token, const void *frame); /* child, first thi
 void livepatch_thread_end(void);                   /* child, last thing */
 void livepatch_safe_point(void);                   /* cond_resched analogue */
 int  livepatch_trust_object(const void *addr);     /* object built with frame pointers */
+void livepatch_thread_offline(void);               /* around a blocking call: holds no */
+void livepatch_thread_online(void);                /* shadow data meanwhile (below)    */
 int  livepatch_apply(const char *path, unsigned timeout_ms);
 int  livepatch_serve(const char *socket_path);     /* control socket for livepatchctl */
 
@@ -40,8 +42,8 @@ struct livepatch_patch {
  * -ENOSPC (table full), -ENOMEM, -ECANCELED (the constructor returned non-zero: nothing is
  * attached), -EDEADLK (called from a constructor or destructor; get is allowed there).
  * Freed data is reclaimed only after every registered thread passed livepatch_safe_point()
- * (or ended) since the free: use a pointer from get/alloc until your next safe point, not
- * across one. Unregistered threads are not waited for. */
+ * (or ended, or was offline) since the free: use a pointer from get/alloc until your next
+ * safe point, not across one. Unregistered threads are not waited for. */
 #include <stddef.h>
 typedef int  (*lpu_shadow_ctor_t)(void *obj, void *shadow_data, void *ctor_data);
 typedef void (*lpu_shadow_dtor_t)(void *obj, void *shadow_data);

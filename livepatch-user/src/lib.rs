@@ -149,6 +149,25 @@ pub extern "C" fn livepatch_thread_end() {
     threads::end();
 }
 
+/// Enters an extended quiescent state for shadow variables (around a blocking call): until
+/// [`livepatch_thread_online`], the calling thread uses no shadow data and calls no shadow
+/// function, and their reclaim does not wait for it ([`shadow`]). Nothing for an
+/// unregistered thread.
+#[no_mangle]
+pub extern "C" fn livepatch_thread_offline() {
+    if let Some(t) = threads::current() {
+        t.go_offline();
+    }
+}
+
+/// Leaves the extended quiescent state of [`livepatch_thread_offline`].
+#[no_mangle]
+pub extern "C" fn livepatch_thread_online() {
+    if let Some(t) = threads::current() {
+        t.go_online();
+    }
+}
+
 /// Declares the loaded object containing `addr` compiled with frame pointers (its frames
 /// are trusted by stack walks). 0 if found, -1 otherwise.
 #[no_mangle]

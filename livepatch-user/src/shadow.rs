@@ -11,7 +11,11 @@
 //! [`free`] and [`free_all`] run the destructor and detach the variable at once (a later
 //! [`get`] does not find it), but the data block and the slot are **reclaimed only after a
 //! grace period**: once every registered thread has passed a *quiescent point* since the free.
-//! The quiescent points are [`crate::livepatch_safe_point`] and `livepatch_thread_end`. So:
+//! The quiescent points are [`crate::livepatch_safe_point`] and `livepatch_thread_end`; a
+//! thread about to block for long (a `read`, `accept`, `poll`) can instead declare an
+//! *extended* quiescent state with [`crate::livepatch_thread_offline`] …
+//! [`crate::livepatch_thread_online`] (liburcu's `rcu_thread_offline`/`online`), during which
+//! the reclaimer does not wait for it. So:
 //!
 //! * a registered thread may use a pointer it got from [`get`], [`alloc`] or
 //!   [`get_or_alloc`] until its next safe point, even if another thread frees the variable
@@ -22,8 +26,10 @@
 //!   rule (nobody uses a variable concurrently with its free). Patch callbacks run on the
 //!   thread that drives the transition; `post_unpatch` freeing every variable of an id with
 //!   [`free_all`] is safe because no thread runs the patch's code any more;
-//! * a registered thread that never reaches a safe point holds reclaim back: freed blocks
-//!   wait (counted in [`ShadowStats::waiting`]); nothing is freed early.
+//! * a registered thread that never reaches a safe point (and is not offline) holds reclaim
+//!   back: freed blocks wait (counted in [`ShadowStats::waiting`]); nothing is freed early;
+//! * an offline thread must not use shadow data it got before going offline, nor call the
+//!   shadow API, until it is online again.
 //!
 //! Grace periods are detected by a reclaimer thread (`livepatch-shadow`, started by the
 //! first free, not registered): it takes the blocks freed so far, marks the table's retired
@@ -396,15 +402,15 @@ fn reclaimer() {
     }
 }
 
-/// Waits until every registered thread has passed a quiescent point (see the module
-/// documentation).
+/// Waits until every registered thread that is not offline has passed a quiescent point
+/// (see the module documentation).
 fn grace_period() {
     // Orders the detaching stores before every running thread's later loads, and those
     // threads' earlier quiescent-count stores before our loads below.
     crate::sys::barrier_all();
     let mut waiting: Vec<(Arc<Thread>, u64)> = threads::snapshot()
         .into_iter()
-        .filter(|t| t.tid() != 0)
+        .filter(|t| t.tid() != 0 && !t.is_offline())
         .map(|t| {
             let seen = t.quiescent_count();
             (t, seen)

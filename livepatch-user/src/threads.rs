@@ -54,6 +54,8 @@ pub struct Thread {
     /// Quiescent points passed (safe points, the thread's end): the grace periods of shadow
     /// variables ([`crate::shadow`]).
     quiescent: AtomicU64,
+    /// In an extended quiescent state ([`Thread::go_offline`]): holds no shadow data.
+    offline: AtomicBool,
 }
 
 /// What a kick handler found when it checked its thread's stack (the stall report's detail:
@@ -119,6 +121,7 @@ impl Thread {
             stop_state: AtomicU64::new(0),
             stop_regs: [const { AtomicUsize::new(0) }; 3],
             quiescent: AtomicU64::new(0),
+            offline: AtomicBool::new(false),
         }
     }
 
@@ -150,6 +153,30 @@ impl Thread {
         // `Release`: pairs with the shadow reclaimer's `Acquire` in `quiescent_count`: the
         // thread's uses of shadow data before this point happen before the data is freed.
         self.quiescent.store(q.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Enters an extended quiescent state (liburcu's `rcu_thread_offline`): until
+    /// [`go_online`](Self::go_online) the thread uses no shadow data, and the reclaimer does
+    /// not wait for it. Only the owning thread calls it.
+    pub(crate) fn go_offline(&self) {
+        self.quiescent_point();
+        // `Release`: as `quiescent_point`'s, for a reclaimer that sees the thread offline.
+        self.offline.store(true, Ordering::Release);
+    }
+
+    /// Leaves the extended quiescent state. The fence orders the store before the thread's
+    /// next shadow lookups; the reclaimer's `membarrier` before it reads this flag is the
+    /// other half: either the reclaimer sees the thread online (and waits for its next
+    /// quiescent point), or the thread's lookups see what was freed before.
+    pub(crate) fn go_online(&self) {
+        self.offline.store(false, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Whether the thread is in an extended quiescent state.
+    pub(crate) fn is_offline(&self) -> bool {
+        // `Acquire`: pairs with `go_offline`'s `Release`.
+        self.offline.load(Ordering::Acquire)
     }
 
     /// The number of quiescent points passed.

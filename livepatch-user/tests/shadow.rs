@@ -5,7 +5,9 @@
 //! The tests share the process-wide table and counters, so they run one at a time (`SERIAL`).
 
 use livepatch_user::shadow::{self, ShadowStats, POISON};
-use livepatch_user::{livepatch_safe_point, livepatch_thread_end, Runtime};
+use livepatch_user::{
+    livepatch_safe_point, livepatch_thread_end, livepatch_thread_offline, livepatch_thread_online, Runtime,
+};
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -339,5 +341,72 @@ fn concurrent_readers_never_see_reclaimed_or_reused_data() {
     assert_eq!(bad, 0, "a reader saw reclaimed or reused data");
     assert_eq!(after.live, before.live, "every variable detached");
     assert_eq!(after.reclaimed - before.reclaimed, after.allocated - before.allocated, "every block given back");
+    livepatch_thread_end();
+}
+
+/// An offline thread (blocked, holding no shadow data) is not waited for; once online again,
+/// it is, until its next safe point.
+#[test]
+fn an_offline_thread_does_not_hold_reclaim_back() {
+    let _serial = setup();
+    register();
+    const ID: u64 = 0x54;
+    let target = 7u64;
+    let (offline, online, safe_point, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let t = {
+        let (offline, online, safe_point, done) = (offline.clone(), online.clone(), safe_point.clone(), done.clone());
+        std::thread::spawn(move || {
+            register();
+            livepatch_thread_offline();
+            offline.store(true, Ordering::SeqCst);
+            while !online.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1)); // "blocked"
+            }
+            livepatch_thread_online();
+            done.store(true, Ordering::SeqCst);
+            while !safe_point.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            livepatch_safe_point();
+            while safe_point.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            livepatch_thread_end();
+        })
+    };
+    while !offline.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let attach_and_free = || {
+        let mut out = std::ptr::null_mut();
+        // SAFETY: no constructor or destructor, a local output.
+        unsafe {
+            assert_eq!(shadow::lpu_shadow_alloc(obj(&target), ID, 8, None, std::ptr::null_mut(), &mut out), 0);
+            assert_eq!(shadow::lpu_shadow_free(obj(&target), ID, None), 0);
+        }
+    };
+    // Offline: reclaimed without it.
+    attach_and_free();
+    wait_reclaimed();
+    // Online again: the next free waits for its safe point.
+    online.store(true, Ordering::SeqCst);
+    while !done.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    attach_and_free();
+    for _ in 0..100 {
+        livepatch_safe_point();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(shadow::stats().waiting, 1, "an online thread is waited for");
+    safe_point.store(true, Ordering::SeqCst);
+    wait_reclaimed();
+    safe_point.store(false, Ordering::SeqCst);
+    t.join().unwrap();
     livepatch_thread_end();
 }

@@ -132,9 +132,14 @@ int main(int argc, char **argv) {
     printf("ready\n");
     fflush(stdout);
     char line[64];
-    while (fgets(line, sizeof line, stdin)) {
+    for (;;) {
+        /* Blocked on stdin: offline, so that shadow reclaim does not wait for this thread. */
+        livepatch_thread_offline();
+        char *got = fgets(line, sizeof line, stdin);
+        livepatch_thread_online();
+        if (!got)
+            break;
         if (!strncmp(line, "stats", 5)) {
-            livepatch_safe_point();
             stats();
         } else if (!strncmp(line, "quit", 4)) {
             break;
