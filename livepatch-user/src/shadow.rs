@@ -207,10 +207,11 @@ impl Drop for Writing {
     }
 }
 
-/// A zeroed block of `size` bytes (at least one, so that it has an address of its own).
+/// A zeroed block of `size` bytes; at least 8, so that it has an address of its own (size 0)
+/// and room for the reclaimer's poison.
 fn new_block(size: usize) -> Result<NonNull<u8>, ShadowError> {
     // SAFETY: `calloc` with a non-zero size; the result is checked.
-    let p = unsafe { libc::calloc(1, size.max(1)) } as *mut u8;
+    let p = unsafe { libc::calloc(1, size.max(8)) } as *mut u8;
     NonNull::new(p).ok_or(ShadowError::NoMemory)
 }
 
@@ -367,6 +368,12 @@ fn reclaimer_wake() {
 }
 
 fn reclaimer() {
+    // `Runtime::init` registers the process for `membarrier`; registering again is harmless
+    // and covers threads registered without it. Without it, `barrier_all` is only a local
+    // fence, so the grace period would not order other threads' lookups: keep every block.
+    if crate::sys::register_membarrier().is_err() {
+        return;
+    }
     loop {
         let blocks = {
             let mut retired = RETIRED.lock().unwrap_or_else(|p| p.into_inner());
@@ -391,8 +398,9 @@ fn reclaimer() {
             grace_period();
         }
         for block in blocks {
-            // SAFETY: a block from `new_block` whose variable was detached before this grace
-            // period began: no registered thread can still use it; it is freed once.
+            // SAFETY: a block from `new_block` (at least 8 bytes) whose variable was detached
+            // before this grace period began: no registered thread can still use it; it is
+            // poisoned and freed once.
             unsafe {
                 (block as *mut u64).write_unaligned(POISON);
                 libc::free(block as *mut c_void);
