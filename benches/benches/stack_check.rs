@@ -26,7 +26,7 @@ const TASKS: usize = 1024;
 
 fn bench(c: &mut Criterion) {
     let text = KernelText::load();
-    for f in [1usize, 15, 100, 1_000, 10_000] {
+    for f in [1usize, 2, 4, 8, 15, 100, 1_000, 10_000] {
         let set = text.random_set(f, 0x5c0 + f as u64);
         let patched = text.mask(&set);
         let pairs = text.pairs(&set, 0);

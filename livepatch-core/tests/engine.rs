@@ -147,6 +147,38 @@ fn a_stall_report_names_the_function_by_the_first_registered_patch_in_every_atte
 }
 
 #[test]
+fn the_innermost_frame_in_old_code_is_reported_whatever_the_number_of_functions() {
+    // A stack check compares frames with the listed ranges while few functions are patched,
+    // and uses the bounds, blocks and index beyond: the answer is the same for every count.
+    for n in 1..=20usize {
+        let old = |i: usize| r(0x10_0000 + i * 0x2000, 0x40);
+        let funcs: Vec<Func> = (0..n).map(|i| Func::new("f", old(i), r(0x80_0000 + i * 0x100, 0x80))).collect();
+        let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+        let patch = Patch::new(PatchId(1), "p", &objs);
+        let b = TestBackend::with_tasks(1);
+        let (first, last) = (old(0), old(n - 1));
+        // Innermost first: the bytes just outside the first and the last function, then the
+        // last byte of the last one, then the first byte of the first one.
+        b.task(1).stack.borrow_mut().extend([
+            first.start().get() - 1,
+            first.end().get(),
+            last.end().get(),
+            last.end().get() - 1,
+            first.start().get(),
+        ]);
+        let storage = EngineStorage::<32, 128>::new();
+        let live = Live::new(&storage, Policy::LINUX_6_12);
+        let mut engine = Engine::new(&live);
+        engine.enable(&patch, &b).unwrap();
+        let stalls = RefCell::new(Vec::new());
+        assert!(matches!(engine.try_complete(&b, collect(&stalls)).unwrap(), Progress::Pending(_)));
+        let stalls = stalls.into_inner();
+        let StallReason::OnStack { function, variant, frame, addr, .. } = stalls[0].reason else { panic!("{n}") };
+        assert_eq!((function, variant, frame, addr), (last, None, 3, CodeAddr(last.end().get() - 1)), "{n}");
+    }
+}
+
+#[test]
 fn running_unreliable_and_deep_tasks_are_reported_with_their_reason() {
     one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(4);
