@@ -203,7 +203,7 @@ impl Verdict {
 /// The task's stack must not change during the call. Returns `Ok(None)` when the stack is
 /// free of such code.
 ///
-/// How a frame is pre-filtered is chosen once per call ([`Live::away_check`]): with at most
+/// How a frame is pre-filtered is chosen once per call (`Live::away_check`): with at most
 /// four ranges being switched away from, a frame costs one unsigned compare per range (the
 /// kernel's `klp_check_stack` costs two per function); with more, the bounds and the block
 /// bitmap. Only an admitted frame is looked up, out of line.
