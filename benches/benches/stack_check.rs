@@ -1,16 +1,17 @@
 //! Area 3 — one task's stack check on a real kernel's text (Debian 12's 6.1, see
-//! `livepatch_benches::real`): D ∈ {8, 32, 99} frames × F ∈ {1, 15, 100, 1k, 10k} patched
-//! functions drawn at random from the text. Ours: `sweep::first_away_frame` (bounds and page
-//! pre-filter, then an index lookup per admitted frame). Baseline, same run: the kernel's
-//! `klp_check_stack` — save the stack in the reused per-CPU buffer, then for each function of
-//! the patch find its ops on a list of N = F patched functions and scan all D frames,
-//! O(F·(N+D)).
+//! `livepatch_benches::real`): D ∈ {8, 32, 99} frames × F ∈ {1, 2, 4, 8, 15, 100, 1k, 10k}
+//! patched functions drawn at random from the text. Ours: `sweep::first_away_frame`, whose
+//! per-frame filter depends on F (one compare per range up to 4 ranges; bounds, blocks and
+//! the listed ranges up to 16; bounds, blocks and an index lookup beyond), so F = 2, 4 and 8
+//! are rows of their own. Baseline, same run: the kernel's `klp_check_stack` — save the stack
+//! in the reused per-CPU buffer (not cleared per call), then for each function of the patch
+//! find its ops on a list of N = F patched functions and scan all D frames, O(F·(N+D)).
 //!
 //! Each iteration checks the next of 1 024 tasks (distinct stacks, cycled), so neither side
 //! checks the same stack twice in a row. The return addresses are inside random unpatched
 //! functions of the text: no frame is in patched code, so both algorithms must look at
 //! everything. `stack_check/near_D32` puts every frame inside an unpatched neighbour of a
-//! patched function (a near-miss): the worst case for the core's page pre-filter.
+//! patched function (a near-miss): the worst case for the core's block pre-filter.
 
 use criterion::{black_box, BenchmarkId, Criterion, SamplingMode};
 use livepatch_benches::backend::{BenchTask, SliceWalker};
@@ -26,7 +27,7 @@ const TASKS: usize = 1024;
 
 fn bench(c: &mut Criterion) {
     let text = KernelText::load();
-    for f in [1usize, 15, 100, 1_000, 10_000] {
+    for f in [1usize, 2, 4, 8, 15, 100, 1_000, 10_000] {
         let set = text.random_set(f, 0x5c0 + f as u64);
         let patched = text.mask(&set);
         let pairs = text.pairs(&set, 0);

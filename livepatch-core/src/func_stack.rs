@@ -8,7 +8,7 @@
 
 use crate::addr::CodeRange;
 use crate::ids::ObjectId;
-use crate::patch::FuncNode;
+use crate::patch::{Func, FuncNode, Object};
 use crate::sync::{const_fn, AtomicBool, AtomicRef, AtomicU32, AtomicUsize, Ordering};
 use core::fmt;
 
@@ -27,6 +27,16 @@ pub struct FuncSlot<'a> {
     pub(crate) hooked: AtomicBool,
     /// The object the original function lives in.
     object: AtomicU32,
+    /// The name a stall report gives this function, cached for one completion attempt (the
+    /// patch list and the functions' ranges cannot change during one): the engine clears
+    /// `named` when an attempt starts and sets it with the two references below on the first
+    /// straggler blocked here. Only the engine reads or writes them, so `Relaxed`.
+    pub(crate) named: AtomicBool,
+    /// The function of the first registered patch that replaces this one (`None`: no patch
+    /// names it).
+    pub(crate) name_func: AtomicRef<'a, Func<'a>>,
+    /// That function's object.
+    pub(crate) name_object: AtomicRef<'a, Object<'a>>,
 }
 
 impl<'a> FuncSlot<'a> {
@@ -41,6 +51,9 @@ impl<'a> FuncSlot<'a> {
                 orig_away: AtomicBool::new(false),
                 hooked: AtomicBool::new(false),
                 object: AtomicU32::new(0),
+                named: AtomicBool::new(false),
+                name_func: AtomicRef::none(),
+                name_object: AtomicRef::none(),
             }
         }
     }

@@ -4,9 +4,11 @@
 //! (invariant I2). [`check_and_switch`] decides that for one task whose stack cannot change
 //! meanwhile — pinned by the scheduler, held on its CPU by the per-CPU pass, or the caller
 //! itself — with one reliable walk and a patched-set lookup per frame (O(1) expected), behind a
-//! pre-filter (the bounds of the code being switched away from, then a bitmap of the 1 KiB
-//! blocks it occupies). Anything that keeps a task from switching is a [`StallReason`], reported
-//! per task as a [`Straggler`] and counted in a [`PassSummary`].
+//! pre-filter chosen once per check: with at most four ranges being switched away from, one
+//! compare per range and frame; with more, the bounds of that code, then a bitmap of the 1 KiB
+//! blocks it occupies (then, up to 16 ranges, the ranges themselves). Anything that keeps a
+//! task from switching is a [`StallReason`], reported per task as a [`Straggler`] and counted
+//! in a [`PassSummary`].
 
 use crate::addr::{CodeAddr, CodeRange};
 use crate::backend::Error as _;
@@ -16,6 +18,7 @@ use crate::model::SwitchPoints;
 use crate::state::{PatchState, TaskWord};
 use crate::sync::Ordering;
 use crate::transition::Live;
+use crate::transition::{in_listed, in_ranges, AwayCheck};
 use core::fmt;
 use core::ops::ControlFlow;
 
@@ -199,36 +202,58 @@ impl Verdict {
 ///
 /// The task's stack must not change during the call. Returns `Ok(None)` when the stack is
 /// free of such code.
+///
+/// How a frame is pre-filtered is chosen once per call (`Live::away_check`): with at most
+/// four ranges being switched away from, a frame costs one unsigned compare per range (the
+/// kernel's `klp_check_stack` costs two per function); with more, the bounds and the block
+/// bitmap. Only an admitted frame is looked up, out of line.
 pub fn first_away_frame<W: StackWalker>(
     live: &Live<'_>,
     walker: &W,
     task: &W::Task,
 ) -> Result<Option<StallReason>, WalkError<W::Error>> {
-    let filter = live.away_filter();
+    match live.away_check() {
+        AwayCheck::One(r) => first_admitted_away_frame(live, walker, task, |a| in_ranges(&r, a)),
+        AwayCheck::Two(r) => first_admitted_away_frame(live, walker, task, |a| in_ranges(&r, a)),
+        AwayCheck::Four(r) => first_admitted_away_frame(live, walker, task, |a| in_ranges(&r, a)),
+        AwayCheck::Listed(filter, listed) => {
+            first_admitted_away_frame(live, walker, task, |a| filter.admits(CodeAddr(a)) && in_listed(listed, a))
+        }
+        AwayCheck::Blocks(filter) => first_admitted_away_frame(live, walker, task, |a| filter.admits(CodeAddr(a))),
+    }
+}
+
+/// The walk of [`first_away_frame`] with the pre-filter `admits`, inlined into each of its
+/// arms so the per-frame loop holds the filter's few words in registers.
+#[inline(always)]
+fn first_admitted_away_frame<W: StackWalker>(
+    live: &Live<'_>,
+    walker: &W,
+    task: &W::Task,
+    admits: impl Fn(usize) -> bool,
+) -> Result<Option<StallReason>, WalkError<W::Error>> {
     let mut found = None;
-    let mut depth = 0u32;
+    let mut frame = 0u32;
     walker.walk(task, live.policy().max_depth, |addr| {
-        let frame = depth;
-        depth += 1;
-        if !filter.admits(addr) {
-            return ControlFlow::Continue(());
-        }
-        match live.patched_set().lookup(addr) {
-            Some(hit) if hit.is_away(live.slots()) => {
-                let function = live.slots().get(hit.slot.0 as usize).and_then(|s| s.original()).unwrap_or(hit.range);
-                found = Some(StallReason::OnStack {
-                    slot: hit.slot,
-                    function,
-                    variant: hit.node.and_then(|n| n.code()),
-                    frame,
-                    addr,
-                });
-                ControlFlow::Break(())
+        if admits(addr.get()) {
+            if let Some(reason) = away_reason(live, addr, frame) {
+                found = Some(reason);
+                return ControlFlow::Break(());
             }
-            _ => ControlFlow::Continue(()),
         }
+        frame += 1;
+        ControlFlow::Continue(())
     })?;
     Ok(found)
+}
+
+/// Why the return address `addr` at depth `frame` blocks the switch, if it is in code being
+/// switched away from. Out of line: most frames never get here.
+#[inline(never)]
+fn away_reason(live: &Live<'_>, addr: CodeAddr, frame: u32) -> Option<StallReason> {
+    let hit = live.patched_set().lookup(addr).filter(|hit| hit.is_away(live.slots()))?;
+    let function = live.slots().get(hit.slot.0 as usize).and_then(|s| s.original()).unwrap_or(hit.range);
+    Some(StallReason::OnStack { slot: hit.slot, function, variant: hit.node.and_then(|n| n.code()), frame, addr })
 }
 
 /// Checks `task` (whose stack cannot change meanwhile) and switches it if nothing it is

@@ -114,6 +114,71 @@ fn a_task_sleeping_in_the_original_blocks_and_is_reported_until_it_leaves() {
 }
 
 #[test]
+fn a_stall_report_names_the_function_by_the_first_registered_patch_in_every_attempt() {
+    // `p1`, registered first, replaces a relocatable function of a module that is not loaded;
+    // `p2` replaces `f1` in vmlinux, and a task sleeps in `f1`.
+    const MODULE: u32 = 7;
+    let p1_funcs = [Func::relocatable("g", r(0x9400, 0x80))];
+    let p1_objs = [Object::new(ObjectId(MODULE), "mod7", &p1_funcs)];
+    let p1 = Patch::new(PatchId(1), "p1", &p1_objs);
+    let p2_funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let p2_objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &p2_funcs)];
+    let p2 = Patch::new(PatchId(2), "p2", &p2_objs);
+    let b = TestBackend::with_tasks(2);
+    b.unloaded.borrow_mut().insert(MODULE);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
+    engine.enable(&p1, &b).unwrap();
+    assert!(matches!(engine.try_complete(&b, quiet).unwrap(), Progress::Complete(_)));
+    b.task(1).stack.borrow_mut().extend([F1 + 0x10, CALLER + 4]);
+    engine.enable(&p2, &b).unwrap();
+
+    let mut names = || {
+        let stalls = RefCell::new(Vec::new());
+        assert!(matches!(engine.try_complete(&b, collect(&stalls)).unwrap(), Progress::Pending(_)));
+        stalls.into_inner().iter().map(|s| s.name.map(|n| (n.object, n.function))).collect::<Vec<_>>()
+    };
+    let by_p2 = Some(("vmlinux", "f1"));
+    assert_eq!(names(), [by_p2]);
+    assert_eq!(names(), [by_p2], "the same attempt again");
+    // Between two attempts `p1`'s function is resolved to `f1`'s range: `p1` comes first in
+    // the patch list, so the next attempt's report names `f1` by `p1`'s descriptor.
+    p1_funcs[0].resolve(r(F1, 0x40)).unwrap();
+    assert_eq!(names(), [Some(("mod7", "g"))]);
+}
+
+#[test]
+fn the_innermost_frame_in_old_code_is_reported_whatever_the_number_of_functions() {
+    // A stack check compares frames with the listed ranges while few functions are patched,
+    // and uses the bounds, blocks and index beyond: the answer is the same for every count.
+    for n in 1..=20usize {
+        let old = |i: usize| r(0x10_0000 + i * 0x2000, 0x40);
+        let funcs: Vec<Func> = (0..n).map(|i| Func::new("f", old(i), r(0x80_0000 + i * 0x100, 0x80))).collect();
+        let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+        let patch = Patch::new(PatchId(1), "p", &objs);
+        let b = TestBackend::with_tasks(1);
+        let (first, last) = (old(0), old(n - 1));
+        // Innermost first: the bytes just outside the first and the last function, then the
+        // last byte of the last one, then the first byte of the first one.
+        b.task(1).stack.borrow_mut().extend([
+            first.start().get() - 1,
+            first.end().get(),
+            last.end().get(),
+            last.end().get() - 1,
+            first.start().get(),
+        ]);
+        let storage = EngineStorage::<32, 128>::new();
+        let live = Live::new(&storage, Policy::LINUX_6_12);
+        let mut engine = Engine::new(&live);
+        engine.enable(&patch, &b).unwrap();
+        let stalls = RefCell::new(Vec::new());
+        assert!(matches!(engine.try_complete(&b, collect(&stalls)).unwrap(), Progress::Pending(_)));
+        let stalls = stalls.into_inner();
+        let StallReason::OnStack { function, variant, frame, addr, .. } = stalls[0].reason else { panic!("{n}") };
+        assert_eq!((function, variant, frame, addr), (last, None, 3, CodeAddr(last.end().get() - 1)), "{n}");
+    }
+}
+
+#[test]
 fn running_unreliable_and_deep_tasks_are_reported_with_their_reason() {
     one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(4);

@@ -7,6 +7,10 @@
 //! * `transition/N busy`: enabling then disabling the f/g patch (two transitions, each to
 //!   completion) while N threads call f -> g chains;
 //!
+//! * `shadow/*`: 1 000 lookups of 64 attached shadow variables (`lpu_shadow_get`, each
+//!   result read) against the same lookups in a `std` `HashMap` behind an `RwLock` read lock
+//!   (the obvious thread-safe alternative a patch author could write), same keys, same thread;
+//!
 //! and prints the kick signals per thread per transition of the transition runs.
 
 #[path = "../tests/common/mod.rs"]
@@ -37,6 +41,8 @@ fn benches(c: &mut Criterion) {
     rt.wait(Duration::from_secs(10)).expect("disable completes");
     g.bench_function("parked hook", |b| b.iter(|| (t.loop_)(black_box(t.hooked), 1000)));
     g.finish();
+
+    shadow_lookups(c);
 
     let mut g = c.benchmark_group("transition");
     g.sample_size(10).measurement_time(Duration::from_secs(5));
@@ -69,6 +75,53 @@ fn benches(c: &mut Criterion) {
         let _ = rounds;
     }
     g.finish();
+}
+
+fn shadow_lookups(c: &mut Criterion) {
+    use std::collections::HashMap;
+    use std::ffi::c_void;
+    use std::sync::RwLock;
+    const ID: u64 = 0xbe;
+    let objects: Vec<u64> = (0..64).collect();
+    let keys: Vec<usize> = objects.iter().map(|o| o as *const u64 as usize).collect();
+    let mut map = HashMap::new();
+    for &k in &keys {
+        let data = livepatch_user::shadow::alloc(k, ID, 8, |d| {
+            // SAFETY: a fresh block of 8 bytes.
+            unsafe { (d as *mut u64).write(k as u64) };
+            Ok(())
+        })
+        .expect("attach");
+        map.insert(k, data.as_ptr() as usize);
+    }
+    let map = RwLock::new(map);
+    let mut g = c.benchmark_group("shadow");
+    g.bench_function("lpu_shadow_get", |b| {
+        b.iter(|| {
+            let mut sum = 0u64;
+            for i in 0..1000 {
+                let p = livepatch_user::shadow::lpu_shadow_get(black_box(keys[i % 64]) as *mut c_void, ID);
+                // SAFETY: attached above, never freed while the benchmark runs.
+                sum = sum.wrapping_add(unsafe { *(p as *const u64) });
+            }
+            sum
+        })
+    });
+    g.bench_function("RwLock<HashMap> read", |b| {
+        b.iter(|| {
+            let mut sum = 0u64;
+            for i in 0..1000 {
+                let p = *map.read().unwrap().get(&black_box(keys[i % 64])).unwrap();
+                // SAFETY: as above.
+                sum = sum.wrapping_add(unsafe { *(p as *const u64) });
+            }
+            sum
+        })
+    });
+    g.finish();
+    let n = livepatch_user::shadow::free_all(ID, |_, _| {}).expect("free_all");
+    assert_eq!(n, 64);
+    black_box(&objects);
 }
 
 fn main() {

@@ -10,7 +10,7 @@
 //! | `reverse`          | reverses the transition in progress, waits; `ok`             |
 //! | `list`             | one line per registered patch: `HANDLE NAME enabled/… PATH`   |
 //! | `stalls`           | the last attempt's stragglers: `tid TID: REPORT`             |
-//! | `stats`            | the runtime's counters                                       |
+//! | `stats`            | the runtime's counters, then the shadow variables' ones      |
 //!
 //! Every answer ends with a line `.`; errors are a line `error: …`.
 
@@ -48,7 +48,7 @@ pub fn execute(rt: &Runtime, line: &str) -> Vec<String> {
             })
             .collect()),
         ("stalls", None) => Ok(rt.stalls().into_iter().map(|s| format!("tid {}: {}", s.tid, s.report)).collect()),
-        ("stats", None) => Ok(vec![format!("{:?}", rt.stats())]),
+        ("stats", None) => Ok(vec![format!("{:?}", rt.stats()), format!("{:?}", crate::shadow::stats())]),
         _ => Ok(vec![format!("error: unknown command `{line}`")]),
     };
     result.unwrap_or_else(|e| vec![format!("error: {e}")])

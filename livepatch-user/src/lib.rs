@@ -17,6 +17,8 @@
 //! * [`stop`]: the stop-the-world model's stop: every registered thread parked by a signal,
 //!   its stack walked from the recorded context, all switched or none.
 //! * [`patch_so`]: patches come from shared objects that describe themselves.
+//! * [`shadow`]: shadow variables for patches (`lpu_shadow_*`), reclaimed after every
+//!   registered thread passed a safe point.
 //! * [`Runtime`]: apply, disable, reverse, force, wait, list, stall reports.
 //! * [`control`]: a control socket for an operator's tool.
 //!
@@ -30,6 +32,7 @@ pub mod hook;
 pub mod patch_so;
 mod poke;
 mod runtime;
+pub mod shadow;
 pub mod stop;
 mod sys;
 pub mod threads;
@@ -44,7 +47,11 @@ use walk::Start;
 /// The `cond_resched` analogue for event loops and long computations: the calling thread
 /// checks its own stack (from its caller's frame) and switches if it is pending and nothing it
 /// is switching away from is on it. Call it where no patched function is on the stack you care
-/// about; it is cheap when no transition is pending (one load).
+/// about; it is cheap when no transition is pending (two loads and a store).
+///
+/// It is also the quiescent point of shadow variables ([`shadow`]): data freed by another
+/// thread is reclaimed only after every registered thread passed one, so do not keep a
+/// shadow pointer across it.
 ///
 /// Naked, so that its frame record is exactly one push below its caller's: the walk starts
 /// at the return address into the caller, a trusted frame.
@@ -81,6 +88,9 @@ pub(crate) fn safe_point_from(base_fp: usize) {
 
 fn safe_point_at(start: Start) {
     let Some(thread) = threads::current() else { return };
+    // A safe point is also the quiescent point of shadow variables: the caller keeps no
+    // shadow data across it.
+    thread.quiescent_point();
     if !livepatch_core::backend::Task::patch_state(thread).pending() {
         return;
     }
@@ -137,6 +147,25 @@ pub unsafe extern "C" fn livepatch_thread_begin(token: *mut c_void, frame: *cons
 #[no_mangle]
 pub extern "C" fn livepatch_thread_end() {
     threads::end();
+}
+
+/// Enters an extended quiescent state for shadow variables (around a blocking call): until
+/// [`livepatch_thread_online`], the calling thread uses no shadow data and calls no shadow
+/// function, and their reclaim does not wait for it ([`shadow`]). Nothing for an
+/// unregistered thread.
+#[no_mangle]
+pub extern "C" fn livepatch_thread_offline() {
+    if let Some(t) = threads::current() {
+        t.go_offline();
+    }
+}
+
+/// Leaves the extended quiescent state of [`livepatch_thread_offline`].
+#[no_mangle]
+pub extern "C" fn livepatch_thread_online() {
+    if let Some(t) = threads::current() {
+        t.go_online();
+    }
 }
 
 /// Declares the loaded object containing `addr` compiled with frame pointers (its frames

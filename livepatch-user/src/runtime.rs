@@ -169,11 +169,19 @@ impl Runtime {
 
     /// Registers the calling thread (see [`threads::begin`]); a root thread is refused while
     /// a patch is registered.
+    ///
+    /// A prepared child does not take the engine's lock: it may begin while a completion
+    /// attempt runs, and the thread registry's lock alone keeps it from beginning during a
+    /// stop ([`crate::stop`]; `tests/stop_new_thread.rs`).
     pub fn thread_begin(&self, token: Option<threads::ChildToken>, base_fp: usize) -> Result<(), Error> {
-        let inner = self.inner();
-        let active = || inner.engine.patches().next().is_some() || inner.engine.transition().is_some();
-        threads::begin(token, base_fp, active)?;
-        drop(inner);
+        match token {
+            Some(token) => threads::begin(Some(token), base_fp, || false)?,
+            None => {
+                let inner = self.inner();
+                let active = || inner.engine.patches().next().is_some() || inner.engine.transition().is_some();
+                threads::begin(None, base_fp, active)?;
+            }
+        }
         // A prepared child that is pending switches now if it can: its stack holds only its
         // start routine.
         crate::safe_point_from(base_fp);

@@ -177,6 +177,13 @@ fn gate_value(round: u64) -> u32 {
     (round % u64::from(u32::MAX)) as u32 + 1
 }
 
+/// Whether a stop is in progress: from the round's start (every thread about to be
+/// signalled) until the controller opens the gate. A thread that begins or runs registered
+/// code while this holds has escaped the stop (the registry lock forbids it).
+pub fn in_progress() -> bool {
+    ROUND.load(Ordering::Relaxed) != 0
+}
+
 /// Stops so far: (stops, stops in which some thread did not park in time, signals sent,
 /// total and longest pause in ns).
 pub(crate) fn counters() -> (u64, u64, u64, u64, u64) {

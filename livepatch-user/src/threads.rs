@@ -51,6 +51,11 @@ pub struct Thread {
     pub(crate) stop_state: AtomicU64,
     /// The interrupted `rip`, `rsp`, `rbp` its stop handler recorded before parking.
     pub(crate) stop_regs: [AtomicUsize; 3],
+    /// Quiescent points passed (safe points, the thread's end): the grace periods of shadow
+    /// variables ([`crate::shadow`]).
+    quiescent: AtomicU64,
+    /// In an extended quiescent state ([`Thread::go_offline`]): holds no shadow data.
+    offline: AtomicBool,
 }
 
 /// What a kick handler found when it checked its thread's stack (the stall report's detail:
@@ -115,6 +120,8 @@ impl Thread {
             last_kick: AtomicU64::new(0),
             stop_state: AtomicU64::new(0),
             stop_regs: [const { AtomicUsize::new(0) }; 3],
+            quiescent: AtomicU64::new(0),
+            offline: AtomicBool::new(false),
         }
     }
 
@@ -136,6 +143,46 @@ impl Thread {
     /// Kick signals this thread has handled.
     pub fn signals_handled(&self) -> u64 {
         self.signals.load(Ordering::Relaxed)
+    }
+
+    /// Records a quiescent point: the thread holds no shadow-variable data it got before
+    /// ([`crate::shadow`]). Only the owning thread calls it.
+    #[inline(always)]
+    pub(crate) fn quiescent_point(&self) {
+        let q = self.quiescent.load(Ordering::Relaxed);
+        // `Release`: pairs with the shadow reclaimer's `Acquire` in `quiescent_count`: the
+        // thread's uses of shadow data before this point happen before the data is freed.
+        self.quiescent.store(q.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Enters an extended quiescent state (liburcu's `rcu_thread_offline`): until
+    /// [`go_online`](Self::go_online) the thread uses no shadow data, and the reclaimer does
+    /// not wait for it. Only the owning thread calls it.
+    pub(crate) fn go_offline(&self) {
+        self.quiescent_point();
+        // `Release`: as `quiescent_point`'s, for a reclaimer that sees the thread offline.
+        self.offline.store(true, Ordering::Release);
+    }
+
+    /// Leaves the extended quiescent state. The fence orders the store before the thread's
+    /// next shadow lookups; the reclaimer's `membarrier` before it reads this flag is the
+    /// other half: either the reclaimer sees the thread online (and waits for its next
+    /// quiescent point), or the thread's lookups see what was freed before.
+    pub(crate) fn go_online(&self) {
+        self.offline.store(false, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Whether the thread is in an extended quiescent state.
+    pub(crate) fn is_offline(&self) -> bool {
+        // `Acquire`: pairs with `go_offline`'s `Release`.
+        self.offline.load(Ordering::Acquire)
+    }
+
+    /// The number of quiescent points passed.
+    pub(crate) fn quiescent_count(&self) -> u64 {
+        // `Acquire`: pairs with `quiescent_point`'s `Release`.
+        self.quiescent.load(Ordering::Acquire)
     }
 
     /// Enters a read-side section (a reader of the engine's live state).
@@ -309,6 +356,8 @@ pub fn begin(token: Option<ChildToken>, base_fp: usize, patches_active: impl FnO
 /// Removes the calling thread from the registry (it must run no patched code afterwards).
 pub fn end() {
     let Some(t) = current() else { return };
+    // A thread that ended holds no shadow data: the reclaimer stops waiting for it.
+    t.quiescent_point();
     // Under the registry lock: a stop either finds the thread registered (and stops it) or
     // gone.
     let mut reg = registry();

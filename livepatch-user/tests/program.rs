@@ -16,8 +16,10 @@ fn cc(args: &[&str]) {
 #[test]
 fn an_unrestarted_program_runs_the_fix_in_every_thread() {
     let ctl = Path::new(env!("CARGO_BIN_EXE_livepatchctl"));
-    // The cdylib is built with the tests, in `deps/` (or uplifted next to the tool).
-    let dirs = [ctl.parent().unwrap().to_path_buf(), ctl.parent().unwrap().join("deps")];
+    // The cdylib is built with the tests, in `deps/` (and uplifted next to the tool by
+    // `cargo build`).
+    // `deps/` first: the copy next to the tool is only refreshed by `cargo build`.
+    let dirs = [ctl.parent().unwrap().join("deps"), ctl.parent().unwrap().to_path_buf()];
     let libdir = dirs.iter().find(|d| d.join("liblivepatch_user.so").exists()).expect("liblivepatch_user.so is built");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c");
     let inc = format!("-I{}", Path::new(env!("CARGO_MANIFEST_DIR")).join("include").display());
@@ -51,8 +53,15 @@ fn an_unrestarted_program_runs_the_fix_in_every_thread() {
         fix.to_str().unwrap(),
     ]);
 
-    let mut child =
-        Command::new(&app).arg(&sock).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("start the program");
+    let mut child = Command::new(&app)
+        .arg(&sock)
+        // The runpath, not cargo's LD_LIBRARY_PATH: that lists the directory where `cargo
+        // build` uplifts the library first, whose copy may be older than the test's.
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the program");
     // The program's lines, read on a thread so that a program that never prints fails the
     // test instead of hanging it.
     let (tx, lines) = std::sync::mpsc::channel();

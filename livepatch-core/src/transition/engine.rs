@@ -149,6 +149,13 @@ impl<'a> Engine<'a> {
         CallbackContext { patch, object: obj.id(), installed: &self.patches }
     }
 
+    /// Empties the stall reports' name cache of every slot: a completion attempt starts (the
+    /// patch list or a function's range may have changed since the last one).
+    fn forget_names(&self) {
+        // `Relaxed`: only the engine reads and writes the cache (see `FuncSlot::named`).
+        self.live.slots().iter().for_each(|s| s.named.store(false, Ordering::Relaxed));
+    }
+
     fn is_registered_here(&self, patch: &Patch<'a>) -> bool {
         self.patches.iter().any(|p| core::ptr::eq(p, patch))
     }
@@ -267,21 +274,39 @@ fn unpatch_func<'a>(live: &'a Live<'a>, old: CodeRange, node: &FuncNode<'a>) {
 }
 
 /// The name and object of the function a stall reason blames, from the registered patches
-/// that replace it (the slot and ranges alone do not name it).
-fn func_name<'a>(patches: &LinkedList<PatchAdapter<'a>>, reason: StallReason) -> Option<FuncName<'a>> {
-    let StallReason::OnStack { function, .. } = reason else {
+/// that replace it (the slot and ranges alone do not name it): the first such function in
+/// patch-list order. The answer is cached in the blamed slot for the rest of the completion
+/// attempt ([`Engine::forget_names`] starts each attempt), so a pass in which many tasks are
+/// blocked searches the patches once per blamed function, not once per task.
+fn func_name<'a>(
+    patches: &LinkedList<PatchAdapter<'a>>,
+    slots: &'a [FuncSlot<'a>],
+    reason: StallReason,
+) -> Option<FuncName<'a>> {
+    let StallReason::OnStack { slot, function, .. } = reason else {
         return None;
     };
-    patches.iter().find_map(|p| {
-        p.funcs()
-            .find(|(_, f)| f.old() == Some(function))
-            .map(|(o, f)| FuncName { object: o.name(), function: f.name() })
-    })
+    let search = || patches.iter().find_map(|p| p.funcs().find(|(_, f)| f.old() == Some(function)));
+    // `Relaxed`: only the engine reads and writes the cache (see `FuncSlot::named`).
+    let found = match slots.get(slot.0 as usize).filter(|s| s.original() == Some(function)) {
+        Some(s) if s.named.load(Ordering::Relaxed) => {
+            s.name_object.load(Ordering::Relaxed).zip(s.name_func.load(Ordering::Relaxed))
+        }
+        Some(s) => {
+            let found = search();
+            s.name_object.store(found.map(|(o, _)| o), Ordering::Relaxed);
+            s.name_func.store(found.map(|(_, f)| f), Ordering::Relaxed);
+            s.named.store(true, Ordering::Relaxed);
+            found
+        }
+        None => search(),
+    };
+    found.map(|(o, f)| FuncName { object: o.name(), function: f.name() })
 }
 
-/// The straggler report for `task`, blocked for `reason`, with the blocking function's name.
 fn straggler<'a, T: Task>(
     patches: &LinkedList<PatchAdapter<'a>>,
+    slots: &'a [FuncSlot<'a>],
     task: &T,
     reason: StallReason,
     kicked: bool,
@@ -292,7 +317,7 @@ fn straggler<'a, T: Task>(
         flags: task.flags(),
         reason,
         kicked,
-        name: func_name(patches, reason),
+        name: func_name(patches, slots, reason),
     }
 }
 

@@ -26,6 +26,13 @@ pub struct Live<'a> {
     /// 1 KiB block that holds code being switched away from. A clear bit proves an address
     /// is not away code; a set bit (or an aliased block) needs the index lookup.
     away_pages: [AtomicUsize; AWAY_WORDS],
+    /// The first [`AWAY_LISTED`] ranges of code being switched away from, one by one:
+    /// `[start, len]`, `[0, 0]` past the last one marked.
+    away_listed: [[AtomicUsize; 2]; AWAY_LISTED],
+    /// How many ranges were marked away since the last clear (saturating). Up to
+    /// [`AWAY_LISTED`], `away_listed` holds them all and a stack check compares frames with
+    /// them directly; beyond, it uses the bounds and the blocks.
+    away_count: AtomicUsize,
 }
 
 /// Block size of the away filter (1 KiB: on a real kernel's text, where functions average
@@ -44,6 +51,23 @@ const AWAY_WORDS: usize = 16_384 / usize::BITS as usize;
 const AWAY_WORDS: usize = 4;
 const WORD_BITS: usize = usize::BITS as usize;
 const AWAY_BITS: usize = AWAY_WORDS * WORD_BITS;
+
+/// Ranges of code being switched away from that are also kept one by one (32 words of
+/// `Live`). Loom models get fewer, as for the blocks.
+#[cfg(not(loom))]
+const AWAY_LISTED: usize = 16;
+#[cfg(loom)]
+const AWAY_LISTED: usize = 4;
+
+#[cfg(not(loom))]
+const fn new_away_listed() -> [[AtomicUsize; 2]; AWAY_LISTED] {
+    [const { [const { AtomicUsize::new(0) }; 2] }; AWAY_LISTED]
+}
+
+#[cfg(loom)]
+fn new_away_listed() -> [[AtomicUsize; 2]; AWAY_LISTED] {
+    core::array::from_fn(|_| [AtomicUsize::new(0), AtomicUsize::new(0)])
+}
 
 #[cfg(not(loom))]
 const fn new_away_pages() -> [AtomicUsize; AWAY_WORDS] {
@@ -78,6 +102,36 @@ impl AwayFilter<'_> {
         let bit = (a >> AWAY_BLOCK_SHIFT) % AWAY_BITS;
         self.pages[bit / WORD_BITS].load(Ordering::Relaxed) & (1 << (bit % WORD_BITS)) != 0
     }
+}
+
+/// What a stack check compares each return address with, chosen once per check (per walk, not
+/// per frame) from how many ranges are being switched away from. Every variant only ever
+/// rejects: an admitted address is still looked up and its away flag read.
+#[derive(Clone, Copy)]
+pub(crate) enum AwayCheck<'l> {
+    /// At most one range, `(start, len)` (`(0, 0)`: none): one unsigned compare per frame.
+    One([(usize, usize); 1]),
+    /// At most two ranges: two compares per frame.
+    Two([(usize, usize); 2]),
+    /// At most four ranges: four compares per frame.
+    Four([(usize, usize); 4]),
+    /// At most [`AWAY_LISTED`] ranges: the bounds and blocks, then the listed ranges one by one.
+    Listed(AwayFilter<'l>, &'l [[AtomicUsize; 2]; AWAY_LISTED]),
+    /// More: the bounds and blocks.
+    Blocks(AwayFilter<'l>),
+}
+
+/// Whether `a` is inside one of `ranges` (`(start, len)`): one unsigned compare each, no branch.
+#[inline(always)]
+pub(crate) fn in_ranges<const N: usize>(ranges: &[(usize, usize); N], a: usize) -> bool {
+    ranges.iter().fold(false, |inside, &(lo, len)| inside | (a.wrapping_sub(lo) < len))
+}
+
+/// Whether `a` is inside one of the listed ranges.
+#[inline]
+pub(crate) fn in_listed(listed: &[[AtomicUsize; 2]; AWAY_LISTED], a: usize) -> bool {
+    // `Relaxed`: published like the bounds (see `Live::set_away_bounds`).
+    listed.iter().any(|[lo, len]| a.wrapping_sub(lo.load(Ordering::Relaxed)) < len.load(Ordering::Relaxed))
 }
 
 impl<'a> Live<'a> {
@@ -135,6 +189,8 @@ impl<'a> Live<'a> {
                 away_lo: AtomicUsize::new(0),
                 away_hi: AtomicUsize::new(0),
                 away_pages: new_away_pages(),
+                away_listed: new_away_listed(),
+                away_count: AtomicUsize::new(0),
             }
         }
     }
@@ -183,11 +239,20 @@ impl<'a> Live<'a> {
     }
 
     /// Sets the away-filter bits of every block `code` spans (all of them if it spans the whole
-    /// filter). Only the engine (the single writer) calls this, so a load and a store suffice.
+    /// filter) and lists `code` if fewer than [`AWAY_LISTED`] ranges are. Only the engine (the
+    /// single writer) calls this, so a load and a store suffice.
     ///
     /// `Relaxed`, like the bounds: published by the `Release` of the task retargeting that
-    /// follows.
+    /// follows. The range is stored before the count that covers it; a reader that sees the
+    /// count without the range (an object coming during a transition) misses it as it would
+    /// miss bounds not yet widened.
     pub(crate) fn mark_away_pages(&self, code: CodeRange) {
+        let count = self.away_count.load(Ordering::Relaxed);
+        if let Some([lo, len]) = self.away_listed.get(count) {
+            lo.store(code.start().get(), Ordering::Relaxed);
+            len.store(code.len(), Ordering::Relaxed);
+        }
+        self.away_count.store(count.saturating_add(1), Ordering::Relaxed);
         let first = code.start().get() >> AWAY_BLOCK_SHIFT;
         let last = (code.end().get() - 1) >> AWAY_BLOCK_SHIFT;
         if last - first >= AWAY_BITS {
@@ -204,6 +269,8 @@ impl<'a> Live<'a> {
     /// Clears the away filter (no code is being switched away from).
     pub(crate) fn clear_away_pages(&self) {
         self.away_pages.iter().for_each(|w| w.store(0, Ordering::Relaxed));
+        self.away_listed.iter().flatten().for_each(|w| w.store(0, Ordering::Relaxed));
+        self.away_count.store(0, Ordering::Relaxed);
     }
 
     /// The pre-filter for the code being switched away from, read once.
@@ -211,6 +278,26 @@ impl<'a> Live<'a> {
     pub(crate) fn away_filter(&self) -> AwayFilter<'_> {
         let (lo, hi) = self.away_bounds();
         AwayFilter { lo, span: hi.saturating_sub(lo), pages: &self.away_pages }
+    }
+
+    /// What a stack check compares frames with, read once per check: the listed ranges while
+    /// there are at most four (unused ones are `(0, 0)`, which holds nothing), the listed
+    /// ranges behind the bounds and blocks while there are at most [`AWAY_LISTED`], the bounds
+    /// and blocks beyond.
+    #[inline(always)]
+    pub(crate) fn away_check(&self) -> AwayCheck<'_> {
+        // `Relaxed`: published like the bounds (see `set_away_bounds`).
+        let range = |i: usize| {
+            let [lo, len] = &self.away_listed[i];
+            (lo.load(Ordering::Relaxed), len.load(Ordering::Relaxed))
+        };
+        match self.away_count.load(Ordering::Relaxed) {
+            0 | 1 => AwayCheck::One([range(0)]),
+            2 => AwayCheck::Two([range(0), range(1)]),
+            3 | 4 => AwayCheck::Four([range(0), range(1), range(2), range(3)]),
+            n if n <= AWAY_LISTED => AwayCheck::Listed(self.away_filter(), &self.away_listed),
+            _ => AwayCheck::Blocks(self.away_filter()),
+        }
     }
 
     /// The slot whose original function starts at `entry` (a hook's address-to-slot lookup).
@@ -358,7 +445,9 @@ impl fmt::Debug for Live<'_> {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::vec::Vec;
 
     #[test]
     fn away_filter_admits_marked_blocks_within_the_bounds() {
@@ -388,5 +477,72 @@ mod tests {
         assert!(!live.away_filter().admits(CodeAddr(0x1_0ff0)));
         live.mark_away_pages(CodeRange::new(0x1000, (AWAY_BITS + 1) << AWAY_BLOCK_SHIFT).unwrap());
         assert!((0..AWAY_BITS).all(|p| live.away_filter().admits(block(p))), "a huge range marks every block");
+    }
+
+    /// Every address `check` admits among `probes`.
+    fn admitted(live: &Live<'_>, probes: &[usize]) -> Vec<usize> {
+        let admits = |a: usize| match live.away_check() {
+            AwayCheck::One(r) => in_ranges(&r, a),
+            AwayCheck::Two(r) => in_ranges(&r, a),
+            AwayCheck::Four(r) => in_ranges(&r, a),
+            AwayCheck::Listed(filter, listed) => filter.admits(CodeAddr(a)) && in_listed(listed, a),
+            AwayCheck::Blocks(filter) => filter.admits(CodeAddr(a)),
+        };
+        probes.iter().copied().filter(|&a| admits(a)).collect()
+    }
+
+    #[test]
+    fn away_check_admits_every_marked_range_whatever_their_number() {
+        let live = Live::from_parts(&[], &[], &[], Policy::IMPROVED);
+        // Ranges 8 KiB apart (each in its own blocks), 0x40 bytes long.
+        let range = |i: usize| CodeRange::new(0x10_0000 + i * 0x2000, 0x40).unwrap();
+        for n in 0..=AWAY_LISTED + 2 {
+            live.clear_away_pages();
+            live.set_away_bounds(0, 0);
+            let (mut lo, mut hi) = (usize::MAX, 0);
+            for i in 0..n {
+                // As the engine's `mark_away`: blocks and list, then the bounds.
+                live.mark_away_pages(range(i));
+                lo = lo.min(range(i).start().get());
+                hi = hi.max(range(i).end().get());
+            }
+            if n > 0 {
+                live.set_away_bounds(lo, hi);
+            }
+            let expected = match n {
+                0 | 1 => "One",
+                2 => "Two",
+                3 | 4 => "Four",
+                n if n <= AWAY_LISTED => "Listed",
+                _ => "Blocks",
+            };
+            let tier = match live.away_check() {
+                AwayCheck::One(_) => "One",
+                AwayCheck::Two(_) => "Two",
+                AwayCheck::Four(_) => "Four",
+                AwayCheck::Listed(..) => "Listed",
+                AwayCheck::Blocks(_) => "Blocks",
+            };
+            assert_eq!(tier, expected, "{n} ranges");
+            // First, last byte and the bytes just outside of every range, marked or not.
+            let probes: Vec<usize> = (0..n + 2)
+                .flat_map(|i| {
+                    [range(i).start().get() - 1, range(i).start().get(), range(i).end().get() - 1, range(i).end().get()]
+                })
+                .chain([0, usize::MAX])
+                .collect();
+            let inside: Vec<usize> = (0..n).flat_map(|i| [range(i).start().get(), range(i).end().get() - 1]).collect();
+            let admitted = admitted(&live, &probes);
+            if tier == "Blocks" {
+                // 1 KiB blocks: the byte after a range shares its block.
+                assert!(inside.iter().all(|a| admitted.contains(a)), "{n} ranges");
+                assert!(admitted.iter().all(|&a| (0..n).any(|i| a.wrapping_sub(range(i).start().get()) <= 0x40)));
+            } else {
+                // Listed ranges: exactly the marked bytes.
+                assert_eq!(admitted, inside, "{n} ranges");
+            }
+        }
+        live.clear_away_pages();
+        assert_eq!(admitted(&live, &[0, range(0).start().get()]), [] as [usize; 0], "cleared");
     }
 }

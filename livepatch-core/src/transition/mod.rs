@@ -27,4 +27,5 @@ mod storage;
 pub use engine::{Engine, Progress, TransitionInfo};
 pub use events::{Event, Events};
 pub use live::Live;
+pub(crate) use live::{in_listed, in_ranges, AwayCheck};
 pub use storage::EngineStorage;

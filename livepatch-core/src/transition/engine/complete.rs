@@ -27,6 +27,7 @@ impl<'a> Engine<'a> {
         };
         t.passes += 1;
         self.transition = Some(t);
+        self.forget_names();
         if self.live.policy().model == Model::StopTheWorld {
             return Ok(self.stop_the_world_attempt(b, stalls));
         }
@@ -110,7 +111,7 @@ impl<'a> Engine<'a> {
                         if kicked {
                             summary.kicked += 1;
                         }
-                        stalls(&straggler(patches, task, reason, kicked));
+                        stalls(&straggler(patches, live.slots(), task, reason, kicked));
                     }
                 }
             });
@@ -185,7 +186,7 @@ impl<'a> Engine<'a> {
                 };
                 clean = false;
                 summary.count(reason);
-                stalls(&straggler(patches, task, reason, false));
+                stalls(&straggler(patches, live.slots(), task, reason, false));
             });
             if clean {
                 for_all_tasks(b, self.batch(), |task| {
