@@ -128,6 +128,40 @@ impl TaskTable {
         None
     }
 
+    /// `lp_rec_remove` (in `__put_task_struct()`, the task's last reference gone): unlinks
+    /// `task`'s record from its chain. The record stays readable (the module frees it after the
+    /// reaper's grace periods; here it is leaked). Returns whether there was one.
+    pub fn remove(&mut self, task: usize) -> bool {
+        let b = bucket(task);
+        let mut link: *mut *const HlistNode = &mut self.buckets[b];
+        // SAFETY: every chain pointer is null or the hash node of a leaked record; the table
+        // is borrowed mutably, so no reader walks the chain meanwhile.
+        unsafe {
+            while !(*link).is_null() {
+                let n = (*link).cast_mut();
+                let r = n.byte_sub(std::mem::offset_of!(TaskRec, hash)).cast::<TaskRec>();
+                if (*r).task == task {
+                    *link = (*n).next;
+                    return true;
+                }
+                link = ptr::addr_of_mut!((*n).next).cast();
+            }
+        }
+        false
+    }
+
+    /// `wake_up_new_task()`: a new record for `task` (a new task, possibly at the address of
+    /// one removed before) with `state`, at the head of its chain.
+    pub fn insert(&mut self, task: usize, state: PatchState) {
+        let b = bucket(task);
+        let word = TaskPatchState::new();
+        word.reset(state);
+        let hash = HlistNode { next: self.buckets[b], pprev: ptr::null() };
+        let rec: &'static TaskRec = Box::leak(Box::new(TaskRec { word, kicks: 0, task, hash, list: [0; 2] }));
+        self.buckets[b] = ptr::addr_of!(rec.hash);
+        self.records.push(rec);
+    }
+
     /// The word of `task` (the table alone): its record's, or the untracked word.
     #[inline(always)]
     pub fn lookup(&self, task: usize) -> &TaskPatchState {
@@ -237,5 +271,26 @@ mod tests {
         }
         assert!(ptr::eq(cache.lookup(&table, 8), &UNKNOWN), "an unknown task is never cached");
         assert_eq!(structs.current(5).patch_state, 0);
+    }
+
+    /// The module's invalidation, in this port: a task's record is cached on its CPU; the task
+    /// dies (its record removed) and a new task gets the same `task_struct` address in the
+    /// other universe before the reaper runs. Its first call must read its own word.
+    #[test]
+    fn a_recycled_task_struct_address_never_meets_the_removed_records_word() {
+        let structs = TaskStructs::new(4, 0);
+        let dead = structs.addrs[1];
+        let mut table = TaskTable::new(&structs.addrs, 5);
+        table.reset_all(PatchState::Unpatched);
+        let cache = RecCache::default();
+        assert_eq!(cache.lookup(&table, dead).state(), PatchState::Unpatched, "cached");
+        assert!(table.remove(dead));
+        table.insert(dead, PatchState::Patched);
+        assert_eq!(
+            cache.lookup(&table, dead).state(),
+            PatchState::Patched,
+            "the new task at the dead task's address read the dead task's word"
+        );
+        assert_eq!(cache.lookup(&table, structs.addrs[2]).state(), PatchState::Unpatched);
     }
 }
