@@ -129,7 +129,7 @@ impl TaskTable {
     }
 
     /// `lp_rec_remove` (in `__put_task_struct()`, the task's last reference gone): unlinks
-    /// `task`'s record from its chain. The record stays readable (the module frees it after the
+    /// `task`'s record from its chain and clears its task. The record stays readable (the module frees it after the
     /// reaper's grace periods; here it is leaked). Returns whether there was one.
     pub fn remove(&mut self, task: usize) -> bool {
         let b = bucket(task);
@@ -142,6 +142,8 @@ impl TaskTable {
                 let r = n.byte_sub(std::mem::offset_of!(TaskRec, hash)).cast::<TaskRec>();
                 if (*r).task == task {
                     *link = (*n).next;
+                    // A cached entry holding the record no longer matches any task.
+                    ptr::write_volatile(ptr::addr_of_mut!((*r).task), 0);
                     return true;
                 }
                 link = ptr::addr_of_mut!((*n).next).cast();
@@ -198,6 +200,16 @@ impl RecCache {
             }
         }
         self.miss(table, task)
+    }
+
+    /// `lp_rec_cache_forget` (the reaper, between its two grace periods): drops the entry if
+    /// it holds a removed record (task cleared).
+    pub fn forget_removed(&self) {
+        let r = self.rec.get() as *const TaskRec;
+        // SAFETY: 0 or a leaked record.
+        if unsafe { r.as_ref() }.is_some_and(|rec| rec.task == 0) {
+            self.rec.set(0);
+        }
     }
 
     #[cold]
@@ -292,5 +304,13 @@ mod tests {
             "the new task at the dead task's address read the dead task's word"
         );
         assert_eq!(cache.lookup(&table, structs.addrs[2]).state(), PatchState::Unpatched);
+        // The reaper drops an entry holding a removed record, and keeps a live one.
+        let other = structs.addrs[2];
+        cache.forget_removed();
+        assert_ne!(cache.rec.get(), 0, "a live record stays cached");
+        assert!(table.remove(other));
+        cache.forget_removed();
+        assert_eq!(cache.rec.get(), 0, "a removed record is dropped before it is freed");
+        assert!(ptr::eq(cache.lookup(&table, other), &UNKNOWN));
     }
 }
