@@ -4,29 +4,31 @@
 //! Cases: one variant outside a transition; in transition with the task switched and not
 //! switched; a nop on top (atomic replace); three variants stacked.
 //!
-//! * `ours_hook`: what the module's handler calls, `Live::redirect_current(slot, || lookup(current),
-//!   parent_ip)`, where `lookup` is the module's task table (`livepatch_benches::tasks::TaskTable`:
-//!   65 536 hash-chain buckets keyed by the `task_struct` address, records placed as kmalloc-32
-//!   places them). The table is only consulted when the top node is in transition.
-//! * `ours_slot_hook`: the same with the hook holding its `&FuncSlot` (resolved when the hook is
-//!   installed, as ftrace hands the kernel's handler its `ftrace_ops`) and calling
-//!   `redirect::per_task_lazy(slot, || lookup(current))` for a per-task model fixed at build
-//!   time: no slot-index bounds check, no model dispatch.
-//! * `ours_slot_hook_cached`: `ours_slot_hook` with a per-CPU one-entry cache of (task, word)
-//!   in front of the table (`livepatch_benches::tasks::CpuCache`) — a proposal for the module,
-//!   not what it does today. With one call per iteration every call follows a context switch
-//!   (a new current task), so the cache always misses there; with 64 calls per iteration it
-//!   misses once per iteration.
-//! * `kernel`: `klp_ftrace_handler`'s decision, reading `current->patch_state` (one load, at its
-//!   offset in a `task_struct` laid out as the kernel's slab lays them out) only in transition.
-//! * `ours_decision` (one call per iteration only): the bare decision `redirect::per_task` with
-//!   the task word already in hand — not a path any hook takes; shown to split the costs.
+//! Contenders (ftrace's recursion guard and the ip rewrite are the same on both sides and left
+//! out):
 //!
-//! The current task cycles over 1 024 distinct tasks, one per iteration. `redirect/…` makes one
-//! call per iteration, so the harness (`redirect/loop_overhead`) is part of the figure.
-//! `redirect_x64/…` makes 64 calls per iteration, on 64 different functions, by the same current
-//! task (criterion reports the time per iteration and the per-call throughput): time / 64 is the
-//! per-call cost of a hot handler.
+//! * `module`: what `livepatch_rs.ko` runs, call for call. ftrace calls the C handler
+//!   (`lp_ftrace_handler`, an `#[inline(never)]` function here, handed the hook as the kernel's
+//!   handler is handed its `ftrace_ops`), which calls Rust (`lp_rs_redirect_slot`, another
+//!   non-inlined call) with the hook's `&'static FuncSlot`, `current` and this CPU's record
+//!   cache entry; Rust runs `redirect::per_task_lazy`, which looks the task's word up only in a
+//!   transition of the function: through the per-CPU cache (`livepatch_benches::tasks::RecCache`,
+//!   the module's `lp_rec_cache`), then on a miss the module's task table
+//!   (`livepatch_benches::tasks::TaskTable`, a port of `lp_rec_find`: 65 536 hash chains,
+//!   records laid out and placed as kmalloc-64 places them).
+//! * `kernel`: `klp_ftrace_handler` as ftrace calls it (one non-inlined call), reading
+//!   `current->patch_state` (one load, at its offset in a `task_struct` laid out as the
+//!   kernel's slab lays them out) only in transition.
+//! * `module_inline` / `kernel_inline`: the same two decisions inlined into the loop, without
+//!   the call layers: what the decisions themselves cost.
+//! * `previous`: the module's path before the hook held its slot and the cache existed:
+//!   `Live::redirect_current(slot, || table.lookup(current), parent_ip)`, inlined.
+//!
+//! The current task cycles over 1 024 distinct tasks (distinct `task_struct` and record
+//! addresses). `redirect/…` makes one call per iteration, each by the next task: every call
+//! follows a context switch, so in a transition the cache always misses. `redirect_x64/…`
+//! makes 64 calls per iteration by one task, on 64 different functions: one context switch per
+//! 64 calls; time / 64 is the per-call cost of a hot handler.
 
 use criterion::{black_box, Criterion, Throughput};
 use livepatch_benches::fixture::{patch, Fixture, BENCH_POLICY};
@@ -36,10 +38,12 @@ use livepatch_benches::kernel::{
     KLP_TRANSITION_UNPATCHED,
 };
 use livepatch_benches::layout::{original, variant};
-use livepatch_benches::tasks::{CpuCache, TaskStructs, TaskTable};
+use livepatch_benches::tasks::{RecCache, TaskStructs, TaskTable};
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::redirect::{self, Redirect};
 use livepatch_core::{CodeAddr, CodeRange, Live, PatchState, SlotId, TaskPatchState};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// One measured situation: how to build the core's and the kernel's func stacks.
 struct Case {
@@ -140,6 +144,219 @@ fn kstate(case: &Case) -> i32 {
     }
 }
 
+/// A hook as the module's C shim keeps it (`struct lp_hook`): what the handler gets from its
+/// `ftrace_ops`.
+struct Hook {
+    slot: &'static FuncSlot<'static>,
+}
+
+/// The module's table, reached by the cache-miss path through a global (`lp_buckets`); set
+/// for each case before its first call.
+static TABLE: AtomicPtr<TaskTable> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The module's C ftrace handler (`lp_ftrace_handler`): hands Rust the hook's slot, `current`
+/// and this CPU's cache entry.
+#[inline(never)]
+fn lp_ftrace_handler(hook: &Hook, current: usize, cache: &RecCache) -> usize {
+    lp_rs_redirect_slot(hook.slot, current, black_box(cache), 0)
+}
+
+/// The module's `lp_rs_redirect_slot` (Rust, called from C: not inlined into the handler).
+#[inline(never)]
+extern "C" fn lp_rs_redirect_slot(
+    slot: &FuncSlot<'static>,
+    current: usize,
+    cache: &RecCache,
+    _parent_ip: usize,
+) -> usize {
+    // SAFETY: set to a leaked table before the first call of each case (`bench`).
+    let table = unsafe { &*TABLE.load(Ordering::Relaxed) };
+    module_decision(slot, current, cache, table)
+}
+
+/// The module's decision: per task, the word found through the cache, then the table.
+#[inline(always)]
+fn module_decision(slot: &FuncSlot<'_>, current: usize, cache: &RecCache, table: &TaskTable) -> usize {
+    as_addr(redirect::per_task_lazy(slot, || cache.lookup(table, current))).unwrap_or(0)
+}
+
+/// `klp_ftrace_handler` as ftrace calls it.
+#[inline(never)]
+fn kernel_handler(ops: &KlpOps, current: &KTask) -> usize {
+    klp_ftrace_handler(ops, current).unwrap_or(0)
+}
+
+/// One call per iteration, each by the next task.
+fn single(c: &mut Criterion, case: &Case, structs: &TaskStructs, table: &'static TaskTable) {
+    let addrs = &structs.addrs;
+    let (fx, slots) = core_fixture(case, 1);
+    let (live, id) = (fx.live, live_id(fx.live, 1));
+    let hook = Hook { slot: slots[0] };
+    let (ops, _) = kernel_fixture(case, 1);
+    let ops = ops[0];
+    // Every contender agrees with the kernel, for every task, through hits and misses.
+    let cache = RecCache::default();
+    for (i, &t) in addrs.iter().enumerate().chain(addrs.iter().enumerate()) {
+        let want = kernel_handler(ops, structs.current(i));
+        assert_eq!(lp_ftrace_handler(&hook, t, &cache), want, "case {}", case.name);
+        assert_eq!(lp_ftrace_handler(&hook, t, &cache), want, "case {} (cached)", case.name);
+        assert_eq!(as_addr(live.redirect_current(id, || table.lookup(t), CodeAddr(0))).unwrap_or(0), want);
+    }
+    let mut group = c.benchmark_group(format!("redirect/{}", case.name));
+    group.bench_function("module", |b| {
+        let cache = RecCache::default();
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & (TASKS - 1);
+            lp_ftrace_handler(black_box(&hook), black_box(addrs[i]), &cache)
+        })
+    });
+    group.bench_function("kernel", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & (TASKS - 1);
+            kernel_handler(black_box(ops), black_box(structs.current(i)))
+        })
+    });
+    group.finish();
+
+    // Alternating turns: the ratios the goal is checked on.
+    let cache = RecCache::default();
+    let inline_cache = RecCache::default();
+    let (mut a, mut b, mut c, mut d, mut e) = (0, 0, 0, 0, 0);
+    let mut module = |n: u64| {
+        for _ in 0..n {
+            a = (a + 1) & (TASKS - 1);
+            black_box(lp_ftrace_handler(black_box(&hook), black_box(addrs[a]), &cache));
+        }
+    };
+    let mut kernel = |n: u64| {
+        for _ in 0..n {
+            b = (b + 1) & (TASKS - 1);
+            black_box(kernel_handler(black_box(ops), black_box(structs.current(b))));
+        }
+    };
+    let mut module_inline = |n: u64| {
+        for _ in 0..n {
+            c = (c + 1) & (TASKS - 1);
+            let t = black_box(addrs[c]);
+            black_box(module_decision(black_box(hook.slot), t, black_box(&inline_cache), table));
+        }
+    };
+    let mut kernel_inline = |n: u64| {
+        for _ in 0..n {
+            d = (d + 1) & (TASKS - 1);
+            black_box(klp_ftrace_handler(black_box(ops), black_box(structs.current(d))));
+        }
+    };
+    let mut previous = |n: u64| {
+        for _ in 0..n {
+            e = (e + 1) & (TASKS - 1);
+            let t = black_box(addrs[e]);
+            black_box(live.redirect_current(black_box(id), || table.lookup(t), black_box(CodeAddr(0))));
+        }
+    };
+    interleave::measure(
+        &format!("redirect/{}", case.name),
+        &mut [
+            ("module", &mut module),
+            ("kernel", &mut kernel),
+            ("module_inline", &mut module_inline),
+            ("kernel_inline", &mut kernel_inline),
+            ("previous", &mut previous),
+        ],
+    );
+}
+
+/// BATCH calls per iteration by one current task, on BATCH different functions: the harness
+/// cost is shared, so time / BATCH is the per-call throughput.
+fn batch(c: &mut Criterion, case: &Case, structs: &TaskStructs, table: &'static TaskTable) {
+    let addrs = &structs.addrs;
+    let (fx, slot_refs) = core_fixture(case, BATCH);
+    let live = fx.live;
+    let ids: Vec<SlotId> = (0..BATCH).map(|i| live.slot_at(f(i, BATCH).start()).expect("patched")).collect();
+    let hooks: Vec<Hook> = slot_refs.iter().map(|&slot| Hook { slot }).collect();
+    let (ops, _) = kernel_fixture(case, BATCH);
+    let cache = RecCache::default();
+    for (k, ((&id, o), hook)) in ids.iter().zip(&ops).zip(&hooks).enumerate() {
+        let t = addrs[k];
+        let want = kernel_handler(o, structs.current(k));
+        assert_eq!(lp_ftrace_handler(hook, t, &cache), want);
+        assert_eq!(as_addr(live.redirect_current(id, || table.lookup(t), CodeAddr(0))).unwrap_or(0), want);
+    }
+    let mut group = c.benchmark_group(format!("redirect_x{BATCH}/{}", case.name));
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("module", |b| {
+        let cache = RecCache::default();
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & (TASKS - 1);
+            let (hooks, t) = black_box((&hooks[..], addrs[i]));
+            hooks.iter().fold(0usize, |acc, h| acc ^ lp_ftrace_handler(h, t, &cache))
+        })
+    });
+    group.bench_function("kernel", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & (TASKS - 1);
+            let (ops, current) = black_box((&ops[..], structs.current(i)));
+            ops.iter().fold(0usize, |acc, o| acc ^ kernel_handler(o, current))
+        })
+    });
+    group.finish();
+
+    let cache = RecCache::default();
+    let inline_cache = RecCache::default();
+    let (mut a, mut b, mut c, mut d, mut e) = (0, 0, 0, 0, 0);
+    let mut module = |n: u64| {
+        for _ in 0..n {
+            a = (a + 1) & (TASKS - 1);
+            let (hooks, t) = black_box((&hooks[..], addrs[a]));
+            black_box(hooks.iter().fold(0usize, |acc, h| acc ^ lp_ftrace_handler(h, t, &cache)));
+        }
+    };
+    let mut kernel = |n: u64| {
+        for _ in 0..n {
+            b = (b + 1) & (TASKS - 1);
+            let (ops, current) = black_box((&ops[..], structs.current(b)));
+            black_box(ops.iter().fold(0usize, |acc, o| acc ^ kernel_handler(o, current)));
+        }
+    };
+    let mut module_inline = |n: u64| {
+        for _ in 0..n {
+            c = (c + 1) & (TASKS - 1);
+            let (slots, t, cache) = black_box((&slot_refs[..], addrs[c], &inline_cache));
+            black_box(slots.iter().fold(0usize, |acc, s| acc ^ module_decision(s, t, cache, table)));
+        }
+    };
+    let mut kernel_inline = |n: u64| {
+        for _ in 0..n {
+            d = (d + 1) & (TASKS - 1);
+            let (ops, current) = black_box((&ops[..], structs.current(d)));
+            black_box(ops.iter().fold(0usize, |acc, o| acc ^ klp_ftrace_handler(o, current).unwrap_or(0)));
+        }
+    };
+    let mut previous = |n: u64| {
+        for _ in 0..n {
+            e = (e + 1) & (TASKS - 1);
+            let (ids, t) = black_box((&ids[..], addrs[e]));
+            black_box(ids.iter().fold(0usize, |acc, &id| {
+                acc ^ as_addr(live.redirect_current(id, || table.lookup(t), CodeAddr(0))).unwrap_or(0)
+            }));
+        }
+    };
+    interleave::measure(
+        &format!("redirect_x{BATCH}/{}", case.name),
+        &mut [
+            ("module", &mut module),
+            ("kernel", &mut kernel),
+            ("module_inline", &mut module_inline),
+            ("kernel_inline", &mut kernel_inline),
+            ("previous", &mut previous),
+        ],
+    );
+}
+
 fn bench(c: &mut Criterion) {
     // What the harness itself costs per iteration: two `black_box`ed inputs, one output.
     let task = TaskPatchState::new();
@@ -148,10 +365,6 @@ fn bench(c: &mut Criterion) {
         b.iter(|| (black_box(&slot) as *const _ as usize) ^ (black_box(&task) as *const _ as usize))
     });
     for case in CASES {
-        let task = TaskPatchState::new();
-        if case.in_transition {
-            task.reset(case.task);
-        }
         // The same 1 024 tasks on both sides: the kernel's `task_struct`s, and the module's
         // records keyed by their addresses.
         let structs = TaskStructs::new(TASKS, kstate(case));
@@ -159,200 +372,10 @@ fn bench(c: &mut Criterion) {
         if case.in_transition {
             table.reset_all(case.task);
         }
-        let addrs = &structs.addrs;
-
-        // One call per iteration.
-        let (fx, slots) = core_fixture(case, 1);
-        let (live, slot, id) = (fx.live, slots[0], live_id(fx.live, 1));
-        let (ops, _) = kernel_fixture(case, 1);
-        let ops = ops[0];
-        // Both implementations must agree on the outcome, for every task.
-        for (i, &t) in addrs.iter().enumerate() {
-            let ours = live.redirect_current(id, || table.lookup(t), CodeAddr(0));
-            assert_eq!(as_addr(ours), klp_ftrace_handler(ops, structs.current(i)), "case {}", case.name);
-        }
-        assert_eq!(as_addr(redirect::per_task(slot, &task)), klp_ftrace_handler(ops, structs.current(0)));
-        let mut group = c.benchmark_group(format!("redirect/{}", case.name));
-        group.bench_function("ours_decision", |b| b.iter(|| redirect::per_task(black_box(slot), black_box(&task))));
-        group.bench_function("ours_hook", |b| {
-            let mut i = 0;
-            b.iter(|| {
-                i = (i + 1) & (TASKS - 1);
-                let t = black_box(addrs[i]);
-                live.redirect_current(black_box(id), || table.lookup(t), black_box(CodeAddr(0)))
-            })
-        });
-        group.bench_function("ours_slot_hook", |b| {
-            let mut i = 0;
-            b.iter(|| {
-                i = (i + 1) & (TASKS - 1);
-                let t = black_box(addrs[i]);
-                redirect::per_task_lazy(black_box(slot), || table.lookup(t))
-            })
-        });
-        group.bench_function("ours_slot_hook_cached", |b| {
-            let cache = CpuCache::default();
-            let mut i = 0;
-            b.iter(|| {
-                i = (i + 1) & (TASKS - 1);
-                let t = black_box(addrs[i]);
-                redirect::per_task_lazy(black_box(slot), || cache.lookup(&table, t))
-            })
-        });
-        group.bench_function("kernel", |b| {
-            let mut i = 0;
-            b.iter(|| {
-                i = (i + 1) & (TASKS - 1);
-                klp_ftrace_handler(black_box(ops), black_box(structs.current(i)))
-            })
-        });
-        group.finish();
-
-        // Alternating turns: the ratios the goal is checked on.
-        {
-            let cache = CpuCache::default();
-            let (mut a, mut b, mut c, mut d) = (0, 0, 0, 0);
-            let mut hook = |n: u64| {
-                for _ in 0..n {
-                    a = (a + 1) & (TASKS - 1);
-                    let t = black_box(addrs[a]);
-                    black_box(live.redirect_current(black_box(id), || table.lookup(t), black_box(CodeAddr(0))));
-                }
-            };
-            let mut slot_hook = |n: u64| {
-                for _ in 0..n {
-                    b = (b + 1) & (TASKS - 1);
-                    let t = black_box(addrs[b]);
-                    black_box(redirect::per_task_lazy(black_box(slot), || table.lookup(t)));
-                }
-            };
-            let mut cached = |n: u64| {
-                for _ in 0..n {
-                    c = (c + 1) & (TASKS - 1);
-                    let t = black_box(addrs[c]);
-                    black_box(redirect::per_task_lazy(black_box(slot), || cache.lookup(&table, t)));
-                }
-            };
-            let mut kernel = |n: u64| {
-                for _ in 0..n {
-                    d = (d + 1) & (TASKS - 1);
-                    black_box(klp_ftrace_handler(black_box(ops), black_box(structs.current(d))));
-                }
-            };
-            interleave::measure(
-                &format!("redirect/{}", case.name),
-                &mut [
-                    ("hook", &mut hook),
-                    ("slot_hook", &mut slot_hook),
-                    ("slot_hook_cached", &mut cached),
-                    ("kernel", &mut kernel),
-                ],
-            );
-        }
-
-        // BATCH calls per iteration by one current task, on BATCH different functions: the
-        // harness cost is shared, so time / BATCH is the per-call throughput.
-        let (fx, slot_refs) = core_fixture(case, BATCH);
-        let live = fx.live;
-        let ids: Vec<SlotId> = (0..BATCH).map(|i| live.slot_at(f(i, BATCH).start()).expect("patched")).collect();
-        let (ops, _) = kernel_fixture(case, BATCH);
-        for (k, (&id, o)) in ids.iter().zip(&ops).enumerate() {
-            let t = addrs[k];
-            assert_eq!(
-                as_addr(live.redirect_current(id, || table.lookup(t), CodeAddr(0))),
-                klp_ftrace_handler(o, structs.current(k))
-            );
-        }
-        let mut group = c.benchmark_group(format!("redirect_x{BATCH}/{}", case.name));
-        group.throughput(Throughput::Elements(BATCH as u64));
-        group.bench_function("ours_hook", |b| {
-            let mut i = 0;
-            b.iter(|| {
-                i = (i + 1) & (TASKS - 1);
-                let (ids, t) = black_box((&ids[..], addrs[i]));
-                ids.iter().fold(0usize, |acc, &id| {
-                    acc ^ as_addr(live.redirect_current(id, || table.lookup(t), CodeAddr(0))).unwrap_or(1)
-                })
-            })
-        });
-        group.bench_function("ours_slot_hook", |b| {
-            let mut i = 0;
-            b.iter(|| {
-                i = (i + 1) & (TASKS - 1);
-                let (slots, t) = black_box((&slot_refs[..], addrs[i]));
-                slots
-                    .iter()
-                    .fold(0usize, |acc, s| acc ^ as_addr(redirect::per_task_lazy(s, || table.lookup(t))).unwrap_or(1))
-            })
-        });
-        group.bench_function("ours_slot_hook_cached", |b| {
-            let cache = CpuCache::default();
-            let mut i = 0;
-            b.iter(|| {
-                i = (i + 1) & (TASKS - 1);
-                let (slots, t, cache) = black_box((&slot_refs[..], addrs[i], &cache));
-                slots.iter().fold(0usize, |acc, s| {
-                    acc ^ as_addr(redirect::per_task_lazy(s, || cache.lookup(&table, t))).unwrap_or(1)
-                })
-            })
-        });
-        group.bench_function("kernel", |b| {
-            let mut i = 0;
-            b.iter(|| {
-                i = (i + 1) & (TASKS - 1);
-                let (ops, current) = black_box((&ops[..], structs.current(i)));
-                ops.iter().fold(0usize, |acc, o| acc ^ klp_ftrace_handler(o, current).unwrap_or(1))
-            })
-        });
-        group.finish();
-
-        {
-            let cache = CpuCache::default();
-            let (mut a, mut b, mut c, mut d) = (0, 0, 0, 0);
-            let mut hook = |n: u64| {
-                for _ in 0..n {
-                    a = (a + 1) & (TASKS - 1);
-                    let (ids, t) = black_box((&ids[..], addrs[a]));
-                    black_box(ids.iter().fold(0usize, |acc, &id| {
-                        acc ^ as_addr(live.redirect_current(id, || table.lookup(t), CodeAddr(0))).unwrap_or(1)
-                    }));
-                }
-            };
-            let mut slot_hook = |n: u64| {
-                for _ in 0..n {
-                    b = (b + 1) & (TASKS - 1);
-                    let (slots, t) = black_box((&slot_refs[..], addrs[b]));
-                    black_box(slots.iter().fold(0usize, |acc, s| {
-                        acc ^ as_addr(redirect::per_task_lazy(s, || table.lookup(t))).unwrap_or(1)
-                    }));
-                }
-            };
-            let mut cached = |n: u64| {
-                for _ in 0..n {
-                    c = (c + 1) & (TASKS - 1);
-                    let (slots, t, cache) = black_box((&slot_refs[..], addrs[c], &cache));
-                    black_box(slots.iter().fold(0usize, |acc, s| {
-                        acc ^ as_addr(redirect::per_task_lazy(s, || cache.lookup(&table, t))).unwrap_or(1)
-                    }));
-                }
-            };
-            let mut kernel = |n: u64| {
-                for _ in 0..n {
-                    d = (d + 1) & (TASKS - 1);
-                    let (ops, current) = black_box((&ops[..], structs.current(d)));
-                    black_box(ops.iter().fold(0usize, |acc, o| acc ^ klp_ftrace_handler(o, current).unwrap_or(1)));
-                }
-            };
-            interleave::measure(
-                &format!("redirect_x{BATCH}/{}", case.name),
-                &mut [
-                    ("hook", &mut hook),
-                    ("slot_hook", &mut slot_hook),
-                    ("slot_hook_cached", &mut cached),
-                    ("kernel", &mut kernel),
-                ],
-            );
-        }
+        let table: &'static TaskTable = Box::leak(Box::new(table));
+        TABLE.store(ptr::from_ref(table).cast_mut(), Ordering::Relaxed);
+        single(c, case, &structs, table);
+        batch(c, case, &structs, table);
     }
     // The amortised harness alone: the same fold over BATCH pointers, without a decision.
     let nothing: Vec<usize> = (0..BATCH).collect();

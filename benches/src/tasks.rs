@@ -1,12 +1,15 @@
 //! How a kernel module finds the current task's word, and how the kernel finds its own, for
 //! the hook bench (area 1):
 //!
-//! * [`TaskTable`]: the module's table (a port of the lookup the module's handler calls): 65 536
-//!   buckets (`hlist_head`), each a lock-free chain of records `{ next, task, word }` keyed by
-//!   the `task_struct` address, bucket = Fibonacci hash of `addr >> 6`. Records are 20 bytes,
-//!   so they come from kmalloc-32: 4 KiB slab pages of 128 objects, each page's objects handed
-//!   out in a random order (Debian builds with `CONFIG_SLAB_FREELIST_RANDOM`), in the order the
-//!   tasks are visited.
+//! * [`TaskTable`]: the module's table (a port of `lp_rec_find` in `livepatch-linux/module/shim.c`):
+//!   65 536 buckets (`hlist_head`), each a lock-free chain of records keyed by the
+//!   `task_struct` address, bucket = Fibonacci hash of `addr >> 6`. A record is laid out as
+//!   `struct lp_task_rec`: `{ u32 word, u8 kicks, task, hlist_node hash, list_head list }`,
+//!   48 bytes, so it comes from kmalloc-64: 4 KiB slab pages of 64 objects, each page's objects
+//!   handed out in a random order (Debian builds with `CONFIG_SLAB_FREELIST_RANDOM`), in the
+//!   order the tasks are visited.
+//! * [`RecCache`]: the module's per-CPU cache in front of the table (`lp_rec_cache` and
+//!   `tasks::current_word` in the module): the record last found on this CPU.
 //! * [`TaskStructs`]: `task_struct`s as the kernel lays them out (≈ 9.7 KiB each, three to a
 //!   32 KiB slab), with `patch_state` at its offset inside, which is all `klp_ftrace_handler`
 //!   reads of `current`.
@@ -16,6 +19,7 @@
 use crate::kernel::KTask;
 use crate::layout::Rng;
 use livepatch_core::{PatchState, TaskPatchState};
+use std::cell::Cell;
 use std::ptr;
 
 /// Buckets of the module's table (`1 << 16`).
@@ -27,25 +31,35 @@ pub const TASK_STRUCT_SIZE: usize = 9_792;
 pub const PATCH_STATE_OFFSET: usize = 2_456;
 const SLAB_32K: usize = 32 * 1024;
 const PAGE: usize = 4096;
-const KMALLOC_32: usize = 32;
+const KMALLOC_64: usize = 64;
 
-/// A record of the module's table (20 bytes: a kmalloc-32 object).
+/// `struct hlist_node`.
+#[repr(C)]
+#[derive(Debug)]
+struct HlistNode {
+    next: *const HlistNode,
+    pprev: *const *const HlistNode,
+}
+
+/// A record of the module's table, laid out as `struct lp_task_rec` (48 bytes: kmalloc-64).
 #[repr(C)]
 #[derive(Debug)]
 pub struct TaskRec {
-    next: *const TaskRec,
-    task: usize,
     word: TaskPatchState,
+    kicks: u8,
+    task: usize,
+    hash: HlistNode,
+    list: [usize; 2],
 }
 
 /// The module's task table. See the module documentation.
 #[derive(Debug)]
 pub struct TaskTable {
-    buckets: Box<[*const TaskRec]>,
+    buckets: Box<[*const HlistNode]>,
     records: Vec<*const TaskRec>,
 }
 
-/// The word of a task the table does not know.
+/// The word of a task the table does not know (the module's `UNTRACKED`).
 static UNKNOWN: TaskPatchState = TaskPatchState::new();
 
 #[inline(always)]
@@ -54,29 +68,33 @@ fn bucket(task: usize) -> usize {
 }
 
 impl TaskTable {
-    /// A table with a record for each of `tasks`, placed as kmalloc-32 would place them.
+    /// A table with a record for each of `tasks`, placed as kmalloc-64 would place them.
     pub fn new(tasks: &[usize], seed: u64) -> Self {
-        let pages = tasks.len().div_ceil(PAGE / KMALLOC_32).max(1);
+        let per_page = PAGE / KMALLOC_64;
+        let pages = tasks.len().div_ceil(per_page).max(1);
         // Page-aligned slab pages, leaked.
         let raw: &'static mut [u8] = Box::leak(vec![0u8; (pages + 1) * PAGE].into_boxed_slice());
         let base = raw.as_mut_ptr().wrapping_add(raw.as_ptr().align_offset(PAGE));
         let mut rng = Rng::new(seed);
-        let mut buckets = vec![ptr::null::<TaskRec>(); 1 << TABLE_BITS].into_boxed_slice();
+        let mut buckets = vec![ptr::null::<HlistNode>(); 1 << TABLE_BITS].into_boxed_slice();
         let mut records = Vec::with_capacity(tasks.len());
-        for (page, chunk) in tasks.chunks(PAGE / KMALLOC_32).enumerate() {
+        for (page, chunk) in tasks.chunks(per_page).enumerate() {
             // The page's freelist, shuffled (Fisher-Yates).
-            let mut order: Vec<usize> = (0..PAGE / KMALLOC_32).collect();
+            let mut order: Vec<usize> = (0..per_page).collect();
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.below(i + 1));
             }
             for (&task, &obj) in chunk.iter().zip(&order) {
-                let rec = base.wrapping_add(page * PAGE + obj * KMALLOC_32).cast::<TaskRec>();
+                let rec = base.wrapping_add(page * PAGE + obj * KMALLOC_64).cast::<TaskRec>();
                 let b = bucket(task);
-                // SAFETY: `rec` is a 32-byte-aligned, in-bounds, unused object of the leaked
+                let hash = HlistNode { next: buckets[b], pprev: ptr::null() };
+                // SAFETY: `rec` is a 64-byte-aligned, in-bounds, unused object of the leaked
                 // region (each page index and object index is used once).
-                unsafe { rec.write(TaskRec { next: buckets[b], task, word: TaskPatchState::new() }) };
-                // hlist_add_head_rcu
-                buckets[b] = rec;
+                unsafe {
+                    rec.write(TaskRec { word: TaskPatchState::new(), kicks: 0, task, hash, list: [0; 2] });
+                    // hlist_add_head_rcu
+                    buckets[b] = ptr::addr_of!((*rec).hash);
+                }
                 records.push(rec.cast_const());
             }
         }
@@ -91,62 +109,119 @@ impl TaskTable {
         }
     }
 
-    /// The word of `task` (the module handler's lookup of `current`): hash, then walk the
-    /// bucket's chain with `READ_ONCE` loads.
+    /// The record of `task` (`lp_rec_find`): hash, then walk the bucket's chain with
+    /// `READ_ONCE` loads, `hlist_entry` by offset.
     #[inline(always)]
-    pub fn lookup(&self, task: usize) -> &TaskPatchState {
-        // SAFETY: `bucket` is below `1 << TABLE_BITS`; every chain pointer is null or a leaked
-        // record, valid for the process.
+    pub fn lookup_rec(&self, task: usize) -> Option<&TaskRec> {
+        // SAFETY: `bucket` is below `1 << TABLE_BITS`; every chain pointer is null or the hash
+        // node of a leaked record, valid for the process.
         unsafe {
-            let mut p = ptr::read_volatile(self.buckets.as_ptr().add(bucket(task)));
-            while !p.is_null() {
-                if (*p).task == task {
-                    return &(*p).word;
+            let mut n = ptr::read_volatile(self.buckets.as_ptr().add(bucket(task)));
+            while !n.is_null() {
+                let r = n.byte_sub(std::mem::offset_of!(TaskRec, hash)).cast::<TaskRec>();
+                if ptr::read_volatile(ptr::addr_of!((*r).task)) == task {
+                    return Some(&*r);
                 }
-                p = ptr::read_volatile(ptr::addr_of!((*p).next));
+                n = ptr::read_volatile(ptr::addr_of!((*n).next));
             }
         }
-        &UNKNOWN
+        None
+    }
+
+    /// `lp_rec_remove` (in `__put_task_struct()`, the task's last reference gone): unlinks
+    /// `task`'s record from its chain and clears its task. The record stays readable (the module frees it after the
+    /// reaper's grace periods; here it is leaked). Returns whether there was one.
+    pub fn remove(&mut self, task: usize) -> bool {
+        let b = bucket(task);
+        let mut link: *mut *const HlistNode = &mut self.buckets[b];
+        // SAFETY: every chain pointer is null or the hash node of a leaked record; the table
+        // is borrowed mutably, so no reader walks the chain meanwhile.
+        unsafe {
+            while !(*link).is_null() {
+                let n = (*link).cast_mut();
+                let r = n.byte_sub(std::mem::offset_of!(TaskRec, hash)).cast::<TaskRec>();
+                if (*r).task == task {
+                    *link = (*n).next;
+                    // A cached entry holding the record no longer matches any task.
+                    ptr::write_volatile(ptr::addr_of_mut!((*r).task), 0);
+                    return true;
+                }
+                link = ptr::addr_of_mut!((*n).next).cast();
+            }
+        }
+        false
+    }
+
+    /// `wake_up_new_task()`: a new record for `task` (a new task, possibly at the address of
+    /// one removed before) with `state`, at the head of its chain.
+    pub fn insert(&mut self, task: usize, state: PatchState) {
+        let b = bucket(task);
+        let word = TaskPatchState::new();
+        word.reset(state);
+        let hash = HlistNode { next: self.buckets[b], pprev: ptr::null() };
+        let rec: &'static TaskRec = Box::leak(Box::new(TaskRec { word, kicks: 0, task, hash, list: [0; 2] }));
+        self.buckets[b] = ptr::addr_of!(rec.hash);
+        self.records.push(rec);
+    }
+
+    /// The word of `task` (the table alone): its record's, or the untracked word.
+    #[inline(always)]
+    pub fn lookup(&self, task: usize) -> &TaskPatchState {
+        self.lookup_rec(task).map_or(&UNKNOWN, |r| &r.word)
     }
 }
 
-/// A per-CPU one-entry cache in front of [`TaskTable`]: the task it last resolved on this CPU
-/// and that task's word. **A proposal for the module, not what it does today** (it looks the
-/// table up on every call in a transition): the handler runs with preemption disabled, so the
-/// entry of its CPU is stable during the call; `current` is compared with the cached task, and
-/// on a match the word is one load away, as `current->patch_state` is for the kernel. On a
-/// mismatch (the first call after a context switch) the table is looked up and the entry
-/// refilled. What the module would also need: when a record is removed (its `task_struct` is
-/// freed), clear every CPU's entry that points to it before the RCU grace period that precedes
-/// the free, so a recycled `task_struct` address never meets a stale word.
+/// One CPU's entry of the module's per-CPU record cache (`lp_rec_cache`): the record the
+/// redirect last found on this CPU. A port of the module's `tasks::current_word`: a hit is the
+/// cached record whose task is `current` (a load of the entry, then of the record's task,
+/// beside its word); a miss (the first call in a transition after a context switch) looks the
+/// table up (`lp_shim_task_rec`, a C call in the module: `#[inline(never)]` here) and stores
+/// the record. The module's invalidation (a removed record's task is cleared; the entry is
+/// cleared between two grace periods before the free) is off the hot path and not measured.
 ///
-/// Modelled as one 64-byte-aligned entry (CPU 0's): `this_cpu_read` is a `gs`-relative load.
+/// Modelled as one 64-byte-aligned entry (CPU 0's): `this_cpu_ptr` is one `gs`-relative load
+/// in the C handler, which passes the entry's address.
 #[repr(C, align(64))]
-#[derive(Debug)]
-pub struct CpuCache {
-    task: std::cell::Cell<usize>,
-    word: std::cell::Cell<*const TaskPatchState>,
+#[derive(Debug, Default)]
+pub struct RecCache {
+    rec: Cell<usize>,
 }
 
-impl Default for CpuCache {
-    fn default() -> Self {
-        Self { task: std::cell::Cell::new(0), word: std::cell::Cell::new(&UNKNOWN) }
-    }
-}
-
-impl CpuCache {
+impl RecCache {
     /// The word of `task` (the current task on this CPU).
     #[inline(always)]
     pub fn lookup<'t>(&self, table: &'t TaskTable, task: usize) -> &'t TaskPatchState {
-        if self.task.get() == task {
-            // SAFETY: `word` is `UNKNOWN` or a record of `table`; both are leaked and valid
-            // for the process (module documentation).
-            return unsafe { &*self.word.get() };
+        let r = self.rec.get() as *const TaskRec;
+        // SAFETY: `rec` is 0 or a record of `table`, leaked and valid for the process.
+        if let Some(rec) = unsafe { r.as_ref() } {
+            // SAFETY: as above.
+            if unsafe { ptr::read_volatile(ptr::addr_of!(rec.task)) } == task {
+                return &rec.word;
+            }
         }
-        let word = table.lookup(task);
-        self.task.set(task);
-        self.word.set(word);
-        word
+        self.miss(table, task)
+    }
+
+    /// `lp_rec_cache_forget` (the reaper, between its two grace periods): drops the entry if
+    /// it holds a removed record (task cleared).
+    pub fn forget_removed(&self) {
+        let r = self.rec.get() as *const TaskRec;
+        // SAFETY: 0 or a leaked record.
+        if unsafe { r.as_ref() }.is_some_and(|rec| rec.task == 0) {
+            self.rec.set(0);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn miss<'t>(&self, table: &'t TaskTable, task: usize) -> &'t TaskPatchState {
+        match table.lookup_rec(task) {
+            Some(rec) => {
+                self.rec.set(ptr::from_ref(rec) as usize);
+                &rec.word
+            }
+            None => &UNKNOWN,
+        }
     }
 }
 
@@ -201,11 +276,41 @@ mod tests {
             assert_eq!(table.lookup(t).state(), PatchState::Patched);
         }
         assert!(ptr::eq(table.lookup(8), &UNKNOWN));
-        let cache = CpuCache::default();
+        let cache = RecCache::default();
         for &t in structs.addrs.iter().chain(&structs.addrs[..3]).chain(&[8]) {
             assert!(ptr::eq(cache.lookup(&table, t), table.lookup(t)), "a miss refills");
             assert!(ptr::eq(cache.lookup(&table, t), table.lookup(t)), "a hit");
         }
+        assert!(ptr::eq(cache.lookup(&table, 8), &UNKNOWN), "an unknown task is never cached");
         assert_eq!(structs.current(5).patch_state, 0);
+    }
+
+    /// The module's invalidation, in this port: a task's record is cached on its CPU; the task
+    /// dies (its record removed) and a new task gets the same `task_struct` address in the
+    /// other universe before the reaper runs. Its first call must read its own word.
+    #[test]
+    fn a_recycled_task_struct_address_never_meets_the_removed_records_word() {
+        let structs = TaskStructs::new(4, 0);
+        let dead = structs.addrs[1];
+        let mut table = TaskTable::new(&structs.addrs, 5);
+        table.reset_all(PatchState::Unpatched);
+        let cache = RecCache::default();
+        assert_eq!(cache.lookup(&table, dead).state(), PatchState::Unpatched, "cached");
+        assert!(table.remove(dead));
+        table.insert(dead, PatchState::Patched);
+        assert_eq!(
+            cache.lookup(&table, dead).state(),
+            PatchState::Patched,
+            "the new task at the dead task's address read the dead task's word"
+        );
+        assert_eq!(cache.lookup(&table, structs.addrs[2]).state(), PatchState::Unpatched);
+        // The reaper drops an entry holding a removed record, and keeps a live one.
+        let other = structs.addrs[2];
+        cache.forget_removed();
+        assert_ne!(cache.rec.get(), 0, "a live record stays cached");
+        assert!(table.remove(other));
+        cache.forget_removed();
+        assert_eq!(cache.rec.get(), 0, "a removed record is dropped before it is freed");
+        assert!(ptr::eq(cache.lookup(&table, other), &UNKNOWN));
     }
 }

@@ -41,6 +41,17 @@ pub enum Model {
 }
 
 impl Model {
+    /// Whether a call's redirect is decided by the calling task's universe (its word, read
+    /// only in a transition of the function) rather than by its caller's address
+    /// ([`Model::CallChain`]). A `const fn`, so a backend whose model is fixed at build time
+    /// can call [`redirect::per_task_lazy`](crate::redirect::per_task_lazy) directly.
+    #[inline(always)]
+    pub const fn redirects_per_task(self) -> bool {
+        !matches!(self, Model::CallChain)
+    }
+}
+
+impl Model {
     /// The model's name as the simulator prints it.
     pub const fn name(self) -> &'static str {
         match self {

@@ -6,6 +6,7 @@
 use crate::shim;
 use crate::tasks::{self, LinuxTask};
 use core::ops::ControlFlow;
+use core::ptr;
 use crate::control;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use livepatch_core::backend::{ErrorKind, Parts, Pinned, Scheduler, StackWalker, Task, TaskCursor, TaskKind, Tracer, WalkError};
@@ -69,7 +70,7 @@ const HOOK_SLOTS: usize = shim::LP_MAX_HOOKS as usize;
 ///
 /// * `addr` is the fentry call's return address of a hooked original (`f+5`, `f+9` with IBT):
 ///   that return address is on the stack exactly while the trampoline runs — before the
-///   handler, inside it (the handler and `lp_rs_redirect` are above it), and after it, until
+///   handler, inside it (the handler and `lp_rs_redirect_slot` are above it), and after it, until
 ///   the trampoline stores the chosen ip over this very slot;
 /// * `addr` is the first byte of a function in the patched set: the trampoline has stored the
 ///   variant's entry as its return address and not yet returned, or the task was interrupted
@@ -110,8 +111,13 @@ impl Tracer for Hooks {
     type Error = ErrorKind;
 
     fn install(&self, slot: SlotId, func: CodeRange) -> Result<(), ErrorKind> {
-        // SAFETY: process context, engine lock held.
-        let rc = unsafe { shim::lp_shim_hook_install(slot.0, func.start().get() as _) };
+        // The hook holds its slot for the redirect (see `control::lp_rs_redirect_slot`).
+        let Some(fslot) = crate::control::func_slot(slot) else {
+            return Err(ErrorKind::Hook);
+        };
+        // SAFETY: process context, engine lock held; `fslot` is `'static` (the engine's
+        // static storage).
+        let rc = unsafe { shim::lp_shim_hook_install(slot.0, func.start().get() as _, ptr::from_ref(fslot).cast()) };
         if rc != 0 {
             kernel::pr_err!("ftrace hook on {:?} failed: {}\n", func, rc);
             return Err(ErrorKind::Hook);

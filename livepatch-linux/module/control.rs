@@ -14,6 +14,7 @@ use core::ffi::{c_char, c_int, c_ulong};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 use livepatch_core::backend::TaskKind;
+use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::model::SwitchPoints;
 use livepatch_core::sweep::{StallReason, Straggler};
 use livepatch_core::transition::Progress;
@@ -205,11 +206,41 @@ fn descriptor(l: &Locked<'_>, st: &State, idx: usize) -> Option<&'static livepat
 
 // ---- switch points called from C ----------------------------------------------------------
 
-/// The ftrace handler's question: where does this call of slot `slot` go? 0 = the original.
+/// The func slot `slot` of the engine, for the ftrace hook installed on its function.
+///
+/// The slot lives in `STORAGE`, a `static`: the reference is valid for the module's lifetime,
+/// hence for the lifetime of any hook (hooks are removed before the module's memory goes).
+pub(crate) fn func_slot(slot: SlotId) -> Option<&'static FuncSlot<'static>> {
+    live().slots().get(slot.0 as usize)
+}
+
+/// Whether the module's model decides redirects from the task's word (fixed at build time, so
+/// the handler below calls the per-task decision directly, without `Live`'s model dispatch).
+const PER_TASK: bool = POLICY.model.redirects_per_task();
+
+/// The ftrace handler's question: where does this call of the function of `fslot` go? 0 = the
+/// original. `curr` is `current`; `cache` is this CPU's `lp_rec_cache` entry (the handler runs
+/// with preemption disabled). The current task's word is looked up only when this function is
+/// in transition: through the cache, then the task table (`tasks::current_word`).
 #[no_mangle]
-pub(crate) extern "C" fn lp_rs_redirect(slot: u32, _ip: c_ulong, parent_ip: c_ulong) -> c_ulong {
-    // The current task's word is looked up only when this function is in transition.
-    match live().redirect_current(SlotId(slot), tasks::current_state, CodeAddr(parent_ip as usize)) {
+pub(crate) extern "C" fn lp_rs_redirect_slot(
+    fslot: *const FuncSlot<'static>,
+    curr: *mut TaskStruct,
+    cache: *const tasks::RecCache,
+    parent_ip: c_ulong,
+) -> c_ulong {
+    // SAFETY: `fslot` is what `func_slot` returned when the hook was installed (C's
+    // `lp_hook.fslot`), a `'static` slot of `STORAGE`. `cache` is this CPU's `lp_rec_cache`
+    // entry, a per-CPU `struct lp_task_rec *` (the layout of `RecCache`), stable for the call:
+    // the handler runs with preemption disabled.
+    let (slot, cache) = unsafe { (&*fslot, &*cache) };
+    let word = || tasks::current_word(curr, cache);
+    let to = if PER_TASK {
+        livepatch_core::redirect::per_task_lazy(slot, word)
+    } else {
+        live().redirect_slot(slot, word, CodeAddr(parent_ip as usize))
+    };
+    match to {
         Redirect::Variant(addr) => addr.get() as c_ulong,
         Redirect::Original => 0,
     }

@@ -291,12 +291,21 @@ void lp_shim_release(const char *name, bool exported)
 
 struct lp_hook {
 	struct ftrace_ops ops;
+	/*
+	 * The engine's func slot of this hook (a livepatch_core FuncSlot in the module's static
+	 * engine storage), set at install: the handler hands it to Rust, as ftrace hands
+	 * klp_ftrace_handler its klp_ops, so no slot index is looked up per call.
+	 */
+	const void *fslot;
 	unsigned long ip;
 	u32 slot;
 	bool registered;
 };
 
 static struct lp_hook lp_hooks[LP_MAX_HOOKS];
+
+/* Each CPU's last task record found by the redirect: see "Task records" below. */
+static DEFINE_PER_CPU(struct lp_task_rec *, lp_rec_cache);
 
 static void notrace lp_ftrace_handler(unsigned long ip, unsigned long parent_ip,
 				      struct ftrace_ops *fops, struct ftrace_regs *fregs)
@@ -305,17 +314,20 @@ static void notrace lp_ftrace_handler(unsigned long ip, unsigned long parent_ip,
 	unsigned long target;
 	int bit;
 
-	/* Disables preemption: the grace period of lp_shim_synchronize() covers this handler. */
+	/*
+	 * Disables preemption: the grace period of lp_shim_synchronize() covers this handler, and
+	 * this CPU's lp_rec_cache entry stays this CPU's for the call.
+	 */
 	bit = ftrace_test_recursion_trylock(ip, parent_ip);
 	if (WARN_ON_ONCE(bit < 0))
 		return;
-	target = lp_rs_redirect(hook->slot, ip, parent_ip);
+	target = lp_rs_redirect_slot(hook->fslot, current, this_cpu_ptr(&lp_rec_cache), parent_ip);
 	if (target)
 		ftrace_regs_set_instruction_pointer(fregs, target);
 	ftrace_test_recursion_unlock(bit);
 }
 
-int lp_shim_hook_install(u32 slot, unsigned long ip)
+int lp_shim_hook_install(u32 slot, unsigned long ip, const void *fslot)
 {
 	struct lp_hook *hook;
 	int ret;
@@ -338,6 +350,7 @@ int lp_shim_hook_install(u32 slot, unsigned long ip)
 			  FTRACE_OPS_FL_IPMODIFY;
 	hook->ip = ip;
 	hook->slot = slot;
+	hook->fslot = fslot;
 	/* Abort on a filter error: unfiltered ops would trace every function. */
 	ret = ftrace_set_filter_ip(&hook->ops, ip, 0, 0);
 	if (ret)
@@ -511,6 +524,22 @@ void lp_shim_sync_all_cpus(void)
  *  - freed only after lp_shim_sync_all_cpus(): a handler may be walking a hash chain through
  *    it, with preemption disabled.
  *
+ * The redirect handler finds current's record through a per-CPU cache first (lp_rec_cache: the
+ * last record it found on this CPU; Rust's tasks::current_word()): a hit is the cached record
+ * whose task is current -- one load of the entry, one of the record's task beside the word.
+ * A miss (the first call in a transition after a context switch) looks the hash up and stores
+ * the record found. Why a stale entry is never used:
+ *
+ *  - removal clears the record's task (lp_rec_remove(), under lp_table_lock, in
+ *    __put_task_struct() before the task_struct is freed). A task_struct address reused by a
+ *    new task is allocated after that, and the new task runs after that, so its handler reads
+ *    NULL there, not its own address: it misses and finds its own record;
+ *  - a record is freed only after: (1) a grace period (no handler that may have found it in
+ *    the hash is still running, and none can find it any more, so none will store it again);
+ *    (2) every CPU's entry holding a removed record is cleared (lp_rec_cache_forget()); (3) a
+ *    second grace period (no handler that loaded such an entry before (2) still runs). Reaps
+ *    are serialised (lp_reap_mutex), so (2) reads only records no other reaper frees.
+ *
  * Readers (the ftrace handler, task work, cond_resched) walk a hash chain without a lock;
  * writers hold lp_table_lock. The engine walks all records in order (lp_tasks) in batches,
  * with a cursor node left in the list between batches: O(N) per pass, no task missed, and a
@@ -538,6 +567,12 @@ static bool lp_tracking;
 
 static void lp_reap_fn(struct work_struct *w);
 static DECLARE_WORK(lp_reap_work, lp_reap_fn);
+static DEFINE_MUTEX(lp_reap_mutex);
+
+/* Rust reads the record's word, kicks and task (tasks.rs TaskRec) at these offsets. */
+static_assert(offsetof(struct lp_task_rec, word) == 0);
+static_assert(offsetof(struct lp_task_rec, kicks) == 4);
+static_assert(offsetof(struct lp_task_rec, task) == 8);
 
 static notrace struct lp_task_rec *lp_rec_find(struct task_struct *t)
 {
@@ -582,8 +617,29 @@ static void lp_rec_remove(struct lp_task_rec *r)
 {
 	lockdep_assert_held(&lp_table_lock);
 	hlist_del_rcu(&r->hash);
+	/* A cached entry pointing here no longer matches any task (see "Task records"). */
+	WRITE_ONCE(r->task, NULL);
 	list_move_tail(&r->list, &lp_dead);
 	lp_nr_records--;
+}
+
+/*
+ * Clears every CPU's lp_rec_cache entry that holds a removed record (task NULL). The caller
+ * holds lp_reap_mutex: every record an entry holds is then live or removed but not yet freed.
+ */
+static void lp_rec_cache_forget(void)
+{
+	int cpu;
+
+	lockdep_assert_held(&lp_reap_mutex);
+	for_each_possible_cpu(cpu) {
+		struct lp_task_rec **entry = per_cpu_ptr(&lp_rec_cache, cpu);
+		struct lp_task_rec *r = READ_ONCE(*entry);
+
+		/* cmpxchg: the CPU may be storing a live record meanwhile; keep that one. */
+		if (r && !READ_ONCE(r->task))
+			cmpxchg(entry, r, NULL);
+	}
 }
 
 static void lp_reap_fn(struct work_struct *w)
@@ -592,14 +648,20 @@ static void lp_reap_fn(struct work_struct *w)
 	unsigned long flags;
 	LIST_HEAD(batch);
 
+	mutex_lock(&lp_reap_mutex);
 	raw_spin_lock_irqsave(&lp_table_lock, flags);
 	list_splice_init(&lp_dead, &batch);
 	raw_spin_unlock_irqrestore(&lp_table_lock, flags);
 	if (list_empty(&batch))
-		return;
+		goto out;
+	/* (1), (2), (3) of "Task records": no handler can reach a record of the batch after. */
+	lp_shim_sync_all_cpus();
+	lp_rec_cache_forget();
 	lp_shim_sync_all_cpus();
 	list_for_each_entry_safe(r, tmp, &batch, list)
 		kfree(r);
+out:
+	mutex_unlock(&lp_reap_mutex);
 }
 
 /* wake_up_new_task(child): the child inherits its parent's word before it first runs. */

@@ -113,7 +113,7 @@ bool lp_shim_task_running(struct task_struct *t);
 struct task_struct *lp_shim_idle_task(u32 cpu);
 bool lp_shim_comm_of(s32 pid, char *buf);
 int lp_shim_stop_machine(int (*fn)(void *), void *ctx);
-int lp_shim_hook_install(u32 slot, unsigned long ip);
+int lp_shim_hook_install(u32 slot, unsigned long ip, const void *fslot);
 int lp_shim_hook_remove(u32 slot);
 struct task_struct *lp_shim_current(void);
 void lp_shim_task_info(struct task_struct *t, struct lp_task_info *info);
@@ -147,7 +147,8 @@ void lp_shim_module_put(void);
 void lp_shim_log(int level, const char *msg, int len);
 
 /* Rust (livepatch_rs.rs) */
-unsigned long lp_rs_redirect(u32 slot, unsigned long ip, unsigned long parent_ip);
+unsigned long lp_rs_redirect_slot(const void *fslot, struct task_struct *curr,
+				  struct lp_task_rec **cache, unsigned long parent_ip);
 void lp_rs_exit_to_user(struct task_struct *t, bool signal, bool exiting);
 void lp_rs_inherit(const u32 *parent, u32 *child);
 void lp_rs_cond_resched(void);

@@ -115,7 +115,7 @@ extern "C" {
     pub(crate) fn lp_shim_patch_module_put(module: *mut c_void);
     pub(crate) fn lp_shim_queue_reap();
     pub(crate) fn lp_shim_cancel_reap();
-    pub(crate) fn lp_shim_hook_install(slot: u32, ip: c_ulong) -> c_int;
+    pub(crate) fn lp_shim_hook_install(slot: u32, ip: c_ulong, fslot: *const c_void) -> c_int;
     pub(crate) fn lp_shim_hook_remove(slot: u32) -> c_int;
     pub(crate) fn lp_shim_tracking(on: bool) -> c_int;
     pub(crate) fn lp_shim_tasks_exit();

@@ -3,7 +3,7 @@ use crate::addr::{CodeAddr, CodeRange};
 use crate::backend::{StackWalker, Task};
 use crate::func_stack::FuncSlot;
 use crate::ids::SlotId;
-use crate::model::{Model, Policy, SwitchPoints};
+use crate::model::{Policy, SwitchPoints};
 use crate::patched_set::{Hit, IndexEntry, PatchedSet};
 use crate::redirect::{self, Redirect};
 use crate::state::{PatchState, TaskPatchState};
@@ -336,13 +336,25 @@ impl<'a> Live<'a> {
         let Some(slot) = self.slots.get(slot.0 as usize) else {
             return Redirect::Original;
         };
-        match self.policy.model {
-            Model::CallChain => {
-                redirect::call_chain_towards(slot, self.transition_target(), || self.away_hit(parent_ip).is_some())
-            }
-            Model::PerTask | Model::KernelExit | Model::StopTheWorld | Model::Freezer => {
-                redirect::per_task_lazy(slot, current)
-            }
+        self.redirect_slot(slot, current, parent_ip)
+    }
+
+    /// [`redirect_current`](Self::redirect_current) for a hook that holds its slot (resolved
+    /// when it was installed, as ftrace hands `klp_ftrace_handler` its `ftrace_ops`): no slot
+    /// lookup. A backend whose model is fixed at build time and
+    /// [redirects per task](crate::model::Model::redirects_per_task) can call
+    /// [`redirect::per_task_lazy`] instead and skip the model dispatch too.
+    #[inline(always)]
+    pub fn redirect_slot<'t>(
+        &self,
+        slot: &FuncSlot<'a>,
+        current: impl FnOnce() -> &'t TaskPatchState,
+        parent_ip: CodeAddr,
+    ) -> Redirect {
+        if self.policy.model.redirects_per_task() {
+            redirect::per_task_lazy(slot, current)
+        } else {
+            redirect::call_chain_towards(slot, self.transition_target(), || self.away_hit(parent_ip).is_some())
         }
     }
 
