@@ -1,0 +1,142 @@
+/* A program that loads and unloads liblate.so on command while its threads call late_f()
+ * (tests/dlopen.rs). Commands on stdin, one answer line each:
+ *   load   -> "loaded <base> ctor=<late_f() as the constructor saw it>"
+ *   close  -> "closed gone" | "closed still-loaded" (the old address range is then reserved,
+ *             so the next load maps the library elsewhere)
+ *   check  -> "old=<n> new=<n> other=<n>": the results of late_f() in every worker and in
+ *             main since the command, once each worker made 50 calls. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+#include "livepatch_user.h"
+
+#define WORKERS 3
+static pthread_rwlock_t lock = PTHREAD_RWLOCK_INITIALIZER;
+static int (*_Atomic late_f)(void);
+static atomic_int generation;
+/* [generation % 2][thread][old, new, other] */
+static atomic_long counts[2][WORKERS + 1][3];
+static atomic_int next;
+
+static void record(int me, int gen, int r) {
+    atomic_fetch_add(&counts[gen % 2][me][r == 100 ? 0 : r == 200 ? 1 : 2], 1);
+}
+
+static void *worker(void *token) {
+    LIVEPATCH_THREAD_BEGIN(token);
+    int me = atomic_fetch_add(&next, 1);
+    for (;;) {
+        pthread_rwlock_rdlock(&lock);
+        int (*f)(void) = atomic_load(&late_f);
+        if (f) {
+            int gen = atomic_load(&generation);
+            record(me, gen, f());
+        }
+        pthread_rwlock_unlock(&lock);
+        usleep(200);
+        livepatch_safe_point();
+    }
+    return 0;
+}
+
+static const char *lib_path;
+static void *handle;
+
+/* The loaded library's size in memory (0: not loaded). */
+static int find(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    const char *slash = strrchr(info->dlpi_name, '/');
+    if (!slash || strcmp(slash + 1, "liblate.so"))
+        return 0;
+    size_t end = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_LOAD && info->dlpi_phdr[i].p_vaddr + info->dlpi_phdr[i].p_memsz > end)
+            end = info->dlpi_phdr[i].p_vaddr + info->dlpi_phdr[i].p_memsz;
+    *(size_t *)data = (end + 4095) & ~(size_t)4095;
+    return 1;
+}
+
+static size_t loaded(void) {
+    size_t span = 0;
+    dl_iterate_phdr(find, &span);
+    return span;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3 || livepatch_init() || LIVEPATCH_THREAD_BEGIN(NULL) || livepatch_trust_object((void *)main) ||
+        livepatch_serve(argv[1]))
+        return 1;
+    lib_path = argv[2];
+    for (int i = 0; i < WORKERS; i++) {
+        pthread_t th;
+        if (pthread_create(&th, 0, worker, livepatch_thread_prepare()))
+            return 1;
+    }
+    printf("ready\n");
+    fflush(stdout);
+    char line[64];
+    void *base = 0;
+    size_t span = 0;
+    while (fgets(line, sizeof line, stdin)) {
+        if (!strcmp(line, "load\n")) {
+            handle = dlopen(lib_path, RTLD_NOW);
+            if (!handle) {
+                printf("error %s\n", dlerror());
+            } else {
+                int (*f)(void) = (int (*)(void))dlsym(handle, "late_f");
+                Dl_info info;
+                dladdr((void *)f, &info);
+                base = info.dli_fbase;
+                span = loaded();
+                printf("loaded %p ctor=%d\n", base, *(int *)dlsym(handle, "late_ctor_saw"));
+                atomic_store(&late_f, f);
+            }
+        } else if (!strcmp(line, "close\n")) {
+            pthread_rwlock_wrlock(&lock);
+            atomic_store(&late_f, 0);
+            dlclose(handle);
+            pthread_rwlock_unlock(&lock);
+            int still = loaded() != 0;
+            if (!still && mmap(base, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) != base)
+                perror("late_app: reserving the old range");
+            printf("closed %s\n", still ? "still-loaded" : "gone");
+        } else if (!strcmp(line, "check\n")) {
+            int gen = atomic_load(&generation) + 1;
+            for (int t = 0; t <= WORKERS; t++)
+                for (int k = 0; k < 3; k++)
+                    atomic_store(&counts[gen % 2][t][k], 0);
+            atomic_store(&generation, gen);
+            for (int i = 0; i < 10; i++) {
+                pthread_rwlock_rdlock(&lock);
+                int (*f)(void) = atomic_load(&late_f);
+                if (f)
+                    record(WORKERS, gen, f());
+                pthread_rwlock_unlock(&lock);
+            }
+            for (int waited = 0; waited < 10000; waited++) {
+                int done = 1;
+                for (int t = 0; t < WORKERS; t++)
+                    done &= counts[gen % 2][t][0] + counts[gen % 2][t][1] + counts[gen % 2][t][2] >= 50;
+                if (done)
+                    break;
+                usleep(1000);
+            }
+            long sum[3] = {0};
+            for (int t = 0; t <= WORKERS; t++)
+                for (int k = 0; k < 3; k++)
+                    sum[k] += atomic_load(&counts[gen % 2][t][k]);
+            printf("old=%ld new=%ld other=%ld\n", sum[0], sum[1], sum[2]);
+        } else {
+            printf("error unknown command\n");
+        }
+        fflush(stdout);
+    }
+    return 0;
+}
