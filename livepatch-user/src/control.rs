@@ -53,7 +53,7 @@ pub fn execute(rt: &Runtime, line: &str) -> Vec<String> {
             .map(|l| match l.state {
                 crate::objects::LibraryState::Unloaded => format!("{} {} unloaded", l.id.0, l.name),
                 crate::objects::LibraryState::Loaded { base, .. } => {
-                    format!("{} {} patched at {base:#x}", l.id.0, l.name)
+                    format!("{} {} loaded at {base:#x}", l.id.0, l.name)
                 }
                 crate::objects::LibraryState::Refused { base, error } => {
                     format!("{} {} refused at {base:#x}: {error}", l.id.0, l.name)

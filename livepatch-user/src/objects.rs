@@ -107,12 +107,12 @@ pub(crate) fn find_loaded(name: &str) -> Option<Found> {
         // SAFETY: a NUL-terminated path owned by the loader.
         let path = unsafe { CStr::from_ptr(info.dlpi_name) };
         let file = path.to_bytes().rsplit(|&b| b == b'/').next().unwrap_or(&[]);
+        let base = info.dlpi_addr as usize;
         if file != search.name.as_bytes() {
             return 0;
         }
         // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers.
         let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-        let base = info.dlpi_addr as usize;
         let text = phdrs
             .iter()
             .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)

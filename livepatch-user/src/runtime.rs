@@ -82,8 +82,9 @@ pub struct Stats {
     pub stop_pause_ns_total: u64,
     /// The longest stop's pause, in ns.
     pub stop_pause_ns_max: u64,
-    /// Libraries that came (loaded after a patch naming them) and were patched.
-    pub libraries_patched: u64,
+    /// Named libraries that came (found loaded by the interposed `dlopen`) and were accepted:
+    /// patched by every registered patch naming them.
+    pub libraries_loaded: u64,
     /// Libraries that came but were refused (left loaded, unpatched).
     pub libraries_refused: u64,
     /// Patched libraries that went (unpatched before their last `dlclose`).
@@ -101,7 +102,7 @@ struct Inner {
     libraries: Vec<Library>,
     /// Handles the interposed `dlopen` returned, by link map, not yet closed.
     opens: HashMap<usize, usize>,
-    libraries_patched: u64,
+    libraries_loaded: u64,
     libraries_refused: u64,
     libraries_gone: u64,
 }
@@ -161,7 +162,7 @@ impl Runtime {
                 passes: 0,
                 libraries: Vec::new(),
                 opens: HashMap::new(),
-                libraries_patched: 0,
+                libraries_loaded: 0,
                 libraries_refused: 0,
                 libraries_gone: 0,
             }),
@@ -297,7 +298,7 @@ impl Runtime {
             result = inner.engine.object_coming(id, &self.backend).map_err(Error::from);
         }
         match result {
-            Ok(()) => inner.libraries_patched += 1,
+            Ok(()) => inner.libraries_loaded += 1,
             Err(e) => {
                 for o in inner.engine.patches().flat_map(|p| p.objects()).filter(|o| o.id() == id) {
                     objects::unresolve(o);
@@ -514,7 +515,7 @@ impl Runtime {
             stop_signals,
             stop_pause_ns_total,
             stop_pause_ns_max,
-            libraries_patched: inner.libraries_patched,
+            libraries_loaded: inner.libraries_loaded,
             libraries_refused: inner.libraries_refused,
             libraries_gone: inner.libraries_gone,
         }

@@ -62,8 +62,19 @@ impl App {
         (n[0], n[1])
     }
 
+    /// A counter of `livepatchctl stats`.
+    fn stat(&self, name: &str) -> u64 {
+        let stats = self.ctl(&["stats"]);
+        let at = stats.find(&format!("{name}: ")).unwrap_or_else(|| panic!("no {name} in {stats}")) + name.len() + 2;
+        stats[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    }
+
     fn load(&mut self) -> (String, u32) {
-        let line = self.ask("load");
+        self.load_with("load")
+    }
+
+    fn load_with(&mut self, command: &str) -> (String, u32) {
+        let line = self.ask(command);
         let mut words = line.split(' ');
         assert_eq!(words.next(), Some("loaded"), "{line}");
         let base = words.next().unwrap().to_string();
@@ -96,10 +107,11 @@ fn a_library_loaded_after_the_patch_is_patched_and_unpatched_with_its_lifetime()
     lib_args.extend(["-fPIC", "-shared", lib_c.to_str().unwrap(), "-o", &lib]);
     cc(&lib_args);
     let patch_c = src.join("late_patch.c");
-    let (fix, missing) = (file("late_fix.so"), file("late_missing.so"));
+    let (fix, missing, global) = (file("late_fix.so"), file("late_missing.so"), file("late_global.so"));
     let patch = ["-O2", "-fPIC", "-shared", "-fno-omit-frame-pointer", &inc, patch_c.to_str().unwrap()];
     cc(&[&patch[..], &["-o", &fix]].concat());
     cc(&[&patch[..], &["-DMISSING", "-o", &missing]].concat());
+    cc(&[&patch[..], &["-DGLOBAL", "-o", &global]].concat());
 
     let sock = dir.join("late.sock");
     let mut child = Command::new(&app)
@@ -124,7 +136,7 @@ fn a_library_loaded_after_the_patch_is_patched_and_unpatched_with_its_lifetime()
     assert_eq!(ctor, 100, "the constructor runs before the runtime patches the library");
     let (old, new) = app.check();
     assert!(old == 0 && new > 0, "1. loaded after the patch: old {old}, new {new}");
-    assert!(app.ctl(&["libs"]).contains(&format!("liblate.so patched at {base1}")));
+    assert!(app.ctl(&["libs"]).contains(&format!("liblate.so loaded at {base1}")));
 
     // 2. Unloaded, reloaded at another address: patched again.
     assert_eq!(app.ask("close"), "closed gone");
@@ -143,8 +155,7 @@ fn a_library_loaded_after_the_patch_is_patched_and_unpatched_with_its_lifetime()
     let (old, new) = app.check();
     assert!(old == 0 && new > 0, "4. enabled over the loaded library: old {old}, new {new}");
     assert_eq!(app.ask("close"), "closed gone");
-    let stats = app.ctl(&["stats"]);
-    assert!(stats.contains("libraries_patched: 2,") && stats.contains("libraries_gone: 2 }"), "{stats}");
+    assert_eq!((app.stat("libraries_loaded"), app.stat("libraries_gone")), (2, 2));
 
     // 5. The patch is gone; the library is loaded again: the original.
     assert_eq!(app.ctl(&["disable", "2"]).trim(), "ok");
@@ -165,7 +176,7 @@ fn a_library_loaded_after_the_patch_is_patched_and_unpatched_with_its_lifetime()
         libs.contains(&format!("liblate.so refused at {base3}: function `late_missing in liblate.so` not found")),
         "{libs}"
     );
-    assert!(app.ctl(&["stats"]).contains("libraries_refused: 1,"));
+    assert_eq!(app.stat("libraries_refused"), 1);
     // Closing a refused library is an ordinary dlclose; the patch stays registered and is
     // refused again at the next load; it is disabled like any other.
     assert_eq!(app.ask("close"), "closed gone");
@@ -174,7 +185,31 @@ fn a_library_loaded_after_the_patch_is_patched_and_unpatched_with_its_lifetime()
     let (_, _) = app.load();
     let (old, new) = app.check();
     assert!(old > 0 && new == 0);
+    // The same patch applied while the library is loaded is refused at apply, nothing
+    // registered, the library untouched.
+    let out = Command::new(&app.ctl).arg(&app.sock).args(["apply", &missing]).output().unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success() && answer.contains("`late_missing in liblate.so` not found"), "{answer}");
+    assert_eq!(app.ctl(&["list"]).trim(), "");
+    let (old, new) = app.check();
+    assert!(old > 0 && new == 0);
     assert_eq!(app.ask("close"), "closed gone");
+
+    // A patch replacing late_f through the global scope (the library loaded RTLD_GLOBAL),
+    // not by library name: no going unpatches it, and none needs to: the runtime's
+    // `dlsym(RTLD_DEFAULT)` made glibc record a dependency of the runtime on the library,
+    // which therefore stays mapped after its last dlclose (and stays patched).
+    let _ = app.load_with("loadg");
+    assert_eq!(app.ctl(&["apply", &global]).trim(), "ok 4");
+    let (old, new) = app.check();
+    assert!(old == 0 && new > 0, "global-scope patch: old {old}, new {new}");
+    assert_eq!(app.ask("close"), "closed still-loaded");
+    let _ = app.load();
+    let (old, new) = app.check();
+    assert!(old == 0 && new > 0, "still patched: old {old}, new {new}");
+    assert_eq!(app.ctl(&["disable", "4"]).trim(), "ok");
+    let (old, new) = app.check();
+    assert!(old > 0 && new == 0, "global-scope patch disabled: old {old}, new {new}");
 
     drop(app.stdin);
     assert!(app.child.wait().unwrap().success());

@@ -1,6 +1,7 @@
 /* A program that loads and unloads liblate.so on command while its threads call late_f()
  * (tests/dlopen.rs). Commands on stdin, one answer line each:
  *   load   -> "loaded <base> ctor=<late_f() as the constructor saw it>"
+ *   loadg  -> the same, loaded RTLD_GLOBAL (and declared trusted)
  *   close  -> "closed gone" | "closed still-loaded" (the old address range is then reserved,
  *             so the next load maps the library elsewhere)
  *   check  -> "old=<n> new=<n> other=<n>": the results of late_f() in every worker and in
@@ -85,8 +86,9 @@ int main(int argc, char **argv) {
     void *base = 0;
     size_t span = 0;
     while (fgets(line, sizeof line, stdin)) {
-        if (!strcmp(line, "load\n")) {
-            handle = dlopen(lib_path, RTLD_NOW);
+        if (!strcmp(line, "load\n") || !strcmp(line, "loadg\n")) {
+            int global = line[4] == 'g';
+            handle = dlopen(lib_path, RTLD_NOW | (global ? RTLD_GLOBAL : 0));
             if (!handle) {
                 printf("error %s\n", dlerror());
             } else {
@@ -95,6 +97,8 @@ int main(int argc, char **argv) {
                 dladdr((void *)f, &info);
                 base = info.dli_fbase;
                 span = loaded();
+                if (global)
+                    livepatch_trust_object((void *)f);
                 printf("loaded %p ctor=%d\n", base, *(int *)dlsym(handle, "late_ctor_saw"));
                 atomic_store(&late_f, f);
             }

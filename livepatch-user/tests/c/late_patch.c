@@ -1,5 +1,6 @@
 /* A patch of liblate.so's late_f (tests/dlopen.rs). With -DMISSING it also names a function
- * the library does not have: the library's coming is refused and nothing of it is patched. */
+ * the library does not have: the library's coming is refused and nothing of it is patched.
+ * With -DGLOBAL it names late_f without its library (found in the global scope). */
 #include "livepatch_user.h"
 
 int late_f_fixed(void) { return 200; }
@@ -10,6 +11,10 @@ static const struct livepatch_func funcs[] = {
     {"late_missing", (void *)late_missing_fixed, "liblate.so"},
 };
 #define NAME "late-missing"
+#elif defined GLOBAL
+/* late_f found in the global scope (the library loaded RTLD_GLOBAL), not by library name. */
+static const struct livepatch_func funcs[] = {{"late_f", (void *)late_f_fixed, 0}};
+#define NAME "late-global"
 #else
 static const struct livepatch_func funcs[] = {{"late_f", (void *)late_f_fixed, "liblate.so"}};
 #define NAME "late-fix"
