@@ -11,6 +11,9 @@
 //! 4. enable over the loaded library → the new code; then `dlclose` (it goes);
 //! 5. load after the patch is gone → the original.
 //!
+//! Also: the library comes during an enable transition (a thread held inside a patched
+//! function of the program): each thread runs the library's code of its own universe.
+//!
 //! And the failure path: a patch naming a function the library lacks is applied while the
 //! library is unloaded; the load is refused by the runtime — the library loads and runs
 //! unpatched, nothing of it half-patched — and `livepatchctl libs`/`stats` say so.
@@ -54,12 +57,18 @@ impl App {
         answer
     }
 
-    /// (old, new) results of `late_f()` over every thread since the check started.
+    /// (old, new) results of `late_f()` over the workers and main since the check started.
     fn check(&mut self) -> (u64, u64) {
+        let (old, new, _) = self.check_with_holder();
+        (old, new)
+    }
+
+    /// [`check`](Self::check), and the holder thread's (old, new) meanwhile.
+    fn check_with_holder(&mut self) -> (u64, u64, (u64, u64)) {
         let line = self.ask("check");
         let n: Vec<u64> = line.split(' ').map(|w| w.split('=').nth(1).unwrap().parse().unwrap()).collect();
         assert_eq!(n[2], 0, "late_f returned something else: {line}");
-        (n[0], n[1])
+        (n[0], n[1], (n[3], n[4]))
     }
 
     /// A counter of `livepatchctl stats`.
@@ -108,10 +117,12 @@ fn a_library_loaded_after_the_patch_is_patched_and_unpatched_with_its_lifetime()
     cc(&lib_args);
     let patch_c = src.join("late_patch.c");
     let (fix, missing, global) = (file("late_fix.so"), file("late_missing.so"), file("late_global.so"));
+    let hold = file("late_hold.so");
     let patch = ["-O2", "-fPIC", "-shared", "-fno-omit-frame-pointer", &inc, patch_c.to_str().unwrap()];
     cc(&[&patch[..], &["-o", &fix]].concat());
     cc(&[&patch[..], &["-DMISSING", "-o", &missing]].concat());
     cc(&[&patch[..], &["-DGLOBAL", "-o", &global]].concat());
+    cc(&[&patch[..], &["-DHOLD", "-o", &hold]].concat());
 
     let sock = dir.join("late.sock");
     let mut child = Command::new(&app)
@@ -195,19 +206,48 @@ fn a_library_loaded_after_the_patch_is_patched_and_unpatched_with_its_lifetime()
     assert!(old > 0 && new == 0);
     assert_eq!(app.ask("close"), "closed gone");
 
+    // The library comes while the patch's enable transition is in progress: a thread sits
+    // inside hold_here(), which the patch also replaces, so it cannot switch. In the library
+    // loaded meanwhile, the switched threads run the new late_f and the holder the old one,
+    // each in its own universe; once released, it switches and the transition completes.
+    assert_eq!(app.ask("hold"), "holding");
+    // `livepatchctl apply` waits for the transition, and the control socket serves one
+    // session at a time: the apply runs on a thread, and the program itself says when the
+    // hook is in place (hold_here's entry no longer NOPs).
+    let (ctl, sock, hold_path) = (app.ctl.clone(), app.sock.clone(), hold.clone());
+    let apply = std::thread::spawn(move || Command::new(ctl).arg(sock).args(["apply", &hold_path]).output().unwrap());
+    while app.ask("hooked") != "hooked yes" {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = app.load();
+    let (old, new, (held_old, held_new)) = app.check_with_holder();
+    assert!(
+        old == 0 && new > 0 && held_old > 0 && held_new == 0,
+        "coming during the transition: switched threads old {old} new {new}, held thread old {held_old} new {held_new}"
+    );
+    assert_eq!(app.ask("release"), "released");
+    std::thread::sleep(Duration::from_millis(500));
+    eprintln!("STALLS {}", app.ctl(&["stalls"]));
+    let out = apply.join().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 4");
+    let (old, new) = app.check();
+    assert!(old == 0 && new > 0);
+    assert_eq!(app.ctl(&["disable", "4"]).trim(), "ok");
+    assert_eq!(app.ask("close"), "closed gone");
+
     // A patch replacing late_f through the global scope (the library loaded RTLD_GLOBAL),
     // not by library name: no going unpatches it, and none needs to: the runtime's
     // `dlsym(RTLD_DEFAULT)` made glibc record a dependency of the runtime on the library,
     // which therefore stays mapped after its last dlclose (and stays patched).
     let _ = app.load_with("loadg");
-    assert_eq!(app.ctl(&["apply", &global]).trim(), "ok 4");
+    assert_eq!(app.ctl(&["apply", &global]).trim(), "ok 5");
     let (old, new) = app.check();
     assert!(old == 0 && new > 0, "global-scope patch: old {old}, new {new}");
     assert_eq!(app.ask("close"), "closed still-loaded");
     let _ = app.load();
     let (old, new) = app.check();
     assert!(old == 0 && new > 0, "still patched: old {old}, new {new}");
-    assert_eq!(app.ctl(&["disable", "4"]).trim(), "ok");
+    assert_eq!(app.ctl(&["disable", "5"]).trim(), "ok");
     let (old, new) = app.check();
     assert!(old > 0 && new == 0, "global-scope patch disabled: old {old}, new {new}");
 

@@ -4,8 +4,13 @@
  *   loadg  -> the same, loaded RTLD_GLOBAL (and declared trusted)
  *   close  -> "closed gone" | "closed still-loaded" (the old address range is then reserved,
  *             so the next load maps the library elsewhere)
- *   check  -> "old=<n> new=<n> other=<n>": the results of late_f() in every worker and in
- *             main since the command, once each worker made 50 calls. */
+ *   check  -> "old=<n> new=<n> other=<n> held_old=<n> held_new=<n>": the results of late_f()
+ *             in every worker and in main since the command, once each worker made 50
+ *             calls; then those of the holder thread (below) meanwhile.
+ *   hold   -> "holding": a registered thread is inside hold_here() (a patchable function of
+ *             this program), calling late_f() every millisecond, until
+ *   release-> "released".
+ *   hooked -> "hooked yes" once hold_here's entry is no longer its 16 NOPs. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <link.h>
@@ -22,8 +27,9 @@
 static pthread_rwlock_t lock = PTHREAD_RWLOCK_INITIALIZER;
 static int (*_Atomic late_f)(void);
 static atomic_int generation;
-/* [generation % 2][thread][old, new, other] */
-static atomic_long counts[2][WORKERS + 1][3];
+/* [generation % 2][thread: workers, main, holder][old, new, other] */
+static atomic_long counts[2][WORKERS + 2][3];
+static atomic_int holding, inside;
 static atomic_int next;
 
 static void record(int me, int gen, int r) {
@@ -42,6 +48,32 @@ static void *worker(void *token) {
         }
         pthread_rwlock_unlock(&lock);
         usleep(200);
+        livepatch_safe_point();
+    }
+    return 0;
+}
+
+/* Holds the holder thread inside a patched function while it calls late_f(): its universe
+ * cannot switch meanwhile. */
+__attribute__((noipa)) void hold_here(void) {
+    atomic_store(&inside, 1);
+    while (atomic_load(&holding)) {
+        pthread_rwlock_rdlock(&lock);
+        int (*f)(void) = atomic_load(&late_f);
+        if (f)
+            record(WORKERS + 1, atomic_load(&generation), f());
+        pthread_rwlock_unlock(&lock);
+        usleep(1000);
+    }
+    atomic_store(&inside, 0);
+}
+
+static void *holder(void *token) {
+    LIVEPATCH_THREAD_BEGIN(token);
+    for (;;) {
+        if (atomic_load(&holding))
+            hold_here();
+        usleep(1000);
         livepatch_safe_point();
     }
     return 0;
@@ -80,6 +112,9 @@ int main(int argc, char **argv) {
         if (pthread_create(&th, 0, worker, livepatch_thread_prepare()))
             return 1;
     }
+    pthread_t th;
+    if (pthread_create(&th, 0, holder, livepatch_thread_prepare()))
+        return 1;
     printf("ready\n");
     fflush(stdout);
     char line[64];
@@ -113,7 +148,7 @@ int main(int argc, char **argv) {
             printf("closed %s\n", still ? "still-loaded" : "gone");
         } else if (!strcmp(line, "check\n")) {
             int gen = atomic_load(&generation) + 1;
-            for (int t = 0; t <= WORKERS; t++)
+            for (int t = 0; t <= WORKERS + 1; t++)
                 for (int k = 0; k < 3; k++)
                     atomic_store(&counts[gen % 2][t][k], 0);
             atomic_store(&generation, gen);
@@ -136,7 +171,27 @@ int main(int argc, char **argv) {
             for (int t = 0; t <= WORKERS; t++)
                 for (int k = 0; k < 3; k++)
                     sum[k] += atomic_load(&counts[gen % 2][t][k]);
-            printf("old=%ld new=%ld other=%ld\n", sum[0], sum[1], sum[2]);
+            long held[3];
+            for (int k = 0; k < 3; k++)
+                held[k] = atomic_load(&counts[gen % 2][WORKERS + 1][k]);
+            printf("old=%ld new=%ld other=%ld held_old=%ld held_new=%ld\n", sum[0], sum[1], sum[2] + held[2], held[0],
+                   held[1]);
+        } else if (!strcmp(line, "hold\n")) {
+            atomic_store(&holding, 1);
+            while (!atomic_load(&inside))
+                usleep(1000);
+            printf("holding\n");
+        } else if (!strcmp(line, "hooked\n")) {
+            const volatile unsigned char *entry = (const volatile unsigned char *)hold_here;
+            int nops = 1;
+            for (int i = 0; i < 16; i++)
+                nops &= entry[i] == 0x90;
+            printf("hooked %s\n", nops ? "no" : "yes");
+        } else if (!strcmp(line, "release\n")) {
+            atomic_store(&holding, 0);
+            while (atomic_load(&inside))
+                usleep(1000);
+            printf("released\n");
         } else {
             printf("error unknown command\n");
         }
