@@ -175,14 +175,23 @@ pub(crate) unsafe fn real_dlclose(handle: *mut c_void) -> c_int {
     }
 }
 
-/// Trusts or stops trusting a library's executable segments.
-pub(crate) fn trust(text: &[(usize, usize)], trusted: bool) {
-    for &(lo, hi) in text {
-        if trusted {
-            walk::trust_code(lo, hi);
-        } else {
-            walk::distrust_code(lo, hi);
+/// Trusts a library's executable segments; `false` (nothing trusted) when the table of
+/// trusted regions is full — a walk would then ignore return addresses into the library,
+/// so such a library must not be patched.
+pub(crate) fn trust(text: &[(usize, usize)]) -> bool {
+    for (i, &(lo, hi)) in text.iter().enumerate() {
+        if !walk::trust_code(lo, hi) {
+            distrust(&text[..i]);
+            return false;
         }
+    }
+    true
+}
+
+/// Stops trusting a library's executable segments (it is about to be unmapped, or refused).
+pub(crate) fn distrust(text: &[(usize, usize)]) {
+    for &(lo, hi) in text {
+        walk::distrust_code(lo, hi);
     }
 }
 

@@ -227,9 +227,11 @@ impl Runtime {
             let idx = obj.id().0 as usize - 1;
             if inner.libraries[idx].state == LibraryState::Unloaded {
                 if let Some(found) = objects::find_loaded(&inner.libraries[idx].name) {
-                    if Self::pin(&mut inner.libraries[idx], found) {
-                        pinned.push(idx);
+                    result = Self::pin(&mut inner.libraries[idx], found);
+                    if result.is_err() {
+                        break;
                     }
+                    pinned.push(idx);
                 }
             }
             if let LibraryState::Loaded { map, .. } = inner.libraries[idx].state {
@@ -257,17 +259,21 @@ impl Runtime {
     }
 
     /// Takes the runtime's handle on a library found loaded and declares it loaded to the
-    /// engine (its text trusted). `false` if it could not be pinned.
-    fn pin(lib: &mut Library, found: objects::Found) -> bool {
+    /// engine (its text trusted). On error nothing changed.
+    fn pin(lib: &mut Library, found: objects::Found) -> Result<(), Error> {
         // SAFETY: a C path of a loaded object; `RTLD_NOLOAD` loads nothing, runs nothing.
         let pin = unsafe { objects::real_dlopen(found.path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) } as usize;
         if pin == 0 {
-            return false;
+            return Err(Error::Load(format!("{}: not loaded any more", lib.name)));
         }
-        objects::trust(&found.text, true);
+        if !objects::trust(&found.text) {
+            // SAFETY: the handle just opened, closed once.
+            unsafe { objects::real_dlclose(pin as *mut libc::c_void) };
+            return Err(Error::Load(format!("{}: the table of trusted code regions is full", lib.name)));
+        }
         objects::set_loaded(lib.id, true);
         lib.state = LibraryState::Loaded { map: pin, pin, base: found.base, text: found.text };
-        true
+        Ok(())
     }
 
     /// Undoes [`pin`](Self::pin) (nothing of the library is patched); its text may be
@@ -275,7 +281,7 @@ impl Runtime {
     fn unpin(lib: &mut Library) {
         if let LibraryState::Loaded { pin, text, .. } = std::mem::replace(&mut lib.state, LibraryState::Unloaded) {
             objects::set_loaded(lib.id, false);
-            objects::trust(&text, false);
+            objects::distrust(&text);
             // SAFETY: the runtime's own handle, closed once.
             unsafe { objects::real_dlclose(pin as *mut libc::c_void) };
         }
@@ -285,15 +291,12 @@ impl Runtime {
     /// then the engine's `object_coming`. A refusal leaves it loaded, unpatched, unpinned.
     fn coming(&self, inner: &mut Inner, idx: usize, found: objects::Found) {
         let base = found.base;
-        if !Self::pin(&mut inner.libraries[idx], found) {
-            return;
+        let id = inner.libraries[idx].id;
+        let mut result = Self::pin(&mut inner.libraries[idx], found);
+        if let LibraryState::Loaded { map, .. } = inner.libraries[idx].state {
+            let mut covering = inner.engine.patches().flat_map(|p| p.objects()).filter(|o| o.id() == id);
+            result = covering.try_for_each(|o| objects::resolve(o, map));
         }
-        let (id, LibraryState::Loaded { map, .. }) = (inner.libraries[idx].id, &inner.libraries[idx].state) else {
-            return;
-        };
-        let map = *map;
-        let covering = || inner.engine.patches().flat_map(|p| p.objects()).filter(|o| o.id() == id);
-        let mut result = covering().try_for_each(|o| objects::resolve(o, map));
         if result.is_ok() {
             result = inner.engine.object_coming(id, &self.backend).map_err(Error::from);
         }
