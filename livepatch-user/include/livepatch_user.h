@@ -18,10 +18,14 @@ int  livepatch_serve(const char *socket_path);     /* control socket for livepat
 #define LIVEPATCH_THREAD_BEGIN(token) livepatch_thread_begin((token), __builtin_frame_address(0))
 
 /* ---- A patch object (shared object loaded with dlopen) ---- */
-#define LIVEPATCH_ABI 1
+#define LIVEPATCH_ABI 2   /* 1: struct livepatch_func without `object` (still accepted) */
 struct livepatch_func {
     const char *name;  /* the replaced function's symbol */
     void *new_func;    /* its variant in this object */
+    const char *object; /* NULL: the process's global scope; else the file name of the library
+                           the function is in ("libfoo.so.1"), which may be loaded later:
+                           patched when the interposed dlopen loads it (after its
+                           constructors), unpatched before its last dlclose */
 };
 struct livepatch_patch {
     unsigned abi;      /* LIVEPATCH_ABI */

@@ -157,8 +157,8 @@ impl Tracer for ProcessBackend {
         Ok(())
     }
 
-    fn object_loaded(&self, _object: ObjectId) -> bool {
-        true
+    fn object_loaded(&self, object: ObjectId) -> bool {
+        crate::objects::is_loaded(object)
     }
 }
 

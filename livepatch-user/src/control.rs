@@ -47,6 +47,19 @@ pub fn execute(rt: &Runtime, line: &str) -> Vec<String> {
                 format!("{} {} {state}{replace} {}", p.handle, p.name, p.path)
             })
             .collect()),
+        ("libs", None) => Ok(rt
+            .libraries()
+            .into_iter()
+            .map(|l| match l.state {
+                crate::objects::LibraryState::Unloaded => format!("{} {} unloaded", l.id.0, l.name),
+                crate::objects::LibraryState::Loaded { base, .. } => {
+                    format!("{} {} loaded at {base:#x}", l.id.0, l.name)
+                }
+                crate::objects::LibraryState::Refused { base, error } => {
+                    format!("{} {} refused at {base:#x}: {error}", l.id.0, l.name)
+                }
+            })
+            .collect()),
         ("stalls", None) => Ok(rt.stalls().into_iter().map(|s| format!("tid {}: {}", s.tid, s.report)).collect()),
         ("stats", None) => Ok(vec![format!("{:?}", rt.stats()), format!("{:?}", crate::shadow::stats())]),
         _ => Ok(vec![format!("error: unknown command `{line}`")]),

@@ -17,6 +17,8 @@
 //! * [`stop`]: the stop-the-world model's stop: every registered thread parked by a signal,
 //!   its stack walked from the recorded context, all switched or none.
 //! * [`patch_so`]: patches come from shared objects that describe themselves.
+//! * [`objects`]: libraries loaded and unloaded while patches name them (the interposed
+//!   `dlopen`/`dlclose`: the core's late and going objects).
 //! * [`shadow`]: shadow variables for patches (`lpu_shadow_*`), reclaimed after every
 //!   registered thread passed a safe point.
 //! * [`Runtime`]: apply, disable, reverse, force, wait, list, stall reports.
@@ -29,6 +31,7 @@ pub mod backend;
 pub mod control;
 mod error;
 pub mod hook;
+pub mod objects;
 pub mod patch_so;
 mod poke;
 mod runtime;

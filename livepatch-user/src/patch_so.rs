@@ -4,9 +4,10 @@
 //! The descriptor (`include/livepatch_user.h`):
 //!
 //! ```c
-//! struct livepatch_func  { const char *name; void *new_func; };
+//! struct livepatch_func  { const char *name; void *new_func;
+//!                          const char *object; };  /* ABI 2: NULL, or a library's file name */
 //! struct livepatch_patch {
-//!     unsigned abi;                 /* LIVEPATCH_ABI (1) */
+//!     unsigned abi;                 /* LIVEPATCH_ABI (2; 1: functions without `object`) */
 //!     const char *name;
 //!     int replace;                  /* cumulative: replaces every enabled patch */
 //!     unsigned nfuncs;
@@ -25,6 +26,10 @@
 //! opened `RTLD_NOW | RTLD_LOCAL` and **never closed**: a thread may return into its code at
 //! any later time (a variant on a stack when it was disabled, a thread still in the
 //! trampoline's jump), and nothing tells the process when that stops.
+//!
+//! A function whose `object` names a library (its file name, `"libfoo.so.1"`) is one of the
+//! core's relocatable functions: it is resolved in that library when the library is loaded —
+//! now, or later through the interposed `dlopen` ([`crate::objects`]).
 
 use crate::error::Error;
 use crate::walk;
@@ -32,8 +37,8 @@ use livepatch_core::patch::{CallbackContext, CallbackError};
 use livepatch_core::{CodeRange, Func, Object, ObjectCallbacks, ObjectId, Patch, PatchId};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 
-/// The descriptor's ABI version.
-pub const ABI: u32 = 1;
+/// The descriptor's ABI version (version 1, whose functions have no `object`, is accepted).
+pub const ABI: u32 = 2;
 
 /// `struct livepatch_func`.
 #[repr(C)]
@@ -43,6 +48,17 @@ pub struct CFunc {
     pub name: *const c_char,
     /// The variant.
     pub new_func: *const c_void,
+    /// NULL: the function is found in the process's global scope; else the file name of
+    /// the library it is in, which may be loaded later (ABI 2).
+    pub object: *const c_char,
+}
+
+/// `struct livepatch_func` of ABI 1.
+#[repr(C)]
+#[derive(Debug)]
+struct CFuncV1 {
+    name: *const c_char,
+    new_func: *const c_void,
 }
 
 /// `struct livepatch_patch`.
@@ -135,7 +151,7 @@ fn symbol_of(addr: usize) -> Option<(usize, usize, String)> {
 }
 
 /// The code range of the function symbol at exactly `addr`.
-fn function_range(addr: usize, what: &str) -> Result<CodeRange, Error> {
+pub(crate) fn function_range(addr: usize, what: &str) -> Result<CodeRange, Error> {
     match symbol_of(addr) {
         Some((start, size, _)) if start == addr && size > 0 => {
             CodeRange::new(start, size).map_err(|_| Error::Symbol(what.into()))
@@ -186,12 +202,19 @@ pub struct LoadedPatch {
     pub path: String,
 }
 
-/// Opens `path`, reads its descriptor and builds the core's patch with id `id`.
-pub fn load(path: &str, id: PatchId) -> Result<LoadedPatch, Error> {
+/// Opens `path`, reads its descriptor and builds the core's patch with id `id`; `library`
+/// gives the object id of a library named by a function (registering it if new). The
+/// functions of libraries are left unresolved (the caller resolves those already loaded).
+pub fn load(
+    path: &str,
+    id: PatchId,
+    library: &mut dyn FnMut(&str) -> Result<ObjectId, Error>,
+) -> Result<LoadedPatch, Error> {
     let cpath = CString::new(path).map_err(|_| Error::Load("path contains NUL".into()))?;
     // SAFETY: dlopen with a valid C string; the object's constructors run (that is the
     // operator's choice of patch).
-    let handle = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    // libc's, not the interposer's (the runtime's lock is held).
+    let handle = unsafe { crate::objects::real_dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if handle.is_null() {
         return Err(Error::Load(dlerror()));
     }
@@ -203,8 +226,8 @@ pub fn load(path: &str, id: PatchId) -> Result<LoadedPatch, Error> {
     // SAFETY: the object exports `livepatch_patch` as a `struct livepatch_patch` (its
     // contract); it stays mapped because the handle is never closed.
     let desc = unsafe { &*desc };
-    if desc.abi != ABI {
-        return Err(Error::Descriptor(format!("ABI {} (expected {ABI})", desc.abi)));
+    if desc.abi != ABI && desc.abi != 1 {
+        return Err(Error::Descriptor(format!("ABI {} (expected 1 or {ABI})", desc.abi)));
     }
     if desc.name.is_null() || desc.funcs.is_null() || desc.nfuncs == 0 || desc.nfuncs > 4096 {
         return Err(Error::Descriptor("missing name or functions".into()));
@@ -212,22 +235,49 @@ pub fn load(path: &str, id: PatchId) -> Result<LoadedPatch, Error> {
     // SAFETY: non-null C string in the loaded object.
     let name: &'static str =
         Box::leak(unsafe { CStr::from_ptr(desc.name) }.to_string_lossy().into_owned().into_boxed_str());
-    // SAFETY: `funcs` points to `nfuncs` entries (the descriptor's contract).
-    let cfuncs = unsafe { std::slice::from_raw_parts(desc.funcs, desc.nfuncs as usize) };
+    let cfuncs: Vec<CFunc> = if desc.abi == 1 {
+        // SAFETY: `funcs` points to `nfuncs` entries of ABI 1 (the descriptor's contract).
+        let v1 = unsafe { std::slice::from_raw_parts(desc.funcs as *const CFuncV1, desc.nfuncs as usize) };
+        v1.iter().map(|f| CFunc { name: f.name, new_func: f.new_func, object: std::ptr::null() }).collect()
+    } else {
+        // SAFETY: `funcs` points to `nfuncs` entries (the descriptor's contract).
+        let v2 = unsafe { std::slice::from_raw_parts(desc.funcs, desc.nfuncs as usize) };
+        v2.iter().map(|f| CFunc { name: f.name, new_func: f.new_func, object: f.object }).collect()
+    };
     // The patch object is built with frame pointers (its contract): its frames are trusted.
     if !trust_object_containing(cfuncs[0].new_func as usize) {
         return Err(Error::Descriptor("the variants are not in a loaded object".into()));
     }
-    let mut funcs = Vec::with_capacity(cfuncs.len());
-    for f in cfuncs {
+    // (object, function) in descriptor order; objects in order of first appearance.
+    let mut process = Vec::new();
+    let mut late: Vec<(ObjectId, &'static str, Vec<Func<'static>>)> = Vec::new();
+    for f in &cfuncs {
         if f.name.is_null() || f.new_func.is_null() {
             return Err(Error::Descriptor("a function entry without name or variant".into()));
         }
         // SAFETY: non-null C string in the loaded object.
         let fname = unsafe { CStr::from_ptr(f.name) };
+        let new_name: &'static str = Box::leak(fname.to_string_lossy().into_owned().into_boxed_str());
+        if !f.object.is_null() {
+            // SAFETY: non-null C string in the loaded object.
+            let lib = unsafe { CStr::from_ptr(f.object) }.to_string_lossy().into_owned();
+            if lib.is_empty() || lib.contains('/') {
+                return Err(Error::Descriptor(format!("object `{lib}` of `{new_name}` is not a file name")));
+            }
+            let oid = library(&lib)?;
+            let new = function_range(f.new_func as usize, new_name)?;
+            match late.iter_mut().find(|(o, _, _)| *o == oid) {
+                Some((_, _, funcs)) => funcs.push(Func::relocatable(new_name, new)),
+                None => {
+                    let lib: &'static str = Box::leak(lib.into_boxed_str());
+                    late.push((oid, lib, vec![Func::relocatable(new_name, new)]));
+                }
+            }
+            continue;
+        }
         // SAFETY: `RTLD_DEFAULT` lookup of a C string.
         let old = unsafe { libc::dlsym(libc::RTLD_DEFAULT, fname.as_ptr()) } as usize;
-        let fname: &'static str = Box::leak(fname.to_string_lossy().into_owned().into_boxed_str());
+        let fname = new_name;
         if old == 0 {
             return Err(Error::Symbol(fname.into()));
         }
@@ -243,24 +293,35 @@ pub fn load(path: &str, id: PatchId) -> Result<LoadedPatch, Error> {
             return Err(Error::Untrusted(fname.into()));
         }
         let new = function_range(f.new_func as usize, fname)?;
-        funcs.push(Func::new(fname, old, new));
+        process.push(Func::new(fname, old, new));
     }
-    let funcs: &'static [Func<'static>] = Box::leak(funcs.into_boxed_slice());
-    let mut object = Object::new(ObjectId::VMLINUX, "process", funcs);
-    if desc.pre_patch.is_some()
+    let callbacks = (desc.pre_patch.is_some()
         || desc.post_patch.is_some()
         || desc.pre_unpatch.is_some()
-        || desc.post_unpatch.is_some()
-    {
-        let cb: &'static Callbacks = Box::leak(Box::new(Callbacks {
+        || desc.post_unpatch.is_some())
+    .then(|| -> &'static Callbacks {
+        Box::leak(Box::new(Callbacks {
             pre_patch: desc.pre_patch,
             post_patch: desc.post_patch,
             pre_unpatch: desc.pre_unpatch,
             post_unpatch: desc.post_unpatch,
-        }));
-        object = object.with_callbacks(cb);
+        }))
+    });
+    let mut objects = Vec::new();
+    if !process.is_empty() {
+        let funcs: &'static [Func<'static>] = Box::leak(process.into_boxed_slice());
+        objects.push(Object::new(ObjectId::VMLINUX, "process", funcs));
     }
-    let objects: &'static [Object<'static>] = Box::leak(Box::new([object]));
+    for (oid, lib, funcs) in late {
+        let funcs: &'static [Func<'static>] = Box::leak(funcs.into_boxed_slice());
+        objects.push(Object::new(oid, lib, funcs));
+    }
+    // The descriptor's callbacks belong to its first object: the process's functions if it
+    // has any, else its first library (they run when that library comes and goes).
+    if let (Some(cb), Some(first)) = (callbacks, objects.first_mut()) {
+        *first = std::mem::replace(first, Object::new(ObjectId::VMLINUX, "", &[])).with_callbacks(cb);
+    }
+    let objects: &'static [Object<'static>] = Box::leak(objects.into_boxed_slice());
     let mut patch = Patch::new(id, name, objects);
     if desc.replace != 0 {
         patch = patch.replacing();

@@ -4,6 +4,7 @@
 use crate::backend::{self, ProcessBackend};
 use crate::error::Error;
 use crate::hook;
+use crate::objects::{self, Library, LibraryState};
 use crate::patch_so::{self, LoadedPatch};
 use crate::poke;
 use crate::sys;
@@ -12,7 +13,8 @@ use livepatch_core::backend::Task;
 use livepatch_core::model::Model;
 use livepatch_core::sweep::{PassSummary, Straggler};
 use livepatch_core::transition::Progress;
-use livepatch_core::{Engine, EngineStorage, Live, PatchId, PatchState, Policy};
+use livepatch_core::{Engine, EngineStorage, Live, ObjectId, PatchId, PatchState, Policy};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -80,6 +82,13 @@ pub struct Stats {
     pub stop_pause_ns_total: u64,
     /// The longest stop's pause, in ns.
     pub stop_pause_ns_max: u64,
+    /// Named libraries that came (found loaded by the interposed `dlopen`) and were accepted:
+    /// patched by every registered patch naming them.
+    pub libraries_loaded: u64,
+    /// Libraries that came but were refused (left loaded, unpatched).
+    pub libraries_refused: u64,
+    /// Patched libraries that went (unpatched before their last `dlclose`).
+    pub libraries_gone: u64,
 }
 
 struct Inner {
@@ -89,6 +98,13 @@ struct Inner {
     stalls: Vec<Stall>,
     transitions: u64,
     passes: u64,
+    /// The libraries patches name ([`crate::objects`]); index + 1 is the object id.
+    libraries: Vec<Library>,
+    /// Handles the interposed `dlopen` returned, by link map, not yet closed.
+    opens: HashMap<usize, usize>,
+    libraries_loaded: u64,
+    libraries_refused: u64,
+    libraries_gone: u64,
 }
 
 // SAFETY: `Inner` holds the engine, whose intrusive list links `'static` patch descriptors
@@ -144,6 +160,11 @@ impl Runtime {
                 stalls: Vec::new(),
                 transitions: 0,
                 passes: 0,
+                libraries: Vec::new(),
+                opens: HashMap::new(),
+                libraries_loaded: 0,
+                libraries_refused: 0,
+                libraries_gone: 0,
             }),
         };
         RUNTIME.set(rt).map_err(|_| Error::AlreadyInitialised)?;
@@ -193,12 +214,161 @@ impl Runtime {
     pub fn apply(&self, path: &str) -> Result<u32, Error> {
         let mut inner = self.inner();
         let id = inner.next_id;
-        let loaded = patch_so::load(path, PatchId(id))?;
+        let loaded = {
+            let libraries = &mut inner.libraries;
+            patch_so::load(path, PatchId(id), &mut |name| library_id(libraries, name))?
+        };
         let patch = loaded.patch;
-        inner.engine.enable(patch, &self.backend)?;
+        // The patch's libraries already loaded: resolved now, as the kernel resolves a loaded
+        // module's functions at enable. A library seen loaded for the first time is pinned.
+        let mut pinned = Vec::new();
+        let mut result = Ok(());
+        for obj in patch.objects().iter().filter(|o| o.id() != ObjectId::VMLINUX) {
+            let idx = obj.id().0 as usize - 1;
+            if inner.libraries[idx].state == LibraryState::Unloaded {
+                if let Some(found) = objects::find_loaded(&inner.libraries[idx].name) {
+                    result = Self::pin(&mut inner.libraries[idx], found);
+                    if result.is_err() {
+                        break;
+                    }
+                    pinned.push(idx);
+                }
+            }
+            if let LibraryState::Loaded { map, .. } = inner.libraries[idx].state {
+                result = objects::resolve(obj, map);
+                if result.is_err() {
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            result = inner.engine.enable(patch, &self.backend).map_err(Error::from);
+        }
+        if let Err(e) = result {
+            for obj in patch.objects().iter().filter(|o| o.id() != ObjectId::VMLINUX) {
+                objects::unresolve(obj);
+            }
+            for idx in pinned {
+                Self::unpin(&mut inner.libraries[idx]);
+            }
+            return Err(e);
+        }
         inner.next_id += 1;
         inner.loaded.push(loaded);
         Ok(id)
+    }
+
+    /// Takes the runtime's handle on a library found loaded and declares it loaded to the
+    /// engine (its text trusted). On error nothing changed.
+    fn pin(lib: &mut Library, found: objects::Found) -> Result<(), Error> {
+        // SAFETY: a C path of a loaded object; `RTLD_NOLOAD` loads nothing, runs nothing.
+        let pin = unsafe { objects::real_dlopen(found.path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) } as usize;
+        if pin == 0 {
+            return Err(Error::Load(format!("{}: not loaded any more", lib.name)));
+        }
+        if !objects::trust(&found.text) {
+            // SAFETY: the handle just opened, closed once.
+            unsafe { objects::real_dlclose(pin as *mut libc::c_void) };
+            return Err(Error::Load(format!("{}: the table of trusted code regions is full", lib.name)));
+        }
+        objects::set_loaded(lib.id, true);
+        lib.state = LibraryState::Loaded { map: pin, pin, base: found.base, text: found.text };
+        Ok(())
+    }
+
+    /// Undoes [`pin`](Self::pin) (nothing of the library is patched); its text may be
+    /// unmapped after this.
+    fn unpin(lib: &mut Library) {
+        if let LibraryState::Loaded { pin, text, .. } = std::mem::replace(&mut lib.state, LibraryState::Unloaded) {
+            objects::set_loaded(lib.id, false);
+            objects::distrust(&text);
+            // SAFETY: the runtime's own handle, closed once.
+            unsafe { objects::real_dlclose(pin as *mut libc::c_void) };
+        }
+    }
+
+    /// A library named by patches was found loaded: resolved in every registered patch,
+    /// then the engine's `object_coming`. A refusal leaves it loaded, unpatched, unpinned.
+    fn coming(&self, inner: &mut Inner, idx: usize, found: objects::Found) {
+        let base = found.base;
+        let id = inner.libraries[idx].id;
+        let mut result = Self::pin(&mut inner.libraries[idx], found);
+        if let LibraryState::Loaded { map, .. } = inner.libraries[idx].state {
+            let mut covering = inner.engine.patches().flat_map(|p| p.objects()).filter(|o| o.id() == id);
+            result = covering.try_for_each(|o| objects::resolve(o, map));
+        }
+        if result.is_ok() {
+            result = inner.engine.object_coming(id, &self.backend).map_err(Error::from);
+        }
+        match result {
+            Ok(()) => inner.libraries_loaded += 1,
+            Err(e) => {
+                for o in inner.engine.patches().flat_map(|p| p.objects()).filter(|o| o.id() == id) {
+                    objects::unresolve(o);
+                }
+                let lib = &mut inner.libraries[idx];
+                Self::unpin(lib);
+                lib.state = LibraryState::Refused { base, error: e.to_string() };
+                inner.libraries_refused += 1;
+            }
+        }
+    }
+
+    /// After the interposed `dlopen` loaded `map`: every named library now loaded comes.
+    pub(crate) fn after_dlopen(&self, map: usize) {
+        let mut inner = self.inner();
+        *inner.opens.entry(map).or_default() += 1;
+        for idx in 0..inner.libraries.len() {
+            if inner.libraries[idx].state == LibraryState::Unloaded {
+                if let Some(found) = objects::find_loaded(&inner.libraries[idx].name) {
+                    self.coming(&mut inner, idx, found);
+                }
+            }
+        }
+    }
+
+    /// The interposed `dlclose` of `map`: if it drops the last handle of a patched library,
+    /// the library goes (the engine's `object_going`) before `close` (libc's `dlclose`).
+    pub(crate) fn dlclose(&self, map: usize, close: impl FnOnce() -> libc::c_int) -> libc::c_int {
+        let mut inner = self.inner();
+        let last = match inner.opens.get_mut(&map) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                inner.opens.remove(&map);
+                true
+            }
+        };
+        let going = inner
+            .libraries
+            .iter()
+            .position(|l| matches!(l.state, LibraryState::Loaded { map: m, .. } if m == map))
+            .filter(|_| last);
+        if let Some(idx) = going {
+            let id = inner.libraries[idx].id;
+            inner.engine.object_going(id, &self.backend);
+            Self::unpin(&mut inner.libraries[idx]);
+            inner.libraries_gone += 1;
+        }
+        let result = close();
+        for idx in 0..inner.libraries.len() {
+            let found = objects::find_loaded(&inner.libraries[idx].name);
+            match (&inner.libraries[idx].state, found) {
+                // Still loaded (another object depends on it, or a handle the interposer did
+                // not hand out holds it): it comes again.
+                (LibraryState::Unloaded, Some(found)) if Some(idx) == going => self.coming(&mut inner, idx, found),
+                (LibraryState::Refused { .. }, None) => inner.libraries[idx].state = LibraryState::Unloaded,
+                _ => {}
+            }
+        }
+        result
+    }
+
+    /// The libraries patches name, and their states.
+    pub fn libraries(&self) -> Vec<Library> {
+        self.inner().libraries.clone()
     }
 
     fn registered(inner: &Inner, handle: u32) -> Option<&'static livepatch_core::Patch<'static>> {
@@ -348,6 +518,22 @@ impl Runtime {
             stop_signals,
             stop_pause_ns_total,
             stop_pause_ns_max,
+            libraries_loaded: inner.libraries_loaded,
+            libraries_refused: inner.libraries_refused,
+            libraries_gone: inner.libraries_gone,
         }
     }
+}
+
+/// The object id of the library `name`, registered if new.
+fn library_id(libraries: &mut Vec<Library>, name: &str) -> Result<ObjectId, Error> {
+    if let Some(l) = libraries.iter().find(|l| l.name == name) {
+        return Ok(l.id);
+    }
+    if libraries.len() == objects::MAX_LIBRARIES {
+        return Err(Error::Descriptor(format!("more than {} libraries named by patches", objects::MAX_LIBRARIES)));
+    }
+    let id = ObjectId(libraries.len() as u32 + 1);
+    libraries.push(Library { name: name.into(), id, state: LibraryState::Unloaded });
+    Ok(id)
 }

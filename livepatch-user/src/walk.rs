@@ -99,6 +99,15 @@ static REGION_LOCK: Mutex<()> = Mutex::new(());
 pub fn trust_code(lo: usize, hi: usize) -> bool {
     let _g = REGION_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let n = REGION_COUNT.load(Ordering::Relaxed);
+    // A region emptied by `distrust_code` is reused: `hi` first, then `lo`, so a reader that
+    // sees any mix of the old (empty: `usize::MAX`, 0) and new bounds matches nothing wider.
+    if let Some(free) =
+        REGIONS[..n].iter().find(|(l, h)| l.load(Ordering::Relaxed) == usize::MAX && h.load(Ordering::Relaxed) == 0)
+    {
+        free.1.store(hi, Ordering::Relaxed);
+        free.0.store(lo, Ordering::Relaxed);
+        return true;
+    }
     if n == MAX_REGIONS {
         return false;
     }
@@ -109,7 +118,21 @@ pub fn trust_code(lo: usize, hi: usize) -> bool {
     true
 }
 
-/// Whether `addr` lies in trusted code.
+/// Stops trusting `[lo, hi)` (a library about to be unmapped; code mapped there later is
+/// unknown). The region becomes empty (`lo` = `usize::MAX`, then `hi` = 0: a reader seeing
+/// any mix of old and new bounds matches nothing wider than the old region).
+pub(crate) fn distrust_code(lo: usize, hi: usize) {
+    let _g = REGION_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let n = REGION_COUNT.load(Ordering::Relaxed);
+    for (l, h) in &REGIONS[..n] {
+        if l.load(Ordering::Relaxed) == lo && h.load(Ordering::Relaxed) == hi {
+            l.store(usize::MAX, Ordering::Relaxed);
+            h.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether `addr` is in trusted code.
 pub(crate) fn is_trusted(addr: usize) -> bool {
     let n = REGION_COUNT.load(Ordering::Acquire);
     REGIONS[..n].iter().any(|(lo, hi)| addr >= lo.load(Ordering::Relaxed) && addr < hi.load(Ordering::Relaxed))

@@ -38,6 +38,15 @@ fn block_stop_signal(block: bool) {
     }
 }
 
+/// Zeroes the stack below the caller's frame: the stop walks this (controlling) thread's
+/// stack by the conservative scan, and a stale word pointing into f left in a slot that a
+/// later frame reserves but never writes (by loading the target, applying the patch) would
+/// fail the stop. Which slots hold such words depends on the code's layout.
+#[inline(never)]
+fn scrub_stack() {
+    std::hint::black_box(&mut [0u8; 256 * 1024]);
+}
+
 #[test]
 fn a_thread_created_during_a_stop_waits_and_runs_in_the_stops_universe() {
     let policy = Policy { retry_delay_ns: 1_000_000, stop_attempts: 50, ..Policy::STOP_THE_WORLD };
@@ -110,6 +119,7 @@ fn a_thread_created_during_a_stop_waits_and_runs_in_the_stops_universe() {
         })
     };
 
+    scrub_stack();
     let first = rt.step().expect("one stop attempt");
     spawner.join().expect("spawner");
     assert_eq!(

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        eprintln!("usage: livepatchctl SOCKET apply PATH | disable HANDLE | reverse | list | stalls | stats");
+        eprintln!("usage: livepatchctl SOCKET apply PATH | disable HANDLE | reverse | list | libs | stalls | stats");
         std::process::exit(2);
     }
     let mut stream = match UnixStream::connect(&args[0]) {
