@@ -8,8 +8,10 @@
 //! started child included.
 //!
 //! The stop is made long on purpose: thread B blocks the stop signal, so the controller waits
-//! for it; B sees the signal pending (the stop is under way), lets the child start, and
-//! unblocks the signal 200 ms later (then it parks, and the stop completes).
+//! for it; B sees the signal pending (the stop is under way), lets the child start, waits until
+//! the child has been created, and unblocks the signal 200 ms later (then it parks, and the
+//! stop completes). B waiting for the child, not a fixed time, keeps the stop open however
+//! late a loaded machine schedules the spawner.
 
 mod common;
 
@@ -62,8 +64,10 @@ fn a_thread_created_during_a_stop_waits_and_runs_in_the_stops_universe() {
     let stop_seen = Arc::new(AtomicBool::new(false));
     let quit = Arc::new(AtomicBool::new(false));
     let b_began = Arc::new(AtomicBool::new(false));
+    let c_created = Arc::new(AtomicBool::new(false));
     let b = {
-        let (stop_seen, quit, b_began) = (stop_seen.clone(), quit.clone(), b_began.clone());
+        let (stop_seen, quit, b_began, c_created) =
+            (stop_seen.clone(), quit.clone(), b_began.clone(), c_created.clone());
         std::thread::spawn(move || {
             block_stop_signal(true);
             let base = 0usize;
@@ -75,6 +79,11 @@ fn a_thread_created_during_a_stop_waits_and_runs_in_the_stops_universe() {
                 std::thread::sleep(Duration::from_micros(200));
             }
             stop_seen.store(true, Ordering::SeqCst);
+            let t0 = Instant::now();
+            while !c_created.load(Ordering::SeqCst) {
+                assert!(t0.elapsed() < Duration::from_secs(20), "C was never created");
+                std::thread::sleep(Duration::from_micros(200));
+            }
             std::thread::sleep(Duration::from_millis(200));
             block_stop_signal(false); // the pending signal is handled here: B parks
             while !quit.load(Ordering::SeqCst) {
@@ -97,7 +106,8 @@ fn a_thread_created_during_a_stop_waits_and_runs_in_the_stops_universe() {
     const CALLS: i32 = 50;
     let began_during_stop = Arc::new(AtomicI32::new(-1));
     let spawner = {
-        let (stop_seen, began_during_stop, t) = (stop_seen.clone(), began_during_stop.clone(), t.clone());
+        let (stop_seen, began_during_stop, t, c_created) =
+            (stop_seen.clone(), began_during_stop.clone(), t.clone(), c_created.clone());
         std::thread::spawn(move || {
             let t0 = Instant::now();
             while !stop_seen.load(Ordering::SeqCst) {
@@ -105,7 +115,7 @@ fn a_thread_created_during_a_stop_waits_and_runs_in_the_stops_universe() {
                 std::thread::sleep(Duration::from_micros(100));
             }
             assert!(stop::in_progress(), "the stop is under way when C is created");
-            std::thread::spawn(move || {
+            let c = std::thread::spawn(move || {
                 let base = 0usize;
                 Runtime::get().unwrap().thread_begin(Some(token_c), &base as *const usize as usize).expect("C begins");
                 began_during_stop.store(stop::in_progress() as i32, Ordering::SeqCst);
@@ -113,9 +123,9 @@ fn a_thread_created_during_a_stop_waits_and_runs_in_the_stops_universe() {
                     (t.f)(i);
                 }
                 livepatch_user::livepatch_thread_end();
-            })
-            .join()
-            .expect("C");
+            });
+            c_created.store(true, Ordering::SeqCst);
+            c.join().expect("C");
         })
     };
 
