@@ -66,8 +66,17 @@ fn kthread_sleeping_in_the_patched_function() {
     assert!(improved.converged, "{:?}", improved.transitions[0]);
     assert!(improved.switches["handler-entry"] >= 1, "{:?}", improved.switches);
     assert!(by(&rs, "kgraft").converged);
-    // Kicking it on every pass buys nothing (each wake-up re-sleeps) and is not free.
-    assert!(improved.signals > 1000);
+    // Kicking it on every pass buys nothing (each wake-up re-sleeps) and is not free: once a
+    // kick round leaves the same straggler blocked in the same function, the engine backs off
+    // (the goal: at most 2 kicks per kicked task).
+    assert!(improved.costs.max_kicks >= 1, "it is kicked at all: {:?}", improved.costs);
+    assert!(
+        improved.costs.kicks_per_kicked <= 2.0 && improved.costs.max_kicks <= 2,
+        "{} kicks per kicked task, {} at most, {} signals",
+        improved.costs.kicks_per_kicked,
+        improved.costs.max_kicks,
+        improved.signals
+    );
     // Stop-the-world gives up; the freezer cannot freeze it (not freezable) and gives up
     // after its bound.
     assert_eq!(by(&rs, "stop-the-world").transitions[0].outcome, "gave-up");
