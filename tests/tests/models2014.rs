@@ -69,8 +69,8 @@ fn kthread_sleeping_in_the_patched_function() {
     // Kicking it on every pass buys nothing (each wake-up re-sleeps) and is not free: once a
     // kick round leaves the same straggler blocked in the same function, the engine backs off
     // to Linux's own cadence (`Policy::KICK_BACKOFF_NS`, 15 s) until something changes. So it
-    // gets one kick at the first retry, then one at 15, 30 and 45 s: never more than
-    // linux-6.12 gives it. (The goal of at most 2 kicks per straggler would need a backoff
+    // gets one kick at the first retry, then one at 15, 30 and 45 s: no more than linux-6.12
+    // gives it over the run (5: at 15, 30, 45, 60 and 75 s). (The goal of at most 2 kicks per straggler would need a backoff
     // longer than Linux's 15 s; before the backoff it was woken on every 1 ms pass: 59 454.)
     let backoff_rounds = 60_000_000_000 / Policy::KICK_BACKOFF_NS - 1;
     assert!(improved.costs.max_kicks >= 1, "it is kicked at all: {:?}", improved.costs);
