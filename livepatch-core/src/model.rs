@@ -98,6 +98,12 @@ pub struct Policy {
     pub visit_exiting: bool,
     /// Kick (signal or wake) the stragglers on every this many-th unsuccessful pass.
     pub signal_every: Option<u32>,
+    /// Kick backoff: once a kick round leaves the same stragglers blocked for the same reasons
+    /// (a kthread whose wait loop went back to sleep in the patched function), they are kicked
+    /// again only this often, in nanoseconds, until the set of stragglers changes; any change
+    /// restores `signal_every`'s cadence. `None`: every `signal_every`-th pass, changed or not
+    /// (Linux). See the engine's kick pacing.
+    pub kick_backoff_ns: Option<u64>,
     /// Force the transition after this many unsuccessful passes.
     pub force_after: Option<u32>,
     /// Delay between completion attempts, in nanoseconds.
@@ -113,6 +119,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// [`Policy::IMPROVED`]'s kick backoff: Linux's own signal interval (`klp_send_signals()`
+    /// every `SIGNALS_TIMEOUT` = 15 passes of one second), so that a straggler a kick does not
+    /// move is never kicked more often than Linux kicks it.
+    pub const KICK_BACKOFF_NS: u64 = 15_000_000_000;
+
     /// Linux 6.12: sweep, exit to user, idle loop, `cond_resched` self-check; signals every 15
     /// passes; a pass every second; exiting tasks not visited.
     pub const LINUX_6_12: Policy = Policy {
@@ -123,6 +134,7 @@ impl Policy {
             .union(SwitchPoints::SELF_CHECK),
         visit_exiting: false,
         signal_every: Some(15),
+        kick_backoff_ns: None,
         force_after: None,
         retry_delay_ns: 1_000_000_000,
         batch: usize::MAX,
@@ -131,13 +143,15 @@ impl Policy {
     };
 
     /// Every improvement: the Linux switch points plus handler-entry switch and the per-CPU
-    /// pass; stragglers kicked from the second pass on; retries every millisecond; exiting
-    /// tasks visited; the task list is walked 64 tasks per lock hold.
+    /// pass; stragglers kicked from the second pass on, backing off to Linux's 15 s cadence
+    /// while a kick changes nothing; retries every millisecond; exiting tasks visited; the task
+    /// list is walked 64 tasks per lock hold.
     pub const IMPROVED: Policy = Policy {
         model: Model::PerTask,
         switch_points: SwitchPoints::all().difference(SwitchPoints::KTHREAD_SAFE_POINT),
         visit_exiting: true,
         signal_every: Some(1),
+        kick_backoff_ns: Some(Policy::KICK_BACKOFF_NS),
         force_after: None,
         retry_delay_ns: 1_000_000,
         batch: 64,
@@ -151,6 +165,7 @@ impl Policy {
         switch_points: SwitchPoints::EXIT_TO_USER.union(SwitchPoints::IDLE).union(SwitchPoints::KTHREAD_SAFE_POINT),
         visit_exiting: true,
         signal_every: Some(1),
+        kick_backoff_ns: None,
         force_after: None,
         retry_delay_ns: 1_000_000_000,
         batch: 64,
@@ -164,6 +179,7 @@ impl Policy {
         switch_points: SwitchPoints::SWEEP.union(SwitchPoints::EXIT_TO_USER).union(SwitchPoints::IDLE),
         visit_exiting: true,
         signal_every: None,
+        kick_backoff_ns: None,
         force_after: None,
         retry_delay_ns: 1_000_000,
         batch: 64,
@@ -177,6 +193,7 @@ impl Policy {
         switch_points: SwitchPoints::empty(),
         visit_exiting: true,
         signal_every: None,
+        kick_backoff_ns: None,
         force_after: None,
         retry_delay_ns: 1_000_000_000,
         batch: usize::MAX,
@@ -194,6 +211,7 @@ impl Policy {
         switch_points: SwitchPoints::SWEEP.union(SwitchPoints::IDLE),
         visit_exiting: true,
         signal_every: Some(1),
+        kick_backoff_ns: None,
         force_after: None,
         retry_delay_ns: 1_000_000,
         batch: 64,

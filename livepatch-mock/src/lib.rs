@@ -39,8 +39,14 @@ pub const MODELS: &[(&str, Policy)] = &[
 ];
 
 /// Linux 6.12's switch points with the improved policy's cadence and kick timing: a pass per
-/// millisecond, stragglers kicked from the second pass. What the tuning alone buys.
-pub const LINUX_TUNED: Policy = Policy { retry_delay_ns: 1_000_000, signal_every: Some(1), ..Policy::LINUX_6_12 };
+/// millisecond, stragglers kicked from the second pass, the same kick backoff. What the tuning
+/// alone buys.
+pub const LINUX_TUNED: Policy = Policy {
+    retry_delay_ns: 1_000_000,
+    signal_every: Some(1),
+    kick_backoff_ns: Policy::IMPROVED.kick_backoff_ns,
+    ..Policy::LINUX_6_12
+};
 
 /// The ablation: `linux-tuned`, and the improved policy without one mechanism each.
 pub const ABLATION: &[(&str, Policy)] = &[

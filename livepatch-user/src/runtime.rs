@@ -7,6 +7,7 @@ use crate::hook;
 use crate::objects::{self, Library, LibraryState};
 use crate::patch_so::{self, LoadedPatch};
 use crate::poke;
+use crate::stop;
 use crate::sys;
 use crate::threads::{self, KickResult};
 use livepatch_core::backend::Task;
@@ -417,10 +418,13 @@ impl Runtime {
         // the reports are made while every other thread is parked, possibly holding the
         // allocator's lock (`crate::stop`).
         let mut found: Vec<Straggler<'static>> = Vec::with_capacity(threads::count() + 8);
-        let progress = inner.engine.try_complete(&self.backend, |s: &Straggler<'static>| {
-            if found.len() < found.capacity() {
-                found.push(*s);
-            }
+        let entry = 0u8;
+        let progress = stop::with_engine_entry(&entry as *const u8 as usize, || {
+            inner.engine.try_complete(&self.backend, |s: &Straggler<'static>| {
+                if found.len() < found.capacity() {
+                    found.push(*s);
+                }
+            })
         })?;
         let stalls: Vec<(livepatch_core::TaskId, String)> = found.iter().map(|s| (s.task, s.to_string())).collect();
         let threads = threads::snapshot();

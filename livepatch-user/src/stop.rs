@@ -66,6 +66,27 @@ const RETRY: u64 = 2;
 thread_local! {
     /// This thread is running a stop (it holds the registry and reads parked stacks).
     static CONTROLLER: Cell<bool> = const { Cell::new(false) };
+    /// An address in the frame of the runtime's entry into the engine on this thread (0: none):
+    /// the frames below it are the runtime's and the core's, never patched code.
+    static ENGINE_ENTRY: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Runs `f` (a call into the engine) with `marker`, an address in the caller's frame, as the
+/// lowest point of this thread's stack that a stop's controller scans: the engine's own
+/// frames below it hold no return address into patched code, only dead slots whose stale
+/// words would delay the stop for nothing (a stale word of an earlier call did, in a debug
+/// build, once the engine's frame grew).
+pub(crate) fn with_engine_entry<R>(marker: usize, f: impl FnOnce() -> R) -> R {
+    let outer = ENGINE_ENTRY.with(|e| e.replace(marker));
+    let r = f();
+    ENGINE_ENTRY.with(|e| e.set(outer));
+    r
+}
+
+/// The lowest address of the controller's stack its walk scans (see [`with_engine_entry`]);
+/// `here` when no entry was recorded.
+pub(crate) fn controller_scan_start(here: usize) -> usize {
+    ENGINE_ENTRY.with(|e| e.get()).max(here)
 }
 
 /// How the controller's walker sees a thread during a stop.

@@ -325,12 +325,12 @@ impl StackWalker for Walker {
             // Its stop handler parked it only outside any hook decision.
             Stopped::Parked { pc, sp, fp } => Start::Interrupted { pc, sp, fp },
             Stopped::Controller => {
-                // Inside the engine: every frame above this one is scanned.
+                // Inside the engine: every frame above the runtime's entry into it is scanned.
                 if base == 0 {
                     return Err(WalkError::Backend(ErrorKind::Unreliable));
                 }
                 let mut e = Emitter { frame, n: 0, max: max_depth };
-                return finish(scan(here.next_multiple_of(8), base, &mut e));
+                return finish(scan(stop::controller_scan_start(here).next_multiple_of(8), base, &mut e));
             }
         };
         let sp = match start {

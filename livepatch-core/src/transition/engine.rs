@@ -14,6 +14,7 @@ use intrusive_collections::LinkedList;
 
 mod complete;
 mod enable;
+mod kick;
 mod objects;
 mod unpatch;
 
@@ -78,6 +79,8 @@ struct Transition<'a> {
     /// The freezer model found a frozen task still on the patched path: freezing cannot help
     /// this transition any more (its stragglers are kicked instead).
     freeze_blocked: bool,
+    /// Which attempts kick, and the backoff for stragglers a kick did not move.
+    kicks: kick::KickPacer,
 }
 
 /// The transition engine: the single writer. See the [module documentation](super).

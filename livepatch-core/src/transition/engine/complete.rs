@@ -1,5 +1,6 @@
 //! Completion attempts (sweep, per-CPU pass, stop-the-world) and `klp_complete_transition`.
 
+use super::kick::KickSet;
 use super::{for_all_tasks, skip_exiting, straggler, unpatch_object, wants_freeze, wants_kick, Engine, Progress};
 use crate::backend::Error as _;
 use crate::backend::{Backend, Scheduler, Task, TaskCursor, TaskFlags, TaskKind, Tracer};
@@ -55,8 +56,10 @@ impl<'a> Engine<'a> {
             });
         }
 
-        // Kick on every `n`-th unsuccessful pass, counting from the first retry.
-        let kick_due = policy.signal_every.is_some_and(|n| n > 0 && t.passes > 1 && (t.passes - 1) % n == 0);
+        // Kick on every `n`-th unsuccessful pass, counting from the first retry, backing off
+        // while a kick moves nothing (`kick.rs`).
+        let kick_due = t.kicks.due(&policy, t.passes);
+        let mut kick_set = KickSet::default();
         // The freezer freezes until a frozen task is found on the patched path; from then on
         // its stragglers are kicked instead (a frozen task would sit in the same path).
         let freezing = policy.model == Model::Freezer && !t.freeze_blocked;
@@ -102,7 +105,11 @@ impl<'a> Engine<'a> {
                             }
                             freeze
                         } else {
-                            let kick = kick_due && wants_kick(task, reason);
+                            let wanted = wants_kick(task, reason);
+                            if wanted {
+                                kick_set.add(task, reason);
+                            }
+                            let kick = kick_due && wanted;
                             if kick {
                                 sched.kick(task);
                             }
@@ -123,6 +130,11 @@ impl<'a> Engine<'a> {
             }
         }
 
+        if let Some(tr) = &mut self.transition {
+            // Only kick rounds are paced: a freeze round keeps the policy's cadence (its tasks
+            // are not added to the set).
+            tr.kicks.end_pass(t.passes, kick_set, kick_due && !freezing);
+        }
         if summary.remaining == 0 {
             self.complete(b);
             return Ok(Progress::Complete(summary));

@@ -48,6 +48,7 @@ impl<'a> Engine<'a> {
             started_ns: b.scheduler().now_ns(),
             reversed: false,
             freeze_blocked: false,
+            kicks: super::kick::KickPacer::default(),
         });
         self.init_transition(patch, PatchState::Patched, b);
         for obj in patch.objects() {

@@ -29,6 +29,7 @@ impl<'a> Engine<'a> {
             started_ns: b.scheduler().now_ns(),
             reversed: false,
             freeze_blocked: false,
+            kicks: super::kick::KickPacer::default(),
         });
         self.init_transition(patch, PatchState::Unpatched, b);
         for obj in patch.objects() {
@@ -58,6 +59,7 @@ impl<'a> Engine<'a> {
         // 3. Flip the direction, then let tasks switch again.
         t.target = t.target.opposite();
         t.passes = 0;
+        t.kicks = super::kick::KickPacer::default();
         t.reversed = true;
         self.transition = Some(t);
         self.clear_away();
