@@ -8,7 +8,7 @@ use crate::tasks::{self, LinuxTask};
 use core::ops::ControlFlow;
 use core::ptr;
 use crate::control;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use livepatch_core::backend::{ErrorKind, Parts, Pinned, Scheduler, StackWalker, Task, TaskCursor, TaskKind, Tracer, WalkError};
 use livepatch_core::{CodeAddr, CodeRange, CpuId, ObjectId, SlotId};
 
@@ -103,7 +103,24 @@ fn inside_redirect(addr: usize) -> bool {
 pub(crate) static OBJECT_LOADED: [AtomicBool; 3 + crate::registry::NOBJNAMES] =
     [const { AtomicBool::new(false) }; 3 + crate::registry::NOBJNAMES];
 
+/// How many redirect hooks are installed (engine lock held for every change).
+static HOOKS_INSTALLED: AtomicU32 = AtomicU32::new(0);
+
+/// Whether any redirect hook is installed: while one is, task records are tracked.
+pub(crate) fn hooks_installed() -> bool {
+    HOOKS_INSTALLED.load(Ordering::Relaxed) != 0
+}
+
 /// ftrace hooks: one IPMODIFY `ftrace_ops` per slot, filtered by ip.
+///
+/// The first hook also starts task tracking (the fork and free hooks, then a record for every
+/// task: see "Task records" in `shim.c`), **before** its own `ftrace_ops` is registered, so
+/// no redirect ever reads the word of a task that should have a record. Tracking failing is
+/// this hook failing: with `kernel.ftrace_enabled=0` the fork/free hooks (`PERMANENT`) are
+/// refused with `-EBUSY` exactly as the redirect hook itself would be, and the engine reports
+/// it where the kernel's `klp_patch_func()` does (`failed to register ftrace handler for
+/// function ...`), then cancels. Tracking stops in `control` once no hook is left and no
+/// transition runs.
 #[derive(Debug)]
 pub(crate) struct Hooks;
 
@@ -111,6 +128,12 @@ impl Tracer for Hooks {
     type Error = ErrorKind;
 
     fn install(&self, slot: SlotId, func: CodeRange) -> Result<(), ErrorKind> {
+        // SAFETY: process context, engine lock held; a no-op when tracking is on.
+        let rc = unsafe { shim::lp_shim_tracking(true) };
+        if rc != 0 {
+            kernel::pr_err!("cannot track tasks ({}): no hook on {:?}\n", rc, func);
+            return Err(ErrorKind::Hook);
+        }
         // The hook holds its slot for the redirect (see `control::lp_rs_redirect_slot`).
         let Some(fslot) = crate::control::func_slot(slot) else {
             return Err(ErrorKind::Hook);
@@ -122,6 +145,7 @@ impl Tracer for Hooks {
             kernel::pr_err!("ftrace hook on {:?} failed: {}\n", func, rc);
             return Err(ErrorKind::Hook);
         }
+        HOOKS_INSTALLED.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `func` is a function the hook was just installed on (its first bytes exist).
         let off = unsafe { shim::lp_shim_fentry_ret_offset(func.start().get() as _) };
         if let Some(o) = FENTRY_RET.get(slot.0 as usize) {
@@ -135,7 +159,11 @@ impl Tracer for Hooks {
         mark_switched();
         // SAFETY: process context, engine lock held.
         match unsafe { shim::lp_shim_hook_remove(slot.0) } {
-            0 => Ok(()),
+            0 => {
+                HOOKS_INSTALLED.fetch_sub(1, Ordering::Relaxed);
+                Ok(())
+            }
+            // Still registered: still counted (tracking stays on).
             _ => Err(ErrorKind::Hook),
         }
     }

@@ -435,8 +435,24 @@ fn settle(l: &Locked<'_>, st: &mut State) {
         // SAFETY: no preconditions.
         unsafe { shim::lp_shim_queue_reap() };
     }
-    if st.engine.transition().is_none() && !st.patches.iter().any(|p| p.module_ref) {
-        // No patch left: no hook, no transition; stop tracking tasks (records freed).
+    stop_tracking_if_unhooked(st);
+}
+
+/// Stops tracking tasks (fork/free hooks gone, records freed) once no redirect hook is left
+/// and no transition runs. The first hook starts it again (`backend::Hooks::install`).
+///
+/// Why no fork or exit the consistency model needs is lost while tracking is off: a task's
+/// word is read only by a redirect (none without a hook) and by the engine's switch points
+/// (only during a transition, which never sees tracking stop). So while tracking is off every
+/// task runs the universe `UNTRACKED` holds — idle between transitions — and none has a word
+/// of its own; a task forked meanwhile inherits nothing that differs from it. When the next
+/// hook is installed, tracking starts before it: the fork and free hooks, then a record for
+/// every task on the task list and each idle task, with `UNTRACKED`'s word (`start_enable`
+/// keeps that the transition's initial universe, not yet pending, while the enable installs
+/// its hooks; between transitions it is idle). A task freed while tracking is off has no
+/// record to remove, so no stale record can meet a reused `task_struct` address.
+fn stop_tracking_if_unhooked(st: &State) {
+    if st.engine.transition().is_none() && !backend::hooks_installed() {
         // SAFETY: process context, engine lock held.
         unsafe { shim::lp_shim_tracking(false) };
     }
@@ -470,6 +486,9 @@ fn errno(e: livepatch_core::Error) -> c_int {
         E::NoSlot | E::Index(_) => -28,
         // A pre_patch callback's own error (test-callbacks.sh: -ENODEV reaches insmod).
         E::Callback { error, .. } => error.0,
+        // A hook ftrace refused (`ftrace_enabled=0`, another IPMODIFY user): -EBUSY, as
+        // `klp_patch_func()` passes `register_ftrace_function()`'s error on.
+        E::Backend(kind) => kind.errno(),
         _ => -22,
     }
 }
@@ -526,14 +545,8 @@ fn enable(l: &Locked<'_>, st: &mut State, idx: usize) -> c_int {
 /// transition; on failure everything is settled back.
 fn start_enable(l: &Locked<'_>, st: &mut State, idx: usize, patch: &'static livepatch_core::Patch<'static>) -> c_int {
     let b = backend();
-    // Task records exist while a patch is registered: the first one starts tracking.
-    // SAFETY: process context, engine lock held.
-    let rc = unsafe { shim::lp_shim_tracking(true) };
-    if rc != 0 {
-        kernel::pr_err!("cannot track tasks: {}\n", rc);
-        settle(l, st);
-        return rc;
-    }
+    // Task records are tracked from the first hook on (`backend::Hooks::install`), inside the
+    // engine's enable, so a refused hook is reported as the kernel reports it.
     // SAFETY: no preconditions.
     if !unsafe { shim::lp_shim_module_get() } {
         settle(l, st);
@@ -545,9 +558,16 @@ fn start_enable(l: &Locked<'_>, st: &mut State, idx: usize, patch: &'static live
     if diag(idx) {
         kernel::pr_info!("enabling patch '{}'\n", name);
     }
-    sync_untracked(Some(PatchState::Patched));
+    // While the enable installs hooks, `UNTRACKED` is the transition's initial universe, not
+    // yet pending: the word the engine's `klp_init_transition` gave every record, and the one
+    // records created by the first hook's tracking start get. Pending only once the engine
+    // has published the patch and retargeted every record (below).
+    if tasks::UNTRACKED.state() == PatchState::Idle {
+        tasks::untracked_start(Some((PatchState::Unpatched, PatchState::Unpatched)));
+    }
     match st.engine.enable(patch, &b) {
         Ok(()) => {
+            sync_untracked(Some(PatchState::Patched));
             // SAFETY: no preconditions.
             unsafe { shim::lp_shim_taint() };
             // As the kernel logs it: hooks are installed, every task is pending from here.
@@ -783,6 +803,8 @@ pub(crate) extern "C" fn lp_rs_module_coming(module: *mut core::ffi::c_void) -> 
         shim::lp_shim_module_name(module)
     };
     let rc = module_coming(&guard, name);
+    // A refused load may have started tracking for a hook that is not there.
+    stop_tracking_if_unhooked(state(&guard));
     // SAFETY: engine lock held.
     unsafe { shim::lp_shim_notify_mod(core::ptr::null_mut()) };
     rc
@@ -845,6 +867,8 @@ pub(crate) extern "C" fn lp_rs_module_going(module: *mut core::ffi::c_void) {
         }
         backend::OBJECT_LOADED[object.0 as usize].store(false, Ordering::Relaxed);
     }
+    // Its hooks may have been the last ones.
+    stop_tracking_if_unhooked(st);
     // SAFETY: engine lock held.
     unsafe { shim::lp_shim_notify_mod(core::ptr::null_mut()) };
 }

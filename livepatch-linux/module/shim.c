@@ -510,8 +510,11 @@ void lp_shim_sync_all_cpus(void)
 
 /*
  * A module cannot add a field to task_struct, so each task's word lives in a record found by
- * the task's address. Records exist while tracking is on (from the first patch registered to
- * the last one gone):
+ * the task's address. Records exist while tracking is on: from the first redirect hook (the
+ * engine's first Tracer::install starts tracking before registering its own ftrace_ops) until
+ * no hook is left and no transition runs (control.rs, stop_tracking_if_unhooked()). While it
+ * is off no handler reads a word and no transition can switch a task, so every task runs the
+ * universe UNTRACKED holds and a fork or free then has nothing to record:
  *
  *  - created for every existing task (and each CPU's idle task) when tracking starts
  *    (lp_shim_tracking()), for each child in wake_up_new_task() -- which its parent runs before
@@ -740,7 +743,9 @@ static int lp_observer(struct ftrace_ops *ops, ftrace_func_t fn, const char *sym
 	ops->func = fn;
 	/*
 	 * PERMANENT: while records are tracked, the ftrace_enabled sysctl must not silence these
-	 * hooks (a missed free would leave a record for a reused task_struct address).
+	 * hooks (a missed free would leave a record for a reused task_struct address). So with
+	 * ftrace_enabled=0 tracking cannot start (-EBUSY): the first redirect hook fails with it,
+	 * where and as the kernel's klp_patch_func() fails for its own PERMANENT ops.
 	 */
 	ops->flags = FTRACE_OPS_FL_DYNAMIC | FTRACE_OPS_FL_PERMANENT;
 	ret = ftrace_set_filter_ip(ops, ip, 0, 0);
@@ -879,7 +884,9 @@ void lp_shim_put_task(struct task_struct *t)
 
 /*
  * Tracking on: the fork and free hooks, then a record for every task (a fork between the two
- * is caught by either). Off: hooks gone, every record freed.
+ * is caught by either). Called before each redirect hook is registered (a no-op once on), so
+ * every task has its record before any handler can read one. Off (no hook left, no
+ * transition): hooks gone, every record freed.
  */
 int lp_shim_tracking(bool on)
 {
