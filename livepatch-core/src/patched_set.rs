@@ -494,7 +494,16 @@ fn segment_splits(entries: &[IndexEntry<'_>]) -> [usize; SEGMENTS - 1] {
         }
     }
     let mut splits = widest.map(|(_, r)| r);
-    splits.sort_unstable();
+    // An insertion sort of the few splits: `slice::sort_unstable` would link core's generic
+    // sort into the kernel module, whose small-sort code objtool rejects ("falls through to
+    // next function").
+    for i in 1..splits.len() {
+        let mut j = i;
+        while j > 0 && splits[j - 1] > splits[j] {
+            splits.swap(j - 1, j);
+            j -= 1;
+        }
+    }
     splits
 }
 
