@@ -710,9 +710,12 @@ mod tests {
     }
 
     /// Publishes `ranges` (as originals of one slot each) in buffers of `capacity` entries and
-    /// checks every lookup near every range boundary, and `queries` seeded random addresses in
-    /// the set's bounds, against the reference. Returns the layout.
-    fn check_layout(ranges: &[CodeRange], capacity: usize, queries: usize) -> IndexLayout {
+    /// runs `body` with the set and a check of one address against the reference.
+    fn published<R>(
+        ranges: &[CodeRange],
+        capacity: usize,
+        body: impl FnOnce(&PatchedSet<'_>, &dyn Fn(usize)) -> R,
+    ) -> R {
         let slots: Vec<FuncSlot<'_>> = ranges.iter().map(|_| FuncSlot::new()).collect();
         for (slot, &range) in slots.iter().zip(ranges) {
             slot.claim(range, crate::ObjectId(0));
@@ -725,21 +728,30 @@ mod tests {
             let got = set.lookup(CodeAddr(addr)).map(|h| h.range);
             assert_eq!(got, reference(ranges, addr), "lookup({addr:#x}) in {:?}", set.layout());
         };
-        for r in ranges {
-            let (s, e) = (r.start().get(), r.end().get());
-            for addr in [s.wrapping_sub(1), s, s + 1, e - 1, e, e.wrapping_add(1)] {
-                check(addr);
+        body(&set, &check)
+    }
+
+    /// Publishes `ranges` (as originals of one slot each) in buffers of `capacity` entries and
+    /// checks every lookup near every range boundary, and `queries` seeded random addresses in
+    /// the set's bounds, against the reference. Returns the layout.
+    fn check_layout(ranges: &[CodeRange], capacity: usize, queries: usize) -> IndexLayout {
+        published(ranges, capacity, |set, check| {
+            for r in ranges {
+                let (s, e) = (r.start().get(), r.end().get());
+                for addr in [s.wrapping_sub(1), s, s + 1, e - 1, e, e.wrapping_add(1)] {
+                    check(addr);
+                }
             }
-        }
-        let lo = ranges.iter().map(|r| r.start().get()).min().unwrap_or(0);
-        let hi = ranges.iter().map(|r| r.end().get()).max().unwrap_or(1);
-        let mut x = 0x5eed_u64;
-        for _ in 0..queries {
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let z = (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            check(lo + (z as usize) % (hi - lo));
-        }
-        set.layout()
+            let lo = ranges.iter().map(|r| r.start().get()).min().unwrap_or(0);
+            let hi = ranges.iter().map(|r| r.end().get()).max().unwrap_or(1);
+            let mut x = 0x5eed_u64;
+            for _ in 0..queries {
+                x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let z = (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                check(lo + (z as usize) % (hi - lo));
+            }
+            set.layout()
+        })
     }
 
     #[test]
@@ -786,32 +798,22 @@ mod tests {
     /// segment's base and sentinel bucket, and the ends of the address space, against a scan.
     /// Returns the layout.
     fn check_edges(ranges: &[CodeRange], capacity: usize) -> IndexLayout {
-        let slots: Vec<FuncSlot<'_>> = ranges.iter().map(|_| FuncSlot::new()).collect();
-        for (slot, &range) in slots.iter().zip(ranges) {
-            slot.claim(range, crate::ObjectId(0));
-        }
-        let a: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
-        let b: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
-        let set = PatchedSet::new(&a, &b);
-        set.rebuild(&slots, || {}).unwrap();
-        let check = |addr: usize| {
-            let got = set.lookup(CodeAddr(addr)).map(|h| h.range);
-            assert_eq!(got, reference(ranges, addr), "lookup({addr:#x}) in {:?}", set.layout());
-        };
-        let version = set.published();
-        let mut edges = Vec::from([0, usize::MAX - 2]);
-        for segment in version.segments {
-            let (base, shift) = (segment.base(), segment.shift.load(Ordering::Relaxed));
-            for bucket in 0..=segment.buckets.load(Ordering::Relaxed) as usize + 1 {
-                edges.push(base.wrapping_add(bucket << shift));
+        published(ranges, capacity, |set, check| {
+            let version = set.published();
+            let mut edges = Vec::from([0, usize::MAX - 2]);
+            for segment in version.segments {
+                let (base, shift) = (segment.base(), segment.shift.load(Ordering::Relaxed));
+                for bucket in 0..=segment.buckets.load(Ordering::Relaxed) as usize + 1 {
+                    edges.push(base.wrapping_add(bucket << shift));
+                }
             }
-        }
-        for edge in edges {
-            for addr in edge.saturating_sub(2)..=edge.saturating_add(2) {
-                check(addr);
+            for edge in edges {
+                for addr in edge.saturating_sub(2)..=edge.saturating_add(2) {
+                    check(addr);
+                }
             }
-        }
-        set.layout()
+            set.layout()
+        })
     }
 
     #[test]

@@ -18,36 +18,25 @@
 //! library is unloaded; the load is refused by the runtime — the library loads and runs
 //! unpatched, nothing of it half-patched — and `livepatchctl libs`/`stats` say so.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::Receiver;
+mod common;
+
+use common::program::{Build, Running};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
-fn cc(args: &[&str]) {
-    let out = Command::new("cc").args(args).output().expect("run cc");
-    assert!(out.status.success(), "cc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 struct App {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
+    run: Running,
     ctl: PathBuf,
-    sock: PathBuf,
+    sock: String,
 }
 
 impl App {
     fn ask(&mut self, command: &str) -> String {
-        writeln!(self.stdin, "{command}").unwrap();
-        self.stdin.flush().unwrap();
-        match self.lines.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = self.child.kill();
-                panic!("the program did not answer `{command}`");
-            }
-        }
+        writeln!(self.run.stdin, "{command}").unwrap();
+        self.run.stdin.flush().unwrap();
+        self.run.line(&format!("an answer to `{command}`"), Duration::from_secs(30))
     }
 
     fn ctl(&self, args: &[&str]) -> String {
@@ -94,51 +83,17 @@ impl App {
 
 #[test]
 fn a_library_loaded_after_the_patch_is_patched_and_unpatched_with_its_lifetime() {
-    let ctl = PathBuf::from(env!("CARGO_BIN_EXE_livepatchctl"));
-    let dirs = [ctl.parent().unwrap().join("deps"), ctl.parent().unwrap().to_path_buf()];
-    let libdir = dirs.iter().find(|d| d.join("liblivepatch_user.so").exists()).expect("liblivepatch_user.so is built");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c");
-    let inc = format!("-I{}", Path::new(env!("CARGO_MANIFEST_DIR")).join("include").display());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dlopen");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let (l, rpath) = (format!("-L{}", libdir.display()), format!("-Wl,-rpath,{}", libdir.display()));
-    let target = ["-O2", "-fpatchable-function-entry=16", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer"];
-    let app_c = src.join("late_app.c");
-    let mut app_args = target.to_vec();
-    app_args.extend(["-rdynamic", "-pthread", &inc, app_c.to_str().unwrap(), &l, &rpath, "-llivepatch_user"]);
-    let app = file("late_app");
-    app_args.extend(["-o", &app]);
-    cc(&app_args);
-    let lib_c = src.join("late_lib.c");
-    let lib = file("liblate.so");
-    let mut lib_args = target.to_vec();
-    lib_args.extend(["-fPIC", "-shared", lib_c.to_str().unwrap(), "-o", &lib]);
-    cc(&lib_args);
-    let patch_c = src.join("late_patch.c");
-    let (fix, missing, global) = (file("late_fix.so"), file("late_missing.so"), file("late_global.so"));
-    let hold = file("late_hold.so");
-    let patch = ["-O2", "-fPIC", "-shared", "-fno-omit-frame-pointer", &inc, patch_c.to_str().unwrap()];
-    cc(&[&patch[..], &["-o", &fix]].concat());
-    cc(&[&patch[..], &["-DMISSING", "-o", &missing]].concat());
-    cc(&[&patch[..], &["-DGLOBAL", "-o", &global]].concat());
-    cc(&[&patch[..], &["-DHOLD", "-o", &hold]].concat());
+    let build = Build::new("dlopen");
+    let app = build.program("late_app.c", "late_app");
+    let lib = build.library("late_lib.c", "liblate.so");
+    let patch = |out: &str, extra: &[&str]| build.patch("late_patch.c", out, extra);
+    let (fix, missing) = (patch("late_fix.so", &[]), patch("late_missing.so", &["-DMISSING"]));
+    let (global, hold) = (patch("late_global.so", &["-DGLOBAL"]), patch("late_hold.so", &["-DHOLD"]));
 
-    let sock = dir.join("late.sock");
-    let mut child = Command::new(&app)
-        .arg(&sock)
-        .arg(&lib)
-        .env_remove("LD_LIBRARY_PATH")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the program");
-    let (tx, lines) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
-    let stdin = child.stdin.take().unwrap();
-    let mut app = App { child, stdin, lines, ctl, sock };
-    assert_eq!(app.lines.recv_timeout(Duration::from_secs(10)).expect("ready"), "ready");
+    let sock = build.out("late.sock");
+    let run = Running::start(&app, &[&sock, &lib]);
+    let mut app = App { run, ctl: build.ctl.clone(), sock };
+    assert_eq!(app.run.line("ready", Duration::from_secs(10)), "ready");
 
     // 1. The patch is enabled while the library does not exist; then it is loaded.
     assert_eq!(app.ctl(&["apply", &fix]).trim(), "ok 1");
@@ -251,6 +206,6 @@ fn a_library_loaded_after_the_patch_is_patched_and_unpatched_with_its_lifetime()
     let (old, new) = app.check();
     assert!(old > 0 && new == 0, "global-scope patch disabled: old {old}, new {new}");
 
-    drop(app.stdin);
-    assert!(app.child.wait().unwrap().success());
+    drop(app.run.stdin);
+    assert!(app.run.child.wait().unwrap().success());
 }

@@ -7,9 +7,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{ChildStdin, Command, Stdio};
+use common::program::{Build, Running};
+use std::io::Write;
+use std::process::{ChildStdin, Command};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -43,63 +43,12 @@ fn stats(stdin: &mut ChildStdin, lines: &Receiver<String>) -> Stats {
 
 #[test]
 fn shadow_variables_fix_a_leak_in_a_running_program_and_unloading_frees_them_all() {
-    let ctl = Path::new(env!("CARGO_BIN_EXE_livepatchctl"));
-    // `deps/` first: the copy next to the tool is only refreshed by `cargo build`.
-    let dirs = [ctl.parent().unwrap().join("deps"), ctl.parent().unwrap().to_path_buf()];
-    let libdir = dirs.iter().find(|d| d.join("liblivepatch_user.so").exists()).expect("liblivepatch_user.so is built");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c");
-    let inc = format!("-I{}", Path::new(env!("CARGO_MANIFEST_DIR")).join("include").display());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shadow_program");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (app, sock) = (dir.join("shadow_app"), dir.join("app.sock"));
-    let (l, rpath) = (format!("-L{}", libdir.display()), format!("-Wl,-rpath,{}", libdir.display()));
-    common::cc(&[
-        "-O2",
-        "-fpatchable-function-entry=16",
-        "-fno-omit-frame-pointer",
-        "-mno-omit-leaf-frame-pointer",
-        "-rdynamic",
-        "-pthread",
-        &inc,
-        src.join("shadow_app.c").to_str().unwrap(),
-        &l,
-        &rpath,
-        "-llivepatch_user",
-        "-o",
-        app.to_str().unwrap(),
-    ]);
-    let fixes: Vec<String> = (1..=2)
-        .map(|n| {
-            let so = dir.join(format!("shadow_fix{n}.so"));
-            let define = format!("-DFIX={n}");
-            common::cc(&[
-                "-O2",
-                "-fPIC",
-                "-shared",
-                "-fno-omit-frame-pointer",
-                &inc,
-                &define,
-                src.join("shadow_fix.c").to_str().unwrap(),
-                "-o",
-                so.to_str().unwrap(),
-            ]);
-            so.to_str().unwrap().to_owned()
-        })
-        .collect();
-
-    let mut child = Command::new(&app)
-        .arg(&sock)
-        // The runpath, not cargo's LD_LIBRARY_PATH: that lists the directory where `cargo
-        // build` uplifts the library first, whose copy may be older than the test's.
-        .env_remove("LD_LIBRARY_PATH")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the program");
-    let (tx, lines) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
-    let mut stdin = child.stdin.take().unwrap();
+    let build = Build::new("shadow_program");
+    let app = build.program("shadow_app.c", "shadow_app");
+    let fixes: Vec<String> =
+        (1..=2).map(|n| build.patch("shadow_fix.c", &format!("shadow_fix{n}.so"), &[&format!("-DFIX={n}")])).collect();
+    let (ctl, sock) = (&build.ctl, build.out("app.sock"));
+    let Running { mut child, mut stdin, lines } = Running::start(&app, &[&sock]);
     assert_eq!(lines.recv_timeout(Duration::from_secs(10)).expect("ready"), "ready");
     let ctl_cmd = |args: &[&str]| {
         let out = Command::new(ctl).arg(&sock).args(args).output().unwrap();

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod program;
 pub(crate) mod stress;
 
 use std::ffi::{c_int, c_long, c_void, CString};
