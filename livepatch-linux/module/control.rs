@@ -26,7 +26,9 @@ const MAX_STALLS: usize = 16;
 
 /// The policy: every improvement of the core except the handler-entry switch (the ftrace
 /// handler runs inside the original's entry, so its frame is always on the stack it would
-/// check); a pass every 5 ms; kick stragglers from the second pass on.
+/// check); a pass every 5 ms; kick stragglers from the second pass on, and when a kick round
+/// changed nothing (the same stragglers blocked in the same functions), wait
+/// `Policy::KICK_BACKOFF_NS` (15 s, `klp_send_signals`' interval) before the next round.
 const POLICY: Policy = Policy {
     switch_points: SwitchPoints::all()
         .difference(SwitchPoints::KTHREAD_SAFE_POINT)
