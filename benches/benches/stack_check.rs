@@ -27,7 +27,14 @@ const TASKS: usize = 1024;
 
 fn bench(c: &mut Criterion) {
     let text = KernelText::load();
+    // Quick iterations: `STACK_ONLY=1,2,4` keeps those F, and `STACK_INTERLEAVED_ONLY=1`
+    // skips the criterion groups (the interleaved lines remain).
+    let only = std::env::var("STACK_ONLY").ok();
+    let interleaved_only = std::env::var_os("STACK_INTERLEAVED_ONLY").is_some();
     for f in [1usize, 2, 4, 8, 15, 100, 1_000, 10_000] {
+        if only.as_ref().is_some_and(|o| !o.split(',').any(|x| x == f.to_string())) {
+            continue;
+        }
         let set = text.random_set(f, 0x5c0 + f as u64);
         let patched = text.mask(&set);
         let pairs = text.pairs(&set, 0);
@@ -65,28 +72,31 @@ fn bench(c: &mut Criterion) {
                 assert_eq!(sweep::first_away_frame(live, &SliceWalker, t), Ok(None));
                 assert_eq!(world.check_stack(&kpatch, &SliceWalker, t, true), Ok(true));
             }
-            let mut group = c.benchmark_group(format!("stack_check/{name}"));
-            if f >= 1_000 {
-                // The kernel's check takes milliseconds here: fewer, flat samples.
-                group.sampling_mode(SamplingMode::Flat).sample_size(10);
+            if !interleaved_only {
+                let mut group = c.benchmark_group(format!("stack_check/{name}"));
+                if f >= 1_000 {
+                    // The kernel's check takes milliseconds here: fewer, flat samples.
+                    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+                }
+                group.bench_with_input(BenchmarkId::new("ours", f), tasks, |b, tasks| {
+                    let mut i = 0;
+                    b.iter(|| {
+                        i = (i + 1) & (TASKS - 1);
+                        // The kernel's answer, "may it switch?", in the same type
+                        // (`Result<bool, _>`): the harness then stores the same few bytes for both.
+                        sweep::first_away_frame(black_box(live), &SliceWalker, black_box(&tasks[i]))
+                            .map(|f| f.is_none())
+                    })
+                });
+                group.bench_with_input(BenchmarkId::new("kernel", f), tasks, |b, tasks| {
+                    let mut i = 0;
+                    b.iter(|| {
+                        i = (i + 1) & (TASKS - 1);
+                        world.check_stack(black_box(&kpatch), &SliceWalker, black_box(&tasks[i]), true)
+                    })
+                });
+                group.finish();
             }
-            group.bench_with_input(BenchmarkId::new("ours", f), tasks, |b, tasks| {
-                let mut i = 0;
-                b.iter(|| {
-                    i = (i + 1) & (TASKS - 1);
-                    // The kernel's answer, "may it switch?", in the same type (`Result<bool, _>`):
-                    // the harness then stores the same few bytes for both.
-                    sweep::first_away_frame(black_box(live), &SliceWalker, black_box(&tasks[i])).map(|f| f.is_none())
-                })
-            });
-            group.bench_with_input(BenchmarkId::new("kernel", f), tasks, |b, tasks| {
-                let mut i = 0;
-                b.iter(|| {
-                    i = (i + 1) & (TASKS - 1);
-                    world.check_stack(black_box(&kpatch), &SliceWalker, black_box(&tasks[i]), true)
-                })
-            });
-            group.finish();
 
             // Alternating turns (the ratio the goal is checked on); the kernel's check at
             // F >= 1 000 takes milliseconds, so only F <= 100 is interleaved.
