@@ -74,6 +74,22 @@ impl StackWalker for SliceWalker {
         }
         Ok(n)
     }
+
+    /// The saved stack at once (the core's batched check; see `StackWalker::walk_runs`).
+    #[inline]
+    fn walk_runs<F>(&self, task: &BenchTask, max_depth: usize, mut frames: F) -> Result<usize, WalkError<Infallible>>
+    where
+        F: FnMut(&[CodeAddr]) -> ControlFlow<()>,
+    {
+        if task.stack.len() > max_depth {
+            return Err(WalkError::TooDeep);
+        }
+        if task.stack.is_empty() {
+            return Ok(0);
+        }
+        let _ = frames(&task.stack);
+        Ok(task.stack.len())
+    }
 }
 
 /// A tracer that installs and removes every hook successfully; every object is loaded.

@@ -55,4 +55,27 @@ pub trait StackWalker {
     fn walk<F>(&self, task: &Self::Task, max_depth: usize, frame: F) -> Result<usize, WalkError<Self::Error>>
     where
         F: FnMut(CodeAddr) -> ControlFlow<()>;
+
+    /// Walks `task`'s stack as [`walk`](Self::walk) does, handing the return addresses to
+    /// `frames` in runs: consecutive, innermost first, none empty, together the same
+    /// addresses in the same order as `walk` would hand one by one; `Break` stops the walk
+    /// after the run that returned it.
+    ///
+    /// Returns how many return addresses were handed to `frames` (every address of the run
+    /// that broke counts). The same errors as `walk`, with the same meaning: a stack deeper
+    /// than `max_depth` is [`WalkError::TooDeep`], whether or not some runs were handed
+    /// before the walk found out.
+    ///
+    /// The provided method hands runs of one address each, through `walk`. A backend that
+    /// holds the addresses in memory before handing them (a saved stack trace, as the
+    /// kernel's `stack_trace_save_tsk_reliable` fills) can hand them all at once: the core
+    /// then checks several frames per branch instead of one (see
+    /// [`sweep::first_away_frame`](crate::sweep::first_away_frame)).
+    #[inline]
+    fn walk_runs<F>(&self, task: &Self::Task, max_depth: usize, mut frames: F) -> Result<usize, WalkError<Self::Error>>
+    where
+        F: FnMut(&[CodeAddr]) -> ControlFlow<()>,
+    {
+        self.walk(task, max_depth, |addr| frames(core::slice::from_ref(&addr)))
+    }
 }
