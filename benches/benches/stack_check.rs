@@ -1,9 +1,11 @@
 //! Area 3 — one task's stack check on a real kernel's text (Debian 12's 6.1, see
 //! `livepatch_benches::real`): D ∈ {8, 32, 99} frames × F ∈ {1, 2, 4, 8, 15, 100, 1k, 10k}
 //! patched functions drawn at random from the text. Ours: `sweep::first_away_frame`, whose
-//! per-frame filter depends on F (one compare per range up to 4 ranges; bounds, blocks and
-//! the listed ranges up to 16; bounds, blocks and an index lookup beyond), so F = 2, 4 and 8
-//! are rows of their own. Baseline, same run: the kernel's `klp_check_stack` — save the stack
+//! per-frame filter depends on F (one compare per range up to 4 ranges, eight frames per
+//! loop iteration; bounds, blocks and the listed ranges up to 16; bounds, blocks and an index
+//! lookup beyond), so F = 2, 4 and 8 are rows of their own. The walker (`SliceWalker`) hands
+//! ours the saved stack at once (`walk_runs`) and the kernel port one address at a time into
+//! its buffer (`walk`), as `stack_trace_save_tsk_reliable` fills the kernel's. Baseline, same run: the kernel's `klp_check_stack` — save the stack
 //! in the reused per-CPU buffer (not cleared per call), then for each function of the patch
 //! find its ops on a list of N = F patched functions and scan all D frames, O(F·(N+D)).
 //!

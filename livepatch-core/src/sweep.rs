@@ -5,7 +5,8 @@
 //! meanwhile — pinned by the scheduler, held on its CPU by the per-CPU pass, or the caller
 //! itself — with one reliable walk and a patched-set lookup per frame (O(1) expected), behind a
 //! pre-filter chosen once per check: with at most four ranges being switched away from, one
-//! compare per range and frame; with more, the bounds of that code, then a bitmap of the 1 KiB
+//! compare per range and frame, eight frames per loop iteration when the walker hands its
+//! saved stack at once; with more, the bounds of that code, then a bitmap of the 1 KiB
 //! blocks it occupies (then, up to 16 ranges, the ranges themselves). Anything that keeps a
 //! task from switching is a [`StallReason`], reported per task as a [`Straggler`] and counted
 //! in a [`PassSummary`].
