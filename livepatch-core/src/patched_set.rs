@@ -10,7 +10,21 @@
 //!
 //! # Lookup
 //!
-//! A version is the ranges sorted by start address plus a *bucket rank directory*. The writer
+//! A version is the ranges sorted by start address, a *bucket rank directory* and a
+//! [`LookupMode`] the writer chose for it ([`LookupMode::choose`]: deterministic, from the
+//! version's length) and publishes in the version word, so a lookup tests it with one
+//! predictable branch on a value it already loaded:
+//!
+//! - **Search**, for versions of at most [`SEARCH_MAX_RANGES`] ranges: a binary search over the
+//!   entries' own starts whose every halving is a conditional move
+//!   (`core::hint::select_unpredictable`, rustc ≥ 1.88, detected by `build.rs` as
+//!   `cfg(lp_select_unpredictable)`); the only branch is the loop's, whose trip count depends
+//!   on the length alone. The candidate's record is in the entry holding the last start
+//!   compared. Without the cfg (the kernel module's build with rustc 1.85, which runs no build
+//!   script) the writer never chooses it: LLVM would turn the selects into jumps.
+//! - **Directory**, for the rest, below.
+//!
+//! The writer splits
 //! splits the sorted ranges into at most [`SEGMENTS`] segments at the widest gaps between
 //! neighbours (kernel text and the module area holding the variants; libraries far apart in a
 //! process), and cuts each segment, from its first start on, into buckets of `2^shift` bytes.
@@ -30,13 +44,17 @@
 //! bucket (a cluster of tiny functions) is finished by a binary search over its own ranges
 //! only: O(log k) for k ranges in the bucket, a branch that is rare and so predicted.
 //!
+//! The directory is built for every version (in search mode it only serves
+//! [`PatchedSet::layout`]), so forcing a mode ([`PatchedSet::with_mode`], for tests and
+//! benchmarks) changes nothing but the lookup.
+//!
 //! # Storage
 //!
 //! The directory needs no storage of its own: each [`IndexEntry`] carries two of its 32-bit
 //! slots, so a version in a buffer of `capacity` entries has `2 · capacity` slots, shared among
 //! its segments in proportion to their ranges (each at least two). The segments' shapes (base,
 //! shift, first slot, bucket count: 20 bytes each) live in the [`PatchedSet`], one table per
-//! buffer.
+//! buffer. The search needs no storage beyond the entries.
 
 use crate::addr::{CodeAddr, CodeRange};
 use crate::func_stack::FuncSlot;
@@ -501,8 +519,9 @@ impl<'a> PatchedSet<'a> {
         layout
     }
 
-    /// The range containing `addr`: O(1), straight-line code unless `addr` lies in a bucket
-    /// of more than [`WINDOW`] starts (see the [module documentation](self)).
+    /// The range containing `addr`: in search mode O(log n) conditional moves, in directory
+    /// mode O(1) straight-line code unless `addr` lies in a bucket of more than [`WINDOW`]
+    /// starts (see the [module documentation](self)).
     #[inline]
     pub fn lookup(&self, addr: CodeAddr) -> Option<Hit<'a>> {
         self.published().lookup(addr.get())
