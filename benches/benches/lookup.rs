@@ -23,7 +23,7 @@ use livepatch_benches::layout::{self, Rng};
 use livepatch_benches::real::{KernelText, GROUP_BPF, GROUP_TCP};
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::patch::FuncNode;
-use livepatch_core::patched_set::{Hit, IndexEntry};
+use livepatch_core::patched_set::{Hit, IndexEntry, LookupMode, PatchedSet};
 use livepatch_core::{CodeAddr, CodeRange, TaskPatchState};
 
 /// Queries per kind; a power of two, many enough that the branch predictor cannot learn them.
@@ -144,9 +144,12 @@ fn cases() -> Vec<Case> {
 fn bench(c: &mut Criterion) {
     println!("extra: text {}", livepatch_benches::real::SOURCE.trim());
     // Quick iterations: `LOOKUP_ONLY=random/10,run/10000` keeps those cases, and
-    // `LOOKUP_INTERLEAVED_ONLY=1` skips the criterion groups (the interleaved lines remain).
+    // `LOOKUP_INTERLEAVED_ONLY=1` skips the criterion groups (the interleaved lines remain);
+    // `LOOKUP_MODES=1` adds to them an index forced into each lookup mode (`directory`,
+    // `search`) over the same slots, to compare the modes against the writer's choice.
     let only = std::env::var("LOOKUP_ONLY").ok();
     let interleaved_only = std::env::var_os("LOOKUP_INTERLEAVED_ONLY").is_some();
+    let modes = std::env::var_os("LOOKUP_MODES").is_some();
     for case in cases() {
         let n = case.n;
         let name = format!("{}/{n}", case.layout);
@@ -164,11 +167,24 @@ fn bench(c: &mut Criterion) {
         let starts: Vec<usize> = ranges.iter().map(|r| r.0).collect();
         let ends: Vec<usize> = ranges.iter().map(|r| r.1).collect();
         let records: Vec<Hit<'static>> = set.iter().collect();
+        // Buffers of 2N entries like the live index's (no headroom).
+        let forced = |mode| {
+            let buffer = || -> &'static [IndexEntry<'static>] {
+                (0..2 * n).map(|_| IndexEntry::new()).collect::<Vec<_>>().leak()
+            };
+            let forced = PatchedSet::with_mode(buffer(), buffer(), mode);
+            forced.rebuild(fx.live.slots(), || {}).expect("the live index's ranges fit");
+            forced
+        };
+        let (directory, search) = (forced(LookupMode::Directory), forced(LookupMode::Search));
         for (kind, queries) in &case.queries {
             for &a in queries {
                 let want = ranges.iter().position(|r| r.0 <= a.get() && a.get() < r.1);
                 assert_eq!(set.lookup(a).map(|h| h.range.start().get()), want.map(|i| ranges[i].0), "{a:?}");
                 assert_eq!(bsearch(&starts, &ends, a.get()).map(|i| i as usize), want);
+                for forced in [&directory, &search] {
+                    assert_eq!(forced.lookup(a).map(|h| h.range.start().get()), want.map(|i| ranges[i].0), "{a:?}");
+                }
             }
             if !interleaved_only {
                 let mut group = c.benchmark_group(format!("lookup/{}/{kind}", case.layout));
@@ -194,10 +210,16 @@ fn bench(c: &mut Criterion) {
             );
             let mut bs_rank = turns(queries, |a| bsearch(&starts, &ends, a.get()));
             let mut linear = turns(queries, |a| ranges.iter().position(|r| r.0 <= a.get() && a.get() < r.1));
+            let (mut by_directory, mut by_search) =
+                (turns(queries, |a| directory.lookup(a)), turns(queries, |a| search.lookup(a)));
             let mut contenders: Vec<interleave::Contender<'_>> =
                 vec![("ours", &mut ours), ("bsearch", &mut bs), ("bsearch_rank", &mut bs_rank)];
             if n <= LINEAR_MAX {
                 contenders.push(("linear", &mut linear));
+            }
+            if modes {
+                contenders.push(("directory", &mut by_directory));
+                contenders.push(("search", &mut by_search));
             }
             interleave::measure(&format!("lookup/{}/{kind}/{n}", case.layout), &mut contenders);
         }

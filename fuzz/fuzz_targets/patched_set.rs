@@ -4,13 +4,15 @@
 //! once with `force`, or left in transition); after every step the published index must equal
 //! the reference's sorted range list, and point lookups, `first_overlap`, `slot_at`,
 //! `away_hit` and the sweep's stack query must agree with linear scans. A second, small
-//! `PatchedSet` is rebuilt over the same slots to exercise full buffers and buffer reuse.
+//! `PatchedSet` is rebuilt over the same slots to exercise full buffers and buffer reuse, in the
+//! lookup mode the input picks (the writer's choice, or forced to the directory or the search),
+//! and answers the same point lookups.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use livepatch_core::backend::{Parts, Task as _};
-use livepatch_core::patched_set::{IndexEntry, IndexError, PatchedSet};
+use livepatch_core::patched_set::{IndexEntry, IndexError, LookupMode, PatchedSet};
 use livepatch_core::{sweep, CodeAddr, CodeRange, Engine, EngineStorage, Live, Patch, PatchState, Policy};
 use livepatch_fuzz::backend::{FuzzScheduler, FuzzTracer, FuzzWalker};
 use livepatch_fuzz::patches::{self, PatchSpec};
@@ -41,6 +43,8 @@ enum Op {
 struct Input {
     patches: Vec<PatchSpec>,
     side_capacity: u8,
+    /// The side index's lookup mode: 0 the writer's choice, 1 the directory, 2 the search.
+    side_mode: u8,
     ops: Vec<Op>,
 }
 
@@ -78,7 +82,11 @@ fn run(input: &Input) {
     let b = Parts { scheduler: &sched, walker: &walker, tracer: &tracer };
     let mut r = Reference::default();
 
-    let side = PatchedSet::new(&side_a, &side_b);
+    let side = match input.side_mode % 3 {
+        0 => PatchedSet::new(&side_a, &side_b),
+        1 => PatchedSet::with_mode(&side_a, &side_b, LookupMode::Directory),
+        _ => PatchedSet::with_mode(&side_a, &side_b, LookupMode::Search),
+    };
     let mut side_published: Vec<CodeRange> = Vec::new();
     let mut side_stale = false;
 
@@ -126,6 +134,8 @@ fn run(input: &Input) {
                     let want = expected.iter().find(|x| x.contains(a));
                     let got = live.patched_set().lookup(a);
                     assert_eq!(got.map(|h| h.range), want.copied(), "lookup({a:?})");
+                    let side_want = side_published.iter().find(|x| x.contains(a));
+                    assert_eq!(side.lookup(a).map(|h| h.range), side_want.copied(), "side lookup({a:?})");
                     if let Some(hit) = got {
                         let orig = live.slots()[hit.slot.0 as usize].original().expect("hit on a free slot");
                         match hit.node {

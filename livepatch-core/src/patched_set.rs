@@ -10,7 +10,21 @@
 //!
 //! # Lookup
 //!
-//! A version is the ranges sorted by start address plus a *bucket rank directory*. The writer
+//! A version is the ranges sorted by start address, a *bucket rank directory* and a
+//! [`LookupMode`] the writer chose for it ([`LookupMode::choose`]: deterministic, from the
+//! version's length) and publishes in the version word, so a lookup tests it with one
+//! predictable branch on a value it already loaded:
+//!
+//! - **Search**, for versions of at most [`SEARCH_MAX_RANGES`] ranges: a binary search over the
+//!   entries' own starts whose every halving is a conditional move
+//!   (`core::hint::select_unpredictable`, rustc ≥ 1.88, detected by `build.rs` as
+//!   `cfg(lp_select_unpredictable)`); the only branch is the loop's, whose trip count depends
+//!   on the length alone. The candidate's record is in the entry holding the last start
+//!   compared. Without the cfg (the kernel module's build with rustc 1.85, which runs no build
+//!   script) the writer never chooses it: LLVM would turn the selects into jumps.
+//! - **Directory**, for the rest, below.
+//!
+//! The writer splits
 //! splits the sorted ranges into at most [`SEGMENTS`] segments at the widest gaps between
 //! neighbours (kernel text and the module area holding the variants; libraries far apart in a
 //! process), and cuts each segment, from its first start on, into buckets of `2^shift` bytes.
@@ -30,13 +44,17 @@
 //! bucket (a cluster of tiny functions) is finished by a binary search over its own ranges
 //! only: O(log k) for k ranges in the bucket, a branch that is rare and so predicted.
 //!
+//! The directory is built for every version (in search mode it only serves
+//! [`PatchedSet::layout`]), so forcing a mode ([`PatchedSet::with_mode`], for tests and
+//! benchmarks) changes nothing but the lookup.
+//!
 //! # Storage
 //!
 //! The directory needs no storage of its own: each [`IndexEntry`] carries two of its 32-bit
 //! slots, so a version in a buffer of `capacity` entries has `2 · capacity` slots, shared among
 //! its segments in proportion to their ranges (each at least two). The segments' shapes (base,
 //! shift, first slot, bucket count: 20 bytes each) live in the [`PatchedSet`], one table per
-//! buffer.
+//! buffer. The search needs no storage beyond the entries.
 
 use crate::addr::{CodeAddr, CodeRange};
 use crate::func_stack::FuncSlot;
@@ -192,11 +210,49 @@ const OVERFLOW: u32 = 1 << 31;
 /// The most ranges a version holds (a rank, up to the count itself, fits beside the flag).
 const MAX_RANGES: usize = (OVERFLOW - 1) as usize;
 
+/// Versions of at most this many ranges are searched rather than looked up in the directory
+/// (when the compiler has `select_unpredictable`; see [`LookupMode::choose`]).
+pub const SEARCH_MAX_RANGES: usize = 64;
+
+/// How lookups in a version find their range. The writer chooses it per version and publishes
+/// it in the version word, so a lookup tests it with one predictable branch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookupMode {
+    /// The bucket rank directory (see the [module documentation](self)).
+    Directory,
+    /// A branch-free binary search over the entries' own starts.
+    Search,
+}
+
+impl LookupMode {
+    /// The mode the writer chooses for a version of `ranges` ranges:
+    /// [`Search`](Self::Search) for at most [`SEARCH_MAX_RANGES`], else
+    /// [`Directory`](Self::Directory) — and always `Directory` when the core is compiled
+    /// without `cfg(lp_select_unpredictable)` (rustc before 1.88, e.g. the kernel module's
+    /// build), where the search could not be kept free of data-dependent branches.
+    ///
+    /// The threshold is measured (BENCHMARKS.md section 2): the search costs about one
+    /// dependent load and compare per halving on top of a fixed cost, the directory the same
+    /// whatever the size; they cross between 20 ranges (search 8.0 ns, directory 9.8 ns) and
+    /// 200 (11.0 ns against 9.8 ns). Crowded buckets do not switch a version to the search:
+    /// on the clustered `bpf` set the search wins the crowded rows and loses the others by
+    /// more.
+    pub const fn choose(ranges: usize) -> Self {
+        if cfg!(lp_select_unpredictable) && ranges <= SEARCH_MAX_RANGES {
+            LookupMode::Search
+        } else {
+            LookupMode::Directory
+        }
+    }
+}
+
 /// How the published version is laid out, for diagnostics and benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IndexLayout {
     /// Ranges in the version.
     pub ranges: usize,
+    /// How lookups find their range.
+    pub mode: LookupMode,
     /// Segments in use (0 for an empty version).
     pub segments: usize,
     /// Bucket size of each segment in use, in bytes (`log2`); 0 past `segments`.
@@ -256,12 +312,17 @@ struct Version<'a, 's> {
     /// The whole buffer (the directory spans past `entries`).
     buffer: &'a [IndexEntry<'a>],
     segments: &'s [Segment; SEGMENTS],
+    /// Searched rather than looked up in the directory.
+    search: bool,
 }
 
 impl<'a> Version<'a, '_> {
     /// The range containing `addr`.
     #[inline(always)]
     fn lookup(&self, addr: usize) -> Option<Hit<'a>> {
+        if self.search {
+            return search(self.entries, addr);
+        }
         if self.entries.is_empty() {
             return None;
         }
@@ -296,6 +357,45 @@ impl<'a> Version<'a, '_> {
     }
 }
 
+/// The range of the sorted `entries` containing `addr`: a binary search over their starts
+/// whose every step is a conditional move (with `cfg(lp_select_unpredictable)`), so its only
+/// branch is the loop's, whose trip count depends on the version's length alone.
+#[inline(always)]
+fn search<'a>(entries: &'a [IndexEntry<'a>], addr: usize) -> Option<Hit<'a>> {
+    let mut run = entries;
+    while run.len() > 1 {
+        // The last range starting at or before `addr` (or the first range, if none does) stays
+        // in `run`; both halves below have `len − half` ranges and `half < len`, so the index
+        // and the slicing need no bounds check.
+        let half = run.len() / 2;
+        let rest = run.len() - half;
+        run = select(run[half].start() <= addr, &run[half..], &run[..rest]);
+    }
+    let entry = run.first()?;
+    let (start, len) = (entry.start(), entry.len() as usize);
+    (addr.wrapping_sub(start) < len).then(|| entry.read_known(start, len))
+}
+
+/// `if condition { a } else { b }`, as a conditional move where the compiler offers one.
+#[cfg(lp_select_unpredictable)]
+#[inline(always)]
+#[allow(clippy::incompatible_msrv)] // only compiled by rustc >= 1.88 (build.rs)
+fn select<T>(condition: bool, a: T, b: T) -> T {
+    core::hint::select_unpredictable(condition, a, b)
+}
+
+/// `if condition { a } else { b }` (a branch: rustc before 1.88 has no `select_unpredictable`,
+/// and the writer then never chooses [`LookupMode::Search`] on its own).
+#[cfg(not(lp_select_unpredictable))]
+#[inline(always)]
+fn select<T>(condition: bool, a: T, b: T) -> T {
+    if condition {
+        a
+    } else {
+        b
+    }
+}
+
 /// The number of ranges of `entries` (a version in `buffer`) starting at or before `addr`,
 /// which lies in the flagged bucket of directory slot `slot` (whose word is `word`): a binary
 /// search over the bucket's ranges.
@@ -320,8 +420,11 @@ impl Segment {
 /// The versioned index. See the [module documentation](self).
 pub struct PatchedSet<'a> {
     buffers: [&'a [IndexEntry<'a>]; 2],
-    /// `len << 1 | buffer` of the published version.
+    /// `len << 2 | search << 1 | buffer` of the published version (`search`: its
+    /// [`LookupMode`] is `Search`).
     current: AtomicUsize,
+    /// The mode every version takes, if not the writer's choice ([`LookupMode::choose`]).
+    forced: Option<LookupMode>,
     /// The directory segments of each buffer's version.
     segments: [[Segment; SEGMENTS]; 2],
     /// The unpublished buffer may still have readers: wait for a grace period before reuse.
@@ -335,6 +438,7 @@ impl<'a> PatchedSet<'a> {
             Self {
                 buffers: [a, b],
                 current: AtomicUsize::new(0),
+                forced: None,
                 segments: [
                     [Segment::new(), Segment::new(), Segment::new(), Segment::new()],
                     [Segment::new(), Segment::new(), Segment::new(), Segment::new()],
@@ -342,6 +446,13 @@ impl<'a> PatchedSet<'a> {
                 stale: AtomicBool::new(false),
             }
         }
+    }
+
+    /// An empty index over two buffers whose every version takes `mode`, whatever its shape: for
+    /// tests and benchmarks of each mode. ([`LookupMode::Search`] without
+    /// `cfg(lp_select_unpredictable)` is a search with data-dependent branches.)
+    pub fn with_mode(a: &'a [IndexEntry<'a>], b: &'a [IndexEntry<'a>], mode: LookupMode) -> Self {
+        Self { forced: Some(mode), ..Self::new(a, b) }
     }
 
     /// How many ranges a version can hold.
@@ -359,8 +470,8 @@ impl<'a> PatchedSet<'a> {
         let v = self.current.load(Ordering::Acquire);
         let which = v & 1;
         let buffer = self.buffers[which];
-        let entries = &buffer[..(v >> 1).min(buffer.len())];
-        Version { entries, buffer, segments: &self.segments[which] }
+        let entries = &buffer[..(v >> 2).min(buffer.len())];
+        Version { entries, buffer, segments: &self.segments[which], search: v & 2 != 0 }
     }
 
     /// Number of ranges in the published version.
@@ -378,6 +489,7 @@ impl<'a> PatchedSet<'a> {
         let v = self.published();
         let mut layout = IndexLayout {
             ranges: v.entries.len(),
+            mode: if v.search { LookupMode::Search } else { LookupMode::Directory },
             segments: 0,
             bucket_shifts: [0; SEGMENTS],
             directory_slots: 0,
@@ -407,8 +519,9 @@ impl<'a> PatchedSet<'a> {
         layout
     }
 
-    /// The range containing `addr`: O(1), straight-line code unless `addr` lies in a bucket
-    /// of more than [`WINDOW`] starts (see the [module documentation](self)).
+    /// The range containing `addr`: in search mode O(log n) conditional moves, in directory
+    /// mode O(1) straight-line code unless `addr` lies in a bucket of more than [`WINDOW`]
+    /// starts (see the [module documentation](self)).
     #[inline]
     pub fn lookup(&self, addr: CodeAddr) -> Option<Hit<'a>> {
         self.published().lookup(addr.get())
@@ -466,9 +579,10 @@ impl<'a> PatchedSet<'a> {
             }
         }
         build_directory(buf, len, &self.segments[next]);
+        let search = self.forced.unwrap_or(LookupMode::choose(len)) == LookupMode::Search;
         // `Release`: pairs with the `Acquire` in `published`; the entries, the directory and
         // the segments above happen-before.
-        self.current.store(len << 1 | next, Ordering::Release);
+        self.current.store(len << 2 | (search as usize) << 1 | next, Ordering::Release);
         self.stale.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -709,26 +823,34 @@ mod tests {
         ranges.iter().copied().find(|r| r.contains(CodeAddr(addr)))
     }
 
-    /// Publishes `ranges` (as originals of one slot each) in buffers of `capacity` entries and
-    /// runs `body` with the set and a check of one address against the reference.
-    fn published<R>(
-        ranges: &[CodeRange],
-        capacity: usize,
-        body: impl FnOnce(&PatchedSet<'_>, &dyn Fn(usize)) -> R,
-    ) -> R {
+    /// Both lookup modes, whatever the writer would choose.
+    const MODES: [LookupMode; 2] = [LookupMode::Directory, LookupMode::Search];
+
+    /// Publishes `ranges` (as originals of one slot each) in buffers of `capacity` entries, once
+    /// in each lookup mode, and runs `body` with the set and a check of one address against the
+    /// reference. Returns what `body` returned in directory mode.
+    fn published<R>(ranges: &[CodeRange], capacity: usize, body: impl Fn(&PatchedSet<'_>, &dyn Fn(usize)) -> R) -> R {
         let slots: Vec<FuncSlot<'_>> = ranges.iter().map(|_| FuncSlot::new()).collect();
         for (slot, &range) in slots.iter().zip(ranges) {
             slot.claim(range, crate::ObjectId(0));
         }
         let a: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
         let b: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
-        let set = PatchedSet::new(&a, &b);
-        set.rebuild(&slots, || {}).unwrap();
-        let check = |addr: usize| {
-            let got = set.lookup(CodeAddr(addr)).map(|h| h.range);
-            assert_eq!(got, reference(ranges, addr), "lookup({addr:#x}) in {:?}", set.layout());
-        };
-        body(&set, &check)
+        let mut directory = None;
+        for mode in MODES {
+            let set = PatchedSet::with_mode(&a, &b, mode);
+            set.rebuild(&slots, || {}).unwrap();
+            assert_eq!(set.layout().mode, mode);
+            let check = |addr: usize| {
+                let got = set.lookup(CodeAddr(addr)).map(|h| h.range);
+                assert_eq!(got, reference(ranges, addr), "lookup({addr:#x}) in {:?}", set.layout());
+            };
+            let result = body(&set, &check);
+            if mode == LookupMode::Directory {
+                directory = Some(result);
+            }
+        }
+        directory.expect("directory mode ran")
     }
 
     /// Publishes `ranges` (as originals of one slot each) in buffers of `capacity` entries and
@@ -910,11 +1032,70 @@ mod tests {
             }
             let a: Vec<IndexEntry<'_>> = ranges.iter().map(|_| IndexEntry::new()).collect();
             let b: Vec<IndexEntry<'_>> = ranges.iter().map(|_| IndexEntry::new()).collect();
+            for mode in MODES {
+                let set = PatchedSet::with_mode(&a, &b, mode);
+                set.rebuild(&slots, || {}).unwrap();
+                for addr in 0x10_0000 - 64..at + 64 {
+                    let got = set.lookup(CodeAddr(addr)).map(|h| h.range);
+                    assert_eq!(got, reference(&ranges, addr), "{addr:#x} in {mode:?}");
+                }
+            }
+        }
+    }
+
+    /// Every address from below the first range to past the last, in both modes, for every
+    /// version length from 0 to 70 (each length takes its own path through the search's
+    /// halvings) of ranges with gaps, back to back and one byte long.
+    #[test]
+    fn every_length_agrees_with_a_scan_at_every_address() {
+        for len in 0..=70usize {
+            let mut at = 0x1000;
+            let ranges: Vec<CodeRange> = (0..len)
+                .map(|i| {
+                    let range = r(at, 1 + i * 7 % 13);
+                    at = range.end().get() + [0, 0, 3, 1, 9][i % 5];
+                    range
+                })
+                .collect();
+            let slots: Vec<FuncSlot<'_>> = ranges.iter().map(|_| FuncSlot::new()).collect();
+            for (slot, &range) in slots.iter().zip(&ranges) {
+                slot.claim(range, crate::ObjectId(0));
+            }
+            let a: Vec<IndexEntry<'_>> = (0..len.max(1)).map(|_| IndexEntry::new()).collect();
+            let b: Vec<IndexEntry<'_>> = (0..len.max(1)).map(|_| IndexEntry::new()).collect();
+            for mode in MODES {
+                let set = PatchedSet::with_mode(&a, &b, mode);
+                set.rebuild(&slots, || {}).unwrap();
+                for addr in 0xff0..at + 0x10 {
+                    let got = set.lookup(CodeAddr(addr)).map(|h| h.range);
+                    assert_eq!(got, reference(&ranges, addr), "{addr:#x} of {len} in {mode:?}");
+                }
+                assert!(set.lookup(CodeAddr(0)).is_none() && set.lookup(CodeAddr(usize::MAX)).is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn the_writer_searches_small_versions_and_uses_the_directory_for_large_ones() {
+        let ranges = |n: usize| -> Vec<CodeRange> { (0..n).map(|i| r(0x10_0000 + i * 0x100, 0x80)).collect() };
+        let small = if cfg!(lp_select_unpredictable) { LookupMode::Search } else { LookupMode::Directory };
+        for (n, mode) in [(1, small), (SEARCH_MAX_RANGES, small), (SEARCH_MAX_RANGES + 1, LookupMode::Directory)] {
+            let ranges = ranges(n);
+            let slots: Vec<FuncSlot<'_>> = ranges.iter().map(|_| FuncSlot::new()).collect();
+            for (slot, &range) in slots.iter().zip(&ranges) {
+                slot.claim(range, crate::ObjectId(0));
+            }
+            let a: Vec<IndexEntry<'_>> = (0..n).map(|_| IndexEntry::new()).collect();
+            let b: Vec<IndexEntry<'_>> = (0..n).map(|_| IndexEntry::new()).collect();
             let set = PatchedSet::new(&a, &b);
             set.rebuild(&slots, || {}).unwrap();
-            for addr in 0x10_0000 - 64..at + 64 {
-                assert_eq!(set.lookup(CodeAddr(addr)).map(|h| h.range), reference(&ranges, addr), "{addr:#x}");
-            }
+            assert_eq!((set.layout().mode, LookupMode::choose(n)), (mode, mode), "{n} ranges");
+            // The mode travels with the version: the next one, in the other buffer, keeps it.
+            slots[0].release();
+            set.rebuild(&slots, || {}).unwrap();
+            assert_eq!(set.layout().mode, LookupMode::choose(n - 1));
+            assert!(set.lookup(CodeAddr(0x10_0000)).is_none());
+            assert_eq!(set.lookup(CodeAddr(0x10_017f)).map(|h| h.slot), (n > 1).then_some(SlotId(1)));
         }
     }
 

@@ -12,10 +12,16 @@
 //!
 //! Bounds: `LOOM_MAX_PREEMPTIONS=4` (ci/loom.sh); two threads; two read-side sections of two
 //! lookups each; six publications; `max_branches` = `loom_support::MAX_BRANCHES`.
+//!
+//! The second model, once per lookup mode (`PatchedSet::with_mode`): a writer publishes one
+//! three-range version into a fresh index forced into that mode while a reader looks up each
+//! range; every lookup sees the empty version or the whole new one (its length, mode bit,
+//! entries and directory). Bounds: two threads, one publication, three lookups.
 #![cfg(loom)]
 
 mod loom_support;
 
+use livepatch_core::patched_set::{IndexEntry, LookupMode, PatchedSet};
 use livepatch_core::{CodeAddr, CodeRange, Engine};
 use loom_support::{complete, variant, Fixture, PatchKind, ORIGINAL};
 
@@ -57,4 +63,48 @@ fn loom_patched_set_publication_and_grace() {
         writer.join().unwrap();
         fx.free();
     });
+}
+
+#[test]
+fn loom_patched_set_each_mode_publishes_whole_versions() {
+    for mode in [LookupMode::Directory, LookupMode::Search] {
+        loom_support::model("loom_patched_set_each_mode_publishes_whole_versions", move || {
+            let fx = Fixture::new(1, &[PatchKind::default(), PatchKind::default()]);
+            // Single-threaded set-up: both patches enabled, so the slots hold the original
+            // and two variants.
+            let mut engine = Engine::new(fx.live);
+            for p in [fx.patches[0], fx.patches[1]] {
+                engine.enable(p, fx.b).unwrap();
+                complete(&mut engine, fx.b);
+            }
+            drop(engine);
+            let buffer =
+                || -> &'static [IndexEntry<'static>] { Vec::from_iter((0..3).map(|_| IndexEntry::new())).leak() };
+            let set: &'static PatchedSet<'static> =
+                Box::leak(Box::new(PatchedSet::with_mode(buffer(), buffer(), mode)));
+            let slots = fx.live.slots();
+            let writer = loom::thread::spawn(move || set.rebuild(slots, || {}).unwrap());
+
+            let ranges = [CodeRange::new(ORIGINAL, 0x40).unwrap(), variant(0), variant(1)];
+            let mut seen = 0;
+            for range in ranges {
+                // Let the writer run any number of steps first (not a preemption).
+                loom::thread::yield_now();
+                let snapshot: Vec<CodeRange> = set.iter().map(|h| h.range).collect();
+                assert!(snapshot.is_empty() || snapshot == ranges, "{mode:?}: torn version {snapshot:?}");
+                let addr = CodeAddr(range.end().get() - 1);
+                match set.lookup(addr) {
+                    // Once a lookup saw the version, every later one does.
+                    None => assert_eq!(seen, 0, "{mode:?}: {addr:?} missed after a hit"),
+                    Some(hit) => {
+                        assert_eq!(hit.range, range, "{mode:?}: {addr:?}");
+                        seen += 1;
+                    }
+                }
+            }
+            writer.join().unwrap();
+            assert_eq!(set.layout().mode, mode);
+            fx.free();
+        });
+    }
 }
