@@ -1,6 +1,10 @@
 //! Area 2 — patched-set point lookup on a real kernel's text (Debian 12's 6.1 kernel, see
 //! `livepatch_benches::real`), against a branch-free binary search over the same sorted starts
-//! and a linear scan, all over the same ranges in the same run. Also prints the sizes of the
+//! and a linear scan, all over the same ranges in the same run. The search is measured twice:
+//! over arrays whose addresses stay in registers across the loop (`bsearch`, the goal's
+//! baseline), and over arrays behind a published pointer loaded per lookup
+//! (`bsearch_published`: what a lock-free kernel index built on the search would load, as the
+//! core loads its version word). Also prints the sizes of the
 //! core's per-function records and each version's index layout.
 //!
 //! Layouts (N patched functions, each adds two ranges: its original and its variant, packed in
@@ -25,6 +29,7 @@ use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::patch::FuncNode;
 use livepatch_core::patched_set::{Hit, IndexEntry, LookupMode, PatchedSet};
 use livepatch_core::{CodeAddr, CodeRange, TaskPatchState};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Queries per kind; a power of two, many enough that the branch predictor cannot learn them.
 const QUERIES: usize = 1 << 14;
@@ -79,6 +84,24 @@ fn bsearch(starts: &[usize], ends: &[usize], a: usize) -> Option<u32> {
     // SAFETY: `base < starts.len() == ends.len()`.
     let (s, e) = unsafe { (*starts.get_unchecked(base), *ends.get_unchecked(base)) };
     (s <= a && a < e).then_some(base as u32)
+}
+
+/// The binary search's arrays as a kernel would publish them for lock-free readers: behind a
+/// pointer that each lookup loads (`rcu_dereference`, here an `Acquire` load), so the arrays'
+/// addresses and length come from memory per lookup, as the core's version word and buffer
+/// do, rather than from registers kept across the loop.
+struct PublishedSearch {
+    starts: Vec<usize>,
+    ends: Vec<usize>,
+    records: Vec<Hit<'static>>,
+}
+
+/// `bsearch` over the arrays `published` points to, loaded once per lookup.
+#[inline(always)]
+fn bsearch_published(published: &AtomicPtr<PublishedSearch>, a: usize) -> Option<Hit<'static>> {
+    // SAFETY: the pointer is set once from a leaked `Box` before any lookup and never freed.
+    let index = unsafe { &*published.load(Ordering::Acquire) };
+    bsearch(&index.starts, &index.ends, a).map(|rank| index.records[rank as usize])
 }
 
 /// One measured layout: the (original, variant) pairs and the four query sets.
@@ -167,6 +190,11 @@ fn bench(c: &mut Criterion) {
         let starts: Vec<usize> = ranges.iter().map(|r| r.0).collect();
         let ends: Vec<usize> = ranges.iter().map(|r| r.1).collect();
         let records: Vec<Hit<'static>> = set.iter().collect();
+        let published = AtomicPtr::new(Box::leak(Box::new(PublishedSearch {
+            starts: starts.clone(),
+            ends: ends.clone(),
+            records: records.clone(),
+        })));
         // Buffers of 2N entries like the live index's (no headroom).
         let forced = |mode| {
             let buffer = || -> &'static [IndexEntry<'static>] {
@@ -182,6 +210,10 @@ fn bench(c: &mut Criterion) {
                 let want = ranges.iter().position(|r| r.0 <= a.get() && a.get() < r.1);
                 assert_eq!(set.lookup(a).map(|h| h.range.start().get()), want.map(|i| ranges[i].0), "{a:?}");
                 assert_eq!(bsearch(&starts, &ends, a.get()).map(|i| i as usize), want);
+                assert_eq!(
+                    bsearch_published(&published, a.get()).map(|h| h.range.start().get()),
+                    want.map(|i| ranges[i].0)
+                );
                 for forced in [&directory, &search] {
                     assert_eq!(forced.lookup(a).map(|h| h.range.start().get()), want.map(|i| ranges[i].0), "{a:?}");
                 }
@@ -209,11 +241,16 @@ fn bench(c: &mut Criterion) {
                 turns(queries, |a| bsearch(&starts, &ends, a.get()).map(|rank| records[rank as usize])),
             );
             let mut bs_rank = turns(queries, |a| bsearch(&starts, &ends, a.get()));
+            let mut bs_published = turns(queries, |a| bsearch_published(&published, a.get()));
             let mut linear = turns(queries, |a| ranges.iter().position(|r| r.0 <= a.get() && a.get() < r.1));
             let (mut by_directory, mut by_search) =
                 (turns(queries, |a| directory.lookup(a)), turns(queries, |a| search.lookup(a)));
-            let mut contenders: Vec<interleave::Contender<'_>> =
-                vec![("ours", &mut ours), ("bsearch", &mut bs), ("bsearch_rank", &mut bs_rank)];
+            let mut contenders: Vec<interleave::Contender<'_>> = vec![
+                ("ours", &mut ours),
+                ("bsearch", &mut bs),
+                ("bsearch_rank", &mut bs_rank),
+                ("bsearch_published", &mut bs_published),
+            ];
             if n <= LINEAR_MAX {
                 contenders.push(("linear", &mut linear));
             }
