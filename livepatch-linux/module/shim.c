@@ -293,10 +293,10 @@ struct lp_hook {
 	struct ftrace_ops ops;
 	/*
 	 * The engine's func slot of this hook (a livepatch_core FuncSlot in the module's static
-	 * engine storage), set at install: the handler hands it to Rust, as ftrace hands
+	 * engine storage), set at install: the handler reads its func stack's top, as ftrace hands
 	 * klp_ftrace_handler its klp_ops, so no slot index is looked up per call.
 	 */
-	const void *fslot;
+	const struct lp_func_slot *fslot;
 	unsigned long ip;
 	u32 slot;
 	bool registered;
@@ -311,6 +311,7 @@ static void notrace lp_ftrace_handler(unsigned long ip, unsigned long parent_ip,
 				      struct ftrace_ops *fops, struct ftrace_regs *fregs)
 {
 	struct lp_hook *hook = container_of(fops, struct lp_hook, ops);
+	const struct lp_func_node *top;
 	unsigned long target;
 	int bit;
 
@@ -321,7 +322,20 @@ static void notrace lp_ftrace_handler(unsigned long ip, unsigned long parent_ip,
 	bit = ftrace_test_recursion_trylock(ip, parent_ip);
 	if (WARN_ON_ONCE(bit < 0))
 		return;
-	target = lp_rs_redirect_slot(hook->fslot, current, this_cpu_ptr(&lp_rec_cache), parent_ip);
+	/*
+	 * livepatch_core's redirect::settled(), steps 1 and 2 of the decision, with its orderings:
+	 * the top pairs with the core's release push/unlink of a node, the flag with the engine's
+	 * release stores of it (which follow its writes of every task's word). Outside a
+	 * transition of this function every task runs the top variant (entry 0: a nop, the
+	 * original) and no task word is read; in one, Rust finishes the decision.
+	 */
+	top = smp_load_acquire(&hook->fslot->top);
+	if (!top)
+		target = 0;
+	else if (!smp_load_acquire(&top->transition))
+		target = top->entry;
+	else
+		target = lp_rs_redirect_in_transition(top, current, this_cpu_ptr(&lp_rec_cache), parent_ip);
 	if (target)
 		ftrace_regs_set_instruction_pointer(fregs, target);
 	ftrace_test_recursion_unlock(bit);
@@ -576,6 +590,12 @@ static DEFINE_MUTEX(lp_reap_mutex);
 static_assert(offsetof(struct lp_task_rec, word) == 0);
 static_assert(offsetof(struct lp_task_rec, kicks) == 4);
 static_assert(offsetof(struct lp_task_rec, task) == 8);
+
+/* The core's layout as the redirect handler reads it (shim.h; shim.rs, control.rs). */
+static_assert(offsetof(struct lp_func_slot, top) == LP_SLOT_TOP_OFFSET);
+static_assert(offsetof(struct lp_func_node, transition) == LP_NODE_TRANSITION_OFFSET);
+static_assert(offsetof(struct lp_func_node, entry) == LP_NODE_ENTRY_OFFSET);
+static_assert(sizeof(bool) == 1);
 
 static notrace struct lp_task_rec *lp_rec_find(struct task_struct *t)
 {
