@@ -15,8 +15,8 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 use livepatch_core::backend::TaskKind;
 use livepatch_core::func_stack::FuncSlot;
-use livepatch_core::patch::FuncNode;
 use livepatch_core::model::SwitchPoints;
+use livepatch_core::patch::FuncNode;
 use livepatch_core::sweep::{StallReason, Straggler};
 use livepatch_core::transition::Progress;
 use livepatch_core::{CodeAddr, Engine, EngineStorage, Live, ObjectId, PatchState, Policy, Redirect, SlotId, TaskPatchState};
@@ -225,27 +225,43 @@ const PER_TASK: bool = POLICY.model.redirects_per_task();
 /// the original. The C handler (`lp_ftrace_handler`) answered steps 1 and 2 of the decision
 /// itself (`redirect::settled`, through the layout `shim.h` declares and the asserts below
 /// check) and calls this only when the top node of the hook's func stack, `top`, is in
-/// transition. `curr` is `current`; `cache` is this CPU's `lp_rec_cache` entry (the handler
-/// runs with preemption disabled). The current task's word is found through the cache, then
-/// the task table (`tasks::current_word`).
+/// transition. `curr` is `current`; `cached` is this CPU's `lp_rec_cache` entry, which the
+/// handler read (it runs with preemption disabled). A hit (`cached` is `curr`'s record) decides
+/// here; a miss goes to the cold [`redirect_after_miss`].
 #[no_mangle]
 pub(crate) extern "C" fn lp_rs_redirect_in_transition(
     top: *const FuncNode<'static>,
     curr: *mut TaskStruct,
-    cache: *const tasks::RecCache,
+    cached: *const tasks::TaskRec,
     parent_ip: c_ulong,
 ) -> c_ulong {
     // SAFETY: `top` is the node the handler loaded from its hook's `'static` slot of `STORAGE`
     // (`lp_hook.fslot`) with acquire ordering: a node of a registered patch, freed only after a
-    // grace period this preempt-disabled handler delays. `cache` is this CPU's `lp_rec_cache`
-    // entry, a per-CPU `struct lp_task_rec *` (the layout of `RecCache`), stable for the call:
-    // the handler runs with preemption disabled.
-    let (top, cache) = unsafe { (&*top, &*cache) };
-    let word = || tasks::current_word(curr, cache);
+    // grace period this preempt-disabled handler delays.
+    let top = unsafe { &*top };
+    match tasks::cached_word(curr, cached) {
+        Some(word) => decide_in_transition(top, word, parent_ip),
+        None => redirect_after_miss(top, curr, parent_ip),
+    }
+}
+
+/// [`lp_rs_redirect_in_transition`] after a cache miss: the word from the task table (which
+/// refills this CPU's entry), then the decision. Out of line, so that the hit path saves no
+/// register and makes no call.
+#[cold]
+#[inline(never)]
+fn redirect_after_miss(top: &FuncNode<'static>, curr: *mut TaskStruct, parent_ip: c_ulong) -> c_ulong {
+    decide_in_transition(top, tasks::current_word_refill(curr), parent_ip)
+}
+
+/// Steps 3 and 4 of the decision with the engine's model (fixed at build time), for `top` in
+/// transition and the current task's `word`.
+#[inline(always)]
+fn decide_in_transition(top: &FuncNode<'static>, word: &TaskPatchState, parent_ip: c_ulong) -> c_ulong {
     let to = if PER_TASK {
-        livepatch_core::redirect::per_task_in_transition(top, word)
+        livepatch_core::redirect::per_task_in_transition(top, || word)
     } else {
-        live().redirect_in_transition(top, word, CodeAddr(parent_ip as usize))
+        live().redirect_in_transition(top, || word, CodeAddr(parent_ip as usize))
     };
     match to {
         Redirect::Variant(addr) => addr.get() as c_ulong,

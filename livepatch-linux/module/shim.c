@@ -335,7 +335,7 @@ static void notrace lp_ftrace_handler(unsigned long ip, unsigned long parent_ip,
 	else if (!smp_load_acquire(&top->transition))
 		target = top->entry;
 	else
-		target = lp_rs_redirect_in_transition(top, current, this_cpu_ptr(&lp_rec_cache), parent_ip);
+		target = lp_rs_redirect_in_transition(top, current, this_cpu_read(lp_rec_cache), parent_ip);
 	if (target)
 		ftrace_regs_set_instruction_pointer(fregs, target);
 	ftrace_test_recursion_unlock(bit);
@@ -542,10 +542,11 @@ void lp_shim_sync_all_cpus(void)
  *    it, with preemption disabled.
  *
  * The redirect handler finds current's record through a per-CPU cache first (lp_rec_cache: the
- * last record it found on this CPU; Rust's tasks::current_word()): a hit is the cached record
- * whose task is current -- one load of the entry, one of the record's task beside the word.
- * A miss (the first call in a transition after a context switch) looks the hash up and stores
- * the record found. Why a stale entry is never used:
+ * last record it found on this CPU, which the handler reads with this_cpu_read() and hands to
+ * Rust's tasks::cached_word()): a hit is the cached record whose task is current -- one load of
+ * the entry, one of the record's task beside the word. A miss (the first call in a transition
+ * after a context switch) looks the hash up and stores the record found
+ * (lp_shim_task_rec_cache()). Why a stale entry is never used:
  *
  *  - removal clears the record's task (lp_rec_remove(), under lp_table_lock, in
  *    __put_task_struct() before the task_struct is freed). A task_struct address reused by a
@@ -609,6 +610,24 @@ static notrace struct lp_task_rec *lp_rec_find(struct task_struct *t)
 			return r;
 	}
 	return NULL;
+}
+
+/*
+ * The redirect handler's cache miss (Rust's tasks::current_word_refill(), called from
+ * lp_rs_redirect_in_transition() when this CPU's lp_rec_cache entry does not hold current's
+ * record): current's record, stored in this CPU's entry, or NULL (not cached). Only from the
+ * ftrace handler, preemption disabled (its recursion lock) from its read of the entry on.
+ */
+notrace struct lp_task_rec *lp_shim_task_rec_cache(struct task_struct *curr)
+{
+	struct lp_task_rec *r;
+
+	if (unlikely(!READ_ONCE(lp_buckets)))
+		return NULL;
+	r = lp_rec_find(curr);
+	if (r)
+		this_cpu_write(lp_rec_cache, r);
+	return r;
 }
 
 /*

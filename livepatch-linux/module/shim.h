@@ -105,6 +105,7 @@ u32 lp_shim_tasks_count(void);
 u32 lp_shim_tasks_next(bool restart, u32 max, struct task_struct **tasks, struct lp_task_rec **recs);
 void lp_shim_put_task(struct task_struct *t);
 struct lp_task_rec *lp_shim_task_rec(struct task_struct *t);
+struct lp_task_rec *lp_shim_task_rec_cache(struct task_struct *curr);
 void lp_shim_sync_all_cpus(void);
 int lp_shim_resched_hook(bool on);
 void lp_shim_lock(void);
@@ -171,7 +172,7 @@ struct lp_func_slot {
 
 /* Rust (livepatch_rs.rs) */
 unsigned long lp_rs_redirect_in_transition(const struct lp_func_node *top, struct task_struct *curr,
-					   struct lp_task_rec **cache, unsigned long parent_ip);
+					   struct lp_task_rec *cached, unsigned long parent_ip);
 void lp_rs_exit_to_user(struct task_struct *t, bool signal, bool exiting);
 void lp_rs_inherit(const u32 *parent, u32 *child);
 void lp_rs_cond_resched(void);
