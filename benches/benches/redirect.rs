@@ -9,13 +9,19 @@
 //!
 //! * `module`: what `livepatch_rs.ko` runs, call for call. ftrace calls the C handler
 //!   (`lp_ftrace_handler`, an `#[inline(never)]` function here, handed the hook as the kernel's
-//!   handler is handed its `ftrace_ops`), which calls Rust (`lp_rs_redirect_slot`, another
-//!   non-inlined call) with the hook's `&'static FuncSlot`, `current` and this CPU's record
-//!   cache entry; Rust runs `redirect::per_task_lazy`, which looks the task's word up only in a
-//!   transition of the function: through the per-CPU cache (`livepatch_benches::tasks::RecCache`,
-//!   the module's `lp_rec_cache`), then on a miss the module's task table
+//!   handler is handed its `ftrace_ops`), which answers steps 1 and 2 of the decision itself
+//!   (`redirect::settled`): it loads the hook's func stack top and that node's transition flag
+//!   through the core's published layout (`redirect::SLOT_TOP_OFFSET` …, as `shim.h` declares
+//!   it) and, outside a transition, returns the top's entry without leaving C. Only in a
+//!   transition of the function does it call Rust (`lp_rs_redirect_in_transition`, another
+//!   non-inlined function, really called and returned from: the C handler's recursion unlock
+//!   follows it) with the top node, `current` and this CPU's cached record
+//!   (`this_cpu_read(lp_rec_cache)`, `LP_REC_CACHE` here). Rust's hit path is the record's
+//!   task compared with `current` and `redirect::per_task_in_transition` on its word; a miss
+//!   tail-jumps to a cold function that looks the module's task table up
 //!   (`livepatch_benches::tasks::TaskTable`, a port of `lp_rec_find`: 65 536 hash chains,
-//!   records laid out and placed as kmalloc-64 places them).
+//!   records laid out and placed as kmalloc-64 places them), refills the entry
+//!   (`RecCache::refill`, the C `lp_shim_task_rec_cache`, not inlined) and decides.
 //! * `kernel`: `klp_ftrace_handler` as ftrace calls it (one non-inlined call), reading
 //!   `current->patch_state` (one load, at its offset in a `task_struct` laid out as the
 //!   kernel's slab lays them out) only in transition.
@@ -38,12 +44,13 @@ use livepatch_benches::kernel::{
     KLP_TRANSITION_UNPATCHED,
 };
 use livepatch_benches::layout::{original, variant};
-use livepatch_benches::tasks::{RecCache, TaskStructs, TaskTable};
+use livepatch_benches::tasks::{RecCache, TaskRec, TaskStructs, TaskTable};
 use livepatch_core::func_stack::FuncSlot;
+use livepatch_core::patch::FuncNode;
 use livepatch_core::redirect::{self, Redirect};
 use livepatch_core::{CodeAddr, CodeRange, Live, PatchState, SlotId, TaskPatchState};
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicPtr, Ordering};
 
 /// One measured situation: how to build the core's and the kernel's func stacks.
 struct Case {
@@ -154,24 +161,62 @@ struct Hook {
 /// for each case before its first call.
 static TABLE: AtomicPtr<TaskTable> = AtomicPtr::new(std::ptr::null_mut());
 
-/// The module's C ftrace handler (`lp_ftrace_handler`): hands Rust the hook's slot, `current`
-/// and this CPU's cache entry.
+/// This CPU's `lp_rec_cache` entry, as the module's handler reaches it: a per-CPU variable
+/// (`this_cpu_read`, `this_cpu_write`), not an argument.
+static LP_REC_CACHE: RecCache = RecCache::new();
+
+/// The module's C ftrace handler (`lp_ftrace_handler`): steps 1 and 2 of the decision in C,
+/// through the core's layout as `shim.c` declares it (`struct lp_func_slot`, `struct
+/// lp_func_node`: the top at [`redirect::SLOT_TOP_OFFSET`], the flag and the entry at
+/// [`redirect::NODE_TRANSITION_OFFSET`] and [`redirect::NODE_ENTRY_OFFSET`], both loads
+/// `smp_load_acquire`, plain loads on x86); only in transition the call into Rust with the top
+/// node, `current` and this CPU's cached record (`this_cpu_read(lp_rec_cache)`, read on that
+/// path only).
 #[inline(never)]
-fn lp_ftrace_handler(hook: &Hook, current: usize, cache: &RecCache) -> usize {
-    lp_rs_redirect_slot(hook.slot, current, black_box(cache), 0)
+fn lp_ftrace_handler(hook: &Hook, current: usize) -> usize {
+    let slot = ptr::from_ref(hook.slot).cast::<u8>();
+    // SAFETY: the offsets are the core's, inside `FuncSlot` and `FuncNode` (`repr(C)`); the top
+    // is null or a node of the leaked fixture, valid for the process.
+    unsafe {
+        let top = ptr::read_volatile(slot.add(redirect::SLOT_TOP_OFFSET).cast::<*const u8>());
+        if top.is_null() {
+            return 0;
+        }
+        if ptr::read_volatile(top.add(redirect::NODE_TRANSITION_OFFSET)) == 0 {
+            return ptr::read_volatile(top.add(redirect::NODE_ENTRY_OFFSET).cast::<usize>());
+        }
+        let target = lp_rs_redirect_in_transition(&*top.cast::<FuncNode<'static>>(), current, LP_REC_CACHE.entry(), 0);
+        // `ftrace_test_recursion_unlock()` follows the call in C (its `preempt_enable_notrace()`
+        // is a compiler barrier): the call returns here, it is not a tail jump.
+        compiler_fence(Ordering::SeqCst);
+        target
+    }
 }
 
-/// The module's `lp_rs_redirect_slot` (Rust, called from C: not inlined into the handler).
+/// The module's `lp_rs_redirect_in_transition` (Rust, called from C: not inlined into the
+/// handler): the cached record's word on a hit, else the cold path.
 #[inline(never)]
-extern "C" fn lp_rs_redirect_slot(
-    slot: &FuncSlot<'static>,
+extern "C" fn lp_rs_redirect_in_transition(
+    top: &FuncNode<'static>,
     current: usize,
-    cache: &RecCache,
+    cached: Option<&'static TaskRec>,
     _parent_ip: usize,
 ) -> usize {
+    match RecCache::hit(cached, current) {
+        Some(word) => as_addr(redirect::per_task_in_transition(top, || word)).unwrap_or(0),
+        None => lp_rs_redirect_after_miss(top, current),
+    }
+}
+
+/// The module's miss path (`control::redirect_after_miss`, cold): the word through
+/// `lp_shim_task_rec_cache` (C: the table, then `this_cpu_write`), then the decision.
+#[cold]
+#[inline(never)]
+fn lp_rs_redirect_after_miss(top: &FuncNode<'static>, current: usize) -> usize {
     // SAFETY: set to a leaked table before the first call of each case (`bench`).
     let table = unsafe { &*TABLE.load(Ordering::Relaxed) };
-    module_decision(slot, current, cache, table)
+    let word = LP_REC_CACHE.refill(table, current);
+    as_addr(redirect::per_task_in_transition(top, || word)).unwrap_or(0)
 }
 
 /// The module's decision: per task, the word found through the cache, then the table.
@@ -183,7 +228,10 @@ fn module_decision(slot: &FuncSlot<'_>, current: usize, cache: &RecCache, table:
 /// `klp_ftrace_handler` as ftrace calls it.
 #[inline(never)]
 fn kernel_handler(ops: &KlpOps, current: &KTask) -> usize {
-    klp_ftrace_handler(ops, current).unwrap_or(0)
+    let target = klp_ftrace_handler(ops, current).unwrap_or(0);
+    // `ftrace_test_recursion_unlock()`, as in the module's handler.
+    compiler_fence(Ordering::SeqCst);
+    target
 }
 
 /// One call per iteration, each by the next task.
@@ -195,20 +243,18 @@ fn single(c: &mut Criterion, case: &Case, structs: &TaskStructs, table: &'static
     let (ops, _) = kernel_fixture(case, 1);
     let ops = ops[0];
     // Every contender agrees with the kernel, for every task, through hits and misses.
-    let cache = RecCache::default();
     for (i, &t) in addrs.iter().enumerate().chain(addrs.iter().enumerate()) {
         let want = kernel_handler(ops, structs.current(i));
-        assert_eq!(lp_ftrace_handler(&hook, t, &cache), want, "case {}", case.name);
-        assert_eq!(lp_ftrace_handler(&hook, t, &cache), want, "case {} (cached)", case.name);
+        assert_eq!(lp_ftrace_handler(&hook, t), want, "case {}", case.name);
+        assert_eq!(lp_ftrace_handler(&hook, t), want, "case {} (cached)", case.name);
         assert_eq!(as_addr(live.redirect_current(id, || table.lookup(t), CodeAddr(0))).unwrap_or(0), want);
     }
     let mut group = c.benchmark_group(format!("redirect/{}", case.name));
     group.bench_function("module", |b| {
-        let cache = RecCache::default();
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) & (TASKS - 1);
-            lp_ftrace_handler(black_box(&hook), black_box(addrs[i]), &cache)
+            lp_ftrace_handler(black_box(&hook), black_box(addrs[i]))
         })
     });
     group.bench_function("kernel", |b| {
@@ -221,13 +267,12 @@ fn single(c: &mut Criterion, case: &Case, structs: &TaskStructs, table: &'static
     group.finish();
 
     // Alternating turns: the ratios the goal is checked on.
-    let cache = RecCache::default();
     let inline_cache = RecCache::default();
     let (mut a, mut b, mut c, mut d, mut e) = (0, 0, 0, 0, 0);
     let mut module = |n: u64| {
         for _ in 0..n {
             a = (a + 1) & (TASKS - 1);
-            black_box(lp_ftrace_handler(black_box(&hook), black_box(addrs[a]), &cache));
+            black_box(lp_ftrace_handler(black_box(&hook), black_box(addrs[a])));
         }
     };
     let mut kernel = |n: u64| {
@@ -277,22 +322,20 @@ fn batch(c: &mut Criterion, case: &Case, structs: &TaskStructs, table: &'static 
     let ids: Vec<SlotId> = (0..BATCH).map(|i| live.slot_at(f(i, BATCH).start()).expect("patched")).collect();
     let hooks: Vec<Hook> = slot_refs.iter().map(|&slot| Hook { slot }).collect();
     let (ops, _) = kernel_fixture(case, BATCH);
-    let cache = RecCache::default();
     for (k, ((&id, o), hook)) in ids.iter().zip(&ops).zip(&hooks).enumerate() {
         let t = addrs[k];
         let want = kernel_handler(o, structs.current(k));
-        assert_eq!(lp_ftrace_handler(hook, t, &cache), want);
+        assert_eq!(lp_ftrace_handler(hook, t), want);
         assert_eq!(as_addr(live.redirect_current(id, || table.lookup(t), CodeAddr(0))).unwrap_or(0), want);
     }
     let mut group = c.benchmark_group(format!("redirect_x{BATCH}/{}", case.name));
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("module", |b| {
-        let cache = RecCache::default();
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) & (TASKS - 1);
             let (hooks, t) = black_box((&hooks[..], addrs[i]));
-            hooks.iter().fold(0usize, |acc, h| acc ^ lp_ftrace_handler(h, t, &cache))
+            hooks.iter().fold(0usize, |acc, h| acc ^ lp_ftrace_handler(h, t))
         })
     });
     group.bench_function("kernel", |b| {
@@ -305,14 +348,13 @@ fn batch(c: &mut Criterion, case: &Case, structs: &TaskStructs, table: &'static 
     });
     group.finish();
 
-    let cache = RecCache::default();
     let inline_cache = RecCache::default();
     let (mut a, mut b, mut c, mut d, mut e) = (0, 0, 0, 0, 0);
     let mut module = |n: u64| {
         for _ in 0..n {
             a = (a + 1) & (TASKS - 1);
             let (hooks, t) = black_box((&hooks[..], addrs[a]));
-            black_box(hooks.iter().fold(0usize, |acc, h| acc ^ lp_ftrace_handler(h, t, &cache)));
+            black_box(hooks.iter().fold(0usize, |acc, h| acc ^ lp_ftrace_handler(h, t)));
         }
     };
     let mut kernel = |n: u64| {

@@ -19,8 +19,8 @@
 use crate::kernel::KTask;
 use crate::layout::Rng;
 use livepatch_core::{PatchState, TaskPatchState};
-use std::cell::Cell;
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Buckets of the module's table (`1 << 16`).
 pub const TABLE_BITS: u32 = 16;
@@ -172,52 +172,69 @@ impl TaskTable {
 }
 
 /// One CPU's entry of the module's per-CPU record cache (`lp_rec_cache`): the record the
-/// redirect last found on this CPU. A port of the module's `tasks::current_word`: a hit is the
-/// cached record whose task is `current` (a load of the entry, then of the record's task,
-/// beside its word); a miss (the first call in a transition after a context switch) looks the
-/// table up (`lp_shim_task_rec`, a C call in the module: `#[inline(never)]` here) and stores
-/// the record. The module's invalidation (a removed record's task is cleared; the entry is
-/// cleared between two grace periods before the free) is off the hot path and not measured.
+/// redirect last found on this CPU. A port of the module's path: the C handler reads the
+/// entry ([`entry`](Self::entry): `this_cpu_read`, one `gs`-relative load, a load of this
+/// static here) and hands the record to Rust; a hit ([`hit`](Self::hit), `tasks::cached_word`)
+/// is the record whose task is `current` (a load of the record's task, beside its word); a
+/// miss (the first call in a transition after a context switch) looks the table up and stores
+/// the record in the entry ([`refill`](Self::refill): `lp_shim_task_rec_cache`, a C call in
+/// the module, `#[inline(never)]` here). The module's invalidation (a removed record's task is
+/// cleared; the entry is cleared between two grace periods before the free) is off the hot
+/// path and not measured.
 ///
-/// Modelled as one 64-byte-aligned entry (CPU 0's): `this_cpu_ptr` is one `gs`-relative load
-/// in the C handler, which passes the entry's address.
+/// Modelled as one 64-byte-aligned entry (CPU 0's).
 #[repr(C, align(64))]
 #[derive(Debug, Default)]
 pub struct RecCache {
-    rec: Cell<usize>,
+    rec: AtomicUsize,
 }
 
 impl RecCache {
-    /// The word of `task` (the current task on this CPU).
+    /// An empty entry.
+    pub const fn new() -> Self {
+        Self { rec: AtomicUsize::new(0) }
+    }
+
+    /// The cached record (`this_cpu_read(lp_rec_cache)`): none, or a record of the table.
+    #[inline(always)]
+    pub fn entry(&self) -> Option<&'static TaskRec> {
+        // SAFETY: the entry is 0 or a record of a table, leaked and valid for the process.
+        unsafe { (self.rec.load(Ordering::Relaxed) as *const TaskRec).as_ref() }
+    }
+
+    /// The word of `task` if `rec` (an [`entry`](Self::entry)) is its record.
+    #[inline(always)]
+    pub fn hit(rec: Option<&'static TaskRec>, task: usize) -> Option<&'static TaskPatchState> {
+        let rec = rec?;
+        // SAFETY: a reference to a live record.
+        (unsafe { ptr::read_volatile(ptr::addr_of!(rec.task)) } == task).then_some(&rec.word)
+    }
+
+    /// The word of `task` (the current task on this CPU): a hit, or a refill.
     #[inline(always)]
     pub fn lookup<'t>(&self, table: &'t TaskTable, task: usize) -> &'t TaskPatchState {
-        let r = self.rec.get() as *const TaskRec;
-        // SAFETY: `rec` is 0 or a record of `table`, leaked and valid for the process.
-        if let Some(rec) = unsafe { r.as_ref() } {
-            // SAFETY: as above.
-            if unsafe { ptr::read_volatile(ptr::addr_of!(rec.task)) } == task {
-                return &rec.word;
-            }
+        match Self::hit(self.entry(), task) {
+            Some(word) => word,
+            None => self.refill(table, task),
         }
-        self.miss(table, task)
     }
 
     /// `lp_rec_cache_forget` (the reaper, between its two grace periods): drops the entry if
     /// it holds a removed record (task cleared).
     pub fn forget_removed(&self) {
-        let r = self.rec.get() as *const TaskRec;
-        // SAFETY: 0 or a leaked record.
-        if unsafe { r.as_ref() }.is_some_and(|rec| rec.task == 0) {
-            self.rec.set(0);
+        if self.entry().is_some_and(|rec| rec.task == 0) {
+            self.rec.store(0, Ordering::Relaxed);
         }
     }
 
+    /// A miss (`lp_shim_task_rec_cache`): the table's record of `task`, stored in the entry;
+    /// the untracked word, not cached, for a task without one.
     #[cold]
     #[inline(never)]
-    fn miss<'t>(&self, table: &'t TaskTable, task: usize) -> &'t TaskPatchState {
+    pub fn refill<'t>(&self, table: &'t TaskTable, task: usize) -> &'t TaskPatchState {
         match table.lookup_rec(task) {
             Some(rec) => {
-                self.rec.set(ptr::from_ref(rec) as usize);
+                self.rec.store(ptr::from_ref(rec) as usize, Ordering::Relaxed);
                 &rec.word
             }
             None => &UNKNOWN,
@@ -307,10 +324,10 @@ mod tests {
         // The reaper drops an entry holding a removed record, and keeps a live one.
         let other = structs.addrs[2];
         cache.forget_removed();
-        assert_ne!(cache.rec.get(), 0, "a live record stays cached");
+        assert_ne!(cache.rec.load(Ordering::Relaxed), 0, "a live record stays cached");
         assert!(table.remove(other));
         cache.forget_removed();
-        assert_eq!(cache.rec.get(), 0, "a removed record is dropped before it is freed");
+        assert_eq!(cache.rec.load(Ordering::Relaxed), 0, "a removed record is dropped before it is freed");
         assert!(ptr::eq(cache.lookup(&table, other), &UNKNOWN));
     }
 }

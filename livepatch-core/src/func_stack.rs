@@ -13,12 +13,16 @@ use crate::sync::{const_fn, AtomicBool, AtomicRef, AtomicU32, AtomicUsize, Order
 use core::fmt;
 
 /// One original function's func stack and the state the engine keeps for it.
+///
+/// `repr(C)` with `top` first: a handler written in C reads it there (see
+/// [`crate::redirect::SLOT_TOP_OFFSET`]).
+#[repr(C)]
 pub struct FuncSlot<'a> {
+    /// Top of the func stack (`None`: nothing patched, run the original).
+    pub(crate) top: AtomicRef<'a, FuncNode<'a>>,
     /// The original function's code (`start == end == 0` while the slot is free).
     orig_start: AtomicUsize,
     orig_end: AtomicUsize,
-    /// Top of the func stack (`None`: nothing patched, run the original).
-    pub(crate) top: AtomicRef<'a, FuncNode<'a>>,
     /// The slot's nop node, pushed by an atomic-replace patch that no longer patches it.
     pub(crate) nop: FuncNode<'a>,
     /// The original code is being switched away from in the current transition.
@@ -44,9 +48,9 @@ impl<'a> FuncSlot<'a> {
         /// A free slot.
         pub fn new() -> Self {
             Self {
+                top: AtomicRef::none(),
                 orig_start: AtomicUsize::new(0),
                 orig_end: AtomicUsize::new(0),
-                top: AtomicRef::none(),
                 nop: FuncNode::new(None),
                 orig_away: AtomicBool::new(false),
                 hooked: AtomicBool::new(false),

@@ -64,13 +64,50 @@ pub fn per_task_lazy<'t>(slot: &FuncSlot<'_>, task: impl FnOnce() -> &'t TaskPat
 
 #[inline(always)]
 fn per_task_lazy_observed<'t>(slot: &FuncSlot<'_>, task: impl FnOnce() -> &'t TaskPatchState) -> (Redirect, Observed) {
+    match settled(slot) {
+        Ok(to) => (to, Observed { in_transition: false, task_state: None }),
+        Err(top) => {
+            let (to, state) = per_task_in_transition_observed(top, task);
+            (to, Observed { in_transition: true, task_state: Some(state) })
+        }
+    }
+}
+
+/// Steps 1 and 2 alone: `Ok` with the decision when the function is not in transition (the
+/// top variant, or the original when nothing is stacked or the top is a nop) — the same for
+/// every model and every task — or `Err` with the top node when it is in transition, for
+/// [`per_task_in_transition`] (or [`call_chain_in_transition`]) to finish.
+///
+/// A handler split in two (the Linux module answers this part in its C ftrace handler and
+/// calls Rust only in transition) makes exactly these loads, with these orderings, at the
+/// offsets [`SLOT_TOP_OFFSET`], [`NODE_TRANSITION_OFFSET`] and [`NODE_ENTRY_OFFSET`].
+#[inline(always)]
+pub fn settled<'a>(slot: &FuncSlot<'a>) -> Result<Redirect, &'a FuncNode<'a>> {
+    // Step 1: `Acquire`, see `FuncSlot::top`.
     let Some(top) = slot.top() else {
-        return (Redirect::Original, Observed { in_transition: false, task_state: None });
+        return Ok(Redirect::Original);
     };
     // Step 2: `Acquire` pairs with the engine's `Release` stores of the flag.
-    if !top.transition.load(Ordering::Acquire) {
-        return (target(Some(top)), Observed { in_transition: false, task_state: None });
+    if top.transition.load(Ordering::Acquire) {
+        Err(top)
+    } else {
+        Ok(target(Some(top)))
     }
+}
+
+/// Steps 3 and 4 of the per-task decision, for the top node [`settled`] found in transition:
+/// the task's word is looked up (once) and picks the top or the node below.
+#[inline(always)]
+pub fn per_task_in_transition<'t>(top: &FuncNode<'_>, task: impl FnOnce() -> &'t TaskPatchState) -> Redirect {
+    per_task_in_transition_observed(top, task).0
+}
+
+#[inline(always)]
+fn per_task_in_transition_observed<'t>(
+    top: &FuncNode<'_>,
+    task: impl FnOnce() -> &'t TaskPatchState,
+) -> (Redirect, PatchState) {
+    // Step 3: `Relaxed`, ordered by the `Acquire` load of the flag in `settled`.
     let state = task().load(Ordering::Relaxed).state;
     let node = match state {
         // Step 4: `Acquire` pairs with the `Release` push that linked the node below.
@@ -79,8 +116,29 @@ fn per_task_lazy_observed<'t>(slot: &FuncSlot<'_>, task: impl FnOnce() -> &'t Ta
         // universe is the safe reading because the flag is cleared before tasks go idle.
         PatchState::Patched | PatchState::Idle => Some(top),
     };
-    (target(node), Observed { in_transition: true, task_state: Some(state) })
+    (target(node), state)
 }
+
+/// Offset of the func stack's top (`Option<&FuncNode>`, a pointer, null for `None`) in a
+/// [`FuncSlot`]: what step 1 of [`settled`] loads. For a handler written in C, which declares
+/// the layout and checks it against these constants at build time.
+#[cfg(not(loom))]
+pub const SLOT_TOP_OFFSET: usize = core::mem::offset_of!(FuncSlot<'static>, top);
+/// Offset of a [`FuncNode`]'s transition flag (one byte, 0 or 1): step 2 of [`settled`].
+#[cfg(not(loom))]
+pub const NODE_TRANSITION_OFFSET: usize = core::mem::offset_of!(FuncNode<'static>, transition);
+/// Offset of a [`FuncNode`]'s entry address (`usize`, 0 for a nop): the decision outside a
+/// transition.
+#[cfg(not(loom))]
+pub const NODE_ENTRY_OFFSET: usize = core::mem::offset_of!(FuncNode<'static>, entry);
+
+// The layout those offsets describe: a nullable pointer, a byte, a `usize`.
+#[cfg(not(loom))]
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<crate::sync::AtomicRef<'static, FuncNode<'static>>>() == size_of::<usize>());
+    assert!(size_of::<crate::sync::AtomicBool>() == 1);
+};
 
 /// The per-task decision.
 #[inline(always)]
@@ -93,14 +151,10 @@ pub fn per_task(slot: &FuncSlot<'_>, task: &TaskPatchState) -> Redirect {
 /// See [`call_chain_towards`] for either direction.
 #[inline(always)]
 pub fn call_chain(slot: &FuncSlot<'_>, caller_is_old: impl FnOnce() -> bool) -> Redirect {
-    let Some(top) = slot.top() else {
-        return Redirect::Original;
-    };
-    // Steps 2 and 4 of the module documentation, with the same pairings.
-    if top.transition.load(Ordering::Acquire) && caller_is_old() {
-        return target(top.next.load(Ordering::Acquire));
+    match settled(slot) {
+        Ok(to) => to,
+        Err(top) => call_chain_in_transition(top, Some(PatchState::Patched), caller_is_old),
     }
-    target(Some(top))
 }
 
 /// The call-chain decision towards `target`: in transition, a call from code being switched
@@ -115,14 +169,23 @@ pub fn call_chain_towards(
     towards: Option<PatchState>,
     caller_is_old: impl FnOnce() -> bool,
 ) -> Redirect {
-    if towards != Some(PatchState::Unpatched) {
-        return call_chain(slot, caller_is_old);
+    match settled(slot) {
+        Ok(to) => to,
+        Err(top) => call_chain_in_transition(top, towards, caller_is_old),
     }
-    let Some(top) = slot.top() else {
-        return Redirect::Original;
-    };
-    // Steps 2 and 4 of the module documentation, with the same pairings.
-    if top.transition.load(Ordering::Acquire) && !caller_is_old() {
+}
+
+/// [`call_chain_towards`] for the top node [`settled`] found in transition.
+#[inline(always)]
+pub fn call_chain_in_transition(
+    top: &FuncNode<'_>,
+    towards: Option<PatchState>,
+    caller_is_old: impl FnOnce() -> bool,
+) -> Redirect {
+    // Patching continues the old chain below the top; unpatching sends new chains there.
+    let below = if towards == Some(PatchState::Unpatched) { !caller_is_old() } else { caller_is_old() };
+    if below {
+        // Step 4 of the module documentation, with the same pairing.
         return target(top.next.load(Ordering::Acquire));
     }
     target(Some(top))
@@ -230,6 +293,33 @@ mod tests {
         only.push(&c);
         task.reset(PatchState::Unpatched);
         assert_eq!(per_task(&only, &task), Redirect::Original);
+    }
+
+    #[test]
+    fn settled_answers_exactly_the_calls_outside_a_transition() {
+        let a = node(0x9000);
+        let b = node(0xa000);
+        let nop = FuncNode::new(None);
+        let slot = FuncSlot::new();
+        let task = TaskPatchState::new();
+        let variant = |at| Redirect::Variant(CodeAddr(at));
+        assert_eq!(settled(&slot).ok(), Some(Redirect::Original), "nothing stacked");
+        slot.push(&a);
+        assert_eq!(settled(&slot).ok(), Some(variant(0x9000)));
+        // In transition: the top is handed on, and the task's word picks the node.
+        for (top, patched) in [(&b, variant(0xa000)), (&nop, Redirect::Original)] {
+            top.transition.store(true, Ordering::Release);
+            slot.push(top);
+            let Err(found) = settled(&slot) else { panic!("a node in transition was answered without the task") };
+            assert!(core::ptr::eq(found, top));
+            task.reset(PatchState::Unpatched);
+            assert_eq!(per_task_in_transition(found, || &task), variant(0x9000), "unpatched: the node below");
+            task.reset(PatchState::Patched);
+            assert_eq!(per_task_in_transition(found, || &task), patched, "patched: the top");
+            top.transition.store(false, Ordering::Release);
+            assert_eq!(settled(&slot).ok(), Some(patched), "after the transition: the top, for everyone");
+            slot.unlink(top);
+        }
     }
 
     #[test]

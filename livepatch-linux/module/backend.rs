@@ -70,7 +70,7 @@ const HOOK_SLOTS: usize = shim::LP_MAX_HOOKS as usize;
 ///
 /// * `addr` is the fentry call's return address of a hooked original (`f+5`, `f+9` with IBT):
 ///   that return address is on the stack exactly while the trampoline runs — before the
-///   handler, inside it (the handler and `lp_rs_redirect_slot` are above it), and after it, until
+///   handler, inside it (the handler and `lp_rs_redirect_in_transition` are above it), and after it, until
 ///   the trampoline stores the chosen ip over this very slot;
 /// * `addr` is the first byte of a function in the patched set: the trampoline has stored the
 ///   variant's entry as its return address and not yet returned, or the task was interrupted
@@ -134,7 +134,7 @@ impl Tracer for Hooks {
             kernel::pr_err!("cannot track tasks ({}): no hook on {:?}\n", rc, func);
             return Err(ErrorKind::Hook);
         }
-        // The hook holds its slot for the redirect (see `control::lp_rs_redirect_slot`).
+        // The hook holds its slot for the redirect (see `lp_ftrace_handler` in `shim.c`).
         let Some(fslot) = crate::control::func_slot(slot) else {
             return Err(ErrorKind::Hook);
         };

@@ -16,6 +16,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use livepatch_core::backend::TaskKind;
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::model::SwitchPoints;
+use livepatch_core::patch::FuncNode;
 use livepatch_core::sweep::{StallReason, Straggler};
 use livepatch_core::transition::Progress;
 use livepatch_core::{CodeAddr, Engine, EngineStorage, Live, ObjectId, PatchState, Policy, Redirect, SlotId, TaskPatchState};
@@ -220,33 +221,63 @@ pub(crate) fn func_slot(slot: SlotId) -> Option<&'static FuncSlot<'static>> {
 /// the handler below calls the per-task decision directly, without `Live`'s model dispatch).
 const PER_TASK: bool = POLICY.model.redirects_per_task();
 
-/// The ftrace handler's question: where does this call of the function of `fslot` go? 0 = the
-/// original. `curr` is `current`; `cache` is this CPU's `lp_rec_cache` entry (the handler runs
-/// with preemption disabled). The current task's word is looked up only when this function is
-/// in transition: through the cache, then the task table (`tasks::current_word`).
+/// The ftrace handler's question for a function in transition: where does this call go? 0 =
+/// the original. The C handler (`lp_ftrace_handler`) answered steps 1 and 2 of the decision
+/// itself (`redirect::settled`, through the layout `shim.h` declares and the asserts below
+/// check) and calls this only when the top node of the hook's func stack, `top`, is in
+/// transition. `curr` is `current`; `cached` is this CPU's `lp_rec_cache` entry, which the
+/// handler read (it runs with preemption disabled). A hit (`cached` is `curr`'s record) decides
+/// here; a miss goes to the cold [`redirect_after_miss`].
 #[no_mangle]
-pub(crate) extern "C" fn lp_rs_redirect_slot(
-    fslot: *const FuncSlot<'static>,
+pub(crate) extern "C" fn lp_rs_redirect_in_transition(
+    top: *const FuncNode<'static>,
     curr: *mut TaskStruct,
-    cache: *const tasks::RecCache,
+    cached: *const tasks::TaskRec,
     parent_ip: c_ulong,
 ) -> c_ulong {
-    // SAFETY: `fslot` is what `func_slot` returned when the hook was installed (C's
-    // `lp_hook.fslot`), a `'static` slot of `STORAGE`. `cache` is this CPU's `lp_rec_cache`
-    // entry, a per-CPU `struct lp_task_rec *` (the layout of `RecCache`), stable for the call:
-    // the handler runs with preemption disabled.
-    let (slot, cache) = unsafe { (&*fslot, &*cache) };
-    let word = || tasks::current_word(curr, cache);
+    // SAFETY: `top` is the node the handler loaded from its hook's `'static` slot of `STORAGE`
+    // (`lp_hook.fslot`) with acquire ordering: a node of a registered patch, freed only after a
+    // grace period this preempt-disabled handler delays.
+    let top = unsafe { &*top };
+    match tasks::cached_word(curr, cached) {
+        Some(word) => decide_in_transition(top, word, parent_ip),
+        None => redirect_after_miss(top, curr, parent_ip),
+    }
+}
+
+/// [`lp_rs_redirect_in_transition`] after a cache miss: the word from the task table (which
+/// refills this CPU's entry), then the decision. Out of line, so that the hit path saves no
+/// register and makes no call.
+#[cold]
+#[inline(never)]
+fn redirect_after_miss(top: &FuncNode<'static>, curr: *mut TaskStruct, parent_ip: c_ulong) -> c_ulong {
+    decide_in_transition(top, tasks::current_word_refill(curr), parent_ip)
+}
+
+/// Steps 3 and 4 of the decision with the engine's model (fixed at build time), for `top` in
+/// transition and the current task's `word`.
+#[inline(always)]
+fn decide_in_transition(top: &FuncNode<'static>, word: &TaskPatchState, parent_ip: c_ulong) -> c_ulong {
     let to = if PER_TASK {
-        livepatch_core::redirect::per_task_lazy(slot, word)
+        livepatch_core::redirect::per_task_in_transition(top, || word)
     } else {
-        live().redirect_slot(slot, word, CodeAddr(parent_ip as usize))
+        live().redirect_in_transition(top, || word, CodeAddr(parent_ip as usize))
     };
     match to {
         Redirect::Variant(addr) => addr.get() as c_ulong,
         Redirect::Original => 0,
     }
 }
+
+// The layout the C handler reads (`struct lp_func_slot`, `struct lp_func_node` in `shim.h`,
+// whose offsets `shim.c` asserts equal `LP_SLOT_TOP_OFFSET`, `LP_NODE_TRANSITION_OFFSET` and
+// `LP_NODE_ENTRY_OFFSET`): the core's offsets must be those numbers.
+const _: () = {
+    use livepatch_core::redirect::{NODE_ENTRY_OFFSET, NODE_TRANSITION_OFFSET, SLOT_TOP_OFFSET};
+    assert!(SLOT_TOP_OFFSET == 0, "LP_SLOT_TOP_OFFSET in shim.h");
+    assert!(NODE_TRANSITION_OFFSET == 0, "LP_NODE_TRANSITION_OFFSET in shim.h");
+    assert!(NODE_ENTRY_OFFSET == 8, "LP_NODE_ENTRY_OFFSET in shim.h");
+};
 
 /// Task work queued by a kick runs here.
 ///

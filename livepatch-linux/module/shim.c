@@ -293,10 +293,10 @@ struct lp_hook {
 	struct ftrace_ops ops;
 	/*
 	 * The engine's func slot of this hook (a livepatch_core FuncSlot in the module's static
-	 * engine storage), set at install: the handler hands it to Rust, as ftrace hands
+	 * engine storage), set at install: the handler reads its func stack's top, as ftrace hands
 	 * klp_ftrace_handler its klp_ops, so no slot index is looked up per call.
 	 */
-	const void *fslot;
+	const struct lp_func_slot *fslot;
 	unsigned long ip;
 	u32 slot;
 	bool registered;
@@ -311,6 +311,7 @@ static void notrace lp_ftrace_handler(unsigned long ip, unsigned long parent_ip,
 				      struct ftrace_ops *fops, struct ftrace_regs *fregs)
 {
 	struct lp_hook *hook = container_of(fops, struct lp_hook, ops);
+	const struct lp_func_node *top;
 	unsigned long target;
 	int bit;
 
@@ -321,7 +322,20 @@ static void notrace lp_ftrace_handler(unsigned long ip, unsigned long parent_ip,
 	bit = ftrace_test_recursion_trylock(ip, parent_ip);
 	if (WARN_ON_ONCE(bit < 0))
 		return;
-	target = lp_rs_redirect_slot(hook->fslot, current, this_cpu_ptr(&lp_rec_cache), parent_ip);
+	/*
+	 * livepatch_core's redirect::settled(), steps 1 and 2 of the decision, with its orderings:
+	 * the top pairs with the core's release push/unlink of a node, the flag with the engine's
+	 * release stores of it (which follow its writes of every task's word). Outside a
+	 * transition of this function every task runs the top variant (entry 0: a nop, the
+	 * original) and no task word is read; in one, Rust finishes the decision.
+	 */
+	top = smp_load_acquire(&hook->fslot->top);
+	if (!top)
+		target = 0;
+	else if (!smp_load_acquire(&top->transition))
+		target = top->entry;
+	else
+		target = lp_rs_redirect_in_transition(top, current, this_cpu_read(lp_rec_cache), parent_ip);
 	if (target)
 		ftrace_regs_set_instruction_pointer(fregs, target);
 	ftrace_test_recursion_unlock(bit);
@@ -528,10 +542,11 @@ void lp_shim_sync_all_cpus(void)
  *    it, with preemption disabled.
  *
  * The redirect handler finds current's record through a per-CPU cache first (lp_rec_cache: the
- * last record it found on this CPU; Rust's tasks::current_word()): a hit is the cached record
- * whose task is current -- one load of the entry, one of the record's task beside the word.
- * A miss (the first call in a transition after a context switch) looks the hash up and stores
- * the record found. Why a stale entry is never used:
+ * last record it found on this CPU, which the handler reads with this_cpu_read() and hands to
+ * Rust's tasks::cached_word()): a hit is the cached record whose task is current -- one load of
+ * the entry, one of the record's task beside the word. A miss (the first call in a transition
+ * after a context switch) looks the hash up and stores the record found
+ * (lp_shim_task_rec_cache()). Why a stale entry is never used:
  *
  *  - removal clears the record's task (lp_rec_remove(), under lp_table_lock, in
  *    __put_task_struct() before the task_struct is freed). A task_struct address reused by a
@@ -577,6 +592,12 @@ static_assert(offsetof(struct lp_task_rec, word) == 0);
 static_assert(offsetof(struct lp_task_rec, kicks) == 4);
 static_assert(offsetof(struct lp_task_rec, task) == 8);
 
+/* The core's layout as the redirect handler reads it (shim.h; shim.rs, control.rs). */
+static_assert(offsetof(struct lp_func_slot, top) == LP_SLOT_TOP_OFFSET);
+static_assert(offsetof(struct lp_func_node, transition) == LP_NODE_TRANSITION_OFFSET);
+static_assert(offsetof(struct lp_func_node, entry) == LP_NODE_ENTRY_OFFSET);
+static_assert(sizeof(bool) == 1);
+
 static notrace struct lp_task_rec *lp_rec_find(struct task_struct *t)
 {
 	struct hlist_node *n;
@@ -589,6 +610,24 @@ static notrace struct lp_task_rec *lp_rec_find(struct task_struct *t)
 			return r;
 	}
 	return NULL;
+}
+
+/*
+ * The redirect handler's cache miss (Rust's tasks::current_word_refill(), called from
+ * lp_rs_redirect_in_transition() when this CPU's lp_rec_cache entry does not hold current's
+ * record): current's record, stored in this CPU's entry, or NULL (not cached). Only from the
+ * ftrace handler, preemption disabled (its recursion lock) from its read of the entry on.
+ */
+notrace struct lp_task_rec *lp_shim_task_rec_cache(struct task_struct *curr)
+{
+	struct lp_task_rec *r;
+
+	if (unlikely(!READ_ONCE(lp_buckets)))
+		return NULL;
+	r = lp_rec_find(curr);
+	if (r)
+		this_cpu_write(lp_rec_cache, r);
+	return r;
 }
 
 /*

@@ -105,6 +105,7 @@ u32 lp_shim_tasks_count(void);
 u32 lp_shim_tasks_next(bool restart, u32 max, struct task_struct **tasks, struct lp_task_rec **recs);
 void lp_shim_put_task(struct task_struct *t);
 struct lp_task_rec *lp_shim_task_rec(struct task_struct *t);
+struct lp_task_rec *lp_shim_task_rec_cache(struct task_struct *curr);
 void lp_shim_sync_all_cpus(void);
 int lp_shim_resched_hook(bool on);
 void lp_shim_lock(void);
@@ -146,9 +147,32 @@ bool lp_shim_module_get(void);
 void lp_shim_module_put(void);
 void lp_shim_log(int level, const char *msg, int len);
 
+/*
+ * The part of livepatch_core's FuncSlot and FuncNode the ftrace handler reads: steps 1 and 2
+ * of the redirect decision (redirect::settled), so that a call outside a transition of its
+ * function never leaves C. FuncSlot and FuncNode are repr(C) in the core, which exports the
+ * offsets (redirect::SLOT_TOP_OFFSET, NODE_TRANSITION_OFFSET, NODE_ENTRY_OFFSET); control.rs
+ * asserts they equal the LP_*_OFFSET numbers below, shim.c that these structs have them.
+ */
+struct lp_func_node {
+	bool transition;	/* an AtomicBool: 0 or 1; written with release ordering */
+	bool away;
+	bool linked;
+	u32 owner;
+	unsigned long entry;	/* the variant's entry, 0 for a nop; fixed while linked */
+};
+
+struct lp_func_slot {
+	struct lp_func_node *top;	/* an AtomicRef: NULL when nothing is stacked */
+};
+
+#define LP_SLOT_TOP_OFFSET 0
+#define LP_NODE_TRANSITION_OFFSET 0
+#define LP_NODE_ENTRY_OFFSET 8
+
 /* Rust (livepatch_rs.rs) */
-unsigned long lp_rs_redirect_slot(const void *fslot, struct task_struct *curr,
-				  struct lp_task_rec **cache, unsigned long parent_ip);
+unsigned long lp_rs_redirect_in_transition(const struct lp_func_node *top, struct task_struct *curr,
+					   struct lp_task_rec *cached, unsigned long parent_ip);
 void lp_rs_exit_to_user(struct task_struct *t, bool signal, bool exiting);
 void lp_rs_inherit(const u32 *parent, u32 *child);
 void lp_rs_cond_resched(void);

@@ -125,6 +125,7 @@ extern "C" {
     pub(crate) fn lp_shim_tasks_next(restart: bool, max: u32, tasks: *mut *mut TaskStruct, recs: *mut *mut c_void) -> u32;
     pub(crate) fn lp_shim_put_task(t: *mut TaskStruct);
     pub(crate) fn lp_shim_task_rec(t: *mut TaskStruct) -> *mut c_void;
+    pub(crate) fn lp_shim_task_rec_cache(curr: *mut TaskStruct) -> *mut c_void;
     pub(crate) fn lp_shim_resched_hook(on: bool) -> c_int;
     pub(crate) fn lp_shim_current() -> *mut TaskStruct;
     pub(crate) fn lp_shim_task_info(t: *mut TaskStruct, info: *mut TaskInfo);

@@ -15,7 +15,6 @@
 //! patched universe of a transition that has not reached it.
 
 use crate::shim::{self, TaskInfo, TaskStruct};
-use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use livepatch_core::backend::{Task, TaskFlags, TaskKind};
 use livepatch_core::{CpuId, PatchState, TaskId, TaskPatchState};
@@ -33,11 +32,6 @@ pub(crate) struct TaskRec {
 }
 
 const _: () = assert!(core::mem::offset_of!(TaskRec, kicks) == 4 && core::mem::offset_of!(TaskRec, task) == 8);
-
-/// One CPU's `lp_rec_cache` entry (`struct lp_task_rec *`): the record the redirect handler
-/// last found on that CPU, or NULL. Written by that CPU's handlers, and cleared by the shim's
-/// reaper on any CPU (see "Task records" in `shim.c`).
-pub(crate) type RecCache = AtomicPtr<TaskRec>;
 
 /// A `TWA_RESUME` work (armed at transition start) is queued.
 pub(crate) const KICK_RESUME: u8 = 1;
@@ -91,42 +85,34 @@ pub(crate) extern "C" fn lp_rs_task_patch_state(t: *mut TaskStruct) -> core::ffi
     }
 }
 
-/// The word the redirect handler reads for `curr`, the current task, with `cache` this CPU's
-/// [`RecCache`] entry: the cached record if its task is `curr` (a load of the entry, then of
-/// the record's task beside its word), else the table's record, which is then cached.
+/// The word of `curr`, the current task, if `cached` — this CPU's `lp_rec_cache` entry, which
+/// the C handler read (`this_cpu_read`) — is its record: a load of the record's task, beside
+/// its word. `None` is a miss (the first call in a transition after a context switch, or
+/// another task's record cached): then [`current_word_refill`].
 ///
-/// The caller runs with preemption disabled (the ftrace handler), so `cache` stays this CPU's.
-/// Why the cached record is never stale or freed: "Task records" in `shim.c` (a removed
+/// The caller runs with preemption disabled (the ftrace handler), from the read of the entry
+/// on. Why the cached record is never stale or freed: "Task records" in `shim.c` (a removed
 /// record's task is NULL before its `task_struct` can be reused; the entry is cleared between
 /// two grace periods before the record is freed).
 #[inline(always)]
-pub(crate) fn current_word(curr: *mut TaskStruct, cache: &RecCache) -> &'static TaskPatchState {
-    // Relaxed: this CPU stored the entry (after finding the record in the table, dependency
-    // ordered there); the reaper only clears it.
-    let cached = cache.load(Ordering::Relaxed);
+pub(crate) fn cached_word(curr: *mut TaskStruct, cached: *const TaskRec) -> Option<&'static TaskPatchState> {
     // SAFETY: NULL or a record not yet freed: the shim frees a record only after clearing
-    // every entry holding it and a grace period that this preempt-disabled caller would delay.
-    if let Some(rec) = unsafe { cached.as_ref() } {
-        // Relaxed: a removal's NULL store happens before the `task_struct` address can belong
-        // to another task, and that task runs here only after (slab free, fork, scheduling).
-        if rec.task.load(Ordering::Relaxed) == curr {
-            return &rec.state;
-        }
-    }
-    current_word_miss(curr, cache)
+    // every entry holding it and a grace period that this preempt-disabled caller delays.
+    let rec = unsafe { cached.as_ref() }?;
+    // Relaxed: a removal's NULL store happens before the `task_struct` address can belong to
+    // another task, and that task runs here only after (slab free, fork, scheduling).
+    (rec.task.load(Ordering::Relaxed) == curr).then_some(&rec.state)
 }
 
-/// [`current_word`] when the cache does not hold `curr`'s record.
-#[cold]
-#[inline(never)]
-fn current_word_miss(curr: *mut TaskStruct, cache: &RecCache) -> &'static TaskPatchState {
-    match record(curr) {
-        Some(rec) => {
-            cache.store(ptr::from_ref(rec).cast_mut(), Ordering::Relaxed);
-            &rec.state
-        }
-        None => &UNTRACKED,
-    }
+/// The word of `curr`, the current task, after a miss of [`cached_word`]: its record from the
+/// table, which `lp_shim_task_rec_cache` also stores in this CPU's entry, or [`UNTRACKED`]
+/// (not cached) for a task without one. Preemption disabled, as for [`cached_word`].
+#[inline(always)]
+pub(crate) fn current_word_refill(curr: *mut TaskStruct) -> &'static TaskPatchState {
+    // SAFETY: the caller is the ftrace handler, preemption disabled, for `curr` = current.
+    // The shim returns NULL or current's live record (`TaskRec`'s layout, asserted in `shim.c`),
+    // which lives as long as current.
+    unsafe { shim::lp_shim_task_rec_cache(curr).cast::<TaskRec>().as_ref() }.map_or(&UNTRACKED, |r| &r.state)
 }
 
 /// `wake_up_new_task()` and the populate pass: a new record's word, from the parent's word

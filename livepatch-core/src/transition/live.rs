@@ -4,6 +4,7 @@ use crate::backend::{StackWalker, Task};
 use crate::func_stack::FuncSlot;
 use crate::ids::SlotId;
 use crate::model::{Policy, SwitchPoints};
+use crate::patch::FuncNode;
 use crate::patched_set::{Hit, IndexEntry, PatchedSet};
 use crate::redirect::{self, Redirect};
 use crate::state::{PatchState, TaskPatchState};
@@ -351,10 +352,27 @@ impl<'a> Live<'a> {
         current: impl FnOnce() -> &'t TaskPatchState,
         parent_ip: CodeAddr,
     ) -> Redirect {
+        match redirect::settled(slot) {
+            Ok(to) => to,
+            Err(top) => self.redirect_in_transition(top, current, parent_ip),
+        }
+    }
+
+    /// [`redirect_slot`](Self::redirect_slot) for a hook that answered steps 1 and 2 of the
+    /// decision itself ([`redirect::settled`]) and found `top` in transition: the engine's
+    /// model finishes it. (The Linux module's C handler does this: outside a transition it
+    /// never calls Rust.)
+    #[inline(always)]
+    pub fn redirect_in_transition<'t>(
+        &self,
+        top: &FuncNode<'a>,
+        current: impl FnOnce() -> &'t TaskPatchState,
+        parent_ip: CodeAddr,
+    ) -> Redirect {
         if self.policy.model.redirects_per_task() {
-            redirect::per_task_lazy(slot, current)
+            redirect::per_task_in_transition(top, current)
         } else {
-            redirect::call_chain_towards(slot, self.transition_target(), || self.away_hit(parent_ip).is_some())
+            redirect::call_chain_in_transition(top, self.transition_target(), || self.away_hit(parent_ip).is_some())
         }
     }
 
