@@ -23,8 +23,6 @@ pub struct FuncSlot<'a> {
     /// The original function's code (`start == end == 0` while the slot is free).
     orig_start: AtomicUsize,
     orig_end: AtomicUsize,
-    /// The slot's nop node, pushed by an atomic-replace patch that no longer patches it.
-    pub(crate) nop: FuncNode<'a>,
     /// The original code is being switched away from in the current transition.
     pub(crate) orig_away: AtomicBool,
     /// The backend's hook is installed on the original's entry.
@@ -41,7 +39,14 @@ pub struct FuncSlot<'a> {
     pub(crate) name_func: AtomicRef<'a, Func<'a>>,
     /// That function's object.
     pub(crate) name_object: AtomicRef<'a, Object<'a>>,
+    /// The slot's nop node, pushed by an atomic-replace patch that no longer patches it.
+    pub(crate) nop: FuncNode<'a>,
 }
+
+// Two cache lines per slot: the hot words and the engine's with `top` first, then the nop
+// node (64-byte aligned) in the second line.
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::size_of::<FuncSlot<'static>>() <= 128);
 
 impl<'a> FuncSlot<'a> {
     const_fn! {
