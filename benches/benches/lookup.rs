@@ -99,6 +99,9 @@ struct PublishedSearch {
 /// `bsearch` over the arrays `published` points to, loaded once per lookup.
 #[inline(always)]
 fn bsearch_published(published: &AtomicPtr<PublishedSearch>, a: usize) -> Option<Hit<'static>> {
+    // `Acquire`, as `rcu_dereference` on a weakly ordered machine: pairs with the `Release`
+    // a publisher would store the pointer with (here `AtomicPtr::new` before the first lookup,
+    // on the same thread); it is the load a reader pays, not a race this bench has.
     // SAFETY: the pointer is set once from a leaked `Box` before any lookup and never freed.
     let index = unsafe { &*published.load(Ordering::Acquire) };
     bsearch(&index.starts, &index.ends, a).map(|rank| index.records[rank as usize])
