@@ -33,9 +33,52 @@ pub(crate) use const_fn;
 /// # Invariants
 ///
 /// `ptr` is null or was obtained from a `&'a T`.
+///
+/// # Variance
+///
+/// `AtomicRef` stores through a shared reference, as `Cell` does, so it is *invariant* in `'a`:
+/// a `&AtomicRef<'static, T>` must never be usable as a `&AtomicRef<'short, T>`, or a
+/// short-lived reference stored through it would later be loaded as `&'static T`. This does
+/// not compile:
+///
+/// ```compile_fail
+/// use livepatch_core::sync::{AtomicRef, Ordering};
+/// let long: AtomicRef<'static, u32> = AtomicRef::none();
+/// {
+///     let local = 5u32;
+///     let short: &AtomicRef<'_, u32> = &long;
+///     short.store(Some(&local), Ordering::Release);
+/// }
+/// let dangling: &'static u32 = long.load(Ordering::Acquire).unwrap();
+/// assert_eq!(*dangling, 5);
+/// ```
+///
+/// The same code with the reference stored through `long` itself (no shortening) compiles:
+///
+/// ```
+/// use livepatch_core::sync::{AtomicRef, Ordering};
+/// static FIVE: u32 = 5;
+/// let long: AtomicRef<'static, u32> = AtomicRef::none();
+/// long.store(Some(&FIVE), Ordering::Release);
+/// assert_eq!(long.load(Ordering::Acquire), Some(&5));
+/// ```
+///
+/// Sharing an `AtomicRef` shares the `&T`s it hands out, so it is `Sync` only for `T: Sync`:
+///
+/// ```compile_fail
+/// fn shared_across_threads<S: Sync>() {}
+/// shared_across_threads::<livepatch_core::sync::AtomicRef<'static, core::cell::Cell<u32>>>();
+/// ```
+///
+/// ```
+/// fn shared_across_threads<S: Send + Sync>() {}
+/// shared_across_threads::<livepatch_core::sync::AtomicRef<'static, u32>>();
+/// ```
 pub struct AtomicRef<'a, T> {
     ptr: AtomicPtr<T>,
-    _marker: PhantomData<&'a T>,
+    /// `&'a T`: `Send`/`Sync` only where `&'a T` is (`T: Sync`). `fn(&'a T)`: contravariant in
+    /// `'a`, which with the covariant `&'a T` makes `'a` invariant (see "Variance").
+    _marker: PhantomData<(&'a T, fn(&'a T))>,
 }
 
 impl<'a, T> AtomicRef<'a, T> {
