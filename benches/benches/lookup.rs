@@ -203,7 +203,8 @@ fn bench(c: &mut Criterion) {
             let buffer = || -> &'static [IndexEntry<'static>] {
                 (0..2 * n).map(|_| IndexEntry::new()).collect::<Vec<_>>().leak()
             };
-            let forced = PatchedSet::with_mode(buffer(), buffer(), mode);
+            // Leaked, as the live index is static: the published version points into it.
+            let forced: &'static PatchedSet<'static> = Box::leak(Box::new(PatchedSet::with_mode(buffer(), buffer(), mode)));
             forced.rebuild(fx.live.slots(), || {}).expect("the live index's ranges fit");
             forced
         };
@@ -217,7 +218,7 @@ fn bench(c: &mut Criterion) {
                     bsearch_published(&published, a.get()).map(|h| h.range.start().get()),
                     want.map(|i| ranges[i].0)
                 );
-                for forced in [&directory, &search] {
+                for forced in [directory, search] {
                     assert_eq!(forced.lookup(a).map(|h| h.range.start().get()), want.map(|i| ranges[i].0), "{a:?}");
                 }
             }

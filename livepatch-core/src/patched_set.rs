@@ -60,7 +60,7 @@ use crate::addr::{CodeAddr, CodeRange};
 use crate::func_stack::FuncSlot;
 use crate::ids::SlotId;
 use crate::patch::FuncNode;
-use crate::sync::{const_fn, AtomicBool, AtomicRef, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{const_fn, AtomicBool, AtomicPrefix, AtomicRef, AtomicU32, AtomicUsize, Ordering};
 use core::fmt;
 
 /// One entry of an index buffer: a range of the version, and two slots of its bucket directory.
@@ -417,16 +417,37 @@ impl Segment {
     }
 }
 
+/// One buffer and the version it holds: what the published pointer designates.
+struct BufferVersion<'a> {
+    /// The version's ranges: a prefix of the buffer.
+    entries: AtomicPrefix<'a, IndexEntry<'a>>,
+    /// Its [`LookupMode`] is `Search`.
+    search: AtomicBool,
+    /// Its directory segments.
+    segments: [Segment; SEGMENTS],
+}
+
+impl<'a> BufferVersion<'a> {
+    const_fn! {
+        fn new(buffer: &'a [IndexEntry<'a>]) -> Self {
+            Self {
+                entries: AtomicPrefix::new(buffer),
+                search: AtomicBool::new(false),
+                segments: [Segment::new(), Segment::new(), Segment::new(), Segment::new()],
+            }
+        }
+    }
+}
+
 /// The versioned index. See the [module documentation](self).
 pub struct PatchedSet<'a> {
-    buffers: [&'a [IndexEntry<'a>]; 2],
-    /// `len << 2 | search << 1 | buffer` of the published version (`search`: its
-    /// [`LookupMode`] is `Search`).
-    current: AtomicUsize,
+    /// Each buffer with the version it holds.
+    buffers: [BufferVersion<'a>; 2],
+    /// The published version (`None` before the first): a pointer into `buffers`, so a lookup
+    /// reaches the version's length, mode and segments with one load and no arithmetic on it.
+    current: AtomicRef<'a, BufferVersion<'a>>,
     /// The mode every version takes, if not the writer's choice ([`LookupMode::choose`]).
     forced: Option<LookupMode>,
-    /// The directory segments of each buffer's version.
-    segments: [[Segment; SEGMENTS]; 2],
     /// The unpublished buffer may still have readers: wait for a grace period before reuse.
     stale: AtomicBool,
 }
@@ -436,13 +457,9 @@ impl<'a> PatchedSet<'a> {
         /// An empty index over two buffers (a version holds at most the smaller one's length).
         pub fn new(a: &'a [IndexEntry<'a>], b: &'a [IndexEntry<'a>]) -> Self {
             Self {
-                buffers: [a, b],
-                current: AtomicUsize::new(0),
+                buffers: [BufferVersion::new(a), BufferVersion::new(b)],
+                current: AtomicRef::none(),
                 forced: None,
-                segments: [
-                    [Segment::new(), Segment::new(), Segment::new(), Segment::new()],
-                    [Segment::new(), Segment::new(), Segment::new(), Segment::new()],
-                ],
                 stale: AtomicBool::new(false),
             }
         }
@@ -457,7 +474,7 @@ impl<'a> PatchedSet<'a> {
 
     /// How many ranges a version can hold.
     pub fn capacity(&self) -> usize {
-        self.buffers[0].len().min(self.buffers[1].len()).min(MAX_RANGES)
+        self.buffers[0].entries.slice().len().min(self.buffers[1].entries.slice().len()).min(MAX_RANGES)
     }
 
     /// The published version.
@@ -465,18 +482,30 @@ impl<'a> PatchedSet<'a> {
     /// `Acquire`: pairs with the `Release` in [`rebuild`](Self::rebuild), making the entries,
     /// the directory and the segments written before publication visible; they are then read
     /// `Relaxed`.
+    ///
+    /// The pointer designates the buffer's descriptor, so the length, the mode and the segments
+    /// are plain loads from it: no arithmetic on a version word and no clamp stand between the
+    /// load and the search (BENCHMARKS.md section 2 measures what that saves). `None` before
+    /// the first version.
     #[inline(always)]
-    fn published(&self) -> Version<'a, '_> {
-        let v = self.current.load(Ordering::Acquire);
-        let which = v & 1;
-        let buffer = self.buffers[which];
-        let entries = &buffer[..(v >> 2).min(buffer.len())];
-        Version { entries, buffer, segments: &self.segments[which], search: v & 2 != 0 }
+    fn published(&self) -> Option<Version<'a, 'a>> {
+        let v = self.current.load(Ordering::Acquire)?;
+        Some(Version {
+            entries: v.entries.load(Ordering::Relaxed),
+            buffer: v.entries.slice(),
+            segments: &v.segments,
+            search: v.search.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The published version's ranges.
+    fn published_entries(&self) -> &'a [IndexEntry<'a>] {
+        self.published().map_or(&[], |v| v.entries)
     }
 
     /// Number of ranges in the published version.
     pub fn len(&self) -> usize {
-        self.published().entries.len()
+        self.published_entries().len()
     }
 
     /// Whether the published version is empty.
@@ -486,16 +515,20 @@ impl<'a> PatchedSet<'a> {
 
     /// How the published version is laid out.
     pub fn layout(&self) -> IndexLayout {
-        let v = self.published();
         let mut layout = IndexLayout {
-            ranges: v.entries.len(),
-            mode: if v.search { LookupMode::Search } else { LookupMode::Directory },
+            ranges: 0,
+            mode: LookupMode::Directory,
             segments: 0,
             bucket_shifts: [0; SEGMENTS],
             directory_slots: 0,
             overflow_buckets: 0,
             overflow_ranges: 0,
         };
+        let Some(v) = self.published() else {
+            return layout;
+        };
+        layout.ranges = v.entries.len();
+        layout.mode = if v.search { LookupMode::Search } else { LookupMode::Directory };
         if v.entries.is_empty() {
             return layout;
         }
@@ -524,12 +557,12 @@ impl<'a> PatchedSet<'a> {
     /// starts (see the [module documentation](self)).
     #[inline]
     pub fn lookup(&self, addr: CodeAddr) -> Option<Hit<'a>> {
-        self.published().lookup(addr.get())
+        self.published()?.lookup(addr.get())
     }
 
     /// The first published range that overlaps `range`, if any.
     pub fn first_overlap(&self, range: CodeRange) -> Option<Hit<'a>> {
-        let entries = self.published().entries;
+        let entries = self.published_entries();
         let idx = entries.partition_point(|e| e.end() <= range.start().get());
         let hit = entries.get(idx)?.read();
         hit.range.overlaps(range).then_some(hit)
@@ -537,7 +570,7 @@ impl<'a> PatchedSet<'a> {
 
     /// Every published range, in address order.
     pub fn iter(&self) -> impl Iterator<Item = Hit<'a>> + 'a {
-        self.published().entries.iter().map(IndexEntry::read)
+        self.published_entries().iter().map(IndexEntry::read)
     }
 
     /// Builds and publishes a new version with the ranges of `slots`: each claimed slot's
@@ -545,13 +578,16 @@ impl<'a> PatchedSet<'a> {
     ///
     /// `grace` is called first when the buffer about to be written may still have readers.
     /// On error nothing is published.
-    pub fn rebuild(&self, slots: &'a [FuncSlot<'a>], grace: impl FnOnce()) -> Result<(), IndexError> {
+    ///
+    /// The index must be borrowed for `'a` (as the engine holds its `&'a Live<'a>`): the
+    /// published pointer designates one of its own buffers.
+    pub fn rebuild(&'a self, slots: &'a [FuncSlot<'a>], grace: impl FnOnce()) -> Result<(), IndexError> {
         if self.stale.load(Ordering::Relaxed) {
             grace();
             self.stale.store(false, Ordering::Relaxed);
         }
-        let next = 1 - (self.current.load(Ordering::Relaxed) & 1);
-        let buf = self.buffers[next];
+        let next = &self.buffers[self.current.is(Some(&self.buffers[0]), Ordering::Relaxed) as usize];
+        let buf = next.entries.slice();
         let capacity = buf.len().min(MAX_RANGES);
         let mut len = 0;
         for (i, slot) in slots.iter().enumerate() {
@@ -578,11 +614,12 @@ impl<'a> PatchedSet<'a> {
                 return Err(IndexError::Overlap(a.range, b.range));
             }
         }
-        build_directory(buf, len, &self.segments[next]);
-        let search = self.forced.unwrap_or(LookupMode::choose(len)) == LookupMode::Search;
-        // `Release`: pairs with the `Acquire` in `published`; the entries, the directory and
-        // the segments above happen-before.
-        self.current.store(len << 2 | (search as usize) << 1 | next, Ordering::Release);
+        build_directory(buf, len, &next.segments);
+        next.entries.store(len, Ordering::Relaxed);
+        next.search.store(self.forced.unwrap_or(LookupMode::choose(len)) == LookupMode::Search, Ordering::Relaxed);
+        // `Release`: pairs with the `Acquire` in `published`; the entries, the directory, the
+        // segments, the length and the mode above happen-before.
+        self.current.store(Some(next), Ordering::Release);
         self.stale.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -921,7 +958,7 @@ mod tests {
     /// Returns the layout.
     fn check_edges(ranges: &[CodeRange], capacity: usize) -> IndexLayout {
         published(ranges, capacity, |set, check| {
-            let version = set.published();
+            let version = set.published().expect("a published version");
             let mut edges = Vec::from([0, usize::MAX - 2]);
             for segment in version.segments {
                 let (base, shift) = (segment.base(), segment.shift.load(Ordering::Relaxed));

@@ -1,5 +1,5 @@
 //! The one shim for atomics: `core::sync::atomic` normally, `loom`'s under `cfg(loom)`, plus
-//! [`AtomicRef`], the only `unsafe` code in the crate.
+//! [`AtomicRef`] and [`AtomicPrefix`], the only `unsafe` code in the crate.
 //!
 //! Every other module imports its atomics from here, so a loom model exercises the real code.
 #![allow(unsafe_code)]
@@ -145,6 +145,77 @@ mod tests {
         assert!(!r.is(Some(&b), Ordering::Relaxed));
         r.store(None, Ordering::Release);
         assert!(r.is(None, Ordering::Relaxed));
+    }
+}
+
+/// A prefix of a fixed slice whose length is stored atomically: readers get the prefix as a
+/// `&'a [T]` without a bounds check, because the length can never exceed the slice's.
+///
+/// A version of the patched-set index is such a prefix of its buffer; loading it is one load
+/// of the length beside the slice's address, not a clamp on the lookup's path.
+///
+/// # Invariants
+///
+/// `len <= slice.len()`.
+pub struct AtomicPrefix<'a, T> {
+    slice: &'a [T],
+    len: AtomicUsize,
+}
+
+impl<'a, T> AtomicPrefix<'a, T> {
+    const_fn! {
+        /// The empty prefix of `slice`.
+        pub fn new(slice: &'a [T]) -> Self {
+            // INVARIANT: 0 <= slice.len().
+            Self { slice, len: AtomicUsize::new(0) }
+        }
+    }
+
+    /// The prefix of the last stored length.
+    #[inline(always)]
+    pub fn load(&self, order: Ordering) -> &'a [T] {
+        let len = self.len.load(order);
+        // SAFETY: by the type invariant `len <= slice.len()`, so `..len` is in bounds.
+        unsafe { self.slice.get_unchecked(..len) }
+    }
+
+    /// Stores the prefix's length, clamped to the slice's.
+    #[inline(always)]
+    pub fn store(&self, len: usize, order: Ordering) {
+        // INVARIANT: clamped to the slice's length.
+        self.len.store(len.min(self.slice.len()), order);
+    }
+
+    /// The whole slice.
+    #[inline(always)]
+    pub fn slice(&self) -> &'a [T] {
+        self.slice
+    }
+}
+
+impl<T> core::fmt::Debug for AtomicPrefix<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AtomicPrefix")
+            .field("len", &self.len.load(Ordering::Relaxed))
+            .field("capacity", &self.slice.len())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod prefix_tests {
+    use super::*;
+
+    #[test]
+    fn stores_lengths_within_the_slice() {
+        let data = [1u8, 2, 3];
+        let prefix = AtomicPrefix::new(&data[..]);
+        assert_eq!(prefix.load(Ordering::Acquire), &[] as &[u8]);
+        prefix.store(2, Ordering::Release);
+        assert_eq!(prefix.load(Ordering::Acquire), &[1, 2]);
+        prefix.store(7, Ordering::Release);
+        assert_eq!(prefix.load(Ordering::Acquire), &[1, 2, 3], "clamped to the slice");
+        assert_eq!(prefix.slice(), &[1, 2, 3]);
     }
 }
 
