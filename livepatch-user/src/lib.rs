@@ -127,7 +127,8 @@ pub extern "C" fn livepatch_thread_prepare() -> *mut c_void {
 
 /// Registers the calling thread. `token`: NULL for a root thread, else the parent's
 /// `livepatch_thread_prepare` result (consumed). `frame`: `__builtin_frame_address(0)` of
-/// the thread's start routine. 0 on success, -1 otherwise.
+/// the thread's start routine (refused unless it is on the calling thread's stack above the
+/// caller: stack walks read up to it). 0 on success, -1 otherwise.
 ///
 /// # Safety
 ///

@@ -164,3 +164,26 @@ pub(crate) fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
     // SAFETY: as for `futex_wait`; a wake-up touches no memory of ours.
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX) };
 }
+
+/// The calling thread's stack: `[lo, hi)` (`pthread_getattr_np`; for the main thread, the
+/// region its stack may grow into, up to the top of its mapping).
+pub(crate) fn stack_bounds() -> io::Result<(usize, usize)> {
+    // SAFETY: a zeroed `pthread_attr_t` is valid output storage for `pthread_getattr_np`,
+    // which initialises it.
+    let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `attr` is writable; `pthread_self` is the calling thread.
+    let r = unsafe { libc::pthread_getattr_np(libc::pthread_self(), &mut attr) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    let mut addr: *mut libc::c_void = std::ptr::null_mut();
+    let mut size: libc::size_t = 0;
+    // SAFETY: `attr` was initialised above; `addr` and `size` are writable.
+    let r = unsafe { libc::pthread_attr_getstack(&attr, &mut addr, &mut size) };
+    // SAFETY: `attr` was initialised by `pthread_getattr_np` and is destroyed once.
+    unsafe { libc::pthread_attr_destroy(&mut attr) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok((addr as usize, addr as usize + size))
+}
