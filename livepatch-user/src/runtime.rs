@@ -108,10 +108,8 @@ struct Inner {
     libraries_gone: u64,
 }
 
-// SAFETY: `Inner` holds the engine, whose intrusive list links `'static` patch descriptors
-// that are never freed; it is only ever touched under `Runtime::inner`'s mutex, so moving it
-// between threads (which is all `Send` allows) cannot race.
-unsafe impl Send for Inner {}
+// `Inner` is `Send` by itself (the core's `Engine` and descriptors are `Send + Sync`): the
+// compiler checks it where `static RUNTIME` needs `Runtime: Sync`, i.e. `Mutex<Inner>: Sync`.
 
 /// The runtime (one per process).
 pub struct Runtime {
