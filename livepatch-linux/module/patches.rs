@@ -266,6 +266,10 @@ pub(crate) extern "C" fn lp_rs_cmdline_proc_show(m: *mut c_void, _v: *mut c_void
 pub(crate) struct Cell<T>(UnsafeCell<MaybeUninit<T>>);
 
 // SAFETY: written only under the engine lock while no reader exists (see `Descriptors`).
+// For every `T`, not `T: Send + Sync`: some values stored hold raw kernel pointers
+// (`registry::Meta`), and those are only touched under the engine lock. The values whose
+// `&'static T` is read without the lock (`Live`, the core's descriptors) are `Send + Sync`
+// themselves (the core's types are); a new `Cell` static must keep to one of the two cases.
 unsafe impl<T> Sync for Cell<T> {}
 
 impl<T> Cell<T> {
