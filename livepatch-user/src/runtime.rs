@@ -151,7 +151,7 @@ impl Runtime {
         let live: &'static Live<'static> = Box::leak(Box::new(Live::new(storage, policy)));
         let rt = Runtime {
             live,
-            backend: ProcessBackend::default(),
+            backend: ProcessBackend::new(),
             inner: Mutex::new(Inner {
                 engine: Engine::new(live),
                 loaded: Vec::new(),
