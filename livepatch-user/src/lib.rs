@@ -147,7 +147,8 @@ pub unsafe extern "C" fn livepatch_thread_begin(token: *mut c_void, frame: *cons
     }
 }
 
-/// Unregisters the calling thread (call it last in the start routine).
+/// Unregisters the calling thread (call it last in the start routine; not from a signal
+/// handler: it takes a lock).
 #[no_mangle]
 pub extern "C" fn livepatch_thread_end() {
     threads::end();

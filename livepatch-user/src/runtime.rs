@@ -210,6 +210,15 @@ impl Runtime {
 
     /// Loads the patch in the shared object at `path` and starts enabling it; returns its
     /// handle. [`wait`](Self::wait) completes the transition.
+    ///
+    /// # Trust
+    ///
+    /// A safe function that runs native code: the object's constructors, its callbacks, its
+    /// variants in place of the program's functions. Its descriptor is trusted to be what
+    /// `include/livepatch_user.h` declares and its variants to keep the replaced functions'
+    /// prototypes and contracts (neither can be checked). Whoever chooses `path` (the
+    /// program, or an operator through [`crate::control`]'s socket, whose file permissions
+    /// are the boundary) must trust the object as it trusts the program's own code.
     pub fn apply(&self, path: &str) -> Result<u32, Error> {
         let mut inner = self.inner();
         let id = inner.next_id;

@@ -297,6 +297,11 @@ fn with_registry<R>(f: impl FnOnce(&Registry) -> R) -> R {
 }
 
 /// The calling thread's entry, if it is registered.
+///
+/// `'static` is a promise the signature does not keep: the entry is freed by this thread's
+/// [`end`]. Callers use the reference within the function (or signal handler) that got it
+/// and call nothing that may reach [`end`] meanwhile; [`end`] takes the registry's lock, so it
+/// is not async-signal-safe and never runs inside a handler that interrupted such a caller.
 #[inline(always)]
 pub(crate) fn current() -> Option<&'static Thread> {
     let p = CURRENT.with(|c| c.get());
@@ -392,6 +397,8 @@ fn check_frame(base_fp: usize) -> Result<usize, Error> {
 }
 
 /// Removes the calling thread from the registry (it must run no patched code afterwards).
+///
+/// Not async-signal-safe (it takes the registry's lock): never call it from a signal handler.
 pub fn end() {
     let Some(t) = current() else { return };
     // A thread that ended holds no shadow data: the reclaimer stops waiting for it.
