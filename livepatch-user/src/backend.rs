@@ -191,7 +191,11 @@ pub(crate) fn install_kick_handler() -> Result<(), crate::Error> {
 
 /// A kicked thread checks its own stack from the interrupted context and switches if
 /// nothing it is switching away from is on it.
-extern "C" fn on_kick(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+///
+/// # Safety
+///
+/// Only the kernel calls it, as an `SA_SIGINFO` handler: `ctx` is the interrupted context.
+unsafe extern "C" fn on_kick(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let Some(thread) = threads::current() else { return };
     thread.kick_pending.store(false, Ordering::Relaxed);
     thread.signals.fetch_add(1, Ordering::Relaxed);

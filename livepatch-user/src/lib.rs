@@ -77,7 +77,10 @@ pub fn safe_point() {
     livepatch_safe_point()
 }
 
-extern "C" fn safe_point_inner(frame: usize) {
+/// # Safety
+///
+/// Only `livepatch_safe_point` calls it: `frame` is its frame record on this thread's stack.
+unsafe extern "C" fn safe_point_inner(frame: usize) {
     // SAFETY: `frame` is `livepatch_safe_point`'s frame record on this thread's stack:
     // `[frame]` is its caller's frame pointer, `[frame + 8]` the return address into it.
     let (fp, ret) = unsafe { (*(frame as *const usize), *((frame + 8) as *const usize)) };

@@ -89,8 +89,9 @@ pub(crate) fn protect(addr: usize, len: usize, prot: libc::c_int) -> io::Result<
     Ok(())
 }
 
-/// A signal handler taking the `siginfo` and the interrupted context.
-pub(crate) type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+/// A signal handler taking the `siginfo` and the interrupted context (unsafe: it trusts `ctx`
+/// to be the kernel's `ucontext_t`).
+pub(crate) type Handler = unsafe extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
 
 /// Installs `handler` for `sig` with `SA_SIGINFO | SA_RESTART` (`SA_NODEFER` too when
 /// `nodefer`: a trap inside the handler must not be blocked), blocking the signals of `mask`
