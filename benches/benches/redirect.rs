@@ -128,6 +128,8 @@ fn kernel_fixture(case: &Case, n: usize) -> (Vec<&'static KlpOps>, KTask) {
         (true, PatchState::Unpatched) => KLP_TRANSITION_UNPATCHED,
         (true, _) => KLP_TRANSITION_PATCHED,
     };
+    // Leaked, like the kernel's: the ops stay borrowed from it for the whole bench.
+    let world: &'static KlpWorld = Box::leak(Box::new(world));
     ((0..n).map(|i| world.ops_for(f(i, n))).collect(), KTask::new(state))
 }
 

@@ -220,9 +220,25 @@ impl KlpWorld {
     }
 
     /// The ops of the func stack of the original function `old` (for the handler bench).
-    pub fn ops_for(&self, old: CodeRange) -> &'static KlpOps {
+    ///
+    /// The reference borrows the world: [`patch_func`](Self::patch_func) writes the ops'
+    /// list heads, so no reference to an ops may live across it.
+    ///
+    /// ```compile_fail,E0502
+    /// use livepatch_benches::kernel::{KlpPatch, KlpWorld};
+    /// use livepatch_core::CodeRange;
+    /// let old = CodeRange::new(0x1000, 64).unwrap();
+    /// let (mut world, mut p) = (KlpWorld::new(), KlpPatch::default());
+    /// world.patch_func(&mut p, old, Some(CodeRange::new(0x2000, 64).unwrap()));
+    /// let ops = world.ops_for(old);
+    /// // Pushes a func on `ops.func_stack`: a write to the ops while `ops` is shared.
+    /// world.patch_func(&mut p, old, None);
+    /// let _ = ops;
+    /// ```
+    pub fn ops_for(&self, old: CodeRange) -> &KlpOps {
         let ops = self.find_ops(old.start().get()).expect("patched");
-        // SAFETY: `ops` is a leaked `KlpOps` that lives for the whole process (invariant).
+        // SAFETY: `ops` is a leaked `KlpOps` that lives for the whole process (invariant), and
+        // only `&mut self` methods write an ops: none runs while the world is borrowed here.
         unsafe { &*ops }
     }
 

@@ -20,7 +20,7 @@ use crate::kernel::KTask;
 use crate::layout::Rng;
 use livepatch_core::{PatchState, TaskPatchState};
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// Buckets of the module's table (`1 << 16`).
 pub const TABLE_BITS: u32 = 16;
@@ -33,11 +33,12 @@ const SLAB_32K: usize = 32 * 1024;
 const PAGE: usize = 4096;
 const KMALLOC_64: usize = 64;
 
-/// `struct hlist_node`.
+/// `struct hlist_node`. `next` is written by [`TaskTable::remove`] while readers may hold the
+/// record (`WRITE_ONCE`/`READ_ONCE` in the module): an atomic, accessed `Relaxed`.
 #[repr(C)]
 #[derive(Debug)]
 struct HlistNode {
-    next: *const HlistNode,
+    next: AtomicPtr<HlistNode>,
     pprev: *const *const HlistNode,
 }
 
@@ -47,7 +48,9 @@ struct HlistNode {
 pub struct TaskRec {
     word: TaskPatchState,
     kicks: u8,
-    task: usize,
+    /// Cleared by [`TaskTable::remove`] while a [`RecCache`] may hand the record out (the
+    /// module's `AtomicPtr`): an atomic, accessed `Relaxed`.
+    task: AtomicUsize,
     hash: HlistNode,
     list: [usize; 2],
 }
@@ -55,7 +58,7 @@ pub struct TaskRec {
 /// The module's task table. See the module documentation.
 #[derive(Debug)]
 pub struct TaskTable {
-    buckets: Box<[*const HlistNode]>,
+    buckets: Box<[AtomicPtr<HlistNode>]>,
     records: Vec<*const TaskRec>,
 }
 
@@ -76,7 +79,8 @@ impl TaskTable {
         let raw: &'static mut [u8] = Box::leak(vec![0u8; (pages + 1) * PAGE].into_boxed_slice());
         let base = raw.as_mut_ptr().wrapping_add(raw.as_ptr().align_offset(PAGE));
         let mut rng = Rng::new(seed);
-        let mut buckets = vec![ptr::null::<HlistNode>(); 1 << TABLE_BITS].into_boxed_slice();
+        let mut buckets: Box<[AtomicPtr<HlistNode>]> =
+            (0..1 << TABLE_BITS).map(|_| AtomicPtr::new(ptr::null_mut())).collect();
         let mut records = Vec::with_capacity(tasks.len());
         for (page, chunk) in tasks.chunks(per_page).enumerate() {
             // The page's freelist, shuffled (Fisher-Yates).
@@ -87,13 +91,14 @@ impl TaskTable {
             for (&task, &obj) in chunk.iter().zip(&order) {
                 let rec = base.wrapping_add(page * PAGE + obj * KMALLOC_64).cast::<TaskRec>();
                 let b = bucket(task);
-                let hash = HlistNode { next: buckets[b], pprev: ptr::null() };
+                let hash = HlistNode { next: AtomicPtr::new(*buckets[b].get_mut()), pprev: ptr::null() };
+                let task = AtomicUsize::new(task);
                 // SAFETY: `rec` is a 64-byte-aligned, in-bounds, unused object of the leaked
                 // region (each page index and object index is used once).
                 unsafe {
                     rec.write(TaskRec { word: TaskPatchState::new(), kicks: 0, task, hash, list: [0; 2] });
                     // hlist_add_head_rcu
-                    buckets[b] = ptr::addr_of!((*rec).hash);
+                    *buckets[b].get_mut() = ptr::addr_of_mut!((*rec).hash);
                 }
                 records.push(rec.cast_const());
             }
@@ -114,15 +119,15 @@ impl TaskTable {
     #[inline(always)]
     pub fn lookup_rec(&self, task: usize) -> Option<&TaskRec> {
         // SAFETY: `bucket` is below `1 << TABLE_BITS`; every chain pointer is null or the hash
-        // node of a leaked record, valid for the process.
+        // node of a leaked record, valid for the process. (`Relaxed` loads: `READ_ONCE`.)
         unsafe {
-            let mut n = ptr::read_volatile(self.buckets.as_ptr().add(bucket(task)));
+            let mut n = (*self.buckets.as_ptr().add(bucket(task))).load(Ordering::Relaxed);
             while !n.is_null() {
                 let r = n.byte_sub(std::mem::offset_of!(TaskRec, hash)).cast::<TaskRec>();
-                if ptr::read_volatile(ptr::addr_of!((*r).task)) == task {
+                if (*r).task.load(Ordering::Relaxed) == task {
                     return Some(&*r);
                 }
-                n = ptr::read_volatile(ptr::addr_of!((*n).next));
+                n = (*n).next.load(Ordering::Relaxed);
             }
         }
         None
@@ -132,24 +137,23 @@ impl TaskTable {
     /// `task`'s record from its chain and clears its task. The record stays readable (the module frees it after the
     /// reaper's grace periods; here it is leaked). Returns whether there was one.
     pub fn remove(&mut self, task: usize) -> bool {
-        let b = bucket(task);
-        let mut link: *mut *const HlistNode = &mut self.buckets[b];
-        // SAFETY: every chain pointer is null or the hash node of a leaked record; the table
-        // is borrowed mutably, so no reader walks the chain meanwhile.
-        unsafe {
-            while !(*link).is_null() {
-                let n = (*link).cast_mut();
-                let r = n.byte_sub(std::mem::offset_of!(TaskRec, hash)).cast::<TaskRec>();
-                if (*r).task == task {
-                    *link = (*n).next;
-                    // A cached entry holding the record no longer matches any task.
-                    ptr::write_volatile(ptr::addr_of_mut!((*r).task), 0);
-                    return true;
-                }
-                link = ptr::addr_of_mut!((*n).next).cast();
+        let mut link = &self.buckets[bucket(task)];
+        loop {
+            let n = link.load(Ordering::Relaxed);
+            if n.is_null() {
+                return false;
             }
+            // SAFETY: every chain pointer is null or the hash node of a leaked record, valid
+            // for the process; the table is borrowed mutably, so no other writer meanwhile.
+            let (r, node) = unsafe { (&*n.byte_sub(std::mem::offset_of!(TaskRec, hash)).cast::<TaskRec>(), &*n) };
+            if r.task.load(Ordering::Relaxed) == task {
+                link.store(node.next.load(Ordering::Relaxed), Ordering::Relaxed);
+                // A cached entry holding the record no longer matches any task.
+                r.task.store(0, Ordering::Relaxed);
+                return true;
+            }
+            link = &node.next;
         }
-        false
     }
 
     /// `wake_up_new_task()`: a new record for `task` (a new task, possibly at the address of
@@ -158,9 +162,12 @@ impl TaskTable {
         let b = bucket(task);
         let word = TaskPatchState::new();
         word.reset(state);
-        let hash = HlistNode { next: self.buckets[b], pprev: ptr::null() };
-        let rec: &'static TaskRec = Box::leak(Box::new(TaskRec { word, kicks: 0, task, hash, list: [0; 2] }));
-        self.buckets[b] = ptr::addr_of!(rec.hash);
+        let hash = HlistNode { next: AtomicPtr::new(*self.buckets[b].get_mut()), pprev: ptr::null() };
+        let task = AtomicUsize::new(task);
+        // Leaked; a raw pointer to the whole record, so that the hash node's address keeps
+        // the record's provenance (lookups step back from it to the record).
+        let rec = Box::into_raw(Box::new(TaskRec { word, kicks: 0, task, hash, list: [0; 2] }));
+        *self.buckets[b].get_mut() = rec.wrapping_byte_add(std::mem::offset_of!(TaskRec, hash)).cast::<HlistNode>();
         self.records.push(rec);
     }
 
@@ -206,8 +213,7 @@ impl RecCache {
     #[inline(always)]
     pub fn hit(rec: Option<&'static TaskRec>, task: usize) -> Option<&'static TaskPatchState> {
         let rec = rec?;
-        // SAFETY: a reference to a live record.
-        (unsafe { ptr::read_volatile(ptr::addr_of!(rec.task)) } == task).then_some(&rec.word)
+        (rec.task.load(Ordering::Relaxed) == task).then_some(&rec.word)
     }
 
     /// The word of `task` (the current task on this CPU): a hit, or a refill.
@@ -222,7 +228,7 @@ impl RecCache {
     /// `lp_rec_cache_forget` (the reaper, between its two grace periods): drops the entry if
     /// it holds a removed record (task cleared).
     pub fn forget_removed(&self) {
-        if self.entry().is_some_and(|rec| rec.task == 0) {
+        if self.entry().is_some_and(|rec| rec.task.load(Ordering::Relaxed) == 0) {
             self.rec.store(0, Ordering::Relaxed);
         }
     }

@@ -76,10 +76,12 @@ pub(crate) use const_fn;
 /// ```
 pub struct AtomicRef<'a, T> {
     ptr: AtomicPtr<T>,
-    /// `&'a T`: `Send`/`Sync` only where `&'a T` is (`T: Sync`). `fn(&'a T)`: contravariant in
-    /// `'a`, which with the covariant `&'a T` makes `'a` invariant (see "Variance").
-    _marker: PhantomData<(&'a T, fn(&'a T))>,
+    _marker: InvariantRef<'a, T>,
 }
+
+/// `&'a T`: `Send`/`Sync` only where `&'a T` is (`T: Sync`). `fn(&'a T)`: contravariant in
+/// `'a`, which with the covariant `&'a T` makes `'a` invariant (see "Variance").
+type InvariantRef<'a, T> = PhantomData<(&'a T, fn(&'a T))>;
 
 impl<'a, T> AtomicRef<'a, T> {
     const_fn! {

@@ -133,6 +133,11 @@ fn live() -> &'static Live<'static> {
 }
 
 /// The engine state; the caller holds the engine lock.
+///
+/// The signature does not enforce what the `&'static mut` needs: at most one reference from
+/// `state` is used at a time (each caller takes it once, after any callee that takes its own),
+/// and none is used after its guard is dropped. `lp_rs_prev_state`, called back from inside an
+/// engine method, breaks the first rule (see there).
 fn state(_guard: &EngineGuard) -> &'static mut State {
     // SAFETY: set in `init`; exclusive access is guaranteed by the engine lock the caller
     // proves it holds.
@@ -744,6 +749,11 @@ pub(crate) extern "C" fn lp_rs_prev_state(id: c_ulong) -> *mut core::ffi::c_void
     // the state meanwhile.
     let guard = unsafe { EngineGuard::assume_held() };
     let l = &Locked(&guard);
+    // Known gap (audit of 2026-12-06): the suspended code is an engine method holding
+    // `&mut Engine` (from its own `state()`), so this is a second `&mut` to the same engine,
+    // read while that one is live: an aliasing violation in Rust's model, though nothing is
+    // written through either meanwhile. The sound form answers from the `CallbackContext` the
+    // engine passes the callback (`CallbackContext::prev_state`).
     let st = state(&guard);
     let Some(current) = registry::callback_patch() else {
         core::mem::forget(guard);
@@ -974,8 +984,8 @@ fn show(l: &Locked<'_>, st: &State, idx: usize, attr: u32, out: &mut Buf<'_>) ->
                 writeln!(out, "in_transition_us {} passes {}", shim::now_ns().saturating_sub(per.started_ns) / 1000, t.passes)?;
             }
             // SAFETY: no preconditions.
-            // SAFETY: no preconditions.
             writeln!(out, "task_records {} untracked_forks {}", tasks::count(), unsafe { shim::lp_shim_tasks_untracked() })?;
+            // SAFETY: no preconditions.
             writeln!(out, "task_work_pending {}", unsafe { shim::lp_shim_works_pending() })
         }
         _ => Ok(()),

@@ -230,9 +230,13 @@ pub(crate) extern "C" fn lp_rs_target_block() -> c_int {
 }
 
 /// `cmdline_proc_show()` of the patch stacked on `cmdline`.
+///
+/// # Safety
+///
+/// Called by the kernel in place of `cmdline_proc_show()`: `m` is a live seq_file.
 #[no_mangle]
 #[inline(never)]
-pub(crate) extern "C" fn lp_rs_cmdline_stacked(m: *mut c_void, _v: *mut c_void) -> c_int {
+pub(crate) unsafe extern "C" fn lp_rs_cmdline_stacked(m: *mut c_void, _v: *mut c_void) -> c_int {
     const MSG: &[u8] = b"livepatch-rs: cmdline_proc_show is patched by cmdline_stacked\n";
     // SAFETY: `m` is the seq_file the original was called with.
     unsafe { shim::seq_write(m, MSG.as_ptr().cast(), MSG.len()) };
@@ -240,9 +244,13 @@ pub(crate) extern "C" fn lp_rs_cmdline_stacked(m: *mut c_void, _v: *mut c_void) 
 }
 
 /// `cmdline_proc_show()` of the atomic-replace patch.
+///
+/// # Safety
+///
+/// Called by the kernel in place of `cmdline_proc_show()`: `m` is a live seq_file.
 #[no_mangle]
 #[inline(never)]
-pub(crate) extern "C" fn lp_rs_cmdline_replace(m: *mut c_void, _v: *mut c_void) -> c_int {
+pub(crate) unsafe extern "C" fn lp_rs_cmdline_replace(m: *mut c_void, _v: *mut c_void) -> c_int {
     const MSG: &[u8] = b"livepatch-rs: cmdline_proc_show is patched by cmdline_replace\n";
     // SAFETY: `m` is the seq_file the original was called with.
     unsafe { shim::seq_write(m, MSG.as_ptr().cast(), MSG.len()) };
@@ -251,9 +259,13 @@ pub(crate) extern "C" fn lp_rs_cmdline_replace(m: *mut c_void, _v: *mut c_void) 
 
 /// Replaces `cmdline_proc_show()` (fs/proc/cmdline.c), the function the kernel's own
 /// livepatch sample patches.
+///
+/// # Safety
+///
+/// Called by the kernel in place of `cmdline_proc_show()`: `m` is a live seq_file.
 #[no_mangle]
 #[inline(never)]
-pub(crate) extern "C" fn lp_rs_cmdline_proc_show(m: *mut c_void, _v: *mut c_void) -> c_int {
+pub(crate) unsafe extern "C" fn lp_rs_cmdline_proc_show(m: *mut c_void, _v: *mut c_void) -> c_int {
     const MSG: &[u8] = b"livepatch-rs: cmdline_proc_show is patched\n";
     // SAFETY: `m` is the seq_file the original was called with.
     unsafe { shim::seq_write(m, MSG.as_ptr().cast(), MSG.len()) };
@@ -266,6 +278,10 @@ pub(crate) extern "C" fn lp_rs_cmdline_proc_show(m: *mut c_void, _v: *mut c_void
 pub(crate) struct Cell<T>(UnsafeCell<MaybeUninit<T>>);
 
 // SAFETY: written only under the engine lock while no reader exists (see `Descriptors`).
+// For every `T`, not `T: Send + Sync`: some values stored hold raw kernel pointers
+// (`registry::Meta`), and those are only touched under the engine lock. The values whose
+// `&'static T` is read without the lock (`Live`, the core's descriptors) are `Send + Sync`
+// themselves (the core's types are); a new `Cell` static must keep to one of the two cases.
 unsafe impl<T> Sync for Cell<T> {}
 
 impl<T> Cell<T> {

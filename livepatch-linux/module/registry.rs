@@ -154,6 +154,9 @@ pub(crate) fn init() {
     unsafe { OBJNAMES.set(([[0; LP_REG_NAME]; NOBJNAMES], 0)) };
 }
 
+/// Slot `k`'s metadata. As for `control::state`, the signature does not enforce what the
+/// `&'static mut` needs: each use ends before the next `meta` of the same slot, and before the
+/// engine lock is released.
 fn meta(_l: &Locked<'_>, k: usize) -> &'static mut Meta {
     // SAFETY: set in `init`; the engine lock (proved by `Locked`) gives exclusive access.
     unsafe { &mut *SLOTS[k].meta.as_mut_ptr() }

@@ -31,12 +31,30 @@ pub(crate) static KICKS_SENT: AtomicU64 = AtomicU64::new(0);
 pub(crate) static KICK_SWITCHES: AtomicU64 = AtomicU64::new(0);
 
 /// The process backend (a unit: its state is the thread registry and the site table).
-#[derive(Debug, Default)]
+///
+/// Only the runtime has one: its [`Tracer`] writes hooks over the code it is given, which the
+/// engine takes from patches the runtime resolved by symbol. Safe code outside the crate
+/// cannot make one and poke arbitrary text:
+///
+/// ```compile_fail,E0599
+/// use livepatch_core::backend::Tracer;
+/// use livepatch_core::{CodeRange, SlotId};
+/// extern "C" fn victim() {}
+/// let b = livepatch_user::backend::ProcessBackend::default();
+/// // Writes a parked hook (`jmp short +14`) over `victim`'s first two bytes.
+/// let _ = b.remove(SlotId(0), CodeRange::new(victim as usize, 16).unwrap());
+/// ```
+#[derive(Debug)]
 pub struct ProcessBackend {
     retry_ns: AtomicU64,
 }
 
 impl ProcessBackend {
+    /// The runtime's backend (see the type's documentation: the only one).
+    pub(crate) fn new() -> Self {
+        Self { retry_ns: AtomicU64::new(0) }
+    }
+
     /// The delay the engine last asked for before its next completion attempt.
     pub fn retry_delay_ns(&self) -> u64 {
         self.retry_ns.load(Ordering::Relaxed)
@@ -134,7 +152,9 @@ impl Tracer for ProcessBackend {
         if func.len() < hook::ENTRY_NOPS {
             return Err(ErrorKind::Hook);
         }
-        // SAFETY: `func` is a function the patch loader resolved by symbol, with its size.
+        // SAFETY: `func` is a function the patch loader resolved by symbol, with its size (at
+        // least 16 bytes, checked above): only the runtime has a `ProcessBackend`, and its
+        // engine installs only the functions of patches the runtime loaded.
         if !unsafe { hook::is_patchable(entry) } {
             return Err(ErrorKind::Hook);
         }
@@ -149,7 +169,8 @@ impl Tracer for ProcessBackend {
     fn remove(&self, _slot: SlotId, func: CodeRange) -> Result<(), ErrorKind> {
         let entry = func.start().get();
         hook::set_unhooked(entry);
-        // SAFETY: the entry is one of our hooks; the site now says "unhooked".
+        // SAFETY: the entry is one of our hooks (the runtime's engine removes only what it
+        // installed: the type's documentation); the site now says "unhooked".
         unsafe { poke::poke(entry, &hook::parked_bytes()) }.map_err(|_| ErrorKind::Hook)?;
         // Threads still deciding for this site (they entered before the site said
         // "unhooked") finish before the engine reuses the slot.
@@ -170,7 +191,11 @@ pub(crate) fn install_kick_handler() -> Result<(), crate::Error> {
 
 /// A kicked thread checks its own stack from the interrupted context and switches if
 /// nothing it is switching away from is on it.
-extern "C" fn on_kick(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+///
+/// # Safety
+///
+/// Only the kernel calls it, as an `SA_SIGINFO` handler: `ctx` is the interrupted context.
+unsafe extern "C" fn on_kick(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let Some(thread) = threads::current() else { return };
     thread.kick_pending.store(false, Ordering::Relaxed);
     thread.signals.fetch_add(1, Ordering::Relaxed);

@@ -21,6 +21,9 @@ pub enum Error {
     AlreadyRegistered,
     /// A root thread cannot register while a patch is registered.
     PatchesActive,
+    /// The frame record given to `begin` is not an 8-aligned address on the calling thread's
+    /// stack above the caller (stack walks read the stack up to it).
+    Frame(usize),
     /// The shared object could not be loaded (`dlerror`'s text).
     Load(String),
     /// The shared object has no `livepatch_patch` descriptor, or it is malformed.
@@ -50,6 +53,7 @@ impl fmt::Display for Error {
             Error::NotRegistered => f.write_str("the calling thread is not registered"),
             Error::AlreadyRegistered => f.write_str("the calling thread is already registered"),
             Error::PatchesActive => f.write_str("a root thread cannot register while a patch is registered"),
+            Error::Frame(fp) => write!(f, "frame {fp:#x} is not on the calling thread's stack above the caller"),
             Error::Load(e) => write!(f, "cannot load the patch: {e}"),
             Error::Descriptor(e) => write!(f, "bad patch descriptor: {e}"),
             Error::Symbol(s) => write!(f, "function `{s}` not found"),

@@ -281,7 +281,12 @@ struct Decision {
 /// The thread's in-hook flag is set here and cleared by the trampoline, so from the moment
 /// the decision reads the thread's universe until the jump, a kick handler sees either the
 /// flag or a pc inside the trampoline, and never switches the thread under a stale decision.
-extern "C" fn hook_decide(entry: usize, parent_ip: usize, frame: usize) -> Decision {
+///
+/// # Safety
+///
+/// Only the trampoline calls it: `frame` is the trampoline's frame record on this thread's
+/// stack.
+unsafe extern "C" fn hook_decide(entry: usize, parent_ip: usize, frame: usize) -> Decision {
     let in_hook = walk::in_hook_flag();
     let Some(thread) = threads::current() else {
         UNREGISTERED_CALLS.fetch_add(1, Ordering::Relaxed);

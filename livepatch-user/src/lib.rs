@@ -77,7 +77,10 @@ pub fn safe_point() {
     livepatch_safe_point()
 }
 
-extern "C" fn safe_point_inner(frame: usize) {
+/// # Safety
+///
+/// Only `livepatch_safe_point` calls it: `frame` is its frame record on this thread's stack.
+unsafe extern "C" fn safe_point_inner(frame: usize) {
     // SAFETY: `frame` is `livepatch_safe_point`'s frame record on this thread's stack:
     // `[frame]` is its caller's frame pointer, `[frame + 8]` the return address into it.
     let (fp, ret) = unsafe { (*(frame as *const usize), *((frame + 8) as *const usize)) };
@@ -127,7 +130,8 @@ pub extern "C" fn livepatch_thread_prepare() -> *mut c_void {
 
 /// Registers the calling thread. `token`: NULL for a root thread, else the parent's
 /// `livepatch_thread_prepare` result (consumed). `frame`: `__builtin_frame_address(0)` of
-/// the thread's start routine. 0 on success, -1 otherwise.
+/// the thread's start routine (refused unless it is on the calling thread's stack above the
+/// caller: stack walks read up to it). 0 on success, -1 otherwise.
 ///
 /// # Safety
 ///
@@ -146,7 +150,8 @@ pub unsafe extern "C" fn livepatch_thread_begin(token: *mut c_void, frame: *cons
     }
 }
 
-/// Unregisters the calling thread (call it last in the start routine).
+/// Unregisters the calling thread (call it last in the start routine; not from a signal
+/// handler: it takes a lock).
 #[no_mangle]
 pub extern "C" fn livepatch_thread_end() {
     threads::end();

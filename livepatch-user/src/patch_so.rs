@@ -205,6 +205,9 @@ pub struct LoadedPatch {
 /// Opens `path`, reads its descriptor and builds the core's patch with id `id`; `library`
 /// gives the object id of a library named by a function (registering it if new). The
 /// functions of libraries are left unresolved (the caller resolves those already loaded).
+///
+/// The object's constructors run, and its `livepatch_patch` is read as the header's
+/// `struct livepatch_patch`: see [`Runtime::apply`](crate::Runtime::apply)'s "Trust".
 pub fn load(
     path: &str,
     id: PatchId,

@@ -122,7 +122,12 @@ fn fixup_round(site: usize) {
     FIXUP_SITE.store(0, Ordering::Relaxed);
 }
 
-extern "C" fn on_fixup(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+/// Moves this thread's `rip` past the entry padding of the fix-up round's site if it is inside.
+///
+/// # Safety
+///
+/// Only the kernel calls it, as an `SA_SIGINFO` handler: `ctx` is the interrupted context.
+unsafe extern "C" fn on_fixup(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let Some(t) = threads::current() else { return };
     // `Acquire`: pairs with `fixup_round`'s `Release`.
     let round = FIXUP_ROUND.load(Ordering::Acquire);
@@ -139,7 +144,12 @@ extern "C" fn on_fixup(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut
     t.fixup_round.store(round, Ordering::Release);
 }
 
-extern "C" fn on_trap(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+/// A thread reached an entry being poked: emulates what the site means now.
+///
+/// # Safety
+///
+/// Only the kernel calls it, as an `SA_SIGINFO` handler: `ctx` is the interrupted context.
+unsafe extern "C" fn on_trap(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: `ctx` is this handler's ucontext.
     let (pc, sp, _) = unsafe { sys::context_regs(ctx) };
     let site = pc.wrapping_sub(1);

@@ -108,10 +108,8 @@ struct Inner {
     libraries_gone: u64,
 }
 
-// SAFETY: `Inner` holds the engine, whose intrusive list links `'static` patch descriptors
-// that are never freed; it is only ever touched under `Runtime::inner`'s mutex, so moving it
-// between threads (which is all `Send` allows) cannot race.
-unsafe impl Send for Inner {}
+// `Inner` is `Send` by itself (the core's `Engine` and descriptors are `Send + Sync`): the
+// compiler checks it where `static RUNTIME` needs `Runtime: Sync`, i.e. `Mutex<Inner>: Sync`.
 
 /// The runtime (one per process).
 pub struct Runtime {
@@ -153,7 +151,7 @@ impl Runtime {
         let live: &'static Live<'static> = Box::leak(Box::new(Live::new(storage, policy)));
         let rt = Runtime {
             live,
-            backend: ProcessBackend::default(),
+            backend: ProcessBackend::new(),
             inner: Mutex::new(Inner {
                 engine: Engine::new(live),
                 loaded: Vec::new(),
@@ -212,6 +210,15 @@ impl Runtime {
 
     /// Loads the patch in the shared object at `path` and starts enabling it; returns its
     /// handle. [`wait`](Self::wait) completes the transition.
+    ///
+    /// # Trust
+    ///
+    /// A safe function that runs native code: the object's constructors, its callbacks, its
+    /// variants in place of the program's functions. Its descriptor is trusted to be what
+    /// `include/livepatch_user.h` declares and its variants to keep the replaced functions'
+    /// prototypes and contracts (neither can be checked). Whoever chooses `path` (the
+    /// program, or an operator through [`crate::control`]'s socket, whose file permissions
+    /// are the boundary) must trust the object as it trusts the program's own code.
     pub fn apply(&self, path: &str) -> Result<u32, Error> {
         let mut inner = self.inner();
         let id = inner.next_id;

@@ -225,7 +225,11 @@ pub(crate) fn install_stop_handler() -> Result<(), crate::Error> {
 
 /// Records the interrupted context and parks until the controller opens the gate; inside a
 /// hook decision, asks to be signalled again instead.
-extern "C" fn on_stop(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+///
+/// # Safety
+///
+/// Only the kernel calls it, as an `SA_SIGINFO` handler: `ctx` is the interrupted context.
+unsafe extern "C" fn on_stop(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // `Acquire`: pairs with `stop_all`'s `Release` store of the round.
     let round = ROUND.load(Ordering::Acquire);
     if round == 0 {

@@ -89,8 +89,9 @@ pub(crate) fn protect(addr: usize, len: usize, prot: libc::c_int) -> io::Result<
     Ok(())
 }
 
-/// A signal handler taking the `siginfo` and the interrupted context.
-pub(crate) type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+/// A signal handler taking the `siginfo` and the interrupted context (unsafe: it trusts `ctx`
+/// to be the kernel's `ucontext_t`).
+pub(crate) type Handler = unsafe extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
 
 /// Installs `handler` for `sig` with `SA_SIGINFO | SA_RESTART` (`SA_NODEFER` too when
 /// `nodefer`: a trap inside the handler must not be blocked), blocking the signals of `mask`
@@ -163,4 +164,27 @@ pub(crate) fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32) {
 pub(crate) fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
     // SAFETY: as for `futex_wait`; a wake-up touches no memory of ours.
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX) };
+}
+
+/// The calling thread's stack: `[lo, hi)` (`pthread_getattr_np`; for the main thread, the
+/// region its stack may grow into, up to the top of its mapping).
+pub(crate) fn stack_bounds() -> io::Result<(usize, usize)> {
+    // SAFETY: a zeroed `pthread_attr_t` is valid output storage for `pthread_getattr_np`,
+    // which initialises it.
+    let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `attr` is writable; `pthread_self` is the calling thread.
+    let r = unsafe { libc::pthread_getattr_np(libc::pthread_self(), &mut attr) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    let mut addr: *mut libc::c_void = std::ptr::null_mut();
+    let mut size: libc::size_t = 0;
+    // SAFETY: `attr` was initialised above; `addr` and `size` are writable.
+    let r = unsafe { libc::pthread_attr_getstack(&attr, &mut addr, &mut size) };
+    // SAFETY: `attr` was initialised by `pthread_getattr_np` and is destroyed once.
+    unsafe { libc::pthread_attr_destroy(&mut attr) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok((addr as usize, addr as usize + size))
 }

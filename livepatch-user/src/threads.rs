@@ -34,6 +34,9 @@ pub struct Thread {
     /// The frame record of the thread's start routine (its `rbp`), where a reliable walk
     /// ends; 0 until [`begin`].
     base_fp: AtomicUsize,
+    /// The lowest address of the thread's stack (from [`begin`]): a walk reads the stack
+    /// from a point at or above it up to `base_fp`, which [`begin`] checked is below its top.
+    stack_lo: AtomicUsize,
     /// A kick signal was sent and not yet handled (real-time signals queue; one is enough).
     pub(crate) kick_pending: AtomicBool,
     /// Read-side nesting depth (hook decisions and signal handlers reading the engine's
@@ -112,6 +115,7 @@ impl Thread {
             state: TaskPatchState::new(),
             flags: AtomicU8::new(0),
             base_fp: AtomicUsize::new(0),
+            stack_lo: AtomicUsize::new(0),
             kick_pending: AtomicBool::new(false),
             read_depth: AtomicU32::new(0),
             read_gen: AtomicU32::new(0),
@@ -133,6 +137,11 @@ impl Thread {
     /// The frame record where a reliable walk of this thread ends (0 before it began).
     pub(crate) fn base_fp(&self) -> usize {
         self.base_fp.load(Ordering::Relaxed)
+    }
+
+    /// The lowest address of the thread's stack (0 before it began).
+    pub(crate) fn stack_lo(&self) -> usize {
+        self.stack_lo.load(Ordering::Relaxed)
     }
 
     /// What the thread's last kick handler found.
@@ -288,6 +297,11 @@ fn with_registry<R>(f: impl FnOnce(&Registry) -> R) -> R {
 }
 
 /// The calling thread's entry, if it is registered.
+///
+/// `'static` is a promise the signature does not keep: the entry is freed by this thread's
+/// [`end`]. Callers use the reference within the function (or signal handler) that got it
+/// and call nothing that may reach [`end`] meanwhile; [`end`] takes the registry's lock, so it
+/// is not async-signal-safe and never runs inside a handler that interrupted such a caller.
 #[inline(always)]
 pub(crate) fn current() -> Option<&'static Thread> {
     let p = CURRENT.with(|c| c.get());
@@ -326,11 +340,24 @@ pub fn prepare_child() -> Result<ChildToken, Error> {
 ///
 /// With a token the thread is the prepared child; without one it is a root thread, refused
 /// with [`Error::PatchesActive`] while `patches_active` says a patch is registered.
-/// [`Error::AlreadyRegistered`] if the thread already began.
+/// [`Error::AlreadyRegistered`] if the thread already began; [`Error::Frame`] if `base_fp` is
+/// not 0 (no base: every walk of the thread is unreliable) or an 8-aligned address on the
+/// calling thread's stack above the caller's frame, 16 bytes below its top at least — the
+/// walks read the stack up to it.
 pub fn begin(token: Option<ChildToken>, base_fp: usize, patches_active: impl FnOnce() -> bool) -> Result<(), Error> {
     if current().is_some() {
         return Err(Error::AlreadyRegistered);
     }
+    let stack_lo = match check_frame(base_fp) {
+        Ok(lo) => lo,
+        Err(e) => {
+            // A refused child leaves the registry as `prepare_child` found it.
+            if let Some(ChildToken(t)) = token {
+                registry().threads.remove(&t.seq);
+            }
+            return Err(e);
+        }
+    };
     // Under the registry lock: a thread cannot begin during a stop (which holds it), so a
     // stop sees every thread either started (and parked) or not started at all.
     let (_reg, entry) = match token {
@@ -348,12 +375,30 @@ pub fn begin(token: Option<ChildToken>, base_fp: usize, patches_active: impl FnO
     };
     entry.tid.store(crate::sys::gettid(), Ordering::Relaxed);
     entry.base_fp.store(base_fp, Ordering::Relaxed);
+    entry.stack_lo.store(stack_lo, Ordering::Relaxed);
     // The registry keeps the entry alive until `end`.
     CURRENT.with(|c| c.set(Arc::as_ptr(&entry)));
     Ok(())
 }
 
+/// The lowest address of the calling thread's stack, if `base_fp` is 0 or a frame record on
+/// that stack above this function's frame (and so above its caller's), 8-aligned, with its 16
+/// bytes below the stack's top. Not inlined: its frame is below the caller's.
+#[inline(never)]
+fn check_frame(base_fp: usize) -> Result<usize, Error> {
+    let marker = 0u8;
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    let (lo, hi) = crate::sys::stack_bounds().map_err(|e| Error::Sys("pthread_getattr_np", e))?;
+    let on_stack = lo <= here && here < base_fp && base_fp.checked_add(16).is_some_and(|end| end <= hi);
+    if base_fp != 0 && !(on_stack && base_fp.is_multiple_of(8)) {
+        return Err(Error::Frame(base_fp));
+    }
+    Ok(lo)
+}
+
 /// Removes the calling thread from the registry (it must run no patched code afterwards).
+///
+/// Not async-signal-safe (it takes the registry's lock): never call it from a signal handler.
 pub fn end() {
     let Some(t) = current() else { return };
     // A thread that ended holds no shadow data: the reclaimer stops waiting for it.
@@ -410,4 +455,28 @@ pub(crate) fn grace_period() {
     }
     // Orders the readers' finished sections before whatever the writer does next.
     crate::sys::barrier_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child whose `begin` is refused (a frame not on its stack) leaves no entry behind: a
+    /// prepared entry that never begins stays registered with tid 0 for good.
+    #[test]
+    fn a_refused_child_leaves_the_registry_as_it_was() {
+        std::thread::spawn(|| {
+            let local = 0usize;
+            begin(None, &local as *const usize as usize, || false).expect("the parent begins");
+            let before = count();
+            let token = prepare_child().expect("a child is prepared");
+            assert_eq!(count(), before + 1);
+            let child = std::thread::spawn(move || begin(Some(token), 8, || false).map_err(|e| e.to_string()));
+            assert!(child.join().expect("the child ran").is_err(), "frame 8 was accepted");
+            assert_eq!(count(), before, "the refused child's entry stayed registered");
+            end();
+        })
+        .join()
+        .expect("the parent ran");
+    }
 }

@@ -160,9 +160,11 @@ pub struct Walker;
 
 fn read(addr: usize) -> usize {
     // SAFETY: every address passed here was checked to lie within the walked thread's live
-    // stack, between its stack pointer and its start routine's frame record, and to be
-    // 8-aligned. The walked thread is the calling thread, or a thread parked by a stop
-    // (`crate::stop`) whose stack cannot change until the stop ends.
+    // stack, between its stack pointer and its start routine's frame record (+ 16), and to be
+    // 8-aligned: `Walker::walk` checks the walk's lowest address against the thread's stack
+    // bottom and `threads::begin` checked the frame record against its top. The walked thread
+    // is the calling thread, or a thread parked by a stop (`crate::stop`) whose stack cannot
+    // change until the stop ends.
     unsafe { std::ptr::read_volatile(addr as *const usize) }
 }
 
@@ -329,8 +331,13 @@ impl StackWalker for Walker {
                 if base == 0 {
                     return Err(WalkError::Backend(ErrorKind::Unreliable));
                 }
+                let from = stop::controller_scan_start(here).next_multiple_of(8);
+                // As below: the scan reads `[from, base + 16)`, the controller's own stack.
+                if from < task.stack_lo() {
+                    return Err(WalkError::Backend(ErrorKind::Unreliable));
+                }
                 let mut e = Emitter { frame, n: 0, max: max_depth };
-                return finish(scan(stop::controller_scan_start(here).next_multiple_of(8), base, &mut e));
+                return finish(scan(from, base, &mut e));
             }
         };
         let sp = match start {
@@ -338,6 +345,17 @@ impl StackWalker for Walker {
             Start::None => return Err(WalkError::Backend(ErrorKind::Unreliable)),
             Start::Call { sp, .. } | Start::Interrupted { sp, .. } => sp,
         };
+        // Every read below is in `[lowest, base + 16)`: the chain's from above its floor
+        // (`here` for a call, `sp` for an interruption), the scan's from `sp`. That is the
+        // walked thread's stack only if `lowest` is on it (`threads::begin` checked `base`):
+        // a thread running on another stack (a coroutine's, a signal stack) is unreliable.
+        let lowest = match start {
+            Start::Call { .. } => here.min(sp),
+            _ => sp,
+        };
+        if lowest < task.stack_lo() || lowest > base {
+            return Err(WalkError::Backend(ErrorKind::Unreliable));
+        }
         let mut e = Emitter { frame, n: 0, max: max_depth };
         let mut outcome = chain(start, here, base, &mut e);
         if let Outcome::Unreliable = outcome {

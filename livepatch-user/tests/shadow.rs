@@ -29,7 +29,10 @@ struct Registered;
 impl Registered {
     fn new() -> Self {
         let base = 0usize;
-        // SAFETY: no token; `base` is a stack address above every frame the thread uses later.
+        // SAFETY: no token. `base` is on this thread's stack above `livepatch_thread_begin`'s
+        // frame (which checks it), so every walk reads only this thread's stack. Its frame
+        // returns, so a walk would miss the caller's frames above it: no patch is ever
+        // registered in these tests, so no walk decides anything.
         let r =
             unsafe { livepatch_user::livepatch_thread_begin(std::ptr::null_mut(), &base as *const usize as *const _) };
         assert_eq!(r, 0);
