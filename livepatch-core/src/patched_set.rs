@@ -874,8 +874,10 @@ mod tests {
         let a: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
         let b: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
         let mut directory = None;
-        for mode in MODES {
-            let set = PatchedSet::with_mode(&a, &b, mode);
+        // Each set is borrowed for the slots' lifetime (its published version points into it),
+        // so the sets outlive the loop; each uses the buffers only in its own iteration.
+        let sets = MODES.map(|mode| PatchedSet::with_mode(&a, &b, mode));
+        for (set, mode) in sets.iter().zip(MODES) {
             set.rebuild(&slots, || {}).unwrap();
             assert_eq!(set.layout().mode, mode);
             let check = |addr: usize| {
@@ -1069,8 +1071,10 @@ mod tests {
             }
             let a: Vec<IndexEntry<'_>> = ranges.iter().map(|_| IndexEntry::new()).collect();
             let b: Vec<IndexEntry<'_>> = ranges.iter().map(|_| IndexEntry::new()).collect();
-            for mode in MODES {
-                let set = PatchedSet::with_mode(&a, &b, mode);
+            // Each set is borrowed for the slots' lifetime (its published version points into it),
+            // so the sets outlive the loop; each uses the buffers only in its own iteration.
+            let sets = MODES.map(|mode| PatchedSet::with_mode(&a, &b, mode));
+            for (set, mode) in sets.iter().zip(MODES) {
                 set.rebuild(&slots, || {}).unwrap();
                 for addr in 0x10_0000 - 64..at + 64 {
                     let got = set.lookup(CodeAddr(addr)).map(|h| h.range);
@@ -1100,8 +1104,10 @@ mod tests {
             }
             let a: Vec<IndexEntry<'_>> = (0..len.max(1)).map(|_| IndexEntry::new()).collect();
             let b: Vec<IndexEntry<'_>> = (0..len.max(1)).map(|_| IndexEntry::new()).collect();
-            for mode in MODES {
-                let set = PatchedSet::with_mode(&a, &b, mode);
+            // Each set is borrowed for the slots' lifetime (its published version points into it),
+            // so the sets outlive the loop; each uses the buffers only in its own iteration.
+            let sets = MODES.map(|mode| PatchedSet::with_mode(&a, &b, mode));
+            for (set, mode) in sets.iter().zip(MODES) {
                 set.rebuild(&slots, || {}).unwrap();
                 for addr in 0xff0..at + 0x10 {
                     let got = set.lookup(CodeAddr(addr)).map(|h| h.range);
