@@ -204,7 +204,8 @@ fn bench(c: &mut Criterion) {
                 (0..2 * n).map(|_| IndexEntry::new()).collect::<Vec<_>>().leak()
             };
             // Leaked, as the live index is static: the published version points into it.
-            let forced: &'static PatchedSet<'static> = Box::leak(Box::new(PatchedSet::with_mode(buffer(), buffer(), mode)));
+            let forced: &'static PatchedSet<'static> =
+                Box::leak(Box::new(PatchedSet::with_mode(buffer(), buffer(), mode)));
             forced.rebuild(fx.live.slots(), || {}).expect("the live index's ranges fit");
             forced
         };

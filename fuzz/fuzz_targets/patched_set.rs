@@ -72,6 +72,13 @@ fn run(input: &Input) {
     if pool.is_empty() {
         return;
     }
+    // Declared before the engine: a published side version points into `side`, which is
+    // therefore borrowed for as long as the engine's data (the engine's list runs a destructor).
+    let side = match input.side_mode % 3 {
+        0 => PatchedSet::new(&side_a, &side_b),
+        1 => PatchedSet::with_mode(&side_a, &side_b, LookupMode::Directory),
+        _ => PatchedSet::with_mode(&side_a, &side_b, LookupMode::Search),
+    };
     let policy = Policy { max_depth: 16, ..Policy::IMPROVED };
     let storage: Box<EngineStorage<'_, 32, 64>> = Box::default();
     let live = Live::new(&storage, policy);
@@ -82,11 +89,6 @@ fn run(input: &Input) {
     let b = Parts { scheduler: &sched, walker: &walker, tracer: &tracer };
     let mut r = Reference::default();
 
-    let side = match input.side_mode % 3 {
-        0 => PatchedSet::new(&side_a, &side_b),
-        1 => PatchedSet::with_mode(&side_a, &side_b, LookupMode::Directory),
-        _ => PatchedSet::with_mode(&side_a, &side_b, LookupMode::Search),
-    };
     let mut side_published: Vec<CodeRange> = Vec::new();
     let mut side_stale = false;
 

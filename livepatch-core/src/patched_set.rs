@@ -12,8 +12,7 @@
 //!
 //! A version is the ranges sorted by start address, a *bucket rank directory* and a
 //! [`LookupMode`] the writer chose for it ([`LookupMode::choose`]: deterministic, from the
-//! version's length) and publishes in the version word, so a lookup tests it with one
-//! predictable branch on a value it already loaded:
+//! version's length) and publishes with it, so a lookup tests it with one predictable branch:
 //!
 //! - **Search**, for versions of at most [`SEARCH_MAX_RANGES`] ranges: a binary search over the
 //!   entries' own starts whose every halving is a conditional move
@@ -55,6 +54,14 @@
 //! its segments in proportion to their ranges (each at least two). The segments' shapes (base,
 //! shift, first slot, bucket count: 20 bytes each) live in the [`PatchedSet`], one table per
 //! buffer. The search needs no storage beyond the entries.
+//!
+//! # Publication
+//!
+//! Each buffer has a descriptor in the [`PatchedSet`]: the buffer as an `AtomicPrefix` (its
+//! version's length), the mode, the segments. The published version is an [`AtomicRef`] to one
+//! of them, so a reader's first load yields everything a lookup needs without arithmetic on it.
+//! The pointer designates the index itself, so [`PatchedSet::rebuild`] borrows the index for
+//! `'a`: the index may not move once it has published (the compiler enforces it).
 
 use crate::addr::{CodeAddr, CodeRange};
 use crate::func_stack::FuncSlot;
@@ -215,7 +222,7 @@ const MAX_RANGES: usize = (OVERFLOW - 1) as usize;
 pub const SEARCH_MAX_RANGES: usize = 64;
 
 /// How lookups in a version find their range. The writer chooses it per version and publishes
-/// it in the version word, so a lookup tests it with one predictable branch.
+/// it with the version, so a lookup tests it with one predictable branch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LookupMode {
     /// The bucket rank directory (see the [module documentation](self)).
@@ -484,9 +491,9 @@ impl<'a> PatchedSet<'a> {
     /// `Relaxed`.
     ///
     /// The pointer designates the buffer's descriptor, so the length, the mode and the segments
-    /// are plain loads from it: no arithmetic on a version word and no clamp stand between the
-    /// load and the search (BENCHMARKS.md section 2 measures what that saves). `None` before
-    /// the first version.
+    /// are plain loads from it: no arithmetic on a packed version word and no clamp stand
+    /// between the load and the search (BENCHMARKS.md section 2 measures what that saved).
+    /// `None` before the first version.
     #[inline(always)]
     fn published(&self) -> Option<Version<'a, 'a>> {
         let v = self.current.load(Ordering::Acquire)?;
@@ -884,7 +891,7 @@ mod tests {
                 let got = set.lookup(CodeAddr(addr)).map(|h| h.range);
                 assert_eq!(got, reference(ranges, addr), "lookup({addr:#x}) in {:?}", set.layout());
             };
-            let result = body(&set, &check);
+            let result = body(set, &check);
             if mode == LookupMode::Directory {
                 directory = Some(result);
             }

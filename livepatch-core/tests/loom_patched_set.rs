@@ -15,8 +15,8 @@
 //!
 //! The second model, once per lookup mode (`PatchedSet::with_mode`): a writer publishes one
 //! three-range version into a fresh index forced into that mode while a reader looks up each
-//! range; every lookup sees the empty version or the whole new one (its length, mode bit,
-//! entries and directory). Bounds: two threads, one publication, three lookups.
+//! range; every lookup sees the empty version or the whole new one (its length, mode,
+//! entries and directory, all behind the one published pointer). Bounds: two threads, one publication, three lookups.
 #![cfg(loom)]
 
 mod loom_support;
