@@ -487,8 +487,8 @@ impl<'a> PatchedSet<'a> {
     /// The published version.
     ///
     /// `Acquire`: pairs with the `Release` in [`rebuild`](Self::rebuild), making the entries,
-    /// the directory and the segments written before publication visible; they are then read
-    /// `Relaxed`.
+    /// the directory, the segments, the length and the mode written before publication
+    /// visible; they are then read `Relaxed`.
     ///
     /// The pointer designates the buffer's descriptor, so the length, the mode and the segments
     /// are plain loads from it: no arithmetic on a packed version word and no clamp stand
