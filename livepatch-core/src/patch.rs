@@ -272,13 +272,28 @@ impl<'a> CallbackContext<'_, 'a> {
     /// State `id` as the newest patch installed before this one declares it
     /// (`klp_get_prev_state`): what a cumulative patch takes over.
     pub fn prev_state(&self, id: StateId) -> Option<&'a State> {
+        self.prev_state_with_patch(id).map(|(_, state)| state)
+    }
+
+    /// [`prev_state`](Self::prev_state) together with the patch that declares it, for an
+    /// embedder that keeps its own data per declared state (the kernel module answers
+    /// `klp_get_prev_state()` with the patch module's `struct klp_state`, found from the
+    /// declaring patch and the state's place in its [`Patch::states`]).
+    ///
+    /// The patches installed before this one are searched oldest first, the last declaration
+    /// found wins; patches installed after this one are not looked at. If this patch is not
+    /// on the list, every installed patch counts as earlier, as in the kernel's loop in
+    /// `klp_get_prev_state`.
+    pub fn prev_state_with_patch(&self, id: StateId) -> Option<(&'a Patch<'a>, &'a State)> {
         let mut found = None;
         let mut cursor = self.installed.front();
         while let Some(p) = cursor.clone_pointer() {
             if core::ptr::eq(p, self.patch) {
                 break;
             }
-            found = p.state(id).or(found);
+            if let Some(state) = p.state(id) {
+                found = Some((p, state));
+            }
             cursor.move_next();
         }
         found

@@ -224,3 +224,86 @@ fn a_cumulative_patch_finds_the_replaced_state_in_post_patch() {
     assert!(!p1.is_registered(), "replaced once the callbacks ran");
     assert_eq!(engine.patches().map(|p| p.id()).collect::<Vec<_>>(), [PatchId(2)]);
 }
+
+/// Records, per callback, which earlier patch `prev_state_with_patch` names and whether the
+/// state it returns is that patch's own declaration (the kernel module maps exactly that pair
+/// to the patch module's `struct klp_state` for `klp_get_prev_state()`).
+struct PrevStateRecorder {
+    seen: Mutex<Vec<String>>,
+}
+
+impl PrevStateRecorder {
+    fn record(&self, ctx: &CallbackContext<'_, '_>, callback: &str) {
+        let answer = match ctx.prev_state_with_patch(LOGLEVEL) {
+            Some((patch, state)) => {
+                let own = patch.state(LOGLEVEL).is_some_and(|s| core::ptr::eq(s, state));
+                let same = ctx.prev_state(LOGLEVEL).is_some_and(|s| core::ptr::eq(s, state));
+                format!("{} v{} own={own} same={same}", patch.name(), state.version())
+            }
+            None => format!("none same={}", ctx.prev_state(LOGLEVEL).is_none()),
+        };
+        self.seen.lock().unwrap().push(format!("{callback} {}: {answer}", ctx.patch().name()));
+    }
+}
+
+impl ObjectCallbacks for PrevStateRecorder {
+    fn pre_patch(&self, ctx: &CallbackContext<'_, '_>) -> Result<(), CallbackError> {
+        self.record(ctx, "pre_patch");
+        Ok(())
+    }
+    fn post_patch(&self, ctx: &CallbackContext<'_, '_>) {
+        self.record(ctx, "post_patch");
+    }
+    fn pre_unpatch(&self, ctx: &CallbackContext<'_, '_>) {
+        self.record(ctx, "pre_unpatch");
+    }
+}
+
+/// `klp_get_prev_state()` through `prev_state_with_patch`, for stacked (non-cumulative)
+/// patches: the newest patch installed before the callback's patch that declares the state
+/// wins (c's over a's, b declares another state); a patch installed after it is not looked at
+/// (a's own callbacks find nothing, though c declares the state); the answer is the declaring
+/// patch's own `State`, the same one `prev_state` returns.
+#[test]
+fn prev_state_with_patch_names_the_newest_earlier_declaration() {
+    let storage = EngineStorage::<8, 32>::new();
+    let rec = PrevStateRecorder { seen: Mutex::new(Vec::new()) };
+    let sa = [State::new(LOGLEVEL, 1)];
+    let sb = [State::new(StateId(2), 1)];
+    let sc = [State::new(StateId(2), 1), State::new(LOGLEVEL, 3)];
+    let f = [
+        Func::new("f", r(0x1000, 0x40), r(0x9000, 0x40)),
+        Func::new("g", r(0x2000, 0x40), r(0xa000, 0x40)),
+        Func::new("h", r(0x3000, 0x40), r(0xb000, 0x40)),
+        Func::new("i", r(0x4000, 0x40), r(0xc000, 0x40)),
+    ];
+    let objs: Vec<_> =
+        (0..4).map(|i| [Object::new(ObjectId::VMLINUX, "vmlinux", &f[i..i + 1]).with_callbacks(&rec)]).collect();
+    let a = Patch::new(PatchId(1), "a", &objs[0]).with_states(&sa);
+    let bp = Patch::new(PatchId(2), "b", &objs[1]).with_states(&sb);
+    let c = Patch::new(PatchId(3), "c", &objs[2]).with_states(&sc);
+    let d = Patch::new(PatchId(4), "d", &objs[3]);
+    let b = TestBackend::with_tasks(2);
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    for p in [&a, &bp, &c, &d] {
+        engine.enable(p, &b).unwrap();
+        run(&mut engine, &b);
+    }
+    engine.disable(&a, &b).unwrap();
+    run(&mut engine, &b);
+    assert_eq!(
+        *rec.seen.lock().unwrap(),
+        [
+            "pre_patch a: none same=true",
+            "post_patch a: none same=true",
+            "pre_patch b: a v1 own=true same=true",
+            "post_patch b: a v1 own=true same=true",
+            "pre_patch c: a v1 own=true same=true",
+            "post_patch c: a v1 own=true same=true",
+            "pre_patch d: c v3 own=true same=true",
+            "post_patch d: c v3 own=true same=true",
+            "pre_unpatch a: none same=true",
+        ]
+    );
+}
