@@ -136,8 +136,9 @@ fn live() -> &'static Live<'static> {
 ///
 /// The signature does not enforce what the `&'static mut` needs: at most one reference from
 /// `state` is used at a time (each caller takes it once, after any callee that takes its own),
-/// and none is used after its guard is dropped. `lp_rs_prev_state`, called back from inside an
-/// engine method, breaks the first rule (see there).
+/// and none is used after its guard is dropped. Code called back from inside an engine method
+/// (a patch module's callback calling `klp_get_prev_state()`, see [`lp_rs_prev_state`]) runs
+/// while the caller's reference is live, so it never calls `state`.
 fn state(_guard: &EngineGuard) -> &'static mut State {
     // SAFETY: set in `init`; exclusive access is guaranteed by the engine lock the caller
     // proves it holds.
@@ -739,37 +740,18 @@ pub(crate) extern "C" fn lp_rs_register(reg: *const shim::Reg) -> c_int {
     rc
 }
 
-/// `klp_get_prev_state(id)` for a callback the engine is running (the engine lock is held by
-/// the engine's own caller: `register.c` checks that it is held before calling this): state
-/// `id` of the newest patch installed before the one whose callback runs.
+/// `klp_get_prev_state(id)` for a patch module callback the engine is running: state `id` of
+/// the newest patch installed before the one whose callback runs (`registry::prev_klp_state`).
+///
+/// Called back from inside an engine method that holds `&mut` to the engine state (from its
+/// own [`state`]), so this answers from the `CallbackContext` that method passed the callback
+/// (published by the registry for the duration of the callback), and takes no `state()`: a
+/// second `&mut` of the engine state while the first is live would be an aliasing violation.
 #[no_mangle]
 pub(crate) extern "C" fn lp_rs_prev_state(id: c_ulong) -> *mut core::ffi::c_void {
-    // SAFETY: the engine lock is held (checked by the C caller) by the code that runs the
-    // callback we are called from, which is suspended in the callback: nothing else touches
-    // the state meanwhile.
-    let guard = unsafe { EngineGuard::assume_held() };
-    let l = &Locked(&guard);
-    // Known gap (audit of 2026-12-06): the suspended code is an engine method holding
-    // `&mut Engine` (from its own `state()`), so this is a second `&mut` to the same engine,
-    // read while that one is live: an aliasing violation in Rust's model, though nothing is
-    // written through either meanwhile. The sound form answers from the `CallbackContext` the
-    // engine passes the callback (`CallbackContext::prev_state`).
-    let st = state(&guard);
-    let Some(current) = registry::callback_patch() else {
-        core::mem::forget(guard);
-        return core::ptr::null_mut();
-    };
-    let mut found = core::ptr::null_mut();
-    for p in st.engine.patches() {
-        if p.id() == current {
-            break;
-        }
-        if let Some(ptr) = registry::klp_state(l, p.id().0 as usize, id as u64) {
-            found = ptr;
-        }
-    }
-    core::mem::forget(guard);
-    found
+    // SAFETY: `register.c` calls this only when the current task holds the engine lock
+    // (`lp_shim_engine_locked()`).
+    unsafe { registry::prev_klp_state(id as u64) }
 }
 
 /// The reap work: removes the directories of `Dying` slots (without the engine lock: their

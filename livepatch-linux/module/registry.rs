@@ -16,7 +16,7 @@ use crate::backend::OBJECT_LOADED;
 use crate::patches::{Cell, NPATCH};
 use crate::shim::{self, Reg, LP_REG_FUNCS, LP_REG_NAME, LP_REG_OBJS, LP_REG_STATES};
 use core::ffi::{c_char, c_int, c_ulong, c_void, CStr};
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 use livepatch_core::patch::{CallbackContext, CallbackError, State, StateId};
 use livepatch_core::{CodeRange, Func, Object, ObjectCallbacks, ObjectId, Patch, PatchId};
 
@@ -52,24 +52,85 @@ impl KlpCallbacks {
     }
 
     fn call(&self, ctx: &CallbackContext<'_, '_>, which: u32) -> c_int {
-        // The patch whose callback runs, for `klp_get_prev_state()` (the kernel uses
-        // `klp_transition_patch`, still set while the post callbacks run).
-        let outer = CALLBACK_PATCH.swap(ctx.patch().id().0 + 1, Ordering::Relaxed);
+        // What `klp_get_prev_state()` answers from while the C callback runs (the kernel uses
+        // `klp_transition_patch`, still set while the post callbacks run; the context names the
+        // patch whose callback this is).
+        let _running = RunningCallback::publish(ctx);
         // SAFETY: the object is the patch module's `klp_object`, alive while the patch module
         // is pinned, which it is while the engine holds the patch (the only time callbacks run).
-        let rc = unsafe { shim::lp_shim_klp_callback(self.object.load(Ordering::Relaxed), which) };
-        CALLBACK_PATCH.store(outer, Ordering::Relaxed);
-        rc
+        unsafe { shim::lp_shim_klp_callback(self.object.load(Ordering::Relaxed), which) }
     }
 }
 
-/// The id + 1 of the patch whose callback is running (0: none). Written and read under the
-/// engine lock (callbacks run under it).
-static CALLBACK_PATCH: AtomicU32 = AtomicU32::new(0);
+/// The context the engine passed the patch module callback that is running (null: none), for
+/// `klp_get_prev_state()` ([`prev_klp_state`]). Set and cleared by [`RunningCallback`], around
+/// the C callback only; callbacks run under the engine lock, so the only thread that finds it
+/// non-null is the one running the callback, which holds that lock.
+///
+/// The engine's `&mut` of its own state stays the only one: the context is a shared borrow of
+/// the engine's patch list that the engine handed the callback, and `klp_get_prev_state()` reads
+/// through it, never through `control::state()`.
+///
+/// `'static` stands for the borrow of the engine's list, which lasts exactly as long as the
+/// callback (the patches themselves are `'static`): the pointer is dereferenced only while the
+/// `RunningCallback` that published it lives, and nothing borrowed from the context with that
+/// lifetime leaves [`prev_klp_state`].
+static RUNNING: AtomicPtr<CallbackContext<'static, 'static>> = AtomicPtr::new(core::ptr::null_mut());
 
-/// The patch whose callback is running, if any.
-pub(crate) fn callback_patch() -> Option<PatchId> {
-    CALLBACK_PATCH.load(Ordering::Relaxed).checked_sub(1).map(PatchId)
+/// Publishes a callback's context in [`RUNNING`] for the duration of the C callback: set when
+/// created, the previous value put back when dropped, on every way out of the call.
+///
+/// `Relaxed` everywhere: [`RUNNING`] is written and read by the engine-lock holder only.
+struct RunningCallback {
+    outer: *mut CallbackContext<'static, 'static>,
+}
+
+impl RunningCallback {
+    fn publish(ctx: &CallbackContext<'_, '_>) -> Self {
+        let ctx = core::ptr::from_ref(ctx).cast_mut().cast::<CallbackContext<'static, 'static>>();
+        Self { outer: RUNNING.swap(ctx, Ordering::Relaxed) }
+    }
+}
+
+impl Drop for RunningCallback {
+    fn drop(&mut self) {
+        RUNNING.store(self.outer, Ordering::Relaxed);
+    }
+}
+
+/// `klp_get_prev_state(id)` for the patch module callback that is running: the patch module's
+/// `struct klp_state` of state `id` of the newest patch installed before the one whose
+/// callback runs (the core's [`CallbackContext::prev_state_with_patch`]); null if none
+/// declares it, or if no callback is running.
+///
+/// Reads the running callback's context and the slots' `klp_state` pointers (written at
+/// registration, before the engine can call the slot's callbacks); never `control::state()`,
+/// to which the engine method running the callback holds a `&mut`, nor a slot's [`Meta`].
+///
+/// # Safety
+/// The calling thread holds the engine lock.
+pub(crate) unsafe fn prev_klp_state(id: u64) -> *mut c_void {
+    let ctx = RUNNING.load(Ordering::Relaxed);
+    if ctx.is_null() {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: `ctx` is non-null only while `KlpCallbacks::call` runs its C callback under the
+    // engine lock; the caller holds that lock, so that call is on this thread's stack, below
+    // us, and the context it published (and its borrow of the engine's patch list, shared,
+    // which the engine does not touch until the callback returns) outlives this function. The
+    // reference and the `'static` patch list borrow do not leave it.
+    let ctx = unsafe { &*ctx };
+    let Some((patch, state)) = ctx.prev_state_with_patch(StateId(id)) else {
+        return core::ptr::null_mut();
+    };
+    // Only registered patches declare states (the built-in ones declare none).
+    let Some(slot) = (patch.id().0 as usize).checked_sub(NPATCH).and_then(|k| SLOTS.get(k)) else {
+        return core::ptr::null_mut();
+    };
+    match patch.states().iter().position(|s| core::ptr::eq(s, state)) {
+        Some(i) => slot.klp_states[i].load(Ordering::Relaxed),
+        None => core::ptr::null_mut(),
+    }
 }
 
 impl ObjectCallbacks for KlpCallbacks {
@@ -92,16 +153,20 @@ impl ObjectCallbacks for KlpCallbacks {
 
 type Name = [u8; LP_REG_NAME];
 
-/// What a slot keeps besides the core's descriptors.
+/// What a slot keeps besides the core's descriptors that changes while the slot is used.
 struct Meta {
     state: SlotState,
     module: *mut c_void,
+}
+
+/// The names a slot copied from the patch module, written by [`fill`] while the slot is free
+/// and only read (shared) afterwards: the slot's descriptors hold `&'static str`s into them,
+/// so no `&mut` may cover them while the slot is in use (a `&mut Meta` never does).
+struct Names {
     name: Name,
     obj_names: [Name; LP_REG_OBJS],
     func_names: [Name; LP_REG_FUNCS],
     sympos: [c_ulong; LP_REG_FUNCS],
-    /// The patch module's `klp_state`s, for `klp_get_prev_state()`.
-    klp_states: [*mut c_void; LP_REG_STATES],
 }
 
 /// One slot.
@@ -111,7 +176,12 @@ pub(crate) struct Slot {
     states: Cell<[State; LP_REG_STATES]>,
     patch: Cell<Patch<'static>>,
     callbacks: [KlpCallbacks; LP_REG_OBJS],
+    /// The patch module's `klp_state`s, in the order of `states`, for `klp_get_prev_state()`.
+    /// Written by [`fill`] (the slot is not yet the engine's), read by [`prev_klp_state`];
+    /// both under the engine lock, so `Relaxed`.
+    klp_states: [AtomicPtr<c_void>; LP_REG_STATES],
     meta: Cell<Meta>,
+    names: Cell<Names>,
 }
 
 impl Slot {
@@ -122,7 +192,9 @@ impl Slot {
             states: Cell::new(),
             patch: Cell::new(),
             callbacks: [const { KlpCallbacks::new() }; LP_REG_OBJS],
+            klp_states: [const { AtomicPtr::new(core::ptr::null_mut()) }; LP_REG_STATES],
             meta: Cell::new(),
+            names: Cell::new(),
         }
     }
 }
@@ -138,17 +210,18 @@ pub(crate) struct Locked<'g>(pub(crate) &'g crate::shim::EngineGuard);
 /// Sets up the registry. Module init, before anything else can reach it.
 pub(crate) fn init() {
     for slot in &SLOTS {
-        let meta = Meta {
-            state: SlotState::Free,
-            module: core::ptr::null_mut(),
+        let meta = Meta { state: SlotState::Free, module: core::ptr::null_mut() };
+        let names = Names {
             name: [0; LP_REG_NAME],
             obj_names: [[0; LP_REG_NAME]; LP_REG_OBJS],
             func_names: [[0; LP_REG_NAME]; LP_REG_FUNCS],
             sympos: [0; LP_REG_FUNCS],
-            klp_states: [core::ptr::null_mut(); LP_REG_STATES],
         };
         // SAFETY: module init; nothing references the slot yet.
-        unsafe { slot.meta.set(meta) };
+        unsafe {
+            slot.meta.set(meta);
+            slot.names.set(names);
+        }
     }
     // SAFETY: as above.
     unsafe { OBJNAMES.set(([[0; LP_REG_NAME]; NOBJNAMES], 0)) };
@@ -156,10 +229,29 @@ pub(crate) fn init() {
 
 /// Slot `k`'s metadata. As for `control::state`, the signature does not enforce what the
 /// `&'static mut` needs: each use ends before the next `meta` of the same slot, and before the
-/// engine lock is released.
+/// engine lock is released. Nothing borrowed from it outlives the use (its fields are copied
+/// out); the names, which the descriptors borrow for good, are apart ([`names`]).
 fn meta(_l: &Locked<'_>, k: usize) -> &'static mut Meta {
     // SAFETY: set in `init`; the engine lock (proved by `Locked`) gives exclusive access.
     unsafe { &mut *SLOTS[k].meta.as_mut_ptr() }
+}
+
+/// Slot `k`'s names (those of the patch module's last registration in it; meaningful unless
+/// the slot is free).
+fn names(_l: &Locked<'_>, k: usize) -> &'static Names {
+    // SAFETY: set in `init`; written only by `fill` through `names_to_fill`, under the engine
+    // lock, while the slot is free and nothing borrows them; shared otherwise.
+    unsafe { &*SLOTS[k].names.as_mut_ptr() }
+}
+
+/// Slot `k`'s names, to rewrite.
+///
+/// # Safety
+/// Slot `k` is free and nothing borrows its names: neither descriptors (the engine let go of
+/// the slot's patch before it was freed) nor a [`names`] result still in use.
+unsafe fn names_to_fill(_l: &Locked<'_>, k: usize) -> &'static mut Names {
+    // SAFETY: set in `init`; exclusive per the contract and the engine lock.
+    unsafe { &mut *SLOTS[k].names.as_mut_ptr() }
 }
 
 fn as_str(name: &Name) -> &str {
@@ -200,7 +292,7 @@ pub(crate) fn module(l: &Locked<'_>, k: usize) -> *mut c_void {
 
 /// The name of slot `k`'s patch (the patch module's name).
 pub(crate) fn name(l: &Locked<'_>, k: usize) -> &'static str {
-    as_str(&meta(l, k).name)
+    as_str(&names(l, k).name)
 }
 
 /// Slot `k`'s patch, unless the slot is free.
@@ -268,33 +360,31 @@ pub(crate) fn free_slot(l: &Locked<'_>) -> Option<usize> {
 /// Whether a registered (or reserved, or dying) patch has this name.
 pub(crate) fn name_taken(l: &Locked<'_>, name: *const c_char) -> bool {
     let mut n = [0; LP_REG_NAME];
-    copy_name(name, &mut n) && (0..NDYN).any(|k| meta(l, k).state != SlotState::Free && meta(l, k).name == n)
+    copy_name(name, &mut n) && (0..NDYN).any(|k| meta(l, k).state != SlotState::Free && names(l, k).name == n)
 }
 
-/// Builds slot `k`'s descriptors from `reg`: vmlinux functions resolved now; a module's
-/// functions are relocatable, resolved now if the module is loaded, else by the notifier.
-/// The slot becomes `Reserved`. On error the slot stays `Free`.
-pub(crate) fn fill(l: &Locked<'_>, k: usize, reg: &Reg) -> Result<&'static Patch<'static>, RegError> {
-    let slot = &SLOTS[k];
-    let m = meta(l, k);
+/// Copies the names of `reg` into slot `k` (free): the patch's, its objects' (`vmlinux` for
+/// the core kernel) and its functions' with their `sympos`. From here on they are only read.
+fn copy_names(l: &Locked<'_>, k: usize, reg: &Reg) -> Result<&'static Names, RegError> {
+    if meta(l, k).state != SlotState::Free {
+        return Err(RegError::Invalid);
+    }
+    // SAFETY: the slot is free (checked above): the engine let go of its last patch, whose
+    // descriptors held the only lasting borrows of these names, and no `names` result of
+    // this slot is in use under the lock we hold.
+    let m = unsafe { names_to_fill(l, k) };
     if !copy_name(reg.patch_name, &mut m.name) {
         return Err(RegError::Invalid);
     }
     let nobjs = (reg.nobjs as usize).min(LP_REG_OBJS);
     let nfuncs = (reg.nfuncs as usize).min(LP_REG_FUNCS);
-    let nstates = (reg.nstates as usize).min(LP_REG_STATES);
-    let mut ids = [ObjectId::VMLINUX; LP_REG_OBJS];
     for (i, o) in reg.objs[..nobjs].iter().enumerate() {
         if o.name.is_null() {
             m.obj_names[i] = [0; LP_REG_NAME];
             m.obj_names[i][..7].copy_from_slice(b"vmlinux");
-        } else {
-            if !copy_name(o.name, &mut m.obj_names[i]) {
-                return Err(RegError::Invalid);
-            }
-            ids[i] = object_id(l, &m.obj_names[i]).ok_or(RegError::NoSpace)?;
+        } else if !copy_name(o.name, &mut m.obj_names[i]) {
+            return Err(RegError::Invalid);
         }
-        slot.callbacks[i].object.store(o.klp, Ordering::Relaxed);
     }
     for (i, f) in reg.funcs[..nfuncs].iter().enumerate() {
         if !copy_name(f.name, &mut m.func_names[i]) || f.obj as usize >= nobjs {
@@ -302,13 +392,31 @@ pub(crate) fn fill(l: &Locked<'_>, k: usize, reg: &Reg) -> Result<&'static Patch
         }
         m.sympos[i] = f.sympos;
     }
+    Ok(m)
+}
+
+/// Builds slot `k`'s descriptors from `reg`: vmlinux functions resolved now; a module's
+/// functions are relocatable, resolved now if the module is loaded, else by the notifier.
+/// The slot becomes `Reserved`. On error the slot stays `Free`.
+pub(crate) fn fill(l: &Locked<'_>, k: usize, reg: &Reg) -> Result<&'static Patch<'static>, RegError> {
+    let slot = &SLOTS[k];
+    let m = copy_names(l, k, reg)?;
+    let nobjs = (reg.nobjs as usize).min(LP_REG_OBJS);
+    let nfuncs = (reg.nfuncs as usize).min(LP_REG_FUNCS);
+    let nstates = (reg.nstates as usize).min(LP_REG_STATES);
+    let mut ids = [ObjectId::VMLINUX; LP_REG_OBJS];
+    for (i, o) in reg.objs[..nobjs].iter().enumerate() {
+        if !o.name.is_null() {
+            ids[i] = object_id(l, &m.obj_names[i]).ok_or(RegError::NoSpace)?;
+        }
+        slot.callbacks[i].object.store(o.klp, Ordering::Relaxed);
+    }
     // The functions, object by object (register.c lists them in object order).
     let mut built: [Option<Func<'static>>; LP_REG_FUNCS] = [const { None }; LP_REG_FUNCS];
     for (i, f) in reg.funcs[..nfuncs].iter().enumerate() {
         let size = shim::extent(f.new_addr as usize).ok_or(RegError::Invalid)?;
         let new = CodeRange::new(f.new_addr as usize, size).map_err(|_| RegError::Invalid)?;
-        // SAFETY: `m` lives in a static and is not rewritten while the slot is in use.
-        let fname: &'static str = unsafe { &*(as_str(&m.func_names[i]) as *const str) };
+        let fname = as_str(&m.func_names[i]);
         let obj = f.obj as usize;
         built[i] = Some(if ids[obj] == ObjectId::VMLINUX {
             let old = find(None, &m.func_names[i], m.sympos[i])?;
@@ -326,16 +434,14 @@ pub(crate) fn fill(l: &Locked<'_>, k: usize, reg: &Reg) -> Result<&'static Patch
     let mut start = 0;
     let objects: [Object<'static>; LP_REG_OBJS] = core::array::from_fn(|i| {
         let end = if i < nobjs { start + reg.funcs[start..nfuncs].iter().take_while(|f| f.obj as usize == i).count() } else { start };
-        // SAFETY: as above.
-        let oname: &'static str = unsafe { &*(as_str(&m.obj_names[i]) as *const str) };
-        let o = Object::new(ids[i], oname, &funcs[start..end]).with_callbacks(&slot.callbacks[i]);
+        let o = Object::new(ids[i], as_str(&m.obj_names[i]), &funcs[start..end]).with_callbacks(&slot.callbacks[i]);
         start = end;
         o
     });
     // SAFETY: as above.
     let objects = unsafe { slot.objects.set(objects) };
-    for (i, st) in reg.states.iter().enumerate() {
-        m.klp_states[i] = if i < nstates { st.klp } else { core::ptr::null_mut() };
+    for (i, (st, klp)) in reg.states.iter().zip(&slot.klp_states).enumerate() {
+        klp.store(if i < nstates { st.klp } else { core::ptr::null_mut() }, Ordering::Relaxed);
     }
     let states: [State; LP_REG_STATES] = core::array::from_fn(|i| match reg.states.get(i) {
         Some(s) if i < nstates => State::new(StateId(s.id as u64), s.version),
@@ -343,19 +449,18 @@ pub(crate) fn fill(l: &Locked<'_>, k: usize, reg: &Reg) -> Result<&'static Patch
     });
     // SAFETY: as above.
     let states = unsafe { slot.states.set(states) };
-    // SAFETY: as above.
-    let name: &'static str = unsafe { &*(as_str(&m.name) as *const str) };
-    let patch = Patch::new(PatchId((NPATCH + k) as u32), name, &objects[..nobjs]).with_states(&states[..nstates]);
+    let patch =
+        Patch::new(PatchId((NPATCH + k) as u32), as_str(&m.name), &objects[..nobjs]).with_states(&states[..nstates]);
     let patch = if reg.replace { patch.replacing() } else { patch };
     // SAFETY: as above.
     let patch: &'static Patch<'static> = unsafe { slot.patch.set(patch) };
-    m.module = reg.module;
+    meta(l, k).module = reg.module;
     for obj in patch.objects() {
         if obj.id() != ObjectId::VMLINUX && OBJECT_LOADED[obj.id().0 as usize].load(Ordering::Relaxed) {
             resolve(l, k, obj.id())?;
         }
     }
-    m.state = SlotState::Reserved;
+    set_state(l, k, SlotState::Reserved);
     Ok(patch)
 }
 
@@ -373,7 +478,7 @@ fn find(objname: Option<&Name>, name: &Name, sympos: c_ulong) -> Result<CodeRang
 
 /// Resolves slot `k`'s functions of module `object` (loaded, or coming).
 pub(crate) fn resolve(l: &Locked<'_>, k: usize, object: ObjectId) -> Result<(), RegError> {
-    let m = meta(l, k);
+    let m = names(l, k);
     // SAFETY: the slot is not free (the caller holds its patch).
     let patch = unsafe { SLOTS[k].patch.get() };
     let mut i = 0;
@@ -392,7 +497,7 @@ pub(crate) fn resolve(l: &Locked<'_>, k: usize, object: ObjectId) -> Result<(), 
 /// Creates slot `k`'s sysfs directory (patch index `idx`): the patch, its objects, their
 /// functions. Creating never waits for handlers, so the engine lock may be held.
 pub(crate) fn add_dirs(l: &Locked<'_>, k: usize, idx: usize) -> c_int {
-    let m = meta(l, k);
+    let m = names(l, k);
     // SAFETY: the slot is not free: its patch is set.
     let patch = unsafe { SLOTS[k].patch.get() };
     // SAFETY: NUL-terminated names of the slot; process context.
@@ -412,15 +517,6 @@ pub(crate) fn add_dirs(l: &Locked<'_>, k: usize, idx: usize) -> c_int {
         }
         rc
     }
-}
-
-/// The patch module's `klp_state` of state `id` of the patch with index `idx` (if it is a
-/// registered patch's and declares it).
-pub(crate) fn klp_state(l: &Locked<'_>, idx: usize, id: u64) -> Option<*mut c_void> {
-    let k = idx.checked_sub(NPATCH)?;
-    let patch = patch(l, k)?;
-    let i = patch.states().iter().position(|s| s.id().0 == id)?;
-    Some(meta(l, k).klp_states[i])
 }
 
 /// The name of the function (original or replacement) of a registered patch that `range` is.

@@ -283,15 +283,6 @@ impl EngineGuard {
         unsafe { lp_shim_lock() };
         EngineGuard(())
     }
-
-    /// A guard for a lock the caller's caller holds (a callback the engine runs); it must be
-    /// forgotten (`mem::forget`), never dropped, since the lock is not this guard's to release.
-    ///
-    /// # Safety
-    /// The engine lock is held by code suspended while this guard lives.
-    pub(crate) unsafe fn assume_held() -> Self {
-        EngineGuard(())
-    }
 }
 
 impl Drop for EngineGuard {
