@@ -145,15 +145,6 @@ fn state(_guard: &EngineGuard) -> &'static mut State {
     unsafe { &mut *STATE.as_mut_ptr() }
 }
 
-/// Whether patch `idx`'s descriptors exist (for reports).
-pub(crate) fn built(idx: usize) -> bool {
-    READY.load(Ordering::Acquire) && {
-        // SAFETY: read-only peek at a flag written under the engine lock before the
-        // descriptors are published; callers hold the engine lock.
-        unsafe { (*STATE.as_mut_ptr()).patches[idx].built }
-    }
-}
-
 /// Sets up the engine. Called once from module init.
 pub(crate) fn init() {
     // SAFETY: module init, single-threaded; nothing references these yet.
@@ -947,7 +938,7 @@ fn show(l: &Locked<'_>, st: &State, idx: usize, attr: u32, out: &mut Buf<'_>) ->
                     reason: s.reason,
                     kicked: s.kicked,
                 };
-                report::write_stall(out, &line, patches::func_name)?;
+                report::write_stall(out, &line, |range| patches::func_name(range, |idx| st.patches[idx].built))?;
             }
             if per.stall_overflow > 0 {
                 writeln!(out, "... and {} more", per.stall_overflow)?;

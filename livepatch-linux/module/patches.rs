@@ -518,10 +518,12 @@ pub(crate) fn release(idx: usize, n: usize) {
     }
 }
 
-/// The name of the function (original or replacement) of patch `idx` that `range` is.
-pub(crate) fn func_name(range: CodeRange) -> Option<&'static str> {
+/// The name of the function (original or replacement) of a patch that `range` is: of a
+/// built-in patch whose descriptors exist (`built(idx)`, from the engine state the caller
+/// holds), else of a registered one. The caller holds the engine lock.
+pub(crate) fn func_name(range: CodeRange, built: impl Fn(usize) -> bool) -> Option<&'static str> {
     for (idx, decl) in DECLS.iter().enumerate() {
-        if !crate::control::built(idx) {
+        if !built(idx) {
             continue;
         }
         // SAFETY: built.
