@@ -404,17 +404,36 @@ fn select<T>(condition: bool, a: T, b: T) -> T {
 }
 
 /// The number of ranges of `entries` (a version in `buffer`) starting at or before `addr`,
-/// which lies in the flagged bucket of directory slot `slot` (whose word is `word`): a binary
-/// search over the bucket's ranges.
-#[cold]
-#[inline(never)]
+/// which lies in the flagged bucket of directory slot `slot` (whose word is `word`): a
+/// branch-free binary search over the bucket's ranges.
+///
+/// Inlined into the lookup, not called: a call in the lookup's body would make the whole
+/// lookup save and restore callee-saved registers, on every path (BENCHMARKS.md section 2).
+#[inline(always)]
 fn search_bucket(entries: &[IndexEntry<'_>], buffer: &[IndexEntry<'_>], word: u32, slot: usize, addr: usize) -> usize {
     let first = (word & !OVERFLOW) as usize;
     // A flagged bucket is never a sentinel, so the next slot is its segment's.
     let end = directory_slot(buffer, slot + 1)
         .map_or(entries.len(), |s| (s.load(Ordering::Relaxed) & !OVERFLOW) as usize)
         .min(entries.len());
-    first + entries.get(first..end).map_or(0, |run| run.partition_point(|e| e.start() <= addr))
+    first + entries.get(first..end).map_or(0, |run| rank(run, addr))
+}
+
+/// The number of the sorted `run`'s ranges starting at or before `addr`: a binary search whose
+/// every step is a conditional move (with `cfg(lp_select_unpredictable)`), so its only branch
+/// is the loop's, whose trip count depends on the run's length alone.
+#[inline(always)]
+fn rank(mut run: &[IndexEntry<'_>], addr: usize) -> usize {
+    let mut below = 0;
+    while run.len() > 1 {
+        // Both halves have `len − half` ranges and `half < len`: no bounds check.
+        let half = run.len() / 2;
+        let rest = run.len() - half;
+        let right = run[half].start() <= addr;
+        below = select(right, below + half, below);
+        run = select(right, &run[half..], &run[..rest]);
+    }
+    below + run.first().map_or(0, |e| (e.start() <= addr) as usize)
 }
 
 impl Segment {
