@@ -39,9 +39,17 @@
 //! segment, lands on the sentinel); the bucket's rank `r`; then `r` plus, for the next
 //! [`WINDOW`] ranges, whether each starts at or before the address (ranges past the bucket
 //! start after it and add nothing) is the number of ranges starting at or before the address.
-//! The last of those is the only candidate, and one compare with its end decides. A flagged
-//! bucket (a cluster of tiny functions) is finished by a binary search over its own ranges
-//! only: O(log k) for k ranges in the bucket, a branch that is rare and so predicted.
+//! The last of those is the only candidate, and one compare with its end decides.
+//!
+//! A bucket holding more than [`WINDOW`] starts (a cluster of tiny functions, as the
+//! `bpf_lsm_*` stubs: hundreds of 12–16-byte functions in a few KiB) is flagged, a branch that
+//! is rare and so predicted. Its word then names a **sub-directory**: `2^order` sub-buckets
+//! cutting the bucket evenly, with their ranks and a sentinel, looked up the same way — one
+//! more slot — and its sub-buckets hold at most [`WINDOW`] starts where the budget allows. A
+//! (sub-)bucket still holding more (no room left for a sub-directory, or for one fine enough)
+//! is finished by a binary search over its own ranges, each step a conditional move: O(log k)
+//! for k ranges. A sub-directory spans its whole bucket, so a cluster much smaller than its
+//! bucket costs sub-buckets the cluster does not use.
 //!
 //! The directory is built for every version (in search mode it only serves
 //! [`PatchedSet::layout`]), so forcing a mode ([`PatchedSet::with_mode`], for tests and
@@ -50,8 +58,14 @@
 //! # Storage
 //!
 //! The directory needs no storage of its own: each [`IndexEntry`] carries two of its 32-bit
-//! slots, so a version in a buffer of `capacity` entries has `2 · capacity` slots, shared among
-//! its segments in proportion to their ranges (each at least two). The segments' shapes (base,
+//! slots, so a version in a buffer of `capacity` entries has `2 · capacity` slots. The writer
+//! shares them greedily: starting from one bucket per segment, the finer shift that removes the
+//! most crowded ranges per extra slot, while one fits; then sub-directories, bucket by bucket
+//! in address order, each the coarsest that leaves no crowded sub-bucket (at most 16 slots per
+//! range of its bucket). It lays the version out twice — the buckets given the whole budget,
+//! then half of it — and keeps the one with fewer extra dependent loads summed over the
+//! ranges (one per range behind a sub-directory, `⌈log2 k⌉` per range of a searched bucket of
+//! `k`). The segments' shapes (base,
 //! shift, first slot, bucket count: 20 bytes each) live in the [`PatchedSet`], one table per
 //! buffer. The search needs no storage beyond the entries.
 //!
@@ -214,8 +228,20 @@ pub const SEGMENTS: usize = 4;
 pub const WINDOW: usize = 4;
 /// Directory flag: the bucket holds more than [`WINDOW`] starts.
 const OVERFLOW: u32 = 1 << 31;
-/// The most ranges a version holds (a rank, up to the count itself, fits beside the flag).
-const MAX_RANGES: usize = (OVERFLOW - 1) as usize;
+/// Directory flag beside [`OVERFLOW`]: the crowded bucket has a sub-directory. The word then
+/// holds the sub-directory's first slot (low [`SUB_SLOT_BITS`] bits) and `log2` of its
+/// sub-bucket count (the [`SUB_ORDER_BITS`] bits above); without it, the rank of the bucket's
+/// first range.
+const SUB: u32 = 1 << 30;
+/// Bits of a sub-directory word holding the sub-directory's first slot.
+const SUB_SLOT_BITS: u32 = 25;
+/// Bits of a sub-directory word holding `log2` of its sub-bucket count.
+const SUB_ORDER_BITS: u32 = 5;
+const _: () = assert!(SUB_SLOT_BITS + SUB_ORDER_BITS == 30);
+/// The most ranges a version holds (a rank, up to the count itself, fits below both flags).
+const MAX_RANGES: usize = (SUB - 1) as usize;
+/// The most sub-buckets a sub-directory spends per range of its bucket.
+const SUB_SLOTS_PER_RANGE: usize = 16;
 
 /// Versions of at most this many ranges are searched rather than looked up in the directory
 /// (when the compiler has `select_unpredictable`; see [`LookupMode::choose`]).
@@ -266,10 +292,15 @@ pub struct IndexLayout {
     pub bucket_shifts: [u32; SEGMENTS],
     /// Directory slots in use, sentinels included (the buffer holds two per entry).
     pub directory_slots: usize,
-    /// Buckets holding more than [`WINDOW`] starts (finished by a binary search).
+    /// Buckets and sub-buckets holding more than [`WINDOW`] starts and finished by a binary
+    /// search.
     pub overflow_buckets: usize,
     /// Ranges starting in those buckets.
     pub overflow_ranges: usize,
+    /// Crowded buckets cut into a sub-directory (one more slot per lookup in them).
+    pub subdirectories: usize,
+    /// Ranges starting in those buckets.
+    pub subdirectory_ranges: usize,
 }
 
 /// One segment of a version's directory.
@@ -343,24 +374,60 @@ impl<'a> Version<'a, '_> {
         let slot = segment.first_slot.load(Ordering::Relaxed) as usize + bucket;
         let word = directory_slot(self.buffer, slot)?.load(Ordering::Relaxed);
         let rank = if word & OVERFLOW == 0 {
-            // The bucket's first rank, then whether each of the next ranges starts at or
-            // before `addr` (those past the bucket start after it). Near the end the window
-            // moves back to stay inside the version; the ranges it then covers before the
-            // bucket start before `addr`, so the count is the same.
-            let first = word as usize;
-            let from = first.min(self.entries.len().saturating_sub(WINDOW));
-            match self.entries.get(from..from + WINDOW) {
-                Some(window) => from + window.iter().map(|e| (e.start() <= addr) as usize).sum::<usize>(),
-                None => self.entries.iter().map(|e| (e.start() <= addr) as usize).sum(), // fewer ranges than the window
-            }
+            window_rank(self.entries, word as usize, addr)
         } else {
-            search_bucket(self.entries, self.buffer, word, slot, addr)
+            self.crowded_rank(segment, word, slot, addr)?
         };
         // `rank` ranges start at or before `addr`; with none, range 0 starts after it and
         // the compare below rejects it.
         let entry = self.entries.get(rank.saturating_sub(1))?;
         let (start, len) = (entry.start(), entry.len() as usize);
         (addr.wrapping_sub(start) < len).then(|| entry.read_known(start, len))
+    }
+}
+
+impl Version<'_, '_> {
+    /// The number of ranges starting at or before `addr`, which lies in the flagged bucket of
+    /// `segment`'s directory slot `slot` (whose word is `word`): through the bucket's
+    /// sub-directory, one more slot, if it has one; else by a branch-free binary search over
+    /// the bucket's ranges. `None` only for a slot past the buffer, which the writer never
+    /// makes.
+    ///
+    /// Inlined into the lookup, not called: a call in the lookup's body would make the whole
+    /// lookup save and restore callee-saved registers, on every path (BENCHMARKS.md section 2).
+    #[inline(always)]
+    fn crowded_rank(&self, segment: &Segment, word: u32, slot: usize, addr: usize) -> Option<usize> {
+        if word & SUB == 0 {
+            return Some(search_bucket(self.entries, self.buffer, word, slot, addr));
+        }
+        // The sub-directory cuts the bucket into `2^order` sub-buckets; `addr` lies in the
+        // bucket (a flagged slot is never a sentinel), so its offset in it is the low bits.
+        let first = (word & ((1 << SUB_SLOT_BITS) - 1)) as usize;
+        let order = (word >> SUB_SLOT_BITS) & ((1 << SUB_ORDER_BITS) - 1);
+        let shift = segment.shift.load(Ordering::Relaxed);
+        let offset = addr.wrapping_sub(segment.base()) & !usize::MAX.wrapping_shl(shift);
+        let sub_slot = first + offset.wrapping_shr(shift.wrapping_sub(order));
+        let sub_word = directory_slot(self.buffer, sub_slot)?.load(Ordering::Relaxed);
+        Some(if sub_word & OVERFLOW == 0 {
+            window_rank(self.entries, sub_word as usize, addr)
+        } else {
+            search_bucket(self.entries, self.buffer, sub_word, sub_slot, addr)
+        })
+    }
+}
+
+/// The number of the sorted `entries` starting at or before `addr`, given `first`, the rank
+/// of the first range of the (sub-)bucket holding `addr`, whose bucket holds at most
+/// [`WINDOW`] starts: `first` plus whether each of the next ranges starts at or before `addr`
+/// (those past the bucket start after it). Near the end the window moves back to stay inside
+/// the version; the ranges it then covers before the bucket start before `addr`, so the count
+/// is the same.
+#[inline(always)]
+fn window_rank(entries: &[IndexEntry<'_>], first: usize, addr: usize) -> usize {
+    let from = first.min(entries.len().saturating_sub(WINDOW));
+    match entries.get(from..from + WINDOW) {
+        Some(window) => from + window.iter().map(|e| (e.start() <= addr) as usize).sum::<usize>(),
+        None => entries.iter().map(|e| (e.start() <= addr) as usize).sum(), // fewer ranges than the window
     }
 }
 
@@ -404,17 +471,47 @@ fn select<T>(condition: bool, a: T, b: T) -> T {
 }
 
 /// The number of ranges of `entries` (a version in `buffer`) starting at or before `addr`,
-/// which lies in the flagged bucket of directory slot `slot` (whose word is `word`): a binary
-/// search over the bucket's ranges.
-#[cold]
-#[inline(never)]
+/// which lies in the flagged (sub-)bucket of directory slot `slot` (whose word, without a
+/// sub-directory, is `word`): a branch-free binary search over the bucket's ranges, which end
+/// at the next slot's rank.
+#[inline(always)]
 fn search_bucket(entries: &[IndexEntry<'_>], buffer: &[IndexEntry<'_>], word: u32, slot: usize, addr: usize) -> usize {
     let first = (word & !OVERFLOW) as usize;
-    // A flagged bucket is never a sentinel, so the next slot is its segment's.
+    // A flagged bucket is never a sentinel, so the next slot is its (sub-)directory's: a rank,
+    // flagged or not, or a sub-directory whose first sub-bucket starts at the same rank.
     let end = directory_slot(buffer, slot + 1)
-        .map_or(entries.len(), |s| (s.load(Ordering::Relaxed) & !OVERFLOW) as usize)
+        .map_or(entries.len(), |s| slot_rank(buffer, s.load(Ordering::Relaxed)))
         .min(entries.len());
-    first + entries.get(first..end).map_or(0, |run| run.partition_point(|e| e.start() <= addr))
+    first + entries.get(first..end).map_or(0, |run| rank(run, addr))
+}
+
+/// The rank of the first range at or after the start of the (sub-)bucket whose directory word
+/// is `word`, in a version in `buffer` (a sub-directory's is its first sub-bucket's).
+#[inline(always)]
+fn slot_rank(buffer: &[IndexEntry<'_>], word: u32) -> usize {
+    let word = if word & (OVERFLOW | SUB) == OVERFLOW | SUB {
+        directory_slot(buffer, (word & ((1 << SUB_SLOT_BITS) - 1)) as usize).map_or(0, |s| s.load(Ordering::Relaxed))
+    } else {
+        word
+    };
+    (word & !OVERFLOW) as usize
+}
+
+/// The number of the sorted `run`'s ranges starting at or before `addr`: a binary search whose
+/// every step is a conditional move (with `cfg(lp_select_unpredictable)`), so its only branch
+/// is the loop's, whose trip count depends on the run's length alone.
+#[inline(always)]
+fn rank(mut run: &[IndexEntry<'_>], addr: usize) -> usize {
+    let mut below = 0;
+    while run.len() > 1 {
+        // Both halves have `len − half` ranges and `half < len`: no bounds check.
+        let half = run.len() / 2;
+        let rest = run.len() - half;
+        let right = run[half].start() <= addr;
+        below = select(right, below + half, below);
+        run = select(right, &run[half..], &run[..rest]);
+    }
+    below + run.first().map_or(0, |e| (e.start() <= addr) as usize)
 }
 
 impl Segment {
@@ -530,6 +627,8 @@ impl<'a> PatchedSet<'a> {
             directory_slots: 0,
             overflow_buckets: 0,
             overflow_ranges: 0,
+            subdirectories: 0,
+            subdirectory_ranges: 0,
         };
         let Some(v) = self.published() else {
             return layout;
@@ -548,11 +647,26 @@ impl<'a> PatchedSet<'a> {
                 (segment.first_slot.load(Ordering::Relaxed) as usize, segment.buckets.load(Ordering::Relaxed) as usize);
             layout.segments += 1;
             layout.bucket_shifts[k] = segment.shift.load(Ordering::Relaxed);
-            layout.directory_slots = first + buckets + 1;
+            layout.directory_slots = layout.directory_slots.max(first + buckets + 1);
+            let ranks = |slot: usize| (slot_rank(v.buffer, word(slot)), slot_rank(v.buffer, word(slot + 1)));
             for slot in first..first + buckets {
-                if word(slot) & OVERFLOW != 0 {
+                let w = word(slot);
+                if w & (OVERFLOW | SUB) == OVERFLOW | SUB {
+                    let (from, to) = ranks(slot);
+                    layout.subdirectories += 1;
+                    layout.subdirectory_ranges += to - from;
+                    let sub_first = (w & ((1 << SUB_SLOT_BITS) - 1)) as usize;
+                    let subs = 1 << ((w >> SUB_SLOT_BITS) & ((1 << SUB_ORDER_BITS) - 1));
+                    layout.directory_slots = layout.directory_slots.max(sub_first + subs + 1);
+                    for sub in (sub_first..sub_first + subs).filter(|&sub| word(sub) & OVERFLOW != 0) {
+                        let (from, to) = ranks(sub);
+                        layout.overflow_buckets += 1;
+                        layout.overflow_ranges += to - from;
+                    }
+                } else if w & OVERFLOW != 0 {
+                    let (from, to) = ranks(slot);
                     layout.overflow_buckets += 1;
-                    layout.overflow_ranges += ((word(slot + 1) & !OVERFLOW) - (word(slot) & !OVERFLOW)) as usize;
+                    layout.overflow_ranges += to - from;
                 }
             }
         }
@@ -730,6 +844,11 @@ fn choose_shifts(segments: &[&[IndexEntry<'_>]], budget: usize) -> [u32; SEGMENT
 
 /// Builds the directory of the sorted ranges `buffer[..len]` in `buffer` and writes its
 /// segments into `segments`.
+///
+/// The budget is shared between the buckets and the sub-directories of crowded buckets: the
+/// writer lays the version out twice — the buckets given the whole budget, then half of it
+/// (the rest left to sub-directories) — and keeps the layout with fewer expected extra loads
+/// per range ([`Layout::extra_loads`]); a tie keeps the first.
 fn build_directory(buffer: &[IndexEntry<'_>], len: usize, segments: &[Segment; SEGMENTS]) {
     let entries = &buffer[..len];
     if entries.is_empty() {
@@ -754,36 +873,166 @@ fn build_directory(buffer: &[IndexEntry<'_>], len: usize, segments: &[Segment; S
     for (k, &(from, to)) in bounds.iter().enumerate().take(used) {
         ranges[k] = &entries[from..to];
     }
-    let shifts = choose_shifts(&ranges[..used], budget);
-    let mut first_slot = 0;
-    for (k, segment) in segments.iter().enumerate() {
-        let (from, to) = bounds[k];
-        if k >= used {
+    let layout = |bucket_budget: usize| Layout {
+        entries,
+        bounds: &bounds[..used],
+        shifts: choose_shifts(&ranges[..used], bucket_budget),
+        budget,
+    };
+    let whole = layout(budget);
+    let whole_cost = whole.extra_loads();
+    let best = if whole_cost == 0 {
+        whole
+    } else {
+        let half = layout(budget / 2);
+        if half.extra_loads() < whole_cost {
+            half
+        } else {
+            whole
+        }
+    };
+    best.write(buffer, segments);
+}
+
+/// A directory layout the writer considers: the segments' bounds (ranks) and bucket shifts,
+/// and the slot budget its sub-directories share with its buckets.
+struct Layout<'e, 'a> {
+    entries: &'e [IndexEntry<'a>],
+    bounds: &'e [(usize, usize)],
+    shifts: [u32; SEGMENTS],
+    budget: usize,
+}
+
+impl Layout<'_, '_> {
+    /// The extra dependent loads the layout costs, summed over its ranges' starts: one per
+    /// range behind a sub-directory, and `⌈log2 k⌉` per range of a bucket of `k` ranges
+    /// finished by the binary search.
+    fn extra_loads(&self) -> u64 {
+        self.lay_out(None)
+    }
+
+    /// Writes the directory into `buffer` and the segments into `segments`.
+    fn write(&self, buffer: &[IndexEntry<'_>], segments: &[Segment; SEGMENTS]) {
+        self.lay_out(Some((buffer, segments)));
+    }
+
+    /// Walks the layout's buckets, writing them where `out` says, and returns
+    /// [`extra_loads`](Self::extra_loads).
+    fn lay_out(&self, out: Option<(&[IndexEntry<'_>], &[Segment; SEGMENTS])>) -> u64 {
+        let put = |slot: usize, word: u32| {
+            if let Some(s) = out.and_then(|(buffer, _)| directory_slot(buffer, slot)) {
+                s.store(word, Ordering::Relaxed);
+            }
+        };
+        let main_slots: usize = self
+            .bounds
+            .iter()
+            .zip(self.shifts)
+            .map(|(&(from, to), shift)| buckets(self.entries[from].start(), self.entries[to - 1].start(), shift) + 1)
+            .sum();
+        let (mut first_slot, mut sub_next, mut cost) = (0, main_slots, 0u64);
+        for (k, &(from, to)) in self.bounds.iter().enumerate() {
+            let (ranges, shift) = (&self.entries[from..to], self.shifts[k]);
+            let base = ranges[0].start();
+            let count = buckets(base, ranges[ranges.len() - 1].start(), shift);
+            let mut at = 0;
+            for bucket in 0..count {
+                let run = ranges[at..].iter().take_while(|e| (e.start() - base) >> shift == bucket).count();
+                let rank = (from + at) as u32;
+                let word = if run <= WINDOW {
+                    rank
+                } else {
+                    let bucket_base = base + (bucket << shift);
+                    let run = &ranges[at..at + run];
+                    let room = self.budget.saturating_sub(sub_next).min(run.len() * SUB_SLOTS_PER_RANGE + 1);
+                    match sub_order(run, bucket_base, shift, room).filter(|_| sub_next < 1 << SUB_SLOT_BITS) {
+                        Some(order) => {
+                            let word = OVERFLOW | SUB | order << SUB_SLOT_BITS | sub_next as u32;
+                            cost += run.len() as u64;
+                            cost += sub_directory(run, rank, bucket_base, shift - order, order, |i, w| {
+                                put(sub_next + i, w)
+                            });
+                            sub_next += (1 << order) + 1;
+                            word
+                        }
+                        None => {
+                            cost += search_loads(run.len());
+                            rank | OVERFLOW
+                        }
+                    }
+                };
+                put(first_slot + bucket, word);
+                at += run;
+            }
+            put(first_slot + count, to as u32);
+            if let Some((_, segments)) = out {
+                segments[k].store(base, shift, first_slot, count);
+            }
+            first_slot += count + 1;
+        }
+        if let Some((_, segments)) = out {
             // Unused: base `usize::MAX` selects it only for `usize::MAX`, which no range holds;
             // its one slot is the previous segment's sentinel (rank `len`).
-            segment.store(usize::MAX, 0, first_slot - 1, 0);
-            continue;
-        }
-        let (ranges, shift) = (ranges[k], shifts[k]);
-        let base = ranges[0].start();
-        let count = buckets(base, ranges[ranges.len() - 1].start(), shift);
-        let word = |i: usize| directory_slot(buffer, first_slot + i);
-        let mut at = 0;
-        for bucket in 0..count {
-            let run = ranges[at..].iter().take_while(|e| (e.start() - base) >> shift == bucket).count();
-            let flag = if run > WINDOW { OVERFLOW } else { 0 };
-            if let Some(slot) = word(bucket) {
-                slot.store((from + at) as u32 | flag, Ordering::Relaxed);
+            for segment in &segments[self.bounds.len()..] {
+                segment.store(usize::MAX, 0, first_slot - 1, 0);
             }
-            at += run;
         }
-        if let Some(slot) = word(count) {
-            slot.store(to as u32, Ordering::Relaxed);
-        }
-        segment.store(base, shift, first_slot, count);
-        first_slot += count + 1;
+        cost
     }
 }
+
+/// Extra dependent loads of a binary search over a bucket of `k` ranges, summed over them.
+fn search_loads(k: usize) -> u64 {
+    k as u64 * u64::from(usize::BITS - (k.max(1) - 1).leading_zeros())
+}
+
+/// The order (`log2` of its sub-bucket count) of a sub-directory for the crowded bucket
+/// of `2^shift` bytes at `bucket_base` holding the sorted `run`, within `room` slots (its
+/// sub-buckets and a sentinel): the smallest order that leaves no sub-bucket with more than
+/// [`WINDOW`] starts, else the largest that fits; `None` if none fits.
+fn sub_order(run: &[IndexEntry<'_>], bucket_base: usize, shift: u32, room: usize) -> Option<u32> {
+    let most = (1..=shift.min((1 << SUB_ORDER_BITS) - 1)).take_while(|&order| (1usize << order) < room).last()?;
+    let crowded = |order: u32| {
+        let sub_shift = shift - order;
+        let mut at = 0;
+        while at < run.len() {
+            let sub = (run[at].start() - bucket_base) >> sub_shift;
+            let n = run[at..].iter().take_while(|e| (e.start() - bucket_base) >> sub_shift == sub).count();
+            if n > WINDOW {
+                return true;
+            }
+            at += n;
+        }
+        false
+    };
+    Some((1..=most).find(|&order| !crowded(order)).unwrap_or(most))
+}
+
+/// Writes (through `put(index, word)`) the sub-directory of `2^order` sub-buckets of
+/// `2^sub_shift` bytes from `bucket_base` for the crowded `run`, whose first range has rank
+/// `rank`, and its sentinel; returns the extra loads of its crowded sub-buckets' searches.
+fn sub_directory(
+    run: &[IndexEntry<'_>],
+    rank: u32,
+    bucket_base: usize,
+    sub_shift: u32,
+    order: u32,
+    mut put: impl FnMut(usize, u32),
+) -> u64 {
+    let (mut at, mut cost) = (0, 0);
+    for sub in 0..1usize << order {
+        let n = run[at..].iter().take_while(|e| (e.start() - bucket_base) >> sub_shift == sub).count();
+        let flag = if n > WINDOW { OVERFLOW } else { 0 };
+        if n > WINDOW {
+            cost += search_loads(n);
+        }
+        put(sub, (rank + at as u32) | flag);
+        at += n;
+    }
+    put(1 << order, rank + run.len() as u32);
+    cost
+}
+
 /// In-place heap sort by start address (no allocation; the writer owns the buffer).
 fn heap_sort(entries: &[IndexEntry<'_>]) {
     fn swap(entries: &[IndexEntry<'_>], a: usize, b: usize) {
@@ -960,6 +1209,40 @@ mod tests {
         // One range, and ranges at the top of the address space.
         check_layout(&[r(0x1000, 1)], 1, 100);
         check_layout(&[r(usize::MAX - 0x30, 0x10), r(usize::MAX - 0x10, 0x10)], 2, 1000);
+    }
+
+    #[test]
+    fn crowded_clusters_get_sub_directories() {
+        // A subsystem's functions spread over 6 MiB of text, two clusters of tiny stubs among
+        // them (as `bpf_lsm_*`: 12 bytes every 16), and the variants packed in a module area.
+        let mut ranges: Vec<CodeRange> = (0..400).map(|i| r(0x100_0000 + i * 0x4000, 0x180)).collect();
+        ranges.extend((0..128).map(|i| r(0x120_0200 + i * 0x10, 0xc)));
+        ranges.extend((0..107).map(|i| r(0x150_0200 + i * 0x10, 0xc)));
+        let variants = ranges.len();
+        ranges.extend((0..variants).map(|i| r(0x4000_0000 + i * 0x100, 0x100)));
+        let layout = check_layout(&ranges, ranges.len(), 50_000);
+        assert!(layout.subdirectories >= 2, "{layout:?}");
+        assert!(layout.subdirectory_ranges >= 235, "{layout:?}");
+        assert_eq!(layout.overflow_buckets, 0, "{layout:?}");
+        assert!(layout.directory_slots <= 2 * ranges.len(), "{layout:?}");
+        // Every byte of both clusters and around them.
+        published(&ranges, ranges.len(), |_, check| {
+            for addr in (0x120_0000..0x120_1000).chain(0x150_0000..0x150_1000) {
+                check(addr);
+            }
+        });
+    }
+
+    #[test]
+    fn sub_directories_out_of_room_leave_searched_buckets_that_agree_with_a_scan() {
+        // Clusters of two-byte functions a MiB apart, more than the budget can cut finely:
+        // the first crowded buckets get sub-directories, some of whose sub-buckets stay
+        // crowded, and the last get none.
+        let ranges: Vec<CodeRange> =
+            (0..60).flat_map(|c| (0..40).map(move |i| r(0x100_0000 + c * 0x10_0000 + c * 0x20 + i * 2, 2))).collect();
+        let layout = check_layout(&ranges, ranges.len(), 20_000);
+        assert!(layout.subdirectories > 0 && layout.overflow_buckets > 0, "{layout:?}");
+        assert!(layout.directory_slots <= 2 * ranges.len(), "{layout:?}");
     }
 
     /// Publishes `ranges` and checks every address within 2 bytes of each bucket edge, each
