@@ -199,7 +199,8 @@ pub(crate) fn pin<R, F: FnOnce(*mut TaskStruct) -> R>(t: *mut TaskStruct, f: F) 
         0
     }
     let mut c = Ctx { f: Some(f), r: None };
-    // SAFETY: as in `tasks_batch`.
+    // SAFETY: the trampoline matches `ctx`'s type; the shim calls it at most once, on this
+    // CPU, during this call; `t` is the caller's live task (its contract).
     let ret = unsafe { lp_shim_pin(t, tramp::<R, F>, (&raw mut c).cast()) };
     if ret == LP_PIN_BUSY {
         None
@@ -220,7 +221,8 @@ pub(crate) fn walk<F: FnMut(usize) -> bool>(t: *mut TaskStruct, mut f: F) -> c_i
             LP_WALK_STOP
         }
     }
-    // SAFETY: as in `tasks_batch`.
+    // SAFETY: the trampoline matches `ctx`'s type; the shim calls it only during this call,
+    // on this CPU; `t` is current or pinned by the caller (its contract).
     unsafe { lp_shim_walk(t, tramp::<F>, (&raw mut f).cast()) }
 }
 
@@ -231,7 +233,12 @@ pub(crate) fn on_cpu<F: FnMut(*mut TaskStruct, u32)>(cpu: u32, mut f: F) -> c_in
         let f = unsafe { &mut *ctx.cast::<F>() };
         f(t, cpu)
     }
-    // SAFETY: as in `tasks_batch`; the call is synchronous.
+    // SAFETY: the trampoline matches `ctx`'s type; smp_call_function_single(.., wait = 1)
+    // returns only after it ran, so `f` outlives the call. `F` need not be `Send` although it
+    // may run on another CPU: this task spins in the call meanwhile (the IPI's completion is
+    // the ordering both ways), so `f` never runs beside code of this task, and its callers
+    // pass closures of references only (nothing whose use or drop is tied to this task, such
+    // as a lock guard).
     unsafe { lp_shim_on_cpu(cpu, tramp::<F>, (&raw mut f).cast()) }
 }
 
@@ -250,7 +257,14 @@ pub(crate) fn stop_machine<R, F: FnOnce() -> R>(f: F) -> Option<R> {
         0
     }
     let mut c = Ctx { f: Some(f), r: None };
-    // SAFETY: as in `tasks_batch`.
+    // SAFETY: the trampoline matches `ctx`'s type; stop_machine() returns only after it ran
+    // (on one CPU's stopper thread), so `c` outlives the call. `F` and `R` need not be `Send`
+    // although they cross to that thread: this task sleeps in stop_machine() meanwhile (its
+    // completion orders both ways), so `f` never runs beside code of this task, and its one
+    // caller (`Sched::stop_all`, the core's stop-the-world attempt) passes a closure of
+    // references only (nothing whose use or drop is tied to this task, such as a lock guard).
+    // The core's `Scheduler::stop_all` has no `Send` bound for the same reason (a bound would
+    // force every backend's types to be `Sync`, the mock's are not).
     unsafe { lp_shim_stop_machine(tramp::<R, F>, (&raw mut c).cast()) };
     c.r
 }

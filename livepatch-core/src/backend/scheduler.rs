@@ -72,6 +72,12 @@ pub trait Scheduler {
 
     /// Runs every CPU through a context where it cannot be in the middle of a handler, stops
     /// them all, runs `f` once, then lets them go (`stop_machine`). Returns `f`'s result.
+    ///
+    /// `f` may run on another CPU or thread (the kernel's stopper thread), but only while the
+    /// caller waits in this call, with the hand-over ordered both ways: `f` never runs beside
+    /// the caller. So `F` has no `Send` bound (it would force every backend's types to be
+    /// `Sync`); the engine's closure holds only references, nothing tied to the calling
+    /// thread. An implementation that runs `f` elsewhere must keep it that way.
     fn stop_all<R, F>(&self, f: F) -> R
     where
         F: FnOnce() -> R;
