@@ -5,6 +5,7 @@
 /* ---- A program being patched ---- */
 int  livepatch_init(void);                         /* once, before any patch */
 void *livepatch_thread_prepare(void);              /* parent, before pthread_create */
+void livepatch_thread_discard(void *token);         /* parent, if pthread_create failed */
 int  livepatch_thread_begin(void *token, const void *frame); /* child, first thing */
 void livepatch_thread_end(void);                   /* child, last thing */
 void livepatch_safe_point(void);                   /* cond_resched analogue */

@@ -128,6 +128,23 @@ pub extern "C" fn livepatch_thread_prepare() -> *mut c_void {
     }
 }
 
+/// Gives back a `livepatch_thread_prepare` result whose thread was not created (its
+/// `pthread_create` failed): the prepared entry leaves the registry, as the child's
+/// `livepatch_thread_end` would have removed it. Without this, every later transition would
+/// wait for a thread that does not exist. NULL is ignored.
+///
+/// # Safety
+///
+/// `token` must be NULL or an unconsumed `livepatch_thread_prepare` result (consumed here).
+#[no_mangle]
+pub unsafe extern "C" fn livepatch_thread_discard(token: *mut c_void) {
+    if !token.is_null() {
+        // SAFETY: the caller passes a `livepatch_thread_prepare` result, consumed once; dropping
+        // the token removes its entry.
+        drop(unsafe { Box::from_raw(token as *mut threads::ChildToken) });
+    }
+}
+
 /// Registers the calling thread. `token`: NULL for a root thread, else the parent's
 /// `livepatch_thread_prepare` result (consumed). `frame`: `__builtin_frame_address(0)` of
 /// the thread's start routine (refused unless it is on the calling thread's stack above the

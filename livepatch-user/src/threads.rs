@@ -316,8 +316,28 @@ fn is_current(t: &Thread) -> bool {
 }
 
 /// A child's entry, prepared by its parent; hand it to the child's [`begin`].
+///
+/// The entry is in the registry from [`prepare_child`] on. Dropped without reaching
+/// [`begin`] (the thread was never created), the token takes it out again: an entry without a
+/// thread could never be walked or kicked, and every transition would wait for it.
 #[derive(Debug)]
-pub struct ChildToken(Arc<Thread>);
+pub struct ChildToken(Option<Arc<Thread>>);
+
+impl ChildToken {
+    /// The entry, which the caller now answers for.
+    fn take(mut self) -> Arc<Thread> {
+        // `Some` until taken, and this consumes the token.
+        self.0.take().expect("a token holds its entry until taken")
+    }
+}
+
+impl Drop for ChildToken {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            registry().threads.remove(&t.seq);
+        }
+    }
+}
 
 /// Prepares the entry of a thread the calling (registered) thread is about to create: it
 /// inherits the parent's universe and pending state and joins the registry now.
@@ -332,7 +352,7 @@ pub fn prepare_child() -> Result<ChildToken, Error> {
     // the child or retargeted the parent before this copy.
     child.state.inherit(&parent.state);
     reg.threads.insert(child.seq, child.clone());
-    Ok(ChildToken(child))
+    Ok(ChildToken(Some(child)))
 }
 
 /// Makes the calling thread a registered task. `base_fp` is the frame record of the thread's
@@ -351,17 +371,19 @@ pub fn begin(token: Option<ChildToken>, base_fp: usize, patches_active: impl FnO
     let stack_lo = match check_frame(base_fp) {
         Ok(lo) => lo,
         Err(e) => {
-            // A refused child leaves the registry as `prepare_child` found it.
-            if let Some(ChildToken(t)) = token {
-                registry().threads.remove(&t.seq);
-            }
+            // A refused child leaves the registry as `prepare_child` found it (the token's
+            // drop removes the entry).
+            drop(token);
             return Err(e);
         }
     };
     // Under the registry lock: a thread cannot begin during a stop (which holds it), so a
     // stop sees every thread either started (and parked) or not started at all.
     let (_reg, entry) = match token {
-        Some(ChildToken(t)) => (registry(), t),
+        Some(token) => {
+            let t = token.take();
+            (registry(), t)
+        }
         None => {
             if patches_active() {
                 return Err(Error::PatchesActive);
