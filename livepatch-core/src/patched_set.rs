@@ -848,7 +848,7 @@ fn choose_shifts(segments: &[&[IndexEntry<'_>]], budget: usize) -> [u32; SEGMENT
 /// The budget is shared between the buckets and the sub-directories of crowded buckets: the
 /// writer lays the version out twice — the buckets given the whole budget, then half of it
 /// (the rest left to sub-directories) — and keeps the layout with fewer expected extra loads
-/// per range ([`Layout::extra_loads`]); a tie keeps the first.
+/// per range ([`DirectoryPlan::extra_loads`]); a tie keeps the first.
 fn build_directory(buffer: &[IndexEntry<'_>], len: usize, segments: &[Segment; SEGMENTS]) {
     let entries = &buffer[..len];
     if entries.is_empty() {
@@ -873,18 +873,18 @@ fn build_directory(buffer: &[IndexEntry<'_>], len: usize, segments: &[Segment; S
     for (k, &(from, to)) in bounds.iter().enumerate().take(used) {
         ranges[k] = &entries[from..to];
     }
-    let layout = |bucket_budget: usize| Layout {
+    let plan = |bucket_budget: usize| DirectoryPlan {
         entries,
         bounds: &bounds[..used],
         shifts: choose_shifts(&ranges[..used], bucket_budget),
         budget,
     };
-    let whole = layout(budget);
+    let whole = plan(budget);
     let whole_cost = whole.extra_loads();
     let best = if whole_cost == 0 {
         whole
     } else {
-        let half = layout(budget / 2);
+        let half = plan(budget / 2);
         if half.extra_loads() < whole_cost {
             half
         } else {
@@ -894,16 +894,16 @@ fn build_directory(buffer: &[IndexEntry<'_>], len: usize, segments: &[Segment; S
     best.write(buffer, segments);
 }
 
-/// A directory layout the writer considers: the segments' bounds (ranks) and bucket shifts,
+/// A directory the writer considers: the segments' bounds (ranks) and bucket shifts,
 /// and the slot budget its sub-directories share with its buckets.
-struct Layout<'e, 'a> {
+struct DirectoryPlan<'e, 'a> {
     entries: &'e [IndexEntry<'a>],
     bounds: &'e [(usize, usize)],
     shifts: [u32; SEGMENTS],
     budget: usize,
 }
 
-impl Layout<'_, '_> {
+impl DirectoryPlan<'_, '_> {
     /// The extra dependent loads the layout costs, summed over its ranges' starts: one per
     /// range behind a sub-directory, and `⌈log2 k⌉` per range of a bucket of `k` ranges
     /// finished by the binary search.
