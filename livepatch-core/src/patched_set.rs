@@ -434,6 +434,10 @@ fn window_rank(entries: &[IndexEntry<'_>], first: usize, addr: usize) -> usize {
 /// The range of the sorted `entries` containing `addr`: a binary search over their starts
 /// whose every step is a conditional move (with `cfg(lp_select_unpredictable)`), so its only
 /// branch is the loop's, whose trip count depends on the version's length alone.
+///
+/// The halving of [`rank`] that keeps the last run instead of counting: the search mode
+/// written as `rank` plus the directory's tail (one candidate, its compare) was measured
+/// slower at N = 10 (hits 8.2 → 9.0 ns, misses 4.7 → 6.8 ns; BENCHMARKS.md section 2).
 #[inline(always)]
 fn search<'a>(entries: &'a [IndexEntry<'a>], addr: usize) -> Option<Hit<'a>> {
     let mut run = entries;
