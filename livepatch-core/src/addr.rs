@@ -80,12 +80,13 @@ impl CodeRange {
         Ok(Self { start, end })
     }
 
-    /// Rebuilds a range from bounds that were read from a valid range. An empty result (which
-    /// only a logic error could produce) is widened to one byte to keep the invariant.
+    /// Rebuilds a range from the start and length of a valid range, read back from the
+    /// index's entries (written only from `CodeRange`s, immutable while published).
     #[inline(always)]
-    pub(crate) fn from_written(start: usize, end: usize) -> Self {
-        // INVARIANT: end is forced above start.
-        Self { start, end: end.max(start.saturating_add(1)) }
+    pub(crate) fn from_written_len(start: usize, len: usize) -> Self {
+        debug_assert!(len > 0 && start.checked_add(len).is_some());
+        // INVARIANT: the entry was written from a valid range.
+        Self { start, end: start.wrapping_add(len) }
     }
 
     /// The first address (the function's entry).

@@ -118,7 +118,7 @@ impl<'a> IndexEntry<'a> {
     #[inline(always)]
     fn read_known(&self, start: usize, len: usize) -> Hit<'a> {
         Hit {
-            range: CodeRange::from_written(start, start.saturating_add(len)),
+            range: CodeRange::from_written_len(start, len),
             slot: SlotId(self.slot.load(Ordering::Relaxed)),
             node: self.node.load(Ordering::Relaxed),
         }
@@ -378,9 +378,10 @@ impl<'a> Version<'a, '_> {
         } else {
             self.crowded_rank(segment, word, slot, addr)?
         };
-        // `rank` ranges start at or before `addr`; with none, range 0 starts after it and
-        // the compare below rejects it.
-        let entry = self.entries.get(rank.saturating_sub(1))?;
+        // `rank` ranges start at or before `addr`, so the candidate is range `rank − 1`; with
+        // none (rank 0) the index wraps past the version and `get` answers the miss, with the
+        // bounds check it makes anyway.
+        let entry = self.entries.get(rank.wrapping_sub(1))?;
         let (start, len) = (entry.start(), entry.len() as usize);
         (addr.wrapping_sub(start) < len).then(|| entry.read_known(start, len))
     }
