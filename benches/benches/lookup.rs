@@ -27,7 +27,7 @@ use livepatch_benches::layout::{self, Rng};
 use livepatch_benches::real::{KernelText, GROUP_BPF, GROUP_TCP};
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::patch::FuncNode;
-use livepatch_core::patched_set::{Hit, IndexEntry, LookupMode, PatchedSet};
+use livepatch_core::patched_set::{Hit, IndexEntry, LookupMode, PatchedSet, WINDOW};
 use livepatch_core::{CodeAddr, CodeRange, TaskPatchState};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -198,10 +198,10 @@ fn bench(c: &mut Criterion) {
             ends: ends.clone(),
             records: records.clone(),
         })));
-        // Buffers of 2N entries like the live index's (no headroom).
+        // Buffers of 2N entries and the window's sentinels, like the live index's.
         let forced = |mode| {
             let buffer = || -> &'static [IndexEntry<'static>] {
-                (0..2 * n).map(|_| IndexEntry::new()).collect::<Vec<_>>().leak()
+                (0..2 * n + WINDOW).map(|_| IndexEntry::new()).collect::<Vec<_>>().leak()
             };
             // Leaked, as the live index is static: the published version points into it.
             let forced: &'static PatchedSet<'static> =

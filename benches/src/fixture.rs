@@ -6,7 +6,7 @@ use crate::layout;
 use crate::leak;
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::model::SwitchPoints;
-use livepatch_core::patched_set::IndexEntry;
+use livepatch_core::patched_set::{IndexEntry, WINDOW};
 use livepatch_core::transition::Progress;
 use livepatch_core::{CodeRange, Engine, Func, Live, Object, ObjectId, Patch, PatchId, Policy};
 
@@ -30,7 +30,8 @@ impl Fixture {
     /// variants stacked, over `tasks`.
     pub fn new(funcs: usize, depth: usize, policy: Policy, tasks: Vec<BenchTask>) -> Self {
         let slots: Vec<FuncSlot<'static>> = (0..funcs).map(|_| FuncSlot::new()).collect();
-        let ranges = funcs * (1 + depth);
+        // Room for the ranges and the index's window sentinels (`PatchedSet::new`).
+        let ranges = funcs * (1 + depth) + WINDOW;
         let index = || -> &'static [IndexEntry<'static>] {
             Box::leak((0..ranges).map(|_| IndexEntry::new()).collect::<Vec<_>>().into_boxed_slice())
         };

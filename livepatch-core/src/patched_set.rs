@@ -39,7 +39,11 @@
 //! segment, lands on the sentinel); the bucket's rank `r`; then `r` plus, for the next
 //! [`WINDOW`] ranges, whether each starts at or before the address (ranges past the bucket
 //! start after it and add nothing) is the number of ranges starting at or before the address.
-//! The last of those is the only candidate, and one compare with its end decides.
+//! The last of those is the only candidate, and one compare with its end decides. A window
+//! near the version's end reads up to [`WINDOW`] entries past it: the writer makes them
+//! sentinels (a start of `usize::MAX`) where the buffer has them, so the window needs no clamp;
+//! a version that leaves its buffer fewer free entries takes a cold, clamped path in those
+//! last buckets (correct, slower).
 //!
 //! A bucket holding more than [`WINDOW`] starts (a cluster of tiny functions, as the
 //! `bpf_lsm_*` stubs: hundreds of 12–16-byte functions in a few KiB) is flagged, a branch that
@@ -122,6 +126,14 @@ impl<'a> IndexEntry<'a> {
             slot: SlotId(self.slot.load(Ordering::Relaxed)),
             node: self.node.load(Ordering::Relaxed),
         }
+    }
+
+    /// Makes the entry a window sentinel: a start after every address (see [`window_rank`]).
+    fn write_sentinel(&self) {
+        self.start.store(usize::MAX, Ordering::Relaxed);
+        self.len.store(0, Ordering::Relaxed);
+        self.slot.store(0, Ordering::Relaxed);
+        self.node.store(None, Ordering::Relaxed);
     }
 
     /// Writes `hit`, whose range is at most `u32::MAX` bytes long (checked by the caller).
@@ -374,7 +386,7 @@ impl<'a> Version<'a, '_> {
         let slot = segment.first_slot.load(Ordering::Relaxed) as usize + bucket;
         let word = directory_slot(self.buffer, slot)?.load(Ordering::Relaxed);
         let rank = if word & OVERFLOW == 0 {
-            window_rank(self.entries, word as usize, addr)
+            window_rank(self.entries, self.buffer, word as usize, addr)
         } else {
             self.crowded_rank(segment, word, slot, addr)?
         };
@@ -410,21 +422,38 @@ impl Version<'_, '_> {
         let sub_slot = first + offset.wrapping_shr(shift.wrapping_sub(order));
         let sub_word = directory_slot(self.buffer, sub_slot)?.load(Ordering::Relaxed);
         Some(if sub_word & OVERFLOW == 0 {
-            window_rank(self.entries, sub_word as usize, addr)
+            window_rank(self.entries, self.buffer, sub_word as usize, addr)
         } else {
             search_bucket(self.entries, self.buffer, sub_word, sub_slot, addr)
         })
     }
 }
 
-/// The number of the sorted `entries` starting at or before `addr`, given `first`, the rank
-/// of the first range of the (sub-)bucket holding `addr`, whose bucket holds at most
-/// [`WINDOW`] starts: `first` plus whether each of the next ranges starts at or before `addr`
-/// (those past the bucket start after it). Near the end the window moves back to stay inside
-/// the version; the ranges it then covers before the bucket start before `addr`, so the count
-/// is the same.
+/// The number of the sorted `entries` (a version in `buffer`) starting at or before `addr`,
+/// given `first`, the rank of the first range of the (sub-)bucket holding `addr`, whose bucket
+/// holds at most [`WINDOW`] starts: `first` plus whether each of the next [`WINDOW`] entries
+/// starts at or before `addr` (ranges past the bucket start after it; the entries past the
+/// version are the writer's sentinels, which start at `usize::MAX`, after every address a
+/// range can contain).
+///
+/// Reading past the version keeps the window unclamped, so the rank is one add and four
+/// compares after the directory's load (a clamp to the version's end cost 0.2–0.5 ns per
+/// lookup: BENCHMARKS.md section 2). Only where the buffer has no room for a sentinel the
+/// window would need (a version leaving fewer than [`WINDOW`] entries of its buffer free) does
+/// the lookup take the cold path, which clamps.
 #[inline(always)]
-fn window_rank(entries: &[IndexEntry<'_>], first: usize, addr: usize) -> usize {
+fn window_rank(entries: &[IndexEntry<'_>], buffer: &[IndexEntry<'_>], first: usize, addr: usize) -> usize {
+    match buffer.get(first..first + WINDOW) {
+        Some(window) => first + window.iter().map(|e| (e.start() <= addr) as usize).sum::<usize>(),
+        None => window_rank_clamped(entries, first, addr),
+    }
+}
+
+/// [`window_rank`] without sentinels: the window moved back to stay inside the version (the
+/// ranges it then covers before the bucket start before `addr`, so the count is the same).
+#[cold]
+#[inline(never)]
+fn window_rank_clamped(entries: &[IndexEntry<'_>], first: usize, addr: usize) -> usize {
     let from = first.min(entries.len().saturating_sub(WINDOW));
     match entries.get(from..from + WINDOW) {
         Some(window) => from + window.iter().map(|e| (e.start() <= addr) as usize).sum::<usize>(),
@@ -564,6 +593,10 @@ pub struct PatchedSet<'a> {
 impl<'a> PatchedSet<'a> {
     const_fn! {
         /// An empty index over two buffers (a version holds at most the smaller one's length).
+        ///
+        /// Size each buffer [`WINDOW`] entries above the largest version it will hold:
+        /// lookups in the last buckets of a version that leaves less room take a slower path
+        /// (see the [module documentation](self)).
         pub fn new(a: &'a [IndexEntry<'a>], b: &'a [IndexEntry<'a>]) -> Self {
             Self {
                 buffers: [BufferVersion::new(a), BufferVersion::new(b)],
@@ -740,6 +773,10 @@ impl<'a> PatchedSet<'a> {
                 return Err(IndexError::Overlap(a.range, b.range));
             }
         }
+        // The window of a bucket near the version's end reads up to `WINDOW` entries past it
+        // (a bucket after the last start has the version's length as its rank), where the
+        // buffer has them.
+        buf.iter().skip(len).take(WINDOW).for_each(IndexEntry::write_sentinel);
         build_directory(buf, len, &next.segments);
         next.entries.store(len, Ordering::Relaxed);
         next.search.store(self.forced.unwrap_or(LookupMode::choose(len)) == LookupMode::Search, Ordering::Relaxed);
@@ -1236,6 +1273,49 @@ mod tests {
                 check(addr);
             }
         });
+    }
+
+    /// Slots claiming `ranges`, one each.
+    fn claimed(ranges: &[CodeRange]) -> Vec<FuncSlot<'_>> {
+        let slots: Vec<FuncSlot<'_>> = ranges.iter().map(|_| FuncSlot::new()).collect();
+        for (slot, &range) in slots.iter().zip(ranges) {
+            slot.claim(range, crate::ObjectId(0));
+        }
+        slots
+    }
+
+    /// A version smaller than the one its buffer held before: the entries past it are stale
+    /// (with lower starts than every range of the new version), and the windows of its last
+    /// buckets read past its end. Checked in buffers with room for the sentinels, and in
+    /// buffers the version fills but for one or two entries or to the last (the clamped path).
+    #[test]
+    fn windows_past_a_smaller_version_never_count_stale_entries() {
+        let low: Vec<CodeRange> = (0..90).map(|i| r(0x10_000 + i * 0x100, 0x80)).collect();
+        // The last range is long: addresses in its tail lie in buckets after the last start,
+        // whose rank is the version's length, so their windows lie wholly past the version.
+        let high: Vec<CodeRange> =
+            (0..10).map(|i| r(0x90_0000 + i * 0x40, if i == 9 { 0x4000 } else { 0x30 })).collect();
+        let all = [&low[..], &high[..]].concat();
+        // What each buffer held before: low starts at the small version's indices 10 and up.
+        for capacity in [128, 14, 13, 12, 11, 10] {
+            let before = if capacity == 128 { &all[..] } else { &low[..capacity] };
+            let (old, small) = (claimed(before), claimed(&high));
+            let a: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
+            let b: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
+            let set = PatchedSet::with_mode(&a, &b, LookupMode::Directory);
+            set.rebuild(&old, || {}).unwrap();
+            set.rebuild(&old, || {}).unwrap();
+            set.rebuild(&small, || {}).unwrap(); // in `a` again
+            assert_eq!(set.len(), 10);
+            for range in &high {
+                let (s, e) = (range.start().get(), range.end().get());
+                for addr in [s - 1, s, s + 1, s + 0x800, s + 0x2000, e - 1, e, e + 0x10] {
+                    let got = set.lookup(CodeAddr(addr)).map(|h| h.range);
+                    assert_eq!(got, reference(&high, addr), "capacity {capacity}: lookup({addr:#x})");
+                }
+            }
+            assert!(set.lookup(CodeAddr(usize::MAX)).is_none());
+        }
     }
 
     #[test]

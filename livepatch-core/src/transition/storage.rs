@@ -2,7 +2,9 @@ use crate::func_stack::FuncSlot;
 use crate::patched_set::IndexEntry;
 
 /// Caller-provided memory for an engine: `SLOTS` original functions and `RANGES` index entries
-/// per version (each original and each variant on a stack takes one).
+/// per version (each original and each variant on a stack takes one; lookups are fastest with
+/// [`WINDOW`](crate::patched_set::WINDOW) entries to spare, see
+/// [`PatchedSet::new`](crate::patched_set::PatchedSet::new)).
 ///
 /// Put it in a `static`, a `Box`, or on a long-lived stack frame; then build a
 /// [`Live`](super::Live) over it with [`Live::new`](super::Live::new).
