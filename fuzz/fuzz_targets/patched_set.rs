@@ -139,7 +139,7 @@ fn run(input: &Input) {
                     let side_want = side_published.iter().find(|x| x.contains(a));
                     assert_eq!(side.lookup(a).map(|h| h.range), side_want.copied(), "side lookup({a:?})");
                     if let Some(hit) = got {
-                        let orig = live.slots()[hit.slot.0 as usize].original().expect("hit on a free slot");
+                        let orig = live.slots()[hit.slot().0 as usize].original().expect("hit on a free slot");
                         match hit.node {
                             None => assert_eq!(orig, hit.range),
                             Some(node) => {

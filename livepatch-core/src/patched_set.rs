@@ -121,11 +121,11 @@ impl<'a> IndexEntry<'a> {
     /// [`read`](Self::read) with the start and length already loaded.
     #[inline(always)]
     fn read_known(&self, start: usize, len: usize) -> Hit<'a> {
-        Hit {
-            range: CodeRange::from_written_len(start, len),
-            slot: SlotId(self.slot.load(Ordering::Relaxed)),
-            node: self.node.load(Ordering::Relaxed),
-        }
+        Hit::new(
+            CodeRange::from_written_len(start, len),
+            SlotId(self.slot.load(Ordering::Relaxed)),
+            self.node.load(Ordering::Relaxed),
+        )
     }
 
     /// Makes the entry a window sentinel: a start after every address (see [`window_rank`]).
@@ -140,7 +140,7 @@ impl<'a> IndexEntry<'a> {
     fn write(&self, hit: &Hit<'a>) {
         self.start.store(hit.range.start().get(), Ordering::Relaxed);
         self.len.store(u32::try_from(hit.range.len()).unwrap_or(u32::MAX), Ordering::Relaxed);
-        self.slot.store(hit.slot.0, Ordering::Relaxed);
+        self.slot.store(hit.slot().0, Ordering::Relaxed);
         self.node.store(hit.node, Ordering::Relaxed);
     }
 
@@ -178,10 +178,23 @@ impl fmt::Debug for IndexEntry<'_> {
 pub struct Hit<'a> {
     /// The range that contains the address.
     pub range: CodeRange,
-    /// The original function's slot.
-    pub slot: SlotId,
     /// The variant whose code this is; `None` for the original function's own code.
     pub node: Option<&'a FuncNode<'a>>,
+    /// The original function's slot, widened: a hit is written in whole words.
+    slot: u64,
+}
+
+impl<'a> Hit<'a> {
+    /// The hit on `range`, code of `slot`'s original (`node` `None`) or of `node`.
+    pub(crate) const fn new(range: CodeRange, slot: SlotId, node: Option<&'a FuncNode<'a>>) -> Self {
+        Self { range, node, slot: slot.0 as u64 }
+    }
+
+    /// The original function's slot.
+    #[inline(always)]
+    pub const fn slot(&self) -> SlotId {
+        SlotId(self.slot as u32)
+    }
 }
 
 impl Hit<'_> {
@@ -190,7 +203,7 @@ impl Hit<'_> {
     pub fn is_away(&self, slots: &[FuncSlot<'_>]) -> bool {
         match self.node {
             Some(node) => node.away.load(Ordering::Relaxed),
-            None => slots.get(self.slot.0 as usize).is_some_and(|s| s.orig_away.load(Ordering::Relaxed)),
+            None => slots.get(self.slot as usize).is_some_and(|s| s.orig_away.load(Ordering::Relaxed)),
         }
     }
 }
@@ -199,7 +212,7 @@ impl fmt::Debug for Hit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hit")
             .field("range", &self.range)
-            .field("slot", &self.slot)
+            .field("slot", &self.slot())
             .field("variant", &self.node.is_some())
             .finish()
     }
@@ -754,8 +767,8 @@ impl<'a> PatchedSet<'a> {
                 continue;
             };
             let id = SlotId(i as u32);
-            let ranges = core::iter::once(Hit { range: orig, slot: id, node: None })
-                .chain(slot.iter().filter_map(|n| n.code.map(|c| Hit { range: c, slot: id, node: Some(n) })));
+            let ranges = core::iter::once(Hit::new(orig, id, None))
+                .chain(slot.iter().filter_map(|n| n.code.map(|c| Hit::new(c, id, Some(n)))));
             for hit in ranges {
                 let entry = buf.get(len).filter(|_| len < capacity).ok_or(IndexError::Full { capacity })?;
                 if u32::try_from(hit.range.len()).is_err() {
@@ -1138,14 +1151,14 @@ mod tests {
         assert_eq!(starts, [0x1000, 0x3000, 0x9000, 0x9100]);
 
         let hit = set.lookup(CodeAddr(0x300f)).unwrap();
-        assert_eq!((hit.slot, hit.node.is_none()), (SlotId(0), true));
+        assert_eq!((hit.slot(), hit.node.is_none()), (SlotId(0), true));
         let hit = set.lookup(CodeAddr(0x913f)).unwrap();
-        assert_eq!(hit.slot, SlotId(2));
+        assert_eq!(hit.slot(), SlotId(2));
         assert!(core::ptr::eq(hit.node.unwrap(), &nodes[1]));
         assert!(set.lookup(CodeAddr(0x3010)).is_none());
         assert!(set.lookup(CodeAddr(0x0fff)).is_none());
         assert!(set.lookup(CodeAddr(usize::MAX)).is_none());
-        assert_eq!(set.first_overlap(r(0x2ff0, 0x11)).unwrap().slot, SlotId(0));
+        assert_eq!(set.first_overlap(r(0x2ff0, 0x11)).unwrap().slot(), SlotId(0));
         assert!(set.first_overlap(r(0x2ff0, 0x10)).is_none());
 
         // The second rebuild reuses the first buffer only after a grace period.
@@ -1513,7 +1526,7 @@ mod tests {
             set.rebuild(&slots, || {}).unwrap();
             assert_eq!(set.layout().mode, LookupMode::choose(n - 1));
             assert!(set.lookup(CodeAddr(0x10_0000)).is_none());
-            assert_eq!(set.lookup(CodeAddr(0x10_017f)).map(|h| h.slot), (n > 1).then_some(SlotId(1)));
+            assert_eq!(set.lookup(CodeAddr(0x10_017f)).map(|h| h.slot()), (n > 1).then_some(SlotId(1)));
         }
     }
 

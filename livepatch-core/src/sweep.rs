@@ -332,8 +332,8 @@ fn first_admitted_away_frame<W: StackWalker>(
 #[inline(never)]
 fn away_reason(live: &Live<'_>, addr: CodeAddr, frame: u32) -> Option<StallReason> {
     let hit = live.patched_set().lookup(addr).filter(|hit| hit.is_away(live.slots()))?;
-    let function = live.slots().get(hit.slot.0 as usize).and_then(|s| s.original()).unwrap_or(hit.range);
-    Some(StallReason::OnStack { slot: hit.slot, function, variant: hit.node.and_then(|n| n.code()), frame, addr })
+    let function = live.slots().get(hit.slot().0 as usize).and_then(|s| s.original()).unwrap_or(hit.range);
+    Some(StallReason::OnStack { slot: hit.slot(), function, variant: hit.node.and_then(|n| n.code()), frame, addr })
 }
 
 /// Checks `task` (whose stack cannot change meanwhile) and switches it if nothing it is

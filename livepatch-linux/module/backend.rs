@@ -92,7 +92,7 @@ fn inside_redirect(addr: usize) -> bool {
         return true;
     }
     hit.node.is_none()
-        && FENTRY_RET.get(hit.slot.0 as usize).is_some_and(|off| {
+        && FENTRY_RET.get(hit.slot().0 as usize).is_some_and(|off| {
             let off = off.load(Ordering::Relaxed) as usize;
             off != 0 && addr == start + off
         })

@@ -248,9 +248,9 @@ fn find_slot<'a>(live: &'a Live<'a>, old: CodeRange) -> Option<(SlotId, &'a Func
     // The index knows every published slot; slots claimed since the last publication are
     // found by a scan.
     if let Some(hit) = live.patched_set().lookup(old.start()) {
-        if let Some(slot) = slots.get(hit.slot.0 as usize) {
+        if let Some(slot) = slots.get(hit.slot().0 as usize) {
             if hit.node.is_none() && hit.range == old && slot.original() == Some(old) {
-                return Some((hit.slot, slot));
+                return Some((hit.slot(), slot));
             }
         }
     }

@@ -304,7 +304,7 @@ impl<'a> Live<'a> {
     /// The slot whose original function starts at `entry` (a hook's address-to-slot lookup).
     pub fn slot_at(&self, entry: CodeAddr) -> Option<SlotId> {
         let hit = self.index.lookup(entry)?;
-        (hit.node.is_none() && hit.range.start() == entry).then_some(hit.slot)
+        (hit.node.is_none() && hit.range.start() == entry).then_some(hit.slot())
     }
 
     /// The code being switched away from that contains `addr`, if any.
