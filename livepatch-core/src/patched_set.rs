@@ -248,8 +248,9 @@ impl core::error::Error for IndexError {}
 
 /// The most segments a version's directory is split into.
 pub const SEGMENTS: usize = 4;
-/// The most starts a bucket holds for the branch-free lookup; a bucket with more is flagged
-/// and binary-searched.
+/// The most starts a bucket holds for the branch-free lookup (a bucket with more is flagged:
+/// it has a sub-directory or is binary-searched), and the entries a version's buffer should
+/// keep free past it for the window's sentinels.
 pub const WINDOW: usize = 4;
 /// Directory flag: the bucket holds more than [`WINDOW`] starts.
 const OVERFLOW: u32 = 1 << 31;
