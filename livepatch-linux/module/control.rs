@@ -18,10 +18,13 @@ use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::model::SwitchPoints;
 use livepatch_core::patch::FuncNode;
 use livepatch_core::sweep::{StallReason, Straggler};
+use livepatch_core::patched_set::WINDOW;
 use livepatch_core::transition::Progress;
 use livepatch_core::{CodeAddr, Engine, EngineStorage, Live, ObjectId, PatchState, Policy, Redirect, SlotId, TaskPatchState};
 
 const SLOTS: usize = 16;
+/// Index entries per version; the buffers hold `WINDOW` more, so that a full version keeps its
+/// lookups on the fast path (`PatchedSet::new`).
 const RANGES: usize = 64;
 const MAX_STALLS: usize = 16;
 
@@ -38,7 +41,7 @@ const POLICY: Policy = Policy {
     ..Policy::IMPROVED
 };
 
-static STORAGE: EngineStorage<'static, SLOTS, RANGES> = EngineStorage::new();
+static STORAGE: EngineStorage<'static, SLOTS, { RANGES + WINDOW }> = EngineStorage::new();
 static LIVE: Cell<Live<'static>> = Cell::new();
 static STATE: Cell<State> = Cell::new();
 static READY: AtomicBool = AtomicBool::new(false);

@@ -12,6 +12,7 @@ use crate::sys;
 use crate::threads::{self, KickResult};
 use livepatch_core::backend::Task;
 use livepatch_core::model::Model;
+use livepatch_core::patched_set::WINDOW;
 use livepatch_core::sweep::{PassSummary, Straggler};
 use livepatch_core::transition::Progress;
 use livepatch_core::{Engine, EngineStorage, Live, ObjectId, PatchId, PatchState, Policy};
@@ -22,7 +23,9 @@ use std::time::{Duration, Instant};
 
 /// Function slots (replaced functions) the runtime can hold at once.
 pub const SLOTS: usize = 256;
-/// Patched-set index entries per version.
+/// Patched-set index entries per version (each original function and each variant on a stack
+/// takes one); the index's buffers hold [`WINDOW`](livepatch_core::patched_set::WINDOW) more,
+/// so that a full version keeps its lookups on the fast path.
 pub const RANGES: usize = 1024;
 
 /// The policy the runtime uses unless told otherwise: the core's improved per-task model
@@ -147,7 +150,8 @@ impl Runtime {
         if policy.model == Model::StopTheWorld {
             crate::stop::install_stop_handler()?;
         }
-        let storage: &'static EngineStorage<'static, SLOTS, RANGES> = Box::leak(Box::new(EngineStorage::new()));
+        let storage: &'static EngineStorage<'static, SLOTS, { RANGES + WINDOW }> =
+            Box::leak(Box::new(EngineStorage::new()));
         let live: &'static Live<'static> = Box::leak(Box::new(Live::new(storage, policy)));
         let rt = Runtime {
             live,
