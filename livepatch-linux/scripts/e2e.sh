@@ -122,7 +122,9 @@ KSRC=$KC/linux-source-6.12
 KDIR=$KC/build
 
 step "kernel (cache key $KEY)"
-exec 9>"$CACHE_ROOT/.lock"
+# One lock per key: a run that finds its kernel built never waits for another key's build (CI
+# builds the CONFIG_PREEMPT kernel in the background while the first kernel's guests run).
+exec 9>"$CACHE_ROOT/$KEY.lock"
 flock 9
 if [ -f "$KC/.complete" ]; then
     echo "kernel: cached at $KC"
