@@ -147,17 +147,16 @@ impl TaskPatchState {
     /// Puts the task in `state` with nothing pending (transition init and completion), in a
     /// new generation: a switch decided on any earlier snapshot fails.
     ///
+    /// A load and a store, not a compare-and-swap: only the engine writes a generation, and
+    /// it calls this under its own serialisation; a concurrent switch or fork copy keeps the
+    /// generation, so whatever lands between the two, the word ends as `(state, state, g + 1)`
+    /// for the generation `g` every earlier snapshot has.
+    ///
     /// `Relaxed`: published to handlers by the later `Release` store of the transition flag
     /// (init) or by the grace period that follows clearing it (completion).
     pub fn reset(&self, state: PatchState) {
-        let mut cur = self.0.load(Ordering::Relaxed);
-        loop {
-            let word = TaskWord { state, target: state, ..TaskWord::from_bits(cur) }.next_generation();
-            match self.0.compare_exchange_weak(cur, word.bits(), Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(now) => cur = now,
-            }
-        }
+        let cur = TaskWord::from_bits(self.0.load(Ordering::Relaxed));
+        self.0.store(TaskWord { state, target: state, ..cur }.next_generation().bits(), Ordering::Relaxed);
     }
 
     /// Puts back a word read earlier, generation included: for a simulator that undoes a
