@@ -52,13 +52,23 @@ impl fmt::Display for PatchState {
     }
 }
 
-/// A snapshot of a task's word: its universe and the transition's target for it.
+/// A snapshot of a task's word: its universe, the transition's target for it, and the word's
+/// generation.
+///
+/// The generation (the word's upper 28 bits) changes with every engine write that makes a
+/// decision taken on an earlier snapshot wrong — [`TaskPatchState::reset`] (transition init
+/// and completion) and [`TaskPatchState::clear_pending`] (reversal) — so a switch from a
+/// snapshot taken before either fails even when state and target came back to the same
+/// values (a check preempted across two reversals, or across the end of one transition and
+/// the start of the next, would otherwise switch on a walk made against another transition's
+/// code).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskWord {
     /// The universe the task runs now.
     pub state: PatchState,
     /// The universe it must reach; equal to `state` when it is not pending.
     pub target: PatchState,
+    generation: u32,
 }
 
 impl TaskWord {
@@ -69,13 +79,25 @@ impl TaskWord {
     }
 
     const fn bits(self) -> u32 {
-        self.state as u32 | (self.target as u32) << 2
+        self.state as u32 | (self.target as u32) << 2 | self.generation << GENERATION_SHIFT
     }
 
     const fn from_bits(bits: u32) -> TaskWord {
-        TaskWord { state: PatchState::from_bits(bits), target: PatchState::from_bits(bits >> 2) }
+        TaskWord {
+            state: PatchState::from_bits(bits),
+            target: PatchState::from_bits(bits >> 2),
+            generation: bits >> GENERATION_SHIFT,
+        }
+    }
+
+    /// The same word in the next generation.
+    const fn next_generation(self) -> TaskWord {
+        TaskWord { generation: self.generation.wrapping_add(1) & (u32::MAX >> GENERATION_SHIFT), ..self }
     }
 }
+
+/// Where the generation starts in the word (below: state and target, two bits each).
+const GENERATION_SHIFT: u32 = 4;
 
 /// The success ordering of [`TaskPatchState::try_switch`]. A test-only build
 /// (`--cfg livepatch_weak_ordering`) weakens it to `Acquire` so the loom models can show that
@@ -122,12 +144,26 @@ impl TaskPatchState {
         self.load(Ordering::Relaxed).pending()
     }
 
-    /// Puts the task in `state` with nothing pending (transition init and completion).
+    /// Puts the task in `state` with nothing pending (transition init and completion), in a
+    /// new generation: a switch decided on any earlier snapshot fails.
+    ///
+    /// A load and a store, not a compare-and-swap: only the engine writes a generation, and
+    /// it calls this under its own serialisation; a concurrent switch or fork copy keeps the
+    /// generation, so whatever lands between the two, the word ends as `(state, state, g + 1)`
+    /// for the generation `g` every earlier snapshot has.
     ///
     /// `Relaxed`: published to handlers by the later `Release` store of the transition flag
     /// (init) or by the grace period that follows clearing it (completion).
     pub fn reset(&self, state: PatchState) {
-        self.0.store(TaskWord { state, target: state }.bits(), Ordering::Relaxed);
+        let cur = TaskWord::from_bits(self.0.load(Ordering::Relaxed));
+        self.0.store(TaskWord { state, target: state, ..cur }.next_generation().bits(), Ordering::Relaxed);
+    }
+
+    /// Puts back a word read earlier, generation included: for a simulator that undoes a
+    /// switch to replay it later with [`try_switch`](Self::try_switch) (a delayed write). An
+    /// engine or a backend has no use for it.
+    pub fn restore(&self, word: TaskWord) {
+        self.0.store(word.bits(), Ordering::Relaxed);
     }
 
     /// Makes `target` the universe the task must reach, keeping its current state.
@@ -166,16 +202,17 @@ impl TaskPatchState {
         if !seen.pending() {
             return None;
         }
-        let new = TaskWord { state: seen.target, target: seen.target };
+        let new = TaskWord { state: seen.target, ..seen };
         self.0.compare_exchange(seen.bits(), new.bits(), SWITCH_ORDER, Ordering::Relaxed).ok().map(|_| seen.target)
     }
 
     /// Makes the task not pending, keeping its state (the first step of a reversal, the
-    /// kernel's clearing of `TIF_PATCH_PENDING`).
+    /// kernel's clearing of `TIF_PATCH_PENDING`), in a new generation: a switch decided on an
+    /// earlier snapshot fails even once the task is retargeted to the same direction again.
     pub fn clear_pending(&self) {
         let mut cur = self.0.load(Ordering::Relaxed);
         loop {
-            let mut word = TaskWord::from_bits(cur);
+            let mut word = TaskWord::from_bits(cur).next_generation();
             word.target = word.state;
             match self.0.compare_exchange_weak(cur, word.bits(), Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
@@ -255,6 +292,26 @@ mod tests {
         assert_eq!(t.try_switch(seen), None);
         assert_eq!(t.state(), PatchState::Unpatched);
         assert!(!t.pending());
+    }
+
+    #[test]
+    fn a_decision_from_before_two_reversals_fails() {
+        let t = TaskPatchState::new();
+        t.reset(PatchState::Unpatched);
+        t.retarget(PatchState::Patched);
+        let seen = t.load(Ordering::Relaxed);
+        for target in [PatchState::Unpatched, PatchState::Patched] {
+            t.clear_pending();
+            t.retarget(target);
+        }
+        assert_eq!((t.state(), t.pending()), (PatchState::Unpatched, true), "same state and target as `seen`");
+        assert_eq!(t.try_switch(seen), None);
+        // The next transition starting from the same word: the same.
+        t.reset(PatchState::Idle);
+        t.reset(PatchState::Unpatched);
+        t.retarget(PatchState::Patched);
+        assert_eq!(t.try_switch(seen), None);
+        assert_eq!(t.try_switch(t.load(Ordering::Relaxed)), Some(PatchState::Patched));
     }
 
     #[test]

@@ -503,8 +503,7 @@ impl Machine {
                 };
                 let delay = o.check_ns.max(1) + if preempted { self.rng.range(1, self.cfg.slice_ns.max(1)) } else { 0 };
                 let task = &self.tasks[o.task as usize];
-                task.patch.reset(o.before.state);
-                task.patch.retarget(o.before.target);
+                task.patch.restore(o.before);
                 let id = self.late.len() as u32;
                 self.late.push(Some(o));
                 self.queue.push(self.now + delay, Event::LateSwitch { id });

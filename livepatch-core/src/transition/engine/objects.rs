@@ -6,7 +6,6 @@ use crate::backend::Scheduler;
 use crate::error::Error;
 use crate::ids::ObjectId;
 use crate::patch::{self, Object};
-use crate::state::PatchState;
 use crate::sync::Ordering;
 use crate::transition::Event;
 
@@ -24,6 +23,8 @@ impl<'a> Engine<'a> {
     pub fn object_coming<B: Backend>(&mut self, object: ObjectId, b: &B) -> Result<(), Error> {
         self.check_coming(object)?;
         let mut failure = None;
+        // Whether code of the coming object is being switched away from in the transition.
+        let mut away = false;
         let mut i = 0;
         while let Some(patch) = self.nth_patch(i) {
             i += 1;
@@ -54,14 +55,26 @@ impl<'a> Engine<'a> {
                         // `init_transition` (the task states it will read are already set).
                         f.node.transition.store(true, Ordering::Release);
                     }
-                    self.mark_away(patch, t.target);
+                    away = true;
                 }
                 _ => obj.post_patch(&self.context(patch, obj)),
             }
         }
-        if let Some(t) = self.transition {
-            if t.patch.is_replace() && t.target == PatchState::Patched {
+        if let Some(t) = self.transition.filter(|_| failure.is_none()) {
+            // A replace patch has nops while the patches it replaces are registered before it:
+            // from its enable until that transition completes, *in either direction* (the
+            // kernel allocates them in `klp_add_nops` when the patch is enabled, for every
+            // object of the patches it replaces, and `klp_module_coming` patches them whatever
+            // the direction). Not after: the disable of a replace patch, even reversed, has
+            // none, and a nop there would hide patches enabled after it.
+            if t.patch.is_replace() && self.patches.front().get().is_some_and(|p| !core::ptr::eq(p, t.patch)) {
                 self.add_nops(t.patch, Some(object));
+                away = true;
+            }
+            // After the nops: when patching, the code below each of them (a replaced patch's
+            // variant, which unpatched tasks run) is code being switched away from.
+            if away {
+                self.mark_away(t.patch, t.target);
             }
         }
         if failure.is_none() {
