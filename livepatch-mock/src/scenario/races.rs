@@ -1,0 +1,127 @@
+//! Scenarios where an operation races with a transition in progress: a module loading while an
+//! atomic replace is being enabled (and after that enable was reversed). A core that gets the
+//! replace patch's nops for the module wrong lets a task run two universes or be switched with
+//! replaced code on its stack; the oracle catches both.
+
+use super::build::*;
+use super::{Action, ObjectSpec, Params, PatchSpec, Scenario, ScenarioDef, Step};
+use crate::machine::code::{CodeBuilder, CodeError, Op, SleepFor, SleepKind};
+use livepatch_core::backend::TaskFlags;
+use livepatch_core::ObjectId;
+
+/// The race scenarios.
+pub const ALL: [ScenarioDef; 2] = [
+    ScenarioDef {
+        name: "late-module-replace",
+        group: "adversarial",
+        about: "a module loads while an atomic replace that drops a patch of it is being enabled: kthreads sleep in the replaced patch's variant of the module's function",
+        defaults: Params { tasks: 8, cpus: 4, seed: 1 },
+        build: late_module_replace,
+    },
+    ScenarioDef {
+        name: "late-module-replace-reversed",
+        group: "adversarial",
+        about: "the same module loads after the atomic replace's enable was reversed: kthreads still in the replace patch's universe call the module's function",
+        defaults: Params { tasks: 8, cpus: 4, seed: 1 },
+        build: late_module_replace_reversed,
+    },
+];
+
+/// The module both scenarios load late.
+pub const MODULE: ObjectId = ObjectId(1);
+
+/// Patch 0 patches the module's `mod_wait` (the module is not loaded: nothing to do yet);
+/// patch 1, an atomic replace, patches only `dev_wait` of the core kernel, so it drops patch
+/// 0's `mod_wait`. Kthreads loop over `dev_wait` and `mod_wait` (both sleep, uninterruptibly)
+/// and an interruptible sleep of their own, where the sweep can switch them; one more kthread
+/// sleeps 50–100 ms at a time in `dev_hold`, which the replace patches too, so the replace's
+/// enable lasts that long.
+fn base(def: usize, p: &Params, script: Vec<Step>) -> Result<Scenario, CodeError> {
+    let mut b = CodeBuilder::new();
+    kernel(&mut b, (10 * MS, 100 * MS), (MS, 2 * MS));
+    let wait_body = vec![
+        Op::Work(US, 3 * US),
+        Op::Sleep(SleepKind::Uninterruptible, SleepFor::Between(MS, 3 * MS)),
+        Op::Work(US, 2 * US),
+    ];
+    let dev_wait = b.func("dev_wait", wait_body.clone());
+    let mod_wait = b.declare("mod_wait", MODULE);
+    b.define(mod_wait, wait_body.clone());
+    let main = b.func(
+        "mod_worker",
+        vec![
+            Op::Call(dev_wait),
+            Op::Call(mod_wait),
+            Op::Sleep(SleepKind::Interruptible, SleepFor::Between(MS, 3 * MS)),
+            Op::Loop,
+        ],
+    );
+    // One more kthread holds the replace's enable open: it sleeps long in `dev_hold`.
+    let hold_body = vec![Op::Sleep(SleepKind::Uninterruptible, SleepFor::Between(50 * MS, 100 * MS))];
+    let dev_hold = b.func("dev_hold", hold_body.clone());
+    let holder = b.func(
+        "holder",
+        vec![Op::Call(dev_hold), Op::Sleep(SleepKind::Interruptible, SleepFor::Between(MS, 3 * MS)), Op::Loop],
+    );
+    let mod_wait_0 = b.variant(mod_wait, 0, wait_body.clone());
+    let dev_wait_1 = b.variant(dev_wait, 1, wait_body);
+    let dev_hold_1 = b.variant(dev_hold, 1, hold_body);
+    let code = b.build()?;
+    let mut tasks: Vec<_> = (0..p.tasks.max(1)).map(|_| kthread(main, TaskFlags::empty())).collect();
+    tasks.push(kthread(holder, TaskFlags::empty()));
+    let patches = vec![
+        PatchSpec {
+            name: "mod-fix".into(),
+            objects: vec![ObjectSpec {
+                id: MODULE,
+                name: "mod".into(),
+                funcs: vec![(mod_wait, mod_wait_0)],
+                callbacks: false,
+                fail_pre_patch: None,
+            }],
+            ..Default::default()
+        },
+        PatchSpec { replace: true, ..patch("cumulative", &[(dev_wait, dev_wait_1), (dev_hold, dev_hold_1)]) },
+    ];
+    Ok(Scenario {
+        name: ALL[def].name.into(),
+        about: ALL[def].about.into(),
+        code,
+        machine: config(p.cpus, p.seed),
+        tasks,
+        patches,
+        loaded: Vec::new(),
+        script,
+        limit_ns: 10 * S,
+        settle_ns: 10 * MS,
+    })
+}
+
+/// Patch 0, then the replace; the module loads 200 µs into the replace's transition, while
+/// kthreads sleeping in the original `dev_wait` hold it open. Woken, they call `mod_wait` in
+/// the start universe — patch 0's variant, below the replace patch's new nop — and sleep there:
+/// code being switched away from, which the sweep must not switch them on.
+fn late_module_replace(p: &Params) -> Result<Scenario, CodeError> {
+    let script = vec![
+        after(MS, Action::Enable(0)),
+        settled(MS, Action::Enable(1)),
+        after(200 * US, Action::Load(MODULE)),
+        settled(MS, Action::Nop),
+    ];
+    base(0, p, script)
+}
+
+/// Patch 0, then the replace, reversed 2.5 ms in (after three passes); the module loads 100 µs
+/// later. Kthreads the passes switched to the replace patch's universe and that sleep in its `dev_wait` stay
+/// there until they leave it; woken, they call `mod_wait`, which that universe runs as the
+/// original (the replace patch drops patch 0), not as patch 0's variant.
+fn late_module_replace_reversed(p: &Params) -> Result<Scenario, CodeError> {
+    let script = vec![
+        after(MS, Action::Enable(0)),
+        settled(MS, Action::Enable(1)),
+        after(2_500 * US, Action::Reverse),
+        after(100 * US, Action::Load(MODULE)),
+        settled(MS, Action::Nop),
+    ];
+    base(1, p, script)
+}
