@@ -1,7 +1,9 @@
 //! Races between an engine operation and a transition in progress, reproduced on the machine:
-//! each scenario runs a core bug's window often enough that the oracle caught the core before
-//! its fix, and the fixed core passes it with 0 violations.
+//! a module loading during an atomic replace (`de1b073`), a task's own check preempted while
+//! the engine moves on (`5e81f2e`). Each scenario runs the bug's window often enough that the
+//! oracle caught the core before the fix; the fixed core passes it with 0 violations.
 
+use livepatch_mock::backend::{BackendConfig, TaskWorkMode};
 use livepatch_mock::run::{run, RunResult};
 use livepatch_mock::scenario::{self, Scenario};
 
@@ -54,5 +56,50 @@ fn a_module_loading_after_a_reversed_replace_runs_the_replace_universe_in_it() {
         clean(&r);
         loaded_mid_transition(&r);
         assert!(r.transitions.iter().any(|t| t.patch == "cumulative" && t.reversed), "{:?}", r.transitions);
+    }
+}
+
+/// The io_uring waiters with their task-work callback preempted between every two frames of
+/// its check and before its switch (the Linux module's callback runs preemptible, outside
+/// any section the engine's grace period waits for).
+fn preempted(name: &str, seed: u64) -> Scenario {
+    let mut sc = build(name, seed);
+    sc.machine.backend = BackendConfig { task_work: TaskWorkMode::Preemptible, ..BackendConfig::default() };
+    sc
+}
+
+/// A run whose checks were preempted, some of them until their word had changed.
+fn raced(r: &RunResult) {
+    assert!(r.machine.task_work_preemptions > 0, "no check was preempted");
+    assert!(r.machine.task_work_raced > 0, "no switch from a changed word was refused");
+}
+
+/// `5e81f2e`, across a completion and the next enable: a check made against patch 1's
+/// enable (where the original `io_cqring_wait` is not being switched away from) switched,
+/// after patch 0's enable started, on the word it read before — bit for bit the new one
+/// without a generation (I2: "switched unpatched->patched at task-work with io_cqring_wait
+/// (code being switched away from) on the stack").
+#[test]
+fn a_task_work_check_preempted_across_a_completion_and_the_next_enable_does_not_switch() {
+    for policy in [linux_tuned(), livepatch_core::Policy::IMPROVED] {
+        for seed in 1..=4 {
+            let r = run(&preempted("preempted-task-work", seed), policy);
+            clean(&r);
+            raced(&r);
+        }
+    }
+}
+
+/// `5e81f2e`, across two reversals: the check looked at the original `io_cqring_wait` while
+/// the transition went the other way, and switched after the second reversal (I2, as above).
+#[test]
+fn a_task_work_check_preempted_across_two_reversals_does_not_switch() {
+    for policy in [linux_tuned(), livepatch_core::Policy::IMPROVED] {
+        for seed in 1..=4 {
+            let r = run(&preempted("preempted-task-work-reversed", seed), policy);
+            clean(&r);
+            raced(&r);
+            assert_eq!(r.transitions.iter().filter(|t| t.reversed).count(), 10, "{:?}", r.outcomes);
+        }
     }
 }
