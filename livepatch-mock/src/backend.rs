@@ -169,6 +169,13 @@ pub enum TaskWorkMode {
     /// *Unsound* (the module's bug before the fix): switch as if at exit to user mode — wrong
     /// where task work runs in kernel context (KVM guest entry, io_uring waits, io-wq).
     Blind,
+    /// *Unsound as a backend* (the Linux module's callback runs preemptible, outside any
+    /// section `Scheduler::synchronize` waits for): the self-check, preempted between every
+    /// two frames of its walk and between the walk and its switch. Each frame is checked
+    /// against the transition as it is when the task gets to it; the switch is the
+    /// compare-and-swap from the word read before the walk. Only the core's word can then
+    /// refuse a switch decided across a reversal or a completion (its generation, `5e81f2e`).
+    Preemptible,
 }
 
 /// The backend's choices: the sound ones by default; each unsound variant exists so the tests

@@ -65,6 +65,11 @@ impl Machine {
             if task.run != RunState::Running || self.cpus[cpu].current != Some(t as u32) {
                 return;
             }
+            if task.split_check.is_some() {
+                // Back on its CPU inside its task-work callback: the rest of its check.
+                self.continue_task_work(cpu, t, live, oracle);
+                continue;
+            }
             if let Some(h) = task.handler {
                 if self.cfg.handler_step_ns > 0 && !h.queued {
                     // The next step of the handler comes after an event boundary: an IPI
@@ -465,6 +470,11 @@ impl Machine {
             }
             TaskWorkMode::Blind => {
                 live.exit_to_user(&self.tasks[t].patch);
+            }
+            TaskWorkMode::Preemptible => {
+                // Its switch, if any, comes events later (`continue_task_work`).
+                self.start_preemptible_task_work(cpu, t, live, oracle);
+                return;
             }
         }
         self.note_switch(t, before, SwitchPoint::TaskWork, oracle);

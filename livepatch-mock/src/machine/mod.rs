@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod event;
 mod exec;
 pub mod heap;
+mod preempt;
 pub mod rng;
 mod sched;
 pub mod task;
@@ -229,6 +230,12 @@ pub struct MachineStats {
     pub switched_in_handler: u64,
     /// See [`Self::switched_in_handler`].
     pub switched_after_decision: u64,
+    /// Times a task-work callback was preempted in the middle of its check
+    /// ([`TaskWorkMode::Preemptible`](crate::backend::TaskWorkMode::Preemptible)).
+    pub task_work_preemptions: u64,
+    /// Of those checks, the ones whose switch failed: the word changed after the callback
+    /// read it.
+    pub task_work_raced: u64,
 }
 
 /// The machine.

@@ -165,6 +165,8 @@ pub struct SimTask {
     pub(crate) frozen_since: Option<u64>,
     /// Frozen inside its interruptible wait (`wait_event_freezable`), not taken off a CPU.
     pub(crate) frozen_in_sleep: bool,
+    /// Its task-work callback's check, preempted in the middle (`TaskWorkMode::Preemptible`).
+    pub(crate) split_check: Option<super::preempt::SplitCheck>,
     /// When its syscall in progress started (0: none).
     pub(crate) syscall_start: u64,
     /// CPU time taken from under it (IPIs, signals, the engine's work, its own walks, pauses)
@@ -207,6 +209,7 @@ impl SimTask {
             freezing: false,
             frozen_since: None,
             frozen_in_sleep: false,
+            split_check: None,
             syscall_start: 0,
             added_ns: 0,
         }

@@ -5,6 +5,7 @@ pub mod adversarial;
 pub mod build;
 pub mod data;
 pub mod parity;
+pub mod races;
 pub mod random;
 pub mod thread2014;
 pub mod workload;
@@ -150,6 +151,7 @@ pub fn all() -> Vec<ScenarioDef> {
     v.extend(thread2014::ALL);
     v.extend(data::ALL);
     v.extend(adversarial::ALL);
+    v.extend(races::ALL);
     v
 }
 
