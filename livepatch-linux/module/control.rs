@@ -293,6 +293,7 @@ const _: () = {
 /// only if the frames below are clean, or waits for the next kick.
 #[no_mangle]
 pub(crate) extern "C" fn lp_rs_exit_to_user(t: *mut TaskStruct, signal: bool, exiting: bool) {
+    shim::assert_switch_section();
     tasks::kick_done(t, signal);
     if exiting {
         return;
@@ -306,6 +307,7 @@ pub(crate) extern "C" fn lp_rs_exit_to_user(t: *mut TaskStruct, signal: bool, ex
 /// if nothing being switched away from is on it (the kernel's `klp_cond_resched()`).
 #[no_mangle]
 pub(crate) extern "C" fn lp_rs_cond_resched() {
+    shim::assert_switch_section();
     let t = shim::current();
     let Some(state) = tasks::lookup(t) else { return };
     if state.pending() {

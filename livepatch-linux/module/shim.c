@@ -1239,6 +1239,23 @@ int lp_shim_stop_machine(int (*fn)(void *), void *ctx)
 	return stop_machine(fn, ctx, NULL);
 }
 
+/*
+ * Every switch point a task runs on itself (the task-work callback, the cond_resched() hook)
+ * reads its word, walks its stack and compare-and-swaps from the word it read: it must run in
+ * a section lp_shim_synchronize() waits for -- preemption disabled, as the kernel's
+ * klp_update_patch_state() and __klp_sched_try_switch() -- or a reversal's grace period does
+ * not keep the check from spanning two reversals, after which the word is back to the state
+ * and target it read while the code it compared the stack with was the other direction's (the
+ * contract of livepatch_core's Live::task_work; the core's generation in the word refuses that
+ * switch too: livepatch-core/tests/stale_self_check.rs). Warns once otherwise (the e2e
+ * kernel has CONFIG_BUG, and its script fails on the "WARNING:"). preemptible() is 0 on a
+ * kernel without CONFIG_PREEMPT_COUNT, where nothing preempts the check.
+ */
+void lp_shim_assert_switch_section(void)
+{
+	WARN_ONCE(preemptible(), "livepatch_rs: a switch point runs preemptible");
+}
+
 void lp_shim_synchronize(void)
 {
 	/*

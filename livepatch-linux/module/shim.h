@@ -127,6 +127,7 @@ int lp_shim_on_cpu(u32 cpu, lp_cpu_cb fn, void *ctx);
 u32 lp_shim_nr_cpu_ids(void);
 bool lp_shim_cpu_online(u32 cpu);
 void lp_shim_synchronize(void);
+void lp_shim_assert_switch_section(void);
 void lp_shim_exit_barrier(void);
 void lp_shim_taint(void);
 u64 lp_shim_now_ns(void);

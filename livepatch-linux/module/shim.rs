@@ -141,6 +141,7 @@ extern "C" {
     pub(crate) fn lp_shim_nr_cpu_ids() -> u32;
     pub(crate) fn lp_shim_cpu_online(cpu: u32) -> bool;
     pub(crate) fn lp_shim_synchronize();
+    fn lp_shim_assert_switch_section();
     pub(crate) fn lp_shim_exit_barrier();
     pub(crate) fn lp_shim_taint();
     pub(crate) fn lp_shim_now_ns() -> u64;
@@ -267,6 +268,13 @@ pub(crate) fn stop_machine<R, F: FnOnce() -> R>(f: F) -> Option<R> {
     // force every backend's types to be `Sync`, the mock's are not).
     unsafe { lp_shim_stop_machine(tramp::<R, F>, (&raw mut c).cast()) };
     c.r
+}
+
+/// Warns once if the caller, a switch point a task runs on itself, is preemptible: it must run
+/// in a section the engine's grace period waits for (`Live::task_work`'s contract).
+pub(crate) fn assert_switch_section() {
+    // SAFETY: no preconditions.
+    unsafe { lp_shim_assert_switch_section() }
 }
 
 /// The current task.
