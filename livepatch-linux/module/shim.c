@@ -1115,8 +1115,21 @@ static void lp_task_work_fn(struct callback_head *head)
 {
 	struct lp_task_work *w = container_of(head, struct lp_task_work, cb);
 
-	/* From do_exit() the task still has kernel frames: not a switch point there. */
+	/*
+	 * Preemption disabled, as for the kernel's klp_update_patch_state() and
+	 * __klp_sched_try_switch(): the engine's grace period (lp_shim_synchronize(), in a
+	 * reversal and in lp_reap_fn()) must wait for this check. Preempted here (CONFIG_PREEMPT),
+	 * the check could read its word before two reversals and the away code between them, and
+	 * its compare-and-swap would have succeeded on the word come back to the same state and
+	 * target (the core's generation in the word now refuses it too:
+	 * livepatch-core/tests/stale_self_check.rs; a reversal unregisters no ftrace ops, so no
+	 * RCU-tasks grace period waits for it either); and stopping tracking could free current's
+	 * record while this callback still uses it.
+	 * From do_exit() the task still has kernel frames: not a switch point there.
+	 */
+	preempt_disable();
 	lp_rs_exit_to_user(current, w->signal, !!(current->flags & PF_EXITING));
+	preempt_enable();
 	kfree(w);
 	preempt_disable();
 	atomic_dec(&lp_works_pending);

@@ -264,6 +264,11 @@ scenario_stress() {
         echo 1 > $P/enabled || { failed "s7: cycle $n: enable refused"; ok=0; break; }
         # Every third cycle: reverse the enable 2 ms in (a plain disable if it already finished).
         [ $((n % 3)) = 0 ] && { usleep 2000; echo 0 > $P/enabled; }
+        # Every fifth other cycle: reverse the enable 2 ms in and that reversal 1 ms later (two
+        # reversals in a row: a task-work check preempted across both must not switch; see
+        # livepatch-core/tests/stale_self_check.rs -- only a preemptible kernel can hit it).
+        [ $((n % 3)) != 0 ] && [ $((n % 5)) = 2 ] \
+            && { usleep 2000; echo 0 > $P/enabled; usleep 1000; echo 1 > $P/enabled; }
         stress_wait $n enable || { ok=0; break; }
         val $P/enabled
         if [ "$V" = 1 ]; then

@@ -397,6 +397,14 @@ impl<'a> Live<'a> {
 
     /// The `cond_resched`-like self-check: the current task checks its own stack and switches
     /// if it can. Returns the verdict (`NotPending` also when the policy lacks the point).
+    ///
+    /// Call it inside a section the backend's [`Scheduler::synchronize`] waits for (in a
+    /// kernel: preemption disabled, as for the kernel's `__klp_sched_try_switch()`): a
+    /// reversal's grace period is what keeps a check from deciding on one direction's code and
+    /// switching in another's. The word's generation makes such a switch fail anyway (DESIGN.md,
+    /// "Per-task state"); the section also keeps the backend's own per-task data alive.
+    ///
+    /// [`Scheduler::synchronize`]: crate::backend::Scheduler::synchronize
     pub fn self_check<W: StackWalker>(&self, task: &W::Task, walker: &W) -> Verdict {
         if !self.policy.allows(SwitchPoints::SELF_CHECK) {
             return Verdict::NotPending;
@@ -411,6 +419,10 @@ impl<'a> Live<'a> {
     /// in io_uring's waits, by io-wq workers — with kernel frames on the stack. So the callback
     /// checks its own stack reliably and switches only if nothing being switched away from is
     /// on it. Enabled with [`SwitchPoints::EXIT_TO_USER`]; `NotPending` otherwise.
+    ///
+    /// Like [`self_check`](Self::self_check), call it inside a section the backend's
+    /// `Scheduler::synchronize` waits for (preemption disabled in a kernel: the kernel's
+    /// `klp_update_patch_state()` runs so).
     pub fn task_work<W: StackWalker>(&self, task: &W::Task, walker: &W) -> Verdict {
         if !self.policy.allows(SwitchPoints::EXIT_TO_USER) {
             return Verdict::NotPending;
