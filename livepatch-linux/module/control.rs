@@ -963,6 +963,10 @@ fn show(l: &Locked<'_>, st: &State, idx: usize, attr: u32, out: &mut Buf<'_>) ->
             }
             // SAFETY: no preconditions.
             writeln!(out, "task_records {} untracked_forks {}", tasks::count(), unsafe { shim::lp_shim_tasks_untracked() })?;
+            let mut possible = 0u32;
+            // SAFETY: `possible` is a valid u32 to write.
+            let idle = unsafe { shim::lp_shim_idle_records(&mut possible) };
+            writeln!(out, "idle_task_records {idle} of {possible} possible CPUs")?;
             // SAFETY: no preconditions.
             writeln!(out, "task_work_pending {}", unsafe { shim::lp_shim_works_pending() })
         }

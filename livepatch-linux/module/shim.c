@@ -868,6 +868,27 @@ out:
 	return ret;
 }
 
+/*
+ * How many possible CPUs' idle tasks have a record; *@possible: how many possible CPUs (the
+ * stats attribute's diagnostic: every one must be tracked, online or not, or a CPU brought
+ * online during a transition would run an idle task the transition cannot see).
+ */
+u32 lp_shim_idle_records(u32 *possible)
+{
+	u32 tracked = 0, n = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu) {
+		struct task_struct *t = lp_shim_idle_task(cpu);
+
+		n++;
+		if (t && lp_shim_task_rec(t))
+			tracked++;
+	}
+	*possible = n;
+	return tracked;
+}
+
 /* Forks since the last populate whose record could not be allocated. */
 int lp_shim_tasks_untracked(void)
 {

@@ -101,6 +101,7 @@ int lp_shim_tracking(bool on);
 void lp_shim_tasks_exit(void);
 int lp_shim_tasks_populate(void);
 int lp_shim_tasks_untracked(void);
+u32 lp_shim_idle_records(u32 *possible);
 u32 lp_shim_tasks_count(void);
 u32 lp_shim_tasks_next(bool restart, u32 max, struct task_struct **tasks, struct lp_task_rec **recs);
 void lp_shim_put_task(struct task_struct *t);

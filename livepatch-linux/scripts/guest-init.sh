@@ -706,6 +706,53 @@ scenario_tracking() {
         || failed "s18: task forked while tracking was off: patch_state '$st' (transition $held), read '$vals'"
 }
 
+# --- scenario 19: CPU hotplug during transitions ------------------------------------------------
+# Every possible CPU's idle task is a task of the transition, as in the kernel's
+# klp_try_complete_transition(): an offline CPU's idle task never returns into its stack (a CPU
+# coming back starts on a fresh one), so it is switched at once, under the hotplug lock; a CPU
+# brought online during a transition runs an idle task that was tracked from the start.
+scenario_hotplug() {
+    P=$LRS/lp_target
+    C1=/sys/devices/system/cpu/cpu1/online
+    [ -w $C1 ] || { failed "s19: cpu1 cannot be taken offline (no $C1)"; return; }
+    # A: cpu1's idle task switches during an enable held by the sleeper, then cpu1 goes offline
+    # and the enable is reversed: the reversal needs that idle task switched back.
+    echo hold > /proc/lp_target_ctl
+    wait_field sleeping 1 500 || { failed "s19: sleeper did not enter lp_target_sleep"; return; }
+    echo 1 > $P/enabled || { failed "s19: enable failed"; return; }
+    wait_field read 2 1000 || { failed "s19: patch did not take effect"; return; }
+    i=0; while grep -q swapper $P/stalls && [ $i -lt 500 ]; do usleep 10000; i=$((i+1)); done
+    stalls=$(tr '\n' ';' < $P/stalls)
+    echo 0 > $C1 || { failed "s19: taking cpu1 offline failed"; return; }
+    info "s19: cpu1 offline ($(cat /sys/devices/system/cpu/online) online) during the held enable; stalls before: $stalls"
+    echo 0 > $P/enabled || { failed "s19: reverse failed"; return; }
+    if wait_file $P/transition 0 1000 >/dev/null; then
+        pass "s19: a reversal with cpu1 offline completes (its idle task switched back at once)"
+    else
+        failed "s19: the reversal with cpu1 offline did not complete: $(tr '\n' ';' < $P/stalls)"
+        echo 1 > $P/force
+    fi
+    echo release > /proc/lp_target_ctl
+    wait_field sleeping 0 500
+    echo 1 > $C1 || { failed "s19: bringing cpu1 back failed"; return; }
+    # B: cpu1 offline when tracking starts (no hook is installed now), online during the enable.
+    echo 0 > $C1 || { failed "s19: taking cpu1 offline failed"; return; }
+    echo hold > /proc/lp_target_ctl
+    wait_field sleeping 1 500 || { failed "s19: sleeper did not enter lp_target_sleep"; return; }
+    echo 1 > $P/enabled || { failed "s19: enable failed"; return; }
+    wait_field read 2 1000 || { failed "s19: patch did not take effect"; return; }
+    echo 1 > $C1 || { failed "s19: bringing cpu1 online failed"; return; }
+    idle=$(sed -n 's/^idle_task_records //p' $P/stats)
+    [ "$idle" = "2 of 2 possible CPUs" ] \
+        && pass "s19: cpu1 offline when tracking started, online during the enable: idle task records $idle" \
+        || failed "s19: idle task records '$idle' after cpu1 came online during the enable"
+    echo release > /proc/lp_target_ctl
+    wait_file $P/transition 0 1000 >/dev/null && echo 0 > $P/enabled && wait_file $P/transition 0 1000 >/dev/null \
+        && wait_field read 1 500 \
+        && pass "s19: that enable completed and its disable too, cpu1 online ($(cat /sys/devices/system/cpu/online))" \
+        || failed "s19: enable or disable after cpu1 came online did not complete: $(tr '\n' ';' < $P/stalls)"
+}
+
 # --- scenario 16: the kernel's own livepatch selftests ------------------------------------------
 # tools/testing/selftests/livepatch of v6.12: its scripts (only the sysfs root adapted) and its
 # test modules (built against include/livepatch_rs.h), run with bash, GNU tools and kmod. Each
@@ -748,7 +795,7 @@ case "$ONLY" in
         echo 0 > $LRS/cmdline/enabled; wait_file $LRS/cmdline/transition 0 3000 >/dev/null
         say "EXPECT $((EXPECT + 1))"
         finish ;;
-    stress|threads|storm|dist|late|modules|rust|sysfs|selftests|tracking)
+    stress|threads|storm|dist|late|modules|rust|sysfs|selftests|tracking|hotplug)
         expect 1
         insmod $M/livepatch_rs.ko && pass "livepatch_rs.ko loaded" || failed "insmod livepatch_rs.ko"
         case "$ONLY" in
@@ -762,6 +809,7 @@ case "$ONLY" in
             sysfs) expect 4; scenario_sysfs ;;
             selftests) expect 7; scenario_selftests ;;
             tracking) expect 4; scenario_tracking ;;
+            hotplug) expect 3; scenario_hotplug ;;
         esac
         say "EXPECT $((EXPECT + 1))"
         finish ;;
@@ -786,6 +834,7 @@ if insmod $M/livepatch_rs.ko; then
     expect 4; scenario_rust_patch
     expect 4; scenario_sysfs
     expect 4; scenario_tracking
+    expect 3; scenario_hotplug
     if [ "$QUICK" = 0 ]; then
         expect 7; scenario_selftests
         expect 3; scenario_stress
