@@ -30,6 +30,11 @@ impl StackWalker for Walker {
     where
         F: FnMut(CodeAddr) -> ControlFlow<()>,
     {
+        if task.parked.get() {
+            // An offline CPU's idle task, held offline by `Sched::pin`: it never returns into
+            // its stack, so no frame of it can run code of either universe again.
+            return Ok(0);
+        }
         let mut n = 0usize;
         let mut too_deep = false;
         let mut in_redirect = false;
@@ -267,6 +272,21 @@ impl Scheduler for Sched {
         F: FnOnce(&LinuxTask) -> R,
     {
         if task.info.idle {
+            // An offline CPU's idle task looks running (on_cpu, parked in play_dead()) but
+            // never returns into its stack: checked with no frames, under the hotplug lock
+            // (`lp_shim_offline_idle`), as the kernel switches offline idle tasks at once.
+            let mut f = Some(f);
+            let parked = shim::if_offline_idle(task.info.cpu, |_| {
+                task.parked.set(true);
+                let r = f.take().map(|f| f(task));
+                task.parked.set(false);
+                r
+            });
+            if let Some(r) = parked.flatten() {
+                return Pinned::Checked(r);
+            }
+            // Online: `f` was not taken.
+            let Some(f) = f else { return Pinned::Running };
             // An idle task is always TASK_RUNNING, so pi_lock cannot hold it; it is switched
             // out only at schedule_idle() and runs again whenever its CPU has nothing else.
             // Under stop_machine() every CPU runs its stopper thread, so no idle task can run

@@ -825,7 +825,7 @@ static int lp_rec_adopt(struct task_struct *t, struct list_head *pool, u32 *have
 
 /*
  * Creates a record, with the word lp_rs_inherit(NULL, ...) gives, for every task on the task
- * list and each CPU's idle task that has none. Process context (allocates with GFP_KERNEL).
+ * list and each possible CPU's idle task that has none. Process context (allocates with GFP_KERNEL).
  */
 int lp_shim_tasks_populate(void)
 {
@@ -856,7 +856,12 @@ int lp_shim_tasks_populate(void)
 		for_each_process_thread(g, t)
 			missing += lp_rec_adopt(t, &pool, &have);
 		rcu_read_unlock();
-		for_each_online_cpu(cpu) {
+		/*
+		 * Every possible CPU's, as klp_try_complete_transition() visits them: a CPU brought
+		 * online during a transition then runs an idle task the transition sees (its idle
+		 * task exists from boot: idle_threads_init()).
+		 */
+		for_each_possible_cpu(cpu) {
 			t = lp_shim_idle_task(cpu);
 			if (t)
 				missing += lp_rec_adopt(t, &pool, &have);
@@ -1052,13 +1057,38 @@ void lp_shim_task_info(struct task_struct *t, struct lp_task_info *info)
 	info->tgid = t->tgid;
 	info->cpu = task_cpu(t);
 	info->kthread = !!(t->flags & PF_KTHREAD);
-	info->idle = !!(t->flags & PF_IDLE) || t == &init_task;
+	/* PF_IDLE is set when the idle task first runs: not yet on a CPU never brought online. */
+	info->idle = !!(t->flags & PF_IDLE) || t == &init_task || t == lp_shim_idle_task(task_cpu(t));
 	info->exiting = !!(t->flags & PF_EXITING) || t->exit_state;
 	info->on_cpu = READ_ONCE(t->on_cpu);
 	info->state = READ_ONCE(t->__state);
 	info->start_time = t->start_time;
 	memcpy(info->comm, t->comm, sizeof(info->comm));
 	info->comm[sizeof(info->comm) - 1] = 0;
+}
+
+/*
+ * Runs @fn with the idle task of @cpu if @cpu is offline, holding the CPU hotplug lock so that
+ * it stays offline meanwhile; LP_PIN_BUSY if @cpu is online. An offline CPU's idle task is
+ * parked in play_dead() (the hotplug lock's writer held it until the CPU reported dead) and
+ * never returns into that stack: a CPU brought up again starts its idle task on a fresh one
+ * (start_secondary(), cpu_startup_entry()). So until @cpu is back online the task runs no
+ * code of the patched set, and @fn may switch it without a stack -- as the kernel's
+ * klp_try_complete_transition() switches offline idle tasks at once, under cpus_read_lock().
+ */
+int lp_shim_offline_idle(u32 cpu, lp_pin_cb fn, void *ctx)
+{
+	struct task_struct *t;
+	int ret = LP_PIN_BUSY;
+
+	cpus_read_lock();
+	if (cpu < nr_cpu_ids && cpu_possible(cpu) && !cpu_online(cpu)) {
+		t = lp_shim_idle_task(cpu);
+		if (t)
+			ret = fn(ctx, t);
+	}
+	cpus_read_unlock();
+	return ret;
 }
 
 /*

@@ -120,6 +120,7 @@ int lp_shim_hook_remove(u32 slot);
 struct task_struct *lp_shim_current(void);
 void lp_shim_task_info(struct task_struct *t, struct lp_task_info *info);
 int lp_shim_pin(struct task_struct *t, lp_pin_cb fn, void *ctx);
+int lp_shim_offline_idle(u32 cpu, lp_pin_cb fn, void *ctx);
 int lp_shim_walk(struct task_struct *t, lp_frame_cb cb, void *ctx);
 int lp_shim_kick_user(struct task_struct *t, bool signal);
 int lp_shim_works_pending(void);

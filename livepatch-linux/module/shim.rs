@@ -133,6 +133,7 @@ extern "C" {
     pub(crate) fn lp_shim_task_running(t: *mut TaskStruct) -> bool;
     pub(crate) fn lp_shim_idle_task(cpu: u32) -> *mut TaskStruct;
     fn lp_shim_pin(t: *mut TaskStruct, cb: PinCb, ctx: *mut c_void) -> c_int;
+    fn lp_shim_offline_idle(cpu: u32, cb: PinCb, ctx: *mut c_void) -> c_int;
     fn lp_shim_walk(t: *mut TaskStruct, cb: FrameCb, ctx: *mut c_void) -> c_int;
     pub(crate) fn lp_shim_kick_user(t: *mut TaskStruct, signal: bool) -> c_int;
     pub(crate) fn lp_shim_works_pending() -> c_int;
@@ -204,6 +205,33 @@ pub(crate) fn pin<R, F: FnOnce(*mut TaskStruct) -> R>(t: *mut TaskStruct, f: F) 
     // SAFETY: the trampoline matches `ctx`'s type; the shim calls it at most once, on this
     // CPU, during this call; `t` is the caller's live task (its contract).
     let ret = unsafe { lp_shim_pin(t, tramp::<R, F>, (&raw mut c).cast()) };
+    if ret == LP_PIN_BUSY {
+        None
+    } else {
+        c.r
+    }
+}
+
+/// Runs `f` with the idle task of `cpu` if `cpu` is offline, the CPU hotplug lock held so that
+/// it stays offline meanwhile (`lp_shim_offline_idle`: such a task never returns into its
+/// stack); `None` if `cpu` is online.
+pub(crate) fn if_offline_idle<R, F: FnOnce(*mut TaskStruct) -> R>(cpu: u32, f: F) -> Option<R> {
+    struct Ctx<F, R> {
+        f: Option<F>,
+        r: Option<R>,
+    }
+    unsafe extern "C" fn tramp<R, F: FnOnce(*mut TaskStruct) -> R>(ctx: *mut c_void, t: *mut TaskStruct) -> c_int {
+        // SAFETY: `ctx` is the `&mut Ctx` passed below, alive for the whole call.
+        let c = unsafe { &mut *ctx.cast::<Ctx<F, R>>() };
+        if let Some(f) = c.f.take() {
+            c.r = Some(f(t));
+        }
+        0
+    }
+    let mut c = Ctx { f: Some(f), r: None };
+    // SAFETY: the trampoline matches `ctx`'s type; the shim calls it at most once, in this
+    // task, during this call.
+    let ret = unsafe { lp_shim_offline_idle(cpu, tramp::<R, F>, (&raw mut c).cast()) };
     if ret == LP_PIN_BUSY {
         None
     } else {

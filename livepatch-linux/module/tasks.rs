@@ -15,6 +15,7 @@
 //! patched universe of a transition that has not reached it.
 
 use crate::shim::{self, TaskInfo, TaskStruct};
+use core::cell::Cell;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use livepatch_core::backend::{Task, TaskFlags, TaskKind};
 use livepatch_core::{CpuId, PatchState, TaskId, TaskPatchState};
@@ -161,6 +162,9 @@ pub(crate) struct LinuxTask {
     pub(crate) ptr: *mut TaskStruct,
     pub(crate) info: TaskInfo,
     state: &'static TaskPatchState,
+    /// Set by [`crate::backend::Sched::pin`] while it holds an offline CPU's idle task (the
+    /// hotplug lock held): its stack is never returned into, so the walker reports it empty.
+    pub(crate) parked: Cell<bool>,
 }
 
 impl LinuxTask {
@@ -176,7 +180,7 @@ impl LinuxTask {
 
     /// Wraps `t` whose word is `state`.
     pub(crate) fn with_state(t: *mut TaskStruct, state: &'static TaskPatchState) -> LinuxTask {
-        LinuxTask { ptr: t, info: shim::task_info(t), state }
+        LinuxTask { ptr: t, info: shim::task_info(t), state, parked: Cell::new(false) }
     }
 }
 
