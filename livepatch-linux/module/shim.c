@@ -709,6 +709,15 @@ out:
 /* wake_up_new_task(child): the child inherits its parent's word before it first runs. */
 static struct ftrace_ops lp_fork_ops, lp_free_ops;
 
+/*
+ * Fault injection (as failslab, which the e2e kernel does not build): the next N record
+ * allocations of the fork hook fail, as a GFP_ATOMIC allocation may. Decremented under
+ * lp_table_lock; /sys/module/livepatch_rs/parameters/fail_fork_records (root only).
+ */
+static unsigned int lp_fail_fork_records;
+module_param_named(fail_fork_records, lp_fail_fork_records, uint, 0600);
+MODULE_PARM_DESC(fail_fork_records, "fault injection: fail the next N task-record allocations at fork");
+
 static void notrace lp_fork_handler(unsigned long ip, unsigned long parent_ip,
 				    struct ftrace_ops *fops, struct ftrace_regs *fregs)
 {
@@ -721,6 +730,11 @@ static void notrace lp_fork_handler(unsigned long ip, unsigned long parent_ip,
 		return;
 	r = kmalloc(sizeof(*r), GFP_ATOMIC | __GFP_NOWARN);
 	raw_spin_lock_irqsave(&lp_table_lock, flags);
+	if (r && READ_ONCE(lp_fail_fork_records)) {
+		WRITE_ONCE(lp_fail_fork_records, lp_fail_fork_records - 1);
+		kfree(r);
+		r = NULL;
+	}
 	if (!lp_rec_find(child)) {
 		if (r) {
 			r->task = child;

@@ -704,6 +704,36 @@ scenario_tracking() {
     [ "$st" = 1 ] && [ "$held" = 1 ] && case "$vals" in "2 "|"1 2 ") true ;; *) false ;; esac \
         && pass "s18: a task forked while tracking was off switched during the held transition (patch_state 1) and read: $vals" \
         || failed "s18: task forked while tracking was off: patch_state '$st' (transition $held), read '$vals'"
+    # E: forks whose record cannot be allocated (GFP_ATOMIC; injected here) during a transition,
+    # by a parent that has switched, once a walk of the transition has ended: each child runs
+    # its parent's universe, the new one, from its first call. It must not run the start
+    # universe: such a child forked after the walk that precedes completion would be switched by
+    # the completion whatever its stack. 20 children, each reading /proc/lp_target at once (a
+    # later pass gives it a record: before that it runs the untracked universe).
+    F=/sys/module/livepatch_rs/parameters/fail_fork_records
+    rm -f /tmp/s18e.vals
+    echo hold > /proc/lp_target_ctl
+    wait_field sleeping 1 500 || info "s18: sleeper did not enter lp_target_sleep"
+    echo 1 > $LRS/lp_target/enabled
+    # The shell switches at its return to user mode; a pass has ended once only the sleeper stalls.
+    i=0; while { [ "$(sed -n "s/^$$ //p" /proc/livepatch_rs_patch_state)" != 1 ] || [ "$(grep -c . $LRS/lp_target/stalls)" != 1 ]; } && [ $i -lt 500 ]; do usleep 10000; i=$((i+1)); done
+    sh_st=$(sed -n "s/^$$ //p" /proc/livepatch_rs_patch_state)
+    injected=0; i=0
+    while [ $i -lt 20 ]; do
+        echo 1 > $F
+        ( read l < /proc/lp_target; l=${l#read=}; echo "${l%% *}" >> /tmp/s18e.vals ) &
+        wait $!
+        val $F; [ "$V" = 0 ] && injected=$((injected + 1))
+        i=$((i + 1))
+    done
+    val $LRS/lp_target/transition; held=$V
+    echo release > /proc/lp_target_ctl
+    wait_file $LRS/lp_target/transition 0 1000 >/dev/null
+    echo 0 > $LRS/lp_target/enabled; wait_file $LRS/lp_target/transition 0 1000 >/dev/null
+    new=$(grep -c '^2$' /tmp/s18e.vals); old=$(grep -c '^1$' /tmp/s18e.vals)
+    [ "$sh_st" = 1 ] && [ $injected = 20 ] && [ "$held" = 1 ] && [ "$new" = 20 ] \
+        && pass "s18: 20 children whose record allocation failed (injected), forked by a switched parent during the held transition, all read the new code" \
+        || failed "s18: children without a record: parent patch_state '$sh_st', $injected of 20 allocations failed, transition '$held', $new read the new code, $old the old"
 }
 
 # --- scenario 19: CPU hotplug during transitions ------------------------------------------------
@@ -808,7 +838,7 @@ case "$ONLY" in
             rust) expect 4; scenario_rust_patch ;;
             sysfs) expect 4; scenario_sysfs ;;
             selftests) expect 7; scenario_selftests ;;
-            tracking) expect 4; scenario_tracking ;;
+            tracking) expect 5; scenario_tracking ;;
             hotplug) expect 3; scenario_hotplug ;;
         esac
         say "EXPECT $((EXPECT + 1))"
@@ -833,7 +863,7 @@ if insmod $M/livepatch_rs.ko; then
     expect 7; scenario_patch_modules
     expect 4; scenario_rust_patch
     expect 4; scenario_sysfs
-    expect 4; scenario_tracking
+    expect 5; scenario_tracking
     expect 3; scenario_hotplug
     if [ "$QUICK" = 0 ]; then
         expect 7; scenario_selftests
