@@ -198,7 +198,9 @@ impl Scheduler for Sched {
     /// pass, every task that exists throughout the walk visited once, a child forked meanwhile
     /// visited after its parent. The walk ends only when no record is left behind the cursor,
     /// and only after the untracked forks (record allocation failed) have been given records:
-    /// no task is ever skipped.
+    /// no task is ever skipped. It then moves [`tasks::UNTRACKED`] to the target
+    /// ([`tasks::lp_rs_untracked_settle`]), so a fork failing after the walk that precedes
+    /// completion starts its child in the target universe, as its parent runs.
     fn for_each_task<F>(&self, cursor: TaskCursor, max: usize, mut f: F) -> Option<TaskCursor>
     where
         F: FnMut(&LinuxTask),
@@ -226,8 +228,9 @@ impl Scheduler for Sched {
             }
             // The end: first give any task whose fork could not allocate a record one (it has
             // run the untracked universe); those records are behind the cursor, so continue.
+            // With none left, `UNTRACKED` moves to the target (`lp_shim_tasks_walk_end`).
             // SAFETY: no preconditions.
-            if unsafe { shim::lp_shim_tasks_untracked() } == 0 {
+            if unsafe { shim::lp_shim_tasks_walk_end() } == 0 {
                 return None;
             }
             // SAFETY: process context (the engine's walks run from the engine's work or a

@@ -530,10 +530,11 @@ void lp_shim_sync_all_cpus(void)
  * is off no handler reads a word and no transition can switch a task, so every task runs the
  * universe UNTRACKED holds and a fork or free then has nothing to record:
  *
- *  - created for every existing task (and each CPU's idle task) when tracking starts
+ *  - created for every existing task (and each possible CPU's idle task) when tracking starts
  *    (lp_shim_tracking()), for each child in wake_up_new_task() -- which its parent runs before
- *    the child first runs -- with the parent's word, and for any task found without one by
- *    lp_shim_tasks_populate();
+ *    the child first runs -- with the parent's word, and for any task found without one (a
+ *    failed allocation at fork, counted) by lp_shim_tasks_populate() before a walk may end
+ *    (lp_shim_tasks_walk_end());
  *  - removed in __put_task_struct(), i.e. when the task_struct itself is freed: after the
  *    task's last instruction, including the tail of do_exit() after __unhash_process() that
  *    the task list no longer shows. So a record never outlives its task and a task_struct
@@ -912,6 +913,31 @@ u32 lp_shim_idle_records(u32 *possible)
 int lp_shim_tasks_untracked(void)
 {
 	return atomic_read(&lp_untracked);
+}
+
+/*
+ * The end of a walk over every record (backend.rs, for_each_task()): returns the forks since
+ * the last populate whose record could not be allocated; when there are none, moves UNTRACKED
+ * to the transition's target (lp_rs_untracked_settle()). Both under lp_table_lock, which the
+ * fork hook holds when it counts a failed allocation and reads UNTRACKED for a new record, so
+ * no task forked without a record has run UNTRACKED's universe when it changes: every such
+ * child counted before has a record (the walk gives them records before it ends), and every
+ * one after starts in the target universe -- with a fresh stack, so in either universe it is
+ * consistent. Without this a child forked between the last walk and complete() clearing the
+ * transition flags ran the start universe while its parent ran the target, and the completion
+ * switched it whatever its stack held (the kernel's klp_copy_process() cannot fail).
+ */
+int lp_shim_tasks_walk_end(void)
+{
+	unsigned long flags;
+	int n;
+
+	raw_spin_lock_irqsave(&lp_table_lock, flags);
+	n = atomic_read(&lp_untracked);
+	if (!n)
+		lp_rs_untracked_settle();
+	raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+	return n;
 }
 
 u32 lp_shim_tasks_count(void)

@@ -101,6 +101,7 @@ int lp_shim_tracking(bool on);
 void lp_shim_tasks_exit(void);
 int lp_shim_tasks_populate(void);
 int lp_shim_tasks_untracked(void);
+int lp_shim_tasks_walk_end(void);
 u32 lp_shim_idle_records(u32 *possible);
 u32 lp_shim_tasks_count(void);
 u32 lp_shim_tasks_next(bool restart, u32 max, struct task_struct **tasks, struct lp_task_rec **recs);
@@ -178,6 +179,7 @@ unsigned long lp_rs_redirect_in_transition(const struct lp_func_node *top, struc
 					   struct lp_task_rec *cached, unsigned long parent_ip);
 void lp_rs_exit_to_user(struct task_struct *t, bool signal, bool exiting);
 void lp_rs_inherit(const u32 *parent, u32 *child);
+void lp_rs_untracked_settle(void);
 void lp_rs_cond_resched(void);
 void lp_rs_retry(void);
 int lp_rs_attr_show(u32 patch, u32 attr, char *buf, u32 len);

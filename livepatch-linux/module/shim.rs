@@ -121,6 +121,7 @@ extern "C" {
     pub(crate) fn lp_shim_tasks_exit();
     pub(crate) fn lp_shim_tasks_populate() -> c_int;
     pub(crate) fn lp_shim_tasks_untracked() -> c_int;
+    pub(crate) fn lp_shim_tasks_walk_end() -> c_int;
     pub(crate) fn lp_shim_idle_records(possible: *mut u32) -> u32;
     pub(crate) fn lp_shim_tasks_count() -> u32;
     pub(crate) fn lp_shim_tasks_next(restart: bool, max: u32, tasks: *mut *mut TaskStruct, recs: *mut *mut c_void) -> u32;

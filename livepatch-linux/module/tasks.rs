@@ -41,8 +41,23 @@ pub(crate) const KICK_SIGNAL: u8 = 2;
 
 /// The word of a task without a record, and the first word of a record created for a task
 /// found without one: outside transitions idle; during one, the universe the transition
-/// started from (kept by [`untracked_start`]), pending towards its target.
+/// started from (kept by [`untracked_start`]), pending towards its target, until a walk over
+/// every record ends with no task left without one ([`lp_rs_untracked_settle`]): from then
+/// on the target.
 pub(crate) static UNTRACKED: TaskPatchState = TaskPatchState::new();
+
+/// A walk over every record ended and no fork since the last populate failed to get a record
+/// (the shim calls this under its table lock, which the fork hook holds when it counts such a
+/// fork or copies this word into a new record): no task forked without a record has run
+/// `UNTRACKED`'s universe, so it can move to the target. A child forked without a record from
+/// now on starts there, with a fresh stack, as its parent (every tracked task, once the
+/// engine completes) runs — never the start universe that the completion would then switch
+/// whatever its stack held. A reversal keeps the state it reached (`retarget`), so a child
+/// that started there keeps running it until a later walk gives it a record and checks it.
+#[no_mangle]
+pub(crate) extern "C" fn lp_rs_untracked_settle() {
+    UNTRACKED.force_switch();
+}
 
 /// A transition from `start` towards `target` began or was reversed (`UNTRACKED` keeps
 /// `start`, the universe untracked tasks have run since the transition began), or ended
