@@ -3,14 +3,15 @@
 //! bad stacks — checked against the state machine's rules and a brute-force reference:
 //! refusals change nothing, every call runs the variant of its task's universe, the sweep
 //! switches exactly the tasks whose stacks are clean, and nothing stays linked after a
-//! disable completes.
+//! disable completes. Module objects load and go between and during transitions (with the
+//! nops of an atomic replace whose replaced patches are still registered).
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use livepatch_core::backend::Parts;
 use livepatch_core::transition::Progress;
-use livepatch_core::{CodeAddr, CodeRange, Engine, EngineStorage, Error, Live, Patch, PatchState, Policy};
+use livepatch_core::{CodeAddr, CodeRange, Engine, EngineStorage, Error, Live, ObjectId, Patch, PatchState, Policy};
 use livepatch_fuzz::backend::{FuzzScheduler, FuzzTracer, FuzzWalker, WalkMode};
 use livepatch_fuzz::patches::{self, PatchSpec};
 use livepatch_fuzz::reference::{self, Reference, WalkOutcome};
@@ -30,6 +31,10 @@ enum Op {
     SetRunning { task: u8, running: bool },
     SetWalk { task: u8, mode: WalkMode },
     ExitToUser(u8),
+    /// Module object `1 + n % 2` loads (`Engine::object_coming`).
+    Load(u8),
+    /// Module object `1 + n % 2` goes (`Engine::object_going`).
+    Unload(u8),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -328,6 +333,44 @@ fn run(input: &Input) {
             }
             Op::SetWalk { task, mode } => {
                 sched.tasks[usize::from(task) % sched.tasks.len()].walk.set(mode);
+            }
+            Op::Load(o) => {
+                let object = 1 + u32::from(o % 2);
+                if !r.loaded(object) {
+                    tracer.unloaded.set(tracer.unloaded.get() & !(1 << object));
+                    match engine.object_coming(ObjectId(object), &b) {
+                        Ok(()) => {
+                            r.unloaded &= !(1 << object);
+                            // A replace patch in transition while the patches it replaces are
+                            // registered (its enable, either direction) nops the new object's
+                            // originals it does not cover, as `klp_module_coming()`.
+                            if let Some((p, _)) = r.transition {
+                                if pool[p].is_replace() && r.registered.first() != Some(&p) {
+                                    r.nops = r.nops_for(&pool, p);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracer.unloaded.set(tracer.unloaded.get() | (1 << object));
+                            same(&before, &snapshot(&engine, &live, &sched), &r.originals(&pool), "refused load");
+                            assert!(
+                                matches!(e, Error::Callback { .. } | Error::Backend(_) | Error::Conflict(_) | Error::Invalid(_)),
+                                "unexpected load error {e:?}"
+                            );
+                        }
+                    }
+                }
+            }
+            Op::Unload(o) => {
+                let object = 1 + u32::from(o % 2);
+                // Not while hook removals fail: a hook the going object's originals keep then
+                // keeps its slot and, conservatively, the transition's mark on it (a frame
+                // there still blocks the sweep), which the reference does not model.
+                if r.loaded(object) && !tracer.fail_remove.get() {
+                    tracer.unloaded.set(tracer.unloaded.get() | (1 << object));
+                    engine.object_going(ObjectId(object), &b);
+                    r.unloaded |= 1 << object;
+                }
             }
             Op::ExitToUser(task) => {
                 let t = &sched.tasks[usize::from(task) % sched.tasks.len()];

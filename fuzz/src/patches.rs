@@ -50,6 +50,11 @@ pub fn old_range(object: u8, old: u8) -> CodeRange {
     }
 }
 
+/// The object whose part of the address space holds original `range` (see [`old_range`]).
+pub fn object_of(range: CodeRange) -> u32 {
+    ((range.start().get() - 0x1000) / 0x10_0000) as u32
+}
+
 /// The replacement range of function `f` of object `o` in patch `p`.
 pub fn new_range(p: usize, o: usize, f: usize, new: u8) -> CodeRange {
     if new > 240 {

@@ -12,7 +12,9 @@ pub struct Reference {
     pub registered: Vec<usize>,
     /// The patch in transition and the universe every task must reach.
     pub transition: Option<(usize, PatchState)>,
-    /// Originals that got a nop when the patch in transition (a replace) was enabled.
+    /// Originals that got a nop when the patch in transition (a replace) was enabled, or when
+    /// their object loaded during that transition (those of an object gone since are not
+    /// nopped any more: [`Reference::away`] skips them).
     pub nops: Vec<CodeRange>,
     /// Bit `i`: object `i` is not loaded.
     pub unloaded: u32,
@@ -94,8 +96,9 @@ impl Reference {
             return Vec::new();
         };
         let mut out = Vec::new();
+        let nops = self.nops.iter().filter(|&&o| self.loaded(crate::patches::object_of(o)));
         let touched: Vec<(CodeRange, Option<CodeRange>)> =
-            self.funcs(patches, p).map(|(o, n)| (o, Some(n))).chain(self.nops.iter().map(|&o| (o, None))).collect();
+            self.funcs(patches, p).map(|(o, n)| (o, Some(n))).chain(nops.map(|&o| (o, None))).collect();
         // What is below the patch's node on each stack: the patches registered before it
         // (for a patch in the middle of a stack — a reversed disable — that is not what the
         // old universe runs, but it is what the engine marks, conservatively).
