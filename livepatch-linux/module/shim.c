@@ -711,13 +711,24 @@ out:
 static struct ftrace_ops lp_fork_ops, lp_free_ops;
 
 /*
- * Fault injection (as failslab, which the e2e kernel does not build): the next N record
- * allocations of the fork hook fail, as a GFP_ATOMIC allocation may. Decremented under
- * lp_table_lock; /sys/module/livepatch_rs/parameters/fail_fork_records (root only).
+ * Fault injection (as failslab, which the e2e kernel does not build): the next N task-record
+ * allocations fail -- one per fork (the hook's GFP_ATOMIC allocation), one per populate pass
+ * (its GFP_KERNEL pool). Decremented under lp_table_lock (lp_inject_failure());
+ * /sys/module/livepatch_rs/parameters/fail_task_records (root only).
  */
-static unsigned int lp_fail_fork_records;
-module_param_named(fail_fork_records, lp_fail_fork_records, uint, 0600);
-MODULE_PARM_DESC(fail_fork_records, "fault injection: fail the next N task-record allocations at fork");
+static unsigned int lp_fail_task_records;
+module_param_named(fail_task_records, lp_fail_task_records, uint, 0600);
+MODULE_PARM_DESC(fail_task_records, "fault injection: fail the next N task-record allocations (fork, populate pass)");
+
+/* Whether to fail this allocation (consumes one injected failure). lp_table_lock held. */
+static bool lp_inject_failure(void)
+{
+	lockdep_assert_held(&lp_table_lock);
+	if (!READ_ONCE(lp_fail_task_records))
+		return false;
+	WRITE_ONCE(lp_fail_task_records, lp_fail_task_records - 1);
+	return true;
+}
 
 static void notrace lp_fork_handler(unsigned long ip, unsigned long parent_ip,
 				    struct ftrace_ops *fops, struct ftrace_regs *fregs)
@@ -731,8 +742,7 @@ static void notrace lp_fork_handler(unsigned long ip, unsigned long parent_ip,
 		return;
 	r = kmalloc(sizeof(*r), GFP_ATOMIC | __GFP_NOWARN);
 	raw_spin_lock_irqsave(&lp_table_lock, flags);
-	if (r && READ_ONCE(lp_fail_fork_records)) {
-		WRITE_ONCE(lp_fail_fork_records, lp_fail_fork_records - 1);
+	if (r && lp_inject_failure()) {
 		kfree(r);
 		r = NULL;
 	}
@@ -849,7 +859,14 @@ int lp_shim_tasks_populate(void)
 	LIST_HEAD(pool);
 	u32 want, have = 0;
 	int cpu, missing = 0, ret = 0;
+	unsigned long flags;
+	bool injected;
 
+	raw_spin_lock_irqsave(&lp_table_lock, flags);
+	injected = lp_inject_failure();
+	raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+	if (injected)
+		return -ENOMEM;
 	atomic_set(&lp_untracked, 0);
 	do {
 		want = 0;

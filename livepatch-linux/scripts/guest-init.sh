@@ -710,7 +710,7 @@ scenario_tracking() {
     # universe: such a child forked after the walk that precedes completion would be switched by
     # the completion whatever its stack. 20 children, each reading /proc/lp_target at once (a
     # later pass gives it a record: before that it runs the untracked universe).
-    F=/sys/module/livepatch_rs/parameters/fail_fork_records
+    F=/sys/module/livepatch_rs/parameters/fail_task_records
     rm -f /tmp/s18e.vals
     echo hold > /proc/lp_target_ctl
     wait_field sleeping 1 500 || info "s18: sleeper did not enter lp_target_sleep"
@@ -734,6 +734,36 @@ scenario_tracking() {
     [ "$sh_st" = 1 ] && [ $injected = 20 ] && [ "$held" = 1 ] && [ "$new" = 20 ] \
         && pass "s18: 20 children whose record allocation failed (injected), forked by a switched parent during the held transition, all read the new code" \
         || failed "s18: children without a record: parent patch_state '$sh_st', $injected of 20 allocations failed, transition '$held', $new read the new code, $old the old"
+    # F: the pass that would give such a child its record cannot allocate either (injected):
+    # the transition waits, its stall report names the forks without a record, the engine
+    # answers meanwhile and logs the failure once; it completes once allocations work again.
+    echo hold > /proc/lp_target_ctl
+    wait_field sleeping 1 500 || info "s18: sleeper did not enter lp_target_sleep"
+    echo 1 > $LRS/lp_target/enabled
+    i=0; while { [ "$(sed -n "s/^$$ //p" /proc/livepatch_rs_patch_state)" != 1 ] || [ "$(grep -c . $LRS/lp_target/stalls)" != 1 ]; } && [ $i -lt 500 ]; do usleep 10000; i=$((i+1)); done
+    echo "lp-e2e: s18 mark F" > /dev/kmsg
+    rm -f /tmp/s18f.stalls
+    echo 100000 > $F
+    ( read l < /proc/lp_target ) &
+    wait $!
+    usleep 1000000
+    # A reader of the stall report, which takes the engine's lock: it must answer.
+    ( cat $LRS/lp_target/stalls > /tmp/s18f.part; mv /tmp/s18f.part /tmp/s18f.stalls ) &
+    R=$!
+    i=0; while [ ! -e /tmp/s18f.stalls ] && [ $i -lt 300 ]; do usleep 10000; i=$((i+1)); done
+    [ -e /tmp/s18f.stalls ] && answered=1 || answered=0
+    stalls=$(tr '\n' ';' < /tmp/s18f.stalls 2>/dev/null)
+    val $LRS/lp_target/transition; waiting=$V
+    echo 0 > $F
+    wait $R
+    nmsg=$(since_mark "lp-e2e: s18 mark F" | grep -c "cannot allocate task records")
+    echo release > /proc/lp_target_ctl
+    wait_file $LRS/lp_target/transition 0 1000 >/dev/null && done_f=1 || done_f=0
+    echo 0 > $LRS/lp_target/enabled; wait_file $LRS/lp_target/transition 0 1000 >/dev/null
+    [ $answered = 1 ] && [ "$waiting" = 1 ] && [ $done_f = 1 ] && [ "$nmsg" -le 1 ] \
+        && case "$stalls" in *"forks without a record"*) true ;; *) false ;; esac \
+        && pass "s18: records cannot be allocated for a fork (injected): the engine answers, the transition waits on '$stalls' (logged $nmsg time), completes once they can" \
+        || failed "s18: allocations failing: stall report answered $answered ('$stalls'), transition '$waiting', completed $done_f, logged $nmsg times"
 }
 
 # --- scenario 19: CPU hotplug during transitions ------------------------------------------------
@@ -838,7 +868,7 @@ case "$ONLY" in
             rust) expect 4; scenario_rust_patch ;;
             sysfs) expect 4; scenario_sysfs ;;
             selftests) expect 7; scenario_selftests ;;
-            tracking) expect 5; scenario_tracking ;;
+            tracking) expect 6; scenario_tracking ;;
             hotplug) expect 3; scenario_hotplug ;;
         esac
         say "EXPECT $((EXPECT + 1))"
@@ -863,7 +893,7 @@ if insmod $M/livepatch_rs.ko; then
     expect 7; scenario_patch_modules
     expect 4; scenario_rust_patch
     expect 4; scenario_sysfs
-    expect 5; scenario_tracking
+    expect 6; scenario_tracking
     expect 3; scenario_hotplug
     if [ "$QUICK" = 0 ]; then
         expect 7; scenario_selftests
