@@ -30,6 +30,9 @@ impl StackWalker for Walker {
     where
         F: FnMut(CodeAddr) -> ControlFlow<()>,
     {
+        if task.is_untracked_forks() {
+            return Err(WalkError::Backend(ErrorKind::Unreliable));
+        }
         if task.parked.get() {
             // An offline CPU's idle task, held offline by `Sched::pin`: it never returns into
             // its stack, so no frame of it can run code of either universe again.
@@ -182,6 +185,9 @@ impl Tracer for Hooks {
 #[derive(Debug)]
 pub(crate) struct Sched;
 
+/// A populate pass failed and no later one succeeded yet (the failure is logged once).
+static POPULATE_FAILED: AtomicBool = AtomicBool::new(false);
+
 /// When a completion attempt first removed a hook or waited for a grace period since this was
 /// last cleared (0: not yet): the engine's `complete` starts with one of them, so this is when
 /// every task had switched, apart from the cleanup that follows.
@@ -236,9 +242,17 @@ impl Scheduler for Sched {
             // SAFETY: process context (the engine's walks run from the engine's work or a
             // sysfs write, with only the engine mutex held).
             if unsafe { shim::lp_shim_tasks_populate() } != 0 {
-                kernel::pr_err!("cannot allocate task records: the transition waits\n");
-                return Some(TaskCursor(1));
+                // No records for them now: they are one task of this walk, `UNTRACKED`'s word,
+                // never pinned, so while that word is pending the transition does not complete
+                // without them (a force switches it); the next pass tries again. Ending the
+                // walk here, not looping: the core's walks run until `None`.
+                if !POPULATE_FAILED.swap(true, Ordering::Relaxed) {
+                    kernel::pr_err!("cannot allocate task records: the transition waits\n");
+                }
+                f(&LinuxTask::untracked_forks());
+                return None;
             }
+            POPULATE_FAILED.store(false, Ordering::Relaxed);
             restart = true;
         }
     }
@@ -274,6 +288,9 @@ impl Scheduler for Sched {
     where
         F: FnOnce(&LinuxTask) -> R,
     {
+        if task.is_untracked_forks() {
+            return Pinned::Running;
+        }
         if task.info.idle {
             // An offline CPU's idle task looks running (on_cpu, parked in play_dead()) but
             // never returns into its stack: checked with no frames, under the hotplug lock
@@ -309,6 +326,9 @@ impl Scheduler for Sched {
     }
 
     fn kick(&self, task: &LinuxTask) {
+        if task.is_untracked_forks() {
+            return;
+        }
         match task.kind() {
             TaskKind::User => tasks::kick_user(task.ptr, true),
             // SAFETY: `ptr` is valid for the visit (RCU read side).

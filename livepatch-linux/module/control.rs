@@ -929,6 +929,10 @@ fn show(l: &Locked<'_>, st: &State, idx: usize, attr: u32, out: &mut Buf<'_>) ->
             for s in per.stalls.iter().flatten() {
                 let mut comm = [0u8; 16];
                 let known = match s.kind {
+                    _ if s.pid == tasks::UNTRACKED_FORKS_PID => {
+                        let _ = write!(Buf::new(&mut comm[..15]), "(untracked)");
+                        true
+                    }
                     TaskKind::Idle(cpu) => {
                         let _ = write!(Buf::new(&mut comm[..15]), "swapper/{}", cpu.0);
                         true

@@ -712,13 +712,13 @@ static struct ftrace_ops lp_fork_ops, lp_free_ops;
 
 /*
  * Fault injection (as failslab, which the e2e kernel does not build): the next N task-record
- * allocations fail -- one per fork (the hook's GFP_ATOMIC allocation), one per populate pass
- * (its GFP_KERNEL pool). Decremented under lp_table_lock (lp_inject_failure());
+ * allocations fail -- the fork hook's GFP_ATOMIC ones and the populate pass's GFP_KERNEL ones
+ * (a pass stops at its first failure). Decremented under lp_table_lock (lp_inject_failure());
  * /sys/module/livepatch_rs/parameters/fail_task_records (root only).
  */
 static unsigned int lp_fail_task_records;
 module_param_named(fail_task_records, lp_fail_task_records, uint, 0600);
-MODULE_PARM_DESC(fail_task_records, "fault injection: fail the next N task-record allocations (fork, populate pass)");
+MODULE_PARM_DESC(fail_task_records, "fault injection: fail the next N task-record allocations (fork hook, populate pass)");
 
 /* Whether to fail this allocation (consumes one injected failure). lp_table_lock held. */
 static bool lp_inject_failure(void)
@@ -858,16 +858,16 @@ int lp_shim_tasks_populate(void)
 	struct lp_task_rec *r, *tmp;
 	LIST_HEAD(pool);
 	u32 want, have = 0;
-	int cpu, missing = 0, ret = 0;
+	int cpu, missing = 0, ret = 0, untracked;
 	unsigned long flags;
 	bool injected;
 
-	raw_spin_lock_irqsave(&lp_table_lock, flags);
-	injected = lp_inject_failure();
-	raw_spin_unlock_irqrestore(&lp_table_lock, flags);
-	if (injected)
-		return -ENOMEM;
-	atomic_set(&lp_untracked, 0);
+	/*
+	 * The count starts again from here (a fork failing during this pass is counted anew);
+	 * if the pass fails, the forks it took are counted back: the walk must not end while
+	 * they have no record (backend.rs, for_each_task()).
+	 */
+	untracked = atomic_xchg(&lp_untracked, 0);
 	do {
 		want = 0;
 		rcu_read_lock();
@@ -876,8 +876,15 @@ int lp_shim_tasks_populate(void)
 		rcu_read_unlock();
 		want += num_possible_cpus() + 16;
 		for (; have < want; have++) {
-			r = kmalloc(sizeof(*r), GFP_KERNEL);
+			injected = false;
+			if (unlikely(READ_ONCE(lp_fail_task_records))) {
+				raw_spin_lock_irqsave(&lp_table_lock, flags);
+				injected = lp_inject_failure();
+				raw_spin_unlock_irqrestore(&lp_table_lock, flags);
+			}
+			r = injected ? NULL : kmalloc(sizeof(*r), GFP_KERNEL);
 			if (!r) {
+				atomic_add(untracked, &lp_untracked);
 				ret = -ENOMEM;
 				goto out;
 			}

@@ -13,7 +13,7 @@ pub(crate) struct TaskStruct {
 
 /// `struct lp_task_info`: a snapshot of the task fields the backend needs.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub(crate) struct TaskInfo {
     pub(crate) start_time: u64,
     pub(crate) pid: i32,

@@ -193,11 +193,30 @@ impl LinuxTask {
         Self::new(shim::current())
     }
 
+    /// The tasks forked without a record that a populate pass could not give one, as one task
+    /// of the walk (`Sched::for_each_task`): no `task_struct` (null), [`UNTRACKED`]'s word, a
+    /// kthread for the core (never kicked), always running (never pinned or walked). Its id is
+    /// [`UNTRACKED_FORKS_PID`].
+    pub(crate) fn untracked_forks() -> LinuxTask {
+        let mut info = shim::TaskInfo::default();
+        info.pid = UNTRACKED_FORKS_PID;
+        info.kthread = true;
+        LinuxTask { ptr: core::ptr::null_mut(), info, state: &UNTRACKED, parked: Cell::new(false) }
+    }
+
+    /// Whether this is [`LinuxTask::untracked_forks`].
+    pub(crate) fn is_untracked_forks(&self) -> bool {
+        self.ptr.is_null()
+    }
+
     /// Wraps `t` whose word is `state`.
     pub(crate) fn with_state(t: *mut TaskStruct, state: &'static TaskPatchState) -> LinuxTask {
         LinuxTask { ptr: t, info: shim::task_info(t), state, parked: Cell::new(false) }
     }
 }
+
+/// The pid [`LinuxTask::untracked_forks`] reports (stall reports name it `(untracked)`).
+pub(crate) const UNTRACKED_FORKS_PID: i32 = -1;
 
 /// A NUL-terminated `comm` as a string.
 pub(crate) fn comm_str(comm: &[u8; 16]) -> &str {
@@ -235,6 +254,9 @@ impl Task for LinuxTask {
     }
 
     fn is_running(&self) -> bool {
+        if self.is_untracked_forks() {
+            return true;
+        }
         // SAFETY: `ptr` is valid for the visit.
         unsafe { shim::lp_shim_task_running(self.ptr) }
     }

@@ -734,9 +734,11 @@ scenario_tracking() {
     [ "$sh_st" = 1 ] && [ $injected = 20 ] && [ "$held" = 1 ] && [ "$new" = 20 ] \
         && pass "s18: 20 children whose record allocation failed (injected), forked by a switched parent during the held transition, all read the new code" \
         || failed "s18: children without a record: parent patch_state '$sh_st', $injected of 20 allocations failed, transition '$held', $new read the new code, $old the old"
-    # F: the pass that would give such a child its record cannot allocate either (injected):
-    # the transition waits, its stall report names the forks without a record, the engine
-    # answers meanwhile and logs the failure once; it completes once allocations work again.
+    # F: the pass that would give such a child its record cannot allocate either (injected).
+    # The child starts in the new universe (a pass has ended); the enable is then reversed, so
+    # the child must be checked before the reversal may complete: the reversal waits, its stall
+    # report names the forks without a record, the engine answers meanwhile and logs the
+    # failure once; the reversal completes once allocations work again.
     echo hold > /proc/lp_target_ctl
     wait_field sleeping 1 500 || info "s18: sleeper did not enter lp_target_sleep"
     echo 1 > $LRS/lp_target/enabled
@@ -746,6 +748,7 @@ scenario_tracking() {
     echo 100000 > $F
     ( read l < /proc/lp_target ) &
     wait $!
+    echo 0 > $LRS/lp_target/enabled
     usleep 1000000
     # A reader of the stall report, which takes the engine's lock: it must answer.
     ( cat $LRS/lp_target/stalls > /tmp/s18f.part; mv /tmp/s18f.part /tmp/s18f.stalls ) &
@@ -757,13 +760,13 @@ scenario_tracking() {
     echo 0 > $F
     wait $R
     nmsg=$(since_mark "lp-e2e: s18 mark F" | grep -c "cannot allocate task records")
-    echo release > /proc/lp_target_ctl
     wait_file $LRS/lp_target/transition 0 1000 >/dev/null && done_f=1 || done_f=0
-    echo 0 > $LRS/lp_target/enabled; wait_file $LRS/lp_target/transition 0 1000 >/dev/null
-    [ $answered = 1 ] && [ "$waiting" = 1 ] && [ $done_f = 1 ] && [ "$nmsg" -le 1 ] \
-        && case "$stalls" in *"forks without a record"*) true ;; *) false ;; esac \
-        && pass "s18: records cannot be allocated for a fork (injected): the engine answers, the transition waits on '$stalls' (logged $nmsg time), completes once they can" \
-        || failed "s18: allocations failing: stall report answered $answered ('$stalls'), transition '$waiting', completed $done_f, logged $nmsg times"
+    val $LRS/lp_target/enabled; en=$V
+    echo release > /proc/lp_target_ctl
+    [ $answered = 1 ] && [ "$waiting" = 1 ] && [ $done_f = 1 ] && [ "$en" = 0 ] && [ "$nmsg" = 1 ] \
+        && case "$stalls" in *"task -1 (untracked) "*": running"*) true ;; *) false ;; esac \
+        && pass "s18: no record can be allocated for a fork (injected), enable reversed: the engine answers, the reversal waits on '$stalls' (logged once), completes once records can be allocated" \
+        || failed "s18: allocations failing: stall report answered $answered ('$stalls'), transition '$waiting', completed $done_f, enabled '$en', logged $nmsg times"
 }
 
 # --- scenario 19: CPU hotplug during transitions ------------------------------------------------
