@@ -188,8 +188,10 @@ pub(crate) fn task_info(t: *mut TaskStruct) -> TaskInfo {
     info
 }
 
-/// Runs `f` while `t` cannot run (see `lp_shim_pin`); `None` if it is running or runnable.
-pub(crate) fn pin<R, F: FnOnce(*mut TaskStruct) -> R>(t: *mut TaskStruct, f: F) -> Option<R> {
+/// Hands `f` to `call` — a shim function that calls the callback it is given at most once,
+/// with a task, in this task and during the call — through a trampoline; `None` if the shim
+/// answered `LP_PIN_BUSY` (or did not call it).
+fn with_task_callback<R, F: FnOnce(*mut TaskStruct) -> R>(f: F, call: impl FnOnce(PinCb, *mut c_void) -> c_int) -> Option<R> {
     struct Ctx<F, R> {
         f: Option<F>,
         r: Option<R>,
@@ -203,9 +205,7 @@ pub(crate) fn pin<R, F: FnOnce(*mut TaskStruct) -> R>(t: *mut TaskStruct, f: F) 
         0
     }
     let mut c = Ctx { f: Some(f), r: None };
-    // SAFETY: the trampoline matches `ctx`'s type; the shim calls it at most once, on this
-    // CPU, during this call; `t` is the caller's live task (its contract).
-    let ret = unsafe { lp_shim_pin(t, tramp::<R, F>, (&raw mut c).cast()) };
+    let ret = call(tramp::<R, F>, (&raw mut c).cast());
     if ret == LP_PIN_BUSY {
         None
     } else {
@@ -213,31 +213,20 @@ pub(crate) fn pin<R, F: FnOnce(*mut TaskStruct) -> R>(t: *mut TaskStruct, f: F) 
     }
 }
 
+/// Runs `f` while `t` cannot run (see `lp_shim_pin`); `None` if it is running or runnable.
+pub(crate) fn pin<R, F: FnOnce(*mut TaskStruct) -> R>(t: *mut TaskStruct, f: F) -> Option<R> {
+    // SAFETY: the trampoline matches `ctx`'s type; the shim calls it at most once, on this
+    // CPU, during this call; `t` is the caller's live task (its contract).
+    with_task_callback(f, |cb, ctx| unsafe { lp_shim_pin(t, cb, ctx) })
+}
+
 /// Runs `f` with the idle task of `cpu` if `cpu` is offline, the CPU hotplug lock held so that
 /// it stays offline meanwhile (`lp_shim_offline_idle`: such a task never returns into its
 /// stack); `None` if `cpu` is online.
 pub(crate) fn if_offline_idle<R, F: FnOnce(*mut TaskStruct) -> R>(cpu: u32, f: F) -> Option<R> {
-    struct Ctx<F, R> {
-        f: Option<F>,
-        r: Option<R>,
-    }
-    unsafe extern "C" fn tramp<R, F: FnOnce(*mut TaskStruct) -> R>(ctx: *mut c_void, t: *mut TaskStruct) -> c_int {
-        // SAFETY: `ctx` is the `&mut Ctx` passed below, alive for the whole call.
-        let c = unsafe { &mut *ctx.cast::<Ctx<F, R>>() };
-        if let Some(f) = c.f.take() {
-            c.r = Some(f(t));
-        }
-        0
-    }
-    let mut c = Ctx { f: Some(f), r: None };
     // SAFETY: the trampoline matches `ctx`'s type; the shim calls it at most once, in this
     // task, during this call.
-    let ret = unsafe { lp_shim_offline_idle(cpu, tramp::<R, F>, (&raw mut c).cast()) };
-    if ret == LP_PIN_BUSY {
-        None
-    } else {
-        c.r
-    }
+    with_task_callback(f, |cb, ctx| unsafe { lp_shim_offline_idle(cpu, cb, ctx) })
 }
 
 /// Walks `t`'s stack (current, or pinned); `f` returns `false` to stop. Returns the shim's

@@ -27,8 +27,11 @@ pub trait Scheduler {
 
     /// Visits at most `max` tasks starting at `cursor` (default: the first) and returns where
     /// the next batch starts, or `None` after the last task. The walk covers every task:
-    /// user tasks, kthreads, each CPU's idle task and tasks that are exiting. Whatever lock
-    /// protects the task list is held for one batch only.
+    /// user tasks, kthreads, each possible CPU's idle task (an offline CPU's too: it runs
+    /// again when its CPU comes back) and tasks that are exiting. Whatever lock protects the
+    /// task list is held for one batch only. A task the backend cannot present (the kernel
+    /// module's task without a record) must still hold the transition while its word is
+    /// pending: a stand-in whose [`pin`](Self::pin) answers [`Pinned::Running`] does.
     ///
     /// Because the lock is dropped between batches, the order must be creation order (new
     /// tasks appended after existing ones, as the kernel's task list is): then a task forked
@@ -49,7 +52,11 @@ pub trait Scheduler {
         F: FnMut(CpuId);
 
     /// Runs `f` while `task` cannot be scheduled in (the kernel's `task_call_func`), or reports
-    /// that it is running on a CPU.
+    /// that it is running on a CPU. The idle task of an offline CPU never returns into its
+    /// stack (the CPU starts it on a fresh one when it comes back): held offline (the kernel's
+    /// CPU hotplug lock), it may be checked as a task with an empty stack, as the kernel's
+    /// `klp_try_complete_transition` switches it at once; reporting it running would hold the
+    /// transition until the CPU returns.
     fn pin<R, F>(&self, task: &Self::Task, f: F) -> Pinned<R>
     where
         F: FnOnce(&Self::Task) -> R;
