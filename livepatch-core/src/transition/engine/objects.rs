@@ -137,6 +137,14 @@ impl<'a> Engine<'a> {
             }
         }
         self.release_empty_slots(b);
+        // A slot whose hook could not be removed stays, its original in the index: the object's
+        // code is gone, so a frame in that range is not code being switched away from any more
+        // (the kernel's `klp_check_stack` only checks patched objects).
+        for slot in self.live.slots() {
+            if slot.object() == Some(object) {
+                slot.orig_away.store(false, Ordering::Relaxed);
+            }
+        }
         let _ = self.publish(b);
         b.scheduler().synchronize();
     }
