@@ -1121,8 +1121,13 @@ void lp_shim_task_info(struct task_struct *t, struct lp_task_info *info)
 	info->tgid = t->tgid;
 	info->cpu = task_cpu(t);
 	info->kthread = !!(t->flags & PF_KTHREAD);
-	/* PF_IDLE is set when the idle task first runs: not yet on a CPU never brought online. */
-	info->idle = !!(t->flags & PF_IDLE) || t == &init_task || t == lp_shim_idle_task(task_cpu(t));
+	/*
+	 * PF_IDLE is set when the idle task first runs: not yet on a CPU never brought online.
+	 * Idle tasks have pid 0, so every other task is decided without calling idle_task()
+	 * (this runs for every task of every walk).
+	 */
+	info->idle = !!(t->flags & PF_IDLE) || t == &init_task ||
+		     (t->pid == 0 && t == lp_shim_idle_task(task_cpu(t)));
 	info->exiting = !!(t->flags & PF_EXITING) || t->exit_state;
 	info->on_cpu = READ_ONCE(t->on_cpu);
 	info->state = READ_ONCE(t->__state);
