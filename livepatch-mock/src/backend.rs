@@ -492,6 +492,10 @@ pub struct MockTracer<'m> {
     pub(crate) hooks: &'m [Cell<u32>],
     pub(crate) loaded: &'m [ObjectId],
     pub(crate) fail_on: Option<CodeAddr>,
+    /// Removing the hook of the function at this entry fails; the hook stays.
+    pub(crate) fail_remove_on: Option<CodeAddr>,
+    /// Removals that failed by `fail_remove_on`.
+    pub(crate) failed_removals: Cell<u64>,
 }
 
 impl Tracer for MockTracer<'_> {
@@ -517,6 +521,11 @@ impl Tracer for MockTracer<'_> {
         let id = self.code.at_entry(func.start()).ok_or(ErrorKind::Hook)?;
         let cell = &self.hooks[id.idx()];
         if cell.get() != slot.0 {
+            return Err(ErrorKind::Hook);
+        }
+        if self.fail_remove_on == Some(func.start()) {
+            // An unregister that fails leaves the hook as it was.
+            self.failed_removals.set(self.failed_removals.get() + 1);
             return Err(ErrorKind::Hook);
         }
         cell.set(NO_HOOK);

@@ -118,6 +118,10 @@ pub struct MachineConfig {
     pub signal_faults: SignalFaults,
     /// Hook installation fails on this function.
     pub fail_hook_on: Option<FnId>,
+    /// Hook removal fails on this function (`Tracer::remove` returns
+    /// [`ErrorKind::Hook`](livepatch_core::backend::ErrorKind::Hook)): the hook stays
+    /// installed, and the core keeps the function's slot.
+    pub fail_unhook_on: Option<FnId>,
     /// A *broken* hook on this function: it ignores the redirect and always runs the
     /// original. Only for testing that the oracle catches it.
     pub broken_hook_on: Option<FnId>,
@@ -156,6 +160,7 @@ impl Default for MachineConfig {
             walk_faults: WalkFaults::default(),
             signal_faults: SignalFaults::default(),
             fail_hook_on: None,
+            fail_unhook_on: None,
             broken_hook_on: None,
             shadow_slots: heap::DEFAULT_SHADOW_SLOTS,
             backend: BackendConfig::default(),
@@ -236,6 +241,8 @@ pub struct MachineStats {
     /// Of those checks, the ones whose switch failed: the word changed after the callback
     /// read it.
     pub task_work_raced: u64,
+    /// Hook removals that failed by [`MachineConfig::fail_unhook_on`] (the hook stayed).
+    pub failed_unhooks: u64,
 }
 
 /// The machine.
@@ -435,6 +442,11 @@ impl Machine {
         object == ObjectId::VMLINUX || self.loaded.contains(&object)
     }
 
+    /// The slot of the hook installed on `func`, if any (whether or not its module is loaded).
+    pub fn hook_on(&self, func: FnId) -> Option<u32> {
+        self.hooks.get(func.idx()).map(Cell::get).filter(|s| *s != NO_HOOK)
+    }
+
     /// Marks functions as released (their module freed) or present again.
     pub fn set_released(&mut self, func: FnId, released: bool) {
         if let Some(r) = self.code.released.get_mut(func.idx()) {
@@ -452,7 +464,8 @@ impl Machine {
         let fx = Effects::default();
         let meter = self.walker.inner().meter();
         let meter_start = meter.ns.get();
-        let fail_on = self.cfg.fail_hook_on.map(|id| self.code.get(id).range.start());
+        let entry_of = |f: Option<FnId>| f.map(|id| self.code.get(id).range.start());
+        let (fail_on, fail_remove_on) = (entry_of(self.cfg.fail_hook_on), entry_of(self.cfg.fail_unhook_on));
         let costs = SchedCosts {
             visit_ns: self.cfg.visit_ns,
             grace_ns: self.cfg.grace_ns,
@@ -472,9 +485,17 @@ impl Machine {
             unpinned: Cell::new(false),
         };
         let sched = FaultyScheduler::new(sched, &self.cfg.signal_faults, &self.kick_counter, &self.kicks_lost);
-        let tracer = MockTracer { code: &self.code, hooks: &self.hooks, loaded: &self.loaded, fail_on };
+        let tracer = MockTracer {
+            code: &self.code,
+            hooks: &self.hooks,
+            loaded: &self.loaded,
+            fail_on,
+            fail_remove_on,
+            failed_removals: Cell::new(0),
+        };
         let backend = Parts { scheduler: &sched, walker: &self.walker, tracer: &tracer };
         let r = f(&backend);
+        self.stats.failed_unhooks += tracer.failed_removals.get();
         let end_ns = livepatch_core::backend::Scheduler::now_ns(&sched);
         let engine_cpu = sched.inner().cpu_ns();
         // The engine's view ended; apply its effects.

@@ -44,6 +44,13 @@ impl std::fmt::Debug for Sim<'_, '_> {
     }
 }
 
+impl<'a> Sim<'_, 'a> {
+    /// The core's live state (its slots and index).
+    pub fn live(&self) -> &'a Live<'a> {
+        self.live
+    }
+}
+
 impl Sim<'_, '_> {
     /// The simulated time.
     pub fn now(&self) -> u64 {
