@@ -4,7 +4,7 @@
 use livepatch_core::{Policy, TaskId};
 use livepatch_mock::middleware::{SignalFaults, WalkFaults};
 use livepatch_mock::oracle::Invariant;
-use livepatch_mock::run::{run, run_with, RunOptions};
+use livepatch_mock::run::{run, run_stepped, run_with, RunOptions};
 use livepatch_mock::scenario::{self, Action, Step, Wait};
 
 fn build(name: &str, tasks: Option<usize>, seed: u64) -> scenario::Scenario {
@@ -99,6 +99,50 @@ fn a_failing_hook_installation_cancels_the_enable() {
     let e: Vec<Option<&str>> = r.outcomes.iter().map(|o| o.error.as_deref()).collect();
     assert_eq!(e[0], Some("backend: hook install/remove failed"));
     assert_eq!(e[1], Some("patch 1 is not enabled"));
+}
+
+/// The module goes while the enable of a patch of it waits for the module's kthread, asleep
+/// for good in the patched `mod_stuck`, and the hook on `mod_stuck` cannot be removed
+/// (`fail_unhook_on`): the hook and the core's slot stay, and the transition completes, as
+/// the kernel's does (`klp_check_stack` checks patched objects only; `klp_module_going`
+/// unpatched the module). Before `4a093a5` the core kept the stale slot marked as code being
+/// switched away from and waited for the kthread until the time limit.
+#[test]
+fn a_going_module_whose_hook_stays_holds_no_transition() {
+    for policy in [Policy::LINUX_6_12, Policy::IMPROVED] {
+        let sc = build("going-module-unhook-fails", None, 1);
+        let stuck = sc.code.by_name("mod_stuck").expect("exists");
+        let entry = sc.code.get(stuck).range.start();
+        let r = run_stepped(&sc, policy, RunOptions::default(), &mut |_| {}, |sim| {
+            while sim.step() {}
+            let m = sim.machine();
+            let hook = m.hook_on(stuck);
+            assert!(hook.is_some(), "the hook on mod_stuck stays");
+            assert_eq!(sim.live().slot_at(entry).map(|s| s.0), hook, "and so does the core's slot");
+            let kthread = m.tasks().last().expect("the module's kthread");
+            assert!(!kthread.is_dead() && kthread.stack().iter().any(|f| f.func == stuck), "it sleeps in mod_stuck");
+        });
+        assert_eq!(r.violations, 0, "{:?}", r.violation);
+        // Refused when the module went (and again each time the core retried it).
+        assert!(r.machine.failed_unhooks >= 1, "the removal of mod_stuck's hook was refused");
+        let errors: Vec<_> = r.outcomes.iter().filter_map(|o| o.error.as_deref()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(r.converged, "{}: {:?}", r.model, r.transitions);
+        let [t] = &r.transitions[..] else { panic!("one transition: {:?}", r.transitions) };
+        assert_eq!(t.outcome, "complete");
+        // It waited for the kthread until the module went (30 ms).
+        assert!(t.end_ns.is_some_and(|e| e >= 30_000_000), "{t:?}");
+    }
+    // Without the fault, the hook goes with the module and nothing is refused.
+    let mut sc = build("going-module-unhook-fails", None, 1);
+    sc.machine.fail_unhook_on = None;
+    let stuck = sc.code.by_name("mod_stuck").expect("exists");
+    let r = run_stepped(&sc, Policy::IMPROVED, RunOptions::default(), &mut |_| {}, |sim| {
+        while sim.step() {}
+        assert_eq!(sim.machine().hook_on(stuck), None);
+    });
+    assert!(r.converged && r.violations == 0, "{:?}", r.violation);
+    assert_eq!(r.machine.failed_unhooks, 0);
 }
 
 #[test]

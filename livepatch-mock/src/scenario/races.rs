@@ -1,9 +1,10 @@
 //! Scenarios where an operation races with a transition in progress: a module loading while an
-//! atomic replace is being enabled (and after that enable was reversed), and the engine moving
-//! on while a task's own check is preempted in the middle. A core that gets the replace
-//! patch's nops for the module wrong, or that switches a task on a check made against another
-//! transition, lets a task run two universes or be switched with code being switched away from
-//! on its stack; the oracle catches each.
+//! atomic replace is being enabled (and after that enable was reversed), a module going while
+//! a patch of it is being enabled, and the engine moving on while a task's own check is
+//! preempted in the middle. A core that gets the replace patch's nops for the module wrong, or
+//! that switches a task on a check made against another transition, lets a task run two
+//! universes or be switched with code being switched away from on its stack; the oracle
+//! catches each. A core that still checks a going module's code holds the transition forever.
 
 use super::build::*;
 use super::{Action, ObjectSpec, Params, PatchSpec, Scenario, ScenarioDef, Step, Wait};
@@ -12,7 +13,7 @@ use livepatch_core::backend::TaskFlags;
 use livepatch_core::ObjectId;
 
 /// The race scenarios.
-pub const ALL: [ScenarioDef; 4] = [
+pub const ALL: [ScenarioDef; 5] = [
     ScenarioDef {
         name: "late-module-replace",
         group: "adversarial",
@@ -40,6 +41,13 @@ pub const ALL: [ScenarioDef; 4] = [
         about: "the same waiters; the wait's patch is enabled, reversed and reversed again a millisecond apart: with TaskWorkMode::Preemptible a task's check spans both reversals",
         defaults: Params { tasks: 32, cpus: 4, seed: 1 },
         build: preempted_task_work_reversed,
+    },
+    ScenarioDef {
+        name: "going-module-unhook-fails",
+        group: "faults",
+        about: "a module's kthread sleeps for good in the module's function an enable in transition patches; the module goes and the hook on that function cannot be removed: the transition completes (the kernel checks patched objects only)",
+        defaults: Params { tasks: 8, cpus: 4, seed: 1 },
+        build: going_module_unhook_fails,
     },
 ];
 
@@ -213,4 +221,44 @@ fn preempted_task_work_reversed(p: &Params) -> Result<Scenario, CodeError> {
         ]);
     }
     io_waiters(3, p, script)
+}
+
+/// Patch 0 patches `sys_getpid` and the module's `mod_stuck`. The module's kthread calls
+/// `mod_stuck` and sleeps there for good, uninterruptibly: the module's exit does not stop it
+/// (a module bug the kernel does not prevent: `delete_module` checks no stacks), and it is
+/// never woken, so it never runs the gone code again. The enable waits for it; 20 ms in, the
+/// module goes, and `MachineConfig::fail_unhook_on` makes the removal of `mod_stuck`'s hook
+/// fail: the hook and the core's slot stay. `klp_module_going` unpatched the object and
+/// `klp_check_stack` checks patched objects only, so in the kernel the kthread's frame no
+/// longer holds the transition: it completes.
+fn going_module_unhook_fails(p: &Params) -> Result<Scenario, CodeError> {
+    let mut b = CodeBuilder::new();
+    let k = kernel(&mut b, (10 * MS, 100 * MS), (MS, 2 * MS));
+    let stuck_body = vec![Op::Work(10 * US, 20 * US), Op::Sleep(SleepKind::Uninterruptible, SleepFor::Forever)];
+    let mod_stuck = b.declare("mod_stuck", MODULE);
+    b.define(mod_stuck, stuck_body.clone());
+    let mod_thread = b.declare("mod_thread", MODULE);
+    b.define(mod_thread, vec![Op::Call(mod_stuck), Op::Loop]);
+    let getpid_0 = b.variant(k.sys_getpid, 0, vec![Op::Work(300, 700)]);
+    let mod_stuck_0 = b.variant(mod_stuck, 0, stuck_body);
+    let def = &ALL[4];
+    let mut sc = super::parity::scenario(def.name, def.about, p, b.build()?);
+    super::parity::background(&mut sc, &k, p.tasks);
+    sc.tasks.push(kthread(mod_thread, TaskFlags::empty()));
+    sc.loaded = vec![MODULE];
+    sc.machine.fail_unhook_on = Some(mod_stuck);
+    let mut fix = patch("mod-fix", &[(k.sys_getpid, getpid_0)]);
+    fix.objects.push(ObjectSpec {
+        id: MODULE,
+        name: "mod".into(),
+        funcs: vec![(mod_stuck, mod_stuck_0)],
+        callbacks: false,
+        fail_pre_patch: None,
+    });
+    sc.patches.push(fix);
+    sc.script =
+        vec![after(10 * MS, Action::Enable(0)), after(20 * MS, Action::Unload(MODULE)), settled(MS, Action::Nop)];
+    // Without the kernel's behaviour the enable never completes: 2 s show it.
+    sc.limit_ns = 2 * S;
+    Ok(sc)
 }
