@@ -1,13 +1,14 @@
 //! The simulated machine driven by arbitrary scenario bytes with the oracle on: a random
 //! machine shape (CPUs, user tasks, exiting tasks, kthreads, seed) and a script of enable,
-//! disable, reverse, force, fork, exit, CPU hot-unplug and module load/unload steps, run
-//! under one of the simulator's models. Any invariant violation the oracle reports (I1–I4,
+//! disable, reverse, force, fork, exit, CPU hot-unplug and module load/unload steps, with or
+//! without a hook the tracer refuses to install or remove, run under one of the simulator's
+//! models. Any invariant violation the oracle reports (I1–I4,
 //! I6 is only counted) or any panic is a crash.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use livepatch_mock::scenario::random::{self, RandomMachine, RandomOp, RandomStep};
+use livepatch_mock::scenario::random::{self, HookFault, RandomMachine, RandomOp, RandomStep};
 use livepatch_mock::{run_with, RunOptions, MODELS};
 
 #[derive(Debug, Arbitrary)]
@@ -39,7 +40,15 @@ struct Input {
     exiting: u8,
     kthreads: u8,
     seed: u64,
+    hook_fault: Fault,
     steps: Vec<Step>,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Fault {
+    None,
+    Install(u8),
+    Remove(u8),
 }
 
 fuzz_target!(|input: Input| {
@@ -50,6 +59,11 @@ fuzz_target!(|input: Input| {
         exiting: u32::from(input.exiting) % (users + 1),
         kthreads: u32::from(input.kthreads % 4),
         seed: input.seed,
+        hook_fault: match input.hook_fault {
+            Fault::None => HookFault::None,
+            Fault::Install(n) => HookFault::Install(n),
+            Fault::Remove(n) => HookFault::Remove(n),
+        },
     };
     let steps: Vec<RandomStep> = input
         .steps

@@ -2,7 +2,7 @@
 //! oracle on, and the bounded soak CI runs.
 
 use livepatch_mock::run::{run_with, RunOptions};
-use livepatch_mock::scenario::random::{build, RandomMachine, RandomOp, RandomStep};
+use livepatch_mock::scenario::random::{build, HookFault, RandomMachine, RandomOp, RandomStep};
 use livepatch_mock::{soak, MODELS};
 use proptest::prelude::*;
 
@@ -25,10 +25,25 @@ fn step() -> impl Strategy<Value = RandomStep> {
     (0u32..20_000, any::<bool>(), op()).prop_map(|(delay_us, settle, op)| RandomStep { delay_us, settle, op })
 }
 
+fn hook_fault() -> impl Strategy<Value = HookFault> {
+    prop_oneof![
+        6 => Just(HookFault::None),
+        1 => any::<u8>().prop_map(HookFault::Install),
+        1 => any::<u8>().prop_map(HookFault::Remove),
+    ]
+}
+
 fn machine() -> impl Strategy<Value = RandomMachine> {
-    (1u32..=4, 1u32..=10, 0u32..=4, 0u32..=4, any::<u64>()).prop_map(|(cpus, users, exiting, kthreads, seed)| {
-        RandomMachine { cpus, users, exiting: exiting.min(users), kthreads, seed }
-    })
+    (1u32..=4, 1u32..=10, 0u32..=4, 0u32..=4, any::<u64>(), hook_fault()).prop_map(
+        |(cpus, users, exiting, kthreads, seed, hook_fault)| RandomMachine {
+            cpus,
+            users,
+            exiting: exiting.min(users),
+            kthreads,
+            seed,
+            hook_fault,
+        },
+    )
 }
 
 proptest! {
@@ -77,5 +92,37 @@ fn replays_of_past_soak_findings_stay_clean() {
         let r = soak::replay(seed, 12, policy).expect("builds");
         assert!(r.violation.is_none(), "seed {seed} {model}: {:?}", r.violation);
         assert!(r.converged || r.timed_out, "seed {seed} {model}");
+    }
+}
+
+/// The random machines' tracer faults reach the tracer: a refused install refuses the enable
+/// (nothing enabled: the next enable of another patch works), and a refused removal leaves the
+/// hook when the module goes. The proptest and the soak draw these faults; this checks that
+/// drawing one changes what the machine does.
+#[test]
+fn random_machines_hook_faults_reach_the_tracer() {
+    let m = |hook_fault| RandomMachine { cpus: 2, users: 3, exiting: 0, kthreads: 1, seed: 7, hook_fault };
+    let step = |op, settle| RandomStep { delay_us: 1_000, settle, op };
+    let (name, policy) = MODELS[0];
+
+    // f1 (fault 0) is patched by r0: its enable is refused, r3's then completes.
+    let steps = [step(RandomOp::Enable(0), false), step(RandomOp::Enable(3), true)];
+    let sc = build(&m(HookFault::Install(0)), &steps).expect("random code builds");
+    let r = run_with(&sc, policy, RunOptions { max_events: 150_000, timeline: false }, &mut |_| {});
+    assert!(r.violation.is_none(), "{name}: {:?}", r.violation);
+    let errors: Vec<_> = r.outcomes.iter().map(|o| o.error.is_some()).collect();
+    assert_eq!(errors, [true, false], "{:?}", r.outcomes);
+    assert_eq!(r.transitions.len(), 1, "{:?}", r.transitions);
+    assert_eq!(r.transitions[0].outcome, "complete");
+
+    // m0 (fault 1) is patched by r2: enabled, then the module goes and its hook stays.
+    let steps = [step(RandomOp::Enable(2), false), step(RandomOp::Unload, true), step(RandomOp::Disable(2), true)];
+    for (fault, refused) in [(HookFault::None, false), (HookFault::Remove(1), true)] {
+        let sc = build(&m(fault), &steps).expect("random code builds");
+        let r = run_with(&sc, policy, RunOptions { max_events: 150_000, timeline: false }, &mut |_| {});
+        assert!(r.violation.is_none(), "{name}: {:?}", r.violation);
+        assert!(r.outcomes.iter().all(|o| o.error.is_none()), "{:?}", r.outcomes);
+        assert_eq!(r.machine.failed_unhooks > 0, refused, "{fault:?}: {:?}", r.machine);
+        assert!(r.converged, "{fault:?}: {:?}", r.transitions);
     }
 }

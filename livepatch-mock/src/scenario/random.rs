@@ -1,7 +1,7 @@
 //! Random machines and operation sequences, for property tests and the soak: a small call
 //! graph with sleeps in patched functions, a module, four patches (one cumulative, one on
 //! `schedule()`), and scripts of enable, disable, reverse, force, fork, exit, module load
-//! and unload and CPU hot-unplug.
+//! and unload and CPU hot-unplug; optionally a hook that cannot be installed or removed.
 
 use super::build::*;
 use super::{Action, ObjectSpec, PatchSpec, Scenario, Step, Wait};
@@ -23,6 +23,24 @@ pub struct RandomMachine {
     pub kthreads: u32,
     /// Seed.
     pub seed: u64,
+    /// A hook the tracer refuses to install or to remove.
+    pub hook_fault: HookFault,
+}
+
+/// A tracer fault of a random machine: on `f1` (patched by `r0` and the cumulative `r2`), the
+/// module's `m0` (patched by `r2`, installed and removed with the module too) or `schedule()`
+/// (patched by `r3`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HookFault {
+    /// No fault.
+    #[default]
+    None,
+    /// Installing the hook on function `n % 3` fails
+    /// ([`MachineConfig::fail_hook_on`](crate::machine::MachineConfig::fail_hook_on)).
+    Install(u8),
+    /// Removing the hook on function `n % 3` fails: it stays
+    /// ([`MachineConfig::fail_unhook_on`](crate::machine::MachineConfig::fail_unhook_on)).
+    Remove(u8),
 }
 
 /// A random operation.
@@ -193,11 +211,18 @@ pub fn build(m: &RandomMachine, steps: &[RandomStep]) -> Result<Scenario, CodeEr
             Step { wait: if s.settle { Wait::Settled(ns) } else { Wait::For(ns) }, action }
         })
         .collect();
+    let mut machine = config(cpus, m.seed);
+    let faulty = [f1, m0, k.schedule];
+    match m.hook_fault {
+        HookFault::None => {}
+        HookFault::Install(n) => machine.fail_hook_on = Some(faulty[usize::from(n) % faulty.len()]),
+        HookFault::Remove(n) => machine.fail_unhook_on = Some(faulty[usize::from(n) % faulty.len()]),
+    }
     Ok(Scenario {
         name: "random".into(),
         about: "a random machine and operation sequence".into(),
         code,
-        machine: config(cpus, m.seed),
+        machine,
         tasks,
         patches,
         loaded: vec![MODULE],
@@ -217,6 +242,11 @@ pub fn generate(seed: u64, steps: usize) -> (RandomMachine, Vec<RandomStep>) {
         exiting: r.range(0, u64::from(users)) as u32,
         kthreads: r.range(0, 5) as u32,
         seed,
+        hook_fault: match r.below(8) {
+            0 => HookFault::Install(r.range(0, 255) as u8),
+            1 => HookFault::Remove(r.range(0, 255) as u8),
+            _ => HookFault::None,
+        },
     };
     let ops = (0..steps)
         .map(|_| {
