@@ -42,7 +42,7 @@
 //! The last of those is the only candidate, and one compare with its end decides. A window
 //! near the version's end reads up to [`WINDOW`] entries past it: the writer makes them
 //! sentinels (a start of `usize::MAX`) where the buffer has them, so the window needs no clamp;
-//! a version that leaves its buffer fewer free entries takes a cold, clamped path in those
+//! a version that leaves its buffer fewer free entries takes a rarer, clamped path in those
 //! last buckets (correct, slower).
 //!
 //! A bucket holding more than [`WINDOW`] starts (a cluster of tiny functions, as the
@@ -454,7 +454,7 @@ impl Version<'_, '_> {
 /// compares after the directory's load (a clamp to the version's end cost 0.2–0.5 ns per
 /// lookup: BENCHMARKS.md section 2). Only where the buffer has no room for a sentinel the
 /// window would need (a version leaving fewer than [`WINDOW`] entries of its buffer free) does
-/// the lookup take the cold path, which clamps.
+/// the lookup take the clamped path.
 #[inline(always)]
 fn window_rank(entries: &[IndexEntry<'_>], buffer: &[IndexEntry<'_>], first: usize, addr: usize) -> usize {
     match buffer.get(first..first + WINDOW) {
@@ -465,8 +465,12 @@ fn window_rank(entries: &[IndexEntry<'_>], buffer: &[IndexEntry<'_>], first: usi
 
 /// [`window_rank`] without sentinels: the window moved back to stay inside the version (the
 /// ranges it then covers before the bucket start before `addr`, so the count is the same).
-#[cold]
-#[inline(never)]
+///
+/// Inlined, although rarely taken: the lookup makes no call on any path, since one call
+/// anywhere in it makes every lookup save and restore callee-saved registers (this function
+/// out of line and `search_bucket`'s `map_or`s, which LLVM left calls, cost every lookup five
+/// pushes and five pops; BENCHMARKS.md section 2).
+#[inline(always)]
 fn window_rank_clamped(entries: &[IndexEntry<'_>], first: usize, addr: usize) -> usize {
     let from = first.min(entries.len().saturating_sub(WINDOW));
     match entries.get(from..from + WINDOW) {
@@ -527,10 +531,15 @@ fn search_bucket(entries: &[IndexEntry<'_>], buffer: &[IndexEntry<'_>], word: u3
     let first = (word & !OVERFLOW) as usize;
     // A flagged bucket is never a sentinel, so the next slot is its (sub-)directory's: a rank,
     // flagged or not, or a sub-directory whose first sub-bucket starts at the same rank.
-    let end = directory_slot(buffer, slot + 1)
-        .map_or(entries.len(), |s| slot_rank(buffer, s.load(Ordering::Relaxed)))
-        .min(entries.len());
-    first + entries.get(first..end).map_or(0, |run| rank(run, addr))
+    // Matches, not `map_or`: LLVM left those calls (see `window_rank_clamped`).
+    let end = match directory_slot(buffer, slot + 1) {
+        Some(next) => slot_rank(buffer, next.load(Ordering::Relaxed)).min(entries.len()),
+        None => entries.len(),
+    };
+    match entries.get(first..end) {
+        Some(run) => first + rank(run, addr),
+        None => first,
+    }
 }
 
 /// The rank of the first range at or after the start of the (sub-)bucket whose directory word
