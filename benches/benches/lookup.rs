@@ -28,7 +28,7 @@ use livepatch_benches::real::{KernelText, GROUP_BPF, GROUP_TCP};
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::patch::FuncNode;
 use livepatch_core::patched_set::{Hit, IndexEntry, LookupMode, PatchedSet, WINDOW};
-use livepatch_core::{CodeAddr, CodeRange, TaskPatchState};
+use livepatch_core::{CodeAddr, CodeRange, Live, TaskPatchState};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Queries per kind; a power of two, many enough that the branch predictor cannot learn them.
@@ -41,6 +41,8 @@ fn print_sizes() {
     println!("size_of: IndexEntry={}", std::mem::size_of::<IndexEntry<'static>>());
     println!("size_of: FuncSlot={}", std::mem::size_of::<FuncSlot<'static>>());
     println!("size_of: FuncNode={}", std::mem::size_of::<FuncNode<'static>>());
+    println!("size_of: PatchedSet={}", std::mem::size_of::<PatchedSet<'static>>());
+    println!("size_of: Live={}", std::mem::size_of::<Live<'static>>());
 }
 
 /// Cycles through `queries`, one lookup per iteration.
