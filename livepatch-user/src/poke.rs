@@ -113,7 +113,9 @@ fn fixup_round(site: usize) {
     for t in waiting {
         // `Acquire`: pairs with the handler's `Release`: its `rip` fix is done.
         while t.fixup_round.load(Ordering::Acquire) < round {
-            if sys::tgkill(t.tid(), 0).is_err() {
+            // A thread that ended its registration runs no patched code any more and its
+            // handler cannot acknowledge (it finds no entry); one that exited cannot either.
+            if t.has_ended() || sys::tgkill(t.tid(), 0).is_err() {
                 break;
             }
             std::thread::yield_now();
@@ -128,7 +130,6 @@ fn fixup_round(site: usize) {
 ///
 /// Only the kernel calls it, as an `SA_SIGINFO` handler: `ctx` is the interrupted context.
 unsafe extern "C" fn on_fixup(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let Some(t) = threads::current() else { return };
     // `Acquire`: pairs with `fixup_round`'s `Release`.
     let round = FIXUP_ROUND.load(Ordering::Acquire);
     let site = FIXUP_SITE.load(Ordering::Relaxed);
@@ -140,6 +141,9 @@ unsafe extern "C" fn on_fixup(_sig: libc::c_int, _info: *mut libc::siginfo_t, ct
         unsafe { sys::set_context_ip_sp(ctx, site + ENTRY_NOPS, sp) };
         FIXUPS_APPLIED.fetch_add(1, Ordering::Relaxed);
     }
+    // A thread that ended its registration while the signal was pending has no entry to
+    // acknowledge with: the writer stops waiting when it sees the entry marked exiting.
+    let Some(t) = threads::current() else { return };
     // `Release`: pairs with `fixup_round`'s `Acquire`.
     t.fixup_round.store(round, Ordering::Release);
 }

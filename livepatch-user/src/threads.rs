@@ -144,6 +144,13 @@ impl Thread {
         self.stack_lo.load(Ordering::Relaxed)
     }
 
+    /// Whether the thread ended its registration ([`end`]): it runs no patched code any more.
+    pub(crate) fn has_ended(&self) -> bool {
+        // `Relaxed`: a stop condition for waiters only; the thread's own program order puts
+        // everything it ran before `end` ahead of the locked `fetch_or` that sets the flag.
+        self.flags.load(Ordering::Relaxed) & TaskFlags::EXITING.bits() != 0
+    }
+
     /// What the thread's last kick handler found.
     pub fn last_kick(&self) -> KickResult {
         KickResult::decode(self.last_kick.load(Ordering::Relaxed))
