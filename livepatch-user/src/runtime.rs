@@ -147,6 +147,7 @@ impl Runtime {
         sys::register_membarrier().map_err(|e| Error::Sys("membarrier(REGISTER)", e))?;
         poke::install_handlers()?;
         backend::install_kick_handler()?;
+        crate::walk::set_restorer(sys::restorer_of(poke::kick_signal()));
         if policy.model == Model::StopTheWorld {
             crate::stop::install_stop_handler()?;
         }

@@ -24,6 +24,11 @@
 //!
 //! An interruption inside the trampoline, or while the thread's in-hook flag is set (from
 //! the start of a hook decision until the trampoline's jump), is [`ErrorKind::InRedirect`].
+//! So is a *signal frame* on the walked stack whose saved `rip` is inside the trampoline
+//! ([`signal_frame_in_trampoline`]): a handler of the program's own interrupted the thread
+//! between a decision and its jump, and a switch from inside that handler (a hooked call or a
+//! safe point there, a kick landing in it) would leave the decision to be used in the other
+//! universe (`tests/nested_decision.rs`).
 
 use crate::hook;
 use crate::stop::{self, Stopped};
@@ -86,6 +91,35 @@ pub(crate) fn in_hook() -> bool {
 /// which the trampoline clears.
 pub(crate) fn in_hook_flag() -> *const u8 {
     IN_HOOK.with(|s| s as *const Cell<bool> as *const u8)
+}
+
+/// The first word of every signal frame (libc's `sa_restorer`, [`crate::sys::restorer_of`];
+/// 0: unknown, no frame is recognised).
+static RESTORER: AtomicUsize = AtomicUsize::new(0);
+
+/// Records the signal frames' return address (once, at initialisation).
+pub(crate) fn set_restorer(addr: usize) {
+    RESTORER.store(addr, Ordering::Relaxed);
+}
+
+/// From a signal frame's first word (`rt_sigframe.pretcode`, the restorer) to the saved `rip`
+/// in the `ucontext` that follows it.
+const SIGFRAME_RIP: usize = 8
+    + std::mem::offset_of!(libc::ucontext_t, uc_mcontext)
+    + std::mem::offset_of!(libc::mcontext_t, gregs)
+    + libc::REG_RIP as usize * 8;
+
+const _: () = assert!(SIGFRAME_RIP.is_multiple_of(8), "the saved rip is an aligned stack word");
+
+/// Whether the word `v` at `w` starts a signal frame whose saved `rip` is inside the
+/// trampoline (its `ucontext` read only if it lies below `end`, the walk's upper bound).
+fn signal_frame_in_trampoline(w: usize, v: usize, end: usize) -> bool {
+    let restorer = RESTORER.load(Ordering::Relaxed);
+    if restorer == 0 || v != restorer || w + SIGFRAME_RIP + 8 > end {
+        return false;
+    }
+    let (t0, t1) = hook::trampoline_range();
+    (t0..t1).contains(&read(w + SIGFRAME_RIP))
 }
 
 const MAX_REGIONS: usize = 64;
@@ -176,6 +210,8 @@ enum Outcome {
     TooDeep,
     /// The frame-pointer chain could not be followed reliably.
     Unreliable,
+    /// A signal frame interrupted the trampoline ([`signal_frame_in_trampoline`]).
+    InRedirect,
 }
 
 /// Hands frames to the core's closure, counting them against the depth limit.
@@ -228,9 +264,13 @@ fn chain<F: FnMut(CodeAddr) -> ControlFlow<()>>(
                 return Outcome::Unreliable;
             }
             // The interrupted function may have no frame yet (or any more): its return
-            // address is then in `[sp, fp)`.
+            // address is then in `[sp, fp)`. So may a signal frame (a handler of the
+            // program's interrupted before its prologue).
             for w in (sp..fp).step_by(8) {
                 let v = read(w);
+                if signal_frame_in_trampoline(w, v, base + 16) {
+                    return Outcome::InRedirect;
+                }
                 if maybe_return_address(v) {
                     if let Some(o) = e.emit(v) {
                         return o;
@@ -282,6 +322,9 @@ fn scan<F: FnMut(CodeAddr) -> ControlFlow<()>>(sp: usize, base: usize, e: &mut E
     }
     for w in (sp..base + 16).step_by(8) {
         let v = read(w);
+        if signal_frame_in_trampoline(w, v, base + 16) {
+            return Outcome::InRedirect;
+        }
         if maybe_return_address(v) {
             if let Some(o) = e.emit(v) {
                 return o;
@@ -379,5 +422,6 @@ fn finish(outcome: Outcome) -> Result<usize, WalkError<ErrorKind>> {
         Outcome::Done(n) => Ok(n),
         Outcome::TooDeep => Err(WalkError::TooDeep),
         Outcome::Unreliable => Err(WalkError::Backend(ErrorKind::Unreliable)),
+        Outcome::InRedirect => Err(WalkError::Backend(ErrorKind::InRedirect)),
     }
 }
