@@ -101,6 +101,11 @@ fn safe_point_at(start: Start) {
         return;
     }
     let Some(live) = hook::live() else { return };
+    // Inside a hook decision: a signal handler of the program's own interrupted it and called
+    // this; the decision may have read the thread's word already (see `hook::hook_decide`).
+    if walk::in_hook() {
+        return;
+    }
     thread.read_enter();
     let prev = walk::set_start(start);
     live.self_check(thread, &walk::Walker);

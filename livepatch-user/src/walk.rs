@@ -69,6 +69,8 @@ pub(crate) enum Start {
 thread_local! {
     static START: Cell<Start> = const { Cell::new(Start::None) };
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+    /// What a nested decision's trampoline clears instead of `IN_HOOK` (never read).
+    static NESTED_SINK: Cell<u8> = const { Cell::new(0) };
 }
 
 /// Sets where the calling thread's next walks start; returns the previous start (a signal
@@ -77,7 +79,7 @@ pub(crate) fn set_start(start: Start) -> Start {
     START.with(|s| s.replace(start))
 }
 
-/// Marks the calling thread as inside a hook decision.
+/// Marks the calling thread as inside a hook decision; returns whether it already was.
 pub(crate) fn set_in_hook(v: bool) -> bool {
     IN_HOOK.with(|s| s.replace(v))
 }
@@ -91,6 +93,12 @@ pub(crate) fn in_hook() -> bool {
 /// which the trampoline clears.
 pub(crate) fn in_hook_flag() -> *const u8 {
     IN_HOOK.with(|s| s as *const Cell<bool> as *const u8)
+}
+
+/// A byte of the calling thread's that a nested decision's trampoline clears instead of the
+/// in-hook flag, which belongs to the decision it interrupted ([`crate::hook`]).
+pub(crate) fn nested_sink() -> *const u8 {
+    NESTED_SINK.with(|s| s as *const Cell<u8> as *const u8)
 }
 
 /// The first word of every signal frame (libc's `sa_restorer`, [`crate::sys::restorer_of`];
