@@ -261,6 +261,12 @@ pub fn load(
         // SAFETY: non-null C string in the loaded object.
         let fname = unsafe { CStr::from_ptr(f.name) };
         let new_name: &'static str = Box::leak(fname.to_string_lossy().into_owned().into_boxed_str());
+        // A variant is code being switched away from when its patch is disabled or replaced:
+        // the walks must see return addresses into it, and they see only trusted code (the
+        // conservative scan's soundness rests on it, as for the originals below).
+        if !walk::is_trusted(f.new_func as usize) {
+            return Err(Error::Untrusted(format!("{new_name}'s variant")));
+        }
         if !f.object.is_null() {
             // SAFETY: non-null C string in the loaded object.
             let lib = unsafe { CStr::from_ptr(f.object) }.to_string_lossy().into_owned();
