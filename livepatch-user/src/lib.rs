@@ -87,9 +87,11 @@ unsafe extern "C" fn safe_point_inner(frame: usize) {
     safe_point_at(Start::Call { ret, fp, sp: frame + 8 });
 }
 
-/// A safe point at the start of a thread, whose only frame is its start routine's.
-pub(crate) fn safe_point_from(base_fp: usize) {
-    safe_point_at(Start::Call { ret: 0, fp: base_fp, sp: base_fp });
+/// A safe point at the start of a thread, whose only frame is its start routine's: `ret`
+/// is the return address into it stored at `sp` (0: unknown, the start routine is not
+/// patchable code, and `sp` is `base_fp`).
+pub(crate) fn safe_point_from(base_fp: usize, ret: usize, sp: usize) {
+    safe_point_at(Start::Call { ret, fp: base_fp, sp });
 }
 
 fn safe_point_at(start: Start) {
@@ -155,18 +157,41 @@ pub unsafe extern "C" fn livepatch_thread_discard(token: *mut c_void) {
 /// the thread's start routine (refused unless it is on the calling thread's stack above the
 /// caller: stack walks read up to it). 0 on success, -1 otherwise.
 ///
+/// Refused too when the caller — the start routine — is a patched function that the thread's
+/// universe runs the variant of: the routine was entered before the thread registered, so as
+/// the original ([`Error::StartRoutinePatched`]); the thread then runs unregistered, every
+/// hooked function's original.
+///
+/// Naked, so that the return address into the start routine (and where it is stored) reach
+/// the registration: the check above, and the walk of the thread's first safe point.
+///
 /// # Safety
 ///
 /// `token` must be NULL or an unconsumed `livepatch_thread_prepare` result.
+#[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn livepatch_thread_begin(token: *mut c_void, frame: *const c_void) -> c_int {
+    std::arch::naked_asm!(
+        // rdi, rsi: as given; rdx: the return address into the caller; rcx: where it is.
+        "mov rdx, [rsp]",
+        "mov rcx, rsp",
+        "jmp {inner}",
+        inner = sym thread_begin_inner,
+    )
+}
+
+/// # Safety
+///
+/// Only `livepatch_thread_begin` calls it (a tail jump: `ret` is its return address into the
+/// start routine, stored at `sp`); `token` as for it.
+unsafe extern "C" fn thread_begin_inner(token: *mut c_void, frame: *const c_void, ret: usize, sp: usize) -> c_int {
     let token = if token.is_null() {
         None
     } else {
         // SAFETY: the caller passes a `livepatch_thread_prepare` result, consumed once.
         Some(*unsafe { Box::from_raw(token as *mut threads::ChildToken) })
     };
-    match Runtime::get().and_then(|rt| rt.thread_begin(token, frame as usize)) {
+    match Runtime::get().and_then(|rt| rt.thread_begin_from(token, frame as usize, ret, sp)) {
         Ok(()) => 0,
         Err(_) => -1,
     }

@@ -199,6 +199,23 @@ impl Runtime {
     /// attempt runs, and the thread registry's lock alone keeps it from beginning during a
     /// stop ([`crate::stop`]; `tests/stop_new_thread.rs`).
     pub fn thread_begin(&self, token: Option<threads::ChildToken>, base_fp: usize) -> Result<(), Error> {
+        self.thread_begin_from(token, base_fp, 0, base_fp)
+    }
+
+    /// [`thread_begin`](Self::thread_begin) called from the start routine at the return
+    /// address `ret` (stored at `sp`; 0 when unknown). The routine's entry ran before the
+    /// thread registered, so its hook ran the original: if the thread's universe runs its
+    /// variant, the registration is refused ([`Error::StartRoutinePatched`]; the thread then
+    /// runs every original, unregistered) — the original would call the patch's variants.
+    /// The thread's first safe point walks from `ret`, so a start routine being switched away
+    /// from keeps it in its universe.
+    pub(crate) fn thread_begin_from(
+        &self,
+        token: Option<threads::ChildToken>,
+        base_fp: usize,
+        ret: usize,
+        sp: usize,
+    ) -> Result<(), Error> {
         match token {
             Some(token) => threads::begin(Some(token), base_fp, || false)?,
             None => {
@@ -207,10 +224,32 @@ impl Runtime {
                 threads::begin(None, base_fp, active)?;
             }
         }
+        if ret != 0 && self.runs_variant_of(ret) {
+            threads::end();
+            return Err(Error::StartRoutinePatched);
+        }
         // A prepared child that is pending switches now if it can: its stack holds only its
         // start routine.
-        crate::safe_point_from(base_fp);
+        crate::safe_point_from(base_fp, ret, sp);
         Ok(())
+    }
+
+    /// Whether `ret` lies in the original of a patched function whose variant the calling
+    /// (registered) thread's universe runs.
+    fn runs_variant_of(&self, ret: usize) -> bool {
+        let Some(thread) = threads::current() else { return false };
+        // A read-side section: the index version and the func stacks read here are reused
+        // only after a grace period, which waits for it.
+        thread.read_enter();
+        let variant = self.live.patched_set().lookup(livepatch_core::CodeAddr(ret)).is_some_and(|hit| {
+            hit.node.is_none()
+                && matches!(
+                    self.live.redirect_task(hit.slot(), thread, livepatch_core::CodeAddr(0)),
+                    livepatch_core::Redirect::Variant(_)
+                )
+        });
+        thread.read_exit();
+        variant
     }
 
     /// Loads the patch in the shared object at `path` and starts enabling it; returns its
