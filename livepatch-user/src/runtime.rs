@@ -266,9 +266,19 @@ impl Runtime {
     pub fn apply(&self, path: &str) -> Result<u32, Error> {
         let mut inner = self.inner();
         let id = inner.next_id;
+        // Libraries first named by this patch are appended to the table; a refusal takes
+        // them out again (no other patch refers to them).
+        let known = inner.libraries.len();
         let loaded = {
             let libraries = &mut inner.libraries;
-            patch_so::load(path, PatchId(id), &mut |name| library_id(libraries, name))?
+            patch_so::load(path, PatchId(id), &mut |name| library_id(libraries, name))
+        };
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                inner.libraries.truncate(known);
+                return Err(e);
+            }
         };
         let patch = loaded.patch;
         // The patch's libraries already loaded: resolved now, as the kernel resolves a loaded
@@ -303,6 +313,7 @@ impl Runtime {
             for idx in pinned {
                 Self::unpin(&mut inner.libraries[idx]);
             }
+            inner.libraries.truncate(known);
             return Err(e);
         }
         inner.next_id += 1;
