@@ -25,7 +25,7 @@
 //! An interruption inside the trampoline, or while the thread's in-hook flag is set (from
 //! the start of a hook decision until the trampoline's jump), is [`ErrorKind::InRedirect`].
 //! So is a *signal frame* on the walked stack whose saved `rip` is inside the trampoline
-//! ([`signal_frame_in_trampoline`]): a handler of the program's own interrupted the thread
+//! ([`scan_word`]; any other saved `rip` is a frame): a handler of the program's own interrupted the thread
 //! between a decision and its jump, and a switch from inside that handler (a hooked call or a
 //! safe point there, a kick landing in it) would leave the decision to be used in the other
 //! universe (`tests/nested_decision.rs`).
@@ -119,15 +119,36 @@ const SIGFRAME_RIP: usize = 8
 
 const _: () = assert!(SIGFRAME_RIP.is_multiple_of(8), "the saved rip is an aligned stack word");
 
-/// Whether the word `v` at `w` starts a signal frame whose saved `rip` is inside the
-/// trampoline (its `ucontext` read only if it lies below `end`, the walk's upper bound).
-fn signal_frame_in_trampoline(w: usize, v: usize, end: usize) -> bool {
+/// The saved `rip` of the signal frame that the word `v` at `w` starts, if it starts one (its
+/// `ucontext` read only if it lies below `end`, the walk's upper bound).
+fn signal_frame_pc(w: usize, v: usize, end: usize) -> Option<usize> {
     let restorer = RESTORER.load(Ordering::Relaxed);
     if restorer == 0 || v != restorer || w + SIGFRAME_RIP + 8 > end {
-        return false;
+        return None;
     }
-    let (t0, t1) = hook::trampoline_range();
-    (t0..t1).contains(&read(w + SIGFRAME_RIP))
+    Some(read(w + SIGFRAME_RIP))
+}
+
+/// A stack word of a scan: a signal frame's interrupted `rip` is a frame whatever it is (it
+/// may be the very entry of a variant the thread had just jumped to, which
+/// [`maybe_return_address`] would take for a function pointer:
+/// `tests/nested_decision_entry.rs`), and [`Outcome::InRedirect`] inside the trampoline;
+/// other words are frames if they may be return addresses.
+fn scan_word<F: FnMut(CodeAddr) -> ControlFlow<()>>(w: usize, end: usize, e: &mut Emitter<F>) -> Option<Outcome> {
+    let v = read(w);
+    if let Some(pc) = signal_frame_pc(w, v, end) {
+        let (t0, t1) = hook::trampoline_range();
+        if (t0..t1).contains(&pc) {
+            return Some(Outcome::InRedirect);
+        }
+        if let Some(o) = e.emit(pc) {
+            return Some(o);
+        }
+    }
+    if maybe_return_address(v) {
+        return e.emit(v);
+    }
+    None
 }
 
 const MAX_REGIONS: usize = 64;
@@ -218,7 +239,7 @@ enum Outcome {
     TooDeep,
     /// The frame-pointer chain could not be followed reliably.
     Unreliable,
-    /// A signal frame interrupted the trampoline ([`signal_frame_in_trampoline`]).
+    /// A signal frame interrupted the trampoline ([`scan_word`]).
     InRedirect,
 }
 
@@ -275,14 +296,8 @@ fn chain<F: FnMut(CodeAddr) -> ControlFlow<()>>(
             // address is then in `[sp, fp)`. So may a signal frame (a handler of the
             // program's interrupted before its prologue).
             for w in (sp..fp).step_by(8) {
-                let v = read(w);
-                if signal_frame_in_trampoline(w, v, base + 16) {
-                    return Outcome::InRedirect;
-                }
-                if maybe_return_address(v) {
-                    if let Some(o) = e.emit(v) {
-                        return o;
-                    }
+                if let Some(o) = scan_word(w, base + 16, e) {
+                    return o;
                 }
             }
             (fp, sp)
@@ -329,14 +344,8 @@ fn scan<F: FnMut(CodeAddr) -> ControlFlow<()>>(sp: usize, base: usize, e: &mut E
         return Outcome::Unreliable;
     }
     for w in (sp..base + 16).step_by(8) {
-        let v = read(w);
-        if signal_frame_in_trampoline(w, v, base + 16) {
-            return Outcome::InRedirect;
-        }
-        if maybe_return_address(v) {
-            if let Some(o) = e.emit(v) {
-                return o;
-            }
+        if let Some(o) = scan_word(w, base + 16, e) {
+            return o;
         }
     }
     Outcome::Done(e.n)
