@@ -79,7 +79,9 @@ pub(crate) fn install_handlers() -> Result<(), crate::Error> {
         .map_err(|e| crate::Error::Sys("sigaction(fixup)", e))
 }
 
-/// Writes `new` over `site` with the protocol above.
+/// Writes `new` over `site` with the protocol above. An error means nothing was written (the
+/// page could not be made writable, or a first hook gave up in its fix-up round and wrote the
+/// trap byte back).
 ///
 /// # Safety
 ///
@@ -120,7 +122,10 @@ pub(crate) unsafe fn poke(site: usize, new: &[u8; HOOK_LEN]) -> std::io::Result<
     // SAFETY: as above.
     unsafe { p.write_volatile(new[0]) };
     sys::sync_core();
-    sys::protect(site, HOOK_LEN, libc::PROT_READ | libc::PROT_EXEC)
+    // The bytes are written: a page that stays writable is no reason to report the write as
+    // failed (the caller would then record the opposite of what the code now does).
+    let _ = sys::protect(site, HOOK_LEN, libc::PROT_READ | libc::PROT_EXEC);
+    Ok(())
 }
 
 /// Fix-up rounds, 1 ms apart, until one finds every thread clear; `false` after
