@@ -2,7 +2,8 @@
 //! runtime's `apply`, which holds the runtime's lock, and in a program linked against the
 //! runtime the constructor's `dlopen` is the runtime's interposer, which takes that lock
 //! after libc's `dlopen` returned. The apply must not deadlock (`tests/c/app.c` with
-//! `tests/c/ctor_dlopen_fix.c`; `livepatchctl` runs under `timeout`).
+//! `tests/c/ctor_dlopen_fix.c`; `livepatchctl` runs under `timeout`). The same for a
+//! `dlopen` in the patch's `post_patch` callback.
 
 mod common;
 
@@ -12,9 +13,20 @@ use std::time::Duration;
 
 #[test]
 fn a_patch_whose_constructor_calls_dlopen_applies() {
-    let build = Build::new("ctor_dlopen");
+    applies("ctor_dlopen", &[]);
+}
+
+/// The same `dlopen` from the patch's `post_patch` callback, which the completion runs
+/// under the runtime's lock.
+#[test]
+fn a_patch_whose_post_patch_calls_dlopen_applies() {
+    applies("post_patch_dlopen", &["-DIN_POST_PATCH"]);
+}
+
+fn applies(name: &str, flags: &[&str]) {
+    let build = Build::new(name);
     let app = build.program("app.c", "app");
-    let fix = build.patch("ctor_dlopen_fix.c", "fix.so", &[]);
+    let fix = build.patch("ctor_dlopen_fix.c", "fix.so", flags);
     let sock = build.out("app.sock");
     let ctl = build.ctl.to_str().unwrap().to_owned();
 
@@ -26,8 +38,8 @@ fn a_patch_whose_constructor_calls_dlopen_applies() {
     if !out.status.success() {
         let _ = run.child.kill();
         panic!(
-            "apply did not answer within 10 s ({:?}, {answer:?}): the constructor's dlopen waited \
-             for the runtime's lock, which the apply running the constructor holds",
+            "apply did not answer within 10 s ({:?}, {answer:?}): the patch's dlopen ({flags:?}) \
+             waited for the runtime's lock, which the apply running its code holds",
             out.status
         );
     }
