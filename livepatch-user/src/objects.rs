@@ -219,15 +219,18 @@ fn outermost<R>(f: impl FnOnce() -> R) -> Option<R> {
     Some(r)
 }
 
-/// Runs `f` (a call of libc's `dlopen` made under the runtime's lock: a patch object's
-/// constructors run in it) as if inside the interposer: a `dlopen`/`dlclose` those
-/// constructors make goes straight to libc, as one made by a library's constructor during an
-/// interposed call does, instead of taking the runtime's lock again (`tests/ctor_dlopen.rs`).
-pub(crate) fn as_interposer<R>(f: impl FnOnce() -> R) -> R {
-    let outer = INSIDE.with(|i| i.replace(true));
-    let r = f();
+/// Marks the calling thread as inside the interposer (it holds the runtime's lock, and runs
+/// patch code under it: a patch object's constructors, its callbacks); returns what it was,
+/// for [`leave_interposer`]. A `dlopen`/`dlclose` that code makes goes straight to libc, as
+/// one made by a library's constructor during an interposed call does, instead of taking the
+/// runtime's lock again (`tests/ctor_dlopen.rs`).
+pub(crate) fn enter_interposer() -> bool {
+    INSIDE.with(|i| i.replace(true))
+}
+
+/// Undoes [`enter_interposer`].
+pub(crate) fn leave_interposer(outer: bool) {
     INSIDE.with(|i| i.set(outer));
-    r
 }
 
 /// The interposed `dlopen`: libc's, then every library a patch names that is now loaded

@@ -215,12 +215,11 @@ pub fn load(
 ) -> Result<LoadedPatch, Error> {
     let cpath = CString::new(path).map_err(|_| Error::Load("path contains NUL".into()))?;
     // libc's, not the interposer's (the runtime's lock is held), and so are the `dlopen`s
-    // and `dlclose`s of the object's constructors.
-    let handle = crate::objects::as_interposer(|| {
-        // SAFETY: dlopen with a valid C string; the object's constructors run (that is the
-        // operator's choice of patch).
-        unsafe { crate::objects::real_dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) }
-    });
+    // and `dlclose`s of the object's constructors (the caller holds the runtime's lock as
+    // `Runtime::inner` takes it: `objects::enter_interposer`).
+    // SAFETY: dlopen with a valid C string; the object's constructors run (that is the
+    // operator's choice of patch).
+    let handle = unsafe { crate::objects::real_dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if handle.is_null() {
         return Err(Error::Load(dlerror()));
     }

@@ -17,6 +17,7 @@ use livepatch_core::sweep::{PassSummary, Straggler};
 use livepatch_core::transition::Progress;
 use livepatch_core::{Engine, EngineStorage, Live, ObjectId, PatchId, PatchState, Policy};
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -129,6 +130,35 @@ impl std::fmt::Debug for Runtime {
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
+/// The runtime's lock, held. Patch code runs under it (a patch object's constructors, its
+/// callbacks), so while it is held the thread counts as inside the `dlopen` interposer: a
+/// `dlopen`/`dlclose` that code makes goes straight to libc instead of taking the lock again
+/// ([`objects::enter_interposer`]).
+struct Locked<'a> {
+    guard: MutexGuard<'a, Inner>,
+    outer: bool,
+}
+
+impl Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.guard
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Before the guard (a field) unlocks.
+        objects::leave_interposer(self.outer);
+    }
+}
+
 impl Runtime {
     /// Initialises the process's runtime with `policy`: registers for `membarrier`, installs
     /// the trap, fix-up and kick signal handlers (`SIGTRAP`, `SIGRTMIN+2`, `SIGRTMIN+3`).
@@ -183,8 +213,9 @@ impl Runtime {
         RUNTIME.get().ok_or(Error::NotInitialised)
     }
 
-    fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn inner(&self) -> Locked<'_> {
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Locked { guard, outer: objects::enter_interposer() }
     }
 
     /// The engine's read side.
