@@ -87,11 +87,10 @@ unsafe extern "C" fn safe_point_inner(frame: usize) {
     safe_point_at(Start::Call { ret, fp, sp: frame + 8 });
 }
 
-/// A safe point at the start of a thread, whose only frame is its start routine's: `ret`
-/// is the return address into it stored at `sp` (0: unknown, the start routine is not
-/// patchable code, and `sp` is `base_fp`).
-pub(crate) fn safe_point_from(base_fp: usize, ret: usize, sp: usize) {
-    safe_point_at(Start::Call { ret, fp: base_fp, sp });
+/// A safe point at the start of a thread, walking from `caller` (the registration's caller:
+/// the start routine, or code it called; `ret` 0 and `fp` the base frame when unknown).
+pub(crate) fn safe_point_from(caller: Start) {
+    safe_point_at(caller);
 }
 
 fn safe_point_at(start: Start) {
@@ -172,9 +171,11 @@ pub unsafe extern "C" fn livepatch_thread_discard(token: *mut c_void) {
 #[no_mangle]
 pub unsafe extern "C" fn livepatch_thread_begin(token: *mut c_void, frame: *const c_void) -> c_int {
     std::arch::naked_asm!(
-        // rdi, rsi: as given; rdx: the return address into the caller; rcx: where it is.
+        // rdi, rsi: as given; rdx: the return address into the caller; rcx: where it is;
+        // r8: the caller's frame pointer.
         "mov rdx, [rsp]",
         "mov rcx, rsp",
+        "mov r8, rbp",
         "jmp {inner}",
         inner = sym thread_begin_inner,
     )
@@ -182,16 +183,23 @@ pub unsafe extern "C" fn livepatch_thread_begin(token: *mut c_void, frame: *cons
 
 /// # Safety
 ///
-/// Only `livepatch_thread_begin` calls it (a tail jump: `ret` is its return address into the
-/// start routine, stored at `sp`); `token` as for it.
-unsafe extern "C" fn thread_begin_inner(token: *mut c_void, frame: *const c_void, ret: usize, sp: usize) -> c_int {
+/// Only `livepatch_thread_begin` calls it (a tail jump: `ret` is its return address into its
+/// caller, stored at `sp`, and `fp` the caller's frame pointer); `token` as for it.
+unsafe extern "C" fn thread_begin_inner(
+    token: *mut c_void,
+    frame: *const c_void,
+    ret: usize,
+    sp: usize,
+    fp: usize,
+) -> c_int {
     let token = if token.is_null() {
         None
     } else {
         // SAFETY: the caller passes a `livepatch_thread_prepare` result, consumed once.
         Some(*unsafe { Box::from_raw(token as *mut threads::ChildToken) })
     };
-    match Runtime::get().and_then(|rt| rt.thread_begin_from(token, frame as usize, ret, sp)) {
+    let caller = Start::Call { ret, fp, sp };
+    match Runtime::get().and_then(|rt| rt.thread_begin_from(token, frame as usize, caller)) {
         Ok(()) => 0,
         Err(_) => -1,
     }

@@ -10,6 +10,7 @@ use crate::poke;
 use crate::stop;
 use crate::sys;
 use crate::threads::{self, KickResult};
+use crate::walk::{self, Start};
 use livepatch_core::backend::Task;
 use livepatch_core::model::Model;
 use livepatch_core::patched_set::WINDOW;
@@ -230,22 +231,23 @@ impl Runtime {
     /// attempt runs, and the thread registry's lock alone keeps it from beginning during a
     /// stop ([`crate::stop`]; `tests/stop_new_thread.rs`).
     pub fn thread_begin(&self, token: Option<threads::ChildToken>, base_fp: usize) -> Result<(), Error> {
-        self.thread_begin_from(token, base_fp, 0, base_fp)
+        self.thread_begin_from(token, base_fp, Start::Call { ret: 0, fp: base_fp, sp: base_fp })
     }
 
-    /// [`thread_begin`](Self::thread_begin) called from the start routine at the return
-    /// address `ret` (stored at `sp`; 0 when unknown). The routine's entry ran before the
-    /// thread registered, so its hook ran the original: if the thread's universe runs its
-    /// variant, the registration is refused ([`Error::StartRoutinePatched`]; the thread then
-    /// runs every original, unregistered) — the original would call the patch's variants.
-    /// The thread's first safe point walks from `ret`, so a start routine being switched away
-    /// from keeps it in its universe.
+    /// [`thread_begin`](Self::thread_begin) called from `caller` (the return address into
+    /// the registration's caller, where it is stored, the caller's frame pointer; `ret` 0 when
+    /// unknown). Every function on the stack then — the start routine, and what it called on
+    /// its way to the registration — was entered before the thread registered, so their hooks
+    /// ran the originals: if the thread's universe runs the variant of one of them, the
+    /// registration is refused ([`Error::StartRoutinePatched`]; the thread then runs every
+    /// original, unregistered) — the original would call the patch's variants. The thread's
+    /// first safe point walks from `caller`, so code being switched away from there keeps it
+    /// in its universe.
     pub(crate) fn thread_begin_from(
         &self,
         token: Option<threads::ChildToken>,
         base_fp: usize,
-        ret: usize,
-        sp: usize,
+        caller: Start,
     ) -> Result<(), Error> {
         match token {
             Some(token) => threads::begin(Some(token), base_fp, || false)?,
@@ -255,32 +257,50 @@ impl Runtime {
                 threads::begin(None, base_fp, active)?;
             }
         }
-        if ret != 0 && self.runs_variant_of(ret) {
+        if matches!(caller, Start::Call { ret, .. } if ret != 0) && self.runs_variant_on_stack(caller) {
             threads::end();
             return Err(Error::StartRoutinePatched);
         }
         // A prepared child that is pending switches now if it can: its stack holds only its
-        // start routine.
-        crate::safe_point_from(base_fp, ret, sp);
+        // start routine (and what it called to get here).
+        crate::safe_point_from(caller);
         Ok(())
     }
 
-    /// Whether `ret` lies in the original of a patched function whose variant the calling
-    /// (registered) thread's universe runs.
-    fn runs_variant_of(&self, ret: usize) -> bool {
+    /// Whether a frame of the calling (registered) thread's stack, walked from `caller`, lies
+    /// in the original of a patched function whose variant the thread's universe runs (only
+    /// `caller`'s return address when the walk fails).
+    fn runs_variant_on_stack(&self, caller: Start) -> bool {
         let Some(thread) = threads::current() else { return false };
+        let Start::Call { ret, .. } = caller else { return false };
+        let runs_variant = |addr: livepatch_core::CodeAddr| {
+            self.live.patched_set().lookup(addr).is_some_and(|hit| {
+                hit.node.is_none()
+                    && matches!(
+                        self.live.redirect_task(hit.slot(), thread, livepatch_core::CodeAddr(0)),
+                        livepatch_core::Redirect::Variant(_)
+                    )
+            })
+        };
         // A read-side section: the index version and the func stacks read here are reused
         // only after a grace period, which waits for it.
         thread.read_enter();
-        let variant = self.live.patched_set().lookup(livepatch_core::CodeAddr(ret)).is_some_and(|hit| {
-            hit.node.is_none()
-                && matches!(
-                    self.live.redirect_task(hit.slot(), thread, livepatch_core::CodeAddr(0)),
-                    livepatch_core::Redirect::Variant(_)
-                )
+        let prev = walk::set_start(caller);
+        let mut found = false;
+        let walked = livepatch_core::backend::StackWalker::walk(&walk::Walker, thread, 64, |addr| {
+            found |= runs_variant(addr);
+            if found {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
         });
+        if walked.is_err() && !found {
+            found = runs_variant(livepatch_core::CodeAddr(ret));
+        }
+        walk::set_start(prev);
         thread.read_exit();
-        variant
+        found
     }
 
     /// Loads the patch in the shared object at `path` and starts enabling it; returns its
