@@ -25,10 +25,10 @@
 //! An interruption inside the trampoline, or while the thread's in-hook flag is set (from
 //! the start of a hook decision until the trampoline's jump), is [`ErrorKind::InRedirect`].
 //! So is a *signal frame* on the walked stack whose saved `rip` is inside the trampoline
-//! ([`scan_word`]; any other saved `rip` is a frame): a handler of the program's own interrupted the thread
-//! between a decision and its jump, and a switch from inside that handler (a hooked call or a
-//! safe point there, a kick landing in it) would leave the decision to be used in the other
-//! universe (`tests/nested_decision.rs`).
+//! (`scan_word`; any other saved `rip` is a frame): a handler of the program's own
+//! interrupted the thread between a decision and its jump, and a switch from inside that
+//! handler (a hooked call or a safe point there, a kick landing in it) would leave the
+//! decision to be used in the other universe (`tests/nested_decision.rs`).
 
 use crate::hook;
 use crate::stop::{self, Stopped};
