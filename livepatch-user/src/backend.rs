@@ -166,12 +166,19 @@ impl Tracer for ProcessBackend {
         })
     }
 
-    fn remove(&self, _slot: SlotId, func: CodeRange) -> Result<(), ErrorKind> {
+    fn remove(&self, slot: SlotId, func: CodeRange) -> Result<(), ErrorKind> {
         let entry = func.start().get();
         hook::set_unhooked(entry);
         // SAFETY: the entry is one of our hooks (the runtime's engine removes only what it
         // installed: the type's documentation); the site now says "unhooked".
-        unsafe { poke::poke(entry, &hook::parked_bytes()) }.map_err(|_| ErrorKind::Hook)?;
+        if unsafe { poke::poke(entry, &hook::parked_bytes()) }.is_err() {
+            // Nothing was written (`poke` fails only before its first write): the hook stays,
+            // and the engine keeps the slot hooked and may push variants on it again without
+            // installing anything, so the site must say "hooked" again
+            // (`tests/unhook_fails.rs`).
+            hook::set_hooked(entry, slot);
+            return Err(ErrorKind::Hook);
+        }
         // Threads still deciding for this site (they entered before the site said
         // "unhooked") finish before the engine reuses the slot.
         threads::grace_period();

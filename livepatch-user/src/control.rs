@@ -24,9 +24,13 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Runs one command line and returns the answer's lines.
 pub fn execute(rt: &Runtime, line: &str) -> Vec<String> {
-    let mut words = line.split_whitespace();
-    let cmd = words.next().unwrap_or("");
-    let arg = words.next();
+    // The command is the first word; its argument the rest of the line (a path may hold
+    // spaces), trimmed.
+    let line = line.trim();
+    let (cmd, arg) = match line.split_once(char::is_whitespace) {
+        Some((cmd, rest)) => (cmd, Some(rest.trim())),
+        None => (line, None),
+    };
     let waited = |r: Result<(), crate::Error>| -> Result<(), crate::Error> {
         r?;
         rt.wait(WAIT).map(|_| ())

@@ -21,6 +21,10 @@ pub enum Error {
     AlreadyRegistered,
     /// A root thread cannot register while a patch is registered.
     PatchesActive,
+    /// A child cannot register inside a start routine that a patch replaces for it: the
+    /// routine's entry ran before the thread registered, so it runs the original, and its
+    /// calls would run the patch's variants. The thread goes on unregistered (originals only).
+    StartRoutinePatched,
     /// The frame record given to `begin` is not an 8-aligned address on the calling thread's
     /// stack above the caller (stack walks read the stack up to it).
     Frame(usize),
@@ -53,6 +57,9 @@ impl fmt::Display for Error {
             Error::NotRegistered => f.write_str("the calling thread is not registered"),
             Error::AlreadyRegistered => f.write_str("the calling thread is already registered"),
             Error::PatchesActive => f.write_str("a root thread cannot register while a patch is registered"),
+            Error::StartRoutinePatched => {
+                f.write_str("the thread's start routine is replaced for it: it ran the original before registering")
+            }
             Error::Frame(fp) => write!(f, "frame {fp:#x} is not on the calling thread's stack above the caller"),
             Error::Load(e) => write!(f, "cannot load the patch: {e}"),
             Error::Descriptor(e) => write!(f, "bad patch descriptor: {e}"),

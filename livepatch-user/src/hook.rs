@@ -282,6 +282,14 @@ struct Decision {
 /// the decision reads the thread's universe until the jump, a kick handler sees either the
 /// flag or a pc inside the trampoline, and never switches the thread under a stale decision.
 ///
+/// A decision that finds the flag already set is *nested*: a signal handler of the program's
+/// own interrupted the thread inside another decision and called a hooked function. It only
+/// redirects (no handler-entry switch: the outer decision may have read the thread's word
+/// already), and hands the trampoline a sink instead of the flag, so that the flag stays set
+/// until the outer trampoline clears it (`tests/nested_decision_inside.rs`). A handler that
+/// interrupted the trampoline after the flag was cleared is seen by the walk instead (its
+/// signal frame's saved `rip`, [`crate::walk`]).
+///
 /// # Safety
 ///
 /// Only the trampoline calls it: `frame` is the trampoline's frame record on this thread's
@@ -293,7 +301,7 @@ unsafe extern "C" fn hook_decide(entry: usize, parent_ip: usize, frame: usize) -
         return Decision { target: 0, in_hook };
     };
     let Some(live) = live() else { return Decision { target: 0, in_hook } };
-    walk::set_in_hook(true);
+    let nested = walk::set_in_hook(true);
     thread.read_enter();
     let mut target = 0;
     if let Some(site) = find(entry) {
@@ -303,14 +311,21 @@ unsafe extern "C" fn hook_decide(entry: usize, parent_ip: usize, frame: usize) -
             // SAFETY: `frame` is the trampoline's frame record on this thread's stack; its
             // first word is the saved frame pointer of the hooked function's caller.
             let caller_fp = unsafe { *(frame as *const usize) };
-            walk::set_start(Start::Call { ret: parent_ip, fp: caller_fp, sp: frame + 16 });
-            if let Redirect::Variant(a) = live.on_function_entry(slot, thread, &Walker, CodeAddr(parent_ip)) {
+            let to = if nested {
+                live.redirect_task(slot, thread, CodeAddr(parent_ip))
+            } else {
+                walk::set_start(Start::Call { ret: parent_ip, fp: caller_fp, sp: frame + 16 });
+                let to = live.on_function_entry(slot, thread, &Walker, CodeAddr(parent_ip));
+                walk::set_start(Start::None);
+                to
+            };
+            if let Redirect::Variant(a) = to {
                 target = a.0;
             }
-            walk::set_start(Start::None);
         }
     }
     thread.read_exit();
+    let in_hook = if nested { walk::nested_sink() } else { in_hook };
     Decision { target, in_hook }
 }
 

@@ -87,9 +87,10 @@ unsafe extern "C" fn safe_point_inner(frame: usize) {
     safe_point_at(Start::Call { ret, fp, sp: frame + 8 });
 }
 
-/// A safe point at the start of a thread, whose only frame is its start routine's.
-pub(crate) fn safe_point_from(base_fp: usize) {
-    safe_point_at(Start::Call { ret: 0, fp: base_fp, sp: base_fp });
+/// A safe point at the start of a thread, walking from `caller` (the registration's caller:
+/// the start routine, or code it called; `ret` 0 and `fp` the base frame when unknown).
+pub(crate) fn safe_point_from(caller: Start) {
+    safe_point_at(caller);
 }
 
 fn safe_point_at(start: Start) {
@@ -101,6 +102,11 @@ fn safe_point_at(start: Start) {
         return;
     }
     let Some(live) = hook::live() else { return };
+    // Inside a hook decision: a signal handler of the program's own interrupted it and called
+    // this; the decision may have read the thread's word already (see `hook::hook_decide`).
+    if walk::in_hook() {
+        return;
+    }
     thread.read_enter();
     let prev = walk::set_start(start);
     live.self_check(thread, &walk::Walker);
@@ -150,18 +156,50 @@ pub unsafe extern "C" fn livepatch_thread_discard(token: *mut c_void) {
 /// the thread's start routine (refused unless it is on the calling thread's stack above the
 /// caller: stack walks read up to it). 0 on success, -1 otherwise.
 ///
+/// Refused too when the caller — the start routine — is a patched function that the thread's
+/// universe runs the variant of: the routine was entered before the thread registered, so as
+/// the original ([`Error::StartRoutinePatched`]); the thread then runs unregistered, every
+/// hooked function's original.
+///
+/// Naked, so that the return address into the start routine (and where it is stored) reach
+/// the registration: the check above, and the walk of the thread's first safe point.
+///
 /// # Safety
 ///
 /// `token` must be NULL or an unconsumed `livepatch_thread_prepare` result.
+#[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn livepatch_thread_begin(token: *mut c_void, frame: *const c_void) -> c_int {
+    std::arch::naked_asm!(
+        // rdi, rsi: as given; rdx: the return address into the caller; rcx: where it is;
+        // r8: the caller's frame pointer.
+        "mov rdx, [rsp]",
+        "mov rcx, rsp",
+        "mov r8, rbp",
+        "jmp {inner}",
+        inner = sym thread_begin_inner,
+    )
+}
+
+/// # Safety
+///
+/// Only `livepatch_thread_begin` calls it (a tail jump: `ret` is its return address into its
+/// caller, stored at `sp`, and `fp` the caller's frame pointer); `token` as for it.
+unsafe extern "C" fn thread_begin_inner(
+    token: *mut c_void,
+    frame: *const c_void,
+    ret: usize,
+    sp: usize,
+    fp: usize,
+) -> c_int {
     let token = if token.is_null() {
         None
     } else {
         // SAFETY: the caller passes a `livepatch_thread_prepare` result, consumed once.
         Some(*unsafe { Box::from_raw(token as *mut threads::ChildToken) })
     };
-    match Runtime::get().and_then(|rt| rt.thread_begin(token, frame as usize)) {
+    let caller = Start::Call { ret, fp, sp };
+    match Runtime::get().and_then(|rt| rt.thread_begin_from(token, frame as usize, caller)) {
         Ok(()) => 0,
         Err(_) => -1,
     }

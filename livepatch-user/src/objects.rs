@@ -219,6 +219,20 @@ fn outermost<R>(f: impl FnOnce() -> R) -> Option<R> {
     Some(r)
 }
 
+/// Marks the calling thread as inside the interposer (it holds the runtime's lock, and runs
+/// patch code under it: a patch object's constructors, its callbacks); returns what it was,
+/// for [`leave_interposer`]. A `dlopen`/`dlclose` that code makes goes straight to libc, as
+/// one made by a library's constructor during an interposed call does, instead of taking the
+/// runtime's lock again (`tests/ctor_dlopen.rs`).
+pub(crate) fn enter_interposer() -> bool {
+    INSIDE.with(|i| i.replace(true))
+}
+
+/// Undoes [`enter_interposer`].
+pub(crate) fn leave_interposer(outer: bool) {
+    INSIDE.with(|i| i.set(outer));
+}
+
 /// The interposed `dlopen`: libc's, then every library a patch names that is now loaded
 /// comes (resolved, hooked, switched) before this returns.
 ///

@@ -214,9 +214,11 @@ pub fn load(
     library: &mut dyn FnMut(&str) -> Result<ObjectId, Error>,
 ) -> Result<LoadedPatch, Error> {
     let cpath = CString::new(path).map_err(|_| Error::Load("path contains NUL".into()))?;
+    // libc's, not the interposer's (the runtime's lock is held), and so are the `dlopen`s
+    // and `dlclose`s of the object's constructors (the caller holds the runtime's lock as
+    // `Runtime::inner` takes it: `objects::enter_interposer`).
     // SAFETY: dlopen with a valid C string; the object's constructors run (that is the
     // operator's choice of patch).
-    // libc's, not the interposer's (the runtime's lock is held).
     let handle = unsafe { crate::objects::real_dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if handle.is_null() {
         return Err(Error::Load(dlerror()));
@@ -261,6 +263,12 @@ pub fn load(
         // SAFETY: non-null C string in the loaded object.
         let fname = unsafe { CStr::from_ptr(f.name) };
         let new_name: &'static str = Box::leak(fname.to_string_lossy().into_owned().into_boxed_str());
+        // A variant is code being switched away from when its patch is disabled or replaced:
+        // the walks must see return addresses into it, and they see only trusted code (the
+        // conservative scan's soundness rests on it, as for the originals below).
+        if !walk::is_trusted(f.new_func as usize) {
+            return Err(Error::Untrusted(format!("{new_name}'s variant")));
+        }
         if !f.object.is_null() {
             // SAFETY: non-null C string in the loaded object.
             let lib = unsafe { CStr::from_ptr(f.object) }.to_string_lossy().into_owned();

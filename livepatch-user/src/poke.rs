@@ -12,7 +12,17 @@
 //!    two of them (the kernel never has this case: its ftrace NOP is one instruction). Every
 //!    registered thread gets a fix-up signal whose handler moves an `rip` inside the padding to
 //!    its end (equivalent: the bytes it skips are NOPs); the writer waits for each thread's
-//!    acknowledgement or its exit;
+//!    acknowledgement, its exit or the end of its registration. The handler sees only the
+//!    context it interrupted: a thread inside a signal handler of its own that interrupted it
+//!    between two NOPs resumes there when that handler returns, from the `rip` saved in the
+//!    outer signal frame. So the handler also scans its live stack (from the interrupted
+//!    `rsp` to the thread's base frame) for a word strictly inside the bytes the hook writes
+//!    (`site + 1` … `site + 12`; the hook's own return address is `site + 13`), and answers
+//!    "blocked" if it finds one (or runs on another stack, whose frames it cannot bound). The
+//!    writer repeats the round, 1 ms apart, until every thread answers clear; after
+//!    [`FIXUP_PATIENCE`] it gives up: the trap byte is written back (the tail was never
+//!    touched, so the entry is what it was) and the hook fails (the engine cancels the
+//!    enable). A stale word in a dead slot can only make a hook fail, never tear code;
 //! 3. write the tail; serialise;
 //! 4. write the first byte; serialise.
 //!
@@ -27,6 +37,15 @@ use crate::sys;
 use crate::threads;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a first hook waits for every thread's saved contexts to leave the entry padding
+/// before it gives up (see step 2 above).
+pub(crate) const FIXUP_PATIENCE: Duration = Duration::from_secs(1);
+
+/// A fix-up answer is `round << 1 | BLOCKED`: the thread's stack holds a word inside the
+/// padding (an outer signal frame's saved `rip`).
+const BLOCKED: u64 = 1;
 
 /// The signal that kicks a straggler (its handler checks the thread's stack).
 pub(crate) fn kick_signal() -> libc::c_int {
@@ -51,13 +70,18 @@ pub(crate) static FIXUPS_APPLIED: AtomicU64 = AtomicU64::new(0);
 
 /// Installs the trap and fix-up handlers.
 pub(crate) fn install_handlers() -> Result<(), crate::Error> {
-    sys::install_handler(libc::SIGTRAP, on_trap, true, &[crate::stop::stop_signal()])
+    // The fix-up signal is blocked in the trap handler: its frame's `rip` (`site + 1`) is
+    // inside the padding until the handler moves it, and a fix-up handler nested there would
+    // answer "blocked" (see `saved_context_inside`).
+    sys::install_handler(libc::SIGTRAP, on_trap, true, &[crate::stop::stop_signal(), fixup_signal()])
         .map_err(|e| crate::Error::Sys("sigaction(SIGTRAP)", e))?;
     sys::install_handler(fixup_signal(), on_fixup, false, &[kick_signal(), crate::stop::stop_signal()])
         .map_err(|e| crate::Error::Sys("sigaction(fixup)", e))
 }
 
-/// Writes `new` over `site` with the protocol above.
+/// Writes `new` over `site` with the protocol above. An error means nothing was written (the
+/// page could not be made writable, or a first hook gave up in its fix-up round and wrote the
+/// trap byte back).
 ///
 /// # Safety
 ///
@@ -78,8 +102,16 @@ pub(crate) unsafe fn poke(site: usize, new: &[u8; HOOK_LEN]) -> std::io::Result<
     // thread either has not reached the byte or executes it after the serialisation below.
     unsafe { p.write_volatile(0xcc) };
     sys::sync_core();
-    if fresh_nops {
-        fixup_round(site);
+    if fresh_nops && !fixup_until_clear(site) {
+        // SAFETY: the byte the trap replaced; the tail was not written, so the entry is the
+        // padding it was (a thread that trapped meanwhile was moved per the site's state).
+        unsafe { p.write_volatile(old[0]) };
+        sys::sync_core();
+        sys::protect(site, HOOK_LEN, libc::PROT_READ | libc::PROT_EXEC)?;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "a thread's saved context stayed inside the entry padding",
+        ));
     }
     for (i, b) in new.iter().enumerate().skip(1).filter(|(i, b)| old[*i] != **b) {
         // SAFETY: as above; no thread executes these bytes now (the trap guards the entry
@@ -90,11 +122,30 @@ pub(crate) unsafe fn poke(site: usize, new: &[u8; HOOK_LEN]) -> std::io::Result<
     // SAFETY: as above.
     unsafe { p.write_volatile(new[0]) };
     sys::sync_core();
-    sys::protect(site, HOOK_LEN, libc::PROT_READ | libc::PROT_EXEC)
+    // The bytes are written: a page that stays writable is no reason to report the write as
+    // failed (the caller would then record the opposite of what the code now does).
+    let _ = sys::protect(site, HOOK_LEN, libc::PROT_READ | libc::PROT_EXEC);
+    Ok(())
 }
 
-/// Moves every registered thread's `rip` out of `(site, site + ENTRY_NOPS)`.
-fn fixup_round(site: usize) {
+/// Fix-up rounds, 1 ms apart, until one finds every thread clear; `false` after
+/// [`FIXUP_PATIENCE`].
+fn fixup_until_clear(site: usize) -> bool {
+    let deadline = Instant::now() + FIXUP_PATIENCE;
+    loop {
+        if fixup_round(site) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Moves every registered thread's `rip` out of `(site, site + ENTRY_NOPS)`; `true` if no
+/// thread's stack holds a saved context there either.
+fn fixup_round(site: usize) -> bool {
     FIXUP_SITE.store(site, Ordering::Relaxed);
     // `Release`: pairs with the handler's `Acquire` of the round: it sees the site.
     let round = FIXUP_ROUND.fetch_add(1, Ordering::Release) + 1;
@@ -110,16 +161,50 @@ fn fixup_round(site: usize) {
             waiting.push(t);
         }
     }
+    let mut clear = true;
     for t in waiting {
-        // `Acquire`: pairs with the handler's `Release`: its `rip` fix is done.
-        while t.fixup_round.load(Ordering::Acquire) < round {
-            if sys::tgkill(t.tid(), 0).is_err() {
+        loop {
+            // `Acquire`: pairs with the handler's `Release`: its `rip` fix and its scan are done.
+            let answer = t.fixup_round.load(Ordering::Acquire);
+            if answer >> 1 >= round {
+                clear &= answer & BLOCKED == 0;
+                break;
+            }
+            // A thread that ended its registration runs no patched code any more and its
+            // handler cannot acknowledge (it finds no entry); one that exited cannot either.
+            if t.has_ended() || sys::tgkill(t.tid(), 0).is_err() {
                 break;
             }
             std::thread::yield_now();
         }
     }
     FIXUP_SITE.store(0, Ordering::Relaxed);
+    clear
+}
+
+/// Whether the calling thread's live stack, from the interrupted `sp` up to its base frame
+/// (or its stack's top without one), holds a word strictly inside the bytes the hook writes,
+/// `(site, site + HOOK_LEN)`: the `rip` an outer signal frame will resume at. Not the hook's
+/// own return address, `site + HOOK_LEN`, which every thread inside the trampoline has on its
+/// stack: the bytes from there on are never written. `true` also when `sp` is not on the
+/// thread's stack (a handler's alternate stack: the frames there cannot be bounded). A trap
+/// frame's `rip` (`site + 1`) is never seen here: the trap handler blocks the fix-up signal
+/// and always moves that `rip` before it returns.
+fn saved_context_inside(t: &threads::Thread, sp: usize, site: usize) -> bool {
+    let (lo, hi) = (t.stack_lo(), t.stack_hi());
+    let top = match t.base_fp() {
+        0 => hi,
+        base => (base + 16).min(hi),
+    };
+    if sp < lo || sp >= top || !sp.is_multiple_of(8) {
+        return true;
+    }
+    (sp..top & !7).step_by(8).any(|w| {
+        // SAFETY: `[sp, top)` is the calling thread's own stack above the interrupted stack
+        // pointer: mapped (`begin` took its bounds from `pthread_getattr_np`) and 8-aligned.
+        let v = unsafe { (w as *const usize).read_volatile() };
+        v > site && v < site + HOOK_LEN
+    })
 }
 
 /// Moves this thread's `rip` past the entry padding of the fix-up round's site if it is inside.
@@ -128,7 +213,6 @@ fn fixup_round(site: usize) {
 ///
 /// Only the kernel calls it, as an `SA_SIGINFO` handler: `ctx` is the interrupted context.
 unsafe extern "C" fn on_fixup(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let Some(t) = threads::current() else { return };
     // `Acquire`: pairs with `fixup_round`'s `Release`.
     let round = FIXUP_ROUND.load(Ordering::Acquire);
     let site = FIXUP_SITE.load(Ordering::Relaxed);
@@ -140,8 +224,12 @@ unsafe extern "C" fn on_fixup(_sig: libc::c_int, _info: *mut libc::siginfo_t, ct
         unsafe { sys::set_context_ip_sp(ctx, site + ENTRY_NOPS, sp) };
         FIXUPS_APPLIED.fetch_add(1, Ordering::Relaxed);
     }
+    // A thread that ended its registration while the signal was pending has no entry to
+    // acknowledge with: the writer stops waiting when it sees the entry marked exiting.
+    let Some(t) = threads::current() else { return };
+    let blocked = site != 0 && saved_context_inside(t, sp, site);
     // `Release`: pairs with `fixup_round`'s `Acquire`.
-    t.fixup_round.store(round, Ordering::Release);
+    t.fixup_round.store(round << 1 | u64::from(blocked), Ordering::Release);
 }
 
 /// A thread reached an entry being poked: emulates what the site means now.

@@ -10,6 +10,7 @@ use crate::poke;
 use crate::stop;
 use crate::sys;
 use crate::threads::{self, KickResult};
+use crate::walk::{self, Start};
 use livepatch_core::backend::Task;
 use livepatch_core::model::Model;
 use livepatch_core::patched_set::WINDOW;
@@ -17,6 +18,7 @@ use livepatch_core::sweep::{PassSummary, Straggler};
 use livepatch_core::transition::Progress;
 use livepatch_core::{Engine, EngineStorage, Live, ObjectId, PatchId, PatchState, Policy};
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -129,6 +131,35 @@ impl std::fmt::Debug for Runtime {
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
+/// The runtime's lock, held. Patch code runs under it (a patch object's constructors, its
+/// callbacks), so while it is held the thread counts as inside the `dlopen` interposer: a
+/// `dlopen`/`dlclose` that code makes goes straight to libc instead of taking the lock again
+/// ([`objects::enter_interposer`]).
+struct Locked<'a> {
+    guard: MutexGuard<'a, Inner>,
+    outer: bool,
+}
+
+impl Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.guard
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Before the guard (a field) unlocks.
+        objects::leave_interposer(self.outer);
+    }
+}
+
 impl Runtime {
     /// Initialises the process's runtime with `policy`: registers for `membarrier`, installs
     /// the trap, fix-up and kick signal handlers (`SIGTRAP`, `SIGRTMIN+2`, `SIGRTMIN+3`).
@@ -147,6 +178,7 @@ impl Runtime {
         sys::register_membarrier().map_err(|e| Error::Sys("membarrier(REGISTER)", e))?;
         poke::install_handlers()?;
         backend::install_kick_handler()?;
+        crate::walk::set_restorer(sys::restorer_of(poke::kick_signal()));
         if policy.model == Model::StopTheWorld {
             crate::stop::install_stop_handler()?;
         }
@@ -182,8 +214,9 @@ impl Runtime {
         RUNTIME.get().ok_or(Error::NotInitialised)
     }
 
-    fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn inner(&self) -> Locked<'_> {
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Locked { guard, outer: objects::enter_interposer() }
     }
 
     /// The engine's read side.
@@ -198,6 +231,24 @@ impl Runtime {
     /// attempt runs, and the thread registry's lock alone keeps it from beginning during a
     /// stop ([`crate::stop`]; `tests/stop_new_thread.rs`).
     pub fn thread_begin(&self, token: Option<threads::ChildToken>, base_fp: usize) -> Result<(), Error> {
+        self.thread_begin_from(token, base_fp, Start::Call { ret: 0, fp: base_fp, sp: base_fp })
+    }
+
+    /// [`thread_begin`](Self::thread_begin) called from `caller` (the return address into
+    /// the registration's caller, where it is stored, the caller's frame pointer; `ret` 0 when
+    /// unknown). Every function on the stack then — the start routine, and what it called on
+    /// its way to the registration — was entered before the thread registered, so their hooks
+    /// ran the originals: if the thread's universe runs the variant of one of them, the
+    /// registration is refused ([`Error::StartRoutinePatched`]; the thread then runs every
+    /// original, unregistered) — the original would call the patch's variants. The thread's
+    /// first safe point walks from `caller`, so code being switched away from there keeps it
+    /// in its universe.
+    pub(crate) fn thread_begin_from(
+        &self,
+        token: Option<threads::ChildToken>,
+        base_fp: usize,
+        caller: Start,
+    ) -> Result<(), Error> {
         match token {
             Some(token) => threads::begin(Some(token), base_fp, || false)?,
             None => {
@@ -206,10 +257,50 @@ impl Runtime {
                 threads::begin(None, base_fp, active)?;
             }
         }
+        if matches!(caller, Start::Call { ret, .. } if ret != 0) && self.runs_variant_on_stack(caller) {
+            threads::end();
+            return Err(Error::StartRoutinePatched);
+        }
         // A prepared child that is pending switches now if it can: its stack holds only its
-        // start routine.
-        crate::safe_point_from(base_fp);
+        // start routine (and what it called to get here).
+        crate::safe_point_from(caller);
         Ok(())
+    }
+
+    /// Whether a frame of the calling (registered) thread's stack, walked from `caller`, lies
+    /// in the original of a patched function whose variant the thread's universe runs (only
+    /// `caller`'s return address when the walk fails).
+    fn runs_variant_on_stack(&self, caller: Start) -> bool {
+        let Some(thread) = threads::current() else { return false };
+        let Start::Call { ret, .. } = caller else { return false };
+        let runs_variant = |addr: livepatch_core::CodeAddr| {
+            self.live.patched_set().lookup(addr).is_some_and(|hit| {
+                hit.node.is_none()
+                    && matches!(
+                        self.live.redirect_task(hit.slot(), thread, livepatch_core::CodeAddr(0)),
+                        livepatch_core::Redirect::Variant(_)
+                    )
+            })
+        };
+        // A read-side section: the index version and the func stacks read here are reused
+        // only after a grace period, which waits for it.
+        thread.read_enter();
+        let prev = walk::set_start(caller);
+        let mut found = false;
+        let walked = livepatch_core::backend::StackWalker::walk(&walk::Walker, thread, 64, |addr| {
+            found |= runs_variant(addr);
+            if found {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        });
+        if walked.is_err() && !found {
+            found = runs_variant(livepatch_core::CodeAddr(ret));
+        }
+        walk::set_start(prev);
+        thread.read_exit();
+        found
     }
 
     /// Loads the patch in the shared object at `path` and starts enabling it; returns its
@@ -226,9 +317,19 @@ impl Runtime {
     pub fn apply(&self, path: &str) -> Result<u32, Error> {
         let mut inner = self.inner();
         let id = inner.next_id;
+        // Libraries first named by this patch are appended to the table; a refusal takes
+        // them out again (no other patch refers to them).
+        let known = inner.libraries.len();
         let loaded = {
             let libraries = &mut inner.libraries;
-            patch_so::load(path, PatchId(id), &mut |name| library_id(libraries, name))?
+            patch_so::load(path, PatchId(id), &mut |name| library_id(libraries, name))
+        };
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                inner.libraries.truncate(known);
+                return Err(e);
+            }
         };
         let patch = loaded.patch;
         // The patch's libraries already loaded: resolved now, as the kernel resolves a loaded
@@ -263,6 +364,7 @@ impl Runtime {
             for idx in pinned {
                 Self::unpin(&mut inner.libraries[idx]);
             }
+            inner.libraries.truncate(known);
             return Err(e);
         }
         inner.next_id += 1;

@@ -120,6 +120,19 @@ pub(crate) fn install_handler(
     Ok(())
 }
 
+/// The `sa_restorer` of `sig`'s disposition (0: none): the return address libc gives every
+/// handler it installs (glibc's `__restore_rt`, which makes the `rt_sigreturn` call), so the
+/// first word of every signal frame it delivers.
+pub(crate) fn restorer_of(sig: libc::c_int) -> usize {
+    // SAFETY: a zeroed `sigaction` is valid output storage.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: queries only (no new action); `old` is writable.
+    if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } < 0 {
+        return 0;
+    }
+    old.sa_restorer.map_or(0, |f| f as usize)
+}
+
 /// The interrupted registers of a signal's context: (`rip`, `rsp`, `rbp`).
 ///
 /// # Safety

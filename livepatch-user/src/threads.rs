@@ -37,6 +37,8 @@ pub struct Thread {
     /// The lowest address of the thread's stack (from [`begin`]): a walk reads the stack
     /// from a point at or above it up to `base_fp`, which [`begin`] checked is below its top.
     stack_lo: AtomicUsize,
+    /// The top of the thread's stack (from [`begin`]; 0 before).
+    stack_hi: AtomicUsize,
     /// A kick signal was sent and not yet handled (real-time signals queue; one is enough).
     pub(crate) kick_pending: AtomicBool,
     /// Read-side nesting depth (hook decisions and signal handlers reading the engine's
@@ -46,7 +48,8 @@ pub struct Thread {
     read_gen: AtomicU32,
     /// Kick signals this thread handled.
     pub(crate) signals: AtomicU64,
-    /// The last text-poke fix-up round this thread acknowledged.
+    /// Its answer to the last text-poke fix-up round: `round << 1`, plus 1 when its stack held
+    /// a saved context inside the entry padding ([`crate::poke`]).
     pub(crate) fixup_round: AtomicU64,
     /// What this thread's last kick handler found ([`KickResult`], encoded).
     pub(crate) last_kick: AtomicU64,
@@ -116,6 +119,7 @@ impl Thread {
             flags: AtomicU8::new(0),
             base_fp: AtomicUsize::new(0),
             stack_lo: AtomicUsize::new(0),
+            stack_hi: AtomicUsize::new(0),
             kick_pending: AtomicBool::new(false),
             read_depth: AtomicU32::new(0),
             read_gen: AtomicU32::new(0),
@@ -142,6 +146,18 @@ impl Thread {
     /// The lowest address of the thread's stack (0 before it began).
     pub(crate) fn stack_lo(&self) -> usize {
         self.stack_lo.load(Ordering::Relaxed)
+    }
+
+    /// The top of the thread's stack (0 before it began).
+    pub(crate) fn stack_hi(&self) -> usize {
+        self.stack_hi.load(Ordering::Relaxed)
+    }
+
+    /// Whether the thread ended its registration ([`end`]): it runs no patched code any more.
+    pub(crate) fn has_ended(&self) -> bool {
+        // `Relaxed`: a stop condition for waiters only; the thread's own program order puts
+        // everything it ran before `end` ahead of the locked `fetch_or` that sets the flag.
+        self.flags.load(Ordering::Relaxed) & TaskFlags::EXITING.bits() != 0
     }
 
     /// What the thread's last kick handler found.
@@ -368,8 +384,8 @@ pub fn begin(token: Option<ChildToken>, base_fp: usize, patches_active: impl FnO
     if current().is_some() {
         return Err(Error::AlreadyRegistered);
     }
-    let stack_lo = match check_frame(base_fp) {
-        Ok(lo) => lo,
+    let (stack_lo, stack_hi) = match check_frame(base_fp) {
+        Ok(bounds) => bounds,
         Err(e) => {
             // A refused child leaves the registry as `prepare_child` found it (the token's
             // drop removes the entry).
@@ -398,16 +414,17 @@ pub fn begin(token: Option<ChildToken>, base_fp: usize, patches_active: impl FnO
     entry.tid.store(crate::sys::gettid(), Ordering::Relaxed);
     entry.base_fp.store(base_fp, Ordering::Relaxed);
     entry.stack_lo.store(stack_lo, Ordering::Relaxed);
+    entry.stack_hi.store(stack_hi, Ordering::Relaxed);
     // The registry keeps the entry alive until `end`.
     CURRENT.with(|c| c.set(Arc::as_ptr(&entry)));
     Ok(())
 }
 
-/// The lowest address of the calling thread's stack, if `base_fp` is 0 or a frame record on
+/// The bounds `[lo, hi)` of the calling thread's stack, if `base_fp` is 0 or a frame record on
 /// that stack above this function's frame (and so above its caller's), 8-aligned, with its 16
 /// bytes below the stack's top. Not inlined: its frame is below the caller's.
 #[inline(never)]
-fn check_frame(base_fp: usize) -> Result<usize, Error> {
+fn check_frame(base_fp: usize) -> Result<(usize, usize), Error> {
     let marker = 0u8;
     let here = std::hint::black_box(&marker) as *const u8 as usize;
     let (lo, hi) = crate::sys::stack_bounds().map_err(|e| Error::Sys("pthread_getattr_np", e))?;
@@ -415,7 +432,7 @@ fn check_frame(base_fp: usize) -> Result<usize, Error> {
     if base_fp != 0 && !(on_stack && base_fp.is_multiple_of(8)) {
         return Err(Error::Frame(base_fp));
     }
-    Ok(lo)
+    Ok((lo, hi))
 }
 
 /// Removes the calling thread from the registry (it must run no patched code afterwards).

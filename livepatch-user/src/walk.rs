@@ -24,6 +24,11 @@
 //!
 //! An interruption inside the trampoline, or while the thread's in-hook flag is set (from
 //! the start of a hook decision until the trampoline's jump), is [`ErrorKind::InRedirect`].
+//! So is a *signal frame* on the walked stack whose saved `rip` is inside the trampoline
+//! (`scan_word`; any other saved `rip` is a frame): a handler of the program's own
+//! interrupted the thread between a decision and its jump, and a switch from inside that
+//! handler (a hooked call or a safe point there, a kick landing in it) would leave the
+//! decision to be used in the other universe (`tests/nested_decision.rs`).
 
 use crate::hook;
 use crate::stop::{self, Stopped};
@@ -64,6 +69,8 @@ pub(crate) enum Start {
 thread_local! {
     static START: Cell<Start> = const { Cell::new(Start::None) };
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+    /// What a nested decision's trampoline clears instead of `IN_HOOK` (never read).
+    static NESTED_SINK: Cell<u8> = const { Cell::new(0) };
 }
 
 /// Sets where the calling thread's next walks start; returns the previous start (a signal
@@ -72,7 +79,7 @@ pub(crate) fn set_start(start: Start) -> Start {
     START.with(|s| s.replace(start))
 }
 
-/// Marks the calling thread as inside a hook decision.
+/// Marks the calling thread as inside a hook decision; returns whether it already was.
 pub(crate) fn set_in_hook(v: bool) -> bool {
     IN_HOOK.with(|s| s.replace(v))
 }
@@ -86,6 +93,62 @@ pub(crate) fn in_hook() -> bool {
 /// which the trampoline clears.
 pub(crate) fn in_hook_flag() -> *const u8 {
     IN_HOOK.with(|s| s as *const Cell<bool> as *const u8)
+}
+
+/// A byte of the calling thread's that a nested decision's trampoline clears instead of the
+/// in-hook flag, which belongs to the decision it interrupted ([`crate::hook`]).
+pub(crate) fn nested_sink() -> *const u8 {
+    NESTED_SINK.with(|s| s as *const Cell<u8> as *const u8)
+}
+
+/// The first word of every signal frame (libc's `sa_restorer`, [`crate::sys::restorer_of`];
+/// 0: unknown, no frame is recognised).
+static RESTORER: AtomicUsize = AtomicUsize::new(0);
+
+/// Records the signal frames' return address (once, at initialisation).
+pub(crate) fn set_restorer(addr: usize) {
+    RESTORER.store(addr, Ordering::Relaxed);
+}
+
+/// From a signal frame's first word (`rt_sigframe.pretcode`, the restorer) to the saved `rip`
+/// in the `ucontext` that follows it.
+const SIGFRAME_RIP: usize = 8
+    + std::mem::offset_of!(libc::ucontext_t, uc_mcontext)
+    + std::mem::offset_of!(libc::mcontext_t, gregs)
+    + libc::REG_RIP as usize * 8;
+
+const _: () = assert!(SIGFRAME_RIP.is_multiple_of(8), "the saved rip is an aligned stack word");
+
+/// The saved `rip` of the signal frame that the word `v` at `w` starts, if it starts one (its
+/// `ucontext` read only if it lies below `end`, the walk's upper bound).
+fn signal_frame_pc(w: usize, v: usize, end: usize) -> Option<usize> {
+    let restorer = RESTORER.load(Ordering::Relaxed);
+    if restorer == 0 || v != restorer || w + SIGFRAME_RIP + 8 > end {
+        return None;
+    }
+    Some(read(w + SIGFRAME_RIP))
+}
+
+/// A stack word of a scan: a signal frame's interrupted `rip` is a frame whatever it is (it
+/// may be the very entry of a variant the thread had just jumped to, which
+/// [`maybe_return_address`] would take for a function pointer:
+/// `tests/nested_decision_entry.rs`), and [`Outcome::InRedirect`] inside the trampoline;
+/// other words are frames if they may be return addresses.
+fn scan_word<F: FnMut(CodeAddr) -> ControlFlow<()>>(w: usize, end: usize, e: &mut Emitter<F>) -> Option<Outcome> {
+    let v = read(w);
+    if let Some(pc) = signal_frame_pc(w, v, end) {
+        let (t0, t1) = hook::trampoline_range();
+        if (t0..t1).contains(&pc) {
+            return Some(Outcome::InRedirect);
+        }
+        if let Some(o) = e.emit(pc) {
+            return Some(o);
+        }
+    }
+    if maybe_return_address(v) {
+        return e.emit(v);
+    }
+    None
 }
 
 const MAX_REGIONS: usize = 64;
@@ -176,6 +239,8 @@ enum Outcome {
     TooDeep,
     /// The frame-pointer chain could not be followed reliably.
     Unreliable,
+    /// A signal frame interrupted the trampoline ([`scan_word`]).
+    InRedirect,
 }
 
 /// Hands frames to the core's closure, counting them against the depth limit.
@@ -228,13 +293,11 @@ fn chain<F: FnMut(CodeAddr) -> ControlFlow<()>>(
                 return Outcome::Unreliable;
             }
             // The interrupted function may have no frame yet (or any more): its return
-            // address is then in `[sp, fp)`.
+            // address is then in `[sp, fp)`. So may a signal frame (a handler of the
+            // program's interrupted before its prologue).
             for w in (sp..fp).step_by(8) {
-                let v = read(w);
-                if maybe_return_address(v) {
-                    if let Some(o) = e.emit(v) {
-                        return o;
-                    }
+                if let Some(o) = scan_word(w, base + 16, e) {
+                    return o;
                 }
             }
             (fp, sp)
@@ -281,11 +344,8 @@ fn scan<F: FnMut(CodeAddr) -> ControlFlow<()>>(sp: usize, base: usize, e: &mut E
         return Outcome::Unreliable;
     }
     for w in (sp..base + 16).step_by(8) {
-        let v = read(w);
-        if maybe_return_address(v) {
-            if let Some(o) = e.emit(v) {
-                return o;
-            }
+        if let Some(o) = scan_word(w, base + 16, e) {
+            return o;
         }
     }
     Outcome::Done(e.n)
@@ -379,5 +439,6 @@ fn finish(outcome: Outcome) -> Result<usize, WalkError<ErrorKind>> {
         Outcome::Done(n) => Ok(n),
         Outcome::TooDeep => Err(WalkError::TooDeep),
         Outcome::Unreliable => Err(WalkError::Backend(ErrorKind::Unreliable)),
+        Outcome::InRedirect => Err(WalkError::Backend(ErrorKind::InRedirect)),
     }
 }

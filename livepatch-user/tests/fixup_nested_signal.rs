@@ -1,0 +1,157 @@
+//! The first hook of a fresh entry while a registered thread is inside a signal handler of
+//! its own (a profiler's `SIGPROF`, a `SIGALRM` timer) that interrupted it *between two entry
+//! NOPs*: the fix-up handler runs on top of that handler and sees only the handler's `rip`;
+//! the `rip` the thread resumes at when its handler returns is the one saved in the outer
+//! signal frame, inside the padding. Written over with the hook, that would be the middle of
+//! the `movabs`.
+//!
+//! The interleaving is forced: a `SIGUSR1` handler that finds its interrupted `rip` strictly
+//! inside `h31`'s padding holds the thread there (it keeps it until the test releases it,
+//! 300 ms after the apply started), and on release checks the bytes it is about to resume
+//! at. To keep the process alive when they are torn, it resumes the thread at the entry
+//! instead (equivalent: the thread had executed nothing of the function yet).
+
+mod common;
+
+use common::{cc, sym};
+use livepatch_user::Runtime;
+use std::ffi::{c_int, c_void, CString};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+static SITE: AtomicUsize = AtomicUsize::new(0);
+/// The entry's 16 bytes before any hook.
+static ORIG: [std::sync::atomic::AtomicU8; 16] = [const { std::sync::atomic::AtomicU8::new(0) }; 16];
+static ARMED: AtomicBool = AtomicBool::new(false);
+static CAUGHT: AtomicBool = AtomicBool::new(false);
+static RELEASE: AtomicBool = AtomicBool::new(false);
+static HANDLED: AtomicU64 = AtomicU64::new(0);
+/// `offset << 8 | 1` when the held thread would have resumed inside rewritten bytes.
+static TORN: AtomicU64 = AtomicU64::new(0);
+static STOP: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" fn on_usr1(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    // SAFETY: the kernel's ucontext of this SA_SIGINFO handler.
+    let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
+    let pc = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+    let site = SITE.load(Ordering::Relaxed);
+    // Inside the 13 bytes the hook writes (the rest of the padding stays NOPs).
+    if ARMED.load(Ordering::Relaxed) && pc > site && pc < site + 13 && !CAUGHT.load(Ordering::Relaxed) {
+        // `Release`/`Acquire` pairs: the test's waits on these flags.
+        CAUGHT.store(true, Ordering::Release);
+        while !RELEASE.load(Ordering::Acquire) {
+            std::hint::spin_loop();
+        }
+        let off = pc - site;
+        // SAFETY: the function's 16 entry bytes are mapped and readable.
+        let now = unsafe { std::slice::from_raw_parts(site as *const u8, 16) };
+        if (off..16).any(|i| now[i] != ORIG[i].load(Ordering::Relaxed)) {
+            TORN.store((off as u64) << 8 | 1, Ordering::Relaxed);
+            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = site as i64;
+        }
+    }
+    HANDLED.fetch_add(1, Ordering::Release);
+}
+
+#[test]
+fn a_thread_held_between_two_entry_nops_by_its_own_signal_handler_never_resumes_inside_the_hook() {
+    let rt = Runtime::init(livepatch_user::DEFAULT_POLICY).expect("init");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c");
+    let inc = format!("-I{}", Path::new(env!("CARGO_MANIFEST_DIR")).join("include").display());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixup_nested_signal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (lib, patch) = (dir.join("libmany.so"), dir.join("libmany_h31.so"));
+    let (lib_s, patch_s) = (lib.to_str().unwrap().to_owned(), patch.to_str().unwrap().to_owned());
+    let (many_c, patch_c) =
+        (src.join("many.c").to_str().unwrap().to_owned(), src.join("many_patch.c").to_str().unwrap().to_owned());
+    let fpe = "-fpatchable-function-entry=16";
+    cc(&["-O2", "-fPIC", "-shared", "-pthread", "-fno-omit-frame-pointer", fpe, &many_c, "-o", &lib_s]);
+    cc(&["-O2", "-fPIC", "-shared", "-fno-omit-frame-pointer", &inc, "-DONLY=31", &patch_c, "-o", &patch_s]);
+    let c = CString::new(lib_s).unwrap();
+    // SAFETY: dlopen of the fixture just built.
+    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    assert!(!h.is_null());
+    let h31: extern "C" fn(c_int) -> c_int = sym(h, "h31");
+    assert!(livepatch_user::patch_so::trust_object_containing(h31 as usize));
+    let site = h31 as usize;
+    SITE.store(site, Ordering::Relaxed);
+    // SAFETY: the function's 16 entry bytes are mapped and readable.
+    let orig = unsafe { std::slice::from_raw_parts(site as *const u8, 16) };
+    for (o, b) in ORIG.iter().zip(orig) {
+        o.store(*b, Ordering::Relaxed);
+    }
+
+    // SAFETY: a zeroed sigaction is a valid empty one; the handler and flags are set.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = on_usr1 as *const () as usize;
+    sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: `sa` is fully initialised (empty mask: the runtime's signals are not blocked).
+    assert_eq!(unsafe { libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) }, 0);
+
+    let (tid_tx, tid_rx) = mpsc::channel::<i32>();
+    let worker = std::thread::spawn(move || {
+        let base = 0usize;
+        // SAFETY: a root thread; `base` is on this stack above every frame used later.
+        let r =
+            unsafe { livepatch_user::livepatch_thread_begin(std::ptr::null_mut(), &base as *const usize as *const _) };
+        assert_eq!(r, 0);
+        // SAFETY: `gettid` takes no arguments.
+        tid_tx.send(unsafe { libc::syscall(libc::SYS_gettid) } as i32).unwrap();
+        let f = std::hint::black_box(h31);
+        let mut bad = 0u64;
+        let mut i = 0;
+        while !STOP.load(Ordering::Relaxed) {
+            if f(i) != i + 31 {
+                bad += 1;
+            }
+            i = (i + 1) & 0xffff;
+        }
+        livepatch_user::livepatch_thread_end();
+        std::hint::black_box(&base);
+        bad
+    });
+    let tid = tid_rx.recv().unwrap();
+
+    // Catch the worker between two of h31's entry NOPs.
+    ARMED.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    while !CAUGHT.load(Ordering::Acquire) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "never caught the worker inside h31's padding");
+        let before = HANDLED.load(Ordering::Acquire);
+        // SAFETY: `tgkill` takes integers only.
+        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) };
+        while HANDLED.load(Ordering::Acquire) == before && !CAUGHT.load(Ordering::Acquire) {
+            std::hint::spin_loop();
+        }
+    }
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let applier = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let r = rt.apply(&patch_s).map_err(|e| e.to_string());
+        done_tx.send((r, t0.elapsed())).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let early = done_rx.try_recv().ok();
+    RELEASE.store(true, Ordering::Release);
+    let (result, took) = early.unwrap_or_else(|| done_rx.recv().unwrap());
+    applier.join().unwrap();
+    let handle = result.expect("apply");
+    rt.wait(Duration::from_secs(10)).expect("the enable completes");
+    let torn = TORN.load(Ordering::Relaxed);
+    assert_eq!(
+        torn,
+        0,
+        "the hook was written while a thread's saved rip was at h31+{} (between two entry NOPs, \
+         in its own signal handler's frame): it would have resumed inside the new hook's bytes \
+         (apply returned after {took:?})",
+        torn >> 8
+    );
+    assert_eq!(h31(1), 32, "the variant computes the same");
+    rt.disable(handle).expect("disable");
+    rt.wait(Duration::from_secs(10)).expect("disable completes");
+    STOP.store(true, Ordering::Relaxed);
+    assert_eq!(worker.join().unwrap(), 0, "every call of h31 returned its result");
+}
