@@ -582,7 +582,7 @@ fn exiting_tasks_are_skipped_by_linux_and_visited_by_the_improved_policy() {
         let mut engine = Engine::new(&live);
         engine.enable(&patch, &b).unwrap();
         let progress = engine.try_complete(&b, quiet).unwrap();
-        assert_eq!(progress.is_complete(), completes, "{policy:?}");
+        assert_eq!(progress.is_complete(), completes, "{:?}", policy.model);
         if completes {
             // Linux declares victory while the exiting task still runs the old do_exit.
             assert_eq!(progress.summary().exiting_skipped, 1);
@@ -611,7 +611,7 @@ fn the_handler_entry_switch_converts_the_caller_when_its_stack_is_clean() {
         let slot = live.slot_at(CodeAddr(F1)).unwrap();
         let r1 = live.on_function_entry(slot, b.task(1), &b, CodeAddr(CALLER));
         let r2 = live.on_function_entry(slot, b.task(2), &b, CodeAddr(F2 + 8));
-        assert_eq!(r1, if switches { variant(0x9000) } else { Redirect::Original }, "{policy:?}");
+        assert_eq!(r1, if switches { variant(0x9000) } else { Redirect::Original }, "{:?}", policy.model);
         assert_eq!(r2, Redirect::Original, "old f2 on the stack: keeps the old universe");
         assert_eq!(b.task(2).state.state(), PatchState::Unpatched);
         engine.force(&b).unwrap();
@@ -645,6 +645,32 @@ fn kernel_exit_switches_only_at_the_boundary() {
     assert!(live.exit_to_user(&b.task(2).state).is_some());
     assert!(live.kthread_safe_point(&b.task(3).state).is_some());
     assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+}
+
+#[test]
+fn an_idle_task_switches_in_its_idle_loop_only_where_the_policy_has_that_point() {
+    // The idle task of CPU 0, with a frame of the old `f1` recorded so that no sweep can
+    // switch it: only its idle loop (`Live::idle`, no stack check) does, and only where the
+    // policy has that switch point.
+    for (policy, switches) in [(Policy::LINUX_6_12, true), (Policy::STOP_THE_WORLD, false)] {
+        one_func_patch!(funcs, objs, patch);
+        let mut b = TestBackend::default();
+        b.tasks.push(common::TestTask::new(1, TaskKind::Idle(livepatch_core::CpuId(0))));
+        b.task(1).stack.borrow_mut().push(F1 + 1);
+        engine!(storage, live, engine, policy);
+        engine.enable(&patch, &b).unwrap();
+        let idle = &b.task(1).state;
+        assert!(idle.pending(), "{:?}", policy.model);
+        if switches {
+            assert_eq!(live.idle(idle), Some(PatchState::Patched), "{:?}", policy.model);
+            assert_eq!(live.idle(idle), None, "not pending any more");
+            assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+        } else {
+            assert_eq!(live.idle(idle), None, "{:?} has no idle switch point", policy.model);
+            assert_eq!((idle.state(), idle.pending()), (PatchState::Unpatched, true), "{:?}", policy.model);
+            engine.force(&b).unwrap();
+        }
+    }
 }
 
 #[test]
