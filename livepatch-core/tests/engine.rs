@@ -205,6 +205,54 @@ fn running_unreliable_and_deep_tasks_are_reported_with_their_reason() {
 }
 
 #[test]
+fn a_stall_report_says_why_in_words() {
+    // What a user reads in the log: the task, its kind, whether it exits, and the reason.
+    one_func_patch!(funcs, objs, patch);
+    let b = TestBackend::with_tasks(3);
+    b.task(1).running.set(true);
+    b.task(2).unreliable.set(true);
+    b.task(2).flags.set(TaskFlags::EXITING);
+    b.task(3).stack.borrow_mut().extend(std::iter::repeat_n(CALLER, 101));
+    engine!(storage, live, engine, Policy { visit_exiting: true, ..Policy::LINUX_6_12 });
+    engine.enable(&patch, &b).unwrap();
+    let stalls = RefCell::new(Vec::new());
+    assert!(engine.try_complete(&b, collect(&stalls)).unwrap().is_pending());
+    let reports: Vec<String> = stalls.borrow().iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        reports,
+        [
+            "task 1 (User): running",
+            "task 2 (User, exiting): unreliable stack (unreliable stack)",
+            "task 3 (User): stack too deep"
+        ]
+    );
+    // The reasons this backend does not produce, and a frame in code no registered patch names
+    // (the report then gives the ranges alone).
+    let function = r(F1, 0x40);
+    let cases = [
+        (StallReason::AwaitingSwitchPoint, "awaiting a switch point"),
+        (StallReason::Raced, "changed while checked"),
+        (
+            StallReason::OnStack {
+                slot: SlotId(0),
+                function,
+                variant: Some(r(0x9000, 0x80)),
+                frame: 2,
+                addr: CodeAddr(0x9010),
+            },
+            "in variant [0x9000, 0x9080) of function [0x1000, 0x1040) at frame 2 (0x9010)",
+        ),
+        (
+            StallReason::OnStack { slot: SlotId(0), function, variant: None, frame: 0, addr: CodeAddr(F1 + 4) },
+            "in function [0x1000, 0x1040) at frame 0 (0x1004)",
+        ),
+    ];
+    for (reason, words) in cases {
+        assert_eq!(reason.to_string(), words);
+    }
+}
+
+#[test]
 fn stragglers_are_kicked_every_nth_pass_except_those_that_ignore_signals() {
     one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(2);
