@@ -5,7 +5,7 @@
 mod common;
 
 use common::{r, CallbackLog, TestBackend};
-use livepatch_core::backend::{TaskFlags, TaskKind};
+use livepatch_core::backend::{ErrorKind, Parts, StackWalker, TaskFlags, TaskKind, WalkError};
 use livepatch_core::patch::CallbackError;
 use livepatch_core::sweep::{FuncName, StallReason, Straggler};
 use livepatch_core::transition::Progress;
@@ -250,6 +250,49 @@ fn a_stall_report_says_why_in_words() {
     for (reason, words) in cases {
         assert_eq!(reason.to_string(), words);
     }
+}
+
+/// `TestBackend`'s walker, except that the task `victim` switches itself at exit to user mode
+/// (on another CPU, say) while its stack is walked: the word the sweep decided on is stale.
+struct SwitchesWhileWalked<'b, 'l> {
+    backend: &'b TestBackend,
+    live: &'b Live<'l>,
+    victim: u32,
+}
+
+impl StackWalker for SwitchesWhileWalked<'_, '_> {
+    type Task = common::TestTask;
+    type Error = ErrorKind;
+
+    fn walk<F>(&self, task: &common::TestTask, max_depth: usize, frame: F) -> Result<usize, WalkError<ErrorKind>>
+    where
+        F: FnMut(CodeAddr) -> std::ops::ControlFlow<()>,
+    {
+        if task.id.0 == self.victim {
+            assert_eq!(self.live.exit_to_user(&task.state), Some(PatchState::Patched));
+        }
+        self.backend.walk(task, max_depth, frame)
+    }
+}
+
+#[test]
+fn a_task_whose_word_changes_during_its_check_is_left_to_the_next_pass() {
+    one_func_patch!(funcs, objs, patch);
+    let b = TestBackend::with_tasks(3);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
+    engine.enable(&patch, &b).unwrap();
+    let walker = SwitchesWhileWalked { backend: &b, live: &live, victim: 2 };
+    let parts = Parts { scheduler: &b, walker: &walker, tracer: &b };
+    let stalls = RefCell::new(Vec::new());
+    let Progress::Pending(s) = engine.try_complete(&parts, collect(&stalls)).unwrap() else { panic!() };
+    assert_eq!((s.switched, s.raced, s.remaining), (2, 1, 1));
+    let reasons: Vec<_> = stalls.borrow().iter().map(|s| (s.task.0, s.reason)).collect();
+    assert_eq!(reasons, [(2, StallReason::Raced)]);
+    // The task switched itself once; the sweep's switch, decided on the old word, failed.
+    assert_eq!((b.task(2).state.state(), b.task(2).state.pending()), (PatchState::Patched, false));
+    // The next pass finds it switched.
+    let Progress::Complete(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    assert_eq!((s.switched, s.raced, s.remaining), (0, 0, 0));
 }
 
 #[test]
