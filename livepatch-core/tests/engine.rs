@@ -844,6 +844,40 @@ fn late_and_going_objects_follow_the_patch() {
 }
 
 #[test]
+fn a_module_coming_during_a_transition_leaves_a_task_in_old_code_blocked() {
+    // A patch for vmlinux and a module that loads while the patch is in transition. The
+    // coming module's code joins the code being switched away from; the code marked before
+    // (the original `f1`, where task 1 sleeps) must stay so.
+    const MODULE: u32 = 7;
+    let vmlinux = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let module = [Func::new("g", r(0x20_0000, 0x40), r(0x9100, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &vmlinux), Object::new(ObjectId(MODULE), "mod7", &module)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(2);
+    b.unloaded.borrow_mut().insert(MODULE);
+    b.task(1).stack.borrow_mut().extend([F1 + 4, CALLER]);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_pending());
+
+    b.unloaded.borrow_mut().remove(&MODULE);
+    engine.object_coming(ObjectId(MODULE), &b).unwrap();
+    let stalls = RefCell::new(Vec::new());
+    let progress = engine.try_complete(&b, collect(&stalls)).unwrap();
+    assert!(progress.is_pending(), "{progress:?}");
+    let blocked: Vec<_> = stalls.borrow().iter().map(|s| (s.task.0, s.reason)).collect();
+    assert!(
+        matches!(blocked[..], [(1, StallReason::OnStack { function, frame: 0, .. })] if function == r(F1, 0x40)),
+        "{blocked:?}"
+    );
+    assert_eq!(b.task(1).state.state(), PatchState::Unpatched);
+
+    b.task(1).stack.borrow_mut().clear();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert_eq!(call(&live, 0x20_0000, &b, 1), variant(0x9100));
+}
+
+#[test]
 fn fork_inherits_the_parents_universe() {
     one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(2);
