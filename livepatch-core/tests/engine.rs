@@ -813,6 +813,63 @@ fn stop_the_world_switches_all_at_once_or_gives_up() {
 }
 
 #[test]
+fn the_freezer_freezes_stragglers_and_reverses_when_a_frozen_task_is_still_in_old_code() {
+    // A user task, an unfreezable kthread and a freezable one, all asleep in the old `f1`.
+    one_func_patch!(funcs, objs, patch);
+    let mut b = TestBackend::with_tasks(1);
+    b.tasks.push(common::TestTask::new(2, TaskKind::Kthread));
+    b.tasks.push(common::TestTask::new(3, TaskKind::Kthread));
+    b.task(3).flags.set(TaskFlags::FREEZABLE);
+    for t in &b.tasks {
+        t.stack.borrow_mut().extend([F1 + 4, CALLER]);
+    }
+    engine!(storage, live, engine, Policy::FREEZER);
+    engine.enable(&patch, &b).unwrap();
+    let freezes = || b.freezes.borrow().iter().map(|t| t.0).collect::<Vec<_>>();
+
+    // The first pass only looks; from the second on, the user task and the freezable
+    // kthread are asked to freeze, the unfreezable kthread is left alone.
+    let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    assert_eq!((s.on_stack, s.kicked), (3, 0));
+    assert_eq!(freezes(), [] as [u32; 0]);
+    let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    assert_eq!((s.on_stack, s.kicked), (3, 2));
+    assert_eq!(freezes(), [1, 3]);
+    assert!(b.kicks.borrow().is_empty(), "frozen, not kicked");
+
+    // Frozen, the user task left the old code; the kthread froze inside it (the patch touches
+    // the freezer's path): freezing cannot help, so the freezer thaws everybody and takes every
+    // task back.
+    b.task(1).flags.set(TaskFlags::FROZEN);
+    b.task(1).stack.borrow_mut().clear();
+    b.task(3).flags.set(TaskFlags::FREEZABLE | TaskFlags::FROZEN);
+    let gave_up = engine.try_complete(&b, quiet).unwrap();
+    let Progress::GaveUp(s) = gave_up else { panic!("{gave_up:?}") };
+    assert_eq!((s.switched, s.on_stack), (1, 2));
+    assert_eq!(b.thaws.get(), 1);
+    let info = engine.transition().expect("reversed, still in progress");
+    assert_eq!((info.target, info.reversed), (PatchState::Unpatched, true));
+    assert!(!patch.is_enabled());
+    assert_eq!((b.task(1).state.state(), b.task(1).state.pending()), (PatchState::Patched, true));
+    let frozen = freezes();
+
+    // On the way back nobody is frozen again: the stragglers are kicked instead.
+    b.task(1).stack.borrow_mut().push(0x9010);
+    for t in &b.tasks {
+        t.flags.set(t.flags.get() - TaskFlags::FROZEN);
+    }
+    let Progress::Pending(_) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    assert_eq!(s.kicked, 1);
+    assert_eq!(freezes(), frozen, "no freeze after the reversal");
+    assert_eq!(b.kicks.borrow().iter().map(|t| t.0).collect::<Vec<_>>(), [1]);
+    b.task(1).stack.borrow_mut().clear();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert!(!patch.is_registered() && b.hooked().is_empty());
+    assert_eq!(b.thaws.get(), 2, "and once more when the transition completes");
+}
+
+#[test]
 fn late_and_going_objects_follow_the_patch() {
     let log = CallbackLog::default();
     let f_v = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
