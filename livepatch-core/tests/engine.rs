@@ -342,6 +342,34 @@ fn disable_restores_the_original_removes_hooks_and_frees_slots() {
 }
 
 #[test]
+fn a_hook_the_backend_cannot_remove_is_counted_and_runs_the_original() {
+    one_func_patch!(funcs, objs, patch);
+    let b = TestBackend::with_tasks(1);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert_eq!(engine.hook_errors(), 0);
+
+    b.fail_remove.set(true);
+    engine.disable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert_eq!(engine.hook_errors(), 1, "the refused removal is counted");
+    assert!(!patch.is_registered());
+    // The hook stays, and calls through it run the original.
+    assert_eq!(b.hooked(), [r(F1, 0x40)]);
+    assert_eq!(call(&live, F1, &b, 1), Redirect::Original);
+
+    // The slot is still the function's: enabling it again stacks there, with no second hook.
+    b.fail_remove.set(false);
+    let installs = b.installs.get();
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert_eq!(b.installs.get(), installs);
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000));
+    assert_eq!(engine.hook_errors(), 1);
+}
+
+#[test]
 fn refused_operations_change_nothing() {
     one_func_patch!(funcs, objs, patch);
     let other_funcs = [Func::new("f2", r(F2, 0x40), r(0x9100, 0x80))];
@@ -959,4 +987,18 @@ fn sweeps_hold_the_task_list_one_batch_at_a_time() {
     engine.enable(&patch, &b).unwrap();
     let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
     assert_eq!((s.batches, s.visited, s.switched), (4, 200, 199));
+}
+
+#[test]
+fn every_walk_of_the_task_list_holds_it_one_batch_at_a_time() {
+    // Not only the sweep: resetting and retargeting every task (enable) and putting them back
+    // to idle (completion) visit 200 tasks in holds of 64.
+    one_func_patch!(funcs, objs, patch);
+    let b = TestBackend::with_tasks(200);
+    engine!(storage, live, engine, Policy { batch: 64, ..Policy::LINUX_6_12 });
+    engine.enable(&patch, &b).unwrap();
+    assert_eq!(b.batches.get(), 2 * 4, "reset, then retarget");
+    let Progress::Complete(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    assert_eq!(s.batches, 4);
+    assert_eq!(b.batches.get(), 8 + 4 + 4, "the sweep, then the reset to idle");
 }
