@@ -413,6 +413,29 @@ fn refused_operations_change_nothing() {
 /// `test_klp_state*` module): its callbacks run at the four points, it stacks on a function
 /// patch, and as a cumulative patch it reverts every function the patches it replaces changed.
 #[test]
+fn an_engine_refuses_to_disable_a_patch_enabled_by_another() {
+    // Two engines over their own storage (a kernel has one; a process may run several): a
+    // patch enabled by the first is not the second's to remove.
+    let storage = EngineStorage::<8, 32>::new();
+    let other_storage = EngineStorage::<8, 32>::new();
+    one_func_patch!(funcs, objs, patch);
+    let b = TestBackend::with_tasks(1);
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let other_live = Live::new(&other_storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    let mut other = Engine::new(&other_live);
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert!(patch.is_enabled());
+
+    assert_eq!(other.disable(&patch, &b), Err(Error::NotEnabled(PatchId(1))));
+    assert!(other.transition().is_none() && other_live.transition_target().is_none());
+    assert!(patch.is_enabled() && patch.is_registered());
+    assert_eq!(b.task(1).state.state(), PatchState::Idle);
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000));
+}
+
+#[test]
 fn a_patch_that_replaces_no_function_runs_its_callbacks_and_stacks() {
     let log = CallbackLog::default();
     let none: [Func<'_>; 0] = [];
