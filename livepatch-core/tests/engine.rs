@@ -313,6 +313,34 @@ fn stragglers_are_kicked_every_nth_pass_except_those_that_ignore_signals() {
 }
 
 #[test]
+fn a_kick_signals_user_tasks_running_or_not_and_wakes_only_sleeping_kthreads() {
+    // As Linux's `klp_send_signals`: a fake signal for every pending user task (a running one
+    // takes it on its way back to user mode) and a wake-up for a kthread, which only does
+    // something to a sleeping one, so a running kthread is left alone; a task flagged as
+    // ignoring signals gets nothing.
+    one_func_patch!(funcs, objs, patch);
+    let mut b = TestBackend::with_tasks(3);
+    b.tasks.push(common::TestTask::new(4, TaskKind::Kthread));
+    b.tasks.push(common::TestTask::new(5, TaskKind::Kthread));
+    b.task(1).running.set(true);
+    b.task(2).stack.borrow_mut().push(F1 + 1);
+    b.task(3).stack.borrow_mut().push(F1 + 1);
+    b.task(3).flags.set(TaskFlags::IGNORES_SIGNALS);
+    b.task(4).running.set(true);
+    b.task(5).stack.borrow_mut().push(F1 + 1);
+    engine!(storage, live, engine, Policy { signal_every: Some(1), ..Policy::LINUX_6_12 });
+    engine.enable(&patch, &b).unwrap();
+    let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    assert_eq!((s.remaining, s.kicked), (5, 0), "the first pass only looks");
+    let stalls = RefCell::new(Vec::new());
+    let Progress::Pending(s) = engine.try_complete(&b, collect(&stalls)).unwrap() else { panic!() };
+    assert_eq!((s.remaining, s.kicked), (5, 3));
+    assert_eq!(b.kicks.borrow().iter().map(|t| t.0).collect::<Vec<_>>(), [1, 2, 5]);
+    let kicked: Vec<_> = stalls.borrow().iter().map(|s| (s.task.0, s.kicked)).collect();
+    assert_eq!(kicked, [(1, true), (2, true), (3, false), (4, false), (5, true)]);
+}
+
+#[test]
 fn disable_restores_the_original_removes_hooks_and_frees_slots() {
     one_func_patch!(funcs, objs, patch);
     let b = TestBackend::with_tasks(2);
