@@ -524,6 +524,40 @@ fn storage_limits_are_typed_errors() {
 }
 
 #[test]
+fn a_patch_that_does_not_fit_is_refused_before_any_callback_or_task_write() {
+    // Refused, not cancelled: too few free slots or index entries is found before the commit
+    // point, so no `pre_patch` runs, no hook is installed and no task's word is rewritten
+    // (not even in a new generation, which a cancelled transition would leave behind).
+    let small_slots = EngineStorage::<2, 32>::new();
+    let small_index = EngineStorage::<8, 5>::new();
+    let log = CallbackLog::default();
+    let funcs = [
+        Func::new("f1", r(F1, 0x40), r(0x9000, 0x80)),
+        Func::new("f2", r(F2, 0x40), r(0x9100, 0x80)),
+        Func::new("f3", r(F3, 0x40), r(0x9200, 0x80)),
+    ];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs).with_callbacks(&log)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(2);
+    let word = |t: u32| b.task(t).state.load(std::sync::atomic::Ordering::Relaxed);
+    let before = [word(1), word(2)];
+    let live_slots = Live::new(&small_slots, Policy::LINUX_6_12);
+    let live_index = Live::new(&small_index, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live_slots);
+    assert_eq!(engine.enable(&patch, &b), Err(Error::NoSlot), "3 functions, 2 slots");
+    let mut other = Engine::new(&live_index);
+    assert_eq!(
+        other.enable(&patch, &b),
+        Err(Error::Index(livepatch_core::patched_set::IndexError::Full { capacity: 5 })),
+        "3 originals and 3 variants, 5 entries"
+    );
+    assert!(log.calls().is_empty(), "{:?}", log.calls());
+    assert_eq!(b.installs.get(), 0);
+    assert_eq!([word(1), word(2)], before);
+    assert!(!patch.is_registered() && engine.transition().is_none() && other.transition().is_none());
+}
+
+#[test]
 fn reversing_an_enable_returns_every_task_and_skips_pre_unpatch() {
     let log = CallbackLog::default();
     let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
