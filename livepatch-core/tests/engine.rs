@@ -530,6 +530,8 @@ fn a_patch_that_does_not_fit_is_refused_before_any_callback_or_task_write() {
     // (not even in a new generation, which a cancelled transition would leave behind).
     let small_slots = EngineStorage::<2, 32>::new();
     let small_index = EngineStorage::<8, 5>::new();
+    let exact = EngineStorage::<3, 6>::new();
+    let live_exact = Live::new(&exact, Policy::LINUX_6_12);
     let log = CallbackLog::default();
     let funcs = [
         Func::new("f1", r(F1, 0x40), r(0x9000, 0x80)),
@@ -555,6 +557,13 @@ fn a_patch_that_does_not_fit_is_refused_before_any_callback_or_task_write() {
     assert_eq!(b.installs.get(), 0);
     assert_eq!([word(1), word(2)], before);
     assert!(!patch.is_registered() && engine.transition().is_none() && other.transition().is_none());
+
+    // Exactly enough: 3 slots, 6 entries.
+    let mut engine = Engine::new(&live_exact);
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert_eq!(live_exact.patched_set().len(), 6);
+    assert_eq!(call(&live_exact, F3, &b, 1), variant(0x9200));
 }
 
 #[test]
