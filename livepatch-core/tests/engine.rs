@@ -846,6 +846,26 @@ fn the_self_check_and_per_cpu_pass_switch_tasks() {
 }
 
 #[test]
+fn the_per_cpu_pass_checks_only_pending_tasks_that_are_neither_running_nor_skipped() {
+    // Task 1 runs (its stack may change under a check), task 2 exits (the policy does not
+    // visit exiting tasks), task 3 sleeps with a clean stack, task 4 in the old `f1`.
+    one_func_patch!(funcs, objs, patch);
+    let b = TestBackend::with_tasks(4);
+    b.task(1).running.set(true);
+    b.task(2).flags.set(TaskFlags::EXITING);
+    b.task(4).stack.borrow_mut().push(F1 + 1);
+    engine!(storage, live, engine, Policy { visit_exiting: false, ..Policy::IMPROVED });
+    engine.enable(&patch, &b).unwrap();
+    let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    // The per-CPU pass walks tasks 3 and 4 and switches 3; the sweep walks 4 again.
+    assert_eq!((s.switched_per_cpu, s.switched), (1, 1));
+    assert_eq!(s.walks, 3);
+    assert_eq!((s.running, s.exiting_skipped, s.on_stack, s.remaining), (1, 1, 1, 2));
+    let states: Vec<_> = b.tasks.iter().map(|t| t.state.state()).collect();
+    assert_eq!(states, [PatchState::Unpatched, PatchState::Unpatched, PatchState::Patched, PatchState::Unpatched]);
+}
+
+#[test]
 fn kernel_exit_switches_only_at_the_boundary() {
     one_func_patch!(funcs, objs, patch);
     let mut b = TestBackend::with_tasks(2);
