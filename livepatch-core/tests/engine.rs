@@ -777,7 +777,9 @@ fn force_after_m_passes_is_a_policy() {
     engine.enable(&patch, &b).unwrap();
     assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
     assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
-    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    let Progress::Complete(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    // The pass found the task blocked; the force switched it.
+    assert_eq!((s.pass, s.on_stack, s.switched), (3, 1, 1));
     assert!(patch.is_forced());
 }
 
@@ -1010,6 +1012,47 @@ fn the_freezer_freezes_stragglers_and_reverses_when_a_frozen_task_is_still_in_ol
     assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     assert!(!patch.is_registered() && b.hooked().is_empty());
     assert_eq!(b.thaws.get(), 2, "and once more when the transition completes");
+}
+
+#[test]
+fn a_stop_the_world_attempt_counts_its_pass_visits_and_walks_and_skips_exiting_tasks() {
+    // Task 1 is clean, task 2 exits inside the old `f1` (not visited by this policy), task 3
+    // sleeps in it until the second attempt.
+    one_func_patch!(funcs, objs, patch);
+    let b = TestBackend::with_tasks(3);
+    b.task(2).flags.set(TaskFlags::EXITING);
+    b.task(2).stack.borrow_mut().push(F1 + 1);
+    b.task(3).stack.borrow_mut().push(F1 + 1);
+    engine!(storage, live, engine, Policy { visit_exiting: false, ..Policy::STOP_THE_WORLD });
+    engine.enable(&patch, &b).unwrap();
+    let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    assert_eq!((s.pass, s.visited, s.walks, s.on_stack, s.switched), (1, 3, 2, 1, 0));
+    b.task(3).stack.borrow_mut().clear();
+    let Progress::Complete(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+    assert_eq!((s.pass, s.visited, s.walks, s.switched), (2, 3, 2, 3));
+}
+
+#[test]
+fn the_freezer_gives_up_after_its_attempts_and_takes_every_task_back() {
+    // An unfreezable kthread asleep in the old `f1`: freezing cannot move it.
+    one_func_patch!(funcs, objs, patch);
+    let mut b = TestBackend::with_tasks(1);
+    b.tasks.push(common::TestTask::new(2, TaskKind::Kthread));
+    b.task(2).stack.borrow_mut().push(F1 + 1);
+    engine!(storage, live, engine, Policy { stop_attempts: 3, ..Policy::FREEZER });
+    engine.enable(&patch, &b).unwrap();
+    for _ in 0..2 {
+        assert!(engine.try_complete(&b, quiet).unwrap().is_pending());
+    }
+    let gave_up = engine.try_complete(&b, quiet).unwrap();
+    assert!(matches!(gave_up, Progress::GaveUp(s) if s.pass == 3), "{gave_up:?}");
+    assert_eq!(b.thaws.get(), 1);
+    let info = engine.transition().expect("reversed, still in progress");
+    assert_eq!((info.target, info.reversed), (PatchState::Unpatched, true));
+    // The kthread never left the start universe; the user task, which had switched, comes back.
+    assert_eq!(b.task(1).state.state(), PatchState::Patched);
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert!(!patch.is_registered() && b.hooked().is_empty());
 }
 
 #[test]
