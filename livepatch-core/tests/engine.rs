@@ -1033,6 +1033,51 @@ fn a_stop_the_world_attempt_counts_its_pass_visits_and_walks_and_skips_exiting_t
 }
 
 #[test]
+fn a_stop_the_world_disable_that_gives_up_leaves_the_patch_enabled() {
+    // Task 2 sleeps in the variant through all five attempts: nobody switched, so the patch
+    // stays enabled, with no transition left and every task back to idle.
+    one_func_patch!(funcs, objs, patch);
+    let b = TestBackend::with_tasks(2);
+    engine!(storage, live, engine, Policy::STOP_THE_WORLD);
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    b.task(2).stack.borrow_mut().push(0x9010);
+    engine.disable(&patch, &b).unwrap();
+    for _ in 0..4 {
+        assert!(engine.try_complete(&b, quiet).unwrap().is_pending());
+    }
+    let gave_up = engine.try_complete(&b, quiet).unwrap();
+    assert!(matches!(gave_up, Progress::GaveUp(_)), "{gave_up:?}");
+    assert!(engine.transition().is_none() && live.transition_target().is_none());
+    assert!(patch.is_enabled() && patch.is_registered());
+    assert!(b.tasks.iter().all(|t| t.state.state() == PatchState::Idle && !t.state.pending()));
+    assert_eq!(b.hooked(), [r(F1, 0x40)]);
+    assert_eq!(call(&live, F1, &b, 1), variant(0x9000));
+    assert_eq!(call(&live, F1, &b, 2), variant(0x9000));
+}
+
+#[test]
+fn a_kick_that_moves_nobody_is_repeated_only_after_the_backoff() {
+    // A kthread that goes back to sleep in the old `f1` whenever it is woken: with a backoff,
+    // the first kick round is the only one for 15 000 passes (15 s at a pass per millisecond).
+    one_func_patch!(funcs, objs, patch);
+    let mut b = TestBackend::default();
+    b.tasks.push(common::TestTask::new(1, TaskKind::Kthread));
+    b.task(1).stack.borrow_mut().push(F1 + 1);
+    engine!(storage, live, engine, Policy::IMPROVED);
+    engine.enable(&patch, &b).unwrap();
+    let mut kicked = Vec::new();
+    for pass in 1..=20 {
+        let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+        if s.kicked > 0 {
+            kicked.push(pass);
+        }
+    }
+    assert_eq!(kicked, [2]);
+    assert_eq!(b.kicks.borrow().len(), 1);
+}
+
+#[test]
 fn the_freezer_gives_up_after_its_attempts_and_takes_every_task_back() {
     // An unfreezable kthread asleep in the old `f1`: freezing cannot move it.
     one_func_patch!(funcs, objs, patch);
