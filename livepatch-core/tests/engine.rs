@@ -398,6 +398,32 @@ fn a_hook_the_backend_cannot_remove_is_counted_and_runs_the_original() {
 }
 
 #[test]
+fn a_replace_patch_puts_no_nop_on_a_slot_left_hooked_and_empty() {
+    // `f1`'s hook could not be removed when its patch went: its slot stays, with nothing
+    // stacked, running the original. A cumulative patch (of `f2` only) has nothing to revert
+    // there, so a task asleep in `f1` is not in code being switched away from.
+    one_func_patch!(funcs, objs, patch);
+    let f2 = [Func::new("f2", r(F2, 0x40), r(0x9100, 0x80))];
+    let objs2 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f2)];
+    let replace = Patch::new(PatchId(2), "replace", &objs2).replacing();
+    let b = TestBackend::with_tasks(2);
+    engine!(storage, live, engine, Policy::LINUX_6_12);
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    b.fail_remove.set(true);
+    engine.disable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert_eq!((engine.hook_errors(), b.hooked()), (1, vec![r(F1, 0x40)]));
+
+    b.task(2).stack.borrow_mut().extend([F1 + 4, CALLER]);
+    engine.enable(&replace, &b).unwrap();
+    let progress = engine.try_complete(&b, quiet).unwrap();
+    assert!(progress.is_complete(), "{progress:?}");
+    assert_eq!(call(&live, F1, &b, 2), Redirect::Original);
+    assert_eq!(call(&live, F2, &b, 2), variant(0x9100));
+}
+
+#[test]
 fn refused_operations_change_nothing() {
     one_func_patch!(funcs, objs, patch);
     let other_funcs = [Func::new("f2", r(F2, 0x40), r(0x9100, 0x80))];
