@@ -245,3 +245,27 @@ fn a_late_objects_functions_are_checked_across_the_patches_that_name_it() {
     assert_eq!(call(&live, M1, &b), Some(Redirect::Variant(CodeAddr(0x9600))));
     assert_eq!(log.calls(), ["pre_patch 1/9", "post_patch 1/9", "pre_patch 2/9", "post_patch 2/9"]);
 }
+
+/// A patch names functions of two modules, neither loaded. When one comes, only its
+/// functions are checked: the other module's are unresolved, and must stay so without
+/// refusing the load.
+#[test]
+fn a_coming_module_is_checked_alone_when_its_patch_names_another_module_too() {
+    const OTHER: ObjectId = ObjectId(10);
+    let m = [Func::relocatable("m1", r(0x9400, 0x80))];
+    let o = [Func::relocatable("o1", r(0x9500, 0x80))];
+    let objs = [Object::new(MOD, "mod9", &m), Object::new(OTHER, "mod10", &o)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(1);
+    b.unloaded.borrow_mut().extend([MOD.0, OTHER.0]);
+    engine!(storage, live, engine);
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+
+    b.unloaded.borrow_mut().remove(&MOD.0);
+    m[0].resolve(r(M1, 0x40)).unwrap();
+    engine.object_coming(MOD, &b).unwrap();
+    assert!(objs[0].is_patched() && !objs[1].is_patched());
+    assert_eq!(o[0].old(), None);
+    assert_eq!(call(&live, M1, &b), Some(Redirect::Variant(CodeAddr(0x9400))));
+}
