@@ -680,6 +680,20 @@ mod tests {
     }
 
     #[test]
+    fn a_nop_node_is_one_without_code() {
+        assert!(FuncNode::new(None).is_nop());
+        assert!(!FuncNode::new(Some(r(0x9000, 0x80))).is_nop());
+    }
+
+    #[test]
+    fn a_refused_resolve_says_why() {
+        extern crate std;
+        use std::string::ToString;
+        assert_eq!(ResolveError::Fixed.to_string(), "the function's address is fixed");
+        assert_eq!(ResolveError::Patched.to_string(), "the function is patched");
+    }
+
+    #[test]
     fn a_well_formed_patch_validates() {
         let funcs = [Func::new("a", r(0x100, 0x10), r(0x9000, 0x20)), Func::new("b", r(0x200, 0x10), r(0x9100, 0x20))];
         let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
