@@ -694,6 +694,13 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_callback_gives_its_code() {
+        extern crate std;
+        use std::string::ToString;
+        assert_eq!(CallbackError(-19).to_string(), "callback failed with code -19");
+    }
+
+    #[test]
     fn a_well_formed_patch_validates() {
         let funcs = [Func::new("a", r(0x100, 0x10), r(0x9000, 0x20)), Func::new("b", r(0x200, 0x10), r(0x9100, 0x20))];
         let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
