@@ -787,6 +787,7 @@ fn force_switches_everyone_and_marks_patches_forced() {
     engine!(storage, live, engine, Policy::LINUX_6_12);
     engine.enable(&patch, &b).unwrap();
     assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert!(!patch.is_forced(), "only a forced transition marks its patches");
     let Progress::Complete(s) = engine.force(&b).unwrap() else { panic!() };
     // Every task visited; the two still pending switched.
     assert_eq!((s.visited, s.switched), (3, 2));
