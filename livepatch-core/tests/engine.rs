@@ -1105,6 +1105,50 @@ fn a_kick_that_moves_nobody_is_repeated_only_after_the_backoff() {
 }
 
 #[test]
+fn stragglers_blocked_elsewhere_are_kicked_again_at_once() {
+    // Two kthreads asleep in `f1` and `f2`: kicked at the second pass, then left alone (the
+    // kicks moved nobody). When they wake and fall asleep in each other's function, the set
+    // of stragglers changed (same functions, same number, other tasks): the next pass a kick
+    // round is due kicks them again.
+    let funcs = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80)), Func::new("f2", r(F2, 0x40), r(0x9100, 0x80))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let mut b = TestBackend::default();
+    b.tasks.push(common::TestTask::new(1, TaskKind::Kthread));
+    b.tasks.push(common::TestTask::new(2, TaskKind::Kthread));
+    b.task(1).stack.borrow_mut().push(F1 + 1);
+    b.task(2).stack.borrow_mut().push(F2 + 1);
+    engine!(storage, live, engine, Policy::IMPROVED);
+    engine.enable(&patch, &b).unwrap();
+    let mut rounds = Vec::new();
+    for pass in 1..=10 {
+        if pass == 6 {
+            *b.task(1).stack.borrow_mut() = vec![F2 + 1];
+            *b.task(2).stack.borrow_mut() = vec![F1 + 1];
+        }
+        let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+        if s.kicked > 0 {
+            rounds.push((pass, s.kicked));
+        }
+    }
+    assert_eq!(rounds, [(2, 2), (7, 2)]);
+}
+
+#[test]
+fn a_policy_that_kicks_every_zeroth_pass_never_kicks() {
+    one_func_patch!(funcs, objs, patch);
+    let b = TestBackend::with_tasks(1);
+    b.task(1).stack.borrow_mut().push(F1 + 1);
+    engine!(storage, live, engine, Policy { signal_every: Some(0), ..Policy::IMPROVED });
+    engine.enable(&patch, &b).unwrap();
+    for _ in 0..4 {
+        let Progress::Pending(s) = engine.try_complete(&b, quiet).unwrap() else { panic!() };
+        assert_eq!(s.kicked, 0);
+    }
+    assert!(b.kicks.borrow().is_empty());
+}
+
+#[test]
 fn the_freezer_gives_up_after_its_attempts_and_takes_every_task_back() {
     // An unfreezable kthread asleep in the old `f1`: freezing cannot move it.
     one_func_patch!(funcs, objs, patch);
