@@ -199,4 +199,19 @@ mod tests {
         slot.release();
         assert!(slot.is_free());
     }
+
+    #[test]
+    fn a_claimed_slot_is_not_free_until_released() {
+        // The engine hands a function a slot only if it is free: a claimed one must not be.
+        let slot = FuncSlot::new();
+        assert!(slot.is_free());
+        assert_eq!((slot.original(), slot.object()), (None, None));
+        let orig = CodeRange::new(0x4000, 0x20).unwrap();
+        slot.claim(orig, ObjectId(3));
+        assert!(!slot.is_free(), "a claimed slot, even with nothing stacked yet");
+        assert_eq!((slot.original(), slot.object()), (Some(orig), Some(ObjectId(3))));
+        slot.release();
+        assert!(slot.is_free());
+        assert_eq!((slot.original(), slot.object()), (None, None));
+    }
 }

@@ -680,6 +680,38 @@ mod tests {
     }
 
     #[test]
+    fn a_nop_node_is_one_without_code() {
+        assert!(FuncNode::new(None).is_nop());
+        assert!(!FuncNode::new(Some(r(0x9000, 0x80))).is_nop());
+    }
+
+    #[test]
+    fn a_refused_resolve_says_why() {
+        extern crate std;
+        use std::string::ToString;
+        assert_eq!(ResolveError::Fixed.to_string(), "the function's address is fixed");
+        assert_eq!(ResolveError::Patched.to_string(), "the function is patched");
+    }
+
+    #[test]
+    fn a_failed_callback_gives_its_code() {
+        extern crate std;
+        use std::string::ToString;
+        assert_eq!(CallbackError(-19).to_string(), "callback failed with code -19");
+    }
+
+    #[test]
+    fn an_invalid_patch_says_what_is_wrong() {
+        extern crate std;
+        use std::string::ToString;
+        let (a, b) = (r(0x100, 0x10), r(0x108, 0x10));
+        assert_eq!(PatchError::DuplicateObject(ObjectId(3)).to_string(), "object 3 appears twice");
+        assert_eq!(PatchError::DuplicateFunc(a).to_string(), "function [0x100, 0x110) is replaced twice");
+        assert_eq!(PatchError::Overlap(a, b).to_string(), "code ranges [0x100, 0x110) and [0x108, 0x118) overlap");
+        assert_eq!(PatchError::DuplicateState(StateId(7)).to_string(), "system state 7 is declared twice");
+    }
+
+    #[test]
     fn a_well_formed_patch_validates() {
         let funcs = [Func::new("a", r(0x100, 0x10), r(0x9000, 0x20)), Func::new("b", r(0x200, 0x10), r(0x9100, 0x20))];
         let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];

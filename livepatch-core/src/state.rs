@@ -315,6 +315,29 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_word_replays_the_switch_it_undid() {
+        // The simulator's delayed write: undo a switch, then replay it from the same snapshot.
+        let t = TaskPatchState::new();
+        t.reset(PatchState::Unpatched);
+        t.retarget(PatchState::Patched);
+        let seen = t.load(Ordering::Relaxed);
+        assert_eq!(t.try_switch(seen), Some(PatchState::Patched));
+        t.restore(seen);
+        assert_eq!(t.load(Ordering::Relaxed), seen, "state, target and generation are back");
+        assert_eq!((t.state(), t.pending()), (PatchState::Unpatched, true));
+        assert_eq!(t.try_switch(seen), Some(PatchState::Patched), "the replay succeeds");
+        assert_eq!((t.state(), t.pending()), (PatchState::Patched, false));
+    }
+
+    #[test]
+    fn each_universe_displays_its_name() {
+        extern crate std;
+        use std::string::ToString;
+        let names = [PatchState::Idle, PatchState::Unpatched, PatchState::Patched].map(|s| s.to_string());
+        assert_eq!(names, ["idle", "unpatched", "patched"]);
+    }
+
+    #[test]
     fn fork_copies_state_and_pending() {
         let parent = TaskPatchState::new();
         parent.reset(PatchState::Unpatched);

@@ -8,10 +8,10 @@
 mod common;
 
 use common::{r, TestBackend, TestTask};
-use livepatch_core::backend::{ErrorKind, StackWalker, WalkError};
+use livepatch_core::backend::{ErrorKind, Parts, StackWalker, WalkError};
 use livepatch_core::sweep::{self, StallReason};
 use livepatch_core::{
-    CodeAddr, CodeRange, Engine, EngineStorage, Func, Live, Object, ObjectId, Patch, PatchId, Policy,
+    CodeAddr, CodeRange, Engine, EngineStorage, Func, Live, Object, ObjectId, Patch, PatchId, PatchState, Policy,
 };
 use std::ops::ControlFlow;
 
@@ -144,4 +144,46 @@ fn first_away_frame_agrees_with_a_frame_by_frame_scan_in_every_tier_and_run_size
         check_every_stack(&live, &b, n, false);
         assert!(engine.try_complete(&b, |_| {}).unwrap().is_complete(), "{n} functions");
     }
+}
+
+#[test]
+fn a_batch_of_frames_in_old_code_blocks_the_switch_whoever_hands_it() {
+    // One function being switched away from (the tier that compares each frame with one
+    // range), and walkers that hand a saved stack eight frames at a time or all at once: a
+    // task recursing in the old function (every frame of a batch inside it), and one old
+    // frame among frames far from it (no near-miss that a pre-filter could mistake for it).
+    let funcs = [Func::new("f", original(0), variant(0))];
+    let objs = [Object::new(ObjectId::VMLINUX, "vmlinux", &funcs)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let storage = Box::new(EngineStorage::<4, 16>::new());
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    let b = TestBackend::with_tasks(1);
+    engine.enable(&patch, &b).unwrap();
+    let task = b.task(1);
+    let old = original(0).start().get() + 0x10;
+    let far = |i: usize| 0x5000 + 8 * i;
+    for depth in [8, 9, 16, 20] {
+        let recursing = vec![old; depth];
+        let stacks = (0..depth).map(|p| (0..depth).map(|i| if i == p { old } else { far(i) }).collect::<Vec<_>>());
+        for stack in std::iter::once(recursing).chain(stacks) {
+            let first = stack.iter().position(|&a| a == old).unwrap();
+            *task.stack.borrow_mut() = stack.clone();
+            for run in [8, 0] {
+                let walker = Runs { backend: &b, run };
+                let got = sweep::first_away_frame(&live, &walker, task);
+                let Ok(Some(StallReason::OnStack { function, frame, addr, .. })) = got else {
+                    panic!("depth {depth}, runs of {run}, stack {stack:x?}: {got:?}")
+                };
+                assert_eq!((function, frame as usize, addr), (original(0), first, CodeAddr(old)), "runs of {run}");
+                // The engine's sweep with that walker leaves the task where it is.
+                let parts = Parts { scheduler: &b, walker: &walker, tracer: &b };
+                let progress = engine.try_complete(&parts, |_| {}).unwrap();
+                assert!(progress.is_pending(), "depth {depth}, runs of {run}, stack {stack:x?}: {progress:?}");
+                assert_eq!(task.state.state(), PatchState::Unpatched);
+            }
+        }
+    }
+    task.stack.borrow_mut().clear();
+    assert!(engine.try_complete(&b, |_| {}).unwrap().is_complete());
 }

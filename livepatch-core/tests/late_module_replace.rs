@@ -1,8 +1,10 @@
 //! A module loads while an atomic replace patch is in transition: the replace patch's nops for
 //! the module's functions follow the kernel's (`klp_add_nops` at enable for every object of the
 //! patches it replaces, loaded or not; `klp_module_coming` patches them whatever the
-//! direction; `klp_check_stack` checks the code below them). Each test failed before
-//! `de1b073` with a task running two universes or switched with replaced code on its stack.
+//! direction; `klp_check_stack` checks the code below them). Each test but the last failed
+//! before `de1b073` with a task running two universes or switched with replaced code on its
+//! stack; the last one (a module going) fails on the mutants of `object_going` that remove
+//! another object's nops.
 
 mod common;
 
@@ -163,4 +165,43 @@ fn a_module_coming_during_a_reversed_disable_of_a_replace_gets_no_nops() {
     engine.object_coming(MODULE, &b).unwrap();
     assert_eq!(call(&live, M1, &b, 1), variant(0x9100), "unpatched universe: p3's m1");
     assert_eq!(call(&live, M1, &b, 2), variant(0x9100), "patched universe: p3 is enabled there too");
+}
+
+/// A module goes while an atomic replace is in transition: the replace patch's nops on the
+/// module's functions go with it, and only those. A nop of another object removed with them
+/// would send a task already in the replace patch's universe back into `p1`'s variant of a
+/// function the replace patch reverts.
+#[test]
+fn a_module_going_during_a_replace_takes_only_its_own_nops() {
+    let f1 = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+    let m1 = [Func::new("m1", r(M1, 0x40), r(0x9100, 0x80))];
+    let o1 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f1), Object::new(MODULE, "mod9", &m1)];
+    let p1 = Patch::new(PatchId(1), "p1", &o1);
+    let fr = [Func::new("f2", r(F2, 0x40), r(0xb000, 0x80))];
+    let or = [Object::new(ObjectId::VMLINUX, "vmlinux", &fr)];
+    let replace = Patch::new(PatchId(2), "replace", &or).replacing();
+    let b = TestBackend::with_tasks(2);
+    let storage = EngineStorage::<8, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    engine.enable(&p1, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+
+    // Task 2 sleeps in p1's f1: task 1 switches to the replace patch, task 2 does not.
+    b.task(2).stack.borrow_mut().push(0x9010);
+    engine.enable(&replace, &b).unwrap();
+    assert!(!engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert_eq!(call(&live, F1, &b, 1), Redirect::Original);
+    assert_eq!(call(&live, M1, &b, 1), Redirect::Original);
+
+    b.unloaded.borrow_mut().insert(MODULE.0);
+    engine.object_going(MODULE, &b);
+    assert_eq!(live.slot_at(CodeAddr(M1)), None, "the module's slot went with it");
+    assert_eq!(call(&live, F1, &b, 1), Redirect::Original, "task 1 still runs the replace patch's f1");
+    assert_eq!(call(&live, F1, &b, 2), variant(0x9000), "task 2 still runs p1's");
+
+    b.task(2).stack.borrow_mut().clear();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    assert_eq!(call(&live, F2, &b, 2), variant(0xb000));
+    assert_eq!(live.slot_at(CodeAddr(F1)), None, "f1 reverted to its original");
 }

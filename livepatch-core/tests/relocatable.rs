@@ -185,3 +185,87 @@ fn a_module_that_comes_during_the_enable_transition_joins_it() {
     assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
     assert_eq!(live.redirect(slot, &b.task(2).state, CodeAddr(CALLER)), Redirect::Variant(CodeAddr(0x9100)));
 }
+
+/// Patches enabled before a module loads, each naming one of its functions. When it comes,
+/// their functions are checked against each other as an enable checks one patch's: the same
+/// original in two patches stacks on one slot, anything else that overlaps is a conflict,
+/// refused before any callback.
+#[test]
+fn a_late_objects_functions_are_checked_across_the_patches_that_name_it() {
+    let log = CallbackLog::default();
+    let m1 = [Func::relocatable("m1", r(0x9400, 0x80))];
+    let m2 = [Func::relocatable("m2", r(0x9600, 0x80))];
+    // p3's replacement overlaps p1's.
+    let m3 = [Func::relocatable("m3", r(0x9440, 0x80))];
+    let objs1 = [Object::new(MOD, "mod9", &m1).with_callbacks(&log)];
+    let objs2 = [Object::new(MOD, "mod9", &m2).with_callbacks(&log)];
+    let objs3 = [Object::new(MOD, "mod9", &m3).with_callbacks(&log)];
+    let p1 = Patch::new(PatchId(1), "p1", &objs1);
+    let p2 = Patch::new(PatchId(2), "p2", &objs2);
+    let p3 = Patch::new(PatchId(3), "p3", &objs3);
+    let b = TestBackend::with_tasks(1);
+    b.unloaded.borrow_mut().insert(MOD.0);
+    // One slot: functions of the module can only share it.
+    let storage = EngineStorage::<1, 32>::new();
+    let live = Live::new(&storage, Policy::LINUX_6_12);
+    let mut engine = Engine::new(&live);
+    for p in [&p1, &p2, &p3] {
+        engine.enable(p, &b).unwrap();
+        assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    }
+    b.unloaded.borrow_mut().remove(&MOD.0);
+
+    let refused = [
+        // m2 partly overlaps m1.
+        (r(M1 + 0x10, 0x40), r(M1 + 0x200, 0x40), Error::Conflict(r(M1 + 0x10, 0x40))),
+        // m2 lies in p1's replacement for m1.
+        (r(0x9410, 0x40), r(M1 + 0x200, 0x40), Error::Conflict(r(0x9410, 0x40))),
+        // m2 is fine; m3's replacement overlaps m1's.
+        (r(M1 + 0x100, 0x40), r(M1 + 0x200, 0x40), Error::Conflict(r(0x9440, 0x80))),
+    ];
+    for (at2, at3, error) in refused {
+        m1[0].resolve(r(M1, 0x40)).unwrap();
+        m2[0].resolve(at2).unwrap();
+        m3[0].resolve(at3).unwrap();
+        assert_eq!(engine.object_coming(MOD, &b), Err(error), "m2 at {at2:?}");
+    }
+    assert!(log.calls().is_empty(), "no callback runs for a refused load: {:?}", log.calls());
+    assert!(b.hooked().is_empty());
+
+    // Without p3 (disabled while the module was away: no callback), m1 and m2 the same
+    // function: one slot, p2's variant on top of p1's.
+    b.unloaded.borrow_mut().insert(MOD.0);
+    engine.disable(&p3, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+    b.unloaded.borrow_mut().remove(&MOD.0);
+    m1[0].resolve(r(M1, 0x40)).unwrap();
+    m2[0].resolve(r(M1, 0x40)).unwrap();
+    engine.object_coming(MOD, &b).unwrap();
+    assert_eq!(b.hooked(), [r(M1, 0x40)]);
+    assert_eq!(call(&live, M1, &b), Some(Redirect::Variant(CodeAddr(0x9600))));
+    assert_eq!(log.calls(), ["pre_patch 1/9", "post_patch 1/9", "pre_patch 2/9", "post_patch 2/9"]);
+}
+
+/// A patch names functions of two modules, neither loaded. When one comes, only its
+/// functions are checked: the other module's are unresolved, and must stay so without
+/// refusing the load.
+#[test]
+fn a_coming_module_is_checked_alone_when_its_patch_names_another_module_too() {
+    const OTHER: ObjectId = ObjectId(10);
+    let m = [Func::relocatable("m1", r(0x9400, 0x80))];
+    let o = [Func::relocatable("o1", r(0x9500, 0x80))];
+    let objs = [Object::new(MOD, "mod9", &m), Object::new(OTHER, "mod10", &o)];
+    let patch = Patch::new(PatchId(1), "p1", &objs);
+    let b = TestBackend::with_tasks(1);
+    b.unloaded.borrow_mut().extend([MOD.0, OTHER.0]);
+    engine!(storage, live, engine);
+    engine.enable(&patch, &b).unwrap();
+    assert!(engine.try_complete(&b, quiet).unwrap().is_complete());
+
+    b.unloaded.borrow_mut().remove(&MOD.0);
+    m[0].resolve(r(M1, 0x40)).unwrap();
+    engine.object_coming(MOD, &b).unwrap();
+    assert!(objs[0].is_patched() && !objs[1].is_patched());
+    assert_eq!(o[0].old(), None);
+    assert_eq!(call(&live, M1, &b), Some(Redirect::Variant(CodeAddr(0x9400))));
+}

@@ -521,6 +521,33 @@ mod tests {
         assert!((0..AWAY_BITS).all(|p| live.away_filter().admits(block(p))), "a huge range marks every block");
     }
 
+    #[test]
+    fn the_away_filter_maps_16_mib_of_code_without_aliasing() {
+        // The size the filter is documented with: one bit per 1 KiB block, 16 384 of them, so
+        // a marked block aliases only blocks 16 MiB away.
+        let live = Live::from_parts(&[], &[], &[], Policy::IMPROVED);
+        live.set_away_bounds(0, usize::MAX);
+        let block = |p: usize| CodeAddr(p << AWAY_BLOCK_SHIFT);
+        let b0 = 0x400_0000 >> AWAY_BLOCK_SHIFT;
+        live.mark_away_pages(CodeRange::new(0x400_0000, 0x40).unwrap());
+        let filter = live.away_filter();
+        let admitted: Vec<usize> = (b0 - 16_384..=b0 + 16_384).filter(|&p| filter.admits(block(p))).collect();
+        let first = &admitted[..admitted.len().min(4)];
+        assert!(admitted == [b0 - 16_384, b0, b0 + 16_384], "{} blocks admitted: {first:?}…", admitted.len());
+    }
+
+    #[test]
+    fn a_range_marks_exactly_the_blocks_it_spans() {
+        let live = Live::from_parts(&[], &[], &[], Policy::IMPROVED);
+        live.set_away_bounds(0, usize::MAX);
+        let block = |p: usize| CodeAddr(p << AWAY_BLOCK_SHIFT);
+        // Two whole blocks, ending exactly where the third starts.
+        live.mark_away_pages(CodeRange::new(0x4_0000, 2 << AWAY_BLOCK_SHIFT).unwrap());
+        let b0 = 0x4_0000 >> AWAY_BLOCK_SHIFT;
+        let admitted: Vec<usize> = (b0 - 2..b0 + 4).filter(|&p| live.away_filter().admits(block(p))).collect();
+        assert_eq!(admitted, [b0, b0 + 1]);
+    }
+
     /// Every address `check` admits among `probes`.
     fn admitted(live: &Live<'_>, probes: &[usize]) -> Vec<usize> {
         let admits = |a: usize| match live.away_check() {

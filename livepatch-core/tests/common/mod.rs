@@ -77,6 +77,9 @@ impl Task for TestTask {
 pub struct TestBackend {
     pub tasks: Vec<TestTask>,
     pub kicks: RefCell<Vec<TaskId>>,
+    /// Tasks asked to freeze (the freezer model), in order; `thaws` counts `thaw_all`.
+    pub freezes: RefCell<Vec<TaskId>>,
+    pub thaws: Cell<u32>,
     pub retries: RefCell<Vec<u64>>,
     pub syncs: Cell<u32>,
     pub stops: Cell<u32>,
@@ -215,6 +218,14 @@ impl Scheduler for TestBackend {
 
     fn kick(&self, task: &TestTask) {
         self.kicks.borrow_mut().push(task.id);
+    }
+
+    fn freeze(&self, task: &TestTask) {
+        self.freezes.borrow_mut().push(task.id);
+    }
+
+    fn thaw_all(&self) {
+        self.thaws.set(self.thaws.get() + 1);
     }
 
     fn stop_all<R, F>(&self, f: F) -> R
