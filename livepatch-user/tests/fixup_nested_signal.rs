@@ -83,49 +83,14 @@ fn a_thread_held_between_two_entry_nops_by_its_own_signal_handler_never_resumes_
         o.store(*b, Ordering::Relaxed);
     }
 
-    // SAFETY: a zeroed sigaction is a valid empty one; the handler and flags are set.
-    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-    sa.sa_sigaction = on_usr1 as *const () as usize;
-    sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-    // SAFETY: `sa` is fully initialised (empty mask: the runtime's signals are not blocked).
-    assert_eq!(unsafe { libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) }, 0);
+    common::catch::install(libc::SIGUSR1, on_usr1);
 
-    let (tid_tx, tid_rx) = mpsc::channel::<i32>();
-    let worker = std::thread::spawn(move || {
-        let base = 0usize;
-        // SAFETY: a root thread; `base` is on this stack above every frame used later.
-        let r =
-            unsafe { livepatch_user::livepatch_thread_begin(std::ptr::null_mut(), &base as *const usize as *const _) };
-        assert_eq!(r, 0);
-        // SAFETY: `gettid` takes no arguments.
-        tid_tx.send(unsafe { libc::syscall(libc::SYS_gettid) } as i32).unwrap();
-        let f = std::hint::black_box(h31);
-        let mut bad = 0u64;
-        let mut i = 0;
-        while !STOP.load(Ordering::Relaxed) {
-            if f(i) != i + 31 {
-                bad += 1;
-            }
-            i = (i + 1) & 0xffff;
-        }
-        livepatch_user::livepatch_thread_end();
-        std::hint::black_box(&base);
-        bad
-    });
-    let tid = tid_rx.recv().unwrap();
+    let f = std::hint::black_box(h31);
+    let (worker, tid) = common::catch::spawn_worker(&STOP, None, move |i| u64::from(f(i) != i + 31));
 
     // Catch the worker between two of h31's entry NOPs.
     ARMED.store(true, Ordering::Relaxed);
-    let t0 = Instant::now();
-    while !CAUGHT.load(Ordering::Acquire) {
-        assert!(t0.elapsed() < Duration::from_secs(30), "never caught the worker inside h31's padding");
-        let before = HANDLED.load(Ordering::Acquire);
-        // SAFETY: `tgkill` takes integers only.
-        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) };
-        while HANDLED.load(Ordering::Acquire) == before && !CAUGHT.load(Ordering::Acquire) {
-            std::hint::spin_loop();
-        }
-    }
+    common::catch::catch(tid, libc::SIGUSR1, &CAUGHT, &HANDLED, Duration::from_secs(30), "inside h31's padding");
 
     let (done_tx, done_rx) = mpsc::channel();
     let applier = std::thread::spawn(move || {

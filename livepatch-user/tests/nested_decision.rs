@@ -12,10 +12,9 @@
 mod common;
 
 use livepatch_user::Runtime;
-use std::ffi::{c_int, c_void, CString};
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static TRAMPOLINE: AtomicUsize = AtomicUsize::new(0);
 static VARIANT: AtomicUsize = AtomicUsize::new(0);
@@ -46,74 +45,31 @@ unsafe extern "C" fn on_usr1(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut
     HANDLED.fetch_add(1, Ordering::Release);
 }
 
-fn dlsym(h: *mut c_void, name: &str) -> usize {
-    let c = CString::new(name).unwrap();
-    // SAFETY: a valid handle and C string.
-    let p = unsafe { libc::dlsym(h, c.as_ptr()) } as usize;
-    assert_ne!(p, 0, "{name}");
-    p
-}
-
 #[test]
 fn a_signal_handler_calling_a_hooked_function_does_not_switch_under_a_pending_decision() {
     let rt = Runtime::init(livepatch_user::DEFAULT_POLICY).expect("init");
     let t = common::load("nested_decision");
     let (f, bad, bad_detail) = (t.f, t.bad, t.bad_detail);
-    // SAFETY: a zeroed sigaction is a valid empty one; the handler and flags are set.
-    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-    sa.sa_sigaction = on_usr1 as *const () as usize;
-    sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-    // SAFETY: `sa` is fully initialised.
-    assert_eq!(unsafe { libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) }, 0);
+    common::catch::install(libc::SIGUSR1, on_usr1);
 
-    let (tid_tx, tid_rx) = mpsc::channel::<i32>();
-    let worker = std::thread::spawn(move || {
-        let base = 0usize;
-        // SAFETY: a root thread, before any patch; `base` is above every frame used later.
-        let r =
-            unsafe { livepatch_user::livepatch_thread_begin(std::ptr::null_mut(), &base as *const usize as *const _) };
-        assert_eq!(r, 0);
-        // SAFETY: `gettid` takes no arguments.
-        tid_tx.send(unsafe { libc::syscall(libc::SYS_gettid) } as i32).unwrap();
-        let f = std::hint::black_box(f);
-        let mut i = 0;
-        while !STOP.load(Ordering::Relaxed) {
-            std::hint::black_box(f(i));
-            i = (i + 1) & 0xffff;
-        }
-        livepatch_user::livepatch_thread_end();
-        std::hint::black_box(&base);
+    let f = std::hint::black_box(f);
+    let (worker, tid) = common::catch::spawn_worker(&STOP, None, move |i| {
+        std::hint::black_box(f(i));
+        0
     });
-    let tid = tid_rx.recv().unwrap();
 
     let handle = rt.apply(&t.patches[0]).expect("apply v1");
     rt.wait(Duration::from_secs(10)).expect("the enable completes");
     // The trampoline's address from the hook at f's entry (`movabs r11, imm64`), the variant
     // and g from their objects.
-    // SAFETY: f's entry holds the hook's 13 bytes now.
-    let hook = unsafe { std::slice::from_raw_parts(f as usize as *const u8, 13) };
-    assert_eq!(&hook[..2], &[0x49, 0xbb], "f is hooked");
-    TRAMPOLINE.store(usize::from_le_bytes(hook[2..10].try_into().unwrap()), Ordering::Relaxed);
-    let cp = CString::new(t.patches[0].as_str()).unwrap();
-    // SAFETY: the patch object is loaded (the runtime never closes it): this takes a reference.
-    let ph = unsafe { libc::dlopen(cp.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-    assert!(!ph.is_null());
-    VARIANT.store(dlsym(ph, "f_v1"), Ordering::Relaxed);
-    G.store(dlsym(libc::RTLD_DEFAULT, "g"), Ordering::Relaxed);
+    TRAMPOLINE.store(common::catch::trampoline_of(f as usize), Ordering::Relaxed);
+    VARIANT.store(common::catch::patch_symbol(&t.patches[0], "f_v1"), Ordering::Relaxed);
+    G.store(common::catch::dlsym(libc::RTLD_DEFAULT, "g"), Ordering::Relaxed);
     assert_eq!(bad(), 0, "no mixed chain before");
 
     // Catch the worker between its decision for f (the variant) and the jump.
     ARMED.store(true, Ordering::Relaxed);
-    let t0 = Instant::now();
-    while !CAUGHT.load(Ordering::Acquire) {
-        assert!(t0.elapsed() < Duration::from_secs(60), "never caught the worker in the trampoline");
-        let before = HANDLED.load(Ordering::Acquire);
-        // SAFETY: `tgkill` takes integers only.
-        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) };
-        while HANDLED.load(Ordering::Acquire) == before && !CAUGHT.load(Ordering::Acquire) {
-            std::hint::spin_loop();
-        }
-    }
+    common::catch::catch(tid, libc::SIGUSR1, &CAUGHT, &HANDLED, Duration::from_secs(60), "in the trampoline");
     // The disable starts (every thread retargeted to the original) while the decision waits.
     rt.disable(handle).expect("disable");
     GO.store(true, Ordering::Release);

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod catch;
 pub(crate) mod program;
 pub(crate) mod stress;
 

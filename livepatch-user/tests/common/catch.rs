@@ -1,0 +1,98 @@
+//! Forcing an interleaving with a signal handler of the test's own: a registered worker that
+//! calls a function in a loop, and a signal sent to it until its handler reports that it
+//! caught the worker where the test wants it (the handler's predicate is the test's own).
+
+use std::ffi::{c_int, c_void, CString};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// An `SA_SIGINFO` handler.
+pub(crate) type InfoHandler = unsafe extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void);
+
+/// `name`'s address in the object `handle` (`libc::RTLD_DEFAULT`: the global scope).
+pub(crate) fn dlsym(handle: *mut c_void, name: &str) -> usize {
+    let c = CString::new(name).unwrap();
+    // SAFETY: a valid handle and C string.
+    let p = unsafe { libc::dlsym(handle, c.as_ptr()) } as usize;
+    assert_ne!(p, 0, "{name}");
+    p
+}
+
+/// `name`'s address in the loaded patch object `path` (the runtime never closes it).
+pub(crate) fn patch_symbol(path: &str, name: &str) -> usize {
+    let c = CString::new(path).unwrap();
+    // SAFETY: the object is loaded: `RTLD_NOLOAD` only takes a reference to it.
+    let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    assert!(!handle.is_null(), "{path} is loaded");
+    dlsym(handle, name)
+}
+
+/// The trampoline the hook at `entry` calls (its `movabs r11, imm64`).
+pub(crate) fn trampoline_of(entry: usize) -> usize {
+    // SAFETY: a hooked entry's 13 bytes are mapped and readable.
+    let hook = unsafe { std::slice::from_raw_parts(entry as *const u8, 13) };
+    assert_eq!(&hook[..2], &[0x49, 0xbb], "the entry is hooked");
+    usize::from_le_bytes(hook[2..10].try_into().unwrap())
+}
+
+/// Installs `handler` for `sig` (`SA_SIGINFO | SA_RESTART`, empty mask: the runtime's signals
+/// are not blocked in it).
+pub(crate) fn install(sig: c_int, handler: InfoHandler) {
+    // SAFETY: a zeroed sigaction is a valid empty one; the handler and flags are set.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = handler as *const () as usize;
+    sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: `sa` is fully initialised.
+    assert_eq!(unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) }, 0);
+}
+
+/// A worker thread, registered as a root thread before any patch, calling `each(i)` for
+/// `i` = 0, 1, … (mod 2^16) until `stop`; joins with the sum of what `each` returned. Its
+/// base frame's address goes to `base` (where a handler's scan of its stack can end).
+/// Returns the thread and its tid.
+pub(crate) fn spawn_worker(
+    stop: &'static AtomicBool,
+    base: Option<&'static AtomicUsize>,
+    mut each: impl FnMut(c_int) -> u64 + Send + 'static,
+) -> (JoinHandle<u64>, i32) {
+    let (tid_tx, tid_rx) = mpsc::channel::<i32>();
+    let worker = std::thread::spawn(move || {
+        let frame = 0usize;
+        // SAFETY: a root thread, before any patch; `frame` is above every frame used later.
+        let r =
+            unsafe { livepatch_user::livepatch_thread_begin(std::ptr::null_mut(), &frame as *const usize as *const _) };
+        assert_eq!(r, 0);
+        if let Some(base) = base {
+            base.store(&frame as *const usize as usize, Ordering::Relaxed);
+        }
+        // SAFETY: `gettid` takes no arguments.
+        tid_tx.send(unsafe { libc::syscall(libc::SYS_gettid) } as i32).unwrap();
+        let (mut sum, mut i) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            sum += each(i);
+            i = (i + 1) & 0xffff;
+        }
+        livepatch_user::livepatch_thread_end();
+        std::hint::black_box(&frame);
+        sum
+    });
+    (worker, tid_rx.recv().unwrap())
+}
+
+/// Sends `sig` to thread `tid`, one signal at a time (the next once `handled` moved), until
+/// the handler sets `caught`; panics after `limit`, naming `where_`.
+pub(crate) fn catch(tid: i32, sig: c_int, caught: &AtomicBool, handled: &AtomicU64, limit: Duration, where_: &str) {
+    let t0 = Instant::now();
+    // `Acquire`: pairs with the handler's `Release` stores of both.
+    while !caught.load(Ordering::Acquire) {
+        assert!(t0.elapsed() < limit, "never caught the worker {where_}");
+        let before = handled.load(Ordering::Acquire);
+        // SAFETY: `tgkill` takes integers only.
+        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };
+        while handled.load(Ordering::Acquire) == before && !caught.load(Ordering::Acquire) {
+            std::hint::spin_loop();
+        }
+    }
+}
