@@ -13,6 +13,7 @@
 
 mod common;
 
+use common::catch::Hold;
 use common::{cc, sym};
 use livepatch_user::Runtime;
 use std::ffi::{c_int, c_void, CString};
@@ -24,10 +25,7 @@ use std::time::{Duration, Instant};
 static SITE: AtomicUsize = AtomicUsize::new(0);
 /// The entry's 16 bytes before any hook.
 static ORIG: [std::sync::atomic::AtomicU8; 16] = [const { std::sync::atomic::AtomicU8::new(0) }; 16];
-static ARMED: AtomicBool = AtomicBool::new(false);
-static CAUGHT: AtomicBool = AtomicBool::new(false);
-static RELEASE: AtomicBool = AtomicBool::new(false);
-static HANDLED: AtomicU64 = AtomicU64::new(0);
+static HOLD: Hold = Hold::new();
 /// `offset << 8 | 1` when the held thread would have resumed inside rewritten bytes.
 static TORN: AtomicU64 = AtomicU64::new(0);
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -38,12 +36,8 @@ unsafe extern "C" fn on_usr1(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut
     let pc = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
     let site = SITE.load(Ordering::Relaxed);
     // Inside the 13 bytes the hook writes (the rest of the padding stays NOPs).
-    if ARMED.load(Ordering::Relaxed) && pc > site && pc < site + 13 && !CAUGHT.load(Ordering::Relaxed) {
-        // `Release`/`Acquire` pairs: the test's waits on these flags.
-        CAUGHT.store(true, Ordering::Release);
-        while !RELEASE.load(Ordering::Acquire) {
-            std::hint::spin_loop();
-        }
+    if HOLD.wanted() && pc > site && pc < site + 13 {
+        HOLD.hold();
         let off = pc - site;
         // SAFETY: the function's 16 entry bytes are mapped and readable.
         let now = unsafe { std::slice::from_raw_parts(site as *const u8, 16) };
@@ -52,7 +46,7 @@ unsafe extern "C" fn on_usr1(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut
             uc.uc_mcontext.gregs[libc::REG_RIP as usize] = site as i64;
         }
     }
-    HANDLED.fetch_add(1, Ordering::Release);
+    HOLD.handled();
 }
 
 #[test]
@@ -89,8 +83,7 @@ fn a_thread_held_between_two_entry_nops_by_its_own_signal_handler_never_resumes_
     let (worker, tid) = common::catch::spawn_worker(&STOP, None, move |i| u64::from(f(i) != i + 31));
 
     // Catch the worker between two of h31's entry NOPs.
-    ARMED.store(true, Ordering::Relaxed);
-    common::catch::catch(tid, libc::SIGUSR1, &CAUGHT, &HANDLED, Duration::from_secs(30), "inside h31's padding");
+    HOLD.catch(tid, libc::SIGUSR1, Duration::from_secs(30), "inside h31's padding");
 
     let (done_tx, done_rx) = mpsc::channel();
     let applier = std::thread::spawn(move || {
@@ -100,7 +93,7 @@ fn a_thread_held_between_two_entry_nops_by_its_own_signal_handler_never_resumes_
     });
     std::thread::sleep(Duration::from_millis(300));
     let early = done_rx.try_recv().ok();
-    RELEASE.store(true, Ordering::Release);
+    HOLD.release();
     let (result, took) = early.unwrap_or_else(|| done_rx.recv().unwrap());
     applier.join().unwrap();
     let handle = result.expect("apply");

@@ -11,18 +11,16 @@
 
 mod common;
 
+use common::catch::Hold;
 use livepatch_user::Runtime;
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 static TRAMPOLINE: AtomicUsize = AtomicUsize::new(0);
 static VARIANT: AtomicUsize = AtomicUsize::new(0);
 static G: AtomicUsize = AtomicUsize::new(0);
-static ARMED: AtomicBool = AtomicBool::new(false);
-static CAUGHT: AtomicBool = AtomicBool::new(false);
-static GO: AtomicBool = AtomicBool::new(false);
-static HANDLED: AtomicU64 = AtomicU64::new(0);
+static HOLD: Hold = Hold::new();
 static STOP: AtomicBool = AtomicBool::new(false);
 
 unsafe extern "C" fn on_usr1(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut c_void) {
@@ -32,17 +30,13 @@ unsafe extern "C" fn on_usr1(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut
     let r11 = uc.uc_mcontext.gregs[libc::REG_R11 as usize] as usize;
     let t0 = TRAMPOLINE.load(Ordering::Relaxed);
     let in_tail = pc >= t0 && pc < t0 + 256 && r11 == VARIANT.load(Ordering::Relaxed);
-    if ARMED.load(Ordering::Relaxed) && in_tail && !CAUGHT.load(Ordering::Relaxed) {
-        // `Release`/`Acquire` pairs: the test's waits on these flags.
-        CAUGHT.store(true, Ordering::Release);
-        while !GO.load(Ordering::Acquire) {
-            std::hint::spin_loop();
-        }
+    if HOLD.wanted() && in_tail {
+        HOLD.hold();
         // SAFETY: the target's `g(int) -> int`.
         let g: extern "C" fn(c_int) -> c_int = unsafe { std::mem::transmute(G.load(Ordering::Relaxed)) };
         std::hint::black_box(g(7));
     }
-    HANDLED.fetch_add(1, Ordering::Release);
+    HOLD.handled();
 }
 
 #[test]
@@ -68,15 +62,10 @@ fn a_signal_handler_calling_a_hooked_function_does_not_switch_under_a_pending_de
     assert_eq!(bad(), 0, "no mixed chain before");
 
     // Catch the worker between its decision for f (the variant) and the jump.
-    ARMED.store(true, Ordering::Relaxed);
-    common::catch::catch(tid, libc::SIGUSR1, &CAUGHT, &HANDLED, Duration::from_secs(60), "in the trampoline");
+    HOLD.catch(tid, libc::SIGUSR1, Duration::from_secs(60), "in the trampoline");
     // The disable starts (every thread retargeted to the original) while the decision waits.
     rt.disable(handle).expect("disable");
-    GO.store(true, Ordering::Release);
-    let caught_at = HANDLED.load(Ordering::Acquire);
-    while HANDLED.load(Ordering::Acquire) == caught_at {
-        std::thread::yield_now();
-    }
+    HOLD.release();
     std::thread::sleep(Duration::from_millis(50));
     STOP.store(true, Ordering::Relaxed);
     worker.join().unwrap();

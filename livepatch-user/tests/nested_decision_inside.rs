@@ -12,9 +12,10 @@
 
 mod common;
 
+use common::catch::Hold;
 use livepatch_user::Runtime;
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Catches, each with its enable and disable.
@@ -26,10 +27,7 @@ static TRAMPOLINE: AtomicUsize = AtomicUsize::new(0);
 /// The worker's base frame: its handler's scan of the interrupted stack ends there.
 static BASE: AtomicUsize = AtomicUsize::new(0);
 static G: AtomicUsize = AtomicUsize::new(0);
-static ARMED: AtomicBool = AtomicBool::new(false);
-static CAUGHT: AtomicBool = AtomicBool::new(false);
-static GO: AtomicBool = AtomicBool::new(false);
-static HANDLED: AtomicU64 = AtomicU64::new(0);
+static HOLD: Hold = Hold::new();
 static STOP: AtomicBool = AtomicBool::new(false);
 
 unsafe extern "C" fn on_usr1(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut c_void) {
@@ -43,17 +41,13 @@ unsafe extern "C" fn on_usr1(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut
     // SAFETY: `[sp, base)` is the worker's live stack (the handler runs on it, below `sp`).
     let in_decision =
         !in_trampoline && sp < base && (sp..base).step_by(8).any(|w| unsafe { *(w as *const usize) } == ret);
-    if ARMED.load(Ordering::Relaxed) && in_decision && !CAUGHT.load(Ordering::Relaxed) {
-        // `Release`/`Acquire` pairs: the test's waits on these flags.
-        CAUGHT.store(true, Ordering::Release);
-        while !GO.load(Ordering::Acquire) {
-            std::hint::spin_loop();
-        }
+    if HOLD.wanted() && in_decision {
+        HOLD.hold();
         // SAFETY: the target's `g(int) -> int`.
         let g: extern "C" fn(c_int) -> c_int = unsafe { std::mem::transmute(G.load(Ordering::Relaxed)) };
         std::hint::black_box(g(7));
     }
-    HANDLED.fetch_add(1, Ordering::Release);
+    HOLD.handled();
 }
 
 #[test]
@@ -84,19 +78,11 @@ fn a_signal_handler_calling_a_hooked_function_inside_a_decision_does_not_switch_
             TRAMPOLINE.store(t0, Ordering::Relaxed);
             G.store(common::catch::dlsym(libc::RTLD_DEFAULT, "g"), Ordering::Relaxed);
         }
-        GO.store(false, Ordering::Relaxed);
-        CAUGHT.store(false, Ordering::Relaxed);
         // Catch the worker inside its decision for f.
-        ARMED.store(true, Ordering::Relaxed);
-        common::catch::catch(tid, libc::SIGUSR1, &CAUGHT, &HANDLED, Duration::from_secs(60), "in a decision");
-        ARMED.store(false, Ordering::Relaxed);
+        HOLD.catch(tid, libc::SIGUSR1, Duration::from_secs(60), "in a decision");
         // The disable starts (every thread retargeted to the original) while the decision waits.
         rt.disable(handle).expect("disable");
-        let caught_at = HANDLED.load(Ordering::Acquire);
-        GO.store(true, Ordering::Release);
-        while HANDLED.load(Ordering::Acquire) == caught_at {
-            std::thread::yield_now();
-        }
+        HOLD.release();
         rt.wait(Duration::from_secs(10)).expect("the disable completes");
         attempts += 1;
         if bad() != 0 {

@@ -81,18 +81,75 @@ pub(crate) fn spawn_worker(
     (worker, tid_rx.recv().unwrap())
 }
 
-/// Sends `sig` to thread `tid`, one signal at a time (the next once `handled` moved), until
-/// the handler sets `caught`; panics after `limit`, naming `where_`.
-pub(crate) fn catch(tid: i32, sig: c_int, caught: &AtomicBool, handled: &AtomicU64, limit: Duration, where_: &str) {
-    let t0 = Instant::now();
-    // `Acquire`: pairs with the handler's `Release` stores of both.
-    while !caught.load(Ordering::Acquire) {
-        assert!(t0.elapsed() < limit, "never caught the worker {where_}");
-        let before = handled.load(Ordering::Acquire);
-        // SAFETY: `tgkill` takes integers only.
-        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };
-        while handled.load(Ordering::Acquire) == before && !caught.load(Ordering::Acquire) {
+/// A signal handler's hold on the thread it caught, shared with the test (a `static`): the
+/// handler reports the catch and spins until the test releases it; the test signals the thread
+/// until it is caught, acts while it is held, then releases it and waits for the handler's end.
+pub(crate) struct Hold {
+    armed: AtomicBool,
+    caught: AtomicBool,
+    released: AtomicBool,
+    handled: AtomicU64,
+}
+
+impl Hold {
+    pub(crate) const fn new() -> Self {
+        Self {
+            armed: AtomicBool::new(false),
+            caught: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+            handled: AtomicU64::new(0),
+        }
+    }
+
+    /// In the handler: whether a catch is wanted (armed, none held yet).
+    pub(crate) fn wanted(&self) -> bool {
+        self.armed.load(Ordering::Relaxed) && !self.caught.load(Ordering::Relaxed)
+    }
+
+    /// In the handler: reports the catch and waits for [`Hold::release`].
+    pub(crate) fn hold(&self) {
+        // `Release`: pairs with `catch`'s `Acquire`.
+        self.caught.store(true, Ordering::Release);
+        // `Acquire`: pairs with `release`'s `Release`.
+        while !self.released.load(Ordering::Acquire) {
             std::hint::spin_loop();
+        }
+    }
+
+    /// In the handler, last: one more signal handled.
+    pub(crate) fn handled(&self) {
+        // `Release`: pairs with the test's `Acquire` loads in `catch` and `release`.
+        self.handled.fetch_add(1, Ordering::Release);
+    }
+
+    /// Sends `sig` to thread `tid`, one signal at a time (the next once the handler returned),
+    /// until the handler holds it; panics after `limit`, naming `where_`. Clears a previous
+    /// catch first.
+    pub(crate) fn catch(&self, tid: i32, sig: c_int, limit: Duration, where_: &str) {
+        self.caught.store(false, Ordering::Relaxed);
+        self.released.store(false, Ordering::Relaxed);
+        self.armed.store(true, Ordering::Relaxed);
+        let t0 = Instant::now();
+        // `Acquire`: pairs with the handler's `Release` stores of both.
+        while !self.caught.load(Ordering::Acquire) {
+            assert!(t0.elapsed() < limit, "never caught the worker {where_}");
+            let before = self.handled.load(Ordering::Acquire);
+            // SAFETY: `tgkill` takes integers only.
+            unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };
+            while self.handled.load(Ordering::Acquire) == before && !self.caught.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+        }
+        self.armed.store(false, Ordering::Relaxed);
+    }
+
+    /// Releases the held handler and waits until it returned.
+    pub(crate) fn release(&self) {
+        let held_at = self.handled.load(Ordering::Acquire);
+        // `Release`: pairs with `hold`'s `Acquire`.
+        self.released.store(true, Ordering::Release);
+        while self.handled.load(Ordering::Acquire) == held_at {
+            std::thread::yield_now();
         }
     }
 }
