@@ -32,9 +32,7 @@ unsafe extern "C" fn on_usr1(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut
     let in_tail = pc >= t0 && pc < t0 + 256 && r11 == VARIANT.load(Ordering::Relaxed);
     if HOLD.wanted() && in_tail {
         HOLD.hold();
-        // SAFETY: the target's `g(int) -> int`.
-        let g: extern "C" fn(c_int) -> c_int = unsafe { std::mem::transmute(G.load(Ordering::Relaxed)) };
-        std::hint::black_box(g(7));
+        common::catch::call(&G);
     }
     HOLD.handled();
 }
@@ -46,11 +44,7 @@ fn a_signal_handler_calling_a_hooked_function_does_not_switch_under_a_pending_de
     let (f, bad, bad_detail) = (t.f, t.bad, t.bad_detail);
     common::catch::install(libc::SIGUSR1, on_usr1);
 
-    let f = std::hint::black_box(f);
-    let (worker, tid) = common::catch::spawn_worker(&STOP, None, move |i| {
-        std::hint::black_box(f(i));
-        0
-    });
+    let (worker, tid) = common::catch::spawn_calling(&STOP, None, f);
 
     let handle = rt.apply(&t.patches[0]).expect("apply v1");
     rt.wait(Duration::from_secs(10)).expect("the enable completes");

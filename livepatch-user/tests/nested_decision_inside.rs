@@ -43,9 +43,7 @@ unsafe extern "C" fn on_usr1(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut
         !in_trampoline && sp < base && (sp..base).step_by(8).any(|w| unsafe { *(w as *const usize) } == ret);
     if HOLD.wanted() && in_decision {
         HOLD.hold();
-        // SAFETY: the target's `g(int) -> int`.
-        let g: extern "C" fn(c_int) -> c_int = unsafe { std::mem::transmute(G.load(Ordering::Relaxed)) };
-        std::hint::black_box(g(7));
+        common::catch::call(&G);
     }
     HOLD.handled();
 }
@@ -57,11 +55,7 @@ fn a_signal_handler_calling_a_hooked_function_inside_a_decision_does_not_switch_
     let (f, bad, bad_detail) = (t.f, t.bad, t.bad_detail);
     common::catch::install(libc::SIGUSR1, on_usr1);
 
-    let f = std::hint::black_box(f);
-    let (worker, tid) = common::catch::spawn_worker(&STOP, Some(&BASE), move |i| {
-        std::hint::black_box(f(i));
-        0
-    });
+    let (worker, tid) = common::catch::spawn_calling(&STOP, Some(&BASE), f);
 
     let mut attempts = 0;
     for _ in 0..ATTEMPTS {

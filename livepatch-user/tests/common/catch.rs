@@ -81,6 +81,26 @@ pub(crate) fn spawn_worker(
     (worker, tid_rx.recv().unwrap())
 }
 
+/// [`spawn_worker`] calling the C function `f` (`int f(int)`), its results dropped.
+pub(crate) fn spawn_calling(
+    stop: &'static AtomicBool,
+    base: Option<&'static AtomicUsize>,
+    f: extern "C" fn(c_int) -> c_int,
+) -> (JoinHandle<u64>, i32) {
+    let f = std::hint::black_box(f);
+    spawn_worker(stop, base, move |i| {
+        std::hint::black_box(f(i));
+        0
+    })
+}
+
+/// Calls the C function `int g(int)` at `addr` (from a handler: the nested call under test).
+pub(crate) fn call(addr: &AtomicUsize) {
+    // SAFETY: `addr` holds the address of a C function `int g(int)` (from `dlsym`).
+    let g: extern "C" fn(c_int) -> c_int = unsafe { std::mem::transmute(addr.load(Ordering::Relaxed)) };
+    std::hint::black_box(g(7));
+}
+
 /// A signal handler's hold on the thread it caught, shared with the test (a `static`): the
 /// handler reports the catch and spins until the test releases it; the test signals the thread
 /// until it is caught, acts while it is held, then releases it and waits for the handler's end.
