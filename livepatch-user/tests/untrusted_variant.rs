@@ -80,6 +80,8 @@ fn a_variant_outside_trusted_code_is_refused_or_waited_for() {
     let inside: *const AtomicI32 = sym::<*mut c_void>(hh, "vh_inside") as *const AtomicI32;
     // SAFETY: the helper's `atomic_int`s, which live as long as the helper (never unloaded).
     let (hold, inside) = unsafe { (&*hold, &*inside) };
+    // `SeqCst` throughout: C11's default order, which `vh_g` in `c/untrusted_variant.c` uses for
+    // its loads and stores of the same two flags (they pair with these).
     hold.store(1, Ordering::SeqCst);
     while inside.load(Ordering::SeqCst) == 0 {
         assert!(t0.elapsed() < Duration::from_secs(10), "the worker never entered vh_g");
