@@ -10,10 +10,9 @@
 
 mod common;
 
-use common::{cc, sym};
+use common::sym;
 use livepatch_user::Runtime;
-use std::ffi::{c_int, CString};
-use std::path::Path;
+use std::ffi::c_int;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -45,32 +44,9 @@ fn pending(sig: c_int) -> bool {
 #[test]
 fn a_fixup_round_does_not_wait_for_a_thread_that_ended_its_registration() {
     let rt = Runtime::init(livepatch_user::DEFAULT_POLICY).expect("init");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c");
-    let inc = format!("-I{}", Path::new(env!("CARGO_MANIFEST_DIR")).join("include").display());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixup_ended");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (lib, patch) = (dir.join("libmany.so"), dir.join("libmany_h30.so"));
-    let (lib_s, patch_s) = (lib.to_str().unwrap().to_owned(), patch.to_str().unwrap().to_owned());
-    let (many_c, patch_c) =
-        (src.join("many.c").to_str().unwrap().to_owned(), src.join("many_patch.c").to_str().unwrap().to_owned());
-    cc(&[
-        "-O2",
-        "-fPIC",
-        "-shared",
-        "-pthread",
-        "-fno-omit-frame-pointer",
-        "-fpatchable-function-entry=16",
-        &many_c,
-        "-o",
-        &lib_s,
-    ]);
-    cc(&["-O2", "-fPIC", "-shared", "-fno-omit-frame-pointer", &inc, "-DONLY=30", &patch_c, "-o", &patch_s]);
-    let c = CString::new(lib_s).unwrap();
-    // SAFETY: dlopen of the fixture just built.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-    assert!(!h.is_null());
-    let h30: extern "C" fn(c_int) -> c_int = sym(h, "h30");
-    assert!(livepatch_user::patch_so::trust_object_containing(h30 as usize));
+    let many = common::many::Many::load("fixup_ended");
+    let patch = many.patch(Some(30));
+    let h30: extern "C" fn(c_int) -> c_int = sym(many.handle, "h30");
 
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let lingerer = std::thread::spawn(move || {
@@ -102,7 +78,7 @@ fn a_fixup_round_does_not_wait_for_a_thread_that_ended_its_registration() {
     let (done_tx, done_rx) = mpsc::channel();
     let applier = std::thread::spawn(move || {
         let t0 = Instant::now();
-        let r = rt.apply(&patch_s).map(|h| (h, rt.wait(Duration::from_secs(10)).is_ok()));
+        let r = rt.apply(&patch).map(|h| (h, rt.wait(Duration::from_secs(10)).is_ok()));
         done_tx.send((r.map_err(|e| e.to_string()), t0.elapsed())).unwrap();
     });
     let Ok((result, took)) = done_rx.recv_timeout(Duration::from_secs(3)) else {

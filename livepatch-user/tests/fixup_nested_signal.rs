@@ -14,10 +14,9 @@
 mod common;
 
 use common::catch::Hold;
-use common::{cc, sym};
+use common::sym;
 use livepatch_user::Runtime;
-use std::ffi::{c_int, c_void, CString};
-use std::path::Path;
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -52,23 +51,9 @@ unsafe extern "C" fn on_usr1(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut
 #[test]
 fn a_thread_held_between_two_entry_nops_by_its_own_signal_handler_never_resumes_inside_the_hook() {
     let rt = Runtime::init(livepatch_user::DEFAULT_POLICY).expect("init");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c");
-    let inc = format!("-I{}", Path::new(env!("CARGO_MANIFEST_DIR")).join("include").display());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixup_nested_signal");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (lib, patch) = (dir.join("libmany.so"), dir.join("libmany_h31.so"));
-    let (lib_s, patch_s) = (lib.to_str().unwrap().to_owned(), patch.to_str().unwrap().to_owned());
-    let (many_c, patch_c) =
-        (src.join("many.c").to_str().unwrap().to_owned(), src.join("many_patch.c").to_str().unwrap().to_owned());
-    let fpe = "-fpatchable-function-entry=16";
-    cc(&["-O2", "-fPIC", "-shared", "-pthread", "-fno-omit-frame-pointer", fpe, &many_c, "-o", &lib_s]);
-    cc(&["-O2", "-fPIC", "-shared", "-fno-omit-frame-pointer", &inc, "-DONLY=31", &patch_c, "-o", &patch_s]);
-    let c = CString::new(lib_s).unwrap();
-    // SAFETY: dlopen of the fixture just built.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-    assert!(!h.is_null());
-    let h31: extern "C" fn(c_int) -> c_int = sym(h, "h31");
-    assert!(livepatch_user::patch_so::trust_object_containing(h31 as usize));
+    let many = common::many::Many::load("fixup_nested_signal");
+    let patch = many.patch(Some(31));
+    let h31: extern "C" fn(c_int) -> c_int = sym(many.handle, "h31");
     let site = h31 as usize;
     SITE.store(site, Ordering::Relaxed);
     // SAFETY: the function's 16 entry bytes are mapped and readable.
@@ -88,7 +73,7 @@ fn a_thread_held_between_two_entry_nops_by_its_own_signal_handler_never_resumes_
     let (done_tx, done_rx) = mpsc::channel();
     let applier = std::thread::spawn(move || {
         let t0 = Instant::now();
-        let r = rt.apply(&patch_s).map_err(|e| e.to_string());
+        let r = rt.apply(&patch).map_err(|e| e.to_string());
         done_tx.send((r, t0.elapsed())).unwrap();
     });
     std::thread::sleep(Duration::from_millis(300));

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod catch;
+pub(crate) mod many;
 pub(crate) mod program;
 pub(crate) mod stress;
 
