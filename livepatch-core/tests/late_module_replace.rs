@@ -21,6 +21,22 @@ const M1: usize = 0x20_0000;
 const CALLER: usize = 0x5000;
 const MODULE: ObjectId = ObjectId(9);
 
+/// Binds `$p1`, a patch of `f1` (vmlinux) and `m1` (the module), and `$replace`, a cumulative
+/// (atomic replace) patch of `f2` alone, under which `f1` and `m1` go back to their originals.
+/// A macro, not a function: the patches borrow the arrays of their objects and functions,
+/// which live in the calling test's frame.
+macro_rules! p1_and_replace {
+    ($p1:ident, $replace:ident) => {
+        let f1 = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
+        let m1 = [Func::new("m1", r(M1, 0x40), r(0x9100, 0x80))];
+        let o1 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f1), Object::new(MODULE, "mod9", &m1)];
+        let $p1 = Patch::new(PatchId(1), "p1", &o1);
+        let fr = [Func::new("f2", r(F2, 0x40), r(0xb000, 0x80))];
+        let or = [Object::new(ObjectId::VMLINUX, "vmlinux", &fr)];
+        let $replace = Patch::new(PatchId(2), "replace", &or).replacing();
+    };
+}
+
 fn quiet(_: &Straggler) {}
 
 fn call(live: &Live<'_>, entry: usize, b: &TestBackend, task: u32) -> Redirect {
@@ -41,14 +57,7 @@ fn variant(addr: usize) -> Redirect {
 /// two universes at once.
 #[test]
 fn a_module_coming_during_a_reversed_replace_gets_the_replace_patchs_nops() {
-    let f1 = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let m1 = [Func::new("m1", r(M1, 0x40), r(0x9100, 0x80))];
-    let o1 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f1), Object::new(MODULE, "mod9", &m1)];
-    let p1 = Patch::new(PatchId(1), "p1", &o1);
-    // The cumulative patch only patches f2: f1 and m1 go back to their originals.
-    let fr = [Func::new("f2", r(F2, 0x40), r(0xb000, 0x80))];
-    let or = [Object::new(ObjectId::VMLINUX, "vmlinux", &fr)];
-    let replace = Patch::new(PatchId(2), "replace", &or).replacing();
+    p1_and_replace!(p1, replace);
     let b = TestBackend::with_tasks(2);
     b.unloaded.borrow_mut().insert(MODULE.0);
     let storage = EngineStorage::<8, 32>::new();
@@ -89,13 +98,7 @@ fn a_module_coming_during_a_reversed_replace_gets_the_replace_patchs_nops() {
 /// universe, and the variant it sleeps in was unlinked at completion.
 #[test]
 fn a_module_coming_during_a_replace_marks_the_code_below_its_nops_as_switched_away_from() {
-    let f1 = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let m1 = [Func::new("m1", r(M1, 0x40), r(0x9100, 0x80))];
-    let o1 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f1), Object::new(MODULE, "mod9", &m1)];
-    let p1 = Patch::new(PatchId(1), "p1", &o1);
-    let fr = [Func::new("f2", r(F2, 0x40), r(0xb000, 0x80))];
-    let or = [Object::new(ObjectId::VMLINUX, "vmlinux", &fr)];
-    let replace = Patch::new(PatchId(2), "replace", &or).replacing();
+    p1_and_replace!(p1, replace);
     let b = TestBackend::with_tasks(3);
     b.unloaded.borrow_mut().insert(MODULE.0);
     let storage = EngineStorage::<8, 32>::new();
@@ -173,13 +176,7 @@ fn a_module_coming_during_a_reversed_disable_of_a_replace_gets_no_nops() {
 /// function the replace patch reverts.
 #[test]
 fn a_module_going_during_a_replace_takes_only_its_own_nops() {
-    let f1 = [Func::new("f1", r(F1, 0x40), r(0x9000, 0x80))];
-    let m1 = [Func::new("m1", r(M1, 0x40), r(0x9100, 0x80))];
-    let o1 = [Object::new(ObjectId::VMLINUX, "vmlinux", &f1), Object::new(MODULE, "mod9", &m1)];
-    let p1 = Patch::new(PatchId(1), "p1", &o1);
-    let fr = [Func::new("f2", r(F2, 0x40), r(0xb000, 0x80))];
-    let or = [Object::new(ObjectId::VMLINUX, "vmlinux", &fr)];
-    let replace = Patch::new(PatchId(2), "replace", &or).replacing();
+    p1_and_replace!(p1, replace);
     let b = TestBackend::with_tasks(2);
     let storage = EngineStorage::<8, 32>::new();
     let live = Live::new(&storage, Policy::LINUX_6_12);
