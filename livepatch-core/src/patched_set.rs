@@ -1153,10 +1153,12 @@ mod tests {
         let b: Vec<IndexEntry<'_>> = (0..8).map(|_| IndexEntry::new()).collect();
         let set = PatchedSet::new(&a, &b);
         assert!(set.lookup(CodeAddr(0x3000)).is_none());
+        assert!(set.is_empty());
         let mut graces = 0;
         set.rebuild(&slots, || graces += 1).unwrap();
         assert_eq!(graces, 0);
         assert_eq!(set.len(), 4);
+        assert!(!set.is_empty());
         let starts: Vec<usize> = set.iter().map(|h| h.range.start().get()).collect();
         assert_eq!(starts, [0x1000, 0x3000, 0x9000, 0x9100]);
 
@@ -1294,6 +1296,39 @@ mod tests {
         published(&ranges, ranges.len(), |_, check| {
             for addr in (0x120_0000..0x120_1000).chain(0x150_0000..0x150_1000) {
                 check(addr);
+            }
+        });
+    }
+
+    /// The layout's counts (what the benchmarks report) against the published version: one
+    /// range takes one bucket and the sentinel; a crowded bucket's sub-directory is counted
+    /// with its ranges and takes at least two sub-buckets and their sentinel past the main
+    /// directory's slots.
+    #[test]
+    fn the_layout_counts_the_slots_and_sub_directories_written() {
+        let layout = check_layout(&[r(0x1000, 1)], 1, 10);
+        assert_eq!((layout.segments, layout.directory_slots), (1, 2), "{layout:?}");
+
+        // 120 functions 256 bytes apart and, in a gap among them, 8 two-byte stubs: the one
+        // bucket holding more than four starts holds the stubs.
+        let mut ranges: Vec<CodeRange> = (0..100).map(|i| r(0x10_0000 + i * 0x100, 0x40)).collect();
+        ranges.extend((0..8).map(|i| r(0x10_6400 + i * 2, 2)));
+        ranges.extend((0..20).map(|i| r(0x10_6500 + i * 0x100, 0x40)));
+        let layout = check_layout(&ranges, ranges.len(), 5_000);
+        assert_eq!(
+            (layout.subdirectories, layout.subdirectory_ranges, layout.overflow_buckets),
+            (1, 8, 0),
+            "{layout:?}"
+        );
+        published(&ranges, ranges.len(), |set, _| {
+            let version = set.published().expect("a published version");
+            let main: usize = version.segments[..layout.segments]
+                .iter()
+                .map(|s| s.buckets.load(Ordering::Relaxed) as usize + 1)
+                .sum();
+            let layout = set.layout();
+            if layout.mode == LookupMode::Directory {
+                assert!(layout.directory_slots >= main + 3, "{main} main slots: {layout:?}");
             }
         });
     }
