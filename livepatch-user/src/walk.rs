@@ -68,9 +68,12 @@ pub(crate) enum Start {
 
 thread_local! {
     static START: Cell<Start> = const { Cell::new(Start::None) };
-    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+    /// The `top` ([`Thread::outlived`]) of the hook decision the thread is in, 0 outside one.
+    static IN_HOOK: Cell<usize> = const { Cell::new(0) };
+    /// The `witness` of that decision: the return address into the hooked function's caller.
+    static IN_HOOK_WITNESS: Cell<usize> = const { Cell::new(0) };
     /// What a nested decision's trampoline clears instead of `IN_HOOK` (never read).
-    static NESTED_SINK: Cell<u8> = const { Cell::new(0) };
+    static NESTED_SINK: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Sets where the calling thread's next walks start; returns the previous start (a signal
@@ -79,26 +82,38 @@ pub(crate) fn set_start(start: Start) -> Start {
     START.with(|s| s.replace(start))
 }
 
-/// Marks the calling thread as inside a hook decision; returns whether it already was.
-pub(crate) fn set_in_hook(v: bool) -> bool {
-    IN_HOOK.with(|s| s.replace(v))
+/// Marks the calling thread as inside the hook decision that entered the runtime with `top`
+/// and `witness` (the slot of the return address into the hooked function's caller, and that
+/// address: [`Thread::outlived`]).
+pub(crate) fn set_in_hook(top: usize, witness: usize) {
+    IN_HOOK_WITNESS.with(|s| s.set(witness));
+    IN_HOOK.with(|s| s.set(top));
 }
 
-/// Whether the calling thread is inside a hook decision.
-pub(crate) fn in_hook() -> bool {
-    IN_HOOK.with(|s| s.get())
+/// Whether the calling thread, `thread`, is inside a hook decision that is still live, seen
+/// from a context whose stack lies below `here` (an interrupted stack pointer, or the slot of
+/// a return address into the code that entered the runtime).
+///
+/// A decision that never returned (a signal handler of the program's own interrupted it and
+/// left with `siglongjmp`: the trampoline never cleared the flag) is over once the thread
+/// runs at or above the decision's `top` on its stack, or the return address there changed
+/// ([`Thread::outlived`]): such a flag is ignored, and the next decision replaces it
+/// (`tests/longjmp_decision.rs`).
+pub(crate) fn in_hook(thread: &Thread, here: usize) -> bool {
+    let top = IN_HOOK.with(|s| s.get());
+    top != 0 && !thread.outlived(top, IN_HOOK_WITNESS.with(|s| s.get()), here)
 }
 
-/// The address of the calling thread's in-hook flag (a `Cell<bool>`: one byte, `false` is 0),
-/// which the trampoline clears.
-pub(crate) fn in_hook_flag() -> *const u8 {
-    IN_HOOK.with(|s| s as *const Cell<bool> as *const u8)
+/// The address of the calling thread's in-hook flag (a `Cell<usize>`: 0 is outside any
+/// decision), which the trampoline clears.
+pub(crate) fn in_hook_flag() -> *const usize {
+    IN_HOOK.with(|s| s as *const Cell<usize> as *const usize)
 }
 
-/// A byte of the calling thread's that a nested decision's trampoline clears instead of the
+/// A word of the calling thread's that a nested decision's trampoline clears instead of the
 /// in-hook flag, which belongs to the decision it interrupted ([`crate::hook`]).
-pub(crate) fn nested_sink() -> *const u8 {
-    NESTED_SINK.with(|s| s as *const Cell<u8> as *const u8)
+pub(crate) fn nested_sink() -> *const usize {
+    NESTED_SINK.with(|s| s as *const Cell<usize> as *const usize)
 }
 
 /// The first word of every signal frame (libc's `sa_restorer`, [`crate::sys::restorer_of`];
@@ -373,9 +388,9 @@ impl StackWalker for Walker {
                     return Err(WalkError::Backend(ErrorKind::Running));
                 }
                 let start = START.with(|s| s.get());
-                if let Start::Interrupted { pc, .. } = start {
+                if let Start::Interrupted { pc, sp, .. } = start {
                     let (t0, t1) = hook::trampoline_range();
-                    if IN_HOOK.with(|h| h.get()) || (pc >= t0 && pc < t1) {
+                    if in_hook(task, sp) || (pc >= t0 && pc < t1) {
                         return Err(WalkError::Backend(ErrorKind::InRedirect));
                     }
                 }
