@@ -474,12 +474,16 @@ pub fn begin(token: Option<ChildToken>, base_fp: usize, patches_active: impl FnO
             (reg, t)
         }
     };
-    entry.tid.store(crate::sys::gettid(), Ordering::Relaxed);
     entry.base_fp.store(base_fp, Ordering::Relaxed);
     entry.stack_lo.store(stack_lo, Ordering::Relaxed);
     entry.stack_hi.store(stack_hi, Ordering::Relaxed);
     // The registry keeps the entry alive until `end`.
     CURRENT.with(|c| c.set(Arc::as_ptr(&entry)));
+    // The thread id last, after a signal fence: another thread signals this one only once it
+    // sees the id (a fix-up round waits for a prepared child to begin, then for its handler's
+    // answer), and the handler answers only if it finds the entry (`crate::poke`).
+    compiler_fence(Ordering::SeqCst);
+    entry.tid.store(crate::sys::gettid(), Ordering::Relaxed);
     Ok(())
 }
 
