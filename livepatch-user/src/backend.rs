@@ -113,14 +113,8 @@ impl Scheduler for ProcessBackend {
     }
 
     fn kick(&self, task: &Thread) {
-        let tid = task.tid();
-        if tid == 0 || task.kick_pending.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        if sys::tgkill(tid, poke::kick_signal()).is_ok() {
+        if kick_thread(task) {
             KICKS_SENT.fetch_add(1, Ordering::Relaxed);
-        } else {
-            task.kick_pending.store(false, Ordering::Relaxed);
         }
     }
 
@@ -190,6 +184,21 @@ impl Tracer for ProcessBackend {
     }
 }
 
+/// Sends `task` the kick signal, unless one is pending or it has not started; whether it
+/// sent one. (The engine's kicks are counted by [`Scheduler::kick`]; a grace period's, which
+/// only make a thread enter the runtime, are not: [`threads::grace_period`].)
+pub(crate) fn kick_thread(task: &Thread) -> bool {
+    let tid = task.tid();
+    if tid == 0 || task.kick_pending.swap(true, Ordering::Relaxed) {
+        return false;
+    }
+    if sys::tgkill(tid, poke::kick_signal()).is_err() {
+        task.kick_pending.store(false, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
 /// Installs the kick handler.
 pub(crate) fn install_kick_handler() -> Result<(), crate::Error> {
     sys::install_handler(poke::kick_signal(), on_kick, false, &[poke::fixup_signal(), crate::stop::stop_signal()])
@@ -209,7 +218,11 @@ unsafe extern "C" fn on_kick(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx
     let Some(live) = hook::live() else { return };
     // SAFETY: `ctx` is this handler's ucontext.
     let (pc, sp, fp) = unsafe { sys::context_regs(ctx) };
-    thread.read_enter();
+    // The word at the interrupted stack pointer is this handler's witness (`Thread::outlived`):
+    // the interrupted context's, unchanged while the handler runs below its red zone.
+    // SAFETY: `sp` is the interrupted stack pointer of this thread, a mapped stack word.
+    let witness = unsafe { (sp as *const usize).read_volatile() };
+    thread.read_enter(sp, witness);
     let prev = walk::set_start(Start::Interrupted { pc, sp, fp });
     let result = match live.task_work(thread, &Walker) {
         Verdict::NotPending => KickResult::Nothing,

@@ -64,7 +64,7 @@ std::arch::global_asm!(
     // that the rest of the way to the target runs inside this trampoline (a kick handler
     // that interrupts it sees its pc here and does not switch the thread).
     "mov r11, rax",
-    "mov byte ptr [rdx], 0",
+    "mov qword ptr [rdx], 0",
     "movdqu xmm0, [rsp]",
     "movdqu xmm1, [rsp+16]",
     "movdqu xmm2, [rsp+32]",
@@ -272,7 +272,7 @@ struct Decision {
     /// 0 for the original, else the variant's address.
     target: usize,
     /// The calling thread's in-hook flag, which the trampoline clears on its way out.
-    in_hook: *const u8,
+    in_hook: *const usize,
 }
 
 /// The trampoline's question: where does this call of the function at `entry` go?
@@ -288,7 +288,11 @@ struct Decision {
 /// already), and hands the trampoline a sink instead of the flag, so that the flag stays set
 /// until the outer trampoline clears it (`tests/nested_decision_inside.rs`). A handler that
 /// interrupted the trampoline after the flag was cleared is seen by the walk instead (its
-/// signal frame's saved `rip`, [`crate::walk`]).
+/// signal frame's saved `rip`, [`crate::walk`]). A handler that left the decision with
+/// `siglongjmp` leaves the flag set; it holds the decision's `top` (the slot of the return
+/// address into the caller), so a later context of the thread's at or above it, or one that
+/// finds another word there, knows that one is over ([`walk::in_hook`]), and its read-side
+/// section too ([`threads::Thread::read_enter`]).
 ///
 /// # Safety
 ///
@@ -301,8 +305,15 @@ unsafe extern "C" fn hook_decide(entry: usize, parent_ip: usize, frame: usize) -
         return Decision { target: 0, in_hook };
     };
     let Some(live) = live() else { return Decision { target: 0, in_hook } };
-    let nested = walk::set_in_hook(true);
-    thread.read_enter();
+    // The slot of the return address into the hooked function's caller, unchanged until the
+    // call returns: this decision's `top` (`Thread::outlived`), `parent_ip` its witness.
+    let top = frame + 16;
+    // A flag left by a decision that never returned is over (`walk::in_hook`).
+    let nested = walk::in_hook(thread, top);
+    if !nested {
+        walk::set_in_hook(top, parent_ip);
+    }
+    thread.read_enter(top, parent_ip);
     let mut target = 0;
     if let Some(site) = find(entry) {
         // `Acquire`: pairs with `set_hooked`'s `Release` (the slot is the one installed).

@@ -102,12 +102,18 @@ fn safe_point_at(start: Start) {
         return;
     }
     let Some(live) = hook::live() else { return };
+    // The slot of the return address into the caller, and that address (`Thread::outlived`;
+    // none when the caller is unknown, `ret` 0).
+    let (top, witness) = match start {
+        Start::Call { ret, sp, .. } if ret != 0 => (sp, ret),
+        _ => (0, 0),
+    };
     // Inside a hook decision: a signal handler of the program's own interrupted it and called
     // this; the decision may have read the thread's word already (see `hook::hook_decide`).
-    if walk::in_hook() {
+    if walk::in_hook(thread, top) {
         return;
     }
-    thread.read_enter();
+    thread.read_enter(top, witness);
     let prev = walk::set_start(start);
     live.self_check(thread, &walk::Walker);
     walk::set_start(prev);

@@ -12,7 +12,12 @@
 //!    two of them (the kernel never has this case: its ftrace NOP is one instruction). Every
 //!    registered thread gets a fix-up signal whose handler moves an `rip` inside the padding to
 //!    its end (equivalent: the bytes it skips are NOPs); the writer waits for each thread's
-//!    acknowledgement, its exit or the end of its registration. The handler sees only the
+//!    acknowledgement, its exit or the end of its registration. While a *prepared* child has
+//!    not begun, it may already run its start routine (whose entry this may be) with no
+//!    thread id in the registry: then every other thread of the process
+//!    (`/proc/self/task`) gets the signal too, and answers in a table of thread ids
+//!    ([`UNREGISTERED`]); a thread started after the trap byte was written cannot be past
+//!    it. The handler sees only the
 //!    context it interrupted: a thread inside a signal handler of its own that interrupted it
 //!    between two NOPs resumes there when that handler returns, from the `rip` saved in the
 //!    outer signal frame. So the handler also scans its live stack (from the interrupted
@@ -35,7 +40,7 @@
 use crate::hook::{self, ENTRY_NOPS, HOOK_LEN};
 use crate::sys;
 use crate::threads;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -62,6 +67,20 @@ static FIXUP_SITE: AtomicUsize = AtomicUsize::new(0);
 static FIXUP_ROUND: AtomicU64 = AtomicU64::new(0);
 /// Serialises pokes (the engine already does; this keeps `poke` sound on its own).
 static POKE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Threads without a begun registry entry a round can signal ([`UNREGISTERED`]).
+const MAX_UNREGISTERED: usize = 64;
+
+/// The thread ids a fix-up round signals beyond the registered threads (the first
+/// [`UNREGISTERED_COUNT`]), each with its answer (`round << 1 | BLOCKED`, as a registered
+/// thread's).
+static UNREGISTERED: [(AtomicI32, AtomicU64); MAX_UNREGISTERED] =
+    [const { (AtomicI32::new(0), AtomicU64::new(0)) }; MAX_UNREGISTERED];
+static UNREGISTERED_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a round waits for the answer of a thread without a registry entry (it may block
+/// the signal; the round is then not clear, and repeated).
+const UNREGISTERED_WAIT: Duration = Duration::from_millis(100);
 
 /// Fix-up signals sent so far (for the benchmarks' signals-per-thread figure).
 pub(crate) static FIXUP_SIGNALS: AtomicU64 = AtomicU64::new(0);
@@ -151,7 +170,13 @@ fn fixup_round(site: usize) -> bool {
     let round = FIXUP_ROUND.fetch_add(1, Ordering::Release) + 1;
     let me = sys::gettid();
     let mut waiting = Vec::new();
-    for t in threads::snapshot() {
+    let threads = threads::snapshot();
+    // A prepared child that has not begun: its thread may already run its start routine, or
+    // what the routine calls on its way to `begin`, and be stopped between two NOPs of this
+    // very entry, with no thread id here to signal (`tests/prebegin.rs`).
+    let prepared = threads.iter().any(|t| t.tid() == 0 && !t.has_ended());
+    let registered: Vec<i32> = threads.iter().map(|t| t.tid()).filter(|&tid| tid != 0).collect();
+    for t in threads {
         let tid = t.tid();
         if tid == 0 || tid == me {
             continue;
@@ -178,8 +203,117 @@ fn fixup_round(site: usize) -> bool {
             std::thread::yield_now();
         }
     }
+    if prepared {
+        clear &= fixup_unregistered(round, me, &registered);
+    }
     FIXUP_SITE.store(0, Ordering::Relaxed);
     clear
+}
+
+/// Signals every thread of the process that is neither the caller nor in `registered`, and
+/// waits for each one's answer to `round`, its exit, or [`UNREGISTERED_WAIT`]; `true` if all
+/// answered clear or exited. Their handler moves an `rip` in the padding like any other's,
+/// and scans their stacks as far as it can bound them ([`unregistered_context_inside`]).
+fn fixup_unregistered(round: u64, me: i32, registered: &[i32]) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return false };
+    let tids: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|tid| *tid != me && !registered.contains(tid))
+        .collect();
+    if tids.len() > MAX_UNREGISTERED {
+        return false;
+    }
+    for ((slot_tid, answer), tid) in UNREGISTERED.iter().zip(&tids) {
+        answer.store(0, Ordering::Relaxed);
+        slot_tid.store(*tid, Ordering::Relaxed);
+    }
+    // `Release`: pairs with `answer_unregistered`'s `Acquire`: the ids above are written.
+    UNREGISTERED_COUNT.store(tids.len(), Ordering::Release);
+    let sent: Vec<bool> = tids.iter().map(|tid| sys::tgkill(*tid, fixup_signal()).is_ok()).collect();
+    FIXUP_SIGNALS.fetch_add(sent.iter().filter(|s| **s).count() as u64, Ordering::Relaxed);
+    let deadline = Instant::now() + UNREGISTERED_WAIT;
+    let mut clear = true;
+    for (((_, answer), tid), sent) in UNREGISTERED.iter().zip(&tids).zip(sent) {
+        // Not sent: the thread is gone.
+        if !sent {
+            continue;
+        }
+        loop {
+            // `Acquire`: pairs with `answer_unregistered`'s `Release`: its `rip` fix and its
+            // scan are done.
+            let a = answer.load(Ordering::Acquire);
+            if a >> 1 >= round {
+                clear &= a & BLOCKED == 0;
+                break;
+            }
+            if sys::tgkill(*tid, 0).is_err() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                clear = false;
+                break;
+            }
+            std::thread::yield_now();
+        }
+    }
+    UNREGISTERED_COUNT.store(0, Ordering::Relaxed);
+    clear
+}
+
+/// The longest stack [`unregistered_context_inside`] scans (64 MiB).
+const MAX_UNREGISTERED_STACK: usize = 64 << 20;
+
+/// For a thread without a begun registry entry (no stack bounds recorded): whether its live
+/// stack, from the interrupted `sp` up to its thread pointer, holds a word strictly inside
+/// `(site, site + HOOK_LEN)`, as [`saved_context_inside`] for a registered thread. glibc puts
+/// a thread's TCB (where `fs` points) at the top of the stack block it allocates (or the one
+/// given to `pthread_create`), so `[sp, fs)` is the thread's used stack. The words are read
+/// with `process_vm_readv` on this process, which fails instead of faulting: a hole (the
+/// thread runs on another stack) answers `true`. A thread pointer not above `sp` within
+/// [`MAX_UNREGISTERED_STACK`] (the main thread's TLS is not on its stack) is not scanned.
+fn unregistered_context_inside(sp: usize, site: usize) -> bool {
+    let tp: usize;
+    // SAFETY: `fs:0` is the TCB's pointer to itself (the x86-64 TLS ABI), always mapped.
+    unsafe { std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+    if tp <= sp || tp - sp > MAX_UNREGISTERED_STACK || !sp.is_multiple_of(8) {
+        return false;
+    }
+    let mut buf = [0usize; 64];
+    let mut at = sp;
+    while tp - at >= 8 {
+        let n = ((tp - at) / 8).min(buf.len());
+        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: n * 8 };
+        let remote = libc::iovec { iov_base: at as *mut libc::c_void, iov_len: n * 8 };
+        // SAFETY: `local` is this frame's buffer of `n` words; `remote` is only read, by the
+        // kernel, which reports an unmapped range instead of faulting.
+        let r = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+        if r != (n * 8) as isize {
+            return true;
+        }
+        if buf[..n].iter().any(|&v| v > site && v < site + HOOK_LEN) {
+            return true;
+        }
+        at += n * 8;
+    }
+    false
+}
+
+/// The fix-up handler's answer to `round` in the table of threads signalled beyond the
+/// registered ones, if the calling thread is there (interrupted at `sp`, round's `site`).
+fn answer_unregistered(round: u64, sp: usize, site: usize) {
+    // `Acquire`: pairs with `fixup_unregistered`'s `Release`.
+    let n = UNREGISTERED_COUNT.load(Ordering::Acquire);
+    if n == 0 {
+        return;
+    }
+    let me = sys::gettid();
+    if let Some((_, answer)) =
+        UNREGISTERED[..n.min(MAX_UNREGISTERED)].iter().find(|(t, _)| t.load(Ordering::Relaxed) == me)
+    {
+        let blocked = site != 0 && unregistered_context_inside(sp, site);
+        // `Release`: pairs with `fixup_unregistered`'s `Acquire`.
+        answer.store(round << 1 | u64::from(blocked), Ordering::Release);
+    }
 }
 
 /// Whether the calling thread's live stack, from the interrupted `sp` up to its base frame
@@ -224,6 +358,9 @@ unsafe extern "C" fn on_fixup(_sig: libc::c_int, _info: *mut libc::siginfo_t, ct
         unsafe { sys::set_context_ip_sp(ctx, site + ENTRY_NOPS, sp) };
         FIXUPS_APPLIED.fetch_add(1, Ordering::Relaxed);
     }
+    // A thread signalled as one without a registry entry answers in that table (it may have
+    // begun meanwhile: it answers both ways).
+    answer_unregistered(round, sp, site);
     // A thread that ended its registration while the signal was pending has no entry to
     // acknowledge with: the writer stops waiting when it sees the entry marked exiting.
     let Some(t) = threads::current() else { return };

@@ -272,7 +272,7 @@ impl Runtime {
     /// `caller`'s return address when the walk fails).
     fn runs_variant_on_stack(&self, caller: Start) -> bool {
         let Some(thread) = threads::current() else { return false };
-        let Start::Call { ret, .. } = caller else { return false };
+        let Start::Call { ret, sp, .. } = caller else { return false };
         let runs_variant = |addr: livepatch_core::CodeAddr| {
             self.live.patched_set().lookup(addr).is_some_and(|hit| {
                 hit.node.is_none()
@@ -284,7 +284,7 @@ impl Runtime {
         };
         // A read-side section: the index version and the func stacks read here are reused
         // only after a grace period, which waits for it.
-        thread.read_enter();
+        thread.read_enter(sp, ret);
         let prev = walk::set_start(caller);
         let mut found = false;
         let walked = livepatch_core::backend::StackWalker::walk(&walk::Walker, thread, 64, |addr| {

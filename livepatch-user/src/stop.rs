@@ -239,7 +239,7 @@ unsafe extern "C" fn on_stop(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx
     // SAFETY: `ctx` is this handler's ucontext.
     let (pc, sp, fp) = unsafe { sys::context_regs(ctx) };
     let (t0, t1) = hook::trampoline_range();
-    if walk::in_hook() || (pc >= t0 && pc < t1) {
+    if walk::in_hook(thread, sp) || (pc >= t0 && pc < t1) {
         // `Release`: pairs with the controller's `Acquire` load of the answer.
         thread.stop_state.store(round << 2 | RETRY, Ordering::Release);
         return;

@@ -23,6 +23,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{compiler_fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// One registered thread.
 #[derive(Debug)]
@@ -46,6 +47,10 @@ pub struct Thread {
     read_depth: AtomicU32,
     /// Incremented each time the outermost read-side section ends.
     read_gen: AtomicU32,
+    /// The `top` and `witness` of each read-side section the thread is in
+    /// ([`Thread::read_enter`]), the outermost first; none kept deeper than [`MAX_SECTIONS`].
+    /// Only the owning thread (or its signal handler, which nests) reads or writes them.
+    sections: [[AtomicUsize; 2]; MAX_SECTIONS],
     /// Kick signals this thread handled.
     pub(crate) signals: AtomicU64,
     /// Its answer to the last text-poke fix-up round: `round << 1`, plus 1 when its stack held
@@ -63,6 +68,11 @@ pub struct Thread {
     /// In an extended quiescent state ([`Thread::go_offline`]): holds no shadow data.
     offline: AtomicBool,
 }
+
+/// Read-side sections whose `top` a thread remembers: one per level of signal-handler
+/// nesting (a hook decision, a safe point or a kick handler, each possibly interrupted by a
+/// handler that enters another).
+const MAX_SECTIONS: usize = 8;
 
 /// What a kick handler found when it checked its thread's stack (the stall report's detail:
 /// the engine's sweep only sees "running" for another thread).
@@ -123,6 +133,7 @@ impl Thread {
             kick_pending: AtomicBool::new(false),
             read_depth: AtomicU32::new(0),
             read_gen: AtomicU32::new(0),
+            sections: [const { [AtomicUsize::new(0), AtomicUsize::new(0)] }; MAX_SECTIONS],
             signals: AtomicU64::new(0),
             fixup_round: AtomicU64::new(0),
             last_kick: AtomicU64::new(0),
@@ -210,15 +221,67 @@ impl Thread {
         self.quiescent.load(Ordering::Acquire)
     }
 
-    /// Enters a read-side section (a reader of the engine's live state).
+    /// Whether a context of this thread's that entered the runtime with `top` and `witness`
+    /// (a hook decision, a safe point, a signal handler) has ended, seen from a context of the
+    /// same thread whose stack lies below `here`.
+    ///
+    /// `top` is a word of the entering context's stack that stays unchanged while it is live,
+    /// with everything it runs or nests (a callee, a signal handler on the same stack)
+    /// strictly below it, and `witness` its value: the return address into the code that
+    /// called the runtime and its slot, or the word at the stack pointer a signal
+    /// interrupted. So if the context is live, a context of the thread's that runs now is
+    /// nested in it: below `top`, where the word is still `witness`. A context at or above
+    /// `top`, or a different word there, means that it left that stack: it returned, or
+    /// never will (a signal handler of the program's own interrupted it and left with
+    /// `siglongjmp`). Only on the thread's own stack: on another one (an alternate signal
+    /// stack) nothing is concluded and the context counts as live. A stale word that happens
+    /// to equal `witness` only makes a context that is over count as live.
+    pub(crate) fn outlived(&self, top: usize, witness: usize, here: usize) -> bool {
+        let (lo, hi) = (self.stack_lo(), self.stack_hi());
+        let on_stack = |a: usize| lo != 0 && lo <= a && a.is_multiple_of(8) && a < hi;
+        if top == 0 || !on_stack(top) || !on_stack(here) {
+            return false;
+        }
+        if here >= top {
+            return true;
+        }
+        // SAFETY: `top` is on this thread's stack (checked above), 8-aligned, above `here`,
+        // which is at or above the calling context's stack pointer: a live, mapped word.
+        unsafe { (top as *const usize).read_volatile() != witness }
+    }
+
+    /// Enters a read-side section (a reader of the engine's live state) for a context that
+    /// entered the runtime with `top` and `witness` ([`outlived`](Self::outlived); `top` 0:
+    /// unknown).
+    ///
+    /// Sections of this thread's that it outlived never ended (left with `siglongjmp`): they
+    /// are dropped first, and if that ends the outermost, the generation moves on as if it
+    /// had ended, so a grace period waiting for it is over (`tests/longjmp_decision.rs`).
     ///
     /// Plain stores, no barrier: the writer's [`grace_period`] issues a process-wide
     /// `membarrier`, which orders these stores against its reads (liburcu's `memb` flavour).
     /// Only the owning thread (or its signal handler, which nests) writes these words.
     #[inline(always)]
-    pub(crate) fn read_enter(&self) {
-        let d = self.read_depth.load(Ordering::Relaxed);
-        self.read_depth.store(d + 1, Ordering::Relaxed);
+    pub(crate) fn read_enter(&self, top: usize, witness: usize) {
+        let depth = self.read_depth.load(Ordering::Relaxed) as usize;
+        let mut d = depth;
+        while d > 0 && d <= MAX_SECTIONS {
+            let [t, w] = &self.sections[d - 1];
+            if !self.outlived(t.load(Ordering::Relaxed), w.load(Ordering::Relaxed), top) {
+                break;
+            }
+            d -= 1;
+        }
+        if d == 0 && depth != 0 {
+            let g = self.read_gen.load(Ordering::Relaxed);
+            self.read_gen.store(g.wrapping_add(1), Ordering::Relaxed);
+        }
+        if let Some([t, w]) = self.sections.get(d) {
+            t.store(top, Ordering::Relaxed);
+            w.store(witness, Ordering::Relaxed);
+        }
+        // At most the depth it was, plus one: it fits.
+        self.read_depth.store(d as u32 + 1, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
     }
 
@@ -411,12 +474,16 @@ pub fn begin(token: Option<ChildToken>, base_fp: usize, patches_active: impl FnO
             (reg, t)
         }
     };
-    entry.tid.store(crate::sys::gettid(), Ordering::Relaxed);
     entry.base_fp.store(base_fp, Ordering::Relaxed);
     entry.stack_lo.store(stack_lo, Ordering::Relaxed);
     entry.stack_hi.store(stack_hi, Ordering::Relaxed);
     // The registry keeps the entry alive until `end`.
     CURRENT.with(|c| c.set(Arc::as_ptr(&entry)));
+    // The thread id last, after a signal fence: another thread signals this one only once it
+    // sees the id (a fix-up round waits for a prepared child to begin, then for its handler's
+    // answer), and the handler answers only if it finds the entry (`crate::poke`).
+    compiler_fence(Ordering::SeqCst);
+    entry.tid.store(crate::sys::gettid(), Ordering::Relaxed);
     Ok(())
 }
 
@@ -476,8 +543,19 @@ pub(crate) fn snapshot() -> Vec<Arc<Thread>> {
     with_registry(|reg| reg.threads.values().cloned().collect())
 }
 
+/// How long a grace period waits for a thread before it kicks it, and then between kicks.
+/// Long enough that a reader merely preempted in its section is seldom kicked: with 1 ms,
+/// the stop-the-world stress (debug, 20 transitions, load 6-8) took 12-26 s against 3-6 s.
+const GRACE_KICK: Duration = Duration::from_millis(10);
+
 /// Waits until every registered thread has left the read-side section it was in when this
 /// was called (the grace period of the engine's `Scheduler::synchronize`).
+///
+/// A thread still in a section after [`GRACE_KICK`] is kicked (again every [`GRACE_KICK`]):
+/// a section left with `siglongjmp` is dropped only when the thread next enters the runtime
+/// ([`Thread::read_enter`]), and a thread blocked elsewhere would not otherwise
+/// (`tests/longjmp_decision.rs`). A live section is not shortened by it: the kick handler
+/// nests.
 pub(crate) fn grace_period() {
     // Orders the writer's earlier stores (a published index, an unlinked node) before every
     // running reader's later loads, and the readers' depth stores before our loads below.
@@ -487,7 +565,12 @@ pub(crate) fn grace_period() {
             continue;
         }
         let gen = t.read_gen.load(Ordering::Relaxed);
+        let mut kick_at = Instant::now() + GRACE_KICK;
         while t.read_depth.load(Ordering::Relaxed) != 0 && t.read_gen.load(Ordering::Relaxed) == gen {
+            if Instant::now() >= kick_at {
+                let _ = crate::backend::kick_thread(&t);
+                kick_at += GRACE_KICK;
+            }
             std::thread::yield_now();
             crate::sys::barrier_all();
         }

@@ -68,9 +68,12 @@ pub(crate) enum Start {
 
 thread_local! {
     static START: Cell<Start> = const { Cell::new(Start::None) };
-    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+    /// The `top` ([`Thread::outlived`]) of the hook decision the thread is in, 0 outside one.
+    static IN_HOOK: Cell<usize> = const { Cell::new(0) };
+    /// The `witness` of that decision: the return address into the hooked function's caller.
+    static IN_HOOK_WITNESS: Cell<usize> = const { Cell::new(0) };
     /// What a nested decision's trampoline clears instead of `IN_HOOK` (never read).
-    static NESTED_SINK: Cell<u8> = const { Cell::new(0) };
+    static NESTED_SINK: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Sets where the calling thread's next walks start; returns the previous start (a signal
@@ -79,26 +82,38 @@ pub(crate) fn set_start(start: Start) -> Start {
     START.with(|s| s.replace(start))
 }
 
-/// Marks the calling thread as inside a hook decision; returns whether it already was.
-pub(crate) fn set_in_hook(v: bool) -> bool {
-    IN_HOOK.with(|s| s.replace(v))
+/// Marks the calling thread as inside the hook decision that entered the runtime with `top`
+/// and `witness` (the slot of the return address into the hooked function's caller, and that
+/// address: [`Thread::outlived`]).
+pub(crate) fn set_in_hook(top: usize, witness: usize) {
+    IN_HOOK_WITNESS.with(|s| s.set(witness));
+    IN_HOOK.with(|s| s.set(top));
 }
 
-/// Whether the calling thread is inside a hook decision.
-pub(crate) fn in_hook() -> bool {
-    IN_HOOK.with(|s| s.get())
+/// Whether the calling thread, `thread`, is inside a hook decision that is still live, seen
+/// from a context whose stack lies below `here` (an interrupted stack pointer, or the slot of
+/// a return address into the code that entered the runtime).
+///
+/// A decision that never returned (a signal handler of the program's own interrupted it and
+/// left with `siglongjmp`: the trampoline never cleared the flag) is over once the thread
+/// runs at or above the decision's `top` on its stack, or the return address there changed
+/// ([`Thread::outlived`]): such a flag is ignored, and the next decision replaces it
+/// (`tests/longjmp_decision.rs`).
+pub(crate) fn in_hook(thread: &Thread, here: usize) -> bool {
+    let top = IN_HOOK.with(|s| s.get());
+    top != 0 && !thread.outlived(top, IN_HOOK_WITNESS.with(|s| s.get()), here)
 }
 
-/// The address of the calling thread's in-hook flag (a `Cell<bool>`: one byte, `false` is 0),
-/// which the trampoline clears.
-pub(crate) fn in_hook_flag() -> *const u8 {
-    IN_HOOK.with(|s| s as *const Cell<bool> as *const u8)
+/// The address of the calling thread's in-hook flag (a `Cell<usize>`: 0 is outside any
+/// decision), which the trampoline clears.
+pub(crate) fn in_hook_flag() -> *const usize {
+    IN_HOOK.with(|s| s as *const Cell<usize> as *const usize)
 }
 
-/// A byte of the calling thread's that a nested decision's trampoline clears instead of the
+/// A word of the calling thread's that a nested decision's trampoline clears instead of the
 /// in-hook flag, which belongs to the decision it interrupted ([`crate::hook`]).
-pub(crate) fn nested_sink() -> *const u8 {
-    NESTED_SINK.with(|s| s as *const Cell<u8> as *const u8)
+pub(crate) fn nested_sink() -> *const usize {
+    NESTED_SINK.with(|s| s as *const Cell<usize> as *const usize)
 }
 
 /// The first word of every signal frame (libc's `sa_restorer`, [`crate::sys::restorer_of`];
@@ -202,16 +217,73 @@ pub(crate) fn is_trusted(addr: usize) -> bool {
 }
 
 /// Whether a stack word found by a conservative scan may be a return address: it must point
-/// into trusted code, and not at the entry of patched code — that is a function pointer (a
-/// return address equals a function's entry only after a call that is the last instruction
-/// before it, which compilers emit only for calls that never return).
+/// into trusted code, right after a call instruction ([`follows_call`]), and not at the entry
+/// of patched code — that is a function pointer (a return address equals a function's entry
+/// only after a call that is the last instruction before it, which compilers emit only for
+/// calls that never return).
 fn maybe_return_address(v: usize) -> bool {
-    if !is_trusted(v) {
+    if !is_trusted(v) || !follows_call(v) {
         return false;
     }
     let entry =
         hook::live().and_then(|l| l.patched_set().lookup(CodeAddr(v))).is_some_and(|h| h.range.start().get() == v);
     !entry
+}
+
+/// The longest call instruction the scan recognises before a return address: `ff /2` with a
+/// SIB byte and a 32-bit displacement (7 bytes; prefixes before the `ff` do not matter).
+const LONGEST_CALL: usize = 7;
+
+/// Whether the trusted code address `v` follows a call instruction, as every return address a
+/// `call` pushed does: `e8 rel32`, or `ff /2` (an indirect call through a register or memory:
+/// `call rax`, the hook's `call r11`, `call [rip + disp32]` through the PLT's GOT, …) ending
+/// exactly at `v`. The one return address no call instruction precedes is the one the
+/// runtime's trap handler pushes for a thread that reaches an entry while its hook is being
+/// written (`site + 13`, with the padding's NOPs still there): every hook site's is accepted.
+/// Words that point into a function's body elsewhere (a profiler's sample, a pointer or an
+/// iterator over its code, a label's address) are not frames: `tests/stale_word.rs`.
+/// Bytes before a trusted region are not read: such an address is accepted.
+fn follows_call(v: usize) -> bool {
+    if hook::site_state(v.wrapping_sub(hook::HOOK_LEN)).is_some() {
+        return true;
+    }
+    let Some(from) = v.checked_sub(LONGEST_CALL) else { return true };
+    if !is_trusted(from) {
+        return true;
+    }
+    // SAFETY: `from` and `v` are both in trusted regions (checked above and by the caller):
+    // executable segments of loaded objects, mapped readable in whole pages; the 7 bytes
+    // between lie in the pages of those two addresses.
+    let b = unsafe { &*(from as *const [u8; LONGEST_CALL]) };
+    ends_with_call(b)
+}
+
+/// Whether the bytes `b` end with a call instruction (see [`follows_call`]).
+fn ends_with_call(b: &[u8; LONGEST_CALL]) -> bool {
+    if b[LONGEST_CALL - 5] == 0xe8 {
+        return true;
+    }
+    (2..=LONGEST_CALL).any(|len| {
+        let at = LONGEST_CALL - len;
+        b[at] == 0xff && {
+            let modrm = b[at + 1];
+            modrm >> 3 & 7 == 2 && call_ff_len(modrm, b.get(at + 2).copied()) == len
+        }
+    })
+}
+
+/// The length of `ff modrm [sib] [disp]` from its ModRM byte (and SIB byte, if any).
+fn call_ff_len(modrm: u8, sib: Option<u8>) -> usize {
+    let (md, rm) = (modrm >> 6, modrm & 7);
+    let has_sib = md != 3 && rm == 4;
+    let disp = match md {
+        0 if rm == 5 => 4,
+        0 if has_sib && sib.is_some_and(|s| s & 7 == 5) => 4,
+        1 => 1,
+        2 => 4,
+        _ => 0,
+    };
+    2 + usize::from(has_sib) + disp
 }
 
 /// The longest `[rsp, rbp)` gap scanned in an interrupted frame (64 KiB).
@@ -373,9 +445,9 @@ impl StackWalker for Walker {
                     return Err(WalkError::Backend(ErrorKind::Running));
                 }
                 let start = START.with(|s| s.get());
-                if let Start::Interrupted { pc, .. } = start {
+                if let Start::Interrupted { pc, sp, .. } = start {
                     let (t0, t1) = hook::trampoline_range();
-                    if IN_HOOK.with(|h| h.get()) || (pc >= t0 && pc < t1) {
+                    if in_hook(task, sp) || (pc >= t0 && pc < t1) {
                         return Err(WalkError::Backend(ErrorKind::InRedirect));
                     }
                 }
@@ -440,5 +512,46 @@ fn finish(outcome: Outcome) -> Result<usize, WalkError<ErrorKind>> {
         Outcome::TooDeep => Err(WalkError::TooDeep),
         Outcome::Unreliable => Err(WalkError::Backend(ErrorKind::Unreliable)),
         Outcome::InRedirect => Err(WalkError::Backend(ErrorKind::InRedirect)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 7 bytes before a return address: `code` right-aligned after NOPs.
+    fn before(code: &[u8]) -> [u8; LONGEST_CALL] {
+        let mut b = [0x90; LONGEST_CALL];
+        b[LONGEST_CALL - code.len()..].copy_from_slice(code);
+        b
+    }
+
+    #[test]
+    fn the_call_forms_compilers_emit_are_recognised_and_nothing_else() {
+        let calls: [&[u8]; 9] = [
+            &[0xe8, 1, 2, 3, 4],             // call rel32
+            &[0xff, 0xd0],                   // call rax
+            &[0x41, 0xff, 0xd3],             // call r11 (the hook's)
+            &[0xff, 0x15, 1, 2, 3, 4],       // call [rip + disp32] (the GOT)
+            &[0xff, 0x50, 0x08],             // call [rax + 8]
+            &[0xff, 0x90, 1, 2, 3, 4],       // call [rax + disp32]
+            &[0xff, 0x54, 0x24, 0x08],       // call [rsp + 8] (SIB, disp8)
+            &[0xff, 0x14, 0x25, 1, 2, 3, 4], // call [disp32] (SIB without base)
+            &[0x3e, 0xff, 0xd0],             // notrack call rax
+        ];
+        for c in calls {
+            assert!(ends_with_call(&before(c)), "{c:02x?}");
+        }
+        let others: [&[u8]; 6] = [
+            &[],                       // NOPs: a function's first instruction after its padding
+            &[0xff, 0xe0],             // jmp rax
+            &[0xff, 0x25, 1, 2, 3, 4], // jmp [rip + disp32]
+            &[0x55, 0x48, 0x89, 0xe5], // push rbp; mov rbp, rsp
+            &[0xff, 0x50],             // call [rax + disp8] cut short: the disp8 is not there
+            &[0xc3],                   // ret
+        ];
+        for c in others {
+            assert!(!ends_with_call(&before(c)), "{c:02x?}");
+        }
     }
 }
