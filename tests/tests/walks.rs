@@ -1,0 +1,80 @@
+//! Both ways a walker hands frames to the core's stack check are exercised: one address at a
+//! time (`StackWalker::walk`, what the Linux module and livepatch-user do) and the saved stack
+//! at once (`StackWalker::walk_runs`, `WalkMode::Saved`), which takes the core's batched path
+//! (eight frames per compare, at most four ranges switched away from). The stacks here are
+//! deep enough for that path to matter: a kthread sleeps in the patched function under a
+//! chain of eight callers.
+
+use livepatch_core::backend::TaskFlags;
+use livepatch_core::Policy;
+use livepatch_mock::backend::{BackendConfig, WalkMode};
+use livepatch_mock::machine::code::{CodeBuilder, Op, SleepFor, SleepKind};
+use livepatch_mock::run::run;
+use livepatch_mock::scenario::build::{after, config, kernel, kthread, patch, settled, user, MS, S, US};
+use livepatch_mock::scenario::{Action, Scenario};
+
+/// A kthread that sleeps (interruptibly, 20–30 ms at a time) in `deep_wait`, called through
+/// `deep_0` … `deep_7`, then 5 ms at the top of its loop; a few user tasks beside it. The script patches `deep_wait`, then
+/// unpatches it.
+fn deep_sleeper(seed: u64, walk: WalkMode) -> Scenario {
+    let mut b = CodeBuilder::new();
+    let k = kernel(&mut b, (10 * MS, 100 * MS), (MS, 2 * MS));
+    let body =
+        || vec![Op::Work(5 * US, 10 * US), Op::Sleep(SleepKind::Interruptible, SleepFor::Between(20 * MS, 30 * MS))];
+    let wait = b.func("deep_wait", body());
+    let mut callee = wait;
+    for i in (0..8).rev() {
+        callee = b.func(&format!("deep_{i}"), vec![Op::Work(US, 2 * US), Op::Call(callee)]);
+    }
+    // Between two waits it sleeps at the top of its loop too: where Linux's sweep finds it
+    // with a clean stack.
+    let main = b.func(
+        "deep_main",
+        vec![
+            Op::SafePoint,
+            Op::Call(callee),
+            Op::Sleep(SleepKind::Interruptible, SleepFor::Between(5 * MS, 5 * MS)),
+            Op::Loop,
+        ],
+    );
+    let v = b.variant(wait, 0, body());
+    let mut machine = config(2, seed);
+    machine.backend = BackendConfig { walk, ..BackendConfig::default() };
+    Scenario {
+        name: "deep-sleeper".into(),
+        about: "a kthread sleeps in the patched function under eight callers".into(),
+        code: b.build().expect("code builds"),
+        machine,
+        tasks: vec![
+            kthread(main, TaskFlags::empty()),
+            user(&[k.sys_getpid, k.sys_read], (50 * US, 500 * US)),
+            user(&[k.sys_getpid, k.sys_read], (50 * US, 500 * US)),
+        ],
+        patches: vec![patch("deep-fix", &[(wait, v)])],
+        loaded: Vec::new(),
+        script: vec![after(5 * MS, Action::Enable(0)), settled(5 * MS, Action::Disable(0)), settled(MS, Action::Nop)],
+        limit_ns: 2 * S,
+        settle_ns: 10 * MS,
+    }
+}
+
+/// The sweep finds the sleeping kthread with `deep_wait` at depth 1 of an 11-frame stack, in
+/// the first batch of eight the saved walk hands: it must not switch it there, whichever way
+/// the frames come (a batch check that misses it switches it with the function being
+/// replaced on its stack: I2).
+#[test]
+fn a_deep_stack_is_checked_the_same_one_by_one_and_saved() {
+    for walk in [WalkMode::OneByOne, WalkMode::Saved] {
+        for (name, policy) in [("linux-tuned", livepatch_mock::LINUX_TUNED), ("improved", Policy::IMPROVED)] {
+            for seed in 1..=2 {
+                let r = run(&deep_sleeper(seed, walk), policy);
+                assert_eq!(r.violations, 0, "{walk:?} {name} seed {seed}: {:?}", r.violation.map(|v| v.to_string()));
+                assert!(r.converged, "{walk:?} {name} seed {seed}: {:?}", r.transitions);
+                assert_eq!(r.transitions.len(), 2, "{walk:?} {name} seed {seed}: {:?}", r.transitions);
+                // The case is reached: the kthread was found blocked in deep_wait.
+                let blocked = r.transitions.iter().any(|t| t.straggler_reasons.contains_key("on-stack in deep_wait"));
+                assert!(blocked, "{walk:?} {name} seed {seed}: {:?}", r.transitions);
+            }
+        }
+    }
+}
