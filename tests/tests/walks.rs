@@ -14,9 +14,9 @@ use livepatch_mock::scenario::build::{after, config, kernel, kthread, patch, set
 use livepatch_mock::scenario::{Action, Scenario};
 
 /// A kthread that sleeps (interruptibly, 20–30 ms at a time) in `deep_wait`, called through
-/// `deep_0` … `deep_7`, then 5 ms at the top of its loop; a few user tasks beside it. The script patches `deep_wait`, then
-/// unpatches it.
-fn deep_sleeper(seed: u64, walk: WalkMode) -> Scenario {
+/// `deep_0` … `deep_7`, then 5 ms at the top of its loop; a few user tasks beside it. The
+/// script patches `deep_wait` and `spares` functions nobody calls, then unpatches them.
+fn deep_sleeper(seed: u64, walk: WalkMode, spares: usize) -> Scenario {
     let mut b = CodeBuilder::new();
     let k = kernel(&mut b, (10 * MS, 100 * MS), (MS, 2 * MS));
     let body =
@@ -38,6 +38,11 @@ fn deep_sleeper(seed: u64, walk: WalkMode) -> Scenario {
         ],
     );
     let v = b.variant(wait, 0, body());
+    let mut funcs = vec![(wait, v)];
+    for i in 0..spares {
+        let f = b.func(&format!("spare_{i}"), vec![Op::Work(US, 2 * US)]);
+        funcs.push((f, b.variant(f, 0, vec![Op::Work(US, 2 * US)])));
+    }
     let mut machine = config(2, seed);
     machine.backend = BackendConfig { walk, ..BackendConfig::default() };
     Scenario {
@@ -50,7 +55,7 @@ fn deep_sleeper(seed: u64, walk: WalkMode) -> Scenario {
             user(&[k.sys_getpid, k.sys_read], (50 * US, 500 * US)),
             user(&[k.sys_getpid, k.sys_read], (50 * US, 500 * US)),
         ],
-        patches: vec![patch("deep-fix", &[(wait, v)])],
+        patches: vec![patch("deep-fix", &funcs)],
         loaded: Vec::new(),
         script: vec![after(5 * MS, Action::Enable(0)), settled(5 * MS, Action::Disable(0)), settled(MS, Action::Nop)],
         limit_ns: 2 * S,
@@ -67,7 +72,7 @@ fn a_deep_stack_is_checked_the_same_one_by_one_and_saved() {
     for walk in [WalkMode::OneByOne, WalkMode::Saved] {
         for (name, policy) in [("linux-tuned", livepatch_mock::LINUX_TUNED), ("improved", Policy::IMPROVED)] {
             for seed in 1..=2 {
-                let r = run(&deep_sleeper(seed, walk), policy);
+                let r = run(&deep_sleeper(seed, walk, 0), policy);
                 assert_eq!(r.violations, 0, "{walk:?} {name} seed {seed}: {:?}", r.violation.map(|v| v.to_string()));
                 assert!(r.converged, "{walk:?} {name} seed {seed}: {:?}", r.transitions);
                 assert_eq!(r.transitions.len(), 2, "{walk:?} {name} seed {seed}: {:?}", r.transitions);
@@ -75,6 +80,24 @@ fn a_deep_stack_is_checked_the_same_one_by_one_and_saved() {
                 let blocked = r.transitions.iter().any(|t| t.straggler_reasons.contains_key("on-stack in deep_wait"));
                 assert!(blocked, "{walk:?} {name} seed {seed}: {:?}", r.transitions);
             }
+        }
+    }
+}
+
+/// The stack check picks its pre-filter from how many ranges are switched away from: up to
+/// four compared directly, up to 16 listed behind the block bitmap, more through the bitmap
+/// alone. One patched function, then 5 and 17: the sleeping kthread must be found blocked
+/// and never switched with `deep_wait` on its stack, whichever filter admits its frame.
+#[test]
+fn every_away_filter_tier_finds_the_frame() {
+    for spares in [0, 4, 16] {
+        for (name, policy) in [("linux-tuned", livepatch_mock::LINUX_TUNED), ("improved", Policy::IMPROVED)] {
+            let r = run(&deep_sleeper(1, WalkMode::OneByOne, spares), policy);
+            let what = format!("{} ranges, {name}", spares + 1);
+            assert_eq!(r.violations, 0, "{what}: {:?}", r.violation.map(|v| v.to_string()));
+            assert!(r.converged, "{what}: {:?}", r.transitions);
+            let blocked = r.transitions.iter().any(|t| t.straggler_reasons.contains_key("on-stack in deep_wait"));
+            assert!(blocked, "{what}: {:?}", r.transitions);
         }
     }
 }
