@@ -10,7 +10,7 @@ use livepatch_core::Policy;
 use livepatch_mock::backend::{BackendConfig, WalkMode};
 use livepatch_mock::machine::code::{CodeBuilder, Op, SleepFor, SleepKind};
 use livepatch_mock::run::run;
-use livepatch_mock::scenario::build::{after, config, kernel, kthread, patch, settled, user, MS, S, US};
+use livepatch_mock::scenario::build::{after, config, kernel, kthread, on_cpu, patch, settled, user, MS, S, US};
 use livepatch_mock::scenario::{Action, Scenario};
 
 /// A kthread that sleeps (interruptibly, 20–30 ms at a time) in `deep_wait`, called through
@@ -77,7 +77,7 @@ fn a_deep_stack_is_checked_the_same_one_by_one_and_saved() {
                 assert!(r.converged, "{walk:?} {name} seed {seed}: {:?}", r.transitions);
                 assert_eq!(r.transitions.len(), 2, "{walk:?} {name} seed {seed}: {:?}", r.transitions);
                 // The case is reached: the kthread was found blocked in deep_wait.
-                let blocked = r.transitions.iter().any(|t| t.straggler_reasons.contains_key("on-stack in deep_wait"));
+                let blocked = r.transitions.iter().any(|t| t.blocking_functions.contains("deep_wait"));
                 assert!(blocked, "{walk:?} {name} seed {seed}: {:?}", r.transitions);
             }
         }
@@ -96,8 +96,55 @@ fn every_away_filter_tier_finds_the_frame() {
             let what = format!("{} ranges, {name}", spares + 1);
             assert_eq!(r.violations, 0, "{what}: {:?}", r.violation.map(|v| v.to_string()));
             assert!(r.converged, "{what}: {:?}", r.transitions);
-            let blocked = r.transitions.iter().any(|t| t.straggler_reasons.contains_key("on-stack in deep_wait"));
+            let blocked = r.transitions.iter().any(|t| t.blocking_functions.contains("deep_wait"));
             assert!(blocked, "{what}: {:?}", r.transitions);
+        }
+    }
+}
+
+/// A kthread that recurses eight deep in the patched `rec_step` (`Op::CallBelow`) and stays
+/// there, working in a loop, on a CPU it shares with three busy user tasks: preempted, its
+/// innermost eight frames are all `rec_step` (a batch of the saved walk entirely inside the
+/// one range switched away from), and only `rec_main` is outside. It never leaves
+/// `rec_step`, so the script enables the patch and reverses the transition 50 ms later.
+fn recursive_worker(seed: u64) -> Scenario {
+    let mut b = CodeBuilder::new();
+    let k = kernel(&mut b, (10 * MS, 100 * MS), (MS, 2 * MS));
+    // Laid out with room for its body, which calls itself: set once its id is known.
+    let rec = b.func("rec_step", vec![Op::Work(1, 1), Op::Work(1, 1), Op::Work(1, 1)]);
+    let main = b.func("rec_main", vec![Op::Call(rec), Op::Loop]);
+    let v = b.variant(rec, 0, vec![Op::Work(100 * US, 300 * US)]);
+    let mut code = b.build().expect("code builds");
+    code.replace_body(rec, vec![Op::CallBelow(rec, 9), Op::Work(100 * US, 300 * US), Op::Loop]).expect("fits");
+    let mut machine = config(2, seed);
+    machine.backend = BackendConfig { walk: WalkMode::Saved, ..BackendConfig::default() };
+    let busy = || on_cpu(user(&[k.sys_getpid], (200 * US, 2 * MS)), 1);
+    Scenario {
+        name: "recursive-worker".into(),
+        about: "a kthread recurses eight deep in the patched function and works there".into(),
+        code,
+        machine,
+        tasks: vec![on_cpu(kthread(main, TaskFlags::empty()), 1), busy(), busy(), busy()],
+        patches: vec![patch("rec-fix", &[(rec, v)])],
+        loaded: Vec::new(),
+        script: vec![after(5 * MS, Action::Enable(0)), after(50 * MS, Action::Reverse), settled(MS, Action::Nop)],
+        limit_ns: S,
+        settle_ns: 10 * MS,
+    }
+}
+
+/// A batch of the saved walk whose eight frames are all inside the code switched away from
+/// (recursion) must be found like any other: the kthread is never switched with `rec_step`
+/// on its stack, and the reversal takes everybody back.
+#[test]
+fn a_batch_entirely_inside_old_code_is_found() {
+    for (name, policy) in [("linux-tuned", livepatch_mock::LINUX_TUNED), ("improved", Policy::IMPROVED)] {
+        for seed in 1..=2 {
+            let r = run(&recursive_worker(seed), policy);
+            assert_eq!(r.violations, 0, "{name} seed {seed}: {:?}", r.violation.map(|v| v.to_string()));
+            assert!(r.converged, "{name} seed {seed}: {:?}", r.transitions);
+            let t = &r.transitions[0];
+            assert!(t.reversed && t.blocking_functions.contains("rec_step"), "{name} seed {seed}: {t:?}");
         }
     }
 }
