@@ -50,6 +50,19 @@ pub enum RedirectCheck {
     Naive,
 }
 
+/// How a walker hands the frames to the core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WalkMode {
+    /// One address at a time (`StackWalker::walk`, and the provided `walk_runs` on top of it):
+    /// what the Linux module and livepatch-user do.
+    #[default]
+    OneByOne,
+    /// The saved stack at once (`StackWalker::walk_runs` with one run, as a walker over
+    /// `stack_trace_save_tsk_reliable`'s buffer would): the core's stack check then takes its
+    /// batched path, eight frames per compare, with at most four ranges switched away from.
+    Saved,
+}
+
 /// Walks a simulated task's real stack of frames, innermost first, charging simulated time
 /// per walk and per frame.
 ///
@@ -64,6 +77,7 @@ pub struct MockWalker {
     walk_ns: u64,
     frame_ns: u64,
     check: RedirectCheck,
+    mode: WalkMode,
     /// Every fentry return site and every variant entry.
     sites: HashSet<usize>,
     self_walk: Cell<bool>,
@@ -77,7 +91,20 @@ impl MockWalker {
 
     /// A walker that knows the redirect sites of the machine's code.
     pub fn with_sites(walk_ns: u64, frame_ns: u64, check: RedirectCheck, sites: HashSet<usize>) -> Self {
-        Self { meter: Meter::default(), walk_ns, frame_ns, check, sites, self_walk: Cell::new(false) }
+        Self {
+            meter: Meter::default(),
+            walk_ns,
+            frame_ns,
+            check,
+            mode: WalkMode::OneByOne,
+            sites,
+            self_walk: Cell::new(false),
+        }
+    }
+
+    /// The same walker handing frames as `mode` says.
+    pub fn with_mode(self, mode: WalkMode) -> Self {
+        Self { mode, ..self }
     }
 
     /// The redirect sites of `code`: every function's fentry return site, every variant entry.
@@ -142,6 +169,45 @@ impl StackWalker for MockWalker {
         self.charge(n);
         Ok(n)
     }
+
+    /// In [`WalkMode::Saved`], the frames up to the first redirect site (the whole stack when
+    /// there is none) as one run; the same frames, the same error and the same charge as
+    /// [`walk`](Self::walk) gives one at a time, except that a run the core stops inside is
+    /// charged whole (the buffer was saved before the core looked at it).
+    fn walk_runs<F>(&self, task: &SimTask, max_depth: usize, mut frames: F) -> Result<usize, WalkError<ErrorKind>>
+    where
+        F: FnMut(&[CodeAddr]) -> ControlFlow<()>,
+    {
+        if self.mode == WalkMode::OneByOne {
+            return self.walk(task, max_depth, |addr| frames(core::slice::from_ref(&addr)));
+        }
+        let stack = task.stack();
+        let handler = task.handler.filter(|_| !self.self_walk.get());
+        let top: &[CodeAddr] = match &handler {
+            Some(h) => &[TRAMPOLINE, h.site][..],
+            None => &[],
+        };
+        if stack.len() + top.len() > max_depth {
+            self.charge(max_depth);
+            return Err(WalkError::TooDeep);
+        }
+        let saved: Vec<CodeAddr> = top.iter().copied().chain(stack.iter().rev().map(|f| f.addr())).collect();
+        let site = match self.check {
+            RedirectCheck::Sound => saved.iter().position(|a| self.sites.contains(&a.get())),
+            RedirectCheck::Naive => None,
+        };
+        let run = &saved[..site.unwrap_or(saved.len())];
+        if !run.is_empty() && frames(run).is_break() {
+            self.charge(run.len());
+            return Ok(run.len());
+        }
+        if let Some(i) = site {
+            self.charge(i + 1);
+            return Err(WalkError::Backend(ErrorKind::InRedirect));
+        }
+        self.charge(saved.len());
+        Ok(saved.len())
+    }
 }
 
 /// Which tasks the per-CPU pass checks from its IPI, and whether it can pin them.
@@ -192,6 +258,8 @@ pub struct BackendConfig {
     pub pin: bool,
     /// The task-work callback.
     pub task_work: TaskWorkMode,
+    /// How the walker hands frames to the core (both are sound).
+    pub walk: WalkMode,
 }
 
 impl Default for BackendConfig {
@@ -201,6 +269,7 @@ impl Default for BackendConfig {
             per_cpu: PerCpuScope::Current,
             pin: true,
             task_work: TaskWorkMode::SelfCheck,
+            walk: WalkMode::OneByOne,
         }
     }
 }

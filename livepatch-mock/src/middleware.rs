@@ -68,14 +68,9 @@ impl<W> FaultyWalker<W> {
     }
 }
 
-impl<W: StackWalker> StackWalker for FaultyWalker<W> {
-    type Task = W::Task;
-    type Error = Fault<W::Error>;
-
-    fn walk<F>(&self, task: &W::Task, max_depth: usize, frame: F) -> Result<usize, WalkError<Self::Error>>
-    where
-        F: FnMut(CodeAddr) -> ControlFlow<()>,
-    {
+impl<W: StackWalker> FaultyWalker<W> {
+    /// The faults decided before a walk: an injected error, or the depth the inner walk gets.
+    fn admit(&self, task: &W::Task, max_depth: usize) -> Result<usize, WalkError<Fault<W::Error>>> {
         let id = task.id();
         let n = self.count.get().wrapping_add(1);
         self.count.set(n);
@@ -96,6 +91,36 @@ impl<W: StackWalker> StackWalker for FaultyWalker<W> {
         } else {
             max_depth
         };
+        Ok(depth)
+    }
+
+    /// The inner walk's result, its errors wrapped.
+    fn finish(
+        &self,
+        r: Result<usize, WalkError<W::Error>>,
+        depth: usize,
+        max_depth: usize,
+    ) -> Result<usize, WalkError<Fault<W::Error>>> {
+        if depth < max_depth && matches!(r, Err(WalkError::TooDeep)) {
+            // Too deep only because of the hidden frames.
+            self.injected.set(self.injected.get() + 1);
+        }
+        r.map_err(|e| match e {
+            WalkError::TooDeep => WalkError::TooDeep,
+            WalkError::Backend(e) => WalkError::Backend(Fault::Inner(e)),
+        })
+    }
+}
+
+impl<W: StackWalker> StackWalker for FaultyWalker<W> {
+    type Task = W::Task;
+    type Error = Fault<W::Error>;
+
+    fn walk<F>(&self, task: &W::Task, max_depth: usize, frame: F) -> Result<usize, WalkError<Self::Error>>
+    where
+        F: FnMut(CodeAddr) -> ControlFlow<()>,
+    {
+        let depth = self.admit(task, max_depth)?;
         if let Some(limit) = self.faults.silently_truncate_at {
             let mut frame = frame;
             let mut seen = 0usize;
@@ -112,14 +137,21 @@ impl<W: StackWalker> StackWalker for FaultyWalker<W> {
             });
         }
         let r = self.inner.walk(task, depth, frame);
-        if depth < max_depth && matches!(r, Err(WalkError::TooDeep)) {
-            // Too deep only because of the hidden frames.
-            self.injected.set(self.injected.get() + 1);
+        self.finish(r, depth, max_depth)
+    }
+
+    /// The inner walker's runs under the same faults (a silently truncating walker goes one
+    /// address at a time, through [`walk`](Self::walk)).
+    fn walk_runs<F>(&self, task: &W::Task, max_depth: usize, mut frames: F) -> Result<usize, WalkError<Self::Error>>
+    where
+        F: FnMut(&[CodeAddr]) -> ControlFlow<()>,
+    {
+        if self.faults.silently_truncate_at.is_some() {
+            return self.walk(task, max_depth, |addr| frames(core::slice::from_ref(&addr)));
         }
-        r.map_err(|e| match e {
-            WalkError::TooDeep => WalkError::TooDeep,
-            WalkError::Backend(e) => WalkError::Backend(Fault::Inner(e)),
-        })
+        let depth = self.admit(task, max_depth)?;
+        let r = self.inner.walk_runs(task, depth, frames);
+        self.finish(r, depth, max_depth)
     }
 }
 

@@ -364,7 +364,22 @@ impl Oracle {
         self.stats.checked_calls += 1;
         let state = task.patch_state().state();
         if self.model == Model::CallChain {
-            if self.transition.is_some() {
+            if let Some(tr) = self.transition {
+                // The model's one promise: a call made directly from code being switched
+                // away from (only the start universe runs it) continues the old chain. The
+                // weakness it is allowed — an old chain reaching new code through code both
+                // universes share — is measured below, not failed.
+                let caller = task.stack().last().map_or(0, |f| self.member[f.func.idx()] & (U | P));
+                if caller == bit(tr.start) && self.member[ran.idx()] & (U | P) == bit(tr.target) {
+                    let msg = format!(
+                        "call of {} from {} (code being switched away from) ran {} of the other universe",
+                        code.get(orig).name,
+                        task.stack().last().map_or("?", |f| code.get(f.func).name.as_str()),
+                        code.get(ran).name
+                    );
+                    self.violate(Invariant::I1, t, task, msg, code, now);
+                    return;
+                }
                 let mut seen = self.member[ran.idx()] & (U | P);
                 for f in task.stack() {
                     seen |= self.member[f.func.idx()] & (U | P);

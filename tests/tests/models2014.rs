@@ -191,6 +191,9 @@ fn the_freezer_model_and_the_pause_it_costs() {
     let stw = run(&sc, Policy::STOP_THE_WORLD);
     assert!(freezer.converged && freezer.violations == 0, "{:?}", freezer.violation);
     assert!(freezer.costs.frozen_tasks > 0);
+    // Every frozen task was thawed when the transition completed: none sits in the
+    // refrigerator after it (a task never thawed never runs again).
+    assert_eq!(freezer.costs.still_frozen, 0);
     assert!(freezer.costs.freeze_pause.max_ns >= freezer.costs.freeze_pause.p50_ns);
     assert!(freezer.costs.freeze_pause.p50_ns > 0);
     assert_eq!(freezer.costs.stop_pause_ns, 0);

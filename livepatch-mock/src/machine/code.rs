@@ -41,6 +41,10 @@ pub enum SleepFor {
 pub enum Op {
     /// Call a function (through its hook if it has one).
     Call(FnId),
+    /// Call a function only while the stack holds fewer than this many frames: a recursion
+    /// with its base case (a function that calls itself this way is on the stack that many
+    /// times at its deepest).
+    CallBelow(FnId, u16),
     /// Compute for a uniformly drawn `[min, max]` nanoseconds.
     Work(u64, u64),
     /// Call `schedule()` and block in it.
@@ -197,7 +201,7 @@ impl CodeBuilder {
                 schedule = Some(());
             }
             for op in body {
-                if let Op::Call(f) = op {
+                if let Op::Call(f) | Op::CallBelow(f, _) = op {
                     if f.0 >= n {
                         return Err(CodeError::UnknownFunction(name.clone(), f.0));
                     }
@@ -254,7 +258,9 @@ impl CodeTable {
     pub fn replace_body(&mut self, id: FnId, body: Vec<Op>) -> Result<(), CodeError> {
         let n = self.funcs.len() as u32;
         let f = self.funcs.get(id.idx()).ok_or(CodeError::UnknownFunction(String::new(), id.0))?;
-        if let Some(Op::Call(g)) = body.iter().find(|op| matches!(op, Op::Call(g) if g.0 >= n)) {
+        if let Some(Op::Call(g) | Op::CallBelow(g, _)) =
+            body.iter().find(|op| matches!(op, Op::Call(g) | Op::CallBelow(g, _) if g.0 >= n))
+        {
             return Err(CodeError::UnknownFunction(f.name.clone(), g.0));
         }
         let schedule = self.schedule;

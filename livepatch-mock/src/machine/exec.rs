@@ -151,6 +151,12 @@ impl Machine {
                     advance(self);
                     self.call(cpu, t, f, live, oracle);
                 }
+                Op::CallBelow(f, depth) => {
+                    advance(self);
+                    if self.tasks[t].stack.len() < usize::from(depth) {
+                        self.call(cpu, t, f, live, oracle);
+                    }
+                }
                 Op::Work(lo, hi) => {
                     advance(self);
                     let ns = self.rng.range(lo, hi);

@@ -298,7 +298,8 @@ impl Machine {
         let shadow_slots = cfg.shadow_slots;
         let hooks = (0..code.len()).map(|_| Cell::new(NO_HOOK)).collect();
         let sites = MockWalker::sites_of(&code);
-        let inner = MockWalker::with_sites(cfg.walk_ns, cfg.frame_ns, cfg.backend.redirect_check, sites);
+        let inner = MockWalker::with_sites(cfg.walk_ns, cfg.frame_ns, cfg.backend.redirect_check, sites)
+            .with_mode(cfg.backend.walk);
         let walker = FaultyWalker::new(inner, cfg.walk_faults.clone());
         let mut m = Self {
             rng: Rng::new(cfg.seed),

@@ -391,6 +391,7 @@ fn costs_of(m: &Machine, transitions: &[TransitionRecord], stats: &crate::machin
         interrupted_syscalls: stats.interrupted_syscalls,
         added: Latency::of(&mut added),
         frozen_tasks: m.freeze_pauses().len() as u64,
+        still_frozen: m.tasks().iter().filter(|t| !t.is_dead() && t.frozen_since.is_some()).count() as u64,
         freeze_pause: Latency::of(&mut m.freeze_pauses()),
         stop_pause_ns: m.max_pause_ns,
     }

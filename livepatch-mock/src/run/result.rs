@@ -243,6 +243,9 @@ pub struct Costs {
     pub interrupted_syscalls: u64,
     /// Tasks the freezer model froze.
     pub frozen_tasks: u64,
+    /// Tasks still frozen when the run ended (0 once every freezer transition is over: the
+    /// engine thaws them when it completes or gives up).
+    pub still_frozen: u64,
     /// How long each frozen task stayed frozen (the pause it saw).
     pub freeze_pause: Latency,
     /// The longest stop-the-world pause (every task sees it).
