@@ -16,10 +16,10 @@
 mod common;
 
 use common::catch::Hold;
-use common::{cc, sym};
+use common::parts::Parts;
+use common::sym;
 use livepatch_user::Runtime;
-use std::ffi::{c_int, c_void, CString};
-use std::path::Path;
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -75,20 +75,9 @@ unsafe extern "C" fn on_step(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut
 #[test]
 fn a_prepared_child_between_two_entry_nops_before_it_registers_never_resumes_inside_the_hook() {
     let rt = Runtime::init(livepatch_user::DEFAULT_POLICY).expect("init");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/prebegin.c");
-    let src = src.to_str().unwrap();
-    let inc = format!("-I{}", Path::new(env!("CARGO_MANIFEST_DIR")).join("include").display());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("prebegin");
-    std::fs::create_dir_all(&dir).unwrap();
-    let d = dir.to_str().unwrap();
-    let (lib, patch) = (format!("{d}/libpb.so"), format!("{d}/libpb_patch.so"));
-    let flags = ["-O2", "-fPIC", "-shared", "-pthread", "-fno-omit-frame-pointer"];
-    cc(&[&flags[..], &["-fpatchable-function-entry=16", "-DPART_LIB", src, "-o", &lib]].concat());
-    cc(&[&flags[..], &[&inc, "-DPART_PATCH", src, "-o", &patch]].concat());
-    let c = CString::new(lib.as_str()).unwrap();
-    // SAFETY: dlopen of the fixture just built.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-    assert!(!h.is_null());
+    let parts = Parts::new("prebegin");
+    let h = parts.load_lib("libpb.so");
+    let patch = parts.build("PATCH", "libpb_patch.so", &[]);
     let spawn: extern "C" fn(*const common::Api) -> c_int = sym(h, "pb_spawn");
     let child_tid: extern "C" fn() -> c_int = sym(h, "pb_tid");
     let go: extern "C" fn() = sym(h, "pb_go");

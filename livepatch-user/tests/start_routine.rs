@@ -11,29 +11,18 @@
 
 mod common;
 
-use common::{cc, sym};
+use common::parts::Parts;
+use common::sym;
 use livepatch_user::Runtime;
-use std::ffi::{c_int, c_long, CString};
-use std::path::Path;
+use std::ffi::{c_int, c_long};
 use std::time::Duration;
 
 #[test]
 fn a_child_running_the_original_start_routine_never_runs_a_variant_of_the_same_patch() {
     let rt = Runtime::init(livepatch_user::DEFAULT_POLICY).expect("init");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/start_routine.c");
-    let src = src.to_str().unwrap();
-    let inc = format!("-I{}", Path::new(env!("CARGO_MANIFEST_DIR")).join("include").display());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("start_routine");
-    std::fs::create_dir_all(&dir).unwrap();
-    let d = dir.to_str().unwrap();
-    let (lib, patch) = (format!("{d}/libsr.so"), format!("{d}/libsr_patch.so"));
-    let flags = ["-O2", "-fPIC", "-shared", "-pthread", "-fno-omit-frame-pointer"];
-    cc(&[&flags[..], &["-fpatchable-function-entry=16", "-DPART_LIB", src, "-o", &lib]].concat());
-    cc(&[&flags[..], &[&inc, "-DPART_PATCH", src, "-o", &patch]].concat());
-    let c = CString::new(lib.as_str()).unwrap();
-    // SAFETY: dlopen of the fixture just built.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-    assert!(!h.is_null());
+    let parts = Parts::new("start_routine");
+    let h = parts.load_lib("libsr.so");
+    let patch = parts.build("PATCH", "libsr_patch.so", &[]);
     let spawn: extern "C" fn(*const common::Api) -> c_int = sym(h, "sr_spawn");
     let bad: extern "C" fn() -> c_long = sym(h, "sr_bad");
     let runs: extern "C" fn() -> c_long = sym(h, "sr_runs");

@@ -9,10 +9,10 @@
 
 mod common;
 
-use common::{cc, sym};
+use common::parts::Parts;
+use common::sym;
 use livepatch_user::Runtime;
-use std::ffi::{c_int, c_long, CString};
-use std::path::Path;
+use std::ffi::{c_int, c_long};
 use std::time::Duration;
 
 /// Refuses `mprotect(page, …)` on the calling thread (and threads it creates) with `EPERM`.
@@ -42,21 +42,9 @@ fn refuse_mprotect_of(page: usize) {
 #[test]
 fn a_hook_whose_removal_failed_still_redirects_a_later_patch() {
     let rt = Runtime::init(livepatch_user::DEFAULT_POLICY).expect("init");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/unhook_fails.c");
-    let src = src.to_str().unwrap();
-    let inc = format!("-I{}", Path::new(env!("CARGO_MANIFEST_DIR")).join("include").display());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("unhook_fails");
-    std::fs::create_dir_all(&dir).unwrap();
-    let d = dir.to_str().unwrap();
-    let (lib, p1, p2) = (format!("{d}/libsf.so"), format!("{d}/libsf_p1.so"), format!("{d}/libsf_p2.so"));
-    let flags = ["-O2", "-fPIC", "-shared", "-fno-omit-frame-pointer"];
-    cc(&[&flags[..], &["-fpatchable-function-entry=16", "-DPART_LIB", src, "-o", &lib]].concat());
-    cc(&[&flags[..], &[&inc, "-DPART_P1", src, "-o", &p1]].concat());
-    cc(&[&flags[..], &[&inc, "-DPART_P2", src, "-o", &p2]].concat());
-    let c = CString::new(lib.as_str()).unwrap();
-    // SAFETY: dlopen of the fixture just built.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-    assert!(!h.is_null());
+    let parts = Parts::new("unhook_fails");
+    let h = parts.load_lib("libsf.so");
+    let (p1, p2) = (parts.build("P1", "libsf_p1.so", &[]), parts.build("P2", "libsf_p2.so", &[]));
     let f: extern "C" fn(c_int) -> c_int = sym(h, "sf_f");
     let bad: extern "C" fn() -> c_long = sym(h, "sf_bad");
     assert!(livepatch_user::patch_so::trust_object_containing(f as usize));

@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::{cc, sym};
+use common::parts::Parts;
+use common::sym;
 use livepatch_user::{Error, Runtime};
 use std::ffi::{c_int, c_void, CString};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,24 +18,11 @@ use std::time::{Duration, Instant};
 #[test]
 fn a_variant_outside_trusted_code_is_refused_or_waited_for() {
     let rt = Runtime::init(livepatch_user::DEFAULT_POLICY).expect("init");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/untrusted_variant.c");
-    let src = src.to_str().unwrap();
-    let inc = format!("-I{}", Path::new(env!("CARGO_MANIFEST_DIR")).join("include").display());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("untrusted_variant");
-    std::fs::create_dir_all(&dir).unwrap();
-    let d = dir.to_str().unwrap();
-    let (lib, helper, patch) = (format!("{d}/libvt.so"), format!("{d}/libvhelp.so"), format!("{d}/libvpatch.so"));
-    let common_flags = ["-O2", "-fPIC", "-shared", "-fno-omit-frame-pointer"];
-    let build = |extra: &[&str]| cc(&[&common_flags[..], extra].concat());
-    build(&["-fpatchable-function-entry=16", "-DPART_LIB", src, "-o", &lib]);
-    build(&["-DPART_HELPER", src, "-o", &helper]);
-    let (ldir, rpath) = (format!("-L{d}"), format!("-Wl,-rpath,{d}"));
-    build(&[&inc, "-DPART_PATCH", src, "-o", &patch, &ldir, &rpath, "-lvhelp"]);
-
-    let c = CString::new(lib.as_str()).unwrap();
-    // SAFETY: dlopen of the fixture just built.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-    assert!(!h.is_null());
+    let parts = Parts::new("untrusted_variant");
+    let h = parts.load_lib("libvt.so");
+    let helper = parts.build("HELPER", "libvhelp.so", &[]);
+    let (ldir, rpath) = (format!("-L{}", parts.dir()), format!("-Wl,-rpath,{}", parts.dir()));
+    let patch = parts.build("PATCH", "libvpatch.so", &[&ldir, &rpath, "-lvhelp"]);
     let ug: extern "C" fn(c_int) -> c_int = sym(h, "ug");
     assert!(livepatch_user::patch_so::trust_object_containing(ug as usize));
 

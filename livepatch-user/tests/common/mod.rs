@@ -5,6 +5,7 @@
 
 pub(crate) mod catch;
 pub(crate) mod many;
+pub(crate) mod parts;
 pub(crate) mod program;
 pub(crate) mod stress;
 
