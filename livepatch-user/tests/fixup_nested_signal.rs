@@ -13,37 +13,25 @@
 
 mod common;
 
-use common::catch::Hold;
+use common::catch::{EntryWatch, Hold};
 use common::sym;
 use livepatch_user::Runtime;
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-static SITE: AtomicUsize = AtomicUsize::new(0);
-/// The entry's 16 bytes before any hook.
-static ORIG: [std::sync::atomic::AtomicU8; 16] = [const { std::sync::atomic::AtomicU8::new(0) }; 16];
+static ENTRY: EntryWatch = EntryWatch::new();
 static HOLD: Hold = Hold::new();
-/// `offset << 8 | 1` when the held thread would have resumed inside rewritten bytes.
-static TORN: AtomicU64 = AtomicU64::new(0);
 static STOP: AtomicBool = AtomicBool::new(false);
 
 unsafe extern "C" fn on_usr1(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut c_void) {
     // SAFETY: the kernel's ucontext of this SA_SIGINFO handler.
     let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
     let pc = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
-    let site = SITE.load(Ordering::Relaxed);
-    // Inside the 13 bytes the hook writes (the rest of the padding stays NOPs).
-    if HOLD.wanted() && pc > site && pc < site + 13 {
+    if HOLD.wanted() && ENTRY.inside(pc) {
         HOLD.hold();
-        let off = pc - site;
-        // SAFETY: the function's 16 entry bytes are mapped and readable.
-        let now = unsafe { std::slice::from_raw_parts(site as *const u8, 16) };
-        if (off..16).any(|i| now[i] != ORIG[i].load(Ordering::Relaxed)) {
-            TORN.store((off as u64) << 8 | 1, Ordering::Relaxed);
-            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = site as i64;
-        }
+        ENTRY.resume(pc, uc);
     }
     HOLD.handled();
 }
@@ -55,12 +43,7 @@ fn a_thread_held_between_two_entry_nops_by_its_own_signal_handler_never_resumes_
     let patch = many.patch(Some(31));
     let h31: extern "C" fn(c_int) -> c_int = sym(many.handle, "h31");
     let site = h31 as usize;
-    SITE.store(site, Ordering::Relaxed);
-    // SAFETY: the function's 16 entry bytes are mapped and readable.
-    let orig = unsafe { std::slice::from_raw_parts(site as *const u8, 16) };
-    for (o, b) in ORIG.iter().zip(orig) {
-        o.store(*b, Ordering::Relaxed);
-    }
+    ENTRY.watch(site);
 
     common::catch::install(libc::SIGUSR1, on_usr1);
 
@@ -83,7 +66,7 @@ fn a_thread_held_between_two_entry_nops_by_its_own_signal_handler_never_resumes_
     applier.join().unwrap();
     let handle = result.expect("apply");
     rt.wait(Duration::from_secs(10)).expect("the enable completes");
-    let torn = TORN.load(Ordering::Relaxed);
+    let torn = ENTRY.torn();
     assert_eq!(
         torn,
         0,

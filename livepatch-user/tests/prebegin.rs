@@ -15,21 +15,17 @@
 
 mod common;
 
-use common::catch::Hold;
+use common::catch::{EntryWatch, Hold};
 use common::parts::Parts;
 use common::sym;
 use livepatch_user::Runtime;
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-static SITE: AtomicUsize = AtomicUsize::new(0);
-/// The entry's 16 bytes before any hook.
-static ORIG: [AtomicU8; 16] = [const { AtomicU8::new(0) }; 16];
+static ENTRY: EntryWatch = EntryWatch::new();
 static HOLD: Hold = Hold::new();
-/// `offset << 8 | 1` when the held child would have resumed inside rewritten bytes.
-static TORN: AtomicU64 = AtomicU64::new(0);
 
 /// The trap flag of `EFLAGS`.
 const TF: i64 = 0x100;
@@ -53,22 +49,14 @@ unsafe extern "C" fn on_step(_sig: c_int, _info: *mut libc::siginfo_t, ctx: *mut
         return;
     }
     let pc = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
-    let site = SITE.load(Ordering::Relaxed);
-    // Inside the 13 bytes the hook writes (the rest of the padding stays NOPs).
-    if !(pc > site && pc < site + 13) {
+    if !ENTRY.inside(pc) {
         uc.uc_mcontext.gregs[libc::REG_EFL as usize] |= TF;
         return;
     }
     STEPPING.store(false, Ordering::Relaxed);
     uc.uc_mcontext.gregs[libc::REG_EFL as usize] &= !TF;
     HOLD.hold();
-    let off = pc - site;
-    // SAFETY: the function's 16 entry bytes are mapped and readable.
-    let now = unsafe { std::slice::from_raw_parts(site as *const u8, 16) };
-    if (off..16).any(|i| now[i] != ORIG[i].load(Ordering::Relaxed)) {
-        TORN.store((off as u64) << 8 | 1, Ordering::Relaxed);
-        uc.uc_mcontext.gregs[libc::REG_RIP as usize] = site as i64;
-    }
+    ENTRY.resume(pc, uc);
     HOLD.handled();
 }
 
@@ -84,14 +72,7 @@ fn a_prepared_child_between_two_entry_nops_before_it_registers_never_resumes_ins
     let join: extern "C" fn() -> c_int = sym(h, "pb_join");
     let site = common::catch::dlsym(h, "sr_enter");
     assert!(livepatch_user::patch_so::trust_object_containing(site));
-    SITE.store(site, Ordering::Relaxed);
-    // Copied by value: a pointer into sr_enter's body left on this thread's stack (a slice's
-    // end) would hold its switch back (the conservative scan of a thread blocked in libc).
-    // SAFETY: the function's 16 entry bytes are mapped and readable.
-    let orig = unsafe { (site as *const [u8; 16]).read() };
-    for (o, b) in ORIG.iter().zip(orig) {
-        o.store(b, Ordering::Relaxed);
-    }
+    ENTRY.watch(site);
     common::catch::install(libc::SIGUSR1, on_usr1);
 
     let base = 0usize;
@@ -137,7 +118,7 @@ fn a_prepared_child_between_two_entry_nops_before_it_registers_never_resumes_ins
     HOLD.release();
     let (result, took) = early.unwrap_or_else(|| done_rx.recv().unwrap());
     applier.join().unwrap();
-    let torn = TORN.load(Ordering::Relaxed);
+    let torn = ENTRY.torn();
     assert_eq!(
         torn,
         0,

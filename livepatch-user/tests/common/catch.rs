@@ -3,7 +3,7 @@
 //! caught the worker where the test wants it (the handler's predicate is the test's own).
 
 use std::ffi::{c_int, c_void, CString};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -171,5 +171,63 @@ impl Hold {
         while self.handled.load(Ordering::Acquire) == held_at {
             std::thread::yield_now();
         }
+    }
+}
+
+/// A function's entry watched while its first hook is written, for a handler of the test's
+/// own that holds a thread inside the padding: the entry's 16 bytes before any hook, and
+/// whether the held thread would have resumed in bytes rewritten meanwhile.
+pub(crate) struct EntryWatch {
+    site: AtomicUsize,
+    orig: [AtomicU8; 16],
+    /// `offset << 8 | 1` once a thread held at `site + offset` would have resumed there in
+    /// rewritten bytes.
+    torn: AtomicU64,
+}
+
+impl EntryWatch {
+    pub(crate) const fn new() -> Self {
+        EntryWatch { site: AtomicUsize::new(0), orig: [const { AtomicU8::new(0) }; 16], torn: AtomicU64::new(0) }
+    }
+
+    /// Watches the entry at `site`, recording its 16 bytes (before any hook).
+    pub(crate) fn watch(&self, site: usize) {
+        // Copied by value: no pointer into the function's body stays on the caller's stack (a
+        // slice's end there once held the test thread's switch back, before the conservative
+        // scan required a call before a return address).
+        // SAFETY: the function's 16 entry bytes are mapped and readable.
+        let orig = unsafe { (site as *const [u8; 16]).read() };
+        for (o, b) in self.orig.iter().zip(orig) {
+            o.store(b, Ordering::Relaxed);
+        }
+        self.site.store(site, Ordering::Relaxed);
+    }
+
+    /// Whether `pc` lies inside the 13 bytes the hook writes (past the entry's first byte; the
+    /// rest of the padding stays NOPs).
+    pub(crate) fn inside(&self, pc: usize) -> bool {
+        let site = self.site.load(Ordering::Relaxed);
+        pc > site && pc < site + 13
+    }
+
+    /// For a thread held at `pc` (inside the hook's bytes) that resumes from the signal frame
+    /// `uc`: if the bytes from `pc` on changed while it was held, records the offset and moves
+    /// its `rip` back to the entry, so it runs the whole hook instead of crashing and the test
+    /// reports the tear ([`torn`](Self::torn)).
+    pub(crate) fn resume(&self, pc: usize, uc: &mut libc::ucontext_t) {
+        let site = self.site.load(Ordering::Relaxed);
+        let off = pc - site;
+        // SAFETY: the function's 16 entry bytes are mapped and readable.
+        let now = unsafe { (site as *const [u8; 16]).read() };
+        if (off..16).any(|i| now[i] != self.orig[i].load(Ordering::Relaxed)) {
+            self.torn.store((off as u64) << 8 | 1, Ordering::Relaxed);
+            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = site as i64;
+        }
+    }
+
+    /// `offset << 8 | 1` if a held thread would have resumed at `site + offset` in rewritten
+    /// bytes; 0 if none did.
+    pub(crate) fn torn(&self) -> u64 {
+        self.torn.load(Ordering::Relaxed)
     }
 }
