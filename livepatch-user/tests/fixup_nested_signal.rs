@@ -18,8 +18,7 @@ use common::sym;
 use livepatch_user::Runtime;
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static ENTRY: EntryWatch = EntryWatch::new();
 static HOLD: Hold = Hold::new();
@@ -53,17 +52,7 @@ fn a_thread_held_between_two_entry_nops_by_its_own_signal_handler_never_resumes_
     // Catch the worker between two of h31's entry NOPs.
     HOLD.catch(tid, libc::SIGUSR1, Duration::from_secs(30), "inside h31's padding");
 
-    let (done_tx, done_rx) = mpsc::channel();
-    let applier = std::thread::spawn(move || {
-        let t0 = Instant::now();
-        let r = rt.apply(&patch).map_err(|e| e.to_string());
-        done_tx.send((r, t0.elapsed())).unwrap();
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let early = done_rx.try_recv().ok();
-    HOLD.release();
-    let (result, took) = early.unwrap_or_else(|| done_rx.recv().unwrap());
-    applier.join().unwrap();
+    let (result, took) = HOLD.apply_then_release(rt, patch, Duration::from_millis(300));
     let handle = result.expect("apply");
     rt.wait(Duration::from_secs(10)).expect("the enable completes");
     let torn = ENTRY.torn();

@@ -21,7 +21,6 @@ use common::sym;
 use livepatch_user::Runtime;
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 static ENTRY: EntryWatch = EntryWatch::new();
@@ -107,17 +106,7 @@ fn a_prepared_child_between_two_entry_nops_before_it_registers_never_resumes_ins
     assert_eq!(unsafe { libc::sigaction(libc::SIGTRAP, &runtime_trap, std::ptr::null_mut()) }, 0);
     go();
 
-    let (done_tx, done_rx) = mpsc::channel();
-    let applier = std::thread::spawn(move || {
-        let t0 = Instant::now();
-        let r = rt.apply(&patch).map_err(|e| e.to_string());
-        done_tx.send((r, t0.elapsed())).unwrap();
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let early = done_rx.try_recv().ok();
-    HOLD.release();
-    let (result, took) = early.unwrap_or_else(|| done_rx.recv().unwrap());
-    applier.join().unwrap();
+    let (result, took) = HOLD.apply_then_release(rt, patch, Duration::from_millis(300));
     let torn = ENTRY.torn();
     assert_eq!(
         torn,

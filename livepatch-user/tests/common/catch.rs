@@ -163,6 +163,29 @@ impl Hold {
         self.armed.store(false, Ordering::Relaxed);
     }
 
+    /// While the handler holds its thread: starts `rt.apply(patch)` in another thread,
+    /// releases the handler `held_for` later (whether or not the apply returned meanwhile),
+    /// and returns the apply's result and how long it took.
+    pub(crate) fn apply_then_release(
+        &self,
+        rt: &'static livepatch_user::Runtime,
+        patch: String,
+        held_for: Duration,
+    ) -> (Result<u32, String>, Duration) {
+        let (done_tx, done_rx) = mpsc::channel();
+        let applier = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let r = rt.apply(&patch).map_err(|e| e.to_string());
+            done_tx.send((r, t0.elapsed())).unwrap();
+        });
+        std::thread::sleep(held_for);
+        let early = done_rx.try_recv().ok();
+        self.release();
+        let done = early.unwrap_or_else(|| done_rx.recv().unwrap());
+        applier.join().unwrap();
+        done
+    }
+
     /// Releases the held handler and waits until it returned.
     pub(crate) fn release(&self) {
         let held_at = self.handled.load(Ordering::Acquire);
