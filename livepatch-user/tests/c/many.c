@@ -5,12 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-struct lp_api {
-    void *(*prepare)(void);
-    int (*begin)(void *token, const void *frame);
-    void (*end)(void);
-    void (*safe_point)(void);
-};
+#include "lp_api.h"
 static struct lp_api api;
 
 #define H(n) __attribute__((noipa)) int h##n(int x) { return x + n; }

@@ -8,12 +8,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-struct lp_api {
-    void *(*prepare)(void);
-    int (*begin)(void *token, const void *frame);
-    void (*end)(void);
-    void (*safe_point)(void);
-};
+#include "lp_api.h"
 
 #define SPIN ((void *)1)
 

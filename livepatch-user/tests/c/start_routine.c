@@ -5,12 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-struct lp_api {
-    void *(*prepare)(void);
-    int (*begin)(void *token, const void *frame);
-    void (*end)(void);
-    void (*safe_point)(void);
-};
+#include "lp_api.h"
 
 #ifdef PART_LIB
 static struct lp_api api;

@@ -9,12 +9,7 @@
 #include <stdatomic.h>
 #include <time.h>
 
-struct lp_api {
-    void *(*prepare)(void);
-    int (*begin)(void *token, const void *frame);
-    void (*end)(void);
-    void (*safe_point)(void);
-};
+#include "lp_api.h"
 static struct lp_api api;
 
 _Thread_local int lp_chain = -1; /* version of the f running on this thread, -1: none */

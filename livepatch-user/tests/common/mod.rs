@@ -13,7 +13,7 @@ use std::ffi::{c_int, c_long, c_void, CString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `struct lp_api` of `c/target.c`.
+/// `struct lp_api` of `c/lp_api.h`.
 #[repr(C)]
 pub(crate) struct Api {
     pub(crate) prepare: extern "C" fn() -> *mut c_void,
