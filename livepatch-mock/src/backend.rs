@@ -129,6 +129,24 @@ impl MockWalker {
         self.self_walk.set(on);
     }
 
+    /// The frames a walk of `task` sees, innermost first: the trampoline and the redirect site
+    /// when the task is inside a redirect handler (unless this is its own walk from inside
+    /// it), then its stack. More than `max_depth` of them: `TooDeep`, charged as a walk of
+    /// `max_depth` frames.
+    fn frames<'t>(
+        &self,
+        task: &'t SimTask,
+        max_depth: usize,
+    ) -> Result<impl Iterator<Item = CodeAddr> + 't, WalkError<ErrorKind>> {
+        let stack = task.stack();
+        let top = task.handler.filter(|_| !self.self_walk.get()).map(|h| [TRAMPOLINE, h.site]);
+        if stack.len() + top.map_or(0, |t| t.len()) > max_depth {
+            self.charge(max_depth);
+            return Err(WalkError::TooDeep);
+        }
+        Ok(top.into_iter().flatten().chain(stack.iter().rev().map(|f| f.addr())))
+    }
+
     fn charge(&self, frames: usize) {
         let m = &self.meter;
         m.walks.set(m.walks.get() + 1);
@@ -145,18 +163,8 @@ impl StackWalker for MockWalker {
     where
         F: FnMut(CodeAddr) -> ControlFlow<()>,
     {
-        let stack = task.stack();
-        let handler = task.handler.filter(|_| !self.self_walk.get());
-        let top: &[CodeAddr] = match &handler {
-            Some(h) => &[TRAMPOLINE, h.site][..],
-            None => &[],
-        };
-        if stack.len() + top.len() > max_depth {
-            self.charge(max_depth);
-            return Err(WalkError::TooDeep);
-        }
         let mut n = 0;
-        for addr in top.iter().copied().chain(stack.iter().rev().map(|f| f.addr())) {
+        for addr in self.frames(task, max_depth)? {
             n += 1;
             if self.check == RedirectCheck::Sound && self.sites.contains(&addr.get()) {
                 self.charge(n);
@@ -181,17 +189,7 @@ impl StackWalker for MockWalker {
         if self.mode == WalkMode::OneByOne {
             return self.walk(task, max_depth, |addr| frames(core::slice::from_ref(&addr)));
         }
-        let stack = task.stack();
-        let handler = task.handler.filter(|_| !self.self_walk.get());
-        let top: &[CodeAddr] = match &handler {
-            Some(h) => &[TRAMPOLINE, h.site][..],
-            None => &[],
-        };
-        if stack.len() + top.len() > max_depth {
-            self.charge(max_depth);
-            return Err(WalkError::TooDeep);
-        }
-        let saved: Vec<CodeAddr> = top.iter().copied().chain(stack.iter().rev().map(|f| f.addr())).collect();
+        let saved: Vec<CodeAddr> = self.frames(task, max_depth)?.collect();
         let site = match self.check {
             RedirectCheck::Sound => saved.iter().position(|a| self.sites.contains(&a.get())),
             RedirectCheck::Naive => None,
