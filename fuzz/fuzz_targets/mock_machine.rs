@@ -1,13 +1,15 @@
 //! The simulated machine driven by arbitrary scenario bytes with the oracle on: a random
 //! machine shape (CPUs, user tasks, exiting tasks, kthreads, seed) and a script of enable,
 //! disable, reverse, force, fork, exit, CPU hot-unplug and module load/unload steps, with or
-//! without a hook the tracer refuses to install or remove, run under one of the simulator's
+//! without a hook the tracer refuses to install or remove, with a walker handing frames one at a
+//! time or the saved stack at once, run under one of the simulator's
 //! models. Any invariant violation the oracle reports (I1–I4,
 //! I6 is only counted) or any panic is a crash.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use livepatch_mock::backend::WalkMode;
 use livepatch_mock::scenario::random::{self, HookFault, RandomMachine, RandomOp, RandomStep};
 use livepatch_mock::{run_with, RunOptions, MODELS};
 
@@ -41,6 +43,7 @@ struct Input {
     kthreads: u8,
     seed: u64,
     hook_fault: Fault,
+    saved_walk: bool,
     steps: Vec<Step>,
 }
 
@@ -64,6 +67,7 @@ fuzz_target!(|input: Input| {
             Fault::Install(n) => HookFault::Install(n),
             Fault::Remove(n) => HookFault::Remove(n),
         },
+        walk: if input.saved_walk { WalkMode::Saved } else { WalkMode::OneByOne },
     };
     let steps: Vec<RandomStep> = input
         .steps

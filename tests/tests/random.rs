@@ -1,6 +1,7 @@
 //! Randomised: proptest-driven machines and operation sequences under every model with the
 //! oracle on, and the bounded soak CI runs.
 
+use livepatch_mock::backend::WalkMode;
 use livepatch_mock::run::{run_with, RunOptions};
 use livepatch_mock::scenario::random::{build, HookFault, RandomMachine, RandomOp, RandomStep};
 use livepatch_mock::{soak, MODELS};
@@ -34,14 +35,16 @@ fn hook_fault() -> impl Strategy<Value = HookFault> {
 }
 
 fn machine() -> impl Strategy<Value = RandomMachine> {
-    (1u32..=4, 1u32..=10, 0u32..=4, 0u32..=4, any::<u64>(), hook_fault()).prop_map(
-        |(cpus, users, exiting, kthreads, seed, hook_fault)| RandomMachine {
+    let walk = prop_oneof![Just(WalkMode::OneByOne), Just(WalkMode::Saved)];
+    (1u32..=4, 1u32..=10, 0u32..=4, 0u32..=4, any::<u64>(), hook_fault(), walk).prop_map(
+        |(cpus, users, exiting, kthreads, seed, hook_fault, walk)| RandomMachine {
             cpus,
             users,
             exiting: exiting.min(users),
             kthreads,
             seed,
             hook_fault,
+            walk,
         },
     )
 }
@@ -101,7 +104,15 @@ fn replays_of_past_soak_findings_stay_clean() {
 /// drawing one changes what the machine does.
 #[test]
 fn random_machines_hook_faults_reach_the_tracer() {
-    let m = |hook_fault| RandomMachine { cpus: 2, users: 3, exiting: 0, kthreads: 1, seed: 7, hook_fault };
+    let m = |hook_fault| RandomMachine {
+        cpus: 2,
+        users: 3,
+        exiting: 0,
+        kthreads: 1,
+        seed: 7,
+        hook_fault,
+        walk: WalkMode::OneByOne,
+    };
     let step = |op, settle| RandomStep { delay_us: 1_000, settle, op };
     let (name, policy) = MODELS[0];
 

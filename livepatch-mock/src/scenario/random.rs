@@ -1,10 +1,12 @@
 //! Random machines and operation sequences, for property tests and the soak: a small call
-//! graph with sleeps in patched functions, a module, four patches (one cumulative, one on
+//! graph with sleeps in patched functions and a recursion, a module, four patches (one cumulative, one on
 //! `schedule()`), and scripts of enable, disable, reverse, force, fork, exit, module load
-//! and unload and CPU hot-unplug; optionally a hook that cannot be installed or removed.
+//! and unload and CPU hot-unplug; optionally a hook that cannot be installed or removed; the
+//! walker handing frames one at a time or the saved stack at once.
 
 use super::build::*;
 use super::{Action, ObjectSpec, PatchSpec, Scenario, Step, Wait};
+use crate::backend::WalkMode;
 use crate::machine::code::{CodeBuilder, CodeError, Op, SleepFor, SleepKind};
 use crate::machine::rng::Rng;
 use livepatch_core::backend::TaskFlags;
@@ -25,6 +27,9 @@ pub struct RandomMachine {
     pub seed: u64,
     /// A hook the tracer refuses to install or to remove.
     pub hook_fault: HookFault,
+    /// How the walker hands frames to the core: one at a time, or the saved stack at once (the
+    /// core's batched stack check).
+    pub walk: WalkMode,
 }
 
 /// A tracer fault of a random machine: on `f1` (patched by `r0` and the cumulative `r2`), the
@@ -97,8 +102,14 @@ pub fn build(m: &RandomMachine, steps: &[RandomStep]) -> Result<Scenario, CodeEr
     b.define(m0, vec![Op::Work(US, 4 * US), Op::Call(f5)]);
     let sys_a = b.func("sys_a", vec![Op::Call(f0)]);
     let sys_b = b.func("sys_b", vec![Op::Call(f2), Op::Call(m0)]);
-    let sys_c =
-        b.func("sys_c", vec![Op::Call(f3), Op::Sleep(SleepKind::Uninterruptible, SleepFor::Between(MS, 5 * MS))]);
+    // A recursion (`Op::CallBelow`) to a stack of 14 frames, each level then calling `f2`:
+    // stacks deeper than the saved walk's batch of eight frames, with patched code inside.
+    let rec = b.declare("rec", ObjectId::VMLINUX);
+    b.define(rec, vec![Op::Work(US, 2 * US), Op::CallBelow(rec, 14), Op::Call(f2)]);
+    let sys_c = b.func(
+        "sys_c",
+        vec![Op::Call(rec), Op::Call(f3), Op::Sleep(SleepKind::Uninterruptible, SleepFor::Between(MS, 5 * MS))],
+    );
     let k_main = b.func(
         "k_main",
         vec![
@@ -218,6 +229,7 @@ pub fn build(m: &RandomMachine, steps: &[RandomStep]) -> Result<Scenario, CodeEr
         HookFault::Install(n) => machine.fail_hook_on = Some(faulty[usize::from(n) % faulty.len()]),
         HookFault::Remove(n) => machine.fail_unhook_on = Some(faulty[usize::from(n) % faulty.len()]),
     }
+    machine.backend.walk = m.walk;
     Ok(Scenario {
         name: "random".into(),
         about: "a random machine and operation sequence".into(),
@@ -247,6 +259,7 @@ pub fn generate(seed: u64, steps: usize) -> (RandomMachine, Vec<RandomStep>) {
             1 => HookFault::Remove(r.range(0, 255) as u8),
             _ => HookFault::None,
         },
+        walk: if r.chance(1, 2) { WalkMode::Saved } else { WalkMode::OneByOne },
     };
     let ops = (0..steps)
         .map(|_| {
