@@ -5,6 +5,8 @@
 //! The oracle does not use the core's redirect code: it keeps its own list of enabled
 //! patches, computes from the scenario's patch descriptions the code that the unpatched and
 //! the patched universe run for every function, and compares what the machine actually ran.
+//! A switch is also checked against the policy: only at a point it enables and its model can
+//! use.
 //! A violation is recorded with a replayable trace (seed, event index, the offending stack)
 //! and stops the run.
 
@@ -12,7 +14,7 @@ use crate::machine::code::{CodeTable, FnId, Origin};
 use crate::machine::task::SimTask;
 use crate::machine::SwitchPoint;
 use livepatch_core::backend::{Task, TaskFlags};
-use livepatch_core::model::Model;
+use livepatch_core::model::{Model, SwitchPoints};
 use livepatch_core::state::PatchState;
 use livepatch_core::ObjectId;
 use serde::Serialize;
@@ -132,6 +134,8 @@ struct Transition {
 pub struct Oracle {
     seed: u64,
     model: Model,
+    /// The policy's enabled switch points (I2 allows a switch only at one the model can use).
+    switch_points: SwitchPoints,
     patches: Vec<PatchModel>,
     enabled: Vec<usize>,
     forced: Vec<bool>,
@@ -160,13 +164,22 @@ pub struct Oracle {
 }
 
 impl Oracle {
-    /// An oracle for `funcs` functions, the scenario's `patches`, under `model`.
-    pub fn new(seed: u64, model: Model, funcs: usize, patches: Vec<PatchModel>, loaded: &[ObjectId]) -> Self {
+    /// An oracle for `funcs` functions, the scenario's `patches`, under `model` with the
+    /// policy's `switch_points` enabled.
+    pub fn new(
+        seed: u64,
+        model: Model,
+        switch_points: SwitchPoints,
+        funcs: usize,
+        patches: Vec<PatchModel>,
+        loaded: &[ObjectId],
+    ) -> Self {
         let identity: Vec<FnId> = (0..funcs as u32).map(FnId).collect();
         let n = patches.len();
         Self {
             seed,
             model,
+            switch_points,
             patches,
             enabled: Vec::new(),
             forced: vec![false; n],
@@ -584,6 +597,11 @@ impl Oracle {
             }
             _ => {
                 self.stats.checked_switches += 1;
+                if !self.switch_allowed_at(point) {
+                    let msg = format!("switched {from}->{to} at {}, a point its policy does not enable", point.name());
+                    self.violate(Invariant::I2, t, task, msg, code, now);
+                    return;
+                }
                 if let Some(u) = self.universe_of(t) {
                     if u != from && self.model != Model::CallChain {
                         let msg = format!("switched {from}->{to}, but its observed switches left it in {u}");
@@ -630,6 +648,41 @@ impl Oracle {
                 }
             }
         }
+    }
+
+    /// Whether a task may change universe at `point` (I2: "only at a switch point"): one of
+    /// the policy's enabled points that its model can use — the oracle's own table of the
+    /// models (DESIGN.md "Switch points and models"), not the core's. A forced transition and
+    /// a stop-the-world model switch tasks from the engine, whatever the points.
+    fn switch_allowed_at(&self, point: SwitchPoint) -> bool {
+        let engine_switches_all = self.model == Model::StopTheWorld || self.transition.is_some_and(|t| t.forced);
+        let needed = match point {
+            SwitchPoint::Sweep if engine_switches_all => return true,
+            SwitchPoint::Sweep => SwitchPoints::SWEEP,
+            SwitchPoint::PerCpu => SwitchPoints::PER_CPU_PASS,
+            // The task work a kick queues is the module's way to exit to user mode.
+            SwitchPoint::ExitToUser | SwitchPoint::TaskWork => SwitchPoints::EXIT_TO_USER,
+            SwitchPoint::Idle => SwitchPoints::IDLE,
+            SwitchPoint::HandlerEntry => SwitchPoints::HANDLER_ENTRY,
+            SwitchPoint::SelfCheck => SwitchPoints::SELF_CHECK,
+            SwitchPoint::SafePoint => SwitchPoints::KTHREAD_SAFE_POINT,
+        };
+        let usable = match self.model {
+            Model::PerTask => SwitchPoints::all(),
+            // No stack checks: no kernel frames, the idle loop, a kthread's declared safe point.
+            Model::KernelExit => SwitchPoints::EXIT_TO_USER | SwitchPoints::IDLE | SwitchPoints::KTHREAD_SAFE_POINT,
+            Model::CallChain => {
+                SwitchPoints::SWEEP
+                    | SwitchPoints::EXIT_TO_USER
+                    | SwitchPoints::IDLE
+                    | SwitchPoints::SELF_CHECK
+                    | SwitchPoints::PER_CPU_PASS
+            }
+            Model::StopTheWorld => SwitchPoints::empty(),
+            // Frozen (or off-CPU) tasks checked by the engine, and idle CPUs.
+            Model::Freezer => SwitchPoints::SWEEP | SwitchPoints::IDLE,
+        };
+        (self.switch_points & usable).contains(needed)
     }
 
     fn holds_code_lacking(&self, task: &SimTask, universe: PatchState) -> bool {
@@ -778,6 +831,11 @@ mod tests {
 
     /// One function `f` with one variant `v`, and an oracle for a per-task run patching it.
     fn one_function_patch() -> (CodeTable, FnId, FnId, Oracle) {
+        one_function_patch_under(Model::PerTask, SwitchPoints::all())
+    }
+
+    /// The same under `model` with `points` enabled.
+    fn one_function_patch_under(model: Model, points: SwitchPoints) -> (CodeTable, FnId, FnId, Oracle) {
         let mut b = CodeBuilder::new();
         b.func("schedule", vec![Op::Block]);
         let f = b.func("f", vec![Op::Work(1, 2)]);
@@ -785,7 +843,7 @@ mod tests {
         let code = b.build().unwrap();
         let patch =
             PatchModel { replace: false, funcs: vec![PatchedFunc { object: ObjectId::VMLINUX, orig: f, variant: v }] };
-        let oracle = Oracle::new(1, Model::PerTask, code.len(), vec![patch], &[]);
+        let oracle = Oracle::new(1, model, points, code.len(), vec![patch], &[]);
         (code, f, v, oracle)
     }
 
@@ -836,5 +894,43 @@ mod tests {
         oracle.on_plain_call(0, &task, f, &code, 1);
         let violation = oracle.violation().expect("caught");
         assert_eq!(violation.invariant, Invariant::I1);
+    }
+
+    /// A switch of a task with nothing of `f` on its stack (so no other rule objects), at
+    /// `point`, in a fresh enable under `model` with `points`: the violation's message, if any.
+    fn switch_at(model: Model, points: SwitchPoints, point: SwitchPoint, forced: bool) -> Option<String> {
+        let (code, _f, _v, mut oracle) = one_function_patch_under(model, points);
+        let task = SimTask::new(TaskId(0), TaskKind::Kthread, TaskFlags::empty(), CpuId(0), Program::Idle);
+        oracle.begin(0, PatchState::Patched);
+        if forced {
+            oracle.force_begin(core::slice::from_ref(&task));
+        }
+        oracle.on_state_change(0, &task, PatchState::Unpatched, PatchState::Patched, point, &code, 1);
+        oracle.violation().map(|v| {
+            assert_eq!(v.invariant, Invariant::I2);
+            v.message.clone()
+        })
+    }
+
+    #[test]
+    fn a_switch_at_a_point_the_policy_does_not_enable_is_caught() {
+        let kgraft = livepatch_core::Policy::KGRAFT.switch_points;
+        // kGraft's model checks no stacks: its sweep must not switch anyone, even with a clean
+        // stack (on an architecture without a reliable unwinder the check would be a guess).
+        let msg = switch_at(Model::KernelExit, kgraft, SwitchPoint::Sweep, false).expect("caught");
+        assert!(msg.contains("at sweep, a point its policy does not enable"), "{msg}");
+        assert_eq!(switch_at(Model::KernelExit, kgraft, SwitchPoint::ExitToUser, false), None);
+        assert_eq!(switch_at(Model::KernelExit, kgraft, SwitchPoint::TaskWork, false), None);
+        // A point the model could use but the policy leaves off.
+        let sweep_only = SwitchPoints::SWEEP;
+        assert!(switch_at(Model::PerTask, sweep_only, SwitchPoint::HandlerEntry, false).is_some());
+        assert!(switch_at(Model::PerTask, sweep_only, SwitchPoint::PerCpu, false).is_some());
+        assert_eq!(switch_at(Model::PerTask, sweep_only, SwitchPoint::Sweep, false), None);
+        // A point the policy enables but the model cannot use.
+        assert!(switch_at(Model::Freezer, SwitchPoints::all(), SwitchPoint::ExitToUser, false).is_some());
+        // The engine switches every task of a forced transition, and stop-the-world's.
+        assert_eq!(switch_at(Model::KernelExit, kgraft, SwitchPoint::Sweep, true), None);
+        assert_eq!(switch_at(Model::StopTheWorld, SwitchPoints::empty(), SwitchPoint::Sweep, false), None);
+        assert!(switch_at(Model::StopTheWorld, SwitchPoints::all(), SwitchPoint::SelfCheck, false).is_some());
     }
 }

@@ -257,7 +257,7 @@ pub fn run_stepped(
         })
         .collect();
     let seed = sc.machine.seed;
-    let mut oracle = Oracle::new(seed, policy.model, code.len(), models, &sc.loaded);
+    let mut oracle = Oracle::new(seed, policy.model, policy.switch_points, code.len(), models, &sc.loaded);
     m.boot();
     m.start_cpus(&live, &mut oracle);
 
