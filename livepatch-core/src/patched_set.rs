@@ -1388,6 +1388,30 @@ mod tests {
         assert!(layout.directory_slots <= 2 * ranges.len(), "{layout:?}");
     }
 
+    /// The writer lays a version out with the whole budget given to the buckets and with half,
+    /// and keeps the one with fewer extra loads. Ten 32-byte functions and, after them, nine
+    /// one-byte ones back to back, in buffers of 22 entries (44 slots): the whole budget buys
+    /// 8-byte buckets (43 slots), which split the nine 8 + 1 and leave no room for a
+    /// sub-directory, so 8 ranges are searched (3 extra loads each, 24); half keeps 64-byte
+    /// buckets (7 slots) and cuts the bucket of the nine into sixteen 4-byte sub-buckets and
+    /// their sentinel (17 slots; one extra load each, 9).
+    #[test]
+    fn the_writer_keeps_the_half_budget_layout_when_it_costs_fewer_loads() {
+        let mut ranges: Vec<CodeRange> = (0..10).map(|i| r(0x1000 + i * 0x20, 0x20)).collect();
+        ranges.extend((0..9).map(|i| r(0x1140 + i, 1)));
+        let layout = check_layout(&ranges, 22, 1_000);
+        assert_eq!(
+            (layout.segments, layout.bucket_shifts, layout.directory_slots),
+            (1, [6, 0, 0, 0], 7 + 17),
+            "{layout:?}"
+        );
+        assert_eq!(
+            (layout.subdirectories, layout.subdirectory_ranges, layout.overflow_buckets),
+            (1, 9, 0),
+            "{layout:?}"
+        );
+    }
+
     /// Publishes `ranges` and checks every address within 2 bytes of each bucket edge, each
     /// segment's base and sentinel bucket, and the ends of the address space, against a scan.
     /// Returns the layout.
