@@ -1412,6 +1412,29 @@ mod tests {
         );
     }
 
+    /// A sub-directory may spend up to 16 sub-buckets per range of its bucket, and its
+    /// sentinel: a crowded bucket of 8 ranges gets the 128 sub-buckets it needs. Seven one-byte
+    /// functions and a long one start in the first 512 bytes of one segment (everything back to
+    /// back), 20 functions of 512 bytes follow: 512-byte buckets (22 slots), and the first
+    /// bucket cut into 4-byte sub-buckets (129 slots), within the 160 slots of 80 entries.
+    #[test]
+    fn a_sub_directory_takes_up_to_sixteen_sub_buckets_per_range() {
+        let mut ranges: Vec<CodeRange> = (0..7).map(|i| r(0x1000 + i, 1)).collect();
+        ranges.push(r(0x1007, 0x1f9));
+        ranges.extend((0..20).map(|i| r(0x1200 + i * 0x200, 0x200)));
+        let layout = check_layout(&ranges, 80, 1_000);
+        assert_eq!(
+            (layout.segments, layout.bucket_shifts, layout.directory_slots),
+            (1, [9, 0, 0, 0], 22 + 128 + 1),
+            "{layout:?}"
+        );
+        assert_eq!(
+            (layout.subdirectories, layout.subdirectory_ranges, layout.overflow_buckets),
+            (1, 8, 0),
+            "{layout:?}"
+        );
+    }
+
     /// Publishes `ranges` and checks every address within 2 bytes of each bucket edge, each
     /// segment's base and sentinel bucket, and the ends of the address space, against a scan.
     /// Returns the layout.
@@ -1470,6 +1493,26 @@ mod tests {
         let layout = check_edges(&[r(0x1000, 0x10), r(usize::MAX - 0x10, 0x10)], 2);
         assert_eq!(layout.segments, 2, "{layout:?}");
         check_edges(&[r(0x40, 0x10)], 1);
+    }
+
+    /// The bases of the segments a version's directory is split into.
+    fn segment_bases(ranges: &[CodeRange]) -> Vec<usize> {
+        published(ranges, ranges.len(), |set, _| {
+            let version = set.published().expect("a published version");
+            version.segments.iter().map(Segment::base).collect()
+        })
+    }
+
+    /// The segments split after the three widest gaps, whatever order they come in: gaps
+    /// widening from the first range on, and a gap narrower than the others between two
+    /// wider ones.
+    #[test]
+    fn segments_split_at_the_three_widest_gaps() {
+        let widening = [r(0x1000, 0x10), r(0x2000, 0x10), r(0x4000, 0x10), r(0x8000, 0x10)];
+        assert_eq!(segment_bases(&widening), [0x1000, 0x2000, 0x4000, 0x8000]);
+        // Gaps of about 0x2000, 0x800, 0x4800 and 0x8000: the 0x800 one is not split.
+        let mixed = [r(0x1000, 0x10), r(0x3000, 0x10), r(0x3800, 0x10), r(0x8000, 0x10), r(0x1_0000, 0x10)];
+        assert_eq!(segment_bases(&mixed), [0x1000, 0x3000, 0x8000, 0x1_0000]);
     }
 
     proptest::proptest! {
