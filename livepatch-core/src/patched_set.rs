@@ -1435,6 +1435,29 @@ mod tests {
         );
     }
 
+    /// Sub-directories are laid out one after the other, each with its sentinel: two crowded
+    /// buckets as in the test above, 10 KiB apart, take 2 × 129 slots past the 24 buckets.
+    #[test]
+    fn sub_directories_follow_each_other_with_their_sentinels() {
+        let mut ranges = Vec::new();
+        for base in [0x1000, 0x3a00] {
+            ranges.extend((0..7).map(|i| r(base + i, 1)));
+            ranges.push(r(base + 7, 0x1f9));
+            ranges.extend((0..if base == 0x1000 { 20 } else { 1 }).map(|i| r(base + 0x200 + i * 0x200, 0x200)));
+        }
+        let layout = check_layout(&ranges, 150, 2_000);
+        assert_eq!(
+            (layout.segments, layout.bucket_shifts, layout.directory_slots),
+            (1, [9, 0, 0, 0], 24 + 2 * 129),
+            "{layout:?}"
+        );
+        assert_eq!(
+            (layout.subdirectories, layout.subdirectory_ranges, layout.overflow_buckets),
+            (2, 16, 0),
+            "{layout:?}"
+        );
+    }
+
     /// Publishes `ranges` and checks every address within 2 bytes of each bucket edge, each
     /// segment's base and sentinel bucket, and the ends of the address space, against a scan.
     /// Returns the layout.
