@@ -1412,6 +1412,44 @@ mod tests {
         );
     }
 
+    /// Back-to-back functions: `count` of `len` bytes for each `(count, len)`, from 0x1000.
+    fn back_to_back(blocks: &[(usize, usize)]) -> Vec<CodeRange> {
+        let mut at = 0x1000;
+        let mut ranges = Vec::new();
+        for &(count, len) in blocks {
+            for _ in 0..count {
+                ranges.push(r(at, len));
+                at += len;
+            }
+        }
+        ranges
+    }
+
+    /// The writer weighs a searched bucket of `k` ranges at `k · ⌈log2 k⌉` extra loads against
+    /// one per range behind a sub-directory. In both versions below the whole budget buys
+    /// 8-byte buckets, one of which holds 8 one-byte functions and is searched (24 loads), and
+    /// half keeps coarser buckets with a sub-directory.
+    #[test]
+    fn the_writer_weighs_a_searched_bucket_of_k_ranges_at_k_log2_k_loads() {
+        // Half: 32-byte buckets, the 12 one-byte functions behind a sub-directory (12 loads),
+        // cheaper (it would not be against `k + log2 k` = 11).
+        let layout = check_layout(&back_to_back(&[(21, 0x20), (12, 1)]), 44, 1_000);
+        assert_eq!(
+            (layout.bucket_shifts, layout.subdirectory_ranges, layout.overflow_buckets),
+            ([5, 0, 0, 0], 12, 0),
+            "{layout:?}"
+        );
+        // Half: 64-byte buckets, 8 one-byte and 16 two-byte functions behind a
+        // sub-directory with the 64-byte function after them (25 loads), dearer (it would not
+        // be against `⌊log2 k⌋ + 1` = 4 loads each).
+        let layout = check_layout(&back_to_back(&[(9, 0x40), (8, 1), (16, 2), (2, 0x40)]), 44, 1_000);
+        assert_eq!(
+            (layout.bucket_shifts, layout.overflow_buckets, layout.overflow_ranges, layout.subdirectories),
+            ([3, 0, 0, 0], 1, 8, 0),
+            "{layout:?}"
+        );
+    }
+
     /// A sub-directory may spend up to 16 sub-buckets per range of its bucket, and its
     /// sentinel: a crowded bucket of 8 ranges gets the 128 sub-buckets it needs. Seven one-byte
     /// functions and a long one start in the first 512 bytes of one segment (everything back to
