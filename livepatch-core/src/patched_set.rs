@@ -1450,6 +1450,23 @@ mod tests {
         );
     }
 
+    /// The searches of a sub-directory's crowded sub-buckets count in the choice between the
+    /// two layouts. 47 functions of 4 KiB, 32 of 256 bytes and 28 of 4 bytes, back to back, in
+    /// buffers of 110 entries: the whole budget buys 1 KiB buckets, leaving room for one
+    /// sub-directory of 2 sub-buckets of 14 tiny functions, searched (28 + 2 · 14 · 4 = 140
+    /// loads); half keeps 4 KiB buckets and three sub-directories, 24 of their 60 ranges in
+    /// three searched sub-buckets of 8 (60 + 3 · 8 · 3 = 132 loads): half is kept.
+    #[test]
+    fn sub_directories_count_the_searches_of_their_crowded_sub_buckets() {
+        let layout = check_layout(&back_to_back(&[(47, 0x1000), (32, 0x100), (28, 4)]), 110, 5_000);
+        assert_eq!((layout.bucket_shifts, layout.directory_slots), ([12, 0, 0, 0], 190), "{layout:?}");
+        assert_eq!(
+            (layout.subdirectories, layout.subdirectory_ranges, layout.overflow_buckets, layout.overflow_ranges),
+            (3, 60, 3, 24),
+            "{layout:?}"
+        );
+    }
+
     /// A sub-directory may spend up to 16 sub-buckets per range of its bucket, and its
     /// sentinel: a crowded bucket of 8 ranges gets the 128 sub-buckets it needs. Seven one-byte
     /// functions and a long one start in the first 512 bytes of one segment (everything back to
