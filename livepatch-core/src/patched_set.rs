@@ -1467,6 +1467,27 @@ mod tests {
         );
     }
 
+    /// A sub-directory's sentinel (the rank of its bucket's end) ends the search of its last
+    /// sub-bucket when that one is crowded. A long function, then 40 one-byte ones in the last
+    /// 40 bytes of the next 2 KiB bucket (whose ranks start at 1), then 4 KiB functions, in
+    /// buffers with room for no finer cut of that bucket than 32-byte sub-buckets: its last
+    /// two are crowded and searched. Every address around them against a scan.
+    #[test]
+    fn the_search_of_a_crowded_last_sub_bucket_ends_at_the_sub_directory_sentinel() {
+        let ranges = back_to_back(&[(1, 0xfd8), (40, 1), (10, 0x1000)]);
+        let layout = published(&ranges, ranges.len(), |set, check| {
+            for addr in 0xff0..0x2010 {
+                check(addr);
+            }
+            set.layout()
+        });
+        assert_eq!(
+            (layout.bucket_shifts[0], layout.subdirectories, layout.overflow_buckets, layout.overflow_ranges),
+            (11, 1, 2, 40),
+            "{layout:?}"
+        );
+    }
+
     /// A sub-directory may spend up to 16 sub-buckets per range of its bucket, and its
     /// sentinel: a crowded bucket of 8 ranges gets the 128 sub-buckets it needs. Seven one-byte
     /// functions and a long one start in the first 512 bytes of one segment (everything back to
