@@ -1450,6 +1450,20 @@ mod tests {
         );
     }
 
+    /// A bucket of exactly [`WINDOW`] starts is not crowded: the writer refines the shift no
+    /// further for it. Four 16-byte functions, then eight of 64 bytes, back to back: 64-byte
+    /// buckets (the first holding the four; 9 buckets and the sentinel), although 32-byte
+    /// ones would fit the budget.
+    #[test]
+    fn a_bucket_of_window_starts_is_not_refined() {
+        let layout = check_layout(&back_to_back(&[(4, 0x10), (8, 0x40)]), 12, 1_000);
+        assert_eq!(
+            (layout.bucket_shifts, layout.directory_slots, layout.overflow_buckets),
+            ([6, 0, 0, 0], 10, 0),
+            "{layout:?}"
+        );
+    }
+
     /// The searches of a sub-directory's crowded sub-buckets count in the choice between the
     /// two layouts. 47 functions of 4 KiB, 32 of 256 bytes and 28 of 4 bytes, back to back, in
     /// buffers of 110 entries: the whole budget buys 1 KiB buckets, leaving room for one
