@@ -1450,6 +1450,33 @@ mod tests {
         );
     }
 
+    /// The shifts chosen never make the directory outgrow the buffer, its sentinel included.
+    /// Two 32-byte functions, five one-byte ones and a 64-byte one, back to back, in buffers
+    /// of 9 entries (18 slots): 4-byte buckets would need 19 slots (18 buckets and the
+    /// sentinel, which the lookups past the last bucket read). Every address against a scan.
+    #[test]
+    fn the_buckets_and_their_sentinel_fit_the_buffer() {
+        let ranges = back_to_back(&[(2, 0x20), (5, 1), (1, 0x40)]);
+        let layout = published(&ranges, 9, |set, check| {
+            for addr in 0xff0..0x10a0 {
+                check(addr);
+            }
+            set.layout()
+        });
+        assert!(layout.directory_slots <= 18, "{layout:?}");
+    }
+
+    /// A segment spanning half the address space or more: no shift below 63 makes it one
+    /// bucket. Eight ranges 2^61 bytes apart (equal gaps: the first three split the segments),
+    /// the last segment spanning 2^63 bytes.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn a_segment_spanning_half_the_address_space_agrees_with_a_scan() {
+        let ranges: Vec<CodeRange> = (0..8).map(|k| r(k << 61 | 0x1000, 0x10)).collect();
+        let layout = check_edges(&ranges, 8);
+        assert_eq!((layout.segments, layout.bucket_shifts[3]), (4, 63), "{layout:?}");
+    }
+
     /// A bucket of exactly [`WINDOW`] starts is not crowded: the writer refines the shift no
     /// further for it. Four 16-byte functions, then eight of 64 bytes, back to back: 64-byte
     /// buckets (the first holding the four; 9 buckets and the sentinel), although 32-byte
