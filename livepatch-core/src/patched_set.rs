@@ -1388,6 +1388,193 @@ mod tests {
         assert!(layout.directory_slots <= 2 * ranges.len(), "{layout:?}");
     }
 
+    /// The writer lays a version out with the whole budget given to the buckets and with half,
+    /// and keeps the one with fewer extra loads. Ten 32-byte functions and, after them, nine
+    /// one-byte ones back to back, in buffers of 22 entries (44 slots): the whole budget buys
+    /// 8-byte buckets (43 slots), which split the nine 8 + 1 and leave no room for a
+    /// sub-directory, so 8 ranges are searched (3 extra loads each, 24); half keeps 64-byte
+    /// buckets (7 slots) and cuts the bucket of the nine into sixteen 4-byte sub-buckets and
+    /// their sentinel (17 slots; one extra load each, 9).
+    #[test]
+    fn the_writer_keeps_the_half_budget_layout_when_it_costs_fewer_loads() {
+        let mut ranges: Vec<CodeRange> = (0..10).map(|i| r(0x1000 + i * 0x20, 0x20)).collect();
+        ranges.extend((0..9).map(|i| r(0x1140 + i, 1)));
+        let layout = check_layout(&ranges, 22, 1_000);
+        assert_eq!(
+            (layout.segments, layout.bucket_shifts, layout.directory_slots),
+            (1, [6, 0, 0, 0], 7 + 17),
+            "{layout:?}"
+        );
+        assert_eq!(
+            (layout.subdirectories, layout.subdirectory_ranges, layout.overflow_buckets),
+            (1, 9, 0),
+            "{layout:?}"
+        );
+    }
+
+    /// Back-to-back functions: `count` of `len` bytes for each `(count, len)`, from 0x1000.
+    fn back_to_back(blocks: &[(usize, usize)]) -> Vec<CodeRange> {
+        let mut at = 0x1000;
+        let mut ranges = Vec::new();
+        for &(count, len) in blocks {
+            for _ in 0..count {
+                ranges.push(r(at, len));
+                at += len;
+            }
+        }
+        ranges
+    }
+
+    /// The writer weighs a searched bucket of `k` ranges at `k · ⌈log2 k⌉` extra loads against
+    /// one per range behind a sub-directory. In both versions below the whole budget buys
+    /// 8-byte buckets, one of which holds 8 one-byte functions and is searched (24 loads), and
+    /// half keeps coarser buckets with a sub-directory.
+    #[test]
+    fn the_writer_weighs_a_searched_bucket_of_k_ranges_at_k_log2_k_loads() {
+        // Half: 32-byte buckets, the 12 one-byte functions behind a sub-directory (12 loads),
+        // cheaper (it would not be against `k + log2 k` = 11).
+        let layout = check_layout(&back_to_back(&[(21, 0x20), (12, 1)]), 44, 1_000);
+        assert_eq!(
+            (layout.bucket_shifts, layout.subdirectory_ranges, layout.overflow_buckets),
+            ([5, 0, 0, 0], 12, 0),
+            "{layout:?}"
+        );
+        // Half: 64-byte buckets, 8 one-byte and 16 two-byte functions behind a
+        // sub-directory with the 64-byte function after them (25 loads), dearer (it would not
+        // be against `⌊log2 k⌋ + 1` = 4 loads each).
+        let layout = check_layout(&back_to_back(&[(9, 0x40), (8, 1), (16, 2), (2, 0x40)]), 44, 1_000);
+        assert_eq!(
+            (layout.bucket_shifts, layout.overflow_buckets, layout.overflow_ranges, layout.subdirectories),
+            ([3, 0, 0, 0], 1, 8, 0),
+            "{layout:?}"
+        );
+    }
+
+    /// The shifts chosen never make the directory outgrow the buffer, its sentinel included.
+    /// Two 32-byte functions, five one-byte ones and a 64-byte one, back to back, in buffers
+    /// of 9 entries (18 slots): 4-byte buckets would need 19 slots (18 buckets and the
+    /// sentinel, which the lookups past the last bucket read). Every address against a scan.
+    #[test]
+    fn the_buckets_and_their_sentinel_fit_the_buffer() {
+        let ranges = back_to_back(&[(2, 0x20), (5, 1), (1, 0x40)]);
+        let layout = published(&ranges, 9, |set, check| {
+            for addr in 0xff0..0x10a0 {
+                check(addr);
+            }
+            set.layout()
+        });
+        assert!(layout.directory_slots <= 18, "{layout:?}");
+    }
+
+    /// A segment spanning half the address space or more: no shift below 63 makes it one
+    /// bucket. Eight ranges 2^61 bytes apart (equal gaps: the first three split the segments),
+    /// the last segment spanning 2^63 bytes.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn a_segment_spanning_half_the_address_space_agrees_with_a_scan() {
+        let ranges: Vec<CodeRange> = (0..8).map(|k| r(k << 61 | 0x1000, 0x10)).collect();
+        let layout = check_edges(&ranges, 8);
+        assert_eq!((layout.segments, layout.bucket_shifts[3]), (4, 63), "{layout:?}");
+    }
+
+    /// A bucket of exactly [`WINDOW`] starts is not crowded: the writer refines the shift no
+    /// further for it. Four 16-byte functions, then eight of 64 bytes, back to back: 64-byte
+    /// buckets (the first holding the four; 9 buckets and the sentinel), although 32-byte
+    /// ones would fit the budget.
+    #[test]
+    fn a_bucket_of_window_starts_is_not_refined() {
+        let layout = check_layout(&back_to_back(&[(4, 0x10), (8, 0x40)]), 12, 1_000);
+        assert_eq!(
+            (layout.bucket_shifts, layout.directory_slots, layout.overflow_buckets),
+            ([6, 0, 0, 0], 10, 0),
+            "{layout:?}"
+        );
+    }
+
+    /// The searches of a sub-directory's crowded sub-buckets count in the choice between the
+    /// two layouts. 47 functions of 4 KiB, 32 of 256 bytes and 28 of 4 bytes, back to back, in
+    /// buffers of 110 entries: the whole budget buys 1 KiB buckets, leaving room for one
+    /// sub-directory of 2 sub-buckets of 14 tiny functions, searched (28 + 2 · 14 · 4 = 140
+    /// loads); half keeps 4 KiB buckets and three sub-directories, 24 of their 60 ranges in
+    /// three searched sub-buckets of 8 (60 + 3 · 8 · 3 = 132 loads): half is kept.
+    #[test]
+    fn sub_directories_count_the_searches_of_their_crowded_sub_buckets() {
+        let layout = check_layout(&back_to_back(&[(47, 0x1000), (32, 0x100), (28, 4)]), 110, 5_000);
+        assert_eq!((layout.bucket_shifts, layout.directory_slots), ([12, 0, 0, 0], 190), "{layout:?}");
+        assert_eq!(
+            (layout.subdirectories, layout.subdirectory_ranges, layout.overflow_buckets, layout.overflow_ranges),
+            (3, 60, 3, 24),
+            "{layout:?}"
+        );
+    }
+
+    /// A sub-directory's sentinel (the rank of its bucket's end) ends the search of its last
+    /// sub-bucket when that one is crowded. A long function, then 40 one-byte ones in the last
+    /// 40 bytes of the next 2 KiB bucket (whose ranks start at 1), then 4 KiB functions, in
+    /// buffers with room for no finer cut of that bucket than 32-byte sub-buckets: its last
+    /// two are crowded and searched. Every address around them against a scan.
+    #[test]
+    fn the_search_of_a_crowded_last_sub_bucket_ends_at_the_sub_directory_sentinel() {
+        let ranges = back_to_back(&[(1, 0xfd8), (40, 1), (10, 0x1000)]);
+        let layout = published(&ranges, ranges.len(), |set, check| {
+            for addr in 0xff0..0x2010 {
+                check(addr);
+            }
+            set.layout()
+        });
+        assert_eq!(
+            (layout.bucket_shifts[0], layout.subdirectories, layout.overflow_buckets, layout.overflow_ranges),
+            (11, 1, 2, 40),
+            "{layout:?}"
+        );
+    }
+
+    /// A sub-directory may spend up to 16 sub-buckets per range of its bucket, and its
+    /// sentinel: a crowded bucket of 8 ranges gets the 128 sub-buckets it needs. Seven one-byte
+    /// functions and a long one start in the first 512 bytes of one segment (everything back to
+    /// back), 20 functions of 512 bytes follow: 512-byte buckets (22 slots), and the first
+    /// bucket cut into 4-byte sub-buckets (129 slots), within the 160 slots of 80 entries.
+    #[test]
+    fn a_sub_directory_takes_up_to_sixteen_sub_buckets_per_range() {
+        let mut ranges: Vec<CodeRange> = (0..7).map(|i| r(0x1000 + i, 1)).collect();
+        ranges.push(r(0x1007, 0x1f9));
+        ranges.extend((0..20).map(|i| r(0x1200 + i * 0x200, 0x200)));
+        let layout = check_layout(&ranges, 80, 1_000);
+        assert_eq!(
+            (layout.segments, layout.bucket_shifts, layout.directory_slots),
+            (1, [9, 0, 0, 0], 22 + 128 + 1),
+            "{layout:?}"
+        );
+        assert_eq!(
+            (layout.subdirectories, layout.subdirectory_ranges, layout.overflow_buckets),
+            (1, 8, 0),
+            "{layout:?}"
+        );
+    }
+
+    /// Sub-directories are laid out one after the other, each with its sentinel: two crowded
+    /// buckets as in the test above, 10 KiB apart, take 2 × 129 slots past the 24 buckets.
+    #[test]
+    fn sub_directories_follow_each_other_with_their_sentinels() {
+        let mut ranges = Vec::new();
+        for base in [0x1000, 0x3a00] {
+            ranges.extend((0..7).map(|i| r(base + i, 1)));
+            ranges.push(r(base + 7, 0x1f9));
+            ranges.extend((0..if base == 0x1000 { 20 } else { 1 }).map(|i| r(base + 0x200 + i * 0x200, 0x200)));
+        }
+        let layout = check_layout(&ranges, 150, 2_000);
+        assert_eq!(
+            (layout.segments, layout.bucket_shifts, layout.directory_slots),
+            (1, [9, 0, 0, 0], 24 + 2 * 129),
+            "{layout:?}"
+        );
+        assert_eq!(
+            (layout.subdirectories, layout.subdirectory_ranges, layout.overflow_buckets),
+            (2, 16, 0),
+            "{layout:?}"
+        );
+    }
+
     /// Publishes `ranges` and checks every address within 2 bytes of each bucket edge, each
     /// segment's base and sentinel bucket, and the ends of the address space, against a scan.
     /// Returns the layout.
@@ -1446,6 +1633,26 @@ mod tests {
         let layout = check_edges(&[r(0x1000, 0x10), r(usize::MAX - 0x10, 0x10)], 2);
         assert_eq!(layout.segments, 2, "{layout:?}");
         check_edges(&[r(0x40, 0x10)], 1);
+    }
+
+    /// The bases of the segments a version's directory is split into.
+    fn segment_bases(ranges: &[CodeRange]) -> Vec<usize> {
+        published(ranges, ranges.len(), |set, _| {
+            let version = set.published().expect("a published version");
+            version.segments.iter().map(Segment::base).collect()
+        })
+    }
+
+    /// The segments split after the three widest gaps, whatever order they come in: gaps
+    /// widening from the first range on, and a gap narrower than the others between two
+    /// wider ones.
+    #[test]
+    fn segments_split_at_the_three_widest_gaps() {
+        let widening = [r(0x1000, 0x10), r(0x2000, 0x10), r(0x4000, 0x10), r(0x8000, 0x10)];
+        assert_eq!(segment_bases(&widening), [0x1000, 0x2000, 0x4000, 0x8000]);
+        // Gaps of about 0x2000, 0x800, 0x4800 and 0x8000: the 0x800 one is not split.
+        let mixed = [r(0x1000, 0x10), r(0x3000, 0x10), r(0x3800, 0x10), r(0x8000, 0x10), r(0x1_0000, 0x10)];
+        assert_eq!(segment_bases(&mixed), [0x1000, 0x3000, 0x8000, 0x1_0000]);
     }
 
     proptest::proptest! {
