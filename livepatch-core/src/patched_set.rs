@@ -1655,6 +1655,55 @@ mod tests {
         assert_eq!(segment_bases(&mixed), [0x1000, 0x3000, 0x8000, 0x1_0000]);
     }
 
+    /// Entries holding `starts` (16-byte ranges), for the writer's shift choice.
+    fn entries_at(starts: &[usize]) -> Vec<IndexEntry<'static>> {
+        starts
+            .iter()
+            .enumerate()
+            .map(|(i, &start)| {
+                let entry = IndexEntry::new();
+                entry.write(&Hit::new(r(start, 0x10), SlotId(i as u32), None));
+                entry
+            })
+            .collect()
+    }
+
+    /// A move that fills the budget to its last slot is taken. Eight starts 4 KiB apart: one
+    /// 32 KiB bucket (two slots with the sentinel) holds all eight; two 16 KiB buckets (three
+    /// slots) hold four each, none crowded.
+    #[test]
+    fn a_shift_that_fills_the_budget_exactly_is_chosen() {
+        let starts: Vec<usize> = (0..8).map(|i| 0x10_0000 + i * 0x1000).collect();
+        let segment = entries_at(&starts);
+        let segments = [&segment[..]];
+        assert_eq!(overflow(&segment, 15), 8);
+        assert_eq!(overflow(&segment, 14), 0);
+        assert_eq!(choose_shifts(&segments, 3)[0], 14, "three slots: two buckets and the sentinel");
+        assert_eq!(choose_shifts(&segments, 2)[0], 15, "two slots: one bucket and the sentinel");
+    }
+
+    /// The writer buys the most crowded ranges removed per extra slot, not the most per move.
+    /// Segment 0: twelve starts in four groups of three 16 KiB apart — one move (three extra
+    /// slots, 16 KiB buckets) un-crowds all twelve, four per slot. Segments 1–3: five starts
+    /// 4 KiB apart each — one extra slot un-crowds five. With three slots to spare, the three
+    /// small moves (15 ranges) beat the big one (12).
+    #[test]
+    fn the_shifts_remove_the_most_crowded_ranges_per_extra_slot() {
+        let groups: Vec<usize> =
+            (0..4).flat_map(|g| (0..3).map(move |i| 0x10_0000 + g * 0x4000 + i * 0x1000)).collect();
+        let fives: Vec<Vec<IndexEntry<'static>>> =
+            (1..4).map(|k| entries_at(&(0..5).map(|i| k * 0x100_0000 + i * 0x1000).collect::<Vec<_>>())).collect();
+        let big = entries_at(&groups);
+        let segments = [&big[..], &fives[0][..], &fives[1][..], &fives[2][..]];
+        // Each segment starts as one bucket and its sentinel: 8 slots.
+        let shifts = choose_shifts(&segments, 8 + 3);
+        assert_eq!(shifts, [16, 14, 14, 14]);
+        let crowded: usize = segments.iter().zip(shifts).map(|(s, shift)| overflow(s, shift)).sum();
+        assert_eq!(crowded, 12);
+        // With a fourth slot the big move fits too.
+        assert_eq!(choose_shifts(&segments, 8 + 3 + 3), [14, 14, 14, 14]);
+    }
+
     proptest::proptest! {
         /// Random layouts — tiny to 16 KiB ranges, back to back or with gaps, in up to three
         /// clusters far apart, with or without spare buffer room — agree with a scan.
