@@ -824,10 +824,28 @@ impl Oracle {
 mod tests {
     use super::*;
     use crate::machine::code::{CodeBuilder, Op};
-    use crate::machine::task::Program;
+    use crate::machine::task::{Frame, Program};
     use livepatch_core::backend::TaskKind;
     use livepatch_core::sync::Ordering;
     use livepatch_core::{CpuId, TaskId};
+
+    /// A kthread with id `id`, nothing on its stack, whose word says `word`.
+    fn task_with_word(id: u32, word: PatchState) -> SimTask {
+        let task = SimTask::new(TaskId(id), TaskKind::Kthread, TaskFlags::empty(), CpuId(0), Program::Idle);
+        task.patch.reset(word);
+        task
+    }
+
+    /// A frame inside `f`.
+    fn frame_of(code: &CodeTable, f: FnId) -> Frame {
+        Frame { func: f, pc: 1, base: code.get(f).range.start().get() }
+    }
+
+    /// Task `t` switches from `from` to `to` at a sweep, seen by the oracle, and its word follows.
+    fn switch(oracle: &mut Oracle, t: u32, task: &SimTask, from: PatchState, to: PatchState, code: &CodeTable) {
+        oracle.on_state_change(t, task, from, to, SwitchPoint::Sweep, code, 1);
+        task.patch.reset(to);
+    }
 
     /// One function `f` with one variant `v`, and an oracle for a per-task run patching it.
     fn one_function_patch() -> (CodeTable, FnId, FnId, Oracle) {
@@ -873,6 +891,9 @@ mod tests {
         task.stack.push(crate::machine::task::Frame { func: f, pc: 1, base: code.get(f).range.start().get() });
         oracle.on_return_into(0, &task, &code, 1);
         assert!(!oracle.stopped(), "the original is the unpatched universe's code");
+        task.stack[0] = frame_of(&code, code.schedule());
+        oracle.on_return_into(0, &task, &code, 1);
+        assert!(!oracle.stopped(), "both universes run schedule()");
         task.stack[0] = crate::machine::task::Frame { func: v, pc: 1, base: code.get(v).range.start().get() };
         oracle.on_return_into(0, &task, &code, 2);
         let violation = oracle.violation().expect("caught");
@@ -932,5 +953,108 @@ mod tests {
         assert_eq!(switch_at(Model::KernelExit, kgraft, SwitchPoint::Sweep, true), None);
         assert_eq!(switch_at(Model::StopTheWorld, SwitchPoints::empty(), SwitchPoint::Sweep, false), None);
         assert!(switch_at(Model::StopTheWorld, SwitchPoints::all(), SwitchPoint::SelfCheck, false).is_some());
+    }
+
+    #[test]
+    fn an_idle_word_during_a_transition_is_caught() {
+        let (code, f, _v, mut oracle) = one_function_patch();
+        let task = task_with_word(0, PatchState::Idle);
+        // Outside a transition every task is idle and runs the committed code.
+        oracle.on_patched_call(0, &task, f, f, &code, 1);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        oracle.begin(0, PatchState::Patched);
+        oracle.on_patched_call(0, &task, f, f, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("idle task state during a transition"), "{violation}");
+    }
+
+    #[test]
+    fn a_call_running_code_its_universe_does_not_run_is_i1_and_after_a_reversal_i4() {
+        for reversed in [false, true] {
+            let (code, f, v, mut oracle) = one_function_patch();
+            let task = task_with_word(0, PatchState::Unpatched);
+            oracle.begin(0, PatchState::Patched);
+            if reversed {
+                oracle.reverse();
+            }
+            oracle.on_patched_call(0, &task, f, f, &code, 1);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+            oracle.on_patched_call(0, &task, f, v, &code, 2);
+            let violation = oracle.violation().expect("caught");
+            assert_eq!(violation.invariant, if reversed { Invariant::I4 } else { Invariant::I1 });
+            assert!(violation.message.contains("call of f ran f.p0 but universe unpatched runs f"), "{violation}");
+            assert_eq!(oracle.stats().checked_calls, 2);
+            // A later violation is counted; the first one is kept for the replay.
+            oracle.on_patched_call(0, &task, f, v, &code, 3);
+            assert_eq!(oracle.violations(), 2);
+            assert_eq!(oracle.violation().map(|v| v.time_ns), Some(2));
+        }
+    }
+
+    #[test]
+    fn a_task_holding_code_of_the_universe_it_left_is_caught_at_its_next_call() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        oracle.begin(0, PatchState::Patched);
+        switch(&mut oracle, 0, &task, PatchState::Unpatched, PatchState::Patched, &code);
+        // The variant belongs to its new universe, schedule() to both.
+        task.stack.push(frame_of(&code, code.schedule()));
+        task.stack.push(frame_of(&code, v));
+        oracle.on_patched_call(0, &task, f, v, &code, 2);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        // The original appears on its stack behind the oracle's back.
+        task.stack.push(frame_of(&code, f));
+        oracle.on_patched_call(0, &task, f, v, &code, 3);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("universe patched task holds f of the other universe"), "{violation}");
+    }
+
+    #[test]
+    fn a_stale_frame_after_completion_is_caught_at_a_call_and_at_a_return() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        oracle.begin(0, PatchState::Patched);
+        switch(&mut oracle, 0, &task, PatchState::Unpatched, PatchState::Patched, &code);
+        switch(&mut oracle, 0, &task, PatchState::Patched, PatchState::Idle, &code);
+        let released = oracle.end(PatchState::Patched, &[false], core::slice::from_ref(&task), &code, 2);
+        assert_eq!(released, Vec::<FnId>::new());
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        // The variant is the code in use now.
+        task.stack.push(frame_of(&code, v));
+        oracle.on_patched_call(0, &task, f, v, &code, 3);
+        oracle.on_return_into(0, &task, &code, 3);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        // The replaced original is not.
+        task.stack[0] = frame_of(&code, f);
+        oracle.on_return_into(0, &task, &code, 4);
+        let violation = oracle.violation().expect("caught").clone();
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("returned into f, code its universe does not run"), "{violation}");
+        let (code, f, v, mut oracle) = one_function_patch();
+        oracle.begin(0, PatchState::Patched);
+        oracle.end(PatchState::Patched, &[false], &[], &code, 2);
+        let mut task = task_with_word(0, PatchState::Idle);
+        task.stack.push(frame_of(&code, f));
+        oracle.on_patched_call(0, &task, f, v, &code, 3);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("stale frame f on the stack after completion"), "{violation}");
+    }
+
+    #[test]
+    fn a_task_switched_back_by_a_disable_runs_the_original() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let task = task_with_word(0, PatchState::Patched);
+        oracle.begin(0, PatchState::Unpatched);
+        oracle.on_patched_call(0, &task, f, v, &code, 1);
+        switch(&mut oracle, 0, &task, PatchState::Patched, PatchState::Unpatched, &code);
+        oracle.on_patched_call(0, &task, f, f, &code, 2);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        oracle.on_patched_call(0, &task, f, v, &code, 3);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("call of f ran f.p0 but universe unpatched runs f"), "{violation}");
     }
 }
