@@ -824,7 +824,7 @@ impl Oracle {
 mod tests {
     use super::*;
     use crate::machine::code::{CodeBuilder, Op};
-    use crate::machine::task::{Frame, Program};
+    use crate::machine::task::{Frame, Program, RunState};
     use livepatch_core::backend::TaskKind;
     use livepatch_core::sync::Ordering;
     use livepatch_core::{CpuId, TaskId};
@@ -1041,6 +1041,87 @@ mod tests {
         let violation = oracle.violation().expect("caught");
         assert_eq!(violation.invariant, Invariant::I1);
         assert!(violation.message.contains("stale frame f on the stack after completion"), "{violation}");
+    }
+
+    #[test]
+    fn call_chain_a_call_from_code_being_switched_away_from_into_new_code_is_caught() {
+        let (code, f, v, mut oracle) = one_function_patch_under(Model::CallChain, SwitchPoints::all());
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        oracle.begin(0, PatchState::Patched);
+        task.stack.push(frame_of(&code, f));
+        // Called from the old code, the old chain continues.
+        oracle.on_patched_call(0, &task, f, f, &code, 1);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        oracle.on_patched_call(0, &task, f, v, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(
+            violation
+                .message
+                .contains("call of f from f (code being switched away from) ran f.p0 of the other universe"),
+            "{violation}"
+        );
+    }
+
+    #[test]
+    fn call_chain_mixed_stacks_are_counted_per_call_and_per_task() {
+        let (code, f, v, mut oracle) = one_function_patch_under(Model::CallChain, SwitchPoints::all());
+        oracle.begin(0, PatchState::Patched);
+        let new_chain = |id: u32| {
+            let mut task = task_with_word(id, PatchState::Patched);
+            task.stack.push(frame_of(&code, v));
+            task
+        };
+        let (t0, t2) = (new_chain(0), new_chain(2));
+        let mut old_chain = task_with_word(1, PatchState::Unpatched);
+        old_chain.stack.push(frame_of(&code, f));
+        // A new chain reaching the original (through code both universes share, in a kernel):
+        // twice by task 0, once by task 2.
+        oracle.on_patched_call(0, &t0, f, f, &code, 1);
+        oracle.on_patched_call(0, &t0, f, f, &code, 2);
+        oracle.on_patched_call(2, &t2, f, f, &code, 3);
+        let stats = oracle.stats();
+        assert_eq!((stats.mixed_stacks, stats.mixed_tasks), (3, 2), "{stats:?}");
+        // Chains that stay in one universe do not count.
+        oracle.on_patched_call(1, &old_chain, f, f, &code, 4);
+        oracle.on_patched_call(0, &t0, f, v, &code, 5);
+        oracle.on_patched_call(1, &task_with_word(1, PatchState::Patched), f, v, &code, 6);
+        oracle.on_patched_call(1, &old_chain, f, f, &code, 7);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        let stats = oracle.stats();
+        assert_eq!((stats.mixed_stacks, stats.mixed_tasks, stats.checked_calls), (3, 2, 7), "{stats:?}");
+    }
+
+    #[test]
+    fn released_code_on_a_live_stack_is_caught() {
+        // The call-chain model checks it at every call, every model after a release.
+        let (mut code, f, v, mut oracle) = one_function_patch_under(Model::CallChain, SwitchPoints::all());
+        code.released[v.idx()] = true;
+        let mut task = task_with_word(0, PatchState::Idle);
+        task.stack.push(frame_of(&code, f));
+        oracle.on_patched_call(0, &task, f, f, &code, 1);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        task.stack.push(frame_of(&code, v));
+        oracle.on_patched_call(0, &task, f, f, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I3);
+        assert!(violation.message.contains("released code f.p0 on the stack"), "{violation}");
+
+        let (mut code, f, v, mut oracle) = one_function_patch();
+        code.released[v.idx()] = true;
+        let mut dead = task_with_word(0, PatchState::Idle);
+        dead.stack.push(frame_of(&code, v));
+        dead.run = RunState::Dead;
+        let mut live = task_with_word(1, PatchState::Idle);
+        live.stack.push(frame_of(&code, f));
+        let mut tasks = vec![dead, live];
+        oracle.check_released(&tasks, &code, 1);
+        assert!(!oracle.stopped(), "a dead task holds nothing: {:?}", oracle.violation());
+        tasks[1].stack.push(frame_of(&code, v));
+        oracle.check_released(&tasks, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!((violation.invariant, violation.task), (Invariant::I3, 1));
+        assert!(violation.message.contains("released code f.p0 on the stack"), "{violation}");
     }
 
     #[test]
