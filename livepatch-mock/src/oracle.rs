@@ -1125,6 +1125,31 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_call_of_a_function_its_universe_replaces_is_caught_except_in_the_call_chain_model() {
+        for model in [Model::PerTask, Model::CallChain] {
+            let (code, f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
+            let task = task_with_word(0, PatchState::Unpatched);
+            oracle.begin(0, PatchState::Patched);
+            oracle.on_plain_call(0, &task, f, &code, 1);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+            switch(&mut oracle, 0, &task, PatchState::Unpatched, PatchState::Patched, &code);
+            oracle.on_plain_call(0, &task, f, &code, 2);
+            if model == Model::CallChain {
+                // Its redirect depends on the caller, not on a universe.
+                assert!(!oracle.stopped(), "{:?}", oracle.violation());
+                continue;
+            }
+            let violation = oracle.violation().expect("caught");
+            assert_eq!(violation.invariant, Invariant::I1);
+            assert!(
+                violation.message.contains("called f with no hook on it, but universe patched runs f.p0"),
+                "{violation}"
+            );
+            assert_eq!(oracle.stats().checked_calls, 1);
+        }
+    }
+
+    #[test]
     fn a_task_switched_back_by_a_disable_runs_the_original() {
         let (code, f, v, mut oracle) = one_function_patch();
         let task = task_with_word(0, PatchState::Patched);
