@@ -1150,6 +1150,137 @@ mod tests {
     }
 
     #[test]
+    fn a_switch_from_a_universe_the_task_was_not_in_is_caught_except_in_the_call_chain_model() {
+        for model in [Model::PerTask, Model::CallChain] {
+            let (code, _f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
+            let task = task_with_word(0, PatchState::Unpatched);
+            oracle.begin(0, PatchState::Patched);
+            // Entering the transition is no switch.
+            oracle.on_state_change(0, &task, PatchState::Idle, PatchState::Unpatched, SwitchPoint::Sweep, &code, 1);
+            // Task 1 switches as it should; task 0 is reported leaving the target it never reached.
+            oracle.on_state_change(1, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::Sweep, &code, 1);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+            oracle.on_state_change(0, &task, PatchState::Patched, PatchState::Unpatched, SwitchPoint::Sweep, &code, 2);
+            assert_eq!(oracle.stats().checked_switches, 2);
+            if model == Model::CallChain {
+                // Its word is bookkeeping for completion only.
+                assert!(!oracle.stopped(), "{:?}", oracle.violation());
+                continue;
+            }
+            let violation = oracle.violation().expect("caught");
+            assert_eq!((violation.invariant, violation.task), (Invariant::I1, 0));
+            assert!(
+                violation
+                    .message
+                    .contains("switched patched->unpatched, but its observed switches left it in unpatched"),
+                "{violation}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_switch_away_from_the_target_is_i4_except_in_the_call_chain_model() {
+        for model in [Model::PerTask, Model::CallChain] {
+            let (code, _f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
+            let task = task_with_word(0, PatchState::Unpatched);
+            oracle.begin(0, PatchState::Patched);
+            switch(&mut oracle, 0, &task, PatchState::Unpatched, PatchState::Patched, &code);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+            oracle.on_state_change(0, &task, PatchState::Patched, PatchState::Unpatched, SwitchPoint::Sweep, &code, 2);
+            if model == Model::CallChain {
+                // A reversal re-arms every task: no switch of the code it runs.
+                assert!(!oracle.stopped(), "{:?}", oracle.violation());
+                continue;
+            }
+            let violation = oracle.violation().expect("caught");
+            assert_eq!(violation.invariant, Invariant::I4);
+            assert!(violation.message.contains("switched to unpatched at sweep, away from the transition's target"));
+            // After a reversal the same switch is the way back.
+            let (code, _f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
+            oracle.begin(0, PatchState::Patched);
+            switch(&mut oracle, 0, &task, PatchState::Unpatched, PatchState::Patched, &code);
+            oracle.reverse();
+            assert_eq!(oracle.target(), Some(PatchState::Unpatched));
+            oracle.on_state_change(0, &task, PatchState::Patched, PatchState::Unpatched, SwitchPoint::Sweep, &code, 2);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        }
+    }
+
+    #[test]
+    fn a_switch_at_exit_to_user_with_kernel_frames_is_caught() {
+        let (code, _f, _v, mut oracle) = one_function_patch();
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        oracle.begin(0, PatchState::Patched);
+        oracle.on_state_change(0, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::ExitToUser, &code, 1);
+        // A kernel frame of code both universes run: fine at a sweep, not at exit to user.
+        task.stack.push(frame_of(&code, code.schedule()));
+        oracle.on_state_change(1, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::Sweep, &code, 1);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        oracle.on_state_change(2, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::ExitToUser, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!((violation.invariant, violation.task), (Invariant::I2, 2));
+        assert!(violation.message.contains("switched at exit to user with kernel frames"), "{violation}");
+    }
+
+    #[test]
+    fn a_switch_with_code_being_switched_away_from_on_the_stack_is_caught() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        oracle.begin(0, PatchState::Patched);
+        // Code both universes run, and the code of the target, may be on the stack.
+        task.stack.push(frame_of(&code, code.schedule()));
+        task.stack.push(frame_of(&code, v));
+        oracle.on_state_change(0, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::Sweep, &code, 1);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        task.stack.push(frame_of(&code, f));
+        oracle.on_state_change(1, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::Sweep, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!((violation.invariant, violation.task), (Invariant::I2, 1));
+        assert!(
+            violation.message.contains("switched unpatched->patched at sweep with f (code being switched away from)"),
+            "{violation}"
+        );
+    }
+
+    #[test]
+    fn a_fork_starts_the_child_in_its_parents_universe() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let parent = task_with_word(0, PatchState::Unpatched);
+        oracle.on_fork(0, 3);
+        oracle.begin(0, PatchState::Patched);
+        switch(&mut oracle, 0, &parent, PatchState::Unpatched, PatchState::Patched, &code);
+        oracle.on_fork(0, 1);
+        // The child of a task that had not switched stays where it started.
+        oracle.on_fork(2, 3);
+        let child = task_with_word(1, PatchState::Patched);
+        oracle.on_patched_call(1, &child, f, v, &code, 2);
+        oracle.on_patched_call(3, &task_with_word(3, PatchState::Unpatched), f, f, &code, 2);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        oracle.on_patched_call(1, &task_with_word(1, PatchState::Unpatched), f, f, &code, 3);
+        let violation = oracle.violation().expect("caught");
+        assert!(violation.message.contains("observed switches left it in patched"), "{violation}");
+    }
+
+    #[test]
+    fn each_model_switches_only_at_the_points_it_can_use() {
+        use SwitchPoint::*;
+        let all = [Sweep, PerCpu, ExitToUser, TaskWork, Idle, HandlerEntry, SelfCheck, SafePoint];
+        let table: [(Model, &[SwitchPoint]); 5] = [
+            (Model::PerTask, &all),
+            (Model::KernelExit, &[ExitToUser, TaskWork, Idle, SafePoint]),
+            (Model::CallChain, &[Sweep, PerCpu, ExitToUser, TaskWork, Idle, SelfCheck]),
+            (Model::StopTheWorld, &[Sweep]),
+            (Model::Freezer, &[Sweep, Idle]),
+        ];
+        for (model, usable) in table {
+            for point in all {
+                let caught = switch_at(model, SwitchPoints::all(), point, false);
+                assert_eq!(caught.is_none(), usable.contains(&point), "{model:?} at {}: {caught:?}", point.name());
+            }
+        }
+    }
+
+    #[test]
     fn a_task_switched_back_by_a_disable_runs_the_original() {
         let (code, f, v, mut oracle) = one_function_patch();
         let task = task_with_word(0, PatchState::Patched);
