@@ -1262,6 +1262,179 @@ mod tests {
     }
 
     #[test]
+    fn a_transition_ending_while_a_task_is_still_in_its_start_universe_is_caught() {
+        let (code, _f, _v, mut oracle) = one_function_patch();
+        let tasks = [task_with_word(0, PatchState::Unpatched), task_with_word(1, PatchState::Unpatched)];
+        oracle.begin(0, PatchState::Patched);
+        // Task 1 switched, then left the transition; task 0 left it without switching.
+        switch(&mut oracle, 1, &tasks[1], PatchState::Unpatched, PatchState::Patched, &code);
+        switch(&mut oracle, 1, &tasks[1], PatchState::Patched, PatchState::Idle, &code);
+        switch(&mut oracle, 0, &tasks[0], PatchState::Unpatched, PatchState::Idle, &code);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        oracle.end(PatchState::Patched, &[false], &tasks, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!((violation.invariant, violation.task), (Invariant::I3, 0));
+        assert!(violation.message.contains("transition ended in patched while this task was still unpatched"));
+    }
+
+    #[test]
+    fn an_exiting_task_left_behind_is_counted_unless_it_holds_code_the_final_universe_lacks() {
+        let exiting = |id: u32, word: PatchState| {
+            let task = SimTask::new(TaskId(id), TaskKind::User, TaskFlags::EXITING, CpuId(0), Program::Idle);
+            task.patch.reset(word);
+            task
+        };
+        // Per direction: the code an exiting task may hold, and the code it must not.
+        for (target, harmless, away) in [(PatchState::Patched, 2, 1), (PatchState::Unpatched, 1, 2)] {
+            let (code, f, v, mut oracle) = one_function_patch();
+            let func = |which: u32| if which == 1 { f } else { v };
+            let start = target.opposite();
+            oracle.begin(0, target);
+            let mut tasks = [exiting(0, start), exiting(1, start), exiting(2, start)];
+            tasks[1].stack.push(frame_of(&code, func(harmless)));
+            tasks[2].stack.push(frame_of(&code, func(away)));
+            for (t, task) in tasks.iter().enumerate().take(2) {
+                switch(&mut oracle, t as u32, task, start, PatchState::Idle, &code);
+            }
+            oracle.end(target, &[false], &tasks[..2], &code, 2);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+            assert_eq!(oracle.stats().exiting_unswitched, 2);
+
+            let (code, _f, _v, mut oracle) = one_function_patch();
+            oracle.begin(0, target);
+            switch(&mut oracle, 2, &tasks[2], start, PatchState::Idle, &code);
+            oracle.end(target, &[false], &tasks, &code, 2);
+            let violation = oracle.violation().expect("caught");
+            assert_eq!((violation.invariant, violation.task), (Invariant::I3, 2));
+            let msg = format!("transition ended in {target} while this exiting task was still {start}");
+            assert!(violation.message.contains(&msg), "{violation}");
+            assert_eq!(oracle.stats().exiting_unswitched, 0);
+        }
+    }
+
+    #[test]
+    fn old_code_on_a_stack_when_the_transition_ends_is_caught_except_in_the_call_chain_model() {
+        for model in [Model::PerTask, Model::CallChain] {
+            let (code, f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
+            let mut tasks = [
+                task_with_word(0, PatchState::Idle),
+                task_with_word(1, PatchState::Idle),
+                task_with_word(2, PatchState::Idle),
+            ];
+            // A dead task holds nothing; a live one may hold code both universes run.
+            tasks[0].stack.push(frame_of(&code, f));
+            tasks[0].run = RunState::Dead;
+            tasks[1].stack.push(frame_of(&code, code.schedule()));
+            tasks[2].stack.push(frame_of(&code, code.schedule()));
+            tasks[2].stack.push(frame_of(&code, f));
+            oracle.begin(0, PatchState::Patched);
+            oracle.end(PatchState::Patched, &[false], &tasks, &code, 2);
+            if model == Model::CallChain {
+                // Its stacks may mix universes (measured at the calls, not failed).
+                assert!(!oracle.stopped(), "{:?}", oracle.violation());
+                continue;
+            }
+            let violation = oracle.violation().expect("caught");
+            assert_eq!((violation.invariant, violation.task), (Invariant::I3, 2));
+            assert!(violation.message.contains("old code on the stack when the transition ended in patched"));
+            // A start the engine refused changed nothing: nothing to check.
+            let (code, _f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
+            oracle.begin(0, PatchState::Patched);
+            oracle.abort(&[false], &tasks, &code, 2);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        }
+    }
+
+    #[test]
+    fn the_enabled_patches_follow_enables_disables_replacements_and_aborts_and_the_rest_is_released() {
+        let mut b = CodeBuilder::new();
+        b.func("schedule", vec![Op::Block]);
+        let f = b.func("f", vec![Op::Work(1, 2)]);
+        let g = b.func("g", vec![Op::Work(1, 2)]);
+        let f0 = b.variant(f, 0, vec![Op::Work(1, 2)]);
+        let g1 = b.variant(g, 1, vec![Op::Work(1, 2)]);
+        let code = b.build().unwrap();
+        let func = |orig, variant| PatchedFunc { object: ObjectId::VMLINUX, orig, variant };
+        let patches = vec![
+            PatchModel { replace: false, funcs: vec![func(f, f0)] },
+            PatchModel { replace: true, funcs: vec![func(g, g1)] },
+        ];
+        let mut oracle = Oracle::new(1, Model::PerTask, SwitchPoints::all(), code.len(), patches, &[]);
+        let idle = task_with_word(0, PatchState::Idle);
+        let runs = |oracle: &mut Oracle, orig, ran| {
+            oracle.on_patched_call(0, &idle, orig, ran, &code, 1);
+            !oracle.stopped()
+        };
+        oracle.begin(0, PatchState::Patched);
+        assert_eq!(oracle.end(PatchState::Patched, &[false, false], &[], &code, 1), vec![g1]);
+        assert_eq!(oracle.enabled(), &[0]);
+        assert!(runs(&mut oracle, f, f0) && runs(&mut oracle, g, g));
+        // The cumulative patch replaces the one before it.
+        oracle.begin(1, PatchState::Patched);
+        assert_eq!(oracle.end(PatchState::Patched, &[false, false], &[], &code, 1), vec![f0]);
+        assert_eq!(oracle.enabled(), &[1]);
+        assert!(runs(&mut oracle, f, f) && runs(&mut oracle, g, g1));
+        oracle.begin(1, PatchState::Unpatched);
+        assert_eq!(oracle.end(PatchState::Unpatched, &[false, false], &[], &code, 1), vec![f0, g1]);
+        assert_eq!(oracle.enabled(), &[] as &[usize]);
+        // A refused start leaves the list as it was.
+        oracle.begin(0, PatchState::Patched);
+        assert_eq!(oracle.enabled(), &[0]);
+        assert_eq!(oracle.abort(&[false, false], &[], &code, 1), vec![f0, g1]);
+        assert_eq!(oracle.enabled(), &[] as &[usize]);
+        assert!(runs(&mut oracle, f, f) && runs(&mut oracle, g, g));
+        // Only while a transition is announced is there anything to abort.
+        assert_eq!(oracle.abort(&[false, false], &[], &code, 1), Vec::<FnId>::new());
+    }
+
+    #[test]
+    fn a_forced_patchs_code_is_never_released() {
+        // Forced by the engine (its list at the end) or by the force the oracle saw begin.
+        for engine_says in [true, false] {
+            let (code, _f, _v, mut oracle) = one_function_patch();
+            oracle.begin(0, PatchState::Patched);
+            if !engine_says {
+                oracle.force_begin(&[]);
+            }
+            assert_eq!(oracle.end(PatchState::Patched, &[false], &[], &code, 1), Vec::<FnId>::new());
+            oracle.begin(0, PatchState::Unpatched);
+            assert_eq!(oracle.end(PatchState::Unpatched, &[engine_says], &[], &code, 2), Vec::<FnId>::new());
+        }
+        let (code, _f, v, mut oracle) = one_function_patch();
+        oracle.begin(0, PatchState::Patched);
+        oracle.end(PatchState::Patched, &[false], &[], &code, 1);
+        oracle.begin(0, PatchState::Unpatched);
+        assert_eq!(oracle.end(PatchState::Unpatched, &[false], &[], &code, 2), vec![v]);
+    }
+
+    #[test]
+    fn a_module_patch_changes_the_code_only_while_its_module_is_loaded() {
+        let module = ObjectId(1);
+        let mut b = CodeBuilder::new();
+        b.func("schedule", vec![Op::Block]);
+        let f = b.declare("f", module);
+        b.define(f, vec![Op::Work(1, 2)]);
+        let v = b.variant(f, 0, vec![Op::Work(1, 2)]);
+        let code = b.build().unwrap();
+        let patch = PatchModel { replace: false, funcs: vec![PatchedFunc { object: module, orig: f, variant: v }] };
+        let mut oracle = Oracle::new(1, Model::PerTask, SwitchPoints::all(), code.len(), vec![patch], &[]);
+        oracle.begin(0, PatchState::Patched);
+        oracle.end(PatchState::Patched, &[false], &[], &code, 1);
+        let idle = task_with_word(0, PatchState::Idle);
+        oracle.on_patched_call(0, &idle, f, f, &code, 1);
+        assert!(!oracle.stopped(), "not loaded: {:?}", oracle.violation());
+        oracle.set_loaded(module, true);
+        oracle.on_patched_call(0, &idle, f, v, &code, 2);
+        oracle.set_loaded(ObjectId(2), true);
+        oracle.set_loaded(ObjectId(2), false);
+        oracle.on_patched_call(0, &idle, f, v, &code, 3);
+        assert!(!oracle.stopped(), "loaded: {:?}", oracle.violation());
+        oracle.set_loaded(module, false);
+        oracle.on_patched_call(0, &idle, f, f, &code, 4);
+        assert!(!oracle.stopped(), "unloaded: {:?}", oracle.violation());
+    }
+
+    #[test]
     fn each_model_switches_only_at_the_points_it_can_use() {
         use SwitchPoint::*;
         let all = [Sweep, PerCpu, ExitToUser, TaskWork, Idle, HandlerEntry, SelfCheck, SafePoint];
