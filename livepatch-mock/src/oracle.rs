@@ -1346,6 +1346,48 @@ mod tests {
     }
 
     #[test]
+    fn frames_that_predate_a_force_are_counted_until_the_task_returns_below_them() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let mut tasks = [task_with_word(0, PatchState::Unpatched), task_with_word(1, PatchState::Unpatched)];
+        tasks[0].stack.push(frame_of(&code, f));
+        tasks[1].run = RunState::Dead;
+        oracle.begin(0, PatchState::Patched);
+        oracle.force_begin(&tasks);
+        // The engine switches it with the original on its stack: counted, not failed.
+        switch(&mut oracle, 0, &tasks[0], PatchState::Unpatched, PatchState::Patched, &code);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        assert_eq!(oracle.stats().forced_mixed, 1);
+        // The hooked call in flight at the force enters the original: its frame is covered too.
+        tasks[0].stack.push(frame_of(&code, f));
+        oracle.on_patched_call(0, &tasks[0], f, v, &code, 2);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        assert_eq!(oracle.stats().forced_mixed, 3);
+        // Once it returned below them, what it pushes is checked again.
+        tasks[0].stack.clear();
+        oracle.on_return(0, 0);
+        tasks[0].stack.push(frame_of(&code, f));
+        oracle.on_patched_call(0, &tasks[0], f, v, &code, 3);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("universe patched task holds f of the other universe"), "{violation}");
+        assert_eq!(oracle.stats().forced_mixed, 3);
+    }
+
+    #[test]
+    fn a_forced_transition_counts_tasks_left_behind_instead_of_failing() {
+        let (code, f, _v, mut oracle) = one_function_patch();
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        task.stack.push(frame_of(&code, f));
+        oracle.begin(0, PatchState::Patched);
+        oracle.force_begin(core::slice::from_ref(&task));
+        switch(&mut oracle, 0, &task, PatchState::Unpatched, PatchState::Idle, &code);
+        oracle.end(PatchState::Patched, &[true], core::slice::from_ref(&task), &code, 2);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        // Once as a task left behind, once for the original still on its stack.
+        assert_eq!(oracle.stats().forced_mixed, 2);
+    }
+
+    #[test]
     fn the_enabled_patches_follow_enables_disables_replacements_and_aborts_and_the_rest_is_released() {
         let mut b = CodeBuilder::new();
         b.func("schedule", vec![Op::Block]);
