@@ -1509,4 +1509,21 @@ mod tests {
         assert_eq!(violation.invariant, Invariant::I1);
         assert!(violation.message.contains("call of f ran f.p0 but universe unpatched runs f"), "{violation}");
     }
+
+    #[test]
+    fn a_violation_reads_with_what_it_takes_to_replay_it() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        task.stack.push(frame_of(&code, f));
+        oracle.set_event_index(7);
+        oracle.begin(0, PatchState::Patched);
+        oracle.on_patched_call(0, &task, f, v, &code, 42);
+        let violation = oracle.violation().expect("caught");
+        let want = format!(
+            "I1 violated at t=42ns (seed 1, event #7): task 0: call of f ran f.p0 but universe unpatched runs f; \
+             stack [f@{}]",
+            frame_of(&code, f).addr()
+        );
+        assert_eq!(violation.to_string(), want);
+    }
 }
