@@ -824,10 +824,28 @@ impl Oracle {
 mod tests {
     use super::*;
     use crate::machine::code::{CodeBuilder, Op};
-    use crate::machine::task::Program;
+    use crate::machine::task::{Frame, Program, RunState};
     use livepatch_core::backend::TaskKind;
     use livepatch_core::sync::Ordering;
     use livepatch_core::{CpuId, TaskId};
+
+    /// A kthread with id `id`, nothing on its stack, whose word says `word`.
+    fn task_with_word(id: u32, word: PatchState) -> SimTask {
+        let task = SimTask::new(TaskId(id), TaskKind::Kthread, TaskFlags::empty(), CpuId(0), Program::Idle);
+        task.patch.reset(word);
+        task
+    }
+
+    /// A frame inside `f`.
+    fn frame_of(code: &CodeTable, f: FnId) -> Frame {
+        Frame { func: f, pc: 1, base: code.get(f).range.start().get() }
+    }
+
+    /// Task `t` switches from `from` to `to` at a sweep, seen by the oracle, and its word follows.
+    fn switch(oracle: &mut Oracle, t: u32, task: &SimTask, from: PatchState, to: PatchState, code: &CodeTable) {
+        oracle.on_state_change(t, task, from, to, SwitchPoint::Sweep, code, 1);
+        task.patch.reset(to);
+    }
 
     /// One function `f` with one variant `v`, and an oracle for a per-task run patching it.
     fn one_function_patch() -> (CodeTable, FnId, FnId, Oracle) {
@@ -873,6 +891,9 @@ mod tests {
         task.stack.push(crate::machine::task::Frame { func: f, pc: 1, base: code.get(f).range.start().get() });
         oracle.on_return_into(0, &task, &code, 1);
         assert!(!oracle.stopped(), "the original is the unpatched universe's code");
+        task.stack[0] = frame_of(&code, code.schedule());
+        oracle.on_return_into(0, &task, &code, 1);
+        assert!(!oracle.stopped(), "both universes run schedule()");
         task.stack[0] = crate::machine::task::Frame { func: v, pc: 1, base: code.get(v).range.start().get() };
         oracle.on_return_into(0, &task, &code, 2);
         let violation = oracle.violation().expect("caught");
@@ -932,5 +953,577 @@ mod tests {
         assert_eq!(switch_at(Model::KernelExit, kgraft, SwitchPoint::Sweep, true), None);
         assert_eq!(switch_at(Model::StopTheWorld, SwitchPoints::empty(), SwitchPoint::Sweep, false), None);
         assert!(switch_at(Model::StopTheWorld, SwitchPoints::all(), SwitchPoint::SelfCheck, false).is_some());
+    }
+
+    #[test]
+    fn an_idle_word_during_a_transition_is_caught() {
+        let (code, f, _v, mut oracle) = one_function_patch();
+        let task = task_with_word(0, PatchState::Idle);
+        // Outside a transition every task is idle and runs the committed code.
+        oracle.on_patched_call(0, &task, f, f, &code, 1);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        oracle.begin(0, PatchState::Patched);
+        oracle.on_patched_call(0, &task, f, f, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("idle task state during a transition"), "{violation}");
+    }
+
+    #[test]
+    fn a_call_running_code_its_universe_does_not_run_is_i1_and_after_a_reversal_i4() {
+        for reversed in [false, true] {
+            let (code, f, v, mut oracle) = one_function_patch();
+            let task = task_with_word(0, PatchState::Unpatched);
+            oracle.begin(0, PatchState::Patched);
+            if reversed {
+                oracle.reverse();
+            }
+            oracle.on_patched_call(0, &task, f, f, &code, 1);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+            oracle.on_patched_call(0, &task, f, v, &code, 2);
+            let violation = oracle.violation().expect("caught");
+            assert_eq!(violation.invariant, if reversed { Invariant::I4 } else { Invariant::I1 });
+            assert!(violation.message.contains("call of f ran f.p0 but universe unpatched runs f"), "{violation}");
+            assert_eq!(oracle.stats().checked_calls, 2);
+            // A later violation is counted; the first one is kept for the replay.
+            oracle.on_patched_call(0, &task, f, v, &code, 3);
+            assert_eq!(oracle.violations(), 2);
+            assert_eq!(oracle.violation().map(|v| v.time_ns), Some(2));
+        }
+    }
+
+    #[test]
+    fn a_task_holding_code_of_the_universe_it_left_is_caught_at_its_next_call() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        oracle.begin(0, PatchState::Patched);
+        switch(&mut oracle, 0, &task, PatchState::Unpatched, PatchState::Patched, &code);
+        // The variant belongs to its new universe, schedule() to both.
+        task.stack.push(frame_of(&code, code.schedule()));
+        task.stack.push(frame_of(&code, v));
+        oracle.on_patched_call(0, &task, f, v, &code, 2);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        // The original appears on its stack behind the oracle's back.
+        task.stack.push(frame_of(&code, f));
+        oracle.on_patched_call(0, &task, f, v, &code, 3);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("universe patched task holds f of the other universe"), "{violation}");
+    }
+
+    #[test]
+    fn a_stale_frame_after_completion_is_caught_at_a_call_and_at_a_return() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        oracle.begin(0, PatchState::Patched);
+        switch(&mut oracle, 0, &task, PatchState::Unpatched, PatchState::Patched, &code);
+        switch(&mut oracle, 0, &task, PatchState::Patched, PatchState::Idle, &code);
+        let released = oracle.end(PatchState::Patched, &[false], core::slice::from_ref(&task), &code, 2);
+        assert_eq!(released, Vec::<FnId>::new());
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        // The variant is the code in use now.
+        task.stack.push(frame_of(&code, v));
+        oracle.on_patched_call(0, &task, f, v, &code, 3);
+        oracle.on_return_into(0, &task, &code, 3);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        // The replaced original is not.
+        task.stack[0] = frame_of(&code, f);
+        oracle.on_return_into(0, &task, &code, 4);
+        let violation = oracle.violation().expect("caught").clone();
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("returned into f, code its universe does not run"), "{violation}");
+        let (code, f, v, mut oracle) = one_function_patch();
+        oracle.begin(0, PatchState::Patched);
+        oracle.end(PatchState::Patched, &[false], &[], &code, 2);
+        let mut task = task_with_word(0, PatchState::Idle);
+        task.stack.push(frame_of(&code, f));
+        oracle.on_patched_call(0, &task, f, v, &code, 3);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("stale frame f on the stack after completion"), "{violation}");
+    }
+
+    #[test]
+    fn call_chain_a_call_from_code_being_switched_away_from_into_new_code_is_caught() {
+        let (code, f, v, mut oracle) = one_function_patch_under(Model::CallChain, SwitchPoints::all());
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        oracle.begin(0, PatchState::Patched);
+        task.stack.push(frame_of(&code, f));
+        // Called from the old code, the old chain continues.
+        oracle.on_patched_call(0, &task, f, f, &code, 1);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        oracle.on_patched_call(0, &task, f, v, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(
+            violation
+                .message
+                .contains("call of f from f (code being switched away from) ran f.p0 of the other universe"),
+            "{violation}"
+        );
+    }
+
+    #[test]
+    fn call_chain_mixed_stacks_are_counted_per_call_and_per_task() {
+        let (code, f, v, mut oracle) = one_function_patch_under(Model::CallChain, SwitchPoints::all());
+        oracle.begin(0, PatchState::Patched);
+        let new_chain = |id: u32| {
+            let mut task = task_with_word(id, PatchState::Patched);
+            task.stack.push(frame_of(&code, v));
+            task
+        };
+        let (t0, t2) = (new_chain(0), new_chain(2));
+        let mut old_chain = task_with_word(1, PatchState::Unpatched);
+        old_chain.stack.push(frame_of(&code, f));
+        // A new chain reaching the original (through code both universes share, in a kernel):
+        // twice by task 0, once by task 2.
+        oracle.on_patched_call(0, &t0, f, f, &code, 1);
+        oracle.on_patched_call(0, &t0, f, f, &code, 2);
+        oracle.on_patched_call(2, &t2, f, f, &code, 3);
+        let stats = oracle.stats();
+        assert_eq!((stats.mixed_stacks, stats.mixed_tasks), (3, 2), "{stats:?}");
+        // Chains that stay in one universe do not count.
+        oracle.on_patched_call(1, &old_chain, f, f, &code, 4);
+        oracle.on_patched_call(0, &t0, f, v, &code, 5);
+        oracle.on_patched_call(1, &task_with_word(1, PatchState::Patched), f, v, &code, 6);
+        oracle.on_patched_call(1, &old_chain, f, f, &code, 7);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        let stats = oracle.stats();
+        assert_eq!((stats.mixed_stacks, stats.mixed_tasks, stats.checked_calls), (3, 2, 7), "{stats:?}");
+    }
+
+    #[test]
+    fn released_code_on_a_live_stack_is_caught() {
+        // The call-chain model checks it at every call, every model after a release.
+        let (mut code, f, v, mut oracle) = one_function_patch_under(Model::CallChain, SwitchPoints::all());
+        code.released[v.idx()] = true;
+        let mut task = task_with_word(0, PatchState::Idle);
+        task.stack.push(frame_of(&code, f));
+        oracle.on_patched_call(0, &task, f, f, &code, 1);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        task.stack.push(frame_of(&code, v));
+        oracle.on_patched_call(0, &task, f, f, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I3);
+        assert!(violation.message.contains("released code f.p0 on the stack"), "{violation}");
+
+        let (mut code, f, v, mut oracle) = one_function_patch();
+        code.released[v.idx()] = true;
+        let mut dead = task_with_word(0, PatchState::Idle);
+        dead.stack.push(frame_of(&code, v));
+        dead.run = RunState::Dead;
+        let mut live = task_with_word(1, PatchState::Idle);
+        live.stack.push(frame_of(&code, f));
+        let mut tasks = vec![dead, live];
+        oracle.check_released(&tasks, &code, 1);
+        assert!(!oracle.stopped(), "a dead task holds nothing: {:?}", oracle.violation());
+        tasks[1].stack.push(frame_of(&code, v));
+        oracle.check_released(&tasks, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!((violation.invariant, violation.task), (Invariant::I3, 1));
+        assert!(violation.message.contains("released code f.p0 on the stack"), "{violation}");
+    }
+
+    #[test]
+    fn a_plain_call_of_a_function_its_universe_replaces_is_caught_except_in_the_call_chain_model() {
+        for model in [Model::PerTask, Model::CallChain] {
+            let (code, f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
+            let task = task_with_word(0, PatchState::Unpatched);
+            oracle.begin(0, PatchState::Patched);
+            oracle.on_plain_call(0, &task, f, &code, 1);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+            switch(&mut oracle, 0, &task, PatchState::Unpatched, PatchState::Patched, &code);
+            oracle.on_plain_call(0, &task, f, &code, 2);
+            if model == Model::CallChain {
+                // Its redirect depends on the caller, not on a universe.
+                assert!(!oracle.stopped(), "{:?}", oracle.violation());
+                continue;
+            }
+            let violation = oracle.violation().expect("caught");
+            assert_eq!(violation.invariant, Invariant::I1);
+            assert!(
+                violation.message.contains("called f with no hook on it, but universe patched runs f.p0"),
+                "{violation}"
+            );
+            assert_eq!(oracle.stats().checked_calls, 1);
+        }
+    }
+
+    #[test]
+    fn a_switch_from_a_universe_the_task_was_not_in_is_caught_except_in_the_call_chain_model() {
+        for model in [Model::PerTask, Model::CallChain] {
+            let (code, _f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
+            let task = task_with_word(0, PatchState::Unpatched);
+            oracle.begin(0, PatchState::Patched);
+            // Entering the transition is no switch.
+            oracle.on_state_change(0, &task, PatchState::Idle, PatchState::Unpatched, SwitchPoint::Sweep, &code, 1);
+            // Task 1 switches as it should; task 0 is reported leaving the target it never reached.
+            oracle.on_state_change(1, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::Sweep, &code, 1);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+            oracle.on_state_change(0, &task, PatchState::Patched, PatchState::Unpatched, SwitchPoint::Sweep, &code, 2);
+            assert_eq!(oracle.stats().checked_switches, 2);
+            if model == Model::CallChain {
+                // Its word is bookkeeping for completion only.
+                assert!(!oracle.stopped(), "{:?}", oracle.violation());
+                continue;
+            }
+            let violation = oracle.violation().expect("caught");
+            assert_eq!((violation.invariant, violation.task), (Invariant::I1, 0));
+            assert!(
+                violation
+                    .message
+                    .contains("switched patched->unpatched, but its observed switches left it in unpatched"),
+                "{violation}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_switch_away_from_the_target_is_i4_except_in_the_call_chain_model() {
+        for model in [Model::PerTask, Model::CallChain] {
+            let (code, _f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
+            let task = task_with_word(0, PatchState::Unpatched);
+            oracle.begin(0, PatchState::Patched);
+            switch(&mut oracle, 0, &task, PatchState::Unpatched, PatchState::Patched, &code);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+            oracle.on_state_change(0, &task, PatchState::Patched, PatchState::Unpatched, SwitchPoint::Sweep, &code, 2);
+            if model == Model::CallChain {
+                // A reversal re-arms every task: no switch of the code it runs.
+                assert!(!oracle.stopped(), "{:?}", oracle.violation());
+                continue;
+            }
+            let violation = oracle.violation().expect("caught");
+            assert_eq!(violation.invariant, Invariant::I4);
+            assert!(violation.message.contains("switched to unpatched at sweep, away from the transition's target"));
+            // After a reversal the same switch is the way back.
+            let (code, _f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
+            oracle.begin(0, PatchState::Patched);
+            switch(&mut oracle, 0, &task, PatchState::Unpatched, PatchState::Patched, &code);
+            oracle.reverse();
+            assert_eq!(oracle.target(), Some(PatchState::Unpatched));
+            oracle.on_state_change(0, &task, PatchState::Patched, PatchState::Unpatched, SwitchPoint::Sweep, &code, 2);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        }
+    }
+
+    #[test]
+    fn a_switch_at_exit_to_user_with_kernel_frames_is_caught() {
+        let (code, _f, _v, mut oracle) = one_function_patch();
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        oracle.begin(0, PatchState::Patched);
+        oracle.on_state_change(0, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::ExitToUser, &code, 1);
+        // A kernel frame of code both universes run: fine at a sweep, not at exit to user.
+        task.stack.push(frame_of(&code, code.schedule()));
+        oracle.on_state_change(1, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::Sweep, &code, 1);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        oracle.on_state_change(2, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::ExitToUser, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!((violation.invariant, violation.task), (Invariant::I2, 2));
+        assert!(violation.message.contains("switched at exit to user with kernel frames"), "{violation}");
+    }
+
+    #[test]
+    fn a_switch_with_code_being_switched_away_from_on_the_stack_is_caught() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        oracle.begin(0, PatchState::Patched);
+        // Code both universes run, and the code of the target, may be on the stack.
+        task.stack.push(frame_of(&code, code.schedule()));
+        task.stack.push(frame_of(&code, v));
+        oracle.on_state_change(0, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::Sweep, &code, 1);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        task.stack.push(frame_of(&code, f));
+        oracle.on_state_change(1, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::Sweep, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!((violation.invariant, violation.task), (Invariant::I2, 1));
+        assert!(
+            violation.message.contains("switched unpatched->patched at sweep with f (code being switched away from)"),
+            "{violation}"
+        );
+    }
+
+    #[test]
+    fn a_fork_starts_the_child_in_its_parents_universe() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let parent = task_with_word(0, PatchState::Unpatched);
+        oracle.on_fork(0, 3);
+        oracle.begin(0, PatchState::Patched);
+        switch(&mut oracle, 0, &parent, PatchState::Unpatched, PatchState::Patched, &code);
+        oracle.on_fork(0, 1);
+        // The child of a task that had not switched stays where it started.
+        oracle.on_fork(2, 3);
+        let child = task_with_word(1, PatchState::Patched);
+        oracle.on_patched_call(1, &child, f, v, &code, 2);
+        oracle.on_patched_call(3, &task_with_word(3, PatchState::Unpatched), f, f, &code, 2);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        oracle.on_patched_call(1, &task_with_word(1, PatchState::Unpatched), f, f, &code, 3);
+        let violation = oracle.violation().expect("caught");
+        assert!(violation.message.contains("observed switches left it in patched"), "{violation}");
+    }
+
+    #[test]
+    fn a_transition_ending_while_a_task_is_still_in_its_start_universe_is_caught() {
+        let (code, _f, _v, mut oracle) = one_function_patch();
+        let tasks = [task_with_word(0, PatchState::Unpatched), task_with_word(1, PatchState::Unpatched)];
+        oracle.begin(0, PatchState::Patched);
+        // Task 1 switched, then left the transition; task 0 left it without switching.
+        switch(&mut oracle, 1, &tasks[1], PatchState::Unpatched, PatchState::Patched, &code);
+        switch(&mut oracle, 1, &tasks[1], PatchState::Patched, PatchState::Idle, &code);
+        switch(&mut oracle, 0, &tasks[0], PatchState::Unpatched, PatchState::Idle, &code);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        oracle.end(PatchState::Patched, &[false], &tasks, &code, 2);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!((violation.invariant, violation.task), (Invariant::I3, 0));
+        assert!(violation.message.contains("transition ended in patched while this task was still unpatched"));
+    }
+
+    #[test]
+    fn an_exiting_task_left_behind_is_counted_unless_it_holds_code_the_final_universe_lacks() {
+        let exiting = |id: u32, word: PatchState| {
+            let task = SimTask::new(TaskId(id), TaskKind::User, TaskFlags::EXITING, CpuId(0), Program::Idle);
+            task.patch.reset(word);
+            task
+        };
+        // Per direction: the code an exiting task may hold, and the code it must not.
+        for (target, harmless, away) in [(PatchState::Patched, 2, 1), (PatchState::Unpatched, 1, 2)] {
+            let (code, f, v, mut oracle) = one_function_patch();
+            let func = |which: u32| if which == 1 { f } else { v };
+            let start = target.opposite();
+            oracle.begin(0, target);
+            let mut tasks = [exiting(0, start), exiting(1, start), exiting(2, start)];
+            tasks[1].stack.push(frame_of(&code, func(harmless)));
+            tasks[2].stack.push(frame_of(&code, func(away)));
+            for (t, task) in tasks.iter().enumerate().take(2) {
+                switch(&mut oracle, t as u32, task, start, PatchState::Idle, &code);
+            }
+            oracle.end(target, &[false], &tasks[..2], &code, 2);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+            assert_eq!(oracle.stats().exiting_unswitched, 2);
+
+            let (code, _f, _v, mut oracle) = one_function_patch();
+            oracle.begin(0, target);
+            switch(&mut oracle, 2, &tasks[2], start, PatchState::Idle, &code);
+            oracle.end(target, &[false], &tasks, &code, 2);
+            let violation = oracle.violation().expect("caught");
+            assert_eq!((violation.invariant, violation.task), (Invariant::I3, 2));
+            let msg = format!("transition ended in {target} while this exiting task was still {start}");
+            assert!(violation.message.contains(&msg), "{violation}");
+            assert_eq!(oracle.stats().exiting_unswitched, 0);
+        }
+    }
+
+    #[test]
+    fn old_code_on_a_stack_when_the_transition_ends_is_caught_except_in_the_call_chain_model() {
+        for model in [Model::PerTask, Model::CallChain] {
+            let (code, f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
+            let mut tasks = [
+                task_with_word(0, PatchState::Idle),
+                task_with_word(1, PatchState::Idle),
+                task_with_word(2, PatchState::Idle),
+            ];
+            // A dead task holds nothing; a live one may hold code both universes run.
+            tasks[0].stack.push(frame_of(&code, f));
+            tasks[0].run = RunState::Dead;
+            tasks[1].stack.push(frame_of(&code, code.schedule()));
+            tasks[2].stack.push(frame_of(&code, code.schedule()));
+            tasks[2].stack.push(frame_of(&code, f));
+            oracle.begin(0, PatchState::Patched);
+            oracle.end(PatchState::Patched, &[false], &tasks, &code, 2);
+            if model == Model::CallChain {
+                // Its stacks may mix universes (measured at the calls, not failed).
+                assert!(!oracle.stopped(), "{:?}", oracle.violation());
+                continue;
+            }
+            let violation = oracle.violation().expect("caught");
+            assert_eq!((violation.invariant, violation.task), (Invariant::I3, 2));
+            assert!(violation.message.contains("old code on the stack when the transition ended in patched"));
+            // A start the engine refused changed nothing: nothing to check.
+            let (code, _f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
+            oracle.begin(0, PatchState::Patched);
+            oracle.abort(&[false], &tasks, &code, 2);
+            assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        }
+    }
+
+    #[test]
+    fn frames_that_predate_a_force_are_counted_until_the_task_returns_below_them() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let mut tasks = [task_with_word(0, PatchState::Unpatched), task_with_word(1, PatchState::Unpatched)];
+        tasks[0].stack.push(frame_of(&code, f));
+        tasks[1].run = RunState::Dead;
+        oracle.begin(0, PatchState::Patched);
+        oracle.force_begin(&tasks);
+        // The engine switches it with the original on its stack: counted, not failed.
+        switch(&mut oracle, 0, &tasks[0], PatchState::Unpatched, PatchState::Patched, &code);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        assert_eq!(oracle.stats().forced_mixed, 1);
+        // The hooked call in flight at the force enters the original: its frame is covered too.
+        tasks[0].stack.push(frame_of(&code, f));
+        oracle.on_patched_call(0, &tasks[0], f, v, &code, 2);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        assert_eq!(oracle.stats().forced_mixed, 3);
+        // Once it returned below them, what it pushes is checked again.
+        tasks[0].stack.clear();
+        oracle.on_return(0, 0);
+        tasks[0].stack.push(frame_of(&code, f));
+        oracle.on_patched_call(0, &tasks[0], f, v, &code, 3);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("universe patched task holds f of the other universe"), "{violation}");
+        assert_eq!(oracle.stats().forced_mixed, 3);
+    }
+
+    #[test]
+    fn a_forced_transition_counts_tasks_left_behind_instead_of_failing() {
+        let (code, f, _v, mut oracle) = one_function_patch();
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        task.stack.push(frame_of(&code, f));
+        oracle.begin(0, PatchState::Patched);
+        oracle.force_begin(core::slice::from_ref(&task));
+        switch(&mut oracle, 0, &task, PatchState::Unpatched, PatchState::Idle, &code);
+        oracle.end(PatchState::Patched, &[true], core::slice::from_ref(&task), &code, 2);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        // Once as a task left behind, once for the original still on its stack.
+        assert_eq!(oracle.stats().forced_mixed, 2);
+    }
+
+    #[test]
+    fn the_enabled_patches_follow_enables_disables_replacements_and_aborts_and_the_rest_is_released() {
+        let mut b = CodeBuilder::new();
+        b.func("schedule", vec![Op::Block]);
+        let f = b.func("f", vec![Op::Work(1, 2)]);
+        let g = b.func("g", vec![Op::Work(1, 2)]);
+        let f0 = b.variant(f, 0, vec![Op::Work(1, 2)]);
+        let g1 = b.variant(g, 1, vec![Op::Work(1, 2)]);
+        let code = b.build().unwrap();
+        let func = |orig, variant| PatchedFunc { object: ObjectId::VMLINUX, orig, variant };
+        let patches = vec![
+            PatchModel { replace: false, funcs: vec![func(f, f0)] },
+            PatchModel { replace: true, funcs: vec![func(g, g1)] },
+        ];
+        let mut oracle = Oracle::new(1, Model::PerTask, SwitchPoints::all(), code.len(), patches, &[]);
+        let idle = task_with_word(0, PatchState::Idle);
+        let runs = |oracle: &mut Oracle, orig, ran| {
+            oracle.on_patched_call(0, &idle, orig, ran, &code, 1);
+            !oracle.stopped()
+        };
+        oracle.begin(0, PatchState::Patched);
+        assert_eq!(oracle.end(PatchState::Patched, &[false, false], &[], &code, 1), vec![g1]);
+        assert_eq!(oracle.enabled(), &[0]);
+        assert!(runs(&mut oracle, f, f0) && runs(&mut oracle, g, g));
+        // The cumulative patch replaces the one before it.
+        oracle.begin(1, PatchState::Patched);
+        assert_eq!(oracle.end(PatchState::Patched, &[false, false], &[], &code, 1), vec![f0]);
+        assert_eq!(oracle.enabled(), &[1]);
+        assert!(runs(&mut oracle, f, f) && runs(&mut oracle, g, g1));
+        oracle.begin(1, PatchState::Unpatched);
+        assert_eq!(oracle.end(PatchState::Unpatched, &[false, false], &[], &code, 1), vec![f0, g1]);
+        assert_eq!(oracle.enabled(), &[] as &[usize]);
+        // A refused start leaves the list as it was.
+        oracle.begin(0, PatchState::Patched);
+        assert_eq!(oracle.enabled(), &[0]);
+        assert_eq!(oracle.abort(&[false, false], &[], &code, 1), vec![f0, g1]);
+        assert_eq!(oracle.enabled(), &[] as &[usize]);
+        assert!(runs(&mut oracle, f, f) && runs(&mut oracle, g, g));
+        // Only while a transition is announced is there anything to abort.
+        assert_eq!(oracle.abort(&[false, false], &[], &code, 1), Vec::<FnId>::new());
+    }
+
+    #[test]
+    fn a_forced_patchs_code_is_never_released() {
+        // Forced by the engine (its list at the end) or by the force the oracle saw begin.
+        for engine_says in [true, false] {
+            let (code, _f, _v, mut oracle) = one_function_patch();
+            oracle.begin(0, PatchState::Patched);
+            if !engine_says {
+                oracle.force_begin(&[]);
+            }
+            assert_eq!(oracle.end(PatchState::Patched, &[false], &[], &code, 1), Vec::<FnId>::new());
+            oracle.begin(0, PatchState::Unpatched);
+            assert_eq!(oracle.end(PatchState::Unpatched, &[engine_says], &[], &code, 2), Vec::<FnId>::new());
+        }
+        let (code, _f, v, mut oracle) = one_function_patch();
+        oracle.begin(0, PatchState::Patched);
+        oracle.end(PatchState::Patched, &[false], &[], &code, 1);
+        oracle.begin(0, PatchState::Unpatched);
+        assert_eq!(oracle.end(PatchState::Unpatched, &[false], &[], &code, 2), vec![v]);
+    }
+
+    #[test]
+    fn a_module_patch_changes_the_code_only_while_its_module_is_loaded() {
+        let module = ObjectId(1);
+        let mut b = CodeBuilder::new();
+        b.func("schedule", vec![Op::Block]);
+        let f = b.declare("f", module);
+        b.define(f, vec![Op::Work(1, 2)]);
+        let v = b.variant(f, 0, vec![Op::Work(1, 2)]);
+        let code = b.build().unwrap();
+        let patch = PatchModel { replace: false, funcs: vec![PatchedFunc { object: module, orig: f, variant: v }] };
+        let mut oracle = Oracle::new(1, Model::PerTask, SwitchPoints::all(), code.len(), vec![patch], &[]);
+        oracle.begin(0, PatchState::Patched);
+        oracle.end(PatchState::Patched, &[false], &[], &code, 1);
+        let idle = task_with_word(0, PatchState::Idle);
+        oracle.on_patched_call(0, &idle, f, f, &code, 1);
+        assert!(!oracle.stopped(), "not loaded: {:?}", oracle.violation());
+        oracle.set_loaded(module, true);
+        oracle.on_patched_call(0, &idle, f, v, &code, 2);
+        oracle.set_loaded(ObjectId(2), true);
+        oracle.set_loaded(ObjectId(2), false);
+        oracle.on_patched_call(0, &idle, f, v, &code, 3);
+        assert!(!oracle.stopped(), "loaded: {:?}", oracle.violation());
+        oracle.set_loaded(module, false);
+        oracle.on_patched_call(0, &idle, f, f, &code, 4);
+        assert!(!oracle.stopped(), "unloaded: {:?}", oracle.violation());
+    }
+
+    #[test]
+    fn each_model_switches_only_at_the_points_it_can_use() {
+        use SwitchPoint::*;
+        let all = [Sweep, PerCpu, ExitToUser, TaskWork, Idle, HandlerEntry, SelfCheck, SafePoint];
+        let table: [(Model, &[SwitchPoint]); 5] = [
+            (Model::PerTask, &all),
+            (Model::KernelExit, &[ExitToUser, TaskWork, Idle, SafePoint]),
+            (Model::CallChain, &[Sweep, PerCpu, ExitToUser, TaskWork, Idle, SelfCheck]),
+            (Model::StopTheWorld, &[Sweep]),
+            (Model::Freezer, &[Sweep, Idle]),
+        ];
+        for (model, usable) in table {
+            for point in all {
+                let caught = switch_at(model, SwitchPoints::all(), point, false);
+                assert_eq!(caught.is_none(), usable.contains(&point), "{model:?} at {}: {caught:?}", point.name());
+            }
+        }
+    }
+
+    #[test]
+    fn a_task_switched_back_by_a_disable_runs_the_original() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let task = task_with_word(0, PatchState::Patched);
+        oracle.begin(0, PatchState::Unpatched);
+        oracle.on_patched_call(0, &task, f, v, &code, 1);
+        switch(&mut oracle, 0, &task, PatchState::Patched, PatchState::Unpatched, &code);
+        oracle.on_patched_call(0, &task, f, f, &code, 2);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        oracle.on_patched_call(0, &task, f, v, &code, 3);
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, Invariant::I1);
+        assert!(violation.message.contains("call of f ran f.p0 but universe unpatched runs f"), "{violation}");
+    }
+
+    #[test]
+    fn a_violation_reads_with_what_it_takes_to_replay_it() {
+        let (code, f, v, mut oracle) = one_function_patch();
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        task.stack.push(frame_of(&code, f));
+        oracle.set_event_index(7);
+        oracle.begin(0, PatchState::Patched);
+        oracle.on_patched_call(0, &task, f, v, &code, 42);
+        let violation = oracle.violation().expect("caught");
+        let want = format!(
+            "I1 violated at t=42ns (seed 1, event #7): task 0: call of f ran f.p0 but universe unpatched runs f; \
+             stack [f@{}]",
+            frame_of(&code, f).addr()
+        );
+        assert_eq!(violation.to_string(), want);
     }
 }

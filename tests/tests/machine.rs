@@ -76,6 +76,8 @@ fn the_oracle_catches_a_walker_that_hides_frames() {
     assert!(v.stack.iter().any(|f| f.starts_with("busymod_work_func@")), "{v}");
     assert!(!r.converged);
     assert!(v.event_index > 0 && v.event_index <= r.events);
+    // The violation stops the run: no later event is handled, nothing else is found.
+    assert_eq!((r.violations, r.events), (1, v.event_index), "{v}");
 }
 
 #[test]
