@@ -17,9 +17,10 @@
 //! - **Search**, for versions of at most [`SEARCH_MAX_RANGES`] ranges: a binary search over the
 //!   entries' own starts whose every halving is a conditional move
 //!   (`core::hint::select_unpredictable`, rustc ≥ 1.88, detected by `build.rs` as
-//!   `cfg(lp_select_unpredictable)`); the only branch is the loop's, whose trip count depends
-//!   on the length alone. The candidate's record is in the entry holding the last start
-//!   compared. Without the cfg (the kernel module's build with rustc 1.85, which runs no build
+//!   `cfg(lp_select_unpredictable)`): one step to a run whose length is a power of two, then
+//!   that many halvings of constant length, unrolled (a jump on the length, which depends on
+//!   the version alone, picks the sequence). The candidate's record is in the entry holding
+//!   the last start compared. Without the cfg (the kernel module's build with rustc 1.85, which runs no build
 //!   script) the writer never chooses it: LLVM would turn the selects into jumps.
 //! - **Directory**, for the rest, below.
 //!
@@ -272,6 +273,7 @@ const SUB_SLOTS_PER_RANGE: usize = 16;
 /// Versions of at most this many ranges are searched rather than looked up in the directory
 /// (when the compiler has `select_unpredictable`; see [`LookupMode::choose`]).
 pub const SEARCH_MAX_RANGES: usize = 64;
+const _: () = assert!(SEARCH_MAX_RANGES <= SEARCH_UNROLLED);
 
 /// How lookups in a version find their range. The writer chooses it per version and publishes
 /// it with the version, so a lookup tests it with one predictable branch.
@@ -292,8 +294,8 @@ impl LookupMode {
     ///
     /// The threshold is measured (BENCHMARKS.md section 2): the search costs about one
     /// dependent load and compare per halving on top of a fixed cost, the directory the same
-    /// whatever the size; they cross between 20 ranges (search 8.0 ns, directory 9.8 ns) and
-    /// 200 (11.0 ns against 9.8 ns). Crowded buckets do not switch a version to the search:
+    /// whatever the size; they cross between 20 ranges (search 4.6 ns, directory 6.5 ns on
+    /// `random` hits) and 200 (7.4 ns against 6.5 ns). Crowded buckets do not switch a version to the search:
     /// on the clustered `bpf` set the search wins the crowded rows and loses the others by
     /// more.
     pub const fn choose(ranges: usize) -> Self {
@@ -481,15 +483,23 @@ fn window_rank_clamped(entries: &[IndexEntry<'_>], first: usize, addr: usize) ->
 
 /// The range of the sorted `entries` containing `addr`: a binary search over their starts
 /// whose every step is a conditional move (with `cfg(lp_select_unpredictable)`), so its only
-/// branch is the loop's, whose trip count depends on the version's length alone.
+/// branches depend on the version's length alone.
 ///
-/// The halving of [`rank`] that keeps the last run instead of counting: the search mode
+/// Runs longer than [`SEARCH_UNROLLED`] (never a version the writer searches) are halved in a
+/// loop. The rest is straight-line code: one step keeps the last or the first `k` ranges, `k`
+/// the largest power of two at most the run's length, then `log2 k` halvings of constant
+/// length, one sequence per `k` (a jump on `k`). A constant length needs no bounds check and
+/// no length arithmetic: each halving is a load, a compare, an add and a `cmov` (eleven
+/// instructions a halving in the loop), which took the lookup at N = 10 from 97 to 76
+/// instructions and 5.7 to 4.6 ns per hit (BENCHMARKS.md section 2).
+///
+/// The halving keeps the last run instead of counting as [`rank`] does: the search mode
 /// written as `rank` plus the directory's tail (one candidate, its compare) was measured
 /// slower at N = 10 (hits 8.2 → 9.0 ns, misses 4.7 → 6.8 ns; BENCHMARKS.md section 2).
 #[inline(always)]
 fn search<'a>(entries: &'a [IndexEntry<'a>], addr: usize) -> Option<Hit<'a>> {
     let mut run = entries;
-    while run.len() > 1 {
+    while run.len() > SEARCH_UNROLLED {
         // The last range starting at or before `addr` (or the first range, if none does) stays
         // in `run`; both halves below have `len − half` ranges and `half < len`, so the index
         // and the slicing need no bounds check.
@@ -497,10 +507,36 @@ fn search<'a>(entries: &'a [IndexEntry<'a>], addr: usize) -> Option<Hit<'a>> {
         let rest = run.len() - half;
         run = select(run[half].start() <= addr, &run[half..], &run[..rest]);
     }
-    let entry = run.first()?;
+    // The largest power of two `k` at most the run's length (for an empty run the top bit,
+    // which the last arm answers).
+    let k = (1usize << (usize::BITS - 1)).wrapping_shr(run.len().leading_zeros());
+    macro_rules! finish {
+        ($len:literal: $($half:literal)*) => {{
+            let (Some(first), Some(last)) = (run.first_chunk::<$len>(), run.last_chunk::<$len>()) else {
+                return None;
+            };
+            let mut run: &[IndexEntry<'a>] = select(last[0].start() <= addr, last, first);
+            $( run = select(run[$half].start() <= addr, &run[$half..2 * $half], &run[..$half]); )*
+            &run[0]
+        }};
+    }
+    let entry = match k {
+        64 => finish!(64: 32 16 8 4 2 1),
+        32 => finish!(32: 16 8 4 2 1),
+        16 => finish!(16: 8 4 2 1),
+        8 => finish!(8: 4 2 1),
+        4 => finish!(4: 2 1),
+        2 => finish!(2: 1),
+        _ => run.first()?,
+    };
     let (start, len) = (entry.start(), entry.len() as usize);
     (addr.wrapping_sub(start) < len).then(|| entry.read_known(start, len))
 }
+
+/// The longest run [`search`] finishes with unrolled halvings of constant length (the arms of
+/// its `match`; at least [`SEARCH_MAX_RANGES`], so a version the writer searches takes no
+/// loop).
+const SEARCH_UNROLLED: usize = 64;
 
 /// `if condition { a } else { b }`, as a conditional move where the compiler offers one.
 #[cfg(lp_select_unpredictable)]
@@ -1774,11 +1810,11 @@ mod tests {
     }
 
     /// Every address from below the first range to past the last, in both modes, for every
-    /// version length from 0 to 70 (each length takes its own path through the search's
+    /// version length from 0 to 140 (each length takes its own path through the search's
     /// halvings) of ranges with gaps, back to back and one byte long.
     #[test]
     fn every_length_agrees_with_a_scan_at_every_address() {
-        for len in 0..=70usize {
+        for len in 0..=140usize {
             let mut at = 0x1000;
             let ranges: Vec<CodeRange> = (0..len)
                 .map(|i| {
