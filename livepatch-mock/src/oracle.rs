@@ -11,7 +11,7 @@
 //! and stops the run.
 
 use crate::machine::code::{CodeTable, FnId, Origin};
-use crate::machine::task::SimTask;
+use crate::machine::task::{HandlerPhase, SimTask};
 use crate::machine::SwitchPoint;
 use livepatch_core::backend::{Task, TaskFlags};
 use livepatch_core::model::{Model, SwitchPoints};
@@ -141,6 +141,10 @@ pub struct Oracle {
     forced: Vec<bool>,
     /// Per task: its frames below this depth predate a forced transition.
     allow: Vec<u32>,
+    /// Per task: the code a hooked call in flight at a force was decided to run (its handler
+    /// read the task's word before the force); taken by the task's next patched call, the one
+    /// that lands.
+    decided_before_force: Vec<Option<FnId>>,
     /// Per task, during a transition: the universe the oracle knows it is in — the start
     /// universe, then whatever its observed switches and its fork made it — independent of
     /// the core's word (0: not in a transition).
@@ -184,6 +188,7 @@ impl Oracle {
             enabled: Vec::new(),
             forced: vec![false; n],
             allow: Vec::new(),
+            decided_before_force: Vec::new(),
             univ: Vec::new(),
             loaded: loaded.to_vec(),
             transition: None,
@@ -334,16 +339,22 @@ impl Oracle {
     /// The transition in progress is about to be forced: every registered patch is marked
     /// forced (as the engine does: its code is never released), and the frames each task holds
     /// now — plus a hooked call in flight — predate the force: stale code among them is
-    /// counted, not failed, until the task returns below them. Every other check stays on.
+    /// counted, not failed, until the task returns below them. A hooked call whose handler
+    /// has already decided runs what it decided, whatever the force makes of the task: counted
+    /// when it lands, not failed. Every other check stays on.
     pub fn force_begin(&mut self, tasks: &[SimTask]) {
         let Some(t) = &mut self.transition else {
             return;
         };
         t.forced = true;
         self.allow.resize(tasks.len(), 0);
+        self.decided_before_force.resize(tasks.len(), None);
         for (i, task) in tasks.iter().enumerate() {
             if !task.is_dead() {
                 self.allow[i] = task.stack().len() as u32 + 1;
+            }
+            if let Some(HandlerPhase::Decided(to) | HandlerPhase::IpSet(to)) = task.handler().map(|h| h.phase) {
+                self.decided_before_force[i] = Some(to);
             }
         }
         for &p in &self.enabled {
@@ -375,6 +386,7 @@ impl Oracle {
     /// Task `t` called `orig`, which ran `ran` (after the hook).
     pub fn on_patched_call(&mut self, t: u32, task: &SimTask, orig: FnId, ran: FnId, code: &CodeTable, now: u64) {
         self.stats.checked_calls += 1;
+        let decided_before_force = self.decided_before_force.get_mut(t as usize).and_then(Option::take);
         let state = task.patch_state().state();
         if self.model == Model::CallChain {
             if let Some(tr) = self.transition {
@@ -422,6 +434,11 @@ impl Oracle {
         };
         let expected = self.code_for(orig, state);
         if ran != expected {
+            if decided_before_force == Some(ran) {
+                // Its handler decided before the force moved the task on: what a force does.
+                self.stats.forced_mixed += 1;
+                return;
+            }
             let msg = format!(
                 "call of {} ran {} but universe {state} runs {}",
                 code.get(orig).name,
@@ -824,10 +841,10 @@ impl Oracle {
 mod tests {
     use super::*;
     use crate::machine::code::{CodeBuilder, Op};
-    use crate::machine::task::{Frame, Program, RunState};
+    use crate::machine::task::{Frame, HandlerPhase, InHandler, Program, RunState};
     use livepatch_core::backend::TaskKind;
     use livepatch_core::sync::Ordering;
-    use livepatch_core::{CpuId, TaskId};
+    use livepatch_core::{CodeAddr, CpuId, TaskId};
 
     /// A kthread with id `id`, nothing on its stack, whose word says `word`.
     fn task_with_word(id: u32, word: PatchState) -> SimTask {
@@ -1371,6 +1388,37 @@ mod tests {
         assert_eq!(violation.invariant, Invariant::I1);
         assert!(violation.message.contains("universe patched task holds f of the other universe"), "{violation}");
         assert_eq!(oracle.stats().forced_mixed, 3);
+    }
+
+    /// A hooked call whose handler decided before the force lands after it: it runs what the
+    /// handler chose (the original, the task's universe then), although the force has moved
+    /// the task on. That is what a force does (the kernel's handler, past its read of
+    /// `patch_state`, does the same): counted, not failed. The task's next call is checked.
+    #[test]
+    fn a_hooked_call_decided_before_a_force_is_counted_when_it_lands() {
+        let (code, f, _v, mut oracle) = one_function_patch();
+        let mut task = task_with_word(0, PatchState::Unpatched);
+        oracle.begin(0, PatchState::Patched);
+        task.handler = Some(InHandler {
+            func: f,
+            slot: 0,
+            parent_ip: CodeAddr(0),
+            phase: HandlerPhase::Decided(f),
+            site: code.get(f).range.start(),
+            queued: false,
+        });
+        oracle.force_begin(core::slice::from_ref(&task));
+        switch(&mut oracle, 0, &task, PatchState::Unpatched, PatchState::Patched, &code);
+        oracle.end(PatchState::Patched, &[true], core::slice::from_ref(&task), &code, 2);
+        task.patch.reset(PatchState::Idle);
+        task.handler = None;
+        oracle.on_patched_call(0, &task, f, f, &code, 3);
+        assert!(!oracle.stopped(), "{:?}", oracle.violation());
+        assert_eq!(oracle.stats().forced_mixed, 1);
+        // Only that call: the next one of the original is decided after the force.
+        oracle.on_patched_call(0, &task, f, f, &code, 4);
+        let violation = oracle.violation().expect("caught");
+        assert!(violation.message.contains("call of f ran f but universe"), "{violation}");
     }
 
     #[test]

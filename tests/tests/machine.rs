@@ -2,6 +2,7 @@
 //! faults, CPU hot-unplug and fork.
 
 use livepatch_core::{Policy, TaskId};
+use livepatch_mock::machine::task::HandlerPhase;
 use livepatch_mock::middleware::{SignalFaults, WalkFaults};
 use livepatch_mock::oracle::Invariant;
 use livepatch_mock::run::{run, run_stepped, run_with, RunOptions};
@@ -199,6 +200,42 @@ fn cpu_offline_and_fork_during_a_transition() {
         let errors: Vec<_> = r.outcomes.iter().map(|o| o.error.is_some()).collect();
         assert_eq!(errors, [false, false, false, false, false, true, true, false], "{:?}", r.outcomes);
     }
+}
+
+/// A force lands while a task is inside the redirect handler, past its decision: it runs the
+/// original its handler chose for its universe before the force (as the kernel's
+/// `klp_ftrace_handler` does past its read of `patch_state`). That is what a force does:
+/// counted with the stale frames a force leaves, not failed.
+#[test]
+fn a_force_lands_on_a_hooked_call_already_decided_without_a_violation() {
+    // A kthread alone on its CPU calls the patched function in a tight loop: Linux 6.12's
+    // model never switches it, so its handler keeps choosing the original.
+    let mut sc = build("cpu-bound-kthread", None, 3);
+    sc.script = vec![
+        Step { wait: Wait::For(1_000_000), action: Action::Enable(0) },
+        Step { wait: Wait::Settled(1_000_000), action: Action::Nop },
+    ];
+    let mut forced_mid_handler = false;
+    let r = run_stepped(&sc, Policy::LINUX_6_12, RunOptions::default(), &mut |_| {}, |sim| {
+        sim.run_until(1_000_000);
+        // The first moment a task's handler has chosen the original of a function being patched.
+        while sim.step() {
+            let decided_original = sim.machine().tasks().iter().any(|t| {
+                t.handler().is_some_and(|h| {
+                    h.phase == HandlerPhase::Decided(h.func) && sim.machine().hook_on(h.func).is_some()
+                })
+            });
+            if decided_original && sim.oracle().target().is_some() {
+                forced_mid_handler = sim.inject(Action::Force).is_ok();
+                break;
+            }
+        }
+        while sim.step() {}
+    });
+    assert!(forced_mid_handler, "the force was injected while a handler had decided");
+    assert_eq!(r.violations, 0, "{}", r.violation.as_ref().map(ToString::to_string).unwrap_or_default());
+    assert!(r.oracle.forced_mixed > 0, "{:?}", r.oracle);
+    assert!(r.converged);
 }
 
 #[test]
