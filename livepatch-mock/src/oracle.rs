@@ -853,6 +853,14 @@ mod tests {
         task
     }
 
+    /// The violation the oracle recorded: of `invariant`, its message naming `says`.
+    fn caught<'o>(oracle: &'o Oracle, invariant: Invariant, says: &str) -> &'o Violation {
+        let violation = oracle.violation().expect("caught");
+        assert_eq!(violation.invariant, invariant, "{violation}");
+        assert!(violation.message.contains(says), "{violation}");
+        violation
+    }
+
     /// A frame inside `f`.
     fn frame_of(code: &CodeTable, f: FnId) -> Frame {
         Frame { func: f, pc: 1, base: code.get(f).range.start().get() }
@@ -895,9 +903,7 @@ mod tests {
         // task to the variant, consistently with the word — but not with its switches.
         task.patch.try_switch(task.patch.load(Ordering::Relaxed)).unwrap();
         oracle.on_patched_call(0, &task, f, v, &code, 2);
-        let violation = oracle.violation().expect("caught");
-        assert_eq!(violation.invariant, Invariant::I1);
-        assert!(violation.message.contains("observed switches"), "{violation}");
+        caught(&oracle, Invariant::I1, "observed switches");
     }
 
     #[test]
@@ -913,8 +919,7 @@ mod tests {
         assert!(!oracle.stopped(), "both universes run schedule()");
         task.stack[0] = crate::machine::task::Frame { func: v, pc: 1, base: code.get(v).range.start().get() };
         oracle.on_return_into(0, &task, &code, 2);
-        let violation = oracle.violation().expect("caught");
-        assert!(violation.message.contains("returned into f"), "{violation}");
+        caught(&oracle, Invariant::I1, "returned into f");
     }
 
     #[test]
@@ -981,9 +986,7 @@ mod tests {
         assert!(!oracle.stopped(), "{:?}", oracle.violation());
         oracle.begin(0, PatchState::Patched);
         oracle.on_patched_call(0, &task, f, f, &code, 2);
-        let violation = oracle.violation().expect("caught");
-        assert_eq!(violation.invariant, Invariant::I1);
-        assert!(violation.message.contains("idle task state during a transition"), "{violation}");
+        caught(&oracle, Invariant::I1, "idle task state during a transition");
     }
 
     #[test]
@@ -1023,9 +1026,7 @@ mod tests {
         // The original appears on its stack behind the oracle's back.
         task.stack.push(frame_of(&code, f));
         oracle.on_patched_call(0, &task, f, v, &code, 3);
-        let violation = oracle.violation().expect("caught");
-        assert_eq!(violation.invariant, Invariant::I1);
-        assert!(violation.message.contains("universe patched task holds f of the other universe"), "{violation}");
+        caught(&oracle, Invariant::I1, "universe patched task holds f of the other universe");
     }
 
     #[test]
@@ -1055,9 +1056,7 @@ mod tests {
         let mut task = task_with_word(0, PatchState::Idle);
         task.stack.push(frame_of(&code, f));
         oracle.on_patched_call(0, &task, f, v, &code, 3);
-        let violation = oracle.violation().expect("caught");
-        assert_eq!(violation.invariant, Invariant::I1);
-        assert!(violation.message.contains("stale frame f on the stack after completion"), "{violation}");
+        caught(&oracle, Invariant::I1, "stale frame f on the stack after completion");
     }
 
     #[test]
@@ -1120,9 +1119,7 @@ mod tests {
         assert!(!oracle.stopped(), "{:?}", oracle.violation());
         task.stack.push(frame_of(&code, v));
         oracle.on_patched_call(0, &task, f, f, &code, 2);
-        let violation = oracle.violation().expect("caught");
-        assert_eq!(violation.invariant, Invariant::I3);
-        assert!(violation.message.contains("released code f.p0 on the stack"), "{violation}");
+        caught(&oracle, Invariant::I3, "released code f.p0 on the stack");
 
         let (mut code, f, v, mut oracle) = one_function_patch();
         code.released[v.idx()] = true;
@@ -1136,9 +1133,7 @@ mod tests {
         assert!(!oracle.stopped(), "a dead task holds nothing: {:?}", oracle.violation());
         tasks[1].stack.push(frame_of(&code, v));
         oracle.check_released(&tasks, &code, 2);
-        let violation = oracle.violation().expect("caught");
-        assert_eq!((violation.invariant, violation.task), (Invariant::I3, 1));
-        assert!(violation.message.contains("released code f.p0 on the stack"), "{violation}");
+        assert_eq!(caught(&oracle, Invariant::I3, "released code f.p0 on the stack").task, 1);
     }
 
     #[test]
@@ -1209,9 +1204,7 @@ mod tests {
                 assert!(!oracle.stopped(), "{:?}", oracle.violation());
                 continue;
             }
-            let violation = oracle.violation().expect("caught");
-            assert_eq!(violation.invariant, Invariant::I4);
-            assert!(violation.message.contains("switched to unpatched at sweep, away from the transition's target"));
+            caught(&oracle, Invariant::I4, "switched to unpatched at sweep, away from the transition's target");
             // After a reversal the same switch is the way back.
             let (code, _f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
             oracle.begin(0, PatchState::Patched);
@@ -1234,9 +1227,7 @@ mod tests {
         oracle.on_state_change(1, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::Sweep, &code, 1);
         assert!(!oracle.stopped(), "{:?}", oracle.violation());
         oracle.on_state_change(2, &task, PatchState::Unpatched, PatchState::Patched, SwitchPoint::ExitToUser, &code, 2);
-        let violation = oracle.violation().expect("caught");
-        assert_eq!((violation.invariant, violation.task), (Invariant::I2, 2));
-        assert!(violation.message.contains("switched at exit to user with kernel frames"), "{violation}");
+        assert_eq!(caught(&oracle, Invariant::I2, "switched at exit to user with kernel frames").task, 2);
     }
 
     #[test]
@@ -1274,8 +1265,7 @@ mod tests {
         oracle.on_patched_call(3, &task_with_word(3, PatchState::Unpatched), f, f, &code, 2);
         assert!(!oracle.stopped(), "{:?}", oracle.violation());
         oracle.on_patched_call(1, &task_with_word(1, PatchState::Unpatched), f, f, &code, 3);
-        let violation = oracle.violation().expect("caught");
-        assert!(violation.message.contains("observed switches left it in patched"), "{violation}");
+        caught(&oracle, Invariant::I1, "observed switches left it in patched");
     }
 
     #[test]
@@ -1289,9 +1279,10 @@ mod tests {
         switch(&mut oracle, 0, &tasks[0], PatchState::Unpatched, PatchState::Idle, &code);
         assert!(!oracle.stopped(), "{:?}", oracle.violation());
         oracle.end(PatchState::Patched, &[false], &tasks, &code, 2);
-        let violation = oracle.violation().expect("caught");
-        assert_eq!((violation.invariant, violation.task), (Invariant::I3, 0));
-        assert!(violation.message.contains("transition ended in patched while this task was still unpatched"));
+        assert_eq!(
+            caught(&oracle, Invariant::I3, "transition ended in patched while this task was still unpatched").task,
+            0
+        );
     }
 
     #[test]
@@ -1351,9 +1342,10 @@ mod tests {
                 assert!(!oracle.stopped(), "{:?}", oracle.violation());
                 continue;
             }
-            let violation = oracle.violation().expect("caught");
-            assert_eq!((violation.invariant, violation.task), (Invariant::I3, 2));
-            assert!(violation.message.contains("old code on the stack when the transition ended in patched"));
+            assert_eq!(
+                caught(&oracle, Invariant::I3, "old code on the stack when the transition ended in patched").task,
+                2
+            );
             // A start the engine refused changed nothing: nothing to check.
             let (code, _f, _v, mut oracle) = one_function_patch_under(model, SwitchPoints::all());
             oracle.begin(0, PatchState::Patched);
@@ -1384,9 +1376,7 @@ mod tests {
         oracle.on_return(0, 0);
         tasks[0].stack.push(frame_of(&code, f));
         oracle.on_patched_call(0, &tasks[0], f, v, &code, 3);
-        let violation = oracle.violation().expect("caught");
-        assert_eq!(violation.invariant, Invariant::I1);
-        assert!(violation.message.contains("universe patched task holds f of the other universe"), "{violation}");
+        caught(&oracle, Invariant::I1, "universe patched task holds f of the other universe");
         assert_eq!(oracle.stats().forced_mixed, 3);
     }
 
@@ -1417,8 +1407,7 @@ mod tests {
         assert_eq!(oracle.stats().forced_mixed, 1);
         // Only that call: the next one of the original is decided after the force.
         oracle.on_patched_call(0, &task, f, f, &code, 4);
-        let violation = oracle.violation().expect("caught");
-        assert!(violation.message.contains("call of f ran f but universe"), "{violation}");
+        caught(&oracle, Invariant::I1, "call of f ran f but universe");
     }
 
     #[test]
@@ -1553,9 +1542,7 @@ mod tests {
         oracle.on_patched_call(0, &task, f, f, &code, 2);
         assert!(!oracle.stopped(), "{:?}", oracle.violation());
         oracle.on_patched_call(0, &task, f, v, &code, 3);
-        let violation = oracle.violation().expect("caught");
-        assert_eq!(violation.invariant, Invariant::I1);
-        assert!(violation.message.contains("call of f ran f.p0 but universe unpatched runs f"), "{violation}");
+        caught(&oracle, Invariant::I1, "call of f ran f.p0 but universe unpatched runs f");
     }
 
     #[test]
