@@ -20,14 +20,20 @@ pub const ROUNDS: usize = 41;
 /// One contender: a label and a body that runs the measured operation `n` times.
 pub type Contender<'f> = (&'static str, &'f mut dyn FnMut(u64));
 
-/// Times `contenders` in alternating turns and prints one line
-/// `interleaved: <name> <label>=<ns per iteration> …` (medians over [`ROUNDS`] turns).
-/// Returns the medians in the contenders' order.
-pub fn measure(name: &str, contenders: &mut [Contender<'_>]) -> Vec<f64> {
-    // Calibrate: iterations per turn so that a turn lasts about `SLICE`.
-    let iters: Vec<u64> = contenders
-        .iter_mut()
-        .map(|(_, body)| {
+/// Calibrations per contender; the longest turn they find is kept.
+const CALIBRATIONS: usize = 3;
+
+/// Iterations of `body` per turn so that a turn lasts about [`SLICE`].
+///
+/// Each calibration times `body` over 1, 4, 16, … iterations until a quarter of a slice has
+/// passed. A stall in one of them — a host preemption, which a guest charges to the thread's CPU
+/// time — only makes an iteration look dearer, so the turn shorter: of [`CALIBRATIONS`], the
+/// longest turn is kept. (Kept from one calibration, a millisecond's stall on the first call
+/// made turns of two iterations, each charged half the clock reads around the turn: 204 ns
+/// per iteration for a body of about one.)
+fn turn_length(body: &mut dyn FnMut(u64)) -> u64 {
+    (0..CALIBRATIONS)
+        .map(|_| {
             let mut n = 1u64;
             loop {
                 let t = cpu_time::now();
@@ -40,7 +46,15 @@ pub fn measure(name: &str, contenders: &mut [Contender<'_>]) -> Vec<f64> {
                 n *= 4;
             }
         })
-        .collect();
+        .max()
+        .unwrap_or(1)
+}
+
+/// Times `contenders` in alternating turns and prints one line
+/// `interleaved: <name> <label>=<ns per iteration> …` (medians over [`ROUNDS`] turns).
+/// Returns the medians in the contenders' order.
+pub fn measure(name: &str, contenders: &mut [Contender<'_>]) -> Vec<f64> {
+    let iters: Vec<u64> = contenders.iter_mut().map(|(_, body)| turn_length(body)).collect();
     let k = contenders.len();
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); k];
     for round in 0..ROUNDS {
@@ -62,4 +76,36 @@ pub fn measure(name: &str, contenders: &mut [Contender<'_>]) -> Vec<f64> {
         contenders.iter().zip(&medians).map(|((label, _), m)| format!("{label}={m:.3}")).collect();
     println!("interleaved: {name} {}", figures.join(" "));
     medians
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hint::black_box;
+
+    /// Spins for `d` of the thread's CPU time (a stall the guest's clock charges to the thread,
+    /// as a host preemption is).
+    fn spin(d: Duration) {
+        let until = cpu_time::now() + d;
+        while cpu_time::now() < until {}
+    }
+
+    /// A stall during the calibration of a turn's length must not shrink the turns to a few
+    /// iterations, each then charged the clock reads around the turn: the contender below
+    /// costs about a nanosecond per iteration, but its first calibration call stalls for a
+    /// millisecond.
+    #[test]
+    fn a_stall_while_calibrating_does_not_shrink_the_turns() {
+        let mut first = true;
+        let mut body = |n: u64| {
+            if std::mem::take(&mut first) {
+                spin(Duration::from_millis(1));
+            }
+            for i in 0..n {
+                black_box(i);
+            }
+        };
+        let medians = measure("test/stalled_calibration", &mut [("stalled", &mut body)]);
+        assert!(medians[0] < 20.0, "{} ns per iteration", medians[0]);
+    }
 }
