@@ -5,9 +5,10 @@
 //! loop iteration; bounds, blocks and the listed ranges up to 16; bounds, blocks and an index
 //! lookup beyond), so F = 2, 4 and 8 are rows of their own. The walker (`SliceWalker`) hands
 //! ours the saved stack at once (`walk_runs`) and the kernel port one address at a time into
-//! its buffer (`walk`), as `stack_trace_save_tsk_reliable` fills the kernel's. Baseline, same run: the kernel's `klp_check_stack` — save the stack
-//! in the reused per-CPU buffer (not cleared per call), then for each function of the patch
-//! find its ops on a list of N = F patched functions and scan all D frames, O(F·(N+D)).
+//! its buffer (`walk`), as `stack_trace_save_tsk_reliable` fills the kernel's. Baseline, same run:
+//! the kernel's `klp_check_stack` — save the stack in the reused per-CPU buffer (not cleared per
+//! call), then for each function of the patch find its ops on a list of N = F patched functions and
+//! scan all D frames, O(F·(N+D)).
 //!
 //! Each iteration checks the next of 1 024 tasks (distinct stacks, cycled), so neither side
 //! checks the same stack twice in a row. The return addresses are inside random unpatched

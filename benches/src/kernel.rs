@@ -8,9 +8,9 @@
 //!   `transition` flag, `current->patch_state`, `list_entry_rcu` of the next node, the `nop`
 //!   check — minus ftrace's recursion guard, which is not part of the decision;
 //! * [`KlpWorld::check_stack`] (`klp_check_stack`): save the reliable stack in the 100-entry
-//!   buffer (a per-CPU array in the kernel, reused without clearing), then for every function of the patch in transition find its `klp_ops` by walking
-//!   the `klp_ops` list (`klp_find_ops`), pick the code being switched away from and scan every
-//!   saved frame — O(F·(N+D)).
+//!   buffer (a per-CPU array in the kernel, reused without clearing), then for every function of
+//!   the patch in transition find its `klp_ops` by walking the `klp_ops` list (`klp_find_ops`),
+//!   pick the code being switched away from and scan every saved frame — O(F·(N+D)).
 //!
 //! Every node is leaked, so every pointer in these lists stays valid for the whole process.
 

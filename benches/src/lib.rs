@@ -1,6 +1,6 @@
 //! Shared helpers for the criterion benches in `benches/benches/`: a minimal in-memory backend
-//! ([`backend`]), a synthetic address layout and a seeded generator ([`layout`]), a real kernel's text
-//! ([`real`]), the task lookups of a module and of the kernel ([`tasks`]), engines built
+//! ([`backend`]), a synthetic address layout and a seeded generator ([`layout`]), a real kernel's
+//! text ([`real`]), the task lookups of a module and of the kernel ([`tasks`]), engines built
 //! through the public API ([`fixture`]), ports of the Linux 6.12 algorithms the benches
 //! compare against ([`kernel`]), a thread-CPU-time measurement for criterion
 //! ([`cpu_time`]), and side-by-side timing in alternating turns ([`interleave`]).

@@ -22,8 +22,8 @@ pub const GROUP_TCP: u8 = 1;
 pub const GROUP_BPF: u8 = 2;
 /// Group bit: `acpi…`.
 pub const GROUP_ACPI: u8 = 4;
-/// Group bit: networking (`tcp_`, `udp_`, `ip_`, `ipv6_`, `inet_`, `sock_`, `sk_`, `skb_`, `netif_`,
-/// `net_`, `neigh_`, `dev_`, …).
+/// Group bit: networking (`tcp_`, `udp_`, `ip_`, `ipv6_`, `inet_`, `sock_`, `sk_`, `skb_`,
+/// `netif_`, `net_`, `neigh_`, `dev_`, …).
 pub const GROUP_NET: u8 = 8;
 
 /// Where the variants of patch generation 0 start: a module-area address, as `module_alloc` gives.

@@ -1,13 +1,13 @@
 //! How a kernel module finds the current task's word, and how the kernel finds its own, for
 //! the hook bench (area 1):
 //!
-//! * [`TaskTable`]: the module's table (a port of `lp_rec_find` in `livepatch-linux/module/shim.c`):
-//!   65 536 buckets (`hlist_head`), each a lock-free chain of records keyed by the
-//!   `task_struct` address, bucket = Fibonacci hash of `addr >> 6`. A record is laid out as
-//!   `struct lp_task_rec`: `{ u32 word, u8 kicks, task, hlist_node hash, list_head list }`,
-//!   48 bytes, so it comes from kmalloc-64: 4 KiB slab pages of 64 objects, each page's objects
-//!   handed out in a random order (Debian builds with `CONFIG_SLAB_FREELIST_RANDOM`), in the
-//!   order the tasks are visited.
+//! * [`TaskTable`]: the module's table (a port of `lp_rec_find` in
+//!   `livepatch-linux/module/shim.c`): 65 536 buckets (`hlist_head`), each a lock-free chain of
+//!   records keyed by the `task_struct` address, bucket = Fibonacci hash of `addr >> 6`. A record
+//!   is laid out as `struct lp_task_rec`: `{ u32 word, u8 kicks, task, hlist_node hash, list_head
+//!   list }`, 48 bytes, so it comes from kmalloc-64: 4 KiB slab pages of 64 objects, each page's
+//!   objects handed out in a random order (Debian builds with `CONFIG_SLAB_FREELIST_RANDOM`), in
+//!   the order the tasks are visited.
 //! * [`RecCache`]: the module's per-CPU cache in front of the table (`lp_rec_cache` and
 //!   `tasks::current_word` in the module): the record last found on this CPU.
 //! * [`TaskStructs`]: `task_struct`s as the kernel lays them out (≈ 9.7 KiB each, three to a
@@ -134,8 +134,9 @@ impl TaskTable {
     }
 
     /// `lp_rec_remove` (in `__put_task_struct()`, the task's last reference gone): unlinks
-    /// `task`'s record from its chain and clears its task. The record stays readable (the module frees it after the
-    /// reaper's grace periods; here it is leaked). Returns whether there was one.
+    /// `task`'s record from its chain and clears its task. The record stays readable (the module
+    /// frees it after the reaper's grace periods; here it is leaked). Returns whether there was
+    /// one.
     pub fn remove(&mut self, task: usize) -> bool {
         let mut link = &self.buckets[bucket(task)];
         loop {

@@ -2,12 +2,12 @@
 //! of a version's buffer only after a grace period.
 //!
 //! The engine (one thread) enables two patches one after the other, then disables the first,
-//! completing each transition; every enable, disable and completion publishes a new index version into the other of the two buffers, so
-//! buffers are rewritten while a reader may still hold the version in them — unless the
-//! grace period (`LSched::synchronize`, which waits for announced read-side sections) runs
-//! first. A reader thread runs two read-side sections, each taking a full snapshot of the
-//! published version and doing point lookups; every snapshot must be exactly one of the
-//! versions the engine published (sorted, no torn entries), and lookups in the same section
+//! completing each transition; every enable, disable and completion publishes a new index version
+//! into the other of the two buffers, so buffers are rewritten while a reader may still hold the
+//! version in them — unless the grace period (`LSched::synchronize`, which waits for announced
+//! read-side sections) runs first. A reader thread runs two read-side sections, each taking a full
+//! snapshot of the published version and doing point lookups; every snapshot must be exactly one of
+//! the versions the engine published (sorted, no torn entries), and lookups in the same section
 //! must agree with the snapshot.
 //!
 //! Bounds: `LOOM_MAX_PREEMPTIONS=4` (ci/loom.sh); two threads; two read-side sections of two
@@ -16,7 +16,8 @@
 //! The second model, once per lookup mode (`PatchedSet::with_mode`): a writer publishes one
 //! three-range version into a fresh index forced into that mode while a reader looks up each
 //! range; every lookup sees the empty version or the whole new one (its length, mode,
-//! entries and directory, all behind the one published pointer). Bounds: two threads, one publication, three lookups.
+//! entries and directory, all behind the one published pointer). Bounds: two threads, one
+//! publication, three lookups.
 #![cfg(loom)]
 
 mod loom_support;

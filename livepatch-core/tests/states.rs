@@ -175,8 +175,9 @@ fn non_cumulative_patches_may_leave_states_alone_but_a_cumulative_one_may_not() 
 
 /// `test_klp_state2.c` takes the state over in `post_patch` ("taking over the console_loglevel
 /// change"): the kernel keeps the replaced patches on its list until after the new patch's
-/// post-patch callbacks (`klp_complete_transition` → callbacks → `klp_free_replaced_patches_async`),
-/// so `klp_get_prev_state` still finds the replaced patch's state there.
+/// post-patch callbacks (`klp_complete_transition` → callbacks →
+/// `klp_free_replaced_patches_async`), so `klp_get_prev_state` still finds the replaced patch's
+/// state there.
 struct TakeOverInPostPatch {
     seen: Mutex<Vec<(String, Option<usize>)>>,
 }

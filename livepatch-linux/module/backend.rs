@@ -78,8 +78,8 @@ const HOOK_SLOTS: usize = shim::LP_MAX_HOOKS as usize;
 ///
 /// * `addr` is the fentry call's return address of a hooked original (`f+5`, `f+9` with IBT):
 ///   that return address is on the stack exactly while the trampoline runs — before the
-///   handler, inside it (the handler and `lp_rs_redirect_in_transition` are above it), and after it, until
-///   the trampoline stores the chosen ip over this very slot;
+///   handler, inside it (the handler and `lp_rs_redirect_in_transition` are above it), and after
+///   it, until the trampoline stores the chosen ip over this very slot;
 /// * `addr` is the first byte of a function in the patched set: the trampoline has stored the
 ///   variant's entry as its return address and not yet returned, or the task was interrupted
 ///   on the variant's (or original's) first instruction. A genuine return address is never a

@@ -5,9 +5,9 @@
 //!
 //! It replaces vmlinux's `cmdline_proc_show()` (as the kernel's livepatch-sample.c does) and
 //! lp_late.ko's static `lp_late_value()` (a module object: patched whenever lp_late is loaded,
-//! also after the patch), and logs its objects' callbacks. Load it after livepatch_rs.ko; the patch appears as
-//! /sys/kernel/livepatch_rs/lprs_rust/; writing 0 to its `enabled` disables it, after which the
-//! module can be removed.
+//! also after the patch), and logs its objects' callbacks. Load it after livepatch_rs.ko; the patch
+//! appears as /sys/kernel/livepatch_rs/lprs_rust/; writing 0 to its `enabled` disables it, after
+//! which the module can be removed.
 
 use core::ffi::{c_int, c_void};
 use kernel::bindings;

@@ -47,7 +47,8 @@ pub trait Task {
     /// The core reads it in one place: the per-CPU pass, where the CPU is held (an IPI runs
     /// on it), so the task it interrupted is the one running and the answer cannot change.
     /// Everywhere else the answer must hold while the stack is checked, which only
-    /// [`Scheduler::pin`](super::Scheduler::pin) can give ([`Pinned::Running`](super::Pinned::Running)).
+    /// [`Scheduler::pin`](super::Scheduler::pin) can give
+    /// ([`Pinned::Running`](super::Pinned::Running)).
     fn is_running(&self) -> bool;
     /// Its patch-state word (4 bytes; the backend embeds it in its task structure).
     fn patch_state(&self) -> &TaskPatchState;

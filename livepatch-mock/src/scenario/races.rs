@@ -136,9 +136,9 @@ fn late_module_replace(p: &Params) -> Result<Scenario, CodeError> {
 }
 
 /// Patch 0, then the replace, reversed 2.5 ms in (after three passes); the module loads 100 µs
-/// later. Kthreads the passes switched to the replace patch's universe and that sleep in its `dev_wait` stay
-/// there until they leave it; woken, they call `mod_wait`, which that universe runs as the
-/// original (the replace patch drops patch 0), not as patch 0's variant.
+/// later. Kthreads the passes switched to the replace patch's universe and that sleep in its
+/// `dev_wait` stay there until they leave it; woken, they call `mod_wait`, which that universe runs
+/// as the original (the replace patch drops patch 0), not as patch 0's variant.
 fn late_module_replace_reversed(p: &Params) -> Result<Scenario, CodeError> {
     let script = vec![
         after(MS, Action::Enable(0)),

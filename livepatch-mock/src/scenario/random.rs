@@ -1,6 +1,6 @@
 //! Random machines and operation sequences, for property tests and the soak: a small call
-//! graph with sleeps in patched functions and a recursion, a module, four patches (one cumulative, one on
-//! `schedule()`), and scripts of enable, disable, reverse, force, fork, exit, module load
+//! graph with sleeps in patched functions and a recursion, a module, four patches (one cumulative,
+//! one on `schedule()`), and scripts of enable, disable, reverse, force, fork, exit, module load
 //! and unload and CPU hot-unplug; optionally a hook that cannot be installed or removed; the
 //! walker handing frames one at a time or the saved stack at once.
 
