@@ -18,10 +18,11 @@
 //!   entries' own starts whose every halving is a conditional move
 //!   (`core::hint::select_unpredictable`, rustc ≥ 1.88, detected by `build.rs` as
 //!   `cfg(lp_select_unpredictable)`): one step to a run whose length is a power of two, then
-//!   that many halvings of constant length, unrolled (a jump on the length, which depends on
-//!   the version alone, picks the sequence). The candidate's record is in the entry holding
-//!   the last start compared. Without the cfg (the kernel module's build with rustc 1.85, which runs no build
-//!   script) the writer never chooses it: LLVM would turn the selects into jumps.
+//!   that many halvings of constant length, unrolled (a jump on the version's *plan*, which
+//!   the writer computes from the length and stores beside it, picks the sequence). The
+//!   candidate's record is in the entry holding the last start compared. Without the cfg (the
+//!   kernel module's build with rustc 1.85, which runs no build script) the writer never
+//!   chooses it: LLVM would turn the selects into jumps.
 //! - **Directory**, for the rest, below.
 //!
 //! The writer splits
@@ -86,7 +87,7 @@ use crate::addr::{CodeAddr, CodeRange};
 use crate::func_stack::FuncSlot;
 use crate::ids::SlotId;
 use crate::patch::FuncNode;
-use crate::sync::{const_fn, AtomicBool, AtomicPrefix, AtomicRef, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{const_fn, AtomicBool, AtomicPrefix, AtomicRef, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use core::fmt;
 
 /// One entry of an index buffer: a range of the version, and two slots of its bucket directory.
@@ -294,10 +295,11 @@ impl LookupMode {
     ///
     /// The threshold is measured (BENCHMARKS.md section 2): the search costs about one
     /// dependent load and compare per halving on top of a fixed cost, the directory the same
-    /// whatever the size; they cross between 20 ranges (search 4.6 ns, directory 6.5 ns on
-    /// `random` hits) and 200 (7.4 ns against 6.5 ns). Crowded buckets do not switch a version to the search:
-    /// on the clustered `bpf` set the search wins the crowded rows and loses the others by
-    /// more.
+    /// whatever the size; they cross between 20 ranges (search 4.2 ns, directory 6.5 ns on
+    /// `random` hits) and 200 (7.4 ns against 6.5 ns; a search unrolled up to 256 ranges 6.4–6.6
+    /// ns against 6.2–6.4 ns, slower on misses too). Crowded buckets do not switch a version to
+    /// the search: on the clustered `bpf` set the search wins the crowded rows and loses the
+    /// others by more.
     pub const fn choose(ranges: usize) -> Self {
         if cfg!(lp_select_unpredictable) && ranges <= SEARCH_MAX_RANGES {
             LookupMode::Search
@@ -378,16 +380,16 @@ struct Version<'a, 's> {
     /// The whole buffer (the directory spans past `entries`).
     buffer: &'a [IndexEntry<'a>],
     segments: &'s [Segment; SEGMENTS],
-    /// Searched rather than looked up in the directory.
-    search: bool,
+    /// [`DIRECTORY_PLAN`], or the plan it is searched with.
+    plan: u8,
 }
 
 impl<'a> Version<'a, '_> {
     /// The range containing `addr`.
     #[inline(always)]
     fn lookup(&self, addr: usize) -> Option<Hit<'a>> {
-        if self.search {
-            return search(self.entries, addr);
+        if self.plan != DIRECTORY_PLAN {
+            return search(self.entries, addr, self.plan);
         }
         if self.entries.is_empty() {
             return None;
@@ -485,31 +487,23 @@ fn window_rank_clamped(entries: &[IndexEntry<'_>], first: usize, addr: usize) ->
 /// whose every step is a conditional move (with `cfg(lp_select_unpredictable)`), so its only
 /// branches depend on the version's length alone.
 ///
-/// Runs longer than [`SEARCH_UNROLLED`] (never a version the writer searches) are halved in a
-/// loop. The rest is straight-line code: one step keeps the last or the first `k` ranges, `k`
-/// the largest power of two at most the run's length, then `log2 k` halvings of constant
-/// length, one sequence per `k` (a jump on `k`). A constant length needs no bounds check and
-/// no length arithmetic: each halving is a load, a compare, an add and a `cmov` (eleven
-/// instructions a halving in the loop), which took the lookup at N = 10 from 97 to 76
-/// instructions and 5.7 to 4.6 ns per hit (BENCHMARKS.md section 2).
+/// Straight-line code: one step keeps the last or the first `k` ranges, `k` the largest power
+/// of two at most the version's length, then `log2 k` halvings of constant length, one
+/// sequence per `k`, picked by a jump on the version's `plan` ([`search_plan`], which the
+/// writer stores beside the length). A constant length needs no bounds check and no length
+/// arithmetic: each halving is a load, a compare, an add and a `cmov` (eleven instructions a
+/// halving in a loop), which took the lookup at N = 10 from 97 to 76 instructions and 5.7 to
+/// 4.6 ns per hit; and the stored plan saves the lookup computing `k` and testing for a long
+/// run (76 to 70 instructions, 4.58 to 4.18 ns per hit: BENCHMARKS.md section 2). Runs longer
+/// than [`SEARCH_UNROLLED`] (never a version the writer searches, only a forced search) are
+/// halved in a loop first.
 ///
 /// The halving keeps the last run instead of counting as [`rank`] does: the search mode
 /// written as `rank` plus the directory's tail (one candidate, its compare) was measured
 /// slower at N = 10 (hits 8.2 → 9.0 ns, misses 4.7 → 6.8 ns; BENCHMARKS.md section 2).
 #[inline(always)]
-fn search<'a>(entries: &'a [IndexEntry<'a>], addr: usize) -> Option<Hit<'a>> {
+fn search<'a>(entries: &'a [IndexEntry<'a>], addr: usize, plan: u8) -> Option<Hit<'a>> {
     let mut run = entries;
-    while run.len() > SEARCH_UNROLLED {
-        // The last range starting at or before `addr` (or the first range, if none does) stays
-        // in `run`; both halves below have `len − half` ranges and `half < len`, so the index
-        // and the slicing need no bounds check.
-        let half = run.len() / 2;
-        let rest = run.len() - half;
-        run = select(run[half].start() <= addr, &run[half..], &run[..rest]);
-    }
-    // The largest power of two `k` at most the run's length (for an empty run the top bit,
-    // which the last arm answers).
-    let k = (1usize << (usize::BITS - 1)).wrapping_shr(run.len().leading_zeros());
     macro_rules! finish {
         ($len:literal: $($half:literal)*) => {{
             let (Some(first), Some(last)) = (run.first_chunk::<$len>(), run.last_chunk::<$len>()) else {
@@ -520,18 +514,60 @@ fn search<'a>(entries: &'a [IndexEntry<'a>], addr: usize) -> Option<Hit<'a>> {
             &run[0]
         }};
     }
-    let entry = match k {
-        64 => finish!(64: 32 16 8 4 2 1),
-        32 => finish!(32: 16 8 4 2 1),
-        16 => finish!(16: 8 4 2 1),
-        8 => finish!(8: 4 2 1),
-        4 => finish!(4: 2 1),
-        2 => finish!(2: 1),
-        _ => run.first()?,
-    };
+    // The jump is on the plan, which the version's length alone decides: predicted.
+    macro_rules! unrolled {
+        ($plan:expr, $long:expr) => {
+            match $plan & 7 {
+                7 => finish!(64: 32 16 8 4 2 1),
+                6 => finish!(32: 16 8 4 2 1),
+                5 => finish!(16: 8 4 2 1),
+                4 => finish!(8: 4 2 1),
+                3 => finish!(4: 2 1),
+                2 => finish!(2: 1),
+                1 => run.first()?,
+                _ => $long,
+            }
+        };
+    }
+    let entry = unrolled!(plan, {
+        // `SEARCH_LONG`: a run longer than `SEARCH_UNROLLED` (never a version the writer
+        // searches) is halved in a loop first. The last range starting at or before `addr`
+        // (or the first range, if none does) stays in `run`; both halves have `len − half`
+        // ranges and `half < len`, so the index and the slicing need no bounds check.
+        while run.len() > SEARCH_UNROLLED {
+            let half = run.len() / 2;
+            let rest = run.len() - half;
+            run = select(run[half].start() <= addr, &run[half..], &run[..rest]);
+        }
+        // 1 to 7: the loop ends at `SEARCH_UNROLLED` ranges or fewer.
+        unrolled!(search_plan(run.len()), return None)
+    });
     let (start, len) = (entry.start(), entry.len() as usize);
     (addr.wrapping_sub(start) < len).then(|| entry.read_known(start, len))
 }
+
+/// How [`search`] finishes a version of `len` ranges, written by the writer beside the length
+/// so that a lookup jumps on it without computing it: `1 + log2 k`, `k` the largest power of
+/// two at most `len` (1 for an empty version), for `len` up to [`SEARCH_UNROLLED`]; else
+/// [`SEARCH_LONG`]. Never [`DIRECTORY_PLAN`].
+const fn search_plan(len: usize) -> u8 {
+    if len > SEARCH_UNROLLED {
+        SEARCH_LONG
+    } else {
+        // `len ≤ SEARCH_UNROLLED`: at most 7.
+        (usize::BITS - (if len == 0 { 1 } else { len }).leading_zeros()) as u8
+    }
+}
+
+/// The plan of a version looked up in the directory.
+const DIRECTORY_PLAN: u8 = 0;
+
+/// The plan of a searched version longer than [`SEARCH_UNROLLED`] (`& 7 == 0`).
+const SEARCH_LONG: u8 = 8;
+
+// `search` jumps on `plan & 7`: its arms 1 to 7 finish runs of 1 to 64 ranges, and 0 is the
+// loop of a longer run.
+const _: () = assert!(SEARCH_UNROLLED == 64 && search_plan(SEARCH_UNROLLED) == 7 && SEARCH_LONG & 7 == 0);
 
 /// The longest run [`search`] finishes with unrolled halvings of constant length (the arms of
 /// its `match`; at least [`SEARCH_MAX_RANGES`], so a version the writer searches takes no
@@ -618,8 +654,9 @@ impl Segment {
 struct BufferVersion<'a> {
     /// The version's ranges: a prefix of the buffer.
     entries: AtomicPrefix<'a, IndexEntry<'a>>,
-    /// Its [`LookupMode`] is `Search`.
-    search: AtomicBool,
+    /// How it is looked up: [`DIRECTORY_PLAN`], or searched by [`search`] with this plan
+    /// ([`search_plan`] of its length).
+    plan: AtomicU8,
     /// Its directory segments.
     segments: [Segment; SEGMENTS],
 }
@@ -629,7 +666,7 @@ impl<'a> BufferVersion<'a> {
         fn new(buffer: &'a [IndexEntry<'a>]) -> Self {
             Self {
                 entries: AtomicPrefix::new(buffer),
-                search: AtomicBool::new(false),
+                plan: AtomicU8::new(DIRECTORY_PLAN),
                 segments: [Segment::new(), Segment::new(), Segment::new(), Segment::new()],
             }
         }
@@ -695,7 +732,7 @@ impl<'a> PatchedSet<'a> {
             entries: v.entries.load(Ordering::Relaxed),
             buffer: v.entries.slice(),
             segments: &v.segments,
-            search: v.search.load(Ordering::Relaxed),
+            plan: v.plan.load(Ordering::Relaxed),
         })
     }
 
@@ -731,7 +768,7 @@ impl<'a> PatchedSet<'a> {
             return layout;
         };
         layout.ranges = v.entries.len();
-        layout.mode = if v.search { LookupMode::Search } else { LookupMode::Directory };
+        layout.mode = if v.plan == DIRECTORY_PLAN { LookupMode::Directory } else { LookupMode::Search };
         if v.entries.is_empty() {
             return layout;
         }
@@ -838,7 +875,11 @@ impl<'a> PatchedSet<'a> {
         buf.iter().skip(len).take(WINDOW).for_each(IndexEntry::write_sentinel);
         build_directory(buf, len, &next.segments);
         next.entries.store(len, Ordering::Relaxed);
-        next.search.store(self.forced.unwrap_or(LookupMode::choose(len)) == LookupMode::Search, Ordering::Relaxed);
+        let plan = match self.forced.unwrap_or(LookupMode::choose(len)) {
+            LookupMode::Search => search_plan(len),
+            LookupMode::Directory => DIRECTORY_PLAN,
+        };
+        next.plan.store(plan, Ordering::Relaxed);
         // `Release`: pairs with the `Acquire` in `published`; the entries, the directory, the
         // segments, the length and the mode above happen-before.
         self.current.store(Some(next), Ordering::Release);
@@ -1839,6 +1880,63 @@ mod tests {
                     assert_eq!(got, reference(&ranges, addr), "{addr:#x} of {len} in {mode:?}");
                 }
                 assert!(set.lookup(CodeAddr(0)).is_none() && set.lookup(CodeAddr(usize::MAX)).is_none());
+            }
+        }
+    }
+
+    /// The plan the writer stores names the run `search` finishes: `k` the largest power of two
+    /// at most the length (one step then covers the version: `k ≤ len < 2k`), and the loop for
+    /// longer runs.
+    #[test]
+    fn the_search_plan_covers_the_version() {
+        assert_eq!(search_plan(0), 1);
+        for len in 1..=SEARCH_UNROLLED {
+            let plan = search_plan(len);
+            assert!((1..=7).contains(&plan), "{len}: plan {plan}");
+            let k = 1usize << (plan - 1);
+            assert!(k <= len && len < 2 * k, "{len}: plan {plan} finishes {k} ranges");
+        }
+        for len in [SEARCH_UNROLLED + 1, 1000, MAX_RANGES] {
+            assert_eq!(search_plan(len), SEARCH_LONG);
+        }
+    }
+
+    /// One index rebuilt through versions of every kind — searched, searched longer than the
+    /// unrolled halvings, directory, empty — in the writer's choice of mode and in a forced
+    /// search: each version is looked up with its own plan, never the one its buffer held
+    /// before.
+    #[test]
+    fn each_version_is_looked_up_with_its_own_plan() {
+        let all: Vec<CodeRange> = (0..300).map(|i| r(0x10_0000 + i * 0x40, 0x20 + i % 7)).collect();
+        let slots: Vec<FuncSlot<'_>> = all.iter().map(|_| FuncSlot::new()).collect();
+        let a: Vec<IndexEntry<'_>> = (0..all.len() + WINDOW).map(|_| IndexEntry::new()).collect();
+        let b: Vec<IndexEntry<'_>> = (0..all.len() + WINDOW).map(|_| IndexEntry::new()).collect();
+        // Range `i` of a version of `n`: the even ones first, so that a smaller version's
+        // ranges are not the first ones of a larger one's.
+        let pick = |i: usize| all[if 2 * i < all.len() { 2 * i } else { 2 * i - all.len() + 1 }];
+        // Each set is borrowed for the slots' lifetime, so both outlive the loop; each uses the
+        // buffers only in its own iteration.
+        let sets = [
+            (None, PatchedSet::new(&a, &b)),
+            (Some(LookupMode::Search), PatchedSet::with_mode(&a, &b, LookupMode::Search)),
+        ];
+        for (forced, set) in &sets {
+            for n in [3, 64, 300, 20, 0, 65, 150, 1, 33] {
+                for (i, slot) in slots.iter().enumerate() {
+                    if i < n {
+                        slot.claim(pick(i), crate::ObjectId(0));
+                    } else {
+                        slot.release();
+                    }
+                }
+                set.rebuild(&slots, || {}).unwrap();
+                let ranges: Vec<CodeRange> = (0..n).map(pick).collect();
+                assert_eq!(set.len(), n);
+                assert_eq!(set.layout().mode, forced.unwrap_or(LookupMode::choose(n)), "{n} in {forced:?}");
+                for addr in (0x0f_ffc0..0x10_0000 + 300 * 0x40 + 0x40).step_by(3) {
+                    let got = set.lookup(CodeAddr(addr)).map(|h| h.range);
+                    assert_eq!(got, reference(&ranges, addr), "{addr:#x} of {n} in {forced:?}");
+                }
             }
         }
     }
