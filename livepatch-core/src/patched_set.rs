@@ -718,7 +718,7 @@ impl<'a> PatchedSet<'a> {
     /// The published version.
     ///
     /// `Acquire`: pairs with the `Release` in [`rebuild`](Self::rebuild), making the entries,
-    /// the directory, the segments, the length and the mode written before publication
+    /// the directory, the segments, the length and the plan written before publication
     /// visible; they are then read `Relaxed`.
     ///
     /// The pointer designates the buffer's descriptor, so the length, the mode and the segments
@@ -881,7 +881,7 @@ impl<'a> PatchedSet<'a> {
         };
         next.plan.store(plan, Ordering::Relaxed);
         // `Release`: pairs with the `Acquire` in `published`; the entries, the directory, the
-        // segments, the length and the mode above happen-before.
+        // segments, the length and the plan above happen-before.
         self.current.store(Some(next), Ordering::Release);
         self.stale.store(true, Ordering::Relaxed);
         Ok(())
