@@ -21,13 +21,13 @@
 //! * `random_text`: uniform over the whole text `[_stext, _etext)` (mostly misses).
 
 use criterion::{black_box, BenchmarkId, Criterion};
-use livepatch_benches::fixture::{patch, Fixture, BENCH_POLICY};
+use livepatch_benches::fixture::{leaked_index_buffer, patch, Fixture, BENCH_POLICY};
 use livepatch_benches::interleave;
 use livepatch_benches::layout::{self, Rng};
 use livepatch_benches::real::{KernelText, GROUP_BPF, GROUP_TCP};
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::patch::FuncNode;
-use livepatch_core::patched_set::{Hit, IndexEntry, LookupMode, PatchedSet, WINDOW};
+use livepatch_core::patched_set::{DirectorySlot, Hit, IndexEntry, LookupMode, PatchedSet, WINDOW};
 use livepatch_core::{CodeAddr, CodeRange, Live, TaskPatchState};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -39,6 +39,7 @@ const LINEAR_MAX: usize = 1_000;
 fn print_sizes() {
     println!("size_of: TaskPatchState={}", std::mem::size_of::<TaskPatchState>());
     println!("size_of: IndexEntry={}", std::mem::size_of::<IndexEntry<'static>>());
+    println!("size_of: DirectorySlot={}", std::mem::size_of::<DirectorySlot>());
     println!("size_of: FuncSlot={}", std::mem::size_of::<FuncSlot<'static>>());
     println!("size_of: FuncNode={}", std::mem::size_of::<FuncNode<'static>>());
     println!("size_of: PatchedSet={}", std::mem::size_of::<PatchedSet<'static>>());
@@ -202,9 +203,7 @@ fn bench(c: &mut Criterion) {
         })));
         // Buffers of 2N entries and the window's sentinels, like the live index's.
         let forced = |mode| {
-            let buffer = || -> &'static [IndexEntry<'static>] {
-                (0..2 * n + WINDOW).map(|_| IndexEntry::new()).collect::<Vec<_>>().leak()
-            };
+            let buffer = || leaked_index_buffer(2 * n + WINDOW);
             // Leaked, as the live index is static: the published version points into it.
             let forced: &'static PatchedSet<'static> =
                 Box::leak(Box::new(PatchedSet::with_mode(buffer(), buffer(), mode)));

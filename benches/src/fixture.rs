@@ -6,7 +6,7 @@ use crate::layout;
 use crate::leak;
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::model::SwitchPoints;
-use livepatch_core::patched_set::{IndexEntry, WINDOW};
+use livepatch_core::patched_set::{DirectorySlot, IndexBuffer, IndexEntry, WINDOW};
 use livepatch_core::transition::Progress;
 use livepatch_core::{CodeRange, Engine, Func, Live, Object, ObjectId, Patch, PatchId, Policy};
 
@@ -32,10 +32,12 @@ impl Fixture {
         let slots: Vec<FuncSlot<'static>> = (0..funcs).map(|_| FuncSlot::new()).collect();
         // Room for the ranges and the index's window sentinels (`PatchedSet::new`).
         let ranges = funcs * (1 + depth) + WINDOW;
-        let index = || -> &'static [IndexEntry<'static>] {
-            Box::leak((0..ranges).map(|_| IndexEntry::new()).collect::<Vec<_>>().into_boxed_slice())
-        };
-        let live = leak(Live::from_parts(Box::leak(slots.into_boxed_slice()), index(), index(), policy));
+        let live = leak(Live::from_parts(
+            Box::leak(slots.into_boxed_slice()),
+            leaked_index_buffer(ranges),
+            leaked_index_buffer(ranges),
+            policy,
+        ));
         Self { live, engine: Engine::new(live), backend: backend::backend(tasks) }
     }
 
@@ -84,4 +86,13 @@ pub fn patch(id: u32, pairs: &[(CodeRange, CodeRange)], replace: bool) -> &'stat
 pub fn spread_patch(id: u32, generation: usize, n: usize) -> &'static Patch<'static> {
     let pairs: Vec<_> = (0..n).map(|i| (layout::original(i, n), layout::variant(generation, i))).collect();
     patch(id, &pairs, false)
+}
+
+/// An index buffer of `len` entries and as many directory slot pairs, leaked (the index is
+/// static in the kernel and the mock alike, and its published version points into it).
+pub fn leaked_index_buffer(len: usize) -> IndexBuffer<'static> {
+    IndexBuffer {
+        entries: (0..len).map(|_| IndexEntry::new()).collect::<Vec<_>>().leak(),
+        directory: (0..len).map(|_| [DirectorySlot::new(), DirectorySlot::new()]).collect::<Vec<_>>().leak(),
+    }
 }

@@ -12,7 +12,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use livepatch_core::backend::{Parts, Task as _};
-use livepatch_core::patched_set::{IndexEntry, IndexError, LookupMode, PatchedSet};
+use livepatch_core::patched_set::{DirectorySlot, IndexBuffer, IndexEntry, IndexError, LookupMode, PatchedSet};
 use livepatch_core::{sweep, CodeAddr, CodeRange, Engine, EngineStorage, Live, Patch, PatchState, Policy};
 use livepatch_fuzz::backend::{FuzzScheduler, FuzzTracer, FuzzWalker};
 use livepatch_fuzz::patches::{self, PatchSpec};
@@ -62,8 +62,14 @@ fn addr(a: u16) -> CodeAddr {
 fn run(input: &Input) {
     let specs: Vec<PatchSpec> = input.patches.iter().take(8).cloned().collect();
     let side_cap = usize::from(input.side_capacity % 24);
-    let side_a: Vec<IndexEntry<'_>> = (0..side_cap).map(|_| IndexEntry::new()).collect();
-    let side_b: Vec<IndexEntry<'_>> = (0..side_cap).map(|_| IndexEntry::new()).collect();
+    // A directory of two slots per entry, or up to three pairs short (which bounds the side
+    // index's capacity instead of its entries).
+    let side_pairs = side_cap.saturating_sub(usize::from(input.side_capacity / 24 % 4));
+    let entries = || -> Vec<IndexEntry<'_>> { (0..side_cap).map(|_| IndexEntry::new()).collect() };
+    let directory = || -> Vec<[DirectorySlot; 2]> { (0..side_pairs).map(|_| Default::default()).collect() };
+    let (entries_a, entries_b, directory_a, directory_b) = (entries(), entries(), directory(), directory());
+    let side_a = IndexBuffer { entries: &entries_a, directory: &directory_a };
+    let side_b = IndexBuffer { entries: &entries_b, directory: &directory_b };
 
     let funcs = patches::build_funcs(&specs);
     let callbacks = patches::build_callbacks(&specs);
@@ -75,9 +81,9 @@ fn run(input: &Input) {
     // Declared before the engine: a published side version points into `side`, which is
     // therefore borrowed for as long as the engine's data (the engine's list runs a destructor).
     let side = match input.side_mode % 3 {
-        0 => PatchedSet::new(&side_a, &side_b),
-        1 => PatchedSet::with_mode(&side_a, &side_b, LookupMode::Directory),
-        _ => PatchedSet::with_mode(&side_a, &side_b, LookupMode::Search),
+        0 => PatchedSet::new(side_a, side_b),
+        1 => PatchedSet::with_mode(side_a, side_b, LookupMode::Directory),
+        _ => PatchedSet::with_mode(side_a, side_b, LookupMode::Search),
     };
     let policy = Policy { max_depth: 16, ..Policy::IMPROVED };
     let storage: Box<EngineStorage<'_, 32, 64>> = Box::default();
@@ -194,8 +200,8 @@ fn run(input: &Input) {
                         side_published = want;
                     }
                     Err(IndexError::Full { capacity }) => {
-                        assert_eq!(capacity, side_cap);
-                        assert!(want.len() > side_cap, "full with {} of {side_cap}", want.len());
+                        assert_eq!(capacity, side_pairs, "capacity of {side_cap} entries, {side_pairs} slot pairs");
+                        assert!(want.len() > side_pairs, "full with {} of {side_pairs}", want.len());
                     }
                     Err(e) => panic!("side rebuild: {e}"),
                 }

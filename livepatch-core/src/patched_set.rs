@@ -63,9 +63,14 @@
 //!
 //! # Storage
 //!
-//! The directory needs no storage of its own: each [`IndexEntry`] carries two of its 32-bit
-//! slots, so a version in a buffer of `capacity` entries has `2 · capacity` slots. The writer
-//! shares them greedily: starting from one bucket per segment, the finer shift that removes the
+//! Each buffer is provided by the caller as an [`IndexBuffer`]: the entries (24 bytes each:
+//! start, 32-bit length and slot, the variant's node) and, in an array of its own, the
+//! directory's 32-bit [`DirectorySlot`]s, two per entry — 32 bytes per range in all. A version
+//! in a buffer of `capacity` entries has `2 · capacity` slots; a shorter directory bounds the
+//! version instead ([`PatchedSet::capacity`]). The slots are kept apart from the entries so that
+//! slot `i` is one indexed load, and sixteen of them share a cache line (as two fields of each
+//! entry, the address of slot `i` took a shift, a mask and two adds; BENCHMARKS.md section 2).
+//! The writer shares the slots greedily: starting from one bucket per segment, the finer shift that removes the
 //! most crowded ranges per extra slot, while one fits; then sub-directories, bucket by bucket
 //! in address order, each the coarsest that leaves no crowded sub-bucket (at most 16 slots per
 //! range of its bucket). It lays the version out twice — the buckets given the whole budget,
@@ -90,16 +95,12 @@ use crate::patch::FuncNode;
 use crate::sync::{const_fn, AtomicBool, AtomicPrefix, AtomicRef, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use core::fmt;
 
-/// One entry of an index buffer: a range of the version, and two slots of its bucket directory.
-/// 32 bytes on 64-bit targets.
+/// One entry of an index buffer: a range of the version. 24 bytes on 64-bit targets.
 pub struct IndexEntry<'a> {
     start: AtomicUsize,
     len: AtomicU32,
     slot: AtomicU32,
     node: AtomicRef<'a, FuncNode<'a>>,
-    /// Two slots of the version's directory: a rank, with [`OVERFLOW`] set on a bucket that
-    /// holds more than [`WINDOW`] starts.
-    directory: [AtomicU32; 2],
 }
 
 impl<'a> IndexEntry<'a> {
@@ -111,7 +112,6 @@ impl<'a> IndexEntry<'a> {
                 len: AtomicU32::new(0),
                 slot: AtomicU32::new(0),
                 node: AtomicRef::none(),
-                directory: [AtomicU32::new(0), AtomicU32::new(0)],
             }
         }
     }
@@ -173,6 +173,50 @@ impl fmt::Debug for IndexEntry<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.read(), f)
     }
+}
+
+/// One slot of an index buffer's bucket directory: a rank, with [`OVERFLOW`] set on a bucket
+/// that holds more than [`WINDOW`] starts. 4 bytes.
+pub struct DirectorySlot(AtomicU32);
+
+impl DirectorySlot {
+    const_fn! {
+        /// An empty slot (storage for [`PatchedSet`] buffers).
+        pub fn new() -> Self {
+            Self(AtomicU32::new(0))
+        }
+    }
+}
+
+impl Default for DirectorySlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for DirectorySlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DirectorySlot").field(&self.0.load(Ordering::Relaxed)).finish()
+    }
+}
+
+/// One of a [`PatchedSet`]'s two buffers, provided by the caller: the entries a version's
+/// ranges are written to, and the slots of its bucket directory, in pairs: two slots per
+/// range (see the [module documentation](self), "Storage"). A version holds at most
+/// `min(entries.len(), directory.len())` ranges; give both the same length, [`WINDOW`] above the
+/// largest version (see [`PatchedSet::new`]).
+#[derive(Clone, Copy, Debug)]
+pub struct IndexBuffer<'a> {
+    /// The version's ranges, sorted, then the window sentinels.
+    pub entries: &'a [IndexEntry<'a>],
+    /// The version's bucket directory: two slots per range, in an array of its own so that
+    /// slot `i` is one indexed load.
+    pub directory: &'a [[DirectorySlot; 2]],
+}
+
+impl IndexBuffer<'_> {
+    /// A buffer of no entries: an index over it holds only the empty version.
+    pub const EMPTY: Self = IndexBuffer { entries: &[], directory: &[] };
 }
 
 /// What an address hit in the patched set.
@@ -366,10 +410,10 @@ impl Segment {
     }
 }
 
-/// Directory slot `i` of a buffer (`None` past its end).
+/// Directory slot `i` (`None` past the directory's end).
 #[inline(always)]
-fn directory_slot<'b>(buffer: &'b [IndexEntry<'_>], i: usize) -> Option<&'b AtomicU32> {
-    buffer.get(i / 2).map(|e| &e.directory[i % 2])
+fn directory_slot(directory: &[DirectorySlot], i: usize) -> Option<&AtomicU32> {
+    directory.get(i).map(|s| &s.0)
 }
 
 /// One published version.
@@ -377,20 +421,36 @@ fn directory_slot<'b>(buffer: &'b [IndexEntry<'_>], i: usize) -> Option<&'b Atom
 struct Version<'a, 's> {
     /// Its ranges, sorted.
     entries: &'a [IndexEntry<'a>],
-    /// The whole buffer (the directory spans past `entries`).
+    /// The whole buffer (the window sentinels lie past `entries`).
     buffer: &'a [IndexEntry<'a>],
+    /// Its descriptor, which holds the directory: the directory's path reads it from there,
+    /// so the search's loads nothing more.
+    descriptor: &'s BufferVersion<'a>,
     segments: &'s [Segment; SEGMENTS],
     /// [`DIRECTORY_PLAN`], or the plan it is searched with.
     plan: u8,
 }
 
 impl<'a> Version<'a, '_> {
-    /// The range containing `addr`.
+    /// Its directory's slots.
+    #[inline(always)]
+    fn directory(&self) -> &'a [DirectorySlot] {
+        self.descriptor.directory.as_flattened()
+    }
+
+    /// The range containing `addr`: the search inline, the directory by a jump to
+    /// [`directory_lookup`].
     #[inline(always)]
     fn lookup(&self, addr: usize) -> Option<Hit<'a>> {
         if self.plan != DIRECTORY_PLAN {
             return search(self.entries, addr, self.plan);
         }
+        directory_lookup(self.descriptor, addr)
+    }
+
+    /// The range containing `addr`, through the directory.
+    #[inline(always)]
+    fn lookup_directory(&self, addr: usize) -> Option<Hit<'a>> {
         if self.entries.is_empty() {
             return None;
         }
@@ -402,7 +462,7 @@ impl<'a> Version<'a, '_> {
             .wrapping_shr(segment.shift.load(Ordering::Relaxed))
             .min(segment.buckets.load(Ordering::Relaxed) as usize);
         let slot = segment.first_slot.load(Ordering::Relaxed) as usize + bucket;
-        let word = directory_slot(self.buffer, slot)?.load(Ordering::Relaxed);
+        let word = directory_slot(self.directory(), slot)?.load(Ordering::Relaxed);
         let rank = if word & OVERFLOW == 0 {
             window_rank(self.entries, self.buffer, word as usize, addr)
         } else {
@@ -417,6 +477,18 @@ impl<'a> Version<'a, '_> {
     }
 }
 
+/// The range containing `addr` in the version `descriptor` holds, looked up in its directory.
+///
+/// Out of line, and reached by a tail jump (the lookup's last act on that path): the directory
+/// needs more registers than the caller-saved ones, so its code saves callee-saved registers;
+/// inlined, it made every lookup save and restore them, the search's too, which needs none
+/// (three pushes and pops on a lookup of 10 ranges; BENCHMARKS.md section 2). It makes no call
+/// (`benches/ci/lookup-no-calls.sh`).
+#[inline(never)]
+fn directory_lookup<'a>(descriptor: &BufferVersion<'a>, addr: usize) -> Option<Hit<'a>> {
+    descriptor.version_with(DIRECTORY_PLAN).lookup_directory(addr)
+}
+
 impl Version<'_, '_> {
     /// The number of ranges starting at or before `addr`, which lies in the flagged bucket of
     /// `segment`'s directory slot `slot` (whose word is `word`): through the bucket's
@@ -429,7 +501,7 @@ impl Version<'_, '_> {
     #[inline(always)]
     fn crowded_rank(&self, segment: &Segment, word: u32, slot: usize, addr: usize) -> Option<usize> {
         if word & SUB == 0 {
-            return Some(search_bucket(self.entries, self.buffer, word, slot, addr));
+            return Some(search_bucket(self.entries, self.directory(), word, slot, addr));
         }
         // The sub-directory cuts the bucket into `2^order` sub-buckets; `addr` lies in the
         // bucket (a flagged slot is never a sentinel), so its offset in it is the low bits.
@@ -438,11 +510,11 @@ impl Version<'_, '_> {
         let shift = segment.shift.load(Ordering::Relaxed);
         let offset = addr.wrapping_sub(segment.base()) & !usize::MAX.wrapping_shl(shift);
         let sub_slot = first + offset.wrapping_shr(shift.wrapping_sub(order));
-        let sub_word = directory_slot(self.buffer, sub_slot)?.load(Ordering::Relaxed);
+        let sub_word = directory_slot(self.directory(), sub_slot)?.load(Ordering::Relaxed);
         Some(if sub_word & OVERFLOW == 0 {
             window_rank(self.entries, self.buffer, sub_word as usize, addr)
         } else {
-            search_bucket(self.entries, self.buffer, sub_word, sub_slot, addr)
+            search_bucket(self.entries, self.directory(), sub_word, sub_slot, addr)
         })
     }
 }
@@ -594,18 +666,24 @@ fn select<T>(condition: bool, a: T, b: T) -> T {
     }
 }
 
-/// The number of ranges of `entries` (a version in `buffer`) starting at or before `addr`,
+/// The number of ranges of `entries` (a version with `directory`) starting at or before `addr`,
 /// which lies in the flagged (sub-)bucket of directory slot `slot` (whose word, without a
 /// sub-directory, is `word`): a branch-free binary search over the bucket's ranges, which end
 /// at the next slot's rank.
 #[inline(always)]
-fn search_bucket(entries: &[IndexEntry<'_>], buffer: &[IndexEntry<'_>], word: u32, slot: usize, addr: usize) -> usize {
+fn search_bucket(
+    entries: &[IndexEntry<'_>],
+    directory: &[DirectorySlot],
+    word: u32,
+    slot: usize,
+    addr: usize,
+) -> usize {
     let first = (word & !OVERFLOW) as usize;
     // A flagged bucket is never a sentinel, so the next slot is its (sub-)directory's: a rank,
     // flagged or not, or a sub-directory whose first sub-bucket starts at the same rank.
     // Matches, not `map_or`: LLVM left those calls (see `window_rank_clamped`).
-    let end = match directory_slot(buffer, slot + 1) {
-        Some(next) => slot_rank(buffer, next.load(Ordering::Relaxed)).min(entries.len()),
+    let end = match directory_slot(directory, slot + 1) {
+        Some(next) => slot_rank(directory, next.load(Ordering::Relaxed)).min(entries.len()),
         None => entries.len(),
     };
     match entries.get(first..end) {
@@ -615,11 +693,11 @@ fn search_bucket(entries: &[IndexEntry<'_>], buffer: &[IndexEntry<'_>], word: u3
 }
 
 /// The rank of the first range at or after the start of the (sub-)bucket whose directory word
-/// is `word`, in a version in `buffer` (a sub-directory's is its first sub-bucket's).
+/// is `word`, in `directory` (a sub-directory's is its first sub-bucket's).
 #[inline(always)]
-fn slot_rank(buffer: &[IndexEntry<'_>], word: u32) -> usize {
+fn slot_rank(directory: &[DirectorySlot], word: u32) -> usize {
     let word = if word & (OVERFLOW | SUB) == OVERFLOW | SUB {
-        directory_slot(buffer, (word & ((1 << SUB_SLOT_BITS) - 1)) as usize).map_or(0, |s| s.load(Ordering::Relaxed))
+        directory_slot(directory, (word & ((1 << SUB_SLOT_BITS) - 1)) as usize).map_or(0, |s| s.load(Ordering::Relaxed))
     } else {
         word
     };
@@ -659,17 +737,46 @@ struct BufferVersion<'a> {
     plan: AtomicU8,
     /// Its directory segments.
     segments: [Segment; SEGMENTS],
+    /// Its directory's slots.
+    directory: &'a [[DirectorySlot; 2]],
 }
 
 impl<'a> BufferVersion<'a> {
     const_fn! {
-        fn new(buffer: &'a [IndexEntry<'a>]) -> Self {
+        fn new(buffer: IndexBuffer<'a>) -> Self {
             Self {
-                entries: AtomicPrefix::new(buffer),
+                directory: buffer.directory,
+                entries: AtomicPrefix::new(buffer.entries),
                 plan: AtomicU8::new(DIRECTORY_PLAN),
                 segments: [Segment::new(), Segment::new(), Segment::new(), Segment::new()],
             }
         }
+    }
+}
+
+impl<'a> BufferVersion<'a> {
+    /// The version this buffer holds.
+    #[inline(always)]
+    fn version(&self) -> Version<'a, '_> {
+        self.version_with(self.plan.load(Ordering::Relaxed))
+    }
+
+    /// The version this buffer holds, whose plan the caller knows (no load of it).
+    #[inline(always)]
+    fn version_with(&self, plan: u8) -> Version<'a, '_> {
+        Version {
+            entries: self.entries.load(Ordering::Relaxed),
+            buffer: self.entries.slice(),
+            descriptor: self,
+            segments: &self.segments,
+            plan,
+        }
+    }
+
+    /// How many ranges a version in this buffer can hold: one entry and two directory slots
+    /// each, at most [`MAX_RANGES`].
+    fn capacity(&self) -> usize {
+        self.entries.slice().len().min(self.directory.len()).min(MAX_RANGES)
     }
 }
 
@@ -688,12 +795,13 @@ pub struct PatchedSet<'a> {
 
 impl<'a> PatchedSet<'a> {
     const_fn! {
-        /// An empty index over two buffers (a version holds at most the smaller one's length).
+        /// An empty index over two buffers (a version holds at most the smaller one's
+        /// [capacity](Self::capacity)).
         ///
-        /// Size each buffer [`WINDOW`] entries above the largest version it will hold:
-        /// lookups in the last buckets of a version that leaves less room take a slower path
-        /// (see the [module documentation](self)).
-        pub fn new(a: &'a [IndexEntry<'a>], b: &'a [IndexEntry<'a>]) -> Self {
+        /// Size each buffer's entries and directory pairs alike, [`WINDOW`] above the largest
+        /// version it will hold: lookups in the last buckets of a version that leaves less room
+        /// take a slower path (see the [module documentation](self)).
+        pub fn new(a: IndexBuffer<'a>, b: IndexBuffer<'a>) -> Self {
             Self {
                 buffers: [BufferVersion::new(a), BufferVersion::new(b)],
                 current: AtomicRef::none(),
@@ -706,13 +814,15 @@ impl<'a> PatchedSet<'a> {
     /// An empty index over two buffers whose every version takes `mode`, whatever its shape: for
     /// tests and benchmarks of each mode. ([`LookupMode::Search`] without
     /// `cfg(lp_select_unpredictable)` is a search with data-dependent branches.)
-    pub fn with_mode(a: &'a [IndexEntry<'a>], b: &'a [IndexEntry<'a>], mode: LookupMode) -> Self {
+    pub fn with_mode(a: IndexBuffer<'a>, b: IndexBuffer<'a>, mode: LookupMode) -> Self {
         Self { forced: Some(mode), ..Self::new(a, b) }
     }
 
-    /// How many ranges a version can hold.
+    /// How many ranges a version can hold: the smaller buffer's, each buffer holding as many as
+    /// it has entries and pairs of directory slots (at most 2^30 − 1). A rebuild past it fails
+    /// with [`IndexError::Full`] and publishes nothing.
     pub fn capacity(&self) -> usize {
-        self.buffers[0].entries.slice().len().min(self.buffers[1].entries.slice().len()).min(MAX_RANGES)
+        self.buffers[0].capacity().min(self.buffers[1].capacity())
     }
 
     /// The published version.
@@ -727,13 +837,7 @@ impl<'a> PatchedSet<'a> {
     /// `None` before the first version.
     #[inline(always)]
     fn published(&self) -> Option<Version<'a, 'a>> {
-        let v = self.current.load(Ordering::Acquire)?;
-        Some(Version {
-            entries: v.entries.load(Ordering::Relaxed),
-            buffer: v.entries.slice(),
-            segments: &v.segments,
-            plan: v.plan.load(Ordering::Relaxed),
-        })
+        Some(self.current.load(Ordering::Acquire)?.version())
     }
 
     /// The published version's ranges.
@@ -772,7 +876,7 @@ impl<'a> PatchedSet<'a> {
         if v.entries.is_empty() {
             return layout;
         }
-        let word = |i: usize| directory_slot(v.buffer, i).map_or(0, |s| s.load(Ordering::Relaxed));
+        let word = |i: usize| directory_slot(v.directory(), i).map_or(0, |s| s.load(Ordering::Relaxed));
         for (k, segment) in v.segments.iter().enumerate() {
             if k > 0 && segment.base() == usize::MAX {
                 break;
@@ -782,7 +886,7 @@ impl<'a> PatchedSet<'a> {
             layout.segments += 1;
             layout.bucket_shifts[k] = segment.shift.load(Ordering::Relaxed);
             layout.directory_slots = layout.directory_slots.max(first + buckets + 1);
-            let ranks = |slot: usize| (slot_rank(v.buffer, word(slot)), slot_rank(v.buffer, word(slot + 1)));
+            let ranks = |slot: usize| (slot_rank(v.directory(), word(slot)), slot_rank(v.directory(), word(slot + 1)));
             for slot in first..first + buckets {
                 let w = word(slot);
                 if w & (OVERFLOW | SUB) == OVERFLOW | SUB {
@@ -843,7 +947,9 @@ impl<'a> PatchedSet<'a> {
         }
         let next = &self.buffers[self.current.is(Some(&self.buffers[0]), Ordering::Relaxed) as usize];
         let buf = next.entries.slice();
-        let capacity = buf.len().min(MAX_RANGES);
+        // Both buffers' capacity, not this one's: whether a set of ranges fits does not depend on
+        // which buffer is written next.
+        let capacity = self.capacity();
         let mut len = 0;
         for (i, slot) in slots.iter().enumerate() {
             let Some(orig) = slot.original() else {
@@ -873,7 +979,7 @@ impl<'a> PatchedSet<'a> {
         // (a bucket after the last start has the version's length as its rank), where the
         // buffer has them.
         buf.iter().skip(len).take(WINDOW).for_each(IndexEntry::write_sentinel);
-        build_directory(buf, len, &next.segments);
+        build_directory(&buf[..len], next.directory.as_flattened(), &next.segments);
         next.entries.store(len, Ordering::Relaxed);
         let plan = match self.forced.unwrap_or(LookupMode::choose(len)) {
             LookupMode::Search => search_plan(len),
@@ -984,22 +1090,23 @@ fn choose_shifts(segments: &[&[IndexEntry<'_>]], budget: usize) -> [u32; SEGMENT
     }
 }
 
-/// Builds the directory of the sorted ranges `buffer[..len]` in `buffer` and writes its
-/// segments into `segments`.
+/// Builds the directory of the sorted ranges `entries` in `directory` (at least two slots per
+/// range) and writes its segments into `segments`.
 ///
 /// The budget is shared between the buckets and the sub-directories of crowded buckets: the
 /// writer lays the version out twice — the buckets given the whole budget, then half of it
 /// (the rest left to sub-directories) — and keeps the layout with fewer expected extra loads
 /// per range ([`DirectoryPlan::extra_loads`]); a tie keeps the first.
-fn build_directory(buffer: &[IndexEntry<'_>], len: usize, segments: &[Segment; SEGMENTS]) {
-    let entries = &buffer[..len];
+fn build_directory(entries: &[IndexEntry<'_>], directory: &[DirectorySlot], segments: &[Segment; SEGMENTS]) {
+    let len = entries.len();
     if entries.is_empty() {
         segments.iter().for_each(|s| s.store(usize::MAX, 0, 0, 0));
         return;
     }
-    // Two slots per entry, at most `u32::MAX`: at least `2 · len`, so at least three per
-    // segment of two or more ranges and two for a segment of one (which needs no more).
-    let budget = buffer.len().saturating_mul(2).min(u32::MAX as usize);
+    // At least two slots per range ([`BufferVersion::capacity`]), at most `u32::MAX`: so at
+    // least three per segment of two or more ranges and two for a segment of one (which needs
+    // no more).
+    let budget = directory.len().min(u32::MAX as usize);
     let splits = segment_splits(entries);
     let mut bounds = [(0, 0); SEGMENTS];
     let mut used = 0;
@@ -1033,7 +1140,7 @@ fn build_directory(buffer: &[IndexEntry<'_>], len: usize, segments: &[Segment; S
             whole
         }
     };
-    best.write(buffer, segments);
+    best.write(directory, segments);
 }
 
 /// A directory the writer considers: the segments' bounds (ranks) and bucket shifts,
@@ -1053,16 +1160,16 @@ impl DirectoryPlan<'_, '_> {
         self.lay_out(None)
     }
 
-    /// Writes the directory into `buffer` and the segments into `segments`.
-    fn write(&self, buffer: &[IndexEntry<'_>], segments: &[Segment; SEGMENTS]) {
-        self.lay_out(Some((buffer, segments)));
+    /// Writes the directory into `directory` and the segments into `segments`.
+    fn write(&self, directory: &[DirectorySlot], segments: &[Segment; SEGMENTS]) {
+        self.lay_out(Some((directory, segments)));
     }
 
     /// Walks the layout's buckets, writing them where `out` says, and returns
     /// [`extra_loads`](Self::extra_loads).
-    fn lay_out(&self, out: Option<(&[IndexEntry<'_>], &[Segment; SEGMENTS])>) -> u64 {
+    fn lay_out(&self, out: Option<(&[DirectorySlot], &[Segment; SEGMENTS])>) -> u64 {
         let put = |slot: usize, word: u32| {
-            if let Some(s) = out.and_then(|(buffer, _)| directory_slot(buffer, slot)) {
+            if let Some(s) = out.and_then(|(directory, _)| directory_slot(directory, slot)) {
                 s.store(word, Ordering::Relaxed);
             }
         };
@@ -1214,6 +1321,31 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
+    /// An index buffer's storage: `len` entries and as many directory slot pairs (two slots
+    /// per entry, the size `EngineStorage` gives).
+    struct Storage<'a> {
+        entries: Vec<IndexEntry<'a>>,
+        directory: Vec<[DirectorySlot; 2]>,
+    }
+
+    impl<'a> Storage<'a> {
+        fn new(len: usize) -> Self {
+            Self::sized(len, len)
+        }
+
+        /// `entries` entries and `pairs` directory slot pairs.
+        fn sized(entries: usize, pairs: usize) -> Self {
+            Self {
+                entries: (0..entries).map(|_| IndexEntry::new()).collect(),
+                directory: (0..pairs).map(|_| [DirectorySlot::new(), DirectorySlot::new()]).collect(),
+            }
+        }
+
+        fn buffer(&'a self) -> IndexBuffer<'a> {
+            IndexBuffer { entries: &self.entries, directory: &self.directory }
+        }
+    }
+
     fn r(start: usize, len: usize) -> CodeRange {
         CodeRange::new(start, len).unwrap()
     }
@@ -1226,9 +1358,9 @@ mod tests {
         slots[0].push(&nodes[0]);
         slots[2].claim(r(0x1000, 0x10), crate::ObjectId(0));
         slots[2].push(&nodes[1]);
-        let a: Vec<IndexEntry<'_>> = (0..8).map(|_| IndexEntry::new()).collect();
-        let b: Vec<IndexEntry<'_>> = (0..8).map(|_| IndexEntry::new()).collect();
-        let set = PatchedSet::new(&a, &b);
+        let a = Storage::new(8);
+        let b = Storage::new(8);
+        let set = PatchedSet::new(a.buffer(), b.buffer());
         assert!(set.lookup(CodeAddr(0x3000)).is_none());
         assert!(set.is_empty());
         let mut graces = 0;
@@ -1271,12 +1403,12 @@ mod tests {
         for (slot, &range) in slots.iter().zip(ranges) {
             slot.claim(range, crate::ObjectId(0));
         }
-        let a: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
-        let b: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
+        let a = Storage::new(capacity);
+        let b = Storage::new(capacity);
         let mut directory = None;
         // Each set is borrowed for the slots' lifetime (its published version points into it),
         // so the sets outlive the loop; each uses the buffers only in its own iteration.
-        let sets = MODES.map(|mode| PatchedSet::with_mode(&a, &b, mode));
+        let sets = MODES.map(|mode| PatchedSet::with_mode(a.buffer(), b.buffer(), mode));
         for (set, mode) in sets.iter().zip(MODES) {
             set.rebuild(&slots, || {}).unwrap();
             assert_eq!(set.layout().mode, mode);
@@ -1435,9 +1567,9 @@ mod tests {
         for capacity in [128, 14, 13, 12, 11, 10] {
             let before = if capacity == 128 { &all[..] } else { &low[..capacity] };
             let (old, small) = (claimed(before), claimed(&high));
-            let a: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
-            let b: Vec<IndexEntry<'_>> = (0..capacity).map(|_| IndexEntry::new()).collect();
-            let set = PatchedSet::with_mode(&a, &b, LookupMode::Directory);
+            let a = Storage::new(capacity);
+            let b = Storage::new(capacity);
+            let set = PatchedSet::with_mode(a.buffer(), b.buffer(), LookupMode::Directory);
             set.rebuild(&old, || {}).unwrap();
             set.rebuild(&old, || {}).unwrap();
             set.rebuild(&small, || {}).unwrap(); // in `a` again
@@ -1835,11 +1967,11 @@ mod tests {
             for (slot, &range) in slots.iter().zip(&ranges) {
                 slot.claim(range, crate::ObjectId(0));
             }
-            let a: Vec<IndexEntry<'_>> = ranges.iter().map(|_| IndexEntry::new()).collect();
-            let b: Vec<IndexEntry<'_>> = ranges.iter().map(|_| IndexEntry::new()).collect();
+            let a = Storage::new(ranges.len());
+            let b = Storage::new(ranges.len());
             // Each set is borrowed for the slots' lifetime (its published version points into it),
             // so the sets outlive the loop; each uses the buffers only in its own iteration.
-            let sets = MODES.map(|mode| PatchedSet::with_mode(&a, &b, mode));
+            let sets = MODES.map(|mode| PatchedSet::with_mode(a.buffer(), b.buffer(), mode));
             for (set, mode) in sets.iter().zip(MODES) {
                 set.rebuild(&slots, || {}).unwrap();
                 for addr in 0x10_0000 - 64..at + 64 {
@@ -1868,11 +2000,11 @@ mod tests {
             for (slot, &range) in slots.iter().zip(&ranges) {
                 slot.claim(range, crate::ObjectId(0));
             }
-            let a: Vec<IndexEntry<'_>> = (0..len.max(1)).map(|_| IndexEntry::new()).collect();
-            let b: Vec<IndexEntry<'_>> = (0..len.max(1)).map(|_| IndexEntry::new()).collect();
+            let a = Storage::new(len.max(1));
+            let b = Storage::new(len.max(1));
             // Each set is borrowed for the slots' lifetime (its published version points into it),
             // so the sets outlive the loop; each uses the buffers only in its own iteration.
-            let sets = MODES.map(|mode| PatchedSet::with_mode(&a, &b, mode));
+            let sets = MODES.map(|mode| PatchedSet::with_mode(a.buffer(), b.buffer(), mode));
             for (set, mode) in sets.iter().zip(MODES) {
                 set.rebuild(&slots, || {}).unwrap();
                 for addr in 0xff0..at + 0x10 {
@@ -1909,16 +2041,16 @@ mod tests {
     fn each_version_is_looked_up_with_its_own_plan() {
         let all: Vec<CodeRange> = (0..300).map(|i| r(0x10_0000 + i * 0x40, 0x20 + i % 7)).collect();
         let slots: Vec<FuncSlot<'_>> = all.iter().map(|_| FuncSlot::new()).collect();
-        let a: Vec<IndexEntry<'_>> = (0..all.len() + WINDOW).map(|_| IndexEntry::new()).collect();
-        let b: Vec<IndexEntry<'_>> = (0..all.len() + WINDOW).map(|_| IndexEntry::new()).collect();
+        let a = Storage::new(all.len() + WINDOW);
+        let b = Storage::new(all.len() + WINDOW);
         // Range `i` of a version of `n`: the even ones first, so that a smaller version's
         // ranges are not the first ones of a larger one's.
         let pick = |i: usize| all[if 2 * i < all.len() { 2 * i } else { 2 * i - all.len() + 1 }];
         // Each set is borrowed for the slots' lifetime, so both outlive the loop; each uses the
         // buffers only in its own iteration.
         let sets = [
-            (None, PatchedSet::new(&a, &b)),
-            (Some(LookupMode::Search), PatchedSet::with_mode(&a, &b, LookupMode::Search)),
+            (None, PatchedSet::new(a.buffer(), b.buffer())),
+            (Some(LookupMode::Search), PatchedSet::with_mode(a.buffer(), b.buffer(), LookupMode::Search)),
         ];
         for (forced, set) in &sets {
             for n in [3, 64, 300, 20, 0, 65, 150, 1, 33] {
@@ -1951,9 +2083,9 @@ mod tests {
             for (slot, &range) in slots.iter().zip(&ranges) {
                 slot.claim(range, crate::ObjectId(0));
             }
-            let a: Vec<IndexEntry<'_>> = (0..n).map(|_| IndexEntry::new()).collect();
-            let b: Vec<IndexEntry<'_>> = (0..n).map(|_| IndexEntry::new()).collect();
-            let set = PatchedSet::new(&a, &b);
+            let a = Storage::new(n);
+            let b = Storage::new(n);
+            let set = PatchedSet::new(a.buffer(), b.buffer());
             set.rebuild(&slots, || {}).unwrap();
             assert_eq!((set.layout().mode, LookupMode::choose(n)), (mode, mode), "{n} ranges");
             // The mode travels with the version: the next one, in the other buffer, keeps it.
@@ -1973,13 +2105,48 @@ mod tests {
         assert_eq!((layout.ranges, layout.overflow_buckets), (9, 0), "{layout:?}");
     }
 
+    /// A buffer's directory holds two slots per range: a directory shorter than the entries
+    /// bounds the versions of both buffers (the smaller buffer's capacity, whichever buffer is
+    /// written next), and a version past it is refused whole.
+    #[test]
+    fn a_short_directory_bounds_the_capacity() {
+        let slots: Vec<FuncSlot<'_>> = (0..6).map(|_| FuncSlot::new()).collect();
+        let (a, b) = (Storage::sized(8, 3), Storage::sized(8, 5));
+        let set = PatchedSet::new(a.buffer(), b.buffer());
+        assert_eq!(set.capacity(), 3);
+        for (i, slot) in slots.iter().take(3).enumerate() {
+            slot.claim(r(0x1000 + i * 0x1000, 0x10), crate::ObjectId(0));
+        }
+        set.rebuild(&slots, || {}).unwrap();
+        slots[3].claim(r(0x8000, 0x10), crate::ObjectId(0));
+        // Into `b`, whose five pairs would hold four ranges.
+        assert_eq!(set.rebuild(&slots, || {}), Err(IndexError::Full { capacity: 3 }));
+        assert_eq!(set.len(), 3);
+        slots[3].release();
+        set.rebuild(&slots, || {}).unwrap();
+        slots[3].claim(r(0x8000, 0x10), crate::ObjectId(0));
+        // Into `a`, whose three pairs hold three.
+        assert_eq!(set.rebuild(&slots, || {}), Err(IndexError::Full { capacity: 3 }));
+        assert_eq!(set.len(), 3);
+        for i in 0..3 {
+            assert_eq!(set.lookup(CodeAddr(0x1008 + i * 0x1000)).map(|h| h.slot()), Some(SlotId(i as u32)));
+        }
+        assert!(set.lookup(CodeAddr(0x8008)).is_none());
+        // No directory: no range fits.
+        let none = Storage::sized(4, 0);
+        let empty = PatchedSet::new(none.buffer(), none.buffer());
+        assert_eq!(empty.capacity(), 0);
+        assert_eq!(empty.rebuild(&slots, || {}), Err(IndexError::Full { capacity: 0 }));
+        assert!(empty.is_empty());
+    }
+
     #[test]
     fn a_failed_rebuild_keeps_the_published_version() {
         let slots: Vec<FuncSlot<'_>> = (0..3).map(|_| FuncSlot::new()).collect();
         slots[0].claim(r(0x1000, 0x10), crate::ObjectId(0));
-        let a: Vec<IndexEntry<'_>> = (0..2).map(|_| IndexEntry::new()).collect();
-        let b: Vec<IndexEntry<'_>> = (0..2).map(|_| IndexEntry::new()).collect();
-        let set = PatchedSet::new(&a, &b);
+        let a = Storage::new(2);
+        let b = Storage::new(2);
+        let set = PatchedSet::new(a.buffer(), b.buffer());
         set.rebuild(&slots, || {}).unwrap();
         slots[1].claim(r(0x1008, 0x10), crate::ObjectId(0));
         assert!(matches!(set.rebuild(&slots, || {}), Err(IndexError::Overlap(..))));

@@ -232,6 +232,7 @@ mod tests {
     #[test]
     fn a_held_slot_is_decided_by_the_engines_model() {
         use crate::model::{Model, Policy};
+        use crate::patched_set::IndexBuffer;
         use crate::transition::Live;
         let a = node(0x9000);
         let slots = [FuncSlot::new()];
@@ -239,14 +240,19 @@ mod tests {
         slots[0].push(&a);
         let task = TaskPatchState::new();
         task.reset(PatchState::Unpatched);
-        let per_task = Live::from_parts(&slots, &[], &[], Policy::IMPROVED);
+        let per_task = Live::from_parts(&slots, IndexBuffer::EMPTY, IndexBuffer::EMPTY, Policy::IMPROVED);
         assert!(Model::PerTask.redirects_per_task() && !Model::CallChain.redirects_per_task());
         assert_eq!(per_task.redirect_slot(&slots[0], || &task, CodeAddr(0)), Redirect::Original);
         assert_eq!(
             per_task.redirect_slot(&slots[0], || &task, CodeAddr(0)),
             per_task.redirect_current(crate::SlotId(0), || &task, CodeAddr(0))
         );
-        let chain = Live::from_parts(&slots, &[], &[], Policy { model: Model::CallChain, ..Policy::IMPROVED });
+        let chain = Live::from_parts(
+            &slots,
+            IndexBuffer::EMPTY,
+            IndexBuffer::EMPTY,
+            Policy { model: Model::CallChain, ..Policy::IMPROVED },
+        );
         assert_eq!(
             chain.redirect_slot(&slots[0], || unreachable!("no task word in the call-chain model"), CodeAddr(0)),
             Redirect::Variant(CodeAddr(0x9000)),

@@ -22,7 +22,7 @@
 
 mod loom_support;
 
-use livepatch_core::patched_set::{IndexEntry, LookupMode, PatchedSet};
+use livepatch_core::patched_set::{DirectorySlot, IndexBuffer, IndexEntry, LookupMode, PatchedSet};
 use livepatch_core::{CodeAddr, CodeRange, Engine};
 use loom_support::{complete, variant, Fixture, PatchKind, ORIGINAL};
 
@@ -79,8 +79,10 @@ fn loom_patched_set_each_mode_publishes_whole_versions() {
                 complete(&mut engine, fx.b);
             }
             drop(engine);
-            let buffer =
-                || -> &'static [IndexEntry<'static>] { Vec::from_iter((0..3).map(|_| IndexEntry::new())).leak() };
+            let buffer = || IndexBuffer {
+                entries: Vec::from_iter((0..3).map(|_| IndexEntry::new())).leak(),
+                directory: Vec::from_iter((0..3).map(|_| [DirectorySlot::new(), DirectorySlot::new()])).leak(),
+            };
             let set: &'static PatchedSet<'static> =
                 Box::leak(Box::new(PatchedSet::with_mode(buffer(), buffer(), mode)));
             let slots = fx.live.slots();

@@ -5,7 +5,7 @@ use crate::func_stack::FuncSlot;
 use crate::ids::SlotId;
 use crate::model::{Policy, SwitchPoints};
 use crate::patch::FuncNode;
-use crate::patched_set::{Hit, IndexEntry, PatchedSet};
+use crate::patched_set::{Hit, IndexBuffer, PatchedSet};
 use crate::redirect::{self, Redirect};
 use crate::state::{PatchState, TaskPatchState};
 use crate::sweep::{self, Verdict};
@@ -170,7 +170,7 @@ impl<'a> Live<'a> {
         /// assert!(engine.transition().is_none() && !PATCH.is_registered());
         /// ```
         pub fn new<const S: usize, const R: usize>(storage: &'a EngineStorage<'a, S, R>, policy: Policy) -> Self {
-            Self::from_parts(&storage.slots, &storage.index[0], &storage.index[1], policy)
+            Self::from_parts(&storage.slots, storage.index_buffer(0), storage.index_buffer(1), policy)
         }
     }
 
@@ -178,8 +178,8 @@ impl<'a> Live<'a> {
         /// The read side over separately provided slots and the two index buffers.
         pub fn from_parts(
             slots: &'a [FuncSlot<'a>],
-            index_a: &'a [IndexEntry<'a>],
-            index_b: &'a [IndexEntry<'a>],
+            index_a: IndexBuffer<'a>,
+            index_b: IndexBuffer<'a>,
             policy: Policy,
         ) -> Self {
             Self {
@@ -493,7 +493,7 @@ mod tests {
 
     #[test]
     fn away_filter_admits_marked_blocks_within_the_bounds() {
-        let live = Live::from_parts(&[], &[], &[], Policy::IMPROVED);
+        let live = Live::from_parts(&[], IndexBuffer::EMPTY, IndexBuffer::EMPTY, Policy::IMPROVED);
         let block = |p: usize| CodeAddr(p << AWAY_BLOCK_SHIFT);
         // Spans the end of one block and the start of the next.
         let code = CodeRange::new(0x1_0ff0, 0x20).unwrap();
@@ -525,7 +525,7 @@ mod tests {
     fn the_away_filter_maps_16_mib_of_code_without_aliasing() {
         // The size the filter is documented with: one bit per 1 KiB block, 16 384 of them, so
         // a marked block aliases only blocks 16 MiB away.
-        let live = Live::from_parts(&[], &[], &[], Policy::IMPROVED);
+        let live = Live::from_parts(&[], IndexBuffer::EMPTY, IndexBuffer::EMPTY, Policy::IMPROVED);
         live.set_away_bounds(0, usize::MAX);
         let block = |p: usize| CodeAddr(p << AWAY_BLOCK_SHIFT);
         let b0 = 0x400_0000 >> AWAY_BLOCK_SHIFT;
@@ -538,7 +538,7 @@ mod tests {
 
     #[test]
     fn a_range_marks_exactly_the_blocks_it_spans() {
-        let live = Live::from_parts(&[], &[], &[], Policy::IMPROVED);
+        let live = Live::from_parts(&[], IndexBuffer::EMPTY, IndexBuffer::EMPTY, Policy::IMPROVED);
         live.set_away_bounds(0, usize::MAX);
         let block = |p: usize| CodeAddr(p << AWAY_BLOCK_SHIFT);
         // Two whole blocks, ending exactly where the third starts.
@@ -562,7 +562,7 @@ mod tests {
 
     #[test]
     fn away_check_admits_every_marked_range_whatever_their_number() {
-        let live = Live::from_parts(&[], &[], &[], Policy::IMPROVED);
+        let live = Live::from_parts(&[], IndexBuffer::EMPTY, IndexBuffer::EMPTY, Policy::IMPROVED);
         // Ranges 8 KiB apart (each in its own blocks), 0x40 bytes long.
         let range = |i: usize| CodeRange::new(0x10_0000 + i * 0x2000, 0x40).unwrap();
         for n in 0..=AWAY_LISTED + 2 {

@@ -25,7 +25,7 @@ use crate::scenario::{Scenario, Wait};
 use driver::State;
 use livepatch_core::func_stack::FuncSlot;
 use livepatch_core::patch::{CallbackContext, CallbackError, State as SysState, StateId};
-use livepatch_core::patched_set::IndexEntry;
+use livepatch_core::patched_set::{DirectorySlot, IndexBuffer, IndexEntry};
 use livepatch_core::shadow::ShadowId;
 use livepatch_core::{Engine, Func, Live, Object, ObjectCallbacks, Patch, PatchId, Policy};
 use std::collections::BTreeMap;
@@ -239,9 +239,10 @@ pub fn run_stepped(
     let total_funcs: usize = sc.patches.iter().flat_map(|p| &p.objects).map(|o| o.funcs.len()).sum();
     let slots: Vec<FuncSlot<'_>> = (0..total_funcs + 2).map(|_| FuncSlot::new()).collect();
     let ranges = 2 * total_funcs + 4;
-    let index_a: Vec<IndexEntry<'_>> = (0..ranges).map(|_| IndexEntry::new()).collect();
-    let index_b: Vec<IndexEntry<'_>> = (0..ranges).map(|_| IndexEntry::new()).collect();
-    let live = Live::from_parts(&slots, &index_a, &index_b, policy);
+    let entries: [Vec<IndexEntry<'_>>; 2] = [(); 2].map(|_| (0..ranges).map(|_| IndexEntry::new()).collect());
+    let directory: [Vec<[DirectorySlot; 2]>; 2] = [(); 2].map(|_| (0..ranges).map(|_| Default::default()).collect());
+    let buffer = |i: usize| IndexBuffer { entries: &entries[i], directory: &directory[i] };
+    let live = Live::from_parts(&slots, buffer(0), buffer(1), policy);
     let mut engine = Engine::new(&live);
 
     let models: Vec<PatchModel> = sc
