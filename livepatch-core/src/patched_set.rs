@@ -448,26 +448,10 @@ impl<'a> Version<'a, '_> {
         directory_lookup(self.descriptor, addr)
     }
 
-    /// The range containing `addr`, through the directory.
+    /// The range containing `addr`, given `rank`, the number of ranges starting at or before
+    /// it.
     #[inline(always)]
-    fn lookup_directory(&self, addr: usize) -> Option<Hit<'a>> {
-        if self.entries.is_empty() {
-            return None;
-        }
-        // The segment: the number of other segments' bases at or below `addr` (unused ones
-        // have base `usize::MAX`, which only `usize::MAX` reaches: see `build_directory`).
-        let segment = &self.segments[self.segments[1..].iter().map(|s| (addr >= s.base()) as usize).sum::<usize>()];
-        let bucket = addr
-            .wrapping_sub(segment.base())
-            .wrapping_shr(segment.shift.load(Ordering::Relaxed))
-            .min(segment.buckets.load(Ordering::Relaxed) as usize);
-        let slot = segment.first_slot.load(Ordering::Relaxed) as usize + bucket;
-        let word = directory_slot(self.directory(), slot)?.load(Ordering::Relaxed);
-        let rank = if word & OVERFLOW == 0 {
-            window_rank(self.entries, self.buffer, word as usize, addr)
-        } else {
-            self.crowded_rank(segment, word, slot, addr)?
-        };
+    fn candidate(&self, rank: usize, addr: usize) -> Option<Hit<'a>> {
         // `rank` ranges start at or before `addr`, so the candidate is range `rank − 1`; with
         // none (rank 0) the index wraps past the version and `get` answers the miss, with the
         // bounds check it makes anyway.
@@ -482,11 +466,48 @@ impl<'a> Version<'a, '_> {
 /// Out of line, and reached by a tail jump (the lookup's last act on that path): the directory
 /// needs more registers than the caller-saved ones, so its code saves callee-saved registers;
 /// inlined, it made every lookup save and restore them, the search's too, which needs none
-/// (three pushes and pops on a lookup of 10 ranges; BENCHMARKS.md section 2). It makes no call
+/// (three pushes and pops on a lookup of 10 ranges; BENCHMARKS.md section 2). A flagged
+/// bucket's path is out of line too, reached the same way ([`crowded_lookup`]): inline, the
+/// values it needs (the segment, the slot, the directory) stayed live on every path, and this
+/// function saved three registers instead of one. Neither makes a call
 /// (`benches/ci/lookup-no-calls.sh`).
 #[inline(never)]
 fn directory_lookup<'a>(descriptor: &BufferVersion<'a>, addr: usize) -> Option<Hit<'a>> {
-    descriptor.version_with(DIRECTORY_PLAN).lookup_directory(addr)
+    // The segment: the number of other segments' bases at or below `addr` (unused ones have
+    // base `usize::MAX`, which only `usize::MAX` reaches: see `build_directory`).
+    let segments = &descriptor.segments;
+    let segment = &segments[segments[1..].iter().map(|s| (addr >= s.base()) as usize).sum::<usize>()];
+    let bucket = addr
+        .wrapping_sub(segment.base())
+        .wrapping_shr(segment.shift.load(Ordering::Relaxed))
+        .min(segment.buckets.load(Ordering::Relaxed) as usize);
+    let slot = segment.first_slot.load(Ordering::Relaxed) as usize + bucket;
+    let word = directory_slot(descriptor.directory.as_flattened(), slot)?.load(Ordering::Relaxed);
+    if word & OVERFLOW != 0 {
+        return crowded_lookup(descriptor, segment, word, slot, addr);
+    }
+    // The version's length only now: loaded first, it and the buffer's stayed live through the
+    // segment's arithmetic above, and the function saved two registers more. An empty version
+    // needs no test of its own: its directory's words are stale, but every rank they give
+    // misses in `candidate`, which finds no entry in an empty version.
+    let version = descriptor.version_with(DIRECTORY_PLAN);
+    version.candidate(window_rank(version.entries, version.buffer, word as usize, addr), addr)
+}
+
+/// [`directory_lookup`]'s path for `addr` in a flagged bucket of `segment`, whose directory
+/// slot `slot` holds `word`: out of line, reached by a tail jump (its six arguments, the
+/// returned hit's address among them, fit the argument registers).
+#[inline(never)]
+fn crowded_lookup<'a>(
+    descriptor: &BufferVersion<'a>,
+    segment: &Segment,
+    word: u32,
+    slot: usize,
+    addr: usize,
+) -> Option<Hit<'a>> {
+    let version = descriptor.version_with(DIRECTORY_PLAN);
+    let rank = version.crowded_rank(segment, word, slot, addr)?;
+    version.candidate(rank, addr)
 }
 
 impl Version<'_, '_> {
@@ -496,8 +517,8 @@ impl Version<'_, '_> {
     /// the bucket's ranges. `None` only for a slot past the buffer, which the writer never
     /// makes.
     ///
-    /// Inlined into the lookup, not called: a call in the lookup's body would make the whole
-    /// lookup save and restore callee-saved registers, on every path (BENCHMARKS.md section 2).
+    /// Inlined into [`crowded_lookup`], not called: a call would make it save and restore
+    /// callee-saved registers (BENCHMARKS.md section 2).
     #[inline(always)]
     fn crowded_rank(&self, segment: &Segment, word: u32, slot: usize, addr: usize) -> Option<usize> {
         if word & SUB == 0 {
@@ -2033,10 +2054,48 @@ mod tests {
         }
     }
 
+    /// An empty version in directory mode, written over a version whose first bucket had a
+    /// sub-directory, misses everywhere, though the directory's path does not test the
+    /// version's length: the writer resets an empty version's segments (every address reads
+    /// slot 0) and writes sentinels at the buffer's start, and the candidate is bounded by the
+    /// version's (empty) entries — either alone gives the misses.
+    #[test]
+    fn an_empty_version_misses_through_a_stale_directory() {
+        // A cluster of one-byte functions (a crowded first bucket), then ranges 8 KiB apart (gaps
+        // wider than the cluster's, so that the segments split among them).
+        let ranges: Vec<CodeRange> =
+            (0..12).map(|i| r(0x1000 + i, 1)).chain((0..100).map(|i| r(0x2000 + i * 0x2000, 0x40))).collect();
+        let slots: Vec<FuncSlot<'_>> = ranges.iter().map(|_| FuncSlot::new()).collect();
+        let claim = |n: usize| {
+            for (i, slot) in slots.iter().enumerate() {
+                if i < n {
+                    slot.claim(ranges[i], crate::ObjectId(0));
+                } else {
+                    slot.release();
+                }
+            }
+        };
+        let (a, b) = (Storage::new(ranges.len() + WINDOW), Storage::new(ranges.len() + WINDOW));
+        let set = PatchedSet::with_mode(a.buffer(), b.buffer(), LookupMode::Directory);
+        claim(ranges.len());
+        set.rebuild(&slots, || {}).unwrap();
+        assert!(set.layout().subdirectories >= 1, "{:?}", set.layout());
+        claim(1);
+        set.rebuild(&slots, || {}).unwrap();
+        claim(0);
+        set.rebuild(&slots, || {}).unwrap(); // into the first version's buffer
+        assert_eq!((set.len(), set.layout().mode), (0, LookupMode::Directory));
+        for addr in (0x0f00..0x1100).chain((0x2000..0xcc000).step_by(0x101)) {
+            assert!(set.lookup(CodeAddr(addr)).is_none(), "{addr:#x}");
+        }
+    }
+
     /// One index rebuilt through versions of every kind — searched, searched longer than the
-    /// unrolled halvings, directory, empty — in the writer's choice of mode and in a forced
-    /// search: each version is looked up with its own plan, never the one its buffer held
-    /// before.
+    /// unrolled halvings, directory, empty — in the writer's choice of mode and forced into
+    /// each: each version is looked up with its own plan, never the one its buffer held
+    /// before. The empty version lands in a buffer whose directory still holds the words of
+    /// the 300-range version before it, which the directory's path (no test of the length of
+    /// its own) must answer with misses.
     #[test]
     fn each_version_is_looked_up_with_its_own_plan() {
         let all: Vec<CodeRange> = (0..300).map(|i| r(0x10_0000 + i * 0x40, 0x20 + i % 7)).collect();
@@ -2051,6 +2110,7 @@ mod tests {
         let sets = [
             (None, PatchedSet::new(a.buffer(), b.buffer())),
             (Some(LookupMode::Search), PatchedSet::with_mode(a.buffer(), b.buffer(), LookupMode::Search)),
+            (Some(LookupMode::Directory), PatchedSet::with_mode(a.buffer(), b.buffer(), LookupMode::Directory)),
         ];
         for (forced, set) in &sets {
             for n in [3, 64, 300, 20, 0, 65, 150, 1, 33] {
