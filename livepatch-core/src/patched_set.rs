@@ -63,20 +63,19 @@
 //!
 //! # Storage
 //!
-//! Each buffer is provided by the caller as an [`IndexBuffer`]: the entries (24 bytes each:
-//! start, 32-bit length and slot, the variant's node) and, in an array of its own, the
-//! directory's 32-bit [`DirectorySlot`]s, two per entry — 32 bytes per range in all. A version
-//! in a buffer of `capacity` entries has `2 · capacity` slots; a shorter directory bounds the
-//! version instead ([`PatchedSet::capacity`]). The slots are kept apart from the entries so that
-//! slot `i` is one indexed load, and sixteen of them share a cache line (as two fields of each
-//! entry, the address of slot `i` took a shift, a mask and two adds; BENCHMARKS.md section 2).
-//! The writer shares the slots greedily: starting from one bucket per segment, the finer shift that removes the
-//! most crowded ranges per extra slot, while one fits; then sub-directories, bucket by bucket
-//! in address order, each the coarsest that leaves no crowded sub-bucket (at most 16 slots per
-//! range of its bucket). It lays the version out twice — the buckets given the whole budget,
-//! then half of it — and keeps the one with fewer extra dependent loads summed over the
-//! ranges (one per range behind a sub-directory, `⌈log2 k⌉` per range of a searched bucket of
-//! `k`). The segments' shapes (base,
+//! Each buffer is provided by the caller as an [`IndexBuffer`]: the entries (24 bytes each: start,
+//! 32-bit length and slot, the variant's node) and, in an array of its own, the directory's 32-bit
+//! [`DirectorySlot`]s, two per entry — 32 bytes per range in all. A version in a buffer of
+//! `capacity` entries has `2 · capacity` slots; a shorter directory bounds the version instead
+//! ([`PatchedSet::capacity`]). The slots are kept apart from the entries so that slot `i` is one
+//! indexed load, and sixteen of them share a cache line (as two fields of each entry, the address
+//! of slot `i` took a shift, a mask and two adds; BENCHMARKS.md section 2). The writer shares the
+//! slots greedily: starting from one bucket per segment, the finer shift that removes the most
+//! crowded ranges per extra slot, while one fits; then sub-directories, bucket by bucket in address
+//! order, each the coarsest that leaves no crowded sub-bucket (at most 16 slots per range of its
+//! bucket). It lays the version out twice — the buckets given the whole budget, then half of it —
+//! and keeps the one with fewer extra dependent loads summed over the ranges (one per range behind
+//! a sub-directory, `⌈log2 k⌉` per range of a searched bucket of `k`). The segments' shapes (base,
 //! shift, first slot, bucket count: 20 bytes each) live in the [`PatchedSet`], one table per
 //! buffer. The search needs no storage beyond the entries.
 //!
@@ -175,8 +174,8 @@ impl fmt::Debug for IndexEntry<'_> {
     }
 }
 
-/// One slot of an index buffer's bucket directory: a rank, with [`OVERFLOW`] set on a bucket
-/// that holds more than [`WINDOW`] starts. 4 bytes.
+/// One slot of an index buffer's bucket directory: a rank, with flags in its top bits for a
+/// bucket that holds more than [`WINDOW`] starts. 4 bytes.
 pub struct DirectorySlot(AtomicU32);
 
 impl DirectorySlot {
